@@ -1,0 +1,58 @@
+#pragma once
+// Client and server addresses as small value types with no I/O in them.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace smtpscreen {
+
+// An IPv4 or IPv6 address with a port. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d)
+// are stored as plain IPv4 so that logs, cache keys and CIDR matches see one form.
+class Endpoint {
+public:
+    Endpoint() = default;
+    static std::optional<Endpoint> from_sockaddr(const sockaddr* sa);
+    // "1.2.3.4" or "::1" (no brackets), with the given port.
+    static std::optional<Endpoint> parse_ip(std::string_view ip, uint16_t port = 0);
+    // "1.2.3.4:25", "[::1]:25"; with default_port, a bare IP ("1.2.3.4", "[::1]", "::1") is allowed too.
+    static std::optional<Endpoint> parse(std::string_view text, std::optional<uint16_t> default_port = std::nullopt);
+
+    bool is_v6() const { return storage_.ss_family == AF_INET6; }
+    bool valid() const { return storage_.ss_family == AF_INET || storage_.ss_family == AF_INET6; }
+    int family() const { return storage_.ss_family; }
+    uint16_t port() const;
+    void set_port(uint16_t port);
+    std::string ip() const;          // "1.2.3.4" / "2001:db8::1"
+    std::string to_string() const;   // "[1.2.3.4]:25" / "[2001:db8::1]:25", postscreen's log form
+    std::string ip_port() const;     // "1.2.3.4:25" / "[2001:db8::1]:25", the config form
+    const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+    socklen_t sa_len() const;
+    // Raw address bytes in network order: 4 or 16 of them.
+    std::string_view raw() const;
+
+    friend bool operator==(const Endpoint& a, const Endpoint& b);
+
+private:
+    sockaddr_storage storage_{};
+};
+
+// "10.0.0.0/8", "2001:db8::/32", or a single address (full length).
+class Cidr {
+public:
+    static std::optional<Cidr> parse(std::string_view text);
+    bool contains(const Endpoint& addr) const;
+    std::string to_string() const;
+
+private:
+    Endpoint network_;
+    int prefix_len_ = 0;
+};
+
+// Reverse-order name for DNSBL queries: 1.2.3.4 -> "4.3.2.1", 2001:db8::1 -> nibbles.
+std::string reverse_name(const Endpoint& addr);
+
+}  // namespace smtpscreen

@@ -1,0 +1,129 @@
+#pragma once
+// The effective configuration (SPEC §5): plain data, loaded once per start or SIGHUP and
+// shared read-only (std::shared_ptr<const Config>) by every session created under it.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/address.h"
+#include "core/duration.h"
+#include "dnsbl/site.h"
+
+namespace smtpscreen {
+
+enum class Action { Ignore, Enforce, Drop };
+enum class ProxyProtocol { Off, V1, V2, Auto };
+enum class Handoff { ProxyV2, ProxyV1, Xclient, None };
+enum class CacheBackend { Lmdb, Redis, Memory };
+enum class BareLf { Reject, Normalize };
+
+enum class AccessVerdict { Permit, Reject };
+struct AccessRule {
+    Cidr network;
+    AccessVerdict verdict;
+};
+
+struct Config {
+    std::string source_file;  // the INI it was loaded from, for messages
+
+    // [listen]
+    std::vector<Endpoint> listen_addresses;            // default 127.0.0.1:2525
+    ProxyProtocol proxy_protocol = ProxyProtocol::Off;
+    std::vector<Cidr> proxy_from;                      // default 127.0.0.0/8, ::1/128
+    Millis proxy_timeout{5000};
+
+    // [backend]
+    Endpoint backend_address;                          // default 127.0.0.1:10025
+    Handoff handoff = Handoff::ProxyV2;
+    std::optional<Endpoint> backend_source_address;    // port 0
+    Millis backend_connect_timeout{5000};
+    Millis backend_idle_timeout{300000};
+    bool i_know_this_is_an_open_relay = false;
+    bool backend_tls = false;
+    std::string backend_tls_ca;
+
+    // [greet]
+    std::string banner_template = "$hostname ESMTP";
+    std::string banner;                                 // with $hostname expanded
+    Millis greet_wait{6000};
+    Action greet_action = Action::Enforce;
+
+    // [dnsbl]
+    std::string dnsbl_sites_text;
+    std::vector<DnsblSite> dnsbl_sites;
+    int dnsbl_threshold = 1;
+    int dnsbl_allowlist_threshold = 0;
+    Action dnsbl_action = Action::Enforce;
+    Millis dnsbl_timeout{10000};
+    std::vector<Endpoint> dnsbl_servers;                // empty: system resolver
+    std::string dnsbl_reply_map_file;
+    std::map<std::string, std::string> dnsbl_reply_map; // zone -> public name
+
+    // [deep]
+    bool deep_pipelining = false;
+    bool deep_non_smtp_command = false;
+    bool deep_bare_newline = false;
+    Action deep_action = Action::Enforce;
+    std::vector<std::string> deep_forbidden_commands{"CONNECT", "GET", "POST", "USER", "PASS"};
+
+    // [access]
+    std::string access_file;
+    std::vector<AccessRule> access_rules;
+    Action access_action = Action::Drop;
+
+    // [cache]
+    CacheBackend cache_backend = CacheBackend::Lmdb;
+    std::string cache_path = "smtpscreen.cache";
+    Endpoint cache_redis;                               // default 127.0.0.1:6379
+    Millis cache_pregreet_ttl{86400000};
+    Millis cache_dnsbl_min_ttl{60000};
+    Millis cache_dnsbl_max_ttl{3600000};
+    Millis cache_deep_ttl{30LL * 86400000};
+
+    // [tls]
+    std::string tls_cert;
+    std::string tls_key;
+    std::string tls_ciphers;                            // empty: secure default
+    std::string tls_min_version = "1.2";
+    Millis tls_handshake_timeout{30000};
+
+    // [limits]
+    int max_connections = 10000;
+    int per_client_connections = 50;
+    Millis command_time_limit{300000};
+    int command_count_limit = 20;
+    Millis shutdown_grace{30000};
+
+    // [smuggling]
+    BareLf smuggling_bare_lf = BareLf::Reject;
+
+    // [log]
+    bool log_syslog = true;
+    std::string log_syslog_name = "smtpscreen";
+    std::optional<bool> log_stderr;                     // unset: on when in the foreground
+
+    // [stats]
+    std::optional<Endpoint> stats_listen;
+
+    // [process]
+    std::string process_user;
+    int process_threads = 1;
+
+    bool deep_tests_enabled() const { return deep_pipelining || deep_non_smtp_command || deep_bare_newline; }
+};
+
+// Loads and validates an INI file. Every problem is appended to errors as
+// "FILE:LINE: section.key: what is wrong (what to use instead)"; the returned Config is
+// usable only when errors is empty. Also loads access.file and dnsbl.reply_map, and
+// checks readability of tls.cert / tls.key when set.
+std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::string>& errors);
+
+// INI text of every key in SPEC §5 order, defaults included; load_config accepts it.
+std::string print_config(const Config& config);
+
+// Warnings that do not stop the start (e.g. handoff = none with the override).
+std::vector<std::string> config_warnings(const Config& config);
+
+}  // namespace smtpscreen

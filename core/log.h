@@ -1,0 +1,42 @@
+#pragma once
+// One logger per process, passed by reference (no global). Lines go to syslog under
+// log.syslog_name and/or to stderr; each line is written with one call so that
+// threads never interleave within a line.
+#include <fmt/format.h>
+
+#include <string>
+#include <string_view>
+
+namespace smtpscreen {
+
+enum class LogLevel { Info, Warning, Error };
+
+class Logger {
+public:
+    Logger(bool to_syslog, std::string syslog_name, bool to_stderr);
+    ~Logger();
+    Logger(const Logger&) = delete;
+    Logger& operator=(const Logger&) = delete;
+
+    void write(LogLevel level, std::string_view line);
+
+    template <typename... Args>
+    void info(fmt::format_string<Args...> f, Args&&... args) {
+        write(LogLevel::Info, fmt::format(f, std::forward<Args>(args)...));
+    }
+    template <typename... Args>
+    void warn(fmt::format_string<Args...> f, Args&&... args) {
+        write(LogLevel::Warning, fmt::format(f, std::forward<Args>(args)...));
+    }
+    template <typename... Args>
+    void error(fmt::format_string<Args...> f, Args&&... args) {
+        write(LogLevel::Error, fmt::format(f, std::forward<Args>(args)...));
+    }
+
+private:
+    bool to_syslog_;
+    std::string syslog_name_;
+    bool to_stderr_;
+};
+
+}  // namespace smtpscreen

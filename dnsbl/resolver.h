@@ -1,0 +1,71 @@
+#pragma once
+// DNSBL lookups through c-ares, driven by the caller's libuv loop: c-ares sockets are
+// watched with uv_poll and its timeouts with one uv_timer; there is no extra thread and
+// no blocking call. One resolver per loop thread.
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/address.h"
+#include "core/log.h"
+
+namespace smtpscreen {
+
+struct DnsblReply {
+    enum class Status { Listed, NotListed, Failed };
+    Status status = Status::NotListed;
+    std::vector<uint32_t> addresses;  // A records, host byte order (127.0.0.2 == 0x7f000002)
+    uint32_t ttl = 0;                 // smallest TTL of the answer (or of the SOA for NXDOMAIN), seconds
+    std::string error;                // for Failed: "timeout", "SERVFAIL", "refused", ...
+};
+
+class DnsblResolver;
+
+// Owned by whoever asked; destroying it (or calling cancel) guarantees the callback
+// will not run afterwards. The underlying query may go on for other subscribers.
+class DnsblSubscription {
+public:
+    DnsblSubscription() = default;
+    DnsblSubscription(DnsblSubscription&& other) noexcept;
+    DnsblSubscription& operator=(DnsblSubscription&& other) noexcept;
+    ~DnsblSubscription();
+    void cancel();
+
+private:
+    friend class DnsblResolver;
+    DnsblSubscription(std::weak_ptr<void> query, uint64_t id) : query_(std::move(query)), id_(id) {}
+    std::weak_ptr<void> query_;
+    uint64_t id_ = 0;
+};
+
+class DnsblResolver {
+public:
+    using Callback = std::function<void(const DnsblReply&)>;
+
+    // servers empty: the system resolver (/etc/resolv.conf). timeout bounds one whole
+    // lookup (all tries). Throws std::runtime_error naming what failed on c-ares init errors.
+    DnsblResolver(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout,
+                  Logger& log);
+    ~DnsblResolver();
+    DnsblResolver(const DnsblResolver&) = delete;
+    DnsblResolver& operator=(const DnsblResolver&) = delete;
+
+    // Looks up "<reverse_name(client)>.<zone>" type A. Concurrent lookups for the same
+    // (client, zone) share one query. The callback runs later from the loop, never inline.
+    // A failed or timed-out query is logged once per query (not per subscriber).
+    DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
+
+    // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed.
+    void close();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace smtpscreen

@@ -1,0 +1,42 @@
+#pragma once
+// What the backend is told about the real client: PROXY v1/v2 headers (haproxy's
+// proxy-protocol.txt) and XCLIENT (Postfix XCLIENT_README). Pure functions over bytes;
+// the same parser reads the PROXY header a load balancer sends us.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/address.h"
+#include "core/config.h"
+
+namespace smtpscreen {
+
+std::string encode_proxy_v1(const Endpoint& client, const Endpoint& local);
+std::string encode_proxy_v2(const Endpoint& client, const Endpoint& local);
+
+struct ProxyHeader {
+    enum class Status { NeedMore, Invalid, Done };
+    Status status = Status::NeedMore;
+    size_t consumed = 0;    // bytes of the header, when Done
+    bool local = false;     // v2 LOCAL command or v1 "UNKNOWN": keep the connection's own addresses
+    Endpoint source;
+    Endpoint destination;
+    std::string error;      // for Invalid: what was wrong
+};
+
+// mode is V1, V2 or Auto (either); Off is a programming error.
+ProxyHeader parse_proxy_header(std::string_view buffered, ProxyProtocol mode);
+
+// RFC 3461 xtext as XCLIENT requires: '+', '=', controls and non-ASCII become +XX.
+std::string xtext_encode(std::string_view text);
+
+struct XclientAttributes {
+    Endpoint client;
+    std::string name;   // verified reverse name, or "[UNAVAILABLE]"
+    std::string helo;   // empty: not sent
+    std::string proto;  // "SMTP"/"ESMTP", empty: not sent
+};
+// "XCLIENT ADDR=1.2.3.4 PORT=1234 NAME=... [HELO=...] [PROTO=...]\r\n"; IPv6 as ADDR=IPV6:...
+std::string encode_xclient(const XclientAttributes& attrs);
+
+}  // namespace smtpscreen

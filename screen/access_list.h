@@ -1,0 +1,17 @@
+#pragma once
+// access.file: "ip[/len] permit|reject" per line, '#' comments, first match wins.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+
+namespace smtpscreen {
+
+// Parses the file's text; each problem is appended to errors as "FILE:LINE: what is wrong".
+std::vector<AccessRule> parse_access_list(std::string_view text, const std::string& filename,
+                                          std::vector<std::string>& errors);
+std::optional<AccessVerdict> match_access(const std::vector<AccessRule>& rules, const Endpoint& client);
+
+}  // namespace smtpscreen

@@ -1,0 +1,40 @@
+#pragma once
+// The small SMTP responder of the `enforce` action: it talks to a client that failed a
+// test until the client gives up, answers each command correctly, and rejects every
+// RCPT TO with the failed test's reply, logging postscreen's NOQUEUE line. No I/O here.
+#include <functional>
+#include <string>
+
+#include "screen/command_reader.h"
+
+namespace smtpscreen {
+
+class EnforceDialog {
+public:
+    struct Reply {
+        std::string text;    // one or more CRLF-terminated reply lines
+        bool close = false;  // after sending text (QUIT, too many errors)
+    };
+    using RejectLog = std::function<void(const std::string& line)>;
+
+    // client: "[1.2.3.4]:5678"; reject_reply: e.g. "550 5.7.1 Service unavailable; client
+    // [1.2.3.4] blocked using zen.example" (no CRLF). log gets the whole
+    // "NOQUEUE: reject: RCPT from [ip]:port: 550 ...; from=<s>, to=<r>, proto=ESMTP, helo=<h>" line.
+    EnforceDialog(std::string hostname, std::string client, std::string reject_reply, RejectLog log);
+
+    Reply on_line(const CommandLine& line);
+
+private:
+    std::string hostname_;
+    std::string client_;
+    std::string reject_reply_;
+    RejectLog log_;
+    std::string helo_;
+    std::string proto_ = "SMTP";
+    std::string mail_from_;
+    bool have_mail_ = false;
+    bool in_data_ = false;  // after DATA we refuse: no RCPT was accepted, so there is none
+    int errors_ = 0;
+};
+
+}  // namespace smtpscreen
