@@ -2,6 +2,8 @@
 // Where passes are remembered across connections and restarts. The interface is
 // asynchronous so that a networked backend (Redis) fits without touching sessions;
 // the embedded backends answer inline.
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -23,11 +25,27 @@ public:
     virtual void lookup(const std::string& client_ip, LookupDone done) = 0;
     // Fire and forget; a failure is logged, never surfaced to the session.
     virtual void store(const std::string& client_ip, const TestResults& results) = 0;
+    // Removes records in which every pass has expired (pass_until <= now) and returns
+    // how many went. Expired records are harmless (a lookup reads them as "not
+    // passed"), so this is housekeeping for a periodic timer, never the session path.
+    // Backends that expire records themselves (Redis TTLs) keep the default.
+    virtual size_t purge_expired(int64_t now) {
+        (void)now;
+        return 0;
+    }
 };
 
 // Embedded backends are safe to share between loop threads. Throws std::runtime_error
 // with a sentence naming the file and what to do when the backend cannot be opened.
+//
+// LMDB allows one environment per file per process ("do not have open an LMDB database
+// twice in the same process at the same time"): open it once at start and keep the same
+// object across SIGHUP reloads unless cache.path changes. `log` must outlive the cache.
 std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log);
+// At most kMemoryCacheMaxEntries records; when full, expired records go first, then the
+// oldest stored.
+constexpr size_t kMemoryCacheMaxEntries = 1'000'000;
 std::shared_ptr<VerdictCache> open_memory_cache();
+std::shared_ptr<VerdictCache> open_memory_cache(size_t max_entries);
 
 }  // namespace smtpscreen

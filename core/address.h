@@ -44,8 +44,15 @@ private:
 class Cidr {
 public:
     static std::optional<Cidr> parse(std::string_view text);
+    // As above; on failure sets *why to "what is wrong (what to use instead)".
+    // Host bits beyond the prefix ("10.1.2.3/8") are refused, as Postfix does;
+    // "::ffff:a.b.c.d/len" with len >= 96 becomes the IPv4 network it means.
+    static std::optional<Cidr> parse(std::string_view text, std::string* why);
     bool contains(const Endpoint& addr) const;
-    std::string to_string() const;
+    std::string to_string() const;  // always "network/len"
+    const Endpoint& network() const { return network_; }
+    int prefix_len() const { return prefix_len_; }
+    friend bool operator==(const Cidr& a, const Cidr& b) = default;
 
 private:
     Endpoint network_;

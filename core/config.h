@@ -4,6 +4,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,17 +26,19 @@ struct AccessRule {
     AccessVerdict verdict;
 };
 
+// Default member values are SPEC §5's defaults, so Config{} is the default configuration
+// (except banner, which load_config expands from banner_template).
 struct Config {
     std::string source_file;  // the INI it was loaded from, for messages
 
     // [listen]
-    std::vector<Endpoint> listen_addresses;            // default 127.0.0.1:2525
+    std::vector<Endpoint> listen_addresses{*Endpoint::parse("127.0.0.1:2525")};
     ProxyProtocol proxy_protocol = ProxyProtocol::Off;
-    std::vector<Cidr> proxy_from;                      // default 127.0.0.0/8, ::1/128
+    std::vector<Cidr> proxy_from{*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1/128")};
     Millis proxy_timeout{5000};
 
     // [backend]
-    Endpoint backend_address;                          // default 127.0.0.1:10025
+    Endpoint backend_address = *Endpoint::parse("127.0.0.1:10025");
     Handoff handoff = Handoff::ProxyV2;
     std::optional<Endpoint> backend_source_address;    // port 0
     Millis backend_connect_timeout{5000};
@@ -46,7 +49,7 @@ struct Config {
 
     // [greet]
     std::string banner_template = "$hostname ESMTP";
-    std::string banner;                                 // with $hostname expanded
+    std::string banner;                                 // with $hostname expanded (by load_config)
     Millis greet_wait{6000};
     Action greet_action = Action::Enforce;
 
@@ -76,7 +79,7 @@ struct Config {
     // [cache]
     CacheBackend cache_backend = CacheBackend::Lmdb;
     std::string cache_path = "smtpscreen.cache";
-    Endpoint cache_redis;                               // default 127.0.0.1:6379
+    Endpoint cache_redis = *Endpoint::parse("127.0.0.1:6379");
     Millis cache_pregreet_ttl{86400000};
     Millis cache_dnsbl_min_ttl{60000};
     Millis cache_dnsbl_max_ttl{3600000};
@@ -125,5 +128,8 @@ std::string print_config(const Config& config);
 
 // Warnings that do not stop the start (e.g. handoff = none with the override).
 std::vector<std::string> config_warnings(const Config& config);
+
+// banner_template with "$hostname" / "${hostname}" replaced by gethostname().
+std::string expand_banner(const std::string& banner_template);
 
 }  // namespace smtpscreen

@@ -13,39 +13,48 @@
 
 namespace smtpscreen {
 
+// Pure scoring, for DnsblCheck and its tests. answers: zone -> A records (host order)
+// of the zones that answered Listed. Each matching site adds its weight once, however
+// many of its zone's records match (postscreen applies a weight at most once).
+int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::string, std::vector<uint32_t>>& answers);
+// The zone of the matching site with the highest positive weight (the first one on a
+// tie), for the reject reply; empty when no site with a positive weight matches. An
+// allowlist (negative weight) is never named as the reason for a rejection.
+std::string top_listed_zone(const std::vector<DnsblSite>& sites,
+                            const std::map<std::string, std::vector<uint32_t>>& answers);
+
 class DnsblCheck {
 public:
-    // on_update runs (from the loop) after each zone answers.
+    // on_update runs (from the loop) after each zone answers. sites must outlive the
+    // check (they belong to the Config the session holds). Sites that share a zone
+    // share one lookup. on_update may destroy the check.
     DnsblCheck(DnsblResolver& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
                std::function<void()> on_update);
     DnsblCheck(const DnsblCheck&) = delete;
     DnsblCheck& operator=(const DnsblCheck&) = delete;
 
     int score() const { return score_; }
-    bool complete() const { return pending_zones_ == 0; }
+    bool complete() const { return pending_.empty(); }
     // True when the score has reached threshold and no unanswered zone carries a
     // negative weight, so no later answer can bring it back below (SPEC §2 step 5).
     bool listed_for_sure(int threshold) const;
     // The listed site with the highest weight, for the reject reply; empty when none.
-    std::string top_zone() const;
+    std::string top_zone() const { return top_zone_; }
     // Smallest TTL among the answers, seconds (for the cache); nullopt when nothing answered.
-    std::optional<uint32_t> min_ttl() const;
+    std::optional<uint32_t> min_ttl() const { return min_ttl_; }
     // dnsbl.timeout has passed: unanswered zones count as not listed from now on.
     void expire();
 
 private:
-    struct Zone;
     void on_reply(const std::string& zone, const DnsblReply& reply);
 
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;
-    std::map<std::string, DnsblSubscription> subscriptions_;  // zone -> query
-    std::map<std::string, bool> answered_;                    // zone -> answered
+    std::map<std::string, DnsblSubscription> pending_;       // unanswered zone -> its lookup
+    std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
     int score_ = 0;
-    int pending_zones_ = 0;
     std::optional<uint32_t> min_ttl_;
     std::string top_zone_;
-    int top_weight_ = 0;
 };
 
 }  // namespace smtpscreen

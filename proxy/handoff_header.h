@@ -24,7 +24,13 @@ struct ProxyHeader {
     std::string error;      // for Invalid: what was wrong
 };
 
-// mode is V1, V2 or Auto (either); Off is a programming error.
+// Longest header the parser accepts: v1 lines are at most 107 octets with CRLF
+// (proxy-protocol.txt §2.1); v2 headers, TLVs included, at most this many. A reader can
+// size its accept-stage buffer with it: more than this without Done is always Invalid.
+constexpr size_t kProxyV1MaxLength = 107;
+constexpr size_t kProxyHeaderMaxLength = 2048;
+
+// mode is V1, V2 or Auto (either); Off is a programming error (reported as Invalid).
 ProxyHeader parse_proxy_header(std::string_view buffered, ProxyProtocol mode);
 
 // RFC 3461 xtext as XCLIENT requires: '+', '=', controls and non-ASCII become +XX.

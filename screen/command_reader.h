@@ -31,6 +31,7 @@ private:
     size_t max_pending_;
     std::string partial_;
     bool partial_too_long_ = false;
+    bool partial_cr_ = false;  // the last byte seen was CR: the line ending, or a bare CR
     std::deque<CommandLine> lines_;
     bool overflowed_ = false;
 };

@@ -25,6 +25,12 @@ public:
     Reply on_line(const CommandLine& line);
 
 private:
+    Reply dispatch(const SmtpCommand& cmd);
+    Reply ehlo(const std::string& args);
+    Reply helo(const std::string& args);
+    Reply mail(const std::string& args);
+    Reply rcpt(const std::string& args);
+
     std::string hostname_;
     std::string client_;
     std::string reject_reply_;

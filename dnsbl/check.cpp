@@ -1,0 +1,74 @@
+#include "dnsbl/check.h"
+
+#include <algorithm>
+
+namespace smtpscreen {
+
+namespace {
+
+bool site_matches(const DnsblSite& site, const std::map<std::string, std::vector<uint32_t>>& answers) {
+    auto it = answers.find(site.zone);
+    if (it == answers.end()) return false;
+    return std::any_of(it->second.begin(), it->second.end(), [&](uint32_t a) { return site.matches(a); });
+}
+
+}  // namespace
+
+int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::string, std::vector<uint32_t>>& answers) {
+    int score = 0;
+    for (const auto& site : sites) {
+        if (site_matches(site, answers)) score += site.weight;
+    }
+    return score;
+}
+
+std::string top_listed_zone(const std::vector<DnsblSite>& sites,
+                            const std::map<std::string, std::vector<uint32_t>>& answers) {
+    const DnsblSite* top = nullptr;
+    for (const auto& site : sites) {
+        if (site.weight > 0 && (!top || site.weight > top->weight) && site_matches(site, answers)) top = &site;
+    }
+    return top ? top->zone : std::string();
+}
+
+DnsblCheck::DnsblCheck(DnsblResolver& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
+                       std::function<void()> on_update)
+    : sites_(sites), on_update_(std::move(on_update)) {
+    for (const auto& site : sites_) {
+        if (pending_.count(site.zone)) continue;
+        // The resolver never calls back from inside lookup(), so pending_ is complete
+        // before the first answer arrives.
+        pending_.emplace(site.zone, resolver.lookup(client, site.zone, [this, zone = site.zone](const DnsblReply& r) {
+            on_reply(zone, r);
+        }));
+    }
+}
+
+bool DnsblCheck::listed_for_sure(int threshold) const {
+    if (score_ < threshold) return false;
+    return std::none_of(sites_.begin(), sites_.end(),
+                        [&](const DnsblSite& site) { return site.weight < 0 && pending_.count(site.zone); });
+}
+
+void DnsblCheck::expire() {
+    // Destroying the subscriptions guarantees no late answer reaches on_reply.
+    pending_.clear();
+}
+
+void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
+    auto it = pending_.find(zone);
+    if (it == pending_.end()) return;
+    // A failed lookup counts as not listed and says nothing about how long to cache.
+    if (reply.status != DnsblReply::Status::Failed) min_ttl_ = std::min(min_ttl_.value_or(reply.ttl), reply.ttl);
+    if (reply.status == DnsblReply::Status::Listed) {
+        listed_[zone] = reply.addresses;
+        score_ = score_answers(sites_, listed_);
+        top_zone_ = top_listed_zone(sites_, listed_);
+    }
+    pending_.erase(it);
+    // The owner may destroy this check from on_update: touch no member after the call.
+    auto on_update = on_update_;
+    on_update();
+}
+
+}  // namespace smtpscreen

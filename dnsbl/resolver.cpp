@@ -1,0 +1,540 @@
+#include "dnsbl/resolver.h"
+
+#include <ares.h>
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+#include "core/uv_handle.h"
+
+namespace smtpscreen {
+
+namespace {
+
+// A zone that times out this many times in a row is down or unreachable; querying it
+// for every client would only hold each one for the whole dnsbl.timeout.
+constexpr int kTimeoutsBeforeSkipping = 5;
+constexpr uint64_t kSkipMillis = 60'000;
+
+// Reasons that are not the server's answer and need no log line per query.
+constexpr std::string_view kReasonSkipped = "zone skipped after repeated timeouts";
+constexpr std::string_view kReasonClosed = "resolver closed";
+constexpr std::string_view kReasonTimeout = "timeout";
+
+void init_cares_library() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (int rc = ares_library_init(ARES_LIB_INIT_ALL); rc != ARES_SUCCESS) {
+            throw std::runtime_error(std::string("dnsbl: c-ares library init failed: ") + ares_strerror(rc));
+        }
+    });
+}
+
+std::string failure_reason(int status) {
+    switch (status) {
+    case ARES_ETIMEOUT: return std::string(kReasonTimeout);
+    case ARES_ESERVFAIL: return "SERVFAIL";
+    case ARES_EREFUSED: return "REFUSED";
+    case ARES_EFORMERR: return "FORMERR";
+    case ARES_ENOTIMP: return "NOTIMP";
+    case ARES_EBADRESP: return "malformed reply";
+    case ARES_ECONNREFUSED: return "connection refused";
+    case ARES_EDESTRUCTION:
+    case ARES_ECANCELLED: return std::string(kReasonClosed);
+    default: return ares_strerror(status);
+    }
+}
+
+struct Reader {
+    const unsigned char* buf;
+    int len;
+    int pos;
+
+    bool skip(int n) {
+        if (n < 0 || len - pos < n) return false;
+        pos += n;
+        return true;
+    }
+    bool skip_name() {
+        char* name = nullptr;
+        long enclen = 0;
+        if (ares_expand_name(buf + pos, buf, len, &name, &enclen) != ARES_SUCCESS) return false;
+        ares_free_string(name);
+        return skip(static_cast<int>(enclen));
+    }
+    std::optional<uint32_t> u16() {
+        if (len - pos < 2) return std::nullopt;
+        uint32_t v = static_cast<uint32_t>(buf[pos]) << 8 | buf[pos + 1];
+        pos += 2;
+        return v;
+    }
+    std::optional<uint32_t> u32() {
+        auto hi = u16();
+        auto lo = u16();
+        if (!hi || !lo) return std::nullopt;
+        return *hi << 16 | *lo;
+    }
+};
+
+// RFC 2308 §5: a negative answer may be cached for min(SOA TTL, SOA MINIMUM), taken
+// from the SOA that the server puts in the authority section.
+uint32_t negative_ttl(const unsigned char* abuf, int alen) {
+    if (abuf == nullptr || alen < HFIXEDSZ) return 0;
+    Reader r{abuf, alen, HFIXEDSZ};
+    const uint32_t qdcount = static_cast<uint32_t>(abuf[4]) << 8 | abuf[5];
+    const uint32_t ancount = static_cast<uint32_t>(abuf[6]) << 8 | abuf[7];
+    const uint32_t nscount = static_cast<uint32_t>(abuf[8]) << 8 | abuf[9];
+    for (uint32_t i = 0; i < qdcount; ++i) {
+        if (!r.skip_name() || !r.skip(QFIXEDSZ)) return 0;
+    }
+    for (uint32_t i = 0; i < ancount + nscount; ++i) {
+        if (!r.skip_name()) return 0;
+        auto type = r.u16();
+        r.u16();  // class
+        auto ttl = r.u32();
+        auto rdlength = r.u16();
+        if (!type || !ttl || !rdlength) return 0;
+        const int rdata_end = r.pos + static_cast<int>(*rdlength);
+        if (i >= ancount && *type == ns_t_soa) {
+            if (!r.skip_name() || !r.skip_name() || !r.skip(16)) return 0;  // mname rname serial..expire
+            auto minimum = r.u32();
+            return minimum ? std::min(*ttl, *minimum) : 0;
+        }
+        if (!r.skip(rdata_end - r.pos)) return 0;
+    }
+    return 0;
+}
+
+DnsblReply failed(std::string reason) {
+    DnsblReply reply;
+    reply.status = DnsblReply::Status::Failed;
+    reply.error = std::move(reason);
+    return reply;
+}
+
+DnsblReply parse_reply(int status, const unsigned char* abuf, int alen) {
+    if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
+        DnsblReply reply;
+        reply.ttl = negative_ttl(abuf, alen);
+        return reply;
+    }
+    if (status != ARES_SUCCESS) return failed(failure_reason(status));
+
+    hostent* host = nullptr;
+    ares_addrttl ttls[64];
+    int count = static_cast<int>(std::size(ttls));
+    const int rc = ares_parse_a_reply(abuf, alen, &host, ttls, &count);
+    if (host) ares_free_hostent(host);
+    if (rc == ARES_ENODATA) {  // e.g. only a CNAME: not listed
+        DnsblReply reply;
+        reply.ttl = negative_ttl(abuf, alen);
+        return reply;
+    }
+    if (rc != ARES_SUCCESS) return failed(failure_reason(rc));
+    if (count == 0) return {};
+
+    DnsblReply reply;
+    reply.status = DnsblReply::Status::Listed;
+    reply.ttl = std::numeric_limits<uint32_t>::max();
+    for (int i = 0; i < count; ++i) {
+        reply.addresses.push_back(ntohl(ttls[i].ipaddr.s_addr));
+        reply.ttl = std::min(reply.ttl, static_cast<uint32_t>(std::max(ttls[i].ttl, 0)));
+    }
+    return reply;
+}
+
+std::string lower(std::string s) {
+    for (char& c : s) {
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    return s;
+}
+
+// ares_channel is a pointer type; this owns one and destroys it once.
+struct ChannelDeleter {
+    void operator()(ares_channeldata* channel) const { ares_destroy(channel); }
+};
+using Channel = std::unique_ptr<ares_channeldata, ChannelDeleter>;
+
+struct Subscriber {
+    uint64_t id;
+    DnsblResolver::Callback callback;
+};
+
+// One DNS question and everyone waiting for its answer.
+struct Query {
+    std::string name;  // "2.0.0.127.zen.example"
+    std::string zone;
+    uint64_t deadline = 0;  // uv_now() milliseconds
+    bool done = false;
+    DnsblReply reply;
+    std::vector<Subscriber> subscribers;
+
+    void unsubscribe(uint64_t id) {
+        std::erase_if(subscribers, [id](const Subscriber& s) { return s.id == id; });
+    }
+};
+
+struct ZoneHealth {
+    int timeouts_in_a_row = 0;
+    uint64_t skip_until = 0;  // uv_now() milliseconds; 0 = not skipped
+};
+
+}  // namespace
+
+struct DnsblResolver::Impl {
+    Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout, Logger& log);
+    ~Impl();
+
+    DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
+    void close();
+
+private:
+    // What c-ares carries for one ares_query: the Query may have been answered by the
+    // deadline already (or the resolver closed), so only a weak reference.
+    struct Ticket {
+        Impl* impl;
+        std::weak_ptr<Query> query;
+    };
+
+    void init_channel(const std::vector<Endpoint>& servers);
+    void set_servers(const std::vector<Endpoint>& servers);
+    void start_query(const std::shared_ptr<Query>& query);
+    void complete(const std::shared_ptr<Query>& query, DnsblReply reply);
+    void note_zone_health(const Query& query);
+    bool zone_skipped(const std::string& zone);
+    void deliver_later(const std::shared_ptr<Query>& query);
+    void deliver_ready();
+    void expire_deadlines();
+    void arm_timer();
+    void watch_socket(ares_socket_t fd, bool readable, bool writable);
+    DnsblSubscription subscribe(const std::shared_ptr<Query>& query, Callback cb);
+
+    static void on_sock_state(void* data, ares_socket_t fd, int readable, int writable);
+    static void on_answer(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
+    static void on_poll(uv_poll_t* handle, int status, int events);
+    static void on_timer(uv_timer_t* handle);
+    static void on_idle(uv_idle_t* handle);
+
+    uv_loop_t* loop_;
+    Logger& log_;
+    uint64_t timeout_ms_;
+    Channel channel_;
+    UvHandle<uv_timer_t> timer_;  // c-ares retransmits and our own deadlines
+    UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup()
+    std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
+    std::map<std::string, std::shared_ptr<Query>> in_flight_;  // by query name
+    std::deque<std::weak_ptr<Query>> deadlines_;  // start order == deadline order
+    std::deque<std::shared_ptr<Query>> ready_;
+    std::map<std::string, ZoneHealth> zones_;
+    uint64_t next_id_ = 0;
+    bool closed_ = false;
+};
+
+DnsblResolver::Impl::Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers,
+                          std::chrono::milliseconds timeout, Logger& log)
+    : loop_(loop),
+      log_(log),
+      timeout_ms_(static_cast<uint64_t>(std::max<int64_t>(timeout.count(), 1))),
+      timer_([loop](uv_timer_t* t) { return uv_timer_init(loop, t); }, this),
+      idle_([loop](uv_idle_t* i) { return uv_idle_init(loop, i); }, this) {
+    if (!timer_ || !idle_) throw std::runtime_error("dnsbl: cannot create libuv timer or idle handle");
+    init_cares_library();
+    init_channel(servers);
+}
+
+DnsblResolver::Impl::~Impl() {
+    close();
+    // Answers still queued are dropped: their owners are being torn down with us.
+    ready_.clear();
+    idle_.close();
+}
+
+void DnsblResolver::Impl::init_channel(const std::vector<Endpoint>& servers) {
+    ares_options options{};
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
+    // Without NOCHECKRESP, c-ares 1.18 swallows SERVFAIL and REFUSED, retries, and
+    // reports "connection refused"; the log must name what the server really said.
+    options.flags = ARES_FLAG_NOCHECKRESP;
+    options.sock_state_cb = &Impl::on_sock_state;
+    options.sock_state_cb_data = this;
+    // c-ares doubles the per-try timeout on each round over the servers: with two
+    // tries, t + 2t = 3t, so t = timeout / 3 keeps a lookup within dnsbl.timeout for a
+    // single server. With more servers the deadline below cuts it short.
+    options.tries = 2;
+    options.timeout = static_cast<int>(std::max<uint64_t>(timeout_ms_ / 3, 1));
+    ares_channel channel = nullptr;
+    if (int rc = ares_init_options(&channel, &options, mask); rc != ARES_SUCCESS) {
+        throw std::runtime_error(
+            std::string("dnsbl: cannot initialise c-ares (check /etc/resolv.conf or set dnsbl.servers): ") +
+            ares_strerror(rc));
+    }
+    channel_.reset(channel);
+    if (!servers.empty()) set_servers(servers);
+}
+
+void DnsblResolver::Impl::set_servers(const std::vector<Endpoint>& servers) {
+    std::vector<ares_addr_port_node> nodes(servers.size());
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+        auto& node = nodes[i];
+        const auto raw = servers[i].raw();
+        node.next = i + 1 < nodes.size() ? &nodes[i + 1] : nullptr;
+        node.family = servers[i].family();
+        if (servers[i].is_v6()) {
+            std::memcpy(&node.addr.addr6, raw.data(), std::min(raw.size(), sizeof node.addr.addr6));
+        } else {
+            std::memcpy(&node.addr.addr4, raw.data(), std::min(raw.size(), sizeof node.addr.addr4));
+        }
+        const int port = servers[i].port() != 0 ? servers[i].port() : NAMESERVER_PORT;
+        node.udp_port = port;
+        node.tcp_port = port;
+    }
+    if (int rc = ares_set_servers_ports(channel_.get(), nodes.data()); rc != ARES_SUCCESS) {
+        throw std::runtime_error(std::string("dnsbl: cannot use dnsbl.servers: ") + ares_strerror(rc));
+    }
+}
+
+DnsblSubscription DnsblResolver::Impl::subscribe(const std::shared_ptr<Query>& query, Callback cb) {
+    const uint64_t id = ++next_id_;
+    query->subscribers.push_back({id, std::move(cb)});
+    return DnsblSubscription(std::weak_ptr<void>(query), id);
+}
+
+DnsblSubscription DnsblResolver::Impl::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
+    const std::string zone_name = lower(zone);
+    const std::string name = reverse_name(client) + "." + zone_name;
+    if (auto it = in_flight_.find(name); it != in_flight_.end()) return subscribe(it->second, std::move(cb));
+
+    auto query = std::make_shared<Query>();
+    query->name = name;
+    query->zone = zone_name;
+    auto subscription = subscribe(query, std::move(cb));
+    if (closed_) {
+        complete(query, failed(std::string(kReasonClosed)));
+    } else if (zone_skipped(zone_name)) {
+        complete(query, failed(std::string(kReasonSkipped)));
+    } else {
+        start_query(query);
+    }
+    return subscription;
+}
+
+void DnsblResolver::Impl::start_query(const std::shared_ptr<Query>& query) {
+    query->deadline = uv_now(loop_) + timeout_ms_;
+    in_flight_[query->name] = query;
+    deadlines_.push_back(query);
+    // May call on_answer at once (e.g. a malformed name); complete() only queues.
+    ares_query(channel_.get(), query->name.c_str(), ns_c_in, ns_t_a, &Impl::on_answer, new Ticket{this, query});
+    arm_timer();
+}
+
+void DnsblResolver::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
+    std::unique_ptr<Ticket> ticket(static_cast<Ticket*>(arg));
+    auto query = ticket->query.lock();
+    if (!query || query->done) return;
+    ticket->impl->complete(query, parse_reply(status, abuf, alen));
+}
+
+void DnsblResolver::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
+    if (query->done) return;
+    query->done = true;
+    query->reply = std::move(reply);
+    if (auto it = in_flight_.find(query->name); it != in_flight_.end() && it->second == query) in_flight_.erase(it);
+    const auto& error = query->reply.error;
+    if (query->reply.status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
+        log_.warn("dnsbl query {} failed: {}", query->name, error);
+    }
+    if (error != kReasonSkipped && error != kReasonClosed) note_zone_health(*query);
+    deliver_later(query);
+}
+
+void DnsblResolver::Impl::note_zone_health(const Query& query) {
+    auto& health = zones_[query.zone];
+    const uint64_t now = uv_now(loop_);
+    if (query.reply.status != DnsblReply::Status::Failed || query.reply.error != kReasonTimeout) {
+        if (health.skip_until != 0) log_.info("dnsbl zone {} answers again; querying it for every client", query.zone);
+        health = ZoneHealth{};
+        return;
+    }
+    ++health.timeouts_in_a_row;
+    // After a skip period, one more timeout skips again: the zone has had its chance.
+    if (health.timeouts_in_a_row >= kTimeoutsBeforeSkipping && now >= health.skip_until) {
+        log_.warn("dnsbl zone {} timed out {} times in a row; skipping it for {}s "
+                  "(its lookups count as not listed; check dnsbl.servers and the zone name)",
+                  query.zone, health.timeouts_in_a_row, kSkipMillis / 1000);
+        health.skip_until = now + kSkipMillis;
+    }
+}
+
+bool DnsblResolver::Impl::zone_skipped(const std::string& zone) {
+    auto it = zones_.find(zone);
+    return it != zones_.end() && uv_now(loop_) < it->second.skip_until;
+}
+
+void DnsblResolver::Impl::deliver_later(const std::shared_ptr<Query>& query) {
+    ready_.push_back(query);
+    if (idle_) uv_idle_start(idle_.get(), &Impl::on_idle);
+}
+
+void DnsblResolver::Impl::on_idle(uv_idle_t* handle) {
+    if (auto* impl = static_cast<Impl*>(handle->data)) impl->deliver_ready();
+}
+
+void DnsblResolver::Impl::deliver_ready() {
+    // Answers queued by the callbacks below wait for the next loop iteration.
+    auto batch = std::exchange(ready_, {});
+    for (auto& query : batch) {
+        // A callback may cancel other subscribers of this query: take them one by one.
+        while (!query->subscribers.empty()) {
+            auto subscriber = std::move(query->subscribers.front());
+            query->subscribers.erase(query->subscribers.begin());
+            subscriber.callback(query->reply);
+        }
+    }
+    if (!idle_ || !ready_.empty()) return;
+    if (closed_) {
+        idle_.close();
+    } else {
+        uv_idle_stop(idle_.get());
+    }
+}
+
+void DnsblResolver::Impl::expire_deadlines() {
+    const uint64_t now = uv_now(loop_);
+    while (!deadlines_.empty()) {
+        auto query = deadlines_.front().lock();
+        if (query && !query->done && query->deadline > now) break;
+        deadlines_.pop_front();
+        // c-ares may still answer later; the Ticket then finds the query done.
+        if (query && !query->done) complete(query, failed(std::string(kReasonTimeout)));
+    }
+}
+
+void DnsblResolver::Impl::arm_timer() {
+    if (!timer_ || !channel_) return;
+    uint64_t wait = std::numeric_limits<uint64_t>::max();
+    timeval tv{};
+    if (ares_timeout(channel_.get(), nullptr, &tv) != nullptr) {
+        // Round up: waking before c-ares's own clock says the try is over would spin.
+        wait = static_cast<uint64_t>(tv.tv_sec) * 1000 + (static_cast<uint64_t>(tv.tv_usec) + 999) / 1000;
+    }
+    while (!deadlines_.empty()) {
+        auto query = deadlines_.front().lock();
+        if (query && !query->done) {
+            const uint64_t now = uv_now(loop_);
+            wait = std::min(wait, query->deadline > now ? query->deadline - now : 0);
+            break;
+        }
+        deadlines_.pop_front();
+    }
+    if (wait == std::numeric_limits<uint64_t>::max()) {
+        uv_timer_stop(timer_.get());
+    } else {
+        uv_timer_start(timer_.get(), &Impl::on_timer, wait, 0);
+    }
+}
+
+void DnsblResolver::Impl::on_timer(uv_timer_t* handle) {
+    auto* impl = static_cast<Impl*>(handle->data);
+    if (!impl || !impl->channel_) return;
+    ares_process_fd(impl->channel_.get(), ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    impl->expire_deadlines();
+    impl->arm_timer();
+}
+
+void DnsblResolver::Impl::on_sock_state(void* data, ares_socket_t fd, int readable, int writable) {
+    static_cast<Impl*>(data)->watch_socket(fd, readable != 0, writable != 0);
+}
+
+void DnsblResolver::Impl::watch_socket(ares_socket_t fd, bool readable, bool writable) {
+    if (!readable && !writable) {
+        // c-ares closes the socket right after this call; the poll must go first.
+        polls_.erase(fd);
+        return;
+    }
+    auto it = polls_.find(fd);
+    if (it == polls_.end()) {
+        UvHandle<uv_poll_t> poll([&](uv_poll_t* p) { return uv_poll_init_socket(loop_, p, fd); }, this);
+        if (!poll) {
+            log_.warn("dnsbl: cannot watch c-ares socket {}; its queries will time out", fd);
+            return;
+        }
+        it = polls_.emplace(fd, std::move(poll)).first;
+    }
+    const int events = (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0);
+    uv_poll_start(it->second.get(), events, &Impl::on_poll);
+}
+
+void DnsblResolver::Impl::on_poll(uv_poll_t* handle, int status, int events) {
+    auto* impl = static_cast<Impl*>(handle->data);
+    if (!impl || !impl->channel_) return;
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(handle), &fd) != 0) return;
+    // On a poll error let c-ares read and write, so it sees the socket error itself.
+    const bool error = status < 0;
+    ares_process_fd(impl->channel_.get(), (error || (events & UV_READABLE)) ? fd : ARES_SOCKET_BAD,
+                    (error || (events & UV_WRITABLE)) ? fd : ARES_SOCKET_BAD);
+    impl->arm_timer();
+}
+
+void DnsblResolver::Impl::close() {
+    if (closed_) return;
+    closed_ = true;
+    // ares_destroy answers every pending query (ARES_EDESTRUCTION → Failed, queued) and
+    // reports each socket closed, which closes its poll handle.
+    channel_.reset();
+    in_flight_.clear();
+    deadlines_.clear();
+    polls_.clear();
+    timer_.close();
+    // The idle handle stays until the queued answers are delivered.
+    if (ready_.empty()) idle_.close();
+}
+
+// --- DnsblResolver ------------------------------------------------------------------
+
+DnsblResolver::DnsblResolver(uv_loop_t* loop, const std::vector<Endpoint>& servers,
+                             std::chrono::milliseconds timeout, Logger& log)
+    : impl_(std::make_unique<Impl>(loop, servers, timeout, log)) {}
+
+DnsblResolver::~DnsblResolver() = default;
+
+DnsblSubscription DnsblResolver::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
+    return impl_->lookup(client, zone, std::move(cb));
+}
+
+void DnsblResolver::close() { impl_->close(); }
+
+// --- DnsblSubscription --------------------------------------------------------------
+
+DnsblSubscription::DnsblSubscription(DnsblSubscription&& other) noexcept
+    : query_(std::move(other.query_)), id_(std::exchange(other.id_, 0)) {
+    other.query_.reset();
+}
+
+DnsblSubscription& DnsblSubscription::operator=(DnsblSubscription&& other) noexcept {
+    if (this != &other) {
+        cancel();
+        query_ = std::move(other.query_);
+        other.query_.reset();
+        id_ = std::exchange(other.id_, 0);
+    }
+    return *this;
+}
+
+DnsblSubscription::~DnsblSubscription() { cancel(); }
+
+void DnsblSubscription::cancel() {
+    // Every subscription the resolver hands out refers to a Query.
+    if (auto query = std::static_pointer_cast<Query>(query_.lock())) query->unsubscribe(id_);
+    query_.reset();
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,153 @@
+#include "proxy/backend_handoff.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+
+#include "proxy/handoff_header.h"
+
+namespace smtpscreen {
+
+size_t complete_reply_length(std::string_view buffered) {
+    size_t pos = 0;
+    while (pos < buffered.size()) {
+        size_t eol = buffered.find('\n', pos);
+        if (eol == std::string_view::npos) return 0;
+        std::string_view line = buffered.substr(pos, eol - pos);
+        // RFC 5321 §4.2.1: "ddd-" continues a reply, "ddd " or a bare "ddd" ends it.
+        if (line.size() < 4 || line[3] != '-') return eol + 1;
+        pos = eol + 1;
+    }
+    return 0;
+}
+
+int reply_code(std::string_view reply) {
+    if (reply.size() < 3) return 0;
+    for (int i = 0; i < 3; ++i) {
+        if (!std::isdigit(static_cast<unsigned char>(reply[static_cast<size_t>(i)]))) return 0;
+    }
+    return (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0');
+}
+
+namespace {
+
+bool offers_keyword(std::string_view ehlo_reply, std::string_view keyword) {
+    size_t pos = 0;
+    while (pos < ehlo_reply.size()) {
+        size_t eol = ehlo_reply.find('\n', pos);
+        std::string_view line = ehlo_reply.substr(pos, eol == std::string_view::npos ? eol : eol - pos);
+        if (line.size() > 4) {
+            std::string_view word = line.substr(4, keyword.size());
+            bool same = word.size() == keyword.size();
+            for (size_t i = 0; same && i < word.size(); ++i) {
+                same = std::toupper(static_cast<unsigned char>(word[i])) == keyword[i];
+            }
+            size_t after = 4 + keyword.size();
+            if (same && (line.size() == after || line[after] == ' ' || line[after] == '\r')) return true;
+        }
+        if (eol == std::string_view::npos) break;
+        pos = eol + 1;
+    }
+    return false;
+}
+
+std::string first_line(std::string_view reply) {
+    size_t end = reply.find_first_of("\r\n");
+    return std::string(reply.substr(0, end));
+}
+
+}  // namespace
+
+BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config,
+                               const std::string& hostname, Listener& listener)
+    : config_(config),
+      hostname_(hostname),
+      listener_(listener),
+      backend_(std::make_unique<Connection>(loop, buffer, *this)) {}
+
+void BackendHandoff::start(const Endpoint& client, const Endpoint& local) {
+    client_ = client;
+    local_ = local;
+    int rc = backend_->connect(config_.backend_address, config_.backend_source_address);
+    if (rc != 0) {
+        std::string from = config_.backend_source_address
+                               ? " from " + config_.backend_source_address->ip() + " (backend.source_address)"
+                               : std::string();
+        fail(fmt::format("connect to {}{}: {}", config_.backend_address.ip_port(), from, uv_strerror(rc)));
+    }
+}
+
+void BackendHandoff::on_connected(Connection&, int status) {
+    if (status != 0) {
+        fail(fmt::format("connect to {}: {}", config_.backend_address.ip_port(), uv_strerror(status)));
+        return;
+    }
+    // The PROXY header goes first, before the backend's greeting, as haproxy sends it.
+    if (config_.handoff == Handoff::ProxyV2) backend_->write(encode_proxy_v2(client_, local_));
+    if (config_.handoff == Handoff::ProxyV1) backend_->write(encode_proxy_v1(client_, local_));
+    step_ = Step::Greeting;
+    backend_->start_reading();
+}
+
+void BackendHandoff::on_data(Connection&, std::string_view bytes) {
+    reply_.append(bytes);
+    for (;;) {
+        size_t len = complete_reply_length(reply_);
+        if (len == 0) break;
+        std::string reply = reply_.substr(0, len);
+        reply_.erase(0, len);
+        on_reply(reply);
+        if (step_ == Step::Ready || step_ == Step::Failed) return;
+    }
+    if (reply_.size() > kMaxReply) fail("backend reply longer than 16 KiB");
+}
+
+void BackendHandoff::on_reply(const std::string& reply) {
+    int code = reply_code(reply);
+    switch (step_) {
+    case Step::Greeting:
+        if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
+        if (config_.handoff != Handoff::Xclient) {
+            step_ = Step::Ready;
+            backend_->stop_reading();
+            return listener_.handoff_ready(reply);
+        }
+        step_ = Step::XclientEhlo;
+        backend_->write(fmt::format("EHLO {}\r\n", hostname_));
+        return;
+    case Step::XclientEhlo:
+        if (code != 250 || !offers_keyword(reply, "XCLIENT")) {
+            return fail(fmt::format(
+                "backend does not offer XCLIENT to us (EHLO reply: {}); list smtpscreen's address in the "
+                "backend's smtpd_authorized_xclient_hosts",
+                first_line(reply)));
+        }
+        step_ = Step::XclientReply;
+        // The name is not verified here (no reverse lookup), and Postfix resets the
+        // session unless NAME is given, so say [UNAVAILABLE] as Postfix itself would.
+        backend_->write(encode_xclient({client_, "[UNAVAILABLE]", "", ""}));
+        return;
+    case Step::XclientReply:
+        // XCLIENT is answered with a new greeting (Postfix XCLIENT_README).
+        if (code != 220) return fail("backend refused XCLIENT: " + first_line(reply));
+        step_ = Step::Ready;
+        backend_->stop_reading();
+        return listener_.handoff_ready(reply);
+    default:
+        return;
+    }
+}
+
+void BackendHandoff::on_peer_closed(Connection&, int status) {
+    fail(status == UV_EOF ? std::string("backend closed the connection before its greeting")
+                          : fmt::format("backend connection failed: {}", uv_strerror(status)));
+}
+
+void BackendHandoff::fail(std::string why) {
+    if (step_ == Step::Failed) return;
+    step_ = Step::Failed;
+    backend_->close();
+    listener_.handoff_failed(std::move(why));
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,63 @@
+#pragma once
+// §2 step 8 up to the relay: connect to the backend (from backend.source_address),
+// announce the real client (PROXY v1/v2 header, or EHLO + XCLIENT), and wait for the
+// greeting the client will see. Each step is one function; replies are read whole
+// (bounded) before the next step.
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/config.h"
+#include "proxy/connection.h"
+
+namespace smtpscreen {
+
+class BackendHandoff final : public ConnectionEvents {
+public:
+    class Listener {
+    public:
+        // greeting: the backend's whole 220 reply, CRLF-terminated lines.
+        virtual void handoff_ready(std::string greeting) = 0;
+        // why: for the log, e.g. "connect to 127.0.0.1:10025: connection refused".
+        virtual void handoff_failed(std::string why) = 0;
+
+    protected:
+        ~Listener() = default;
+    };
+
+    BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config, const std::string& hostname,
+                   Listener& listener);
+
+    void start(const Endpoint& client, const Endpoint& local);
+    // After handoff_ready: the connected backend leg, for the relay.
+    std::unique_ptr<Connection> take_connection() { return std::move(backend_); }
+
+private:
+    enum class Step { Connecting, Greeting, XclientEhlo, XclientReply, Ready, Failed };
+    static constexpr size_t kMaxReply = 16 * 1024;
+
+    void on_data(Connection& conn, std::string_view bytes) override;
+    void on_peer_closed(Connection& conn, int status) override;
+    void on_drained(Connection&) override {}
+    void on_connected(Connection& conn, int status) override;
+
+    void on_reply(const std::string& reply);
+    void fail(std::string why);
+
+    const Config& config_;
+    const std::string& hostname_;
+    Listener& listener_;
+    std::unique_ptr<Connection> backend_;
+    Step step_ = Step::Connecting;
+    Endpoint client_;
+    Endpoint local_;
+    std::string reply_;
+};
+
+// Length of the first complete SMTP reply in `buffered` (through the final line's LF),
+// or 0 while it is incomplete.
+size_t complete_reply_length(std::string_view buffered);
+// "250" of "250-...": the reply code, or 0 when the text does not start with one.
+int reply_code(std::string_view reply);
+
+}  // namespace smtpscreen

@@ -1,0 +1,70 @@
+#include "proxy/event_log.h"
+
+#include <fmt/format.h>
+
+namespace smtpscreen {
+
+std::string format_elapsed(Millis elapsed) {
+    auto ms = elapsed.count();
+    return fmt::format("{}.{:02}", ms / 1000, (ms % 1000) / 10);
+}
+
+std::string printable_excerpt(std::string_view bytes, size_t max) {
+    std::string out;
+    for (unsigned char c : bytes.substr(0, max)) {
+        if (c == '\r') out += "\\r";
+        else if (c == '\n') out += "\\n";
+        else if (c >= 0x20 && c < 0x7f && c != '\\') out += static_cast<char>(c);
+        else out += fmt::format("\\x{:02x}", c);
+    }
+    if (bytes.size() > max) out += "...";
+    return out;
+}
+
+void EventLog::connect(const Endpoint& client, const Endpoint& local) {
+    log_.info("CONNECT from {} to {}", client.to_string(), local.to_string());
+}
+
+void EventLog::pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text) {
+    log_.info("PREGREET {} after {} from {}: {}", bytes, format_elapsed(after), client.to_string(),
+              printable_excerpt(text));
+}
+
+void EventLog::hangup(const Endpoint& client, Millis after) {
+    log_.info("HANGUP after {} from {} in tests before SMTP handshake", format_elapsed(after), client.to_string());
+}
+
+void EventLog::dnsbl_rank(const Endpoint& client, int rank) {
+    log_.info("DNSBL rank {} for {}", rank, client.to_string());
+}
+
+void EventLog::pass_new(const Endpoint& client) { log_.info("PASS NEW {}", client.to_string()); }
+void EventLog::pass_old(const Endpoint& client) { log_.info("PASS OLD {}", client.to_string()); }
+void EventLog::allowlisted(const Endpoint& client) { log_.info("ALLOWLISTED {}", client.to_string()); }
+void EventLog::denylisted(const Endpoint& client) { log_.info("DENYLISTED {}", client.to_string()); }
+
+// postscreen logs a DNSWL-allowlisted client as PASS NEW too; the rank line says why.
+void EventLog::dnswl_pass(const Endpoint& client, int rank) {
+    log_.info("DNSBL rank {} for {}", rank, client.to_string());
+}
+
+void EventLog::noqueue(std::string_view line) { log_.info("{}", line); }
+
+void EventLog::too_many_connections(const Endpoint& client, std::string_view which) {
+    log_.warn("NOQUEUE: reject: CONNECT from {}: too many connections ({})", client.to_string(), which);
+}
+
+void EventLog::backend_unavailable(const Endpoint& client, std::string_view why) {
+    log_.warn("backend unavailable for {}: {}", client.to_string(), why);
+}
+
+void EventLog::proxy_header_error(const Endpoint& peer, std::string_view why) {
+    log_.warn("PROXY header from {}: {}; closing (listen.proxy_protocol requires a valid header)", peer.to_string(),
+              why);
+}
+
+void EventLog::disconnect(const Endpoint& client, std::string_view outcome, Millis duration) {
+    log_.info("DISCONNECT {} {} after {}", client.to_string(), outcome, format_elapsed(duration));
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,43 @@
+#pragma once
+// Every log line of SPEC §7, one function per event, so postscreen's wording (which
+// pflogsumm and fail2ban's postfix filter parse) lives in one place.
+#include <string>
+#include <string_view>
+
+#include "core/address.h"
+#include "core/duration.h"
+#include "core/log.h"
+
+namespace smtpscreen {
+
+// "0.06" seconds, as postscreen prints elapsed times.
+std::string format_elapsed(Millis elapsed);
+// Client bytes shown in a log line: printable ASCII kept, CR/LF/others escaped, bounded.
+std::string printable_excerpt(std::string_view bytes, size_t max = 100);
+
+class EventLog {
+public:
+    explicit EventLog(Logger& log) : log_(log) {}
+
+    void connect(const Endpoint& client, const Endpoint& local);
+    void pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text);
+    void hangup(const Endpoint& client, Millis after);
+    void dnsbl_rank(const Endpoint& client, int rank);
+    void pass_new(const Endpoint& client);
+    void pass_old(const Endpoint& client);
+    void allowlisted(const Endpoint& client);
+    void denylisted(const Endpoint& client);
+    void dnswl_pass(const Endpoint& client, int rank);
+    void noqueue(std::string_view line);
+    void too_many_connections(const Endpoint& client, std::string_view which);
+    void backend_unavailable(const Endpoint& client, std::string_view why);
+    void proxy_header_error(const Endpoint& peer, std::string_view why);
+    void disconnect(const Endpoint& client, std::string_view outcome, Millis duration);
+
+    Logger& logger() { return log_; }
+
+private:
+    Logger& log_;
+};
+
+}  // namespace smtpscreen

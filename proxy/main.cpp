@@ -1,0 +1,81 @@
+// smtpscreen: a pre-queue SMTP screening proxy in the style of Postfix's postscreen(8).
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "proxy/server.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: smtpscreen -c FILE [--check | --print-config]\n"
+    "       smtpscreen --version | --help\n"
+    "\n"
+    "  -c FILE          the INI configuration (see conf/smtpscreen.ini)\n"
+    "  --check          validate FILE, print every error, exit 1 if there is one\n"
+    "  --print-config   print the effective configuration, defaults included\n"
+    "\n"
+    "Runs in the foreground. SIGTERM/SIGINT stop accepting and let sessions finish\n"
+    "for up to limits.shutdown_grace.\n";
+
+int usage_error(const char* what) {
+    std::fprintf(stderr, "smtpscreen: %s\n%s", what, kUsage);
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string config_path;
+    bool check = false;
+    bool print = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "-c" || arg == "--config") {
+            if (i + 1 >= argc) return usage_error("-c needs a file name");
+            config_path = argv[++i];
+        } else if (arg == "--check") {
+            check = true;
+        } else if (arg == "--print-config") {
+            print = true;
+        } else if (arg == "--version") {
+            std::printf("smtpscreen %s\n", SMTPSCREEN_VERSION);
+            return 0;
+        } else if (arg == "--help" || arg == "-h") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else {
+            return usage_error(fmt::format("unknown argument \"{}\"", arg).c_str());
+        }
+    }
+    if (config_path.empty()) return usage_error("no configuration file given (use -c conf/smtpscreen.ini)");
+
+    std::vector<std::string> errors;
+    auto config = smtpscreen::load_config(config_path, errors);
+    if (!errors.empty() || !config) {
+        for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
+        std::fprintf(stderr, "smtpscreen: %zu error%s in %s\n", errors.size(), errors.size() == 1 ? "" : "s",
+                     config_path.c_str());
+        return 1;
+    }
+    if (check) {
+        for (const auto& w : smtpscreen::config_warnings(*config)) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        std::printf("%s: OK\n", config_path.c_str());
+        return 0;
+    }
+    if (print) {
+        std::fputs(smtpscreen::print_config(*config).c_str(), stdout);
+        return 0;
+    }
+
+    // smtpscreen always runs in the foreground (under systemd or a supervisor), so stderr
+    // logging defaults to on.
+    smtpscreen::Logger log(config->log_syslog, config->log_syslog_name, config->log_stderr.value_or(true));
+    for (const auto& w : smtpscreen::config_warnings(*config)) log.warn("{}", w);
+    return smtpscreen::run_server(config, log);
+}

@@ -1,0 +1,162 @@
+#include "proxy/server.h"
+
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "cache/verdict_cache.h"
+#include "proxy/worker.h"
+
+namespace smtpscreen {
+namespace {
+
+class Socket {
+public:
+    explicit Socket(int fd) : fd_(fd) {}
+    ~Socket() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    Socket(Socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    Socket(const Socket&) = delete;
+    int release() { return std::exchange(fd_, -1); }
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+Socket bind_listener(const Endpoint& addr, bool reuse_port) {
+    Socket s(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (s.get() < 0) throw std::runtime_error(fmt::format("socket() for {}: {}", addr.ip_port(), std::strerror(errno)));
+    int one = 1;
+    setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // Several loops share one address through SO_REUSEPORT: the kernel spreads the
+    // connections, so no loop hands sockets to another.
+    if (reuse_port) setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (addr.is_v6()) setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(s.get(), addr.sa(), addr.sa_len()) != 0) {
+        int err = errno;
+        std::string hint = err == EACCES ? " (ports below 1024 need root; start as root and set process.user)"
+                           : err == EADDRINUSE ? " (another program listens there; stop it or change listen.address)"
+                           : err == EADDRNOTAVAIL ? " (no interface has this address; fix listen.address)"
+                                                  : "";
+        throw std::runtime_error(fmt::format("cannot listen on {}: {}{}", addr.ip_port(), std::strerror(err), hint));
+    }
+    return s;
+}
+
+void drop_privileges(const std::string& user) {
+    if (user.empty()) return;
+    struct passwd* pw = ::getpwnam(user.c_str());
+    if (pw == nullptr) throw std::runtime_error(fmt::format("process.user: no such user \"{}\"", user));
+    if (::setgroups(0, nullptr) != 0 || ::setgid(pw->pw_gid) != 0 || ::setuid(pw->pw_uid) != 0) {
+        throw std::runtime_error(
+            fmt::format("process.user: cannot become \"{}\": {} (start as root, or leave process.user empty)", user,
+                        std::strerror(errno)));
+    }
+}
+
+std::string host_name() {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+    return buf;
+}
+
+std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
+    switch (config.cache_backend) {
+    case CacheBackend::Lmdb: return open_lmdb_cache(config.cache_path, log);
+    case CacheBackend::Memory: return open_memory_cache();
+    case CacheBackend::Redis: break;
+    }
+    throw std::runtime_error("cache.backend = redis is not available in this version; use lmdb or memory");
+}
+
+// SIGTERM/SIGINT on a small loop of the main thread; the workers run their own.
+class SignalWatch {
+public:
+    SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, Logger& log)
+        : workers_(workers), log_(log) {
+        for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
+            handles_.emplace_back([loop](uv_signal_t* s) { return uv_signal_init(loop, s); }, this);
+            uv_signal_start(
+                handles_.back().get(),
+                [](uv_signal_t* s, int n) {
+                    if (auto* self = static_cast<SignalWatch*>(s->data)) self->on_signal(n);
+                },
+                signum);
+        }
+    }
+
+private:
+    void on_signal(int signum) {
+        if (signum == SIGHUP) {
+            log_.warn("SIGHUP: configuration reload is not supported yet; restart smtpscreen to apply changes");
+            return;
+        }
+        log_.info("{}: no longer accepting; waiting for sessions in progress (limits.shutdown_grace)",
+                  signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        for (auto& w : workers_) w->request_stop();
+        handles_.clear();  // the main loop ends; the workers finish on their own
+    }
+
+    std::vector<std::unique_ptr<Worker>>& workers_;
+    Logger& log_;
+    std::vector<UvHandle<uv_signal_t>> handles_;
+};
+
+}  // namespace
+
+int run_server(std::shared_ptr<const Config> config, Logger& log) {
+    ::signal(SIGPIPE, SIG_IGN);
+    const int threads = config->process_threads;
+    std::vector<std::unique_ptr<Worker>> workers;
+    std::unique_ptr<SharedServices> shared;
+    try {
+        std::vector<std::vector<uv_os_sock_t>> fds(static_cast<size_t>(threads));
+        std::vector<Socket> sockets;
+        for (const Endpoint& addr : config->listen_addresses) {
+            for (auto& per_thread : fds) {
+                sockets.push_back(bind_listener(addr, threads > 1));
+                per_thread.push_back(sockets.back().get());
+            }
+        }
+        drop_privileges(config->process_user);
+        shared = std::make_unique<SharedServices>(log, open_cache(*config, log), host_name());
+        for (auto& per_thread : fds) workers.push_back(std::make_unique<Worker>(*shared, config, per_thread));
+        for (auto& s : sockets) s.release();  // the workers' handles own them now
+    } catch (const std::exception& e) {
+        log.error("{}", e.what());
+        return 1;
+    }
+    for (const Endpoint& addr : config->listen_addresses) log.info("listening on {}", addr.ip_port());
+
+    std::vector<std::thread> running;
+    for (size_t i = 1; i < workers.size(); ++i) running.emplace_back([w = workers[i].get()] { w->run(); });
+
+    uv_loop_t signal_loop;
+    uv_loop_init(&signal_loop);
+    std::thread signals_thread;
+    {
+        auto watch = std::make_unique<SignalWatch>(&signal_loop, workers, log);
+        // Worker 0 runs on the main thread; signals get a loop of their own beside it.
+        signals_thread = std::thread([&signal_loop] { uv_run(&signal_loop, UV_RUN_DEFAULT); });
+        workers[0]->run();
+        signals_thread.join();
+    }
+    uv_run(&signal_loop, UV_RUN_DEFAULT);
+    uv_loop_close(&signal_loop);
+    for (auto& t : running) t.join();
+    workers.clear();
+    log.info("stopped");
+    return 0;
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,450 @@
+#include "proxy/session.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "dnsbl/check.h"
+#include "proxy/handoff_header.h"
+#include "proxy/relay_filter.h"
+#include "proxy/worker.h"
+#include "screen/access_list.h"
+
+namespace smtpscreen {
+namespace {
+
+// PROXY v2 is at most 16 + 216 bytes for TCP (haproxy's proxy-protocol.txt §2.2); a
+// longer header is refused by the parser anyway.
+constexpr size_t kMaxProxyHeader = 536;
+// What the client sent after a PROXY header and before its greeting: kept for the relay.
+constexpr size_t kMaxEarlyBytes = 4096;
+
+int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+Session::Session(Worker& worker, std::shared_ptr<const Config> config)
+    : worker_(worker),
+      config_(std::move(config)),
+      client_(worker.loop(), worker.read_buffer(), *this),
+      timer_([&worker](uv_timer_t* t) { return uv_timer_init(worker.loop(), t); }, this) {}
+
+Session::~Session() = default;
+
+// ---------------------------------------------------------------- §2 step 1: accept
+
+void Session::start(uv_stream_t* listener) {
+    started_at_ = uv_now(worker_.loop());
+    if (client_.accept(listener) != 0) return finish("accept-failed");
+    auto peer = client_.peer();
+    auto local = client_.local();
+    if (!peer || !local) return finish("accept-failed");
+    client_ep_ = *peer;
+    local_ep_ = *local;
+
+    if (config_->proxy_protocol == ProxyProtocol::Off) return client_identified();
+
+    bool trusted = std::any_of(config_->proxy_from.begin(), config_->proxy_from.end(),
+                               [&](const Cidr& c) { return c.contains(client_ep_); });
+    if (!trusted) {
+        worker_.events().proxy_header_error(client_ep_, "sender is not in listen.proxy_from");
+        return finish("proxy-refused");
+    }
+    // No banner and no greet wait until the load balancer has said who the client is.
+    phase_ = Phase::ProxyHeader;
+    arm_timer(config_->proxy_timeout);
+    client_.start_reading();
+}
+
+void Session::read_proxy_header(std::string_view bytes) {
+    early_bytes_.append(bytes.substr(0, kMaxProxyHeader + kMaxEarlyBytes - early_bytes_.size()));
+    ProxyHeader header = parse_proxy_header(early_bytes_, config_->proxy_protocol);
+    if (header.status == ProxyHeader::Status::NeedMore) {
+        if (early_bytes_.size() < kMaxProxyHeader) return;
+        header.error = "header too long";
+    }
+    if (header.status != ProxyHeader::Status::Done) {
+        worker_.events().proxy_header_error(client_ep_, header.error);
+        return finish("proxy-error");
+    }
+    if (!header.local) {
+        client_ep_ = header.source;
+        local_ep_ = header.destination;
+    }
+    early_bytes_.erase(0, header.consumed);
+    client_.stop_reading();
+    client_identified();
+}
+
+void Session::client_identified() {
+    worker_.events().connect(client_ep_, local_ep_);
+    switch (worker_.limits().admit(client_ep_.ip(), config_->max_connections, config_->per_client_connections)) {
+    case ConnectionLimits::Admit::Ok:
+        admitted_ = true;
+        return screen_known_client();
+    case ConnectionLimits::Admit::TooManyTotal:
+        worker_.events().too_many_connections(client_ep_, "limits.max_connections");
+        client_.write("421 4.7.0 Error: too many connections\r\n");
+        break;
+    case ConnectionLimits::Admit::TooManyFromClient:
+        worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
+        client_.write(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ep_.ip()));
+        break;
+    }
+    client_.close_after_flush();
+    finish("too-many-connections");
+}
+
+// ---------------------------------------------------------------- §2 steps 2-3: access list, cache
+
+void Session::screen_known_client() {
+    if (auto verdict = match_access(config_->access_rules, client_ep_)) {
+        if (*verdict == AccessVerdict::Permit) {
+            worker_.events().allowlisted(client_ep_);
+            return start_handoff();
+        }
+        worker_.events().denylisted(client_ep_);
+        if (config_->access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config_->access_action);
+    }
+    phase_ = Phase::Cache;
+    std::weak_ptr<int> alive = alive_;
+    worker_.cache().lookup(client_ep_.ip(), [this, alive](std::optional<TestResults> record) {
+        if (!alive.expired() && phase_ == Phase::Cache) on_cache_record(record);
+    });
+}
+
+void Session::on_cache_record(const std::optional<TestResults>& record) {
+    cached_ = record;
+    if (record && passed_all_enabled_tests(*record)) {
+        worker_.events().pass_old(client_ep_);
+        return start_handoff();
+    }
+    start_greet_wait();
+}
+
+bool Session::passed_all_enabled_tests(const TestResults& record) const {
+    int64_t now = unix_now();
+    if (!record.passed(Test::Pregreet, now)) return false;
+    if (!config_->dnsbl_sites.empty() && !record.passed(Test::Dnsbl, now)) return false;
+    return true;
+}
+
+// ---------------------------------------------------------------- §2 steps 4-5: greet wait, verdict
+
+void Session::start_greet_wait() {
+    phase_ = Phase::GreetWait;
+    // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
+    // line, spambots that talk first give themselves away (postscreen's pregreet test).
+    client_.write(fmt::format("220-{}\r\n", config_->banner));
+    banner_started_ = true;
+    if (!config_->dnsbl_sites.empty()) {
+        dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
+        dnsbl_ = std::make_unique<DnsblCheck>(worker_.resolver(), config_->dnsbl_sites, client_ep_,
+                                              [this] { on_dnsbl_update(); });
+    }
+    arm_timer(config_->greet_wait);
+    client_.start_reading();
+    // Bytes that followed a PROXY header came before our greeting too.
+    if (!early_bytes_.empty()) {
+        std::string early = std::move(early_bytes_);
+        early_bytes_.clear();
+        on_pregreet(early);
+    }
+}
+
+void Session::on_pregreet(std::string_view bytes) {
+    if (pregreet_seen_) return;  // logged once; later bytes are read and dropped (bounded)
+    pregreet_seen_ = true;
+    worker_.events().pregreet(client_ep_, bytes.size(), elapsed(), bytes);
+    if (config_->greet_action == Action::Drop) drop(Failure::Pregreet);
+}
+
+void Session::on_dnsbl_update() {
+    if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
+    // A listed client is acted on as soon as its verdict cannot change (SPEC §2 step 5):
+    // postscreen waits out the greet wait, which is what caps its rate for listed bots.
+    if (config_->dnsbl_action != Action::Ignore && dnsbl_->listed_for_sure(config_->dnsbl_threshold)) {
+        return conclude_screening();
+    }
+    bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && dnsbl_->complete() &&
+                       dnsbl_->score() <= config_->dnsbl_allowlist_threshold;
+    if (allowlisted || (phase_ == Phase::DnsblWait && dnsbl_->complete())) conclude_screening();
+}
+
+void Session::on_greet_wait_over() {
+    if (dnsbl_ && !dnsbl_->complete()) {
+        uint64_t now = uv_now(worker_.loop());
+        if (now < dnsbl_deadline_) {
+            phase_ = Phase::DnsblWait;
+            return arm_timer(Millis(dnsbl_deadline_ - now));
+        }
+        dnsbl_->expire();
+    }
+    conclude_screening();
+}
+
+bool Session::dnsbl_listed() const { return dnsbl_ && dnsbl_->score() >= config_->dnsbl_threshold; }
+
+void Session::conclude_screening() {
+    uv_timer_stop(timer_.get());
+    if (dnsbl_ && !dnsbl_->complete()) dnsbl_->expire();
+    const int score = dnsbl_ ? dnsbl_->score() : 0;
+    const bool listed = dnsbl_listed();
+    const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && dnsbl_ && score <= config_->dnsbl_allowlist_threshold;
+    if (listed || dnswl) worker_.events().dnsbl_rank(client_ep_, score);
+
+    if (pregreet_seen_ && config_->greet_action != Action::Ignore) {
+        return act_on_failure(Failure::Pregreet, config_->greet_action);
+    }
+    if (listed && config_->dnsbl_action != Action::Ignore) return act_on_failure(Failure::Dnsbl, config_->dnsbl_action);
+
+    // Failures under `ignore` are logged above and earn no cached pass.
+    record_passes(!pregreet_seen_, !listed);
+    if (!pregreet_seen_ && !listed) worker_.events().pass_new(client_ep_);
+    start_handoff();
+}
+
+void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
+    TestResults record = cached_.value_or(TestResults{});
+    const int64_t now = unix_now();
+    if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
+    if (dnsbl_ok && dnsbl_) {
+        // The pass lasts as long as the DNS answers do, within the configured bounds.
+        int64_t ttl = dnsbl_->min_ttl().value_or(0);
+        ttl = std::clamp<int64_t>(ttl, config_->cache_dnsbl_min_ttl.count() / 1000,
+                                  config_->cache_dnsbl_max_ttl.count() / 1000);
+        record[Test::Dnsbl] = now + ttl;
+    }
+    if (pregreet_ok || (dnsbl_ok && dnsbl_)) worker_.cache().store(client_ep_.ip(), record);
+}
+
+// ---------------------------------------------------------------- §2 step 7: actions
+
+std::string Session::reject_reply(Failure failure) const {
+    switch (failure) {
+    case Failure::Dnsbl: {
+        std::string zone = dnsbl_ ? dnsbl_->top_zone() : std::string();
+        if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
+        return fmt::format("550 5.7.1 Service unavailable; client [{}] blocked using {}", client_ep_.ip(), zone);
+    }
+    case Failure::AccessList:
+        return "550 5.3.2 Service currently unavailable";
+    default:
+        return "550 5.5.1 Protocol error";
+    }
+}
+
+void Session::act_on_failure(Failure failure, Action action) {
+    if (action == Action::Drop) return drop(failure);
+    start_enforce(failure);
+}
+
+void Session::drop(Failure failure) {
+    switch (failure) {
+    case Failure::Dnsbl: client_.write("521 5.7.1 Service unavailable\r\n"); break;
+    case Failure::AccessList: client_.write("521 5.3.2 Service currently unavailable\r\n"); break;
+    default: client_.write("521 5.5.1 Protocol error\r\n"); break;
+    }
+    client_.close_after_flush();
+    finish("dropped");
+}
+
+void Session::start_enforce(Failure failure) {
+    phase_ = Phase::Enforce;
+    client_.write(fmt::format("220 {}\r\n", config_->banner));
+    reader_ = std::make_unique<CommandReader>(512);
+    dialog_ = std::make_unique<EnforceDialog>(worker_.hostname(), client_ep_.to_string(), reject_reply(failure),
+                                              [this](const std::string& line) { worker_.events().noqueue(line); });
+    arm_timer(config_->command_time_limit);
+    client_.start_reading();
+}
+
+void Session::enforce_lines(std::string_view bytes) {
+    reader_->feed(bytes);
+    while (auto line = reader_->next()) {
+        EnforceDialog::Reply reply = dialog_->on_line(*line);
+        client_.write(reply.text);
+        if (reply.close) {
+            client_.close_after_flush();
+            return finish("rejected");
+        }
+        arm_timer(config_->command_time_limit);
+    }
+    if (reader_->overflowed()) {
+        client_.write("421 4.7.0 Error: too many pipelined commands\r\n");
+        client_.close_after_flush();
+        finish("rejected");
+    }
+}
+
+// ---------------------------------------------------------------- §2 step 8: handoff and relay
+
+void Session::start_handoff() {
+    phase_ = Phase::Handoff;
+    client_.stop_reading();  // the kernel holds what the client sends until the relay starts
+    arm_timer(config_->backend_connect_timeout);
+    handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, worker_.hostname(),
+                                                *this);
+    handoff_->start(client_ep_, local_ep_);
+}
+
+void Session::handoff_failed(std::string why) {
+    if (phase_ != Phase::Handoff) return;
+    worker_.events().backend_unavailable(client_ep_, why);
+    client_.write("421 4.3.2 Service temporarily unavailable\r\n");
+    client_.close_after_flush();
+    finish("backend-unavailable");
+}
+
+void Session::handoff_ready(std::string greeting) {
+    if (phase_ != Phase::Handoff) return;
+    // After our "220-" line the backend's 220 lines finish the same multi-line reply.
+    client_.write(greeting);
+    start_relay();
+}
+
+void Session::start_relay() {
+    phase_ = Phase::Relay;
+    backend_ = handoff_->take_connection();
+    backend_->set_events(*this);
+    RelayFilter::Options options;
+    // With XCLIENT the backend trusts our address; TLS between client and backend
+    // would hide the client's commands from the filter that keeps XCLIENT out.
+    options.strip_starttls = config_->handoff == Handoff::Xclient;
+    relay_ = std::make_unique<RelayFilter>(options);
+    last_activity_ = uv_now(worker_.loop());
+    arm_timer(config_->backend_idle_timeout);
+    backend_->start_reading();
+    client_.start_reading();
+    if (!early_bytes_.empty()) {
+        std::string early = std::move(early_bytes_);
+        early_bytes_.clear();
+        relay_from_client(early);
+    }
+}
+
+void Session::relay_from_client(std::string_view bytes) {
+    std::string to_backend;
+    relay_->from_client(bytes, to_backend);
+    backend_->write(to_backend);
+    update_backpressure();
+}
+
+void Session::relay_from_backend(std::string_view bytes) {
+    std::string to_client;
+    std::string to_backend;
+    relay_->from_backend(bytes, to_client, to_backend);
+    client_.write(to_client);
+    backend_->write(to_backend);
+    update_backpressure();
+}
+
+// Each side is read only while the other side's kernel buffer takes what we write, so
+// a fast sender and a slow receiver never make us hold more than one read per direction.
+void Session::update_backpressure() {
+    if (phase_ != Phase::Relay) return;
+    if (backend_->pending_bytes() == 0 && !relay_->client_held()) client_.start_reading();
+    else client_.stop_reading();
+    if (client_.pending_bytes() == 0) backend_->start_reading();
+    else backend_->stop_reading();
+}
+
+// ---------------------------------------------------------------- events
+
+void Session::on_data(Connection& conn, std::string_view bytes) {
+    if (phase_ == Phase::Done) return;
+    if (&conn != &client_) {
+        last_activity_ = uv_now(worker_.loop());
+        return relay_from_backend(bytes);
+    }
+    switch (phase_) {
+    case Phase::ProxyHeader: return read_proxy_header(bytes);
+    case Phase::GreetWait:
+    case Phase::DnsblWait: return on_pregreet(bytes);
+    case Phase::Enforce: return enforce_lines(bytes);
+    case Phase::Relay:
+        last_activity_ = uv_now(worker_.loop());
+        return relay_from_client(bytes);
+    default: return;  // not reading in the other phases
+    }
+}
+
+void Session::on_peer_closed(Connection& conn, int status) {
+    if (phase_ == Phase::Done) return;
+    if (phase_ == Phase::Relay) {
+        // Whatever one side still has queued reaches the other before it is closed:
+        // a backend that dies mid-DATA leaves the client with a closed connection and no 250.
+        if (&conn == &client_) backend_->close_after_flush();
+        else client_.close_after_flush();
+        return finish("handoff");
+    }
+    if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait || phase_ == Phase::ProxyHeader) {
+        worker_.events().hangup(client_ep_, elapsed());
+    }
+    (void)status;
+    finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
+}
+
+void Session::on_drained(Connection&) {
+    if (phase_ == Phase::Done) return;
+    update_backpressure();
+}
+
+void Session::on_connected(Connection&, int) {}  // only the handoff connects, and it listens itself
+
+void Session::arm_timer(Millis after) {
+    if (!timer_) return;
+    uv_timer_start(
+        timer_.get(),
+        [](uv_timer_t* t) {
+            if (auto* self = static_cast<Session*>(t->data)) self->on_timer();
+        },
+        static_cast<uint64_t>(std::max<int64_t>(after.count(), 0)), 0);
+}
+
+void Session::on_timer() {
+    switch (phase_) {
+    case Phase::ProxyHeader:
+        worker_.events().proxy_header_error(client_ep_, "no complete header within listen.proxy_timeout");
+        return finish("timeout");
+    case Phase::GreetWait: return on_greet_wait_over();
+    case Phase::DnsblWait:
+        dnsbl_->expire();
+        return conclude_screening();
+    case Phase::Enforce:
+        client_.write(fmt::format("421 4.4.2 {} Error: timeout exceeded\r\n", worker_.hostname()));
+        client_.close_after_flush();
+        return finish("timeout");
+    case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
+    case Phase::Relay: {
+        uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());
+        uint64_t quiet = uv_now(worker_.loop()) - last_activity_;
+        if (quiet < idle_ms) return arm_timer(Millis(idle_ms - quiet));
+        return finish("idle-timeout");
+    }
+    default: return;
+    }
+}
+
+// ---------------------------------------------------------------- §2 step 9: close
+
+void Session::abort(const char* outcome) { finish(outcome); }
+
+void Session::finish(const char* outcome) {
+    if (phase_ == Phase::Done) return;
+    phase_ = Phase::Done;
+    worker_.events().disconnect(client_ep_, outcome, elapsed());
+    timer_.close();
+    client_.close();
+    if (backend_) backend_->close();
+    if (admitted_) worker_.limits().release(client_ep_.ip());
+    admitted_ = false;
+    // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
+    // are destroyed with the session, after this callback returns.
+    worker_.session_done(this);
+}
+
+Millis Session::elapsed() const { return Millis(uv_now(worker_.loop()) - started_at_); }
+
+}  // namespace smtpscreen

@@ -1,0 +1,110 @@
+#pragma once
+// One client connection from accept to DISCONNECT: the life of SPEC §2, read top to
+// bottom in session.cpp. One state machine; every event (read, timer, DNS answer,
+// backend reply) arrives as a callback and is dispatched on the current phase.
+#include <uv.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "core/uv_handle.h"
+#include "proxy/backend_handoff.h"
+#include "proxy/connection.h"
+#include "screen/command_reader.h"
+#include "screen/enforce_dialog.h"
+#include "screen/test_results.h"
+
+namespace smtpscreen {
+
+class DnsblCheck;
+class RelayFilter;
+class Worker;
+
+class Session final : public ConnectionEvents, public BackendHandoff::Listener {
+public:
+    Session(Worker& worker, std::shared_ptr<const Config> config);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Accepts the pending connection on `listener` and starts the session.
+    void start(uv_stream_t* listener);
+    // Shutdown grace is over: end the session now.
+    void abort(const char* outcome);
+
+private:
+    enum class Phase { ProxyHeader, Cache, GreetWait, DnsblWait, Enforce, Handoff, Relay, Done };
+    enum class Failure { None, Pregreet, Dnsbl, AccessList };
+
+    // §2 step 1: accept and optional PROXY header from a load balancer
+    void read_proxy_header(std::string_view bytes);
+    void client_identified();
+    // §2 steps 2-3: access list and cache
+    void screen_known_client();
+    void on_cache_record(const std::optional<TestResults>& record);
+    bool passed_all_enabled_tests(const TestResults& record) const;
+    // §2 steps 4-5: greet wait, pregreet, DNSBL verdict
+    void start_greet_wait();
+    void on_pregreet(std::string_view bytes);
+    void on_dnsbl_update();
+    void on_greet_wait_over();
+    void conclude_screening();
+    void record_passes(bool pregreet_ok, bool dnsbl_ok);
+    bool dnsbl_listed() const;
+    // §2 step 7: actions
+    void act_on_failure(Failure failure, Action action);
+    void drop(Failure failure);
+    void start_enforce(Failure failure);
+    void enforce_lines(std::string_view bytes);
+    // §2 step 8: handoff and relay
+    void start_handoff();
+    void handoff_ready(std::string greeting) override;
+    void handoff_failed(std::string why) override;
+    void start_relay();
+    void relay_from_client(std::string_view bytes);
+    void relay_from_backend(std::string_view bytes);
+    void update_backpressure();
+    // §2 step 9
+    void finish(const char* outcome);
+
+    // ConnectionEvents
+    void on_data(Connection& conn, std::string_view bytes) override;
+    void on_peer_closed(Connection& conn, int status) override;
+    void on_drained(Connection& conn) override;
+    void on_connected(Connection& conn, int status) override;
+
+    void arm_timer(Millis after);
+    void on_timer();
+    Millis elapsed() const;
+    std::string reject_reply(Failure failure) const;
+
+    Worker& worker_;
+    std::shared_ptr<const Config> config_;
+    Phase phase_ = Phase::ProxyHeader;
+    Connection client_;
+    Endpoint client_ep_;
+    Endpoint local_ep_;
+    bool admitted_ = false;
+    std::optional<TestResults> cached_;
+    uint64_t started_at_ = 0;  // uv_now, ms
+    UvHandle<uv_timer_t> timer_;
+    std::string early_bytes_;  // PROXY header bytes, then anything the client sent right after it
+    std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // for callbacks that may outlive us
+
+    bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
+    bool pregreet_seen_ = false;
+    std::unique_ptr<DnsblCheck> dnsbl_;
+    uint64_t dnsbl_deadline_ = 0;
+
+    std::unique_ptr<CommandReader> reader_;
+    std::unique_ptr<EnforceDialog> dialog_;
+
+    std::unique_ptr<BackendHandoff> handoff_;
+    std::unique_ptr<Connection> backend_;
+    std::unique_ptr<RelayFilter> relay_;
+    uint64_t last_activity_ = 0;
+};
+
+}  // namespace smtpscreen

@@ -1,0 +1,115 @@
+#include "proxy/worker.h"
+
+#include "proxy/session.h"
+
+namespace smtpscreen {
+
+Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::vector<uv_os_sock_t> listen_fds)
+    : shared_(shared), config_(std::move(config)), events_(shared.log) {
+    if (int rc = uv_loop_init(&loop_); rc != 0) {
+        throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
+    }
+    resolver_ = std::make_unique<DnsblResolver>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
+    for (uv_os_sock_t fd : listen_fds) {
+        UvHandle<uv_tcp_t> tcp([this](uv_tcp_t* t) { return uv_tcp_init(&loop_, t); }, this);
+        if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
+            throw std::runtime_error(fmt::format("cannot adopt a listening socket: {}", uv_strerror(rc)));
+        }
+        int rc = uv_listen(tcp.stream(), 1024, [](uv_stream_t* s, int status) {
+            if (auto* self = static_cast<Worker*>(s->data)) self->on_connection(s, status);
+        });
+        if (rc != 0) throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
+        listeners_.push_back(std::move(tcp));
+    }
+    stop_signal_ = UvHandle<uv_async_t>(
+        [this](uv_async_t* a) {
+            return uv_async_init(&loop_, a, [](uv_async_t* h) {
+                if (auto* self = static_cast<Worker*>(h->data)) self->on_stop_requested();
+            });
+        },
+        this);
+    reaper_ = UvHandle<uv_check_t>([this](uv_check_t* c) { return uv_check_init(&loop_, c); }, this);
+    uv_check_start(reaper_.get(), [](uv_check_t* c) {
+        if (auto* self = static_cast<Worker*>(c->data)) self->reap();
+    });
+    // The reaper must not keep the loop alive on its own.
+    uv_unref(reaper_.handle());
+}
+
+Worker::~Worker() {
+    close_everything();
+    // Let every close callback run, then the loop can be closed.
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+}
+
+void Worker::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+
+void Worker::request_stop() {
+    if (stop_signal_) uv_async_send(stop_signal_.get());
+}
+
+void Worker::on_connection(uv_stream_t* listener, int status) {
+    if (status < 0) {
+        // EMFILE/ENFILE: libuv has already accepted and closed the connection with its
+        // reserve descriptor, so the loop does not spin; say so at most once a second.
+        uint64_t now = uv_now(&loop_);
+        if (now - last_accept_error_log_ >= 1000) {
+            last_accept_error_log_ = now;
+            shared_.log.warn("accept failed: {} (raise the open files limit, ulimit -n, or lower limits.max_connections)",
+                             uv_strerror(status));
+        }
+        return;
+    }
+    auto session = std::make_unique<Session>(*this, config_);
+    Session* raw = session.get();
+    sessions_.emplace(raw, std::move(session));
+    raw->start(listener);
+}
+
+void Worker::session_done(Session* session) {
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    finished_.push_back(std::move(it->second));
+    sessions_.erase(it);
+    uv_ref(reaper_.handle());
+}
+
+void Worker::reap() {
+    finished_.clear();
+    uv_unref(reaper_.handle());
+    if (stopping_ && sessions_.empty()) close_everything();
+}
+
+void Worker::on_stop_requested() {
+    if (stopping_) return;
+    stopping_ = true;
+    listeners_.clear();  // stop accepting at once; sessions in progress go on
+    stop_signal_.close();
+    if (sessions_.empty()) return close_everything();
+    grace_timer_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
+    uv_timer_start(
+        grace_timer_.get(),
+        [](uv_timer_t* t) {
+            if (auto* self = static_cast<Worker*>(t->data)) self->on_grace_over();
+        },
+        static_cast<uint64_t>(config_->shutdown_grace.count()), 0);
+}
+
+void Worker::on_grace_over() { close_everything(); }
+
+void Worker::close_everything() {
+    listeners_.clear();
+    stop_signal_.close();
+    grace_timer_.close();
+    // Sessions report back through session_done while aborting: take them out first.
+    auto left = std::move(sessions_);
+    sessions_.clear();
+    for (auto& [raw, owned] : left) owned->abort("shutdown");
+    left.clear();
+    finished_.clear();
+    reaper_.close();
+    if (resolver_) resolver_->close();
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,82 @@
+#pragma once
+// One event loop on one thread, with its own listeners (SO_REUSEPORT sockets bound by
+// the server before privileges were dropped), its own DNS resolver and its sessions.
+#include <uv.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/verdict_cache.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/uv_handle.h"
+#include "dnsbl/resolver.h"
+#include "proxy/connection.h"
+#include "proxy/connection_limits.h"
+#include "proxy/event_log.h"
+
+namespace smtpscreen {
+
+class Session;
+
+// What every loop thread shares; owned by the server, outlives the workers.
+struct SharedServices {
+    SharedServices(Logger& l, std::shared_ptr<VerdictCache> c, std::string host)
+        : log(l), cache(std::move(c)), hostname(std::move(host)) {}
+    Logger& log;
+    std::shared_ptr<VerdictCache> cache;
+    ConnectionLimits limits;
+    std::string hostname;
+};
+
+class Worker {
+public:
+    Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::vector<uv_os_sock_t> listen_fds);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Runs the loop on the calling thread until stopped and every handle is closed.
+    void run();
+    // From any thread: stop accepting, give sessions limits.shutdown_grace, then return from run().
+    void request_stop();
+
+    uv_loop_t* loop() { return &loop_; }
+    ReadBuffer& read_buffer() { return *read_buffer_; }
+    DnsblResolver& resolver() { return *resolver_; }
+    EventLog& events() { return events_; }
+    VerdictCache& cache() { return *shared_.cache; }
+    ConnectionLimits& limits() { return shared_.limits; }
+    const std::string& hostname() const { return shared_.hostname; }
+    size_t session_count() const { return sessions_.size(); }
+
+    // The session is over; it is destroyed after the current callback returns.
+    void session_done(Session* session);
+
+private:
+    void on_connection(uv_stream_t* listener, int status);
+    void on_stop_requested();
+    void on_grace_over();
+    void reap();
+    void close_everything();
+
+    SharedServices& shared_;
+    std::shared_ptr<const Config> config_;
+    uv_loop_t loop_{};
+    std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
+    EventLog events_;
+    std::unique_ptr<DnsblResolver> resolver_;
+    std::vector<UvHandle<uv_tcp_t>> listeners_;
+    UvHandle<uv_async_t> stop_signal_;
+    UvHandle<uv_timer_t> grace_timer_;
+    UvHandle<uv_check_t> reaper_;
+    std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
+    std::vector<std::unique_ptr<Session>> finished_;
+    bool stopping_ = false;
+    uint64_t last_accept_error_log_ = 0;
+};
+
+}  // namespace smtpscreen

@@ -1,0 +1,1384 @@
+"""Integration-test harness for smtpscreen (Python 3 standard library only).
+
+Every test is one file, one scenario, and drives the real programs on loopback:
+
+    import harness
+    from harness import check
+
+    def main(env):
+        postfix = env.postfix()                       # private Postfix, never the system one
+        dns = env.rbldnsd()                           # bl.test / wl.test on 127.0.0.1:ephemeral
+        screen = env.smtpscreen(postfix=postfix, dns=dns, settings={"greet.wait": "1s"})
+        c = harness.SmtpClient(screen.port, source="127.0.0.7")
+        ...
+
+    harness.run(main)
+
+`run` gives the test a fresh temporary directory, a watchdog, and cleans up every
+process it started (by PID, never by name) whatever happens. Exit status: 0 pass,
+1 fail (with the reason and the tails of every log), 77 skip (meson's convention) when
+the machine cannot run it (not root, Postfix or rbldnsd missing).
+
+Environment: SMTPSCREEN is the binary under test (meson sets it); KEEP_TMP=1 keeps the
+temporary directory for a look afterwards.
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import smtplib
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SKIP_EXIT = 77
+
+# The test DNS zones served by rbldnsd (ip4set data). Addresses are chosen so that each
+# test can bind a client to an address with a known listing:
+#   127.0.0.2, .10   listed in bl.test (answers 127.0.0.2 and 127.0.0.10)
+#   127.0.0.20       listed in wl.test only (answer 127.0.0.3)
+#   127.0.0.21       listed in both bl.test (127.0.0.2) and wl.test (127.0.0.3)
+#   127.0.0.30       listed in bl.test (for "access permit beats DNSBL")
+#   127.0.0.2 also in bl2.test (answer 127.0.0.4), to test "the highest-weighted zone"
+#   127.0.0.7, .8, .9 and anything else: listed nowhere (clean clients)
+DEFAULT_ZONES = {
+    "bl.test": [
+        ":127.0.0.2:Listed in bl.test",
+        "127.0.0.2",
+        "127.0.0.10 :127.0.0.10:Listed as ten",
+        "127.0.0.21",
+        "127.0.0.30",
+    ],
+    "bl2.test": [
+        ":127.0.0.4:Listed in bl2.test",
+        "127.0.0.2",
+    ],
+    "wl.test": [
+        ":127.0.0.3:Allowlisted in wl.test",
+        "127.0.0.20",
+        "127.0.0.21",
+    ],
+}
+
+CLEAN_CLIENT = "127.0.0.7"
+LISTED_CLIENT = "127.0.0.2"
+
+
+# --------------------------------------------------------------------------------------
+# Failures, skips, checks
+
+
+class Failure(Exception):
+    """The product did not do what SPEC says (or the scenario could not be set up)."""
+
+
+class Skip(Exception):
+    """The machine cannot run this test (exit 77)."""
+
+
+def fail(message):
+    raise Failure(message)
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+def check_search(regex, text, what):
+    """Returns the match of regex in text, or fails naming what was searched."""
+    m = re.search(regex, text, re.M)
+    if not m:
+        raise Failure(f"{what}: expected a match for /{regex}/, got:\n{_tail(text, 40)}")
+    return m
+
+
+def check_no_search(regex, text, what):
+    m = re.search(regex, text, re.M)
+    if m:
+        raise Failure(f"{what}: /{regex}/ must not appear, but found: {m.group(0)!r}")
+
+
+def _tail(text, lines):
+    parts = text.splitlines()
+    if len(parts) > lines:
+        parts = ["..."] + parts[-lines:]
+    return "\n".join("    " + p for p in parts)
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Polls predicate until it returns a true value (returned) or timeout (Failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Failure(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def unique_marker(tag="msg"):
+    return f"smtpscreen-it-{tag}-{os.getpid()}-{int(time.time() * 1000) % 100000000}"
+
+
+# --------------------------------------------------------------------------------------
+# Ports and processes
+
+
+def free_port(host="127.0.0.1"):
+    """An ephemeral TCP port that is free right now on host (the kernel picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_udp_tcp_port(host="127.0.0.1"):
+    """A port free for both UDP and TCP (for a DNS server)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise Failure("no free UDP+TCP port found")
+
+
+def _proc_net_listening(port):
+    """True when some socket is in LISTEN state on port (reads /proc/net/tcp{,6})."""
+    found_table = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                found_table = True
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) < 4:
+                        continue
+                    local, state = fields[1], fields[3]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            continue
+    return None if not found_table else False
+
+
+def port_listening(host, port):
+    listening = _proc_net_listening(port)
+    if listening is not None:
+        return listening
+    try:  # no /proc/net: fall back to a connect (leaves a line in the server's log)
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def connect_refused(port, host="127.0.0.1", timeout=2):
+    """True when a TCP connection to host:port is refused (nothing listening)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def find_smtpscreen():
+    exe = os.environ.get("SMTPSCREEN")
+    if exe:
+        return exe
+    root = os.path.dirname(os.path.dirname(HERE))
+    for build in ("build", "build-it", "build-asan"):
+        candidate = os.path.join(root, build, "smtpscreen")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise Failure("SMTPSCREEN is not set and no build*/smtpscreen exists")
+
+
+def need_programs(*names):
+    for name in names:
+        if not shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            raise Skip(f"{name} is not installed (scripts/install-deps installs it)")
+
+
+def which(name):
+    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if not path:
+        raise Skip(f"{name} is not installed (scripts/install-deps installs it)")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# PROXY protocol headers (what a load balancer sends; used to test the listener and to
+# hand-check Postfix's haproxy port)
+
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v1_header(src, sport, dst, dport):
+    family = "TCP6" if ":" in src else "TCP4"
+    return f"PROXY {family} {src} {dst} {sport} {dport}\r\n".encode()
+
+
+def proxy_v2_header(src, sport, dst, dport):
+    if ":" in src:
+        addrs = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+        fam = 0x21  # AF_INET6, STREAM
+    else:
+        addrs = socket.inet_aton(src) + socket.inet_aton(dst)
+        fam = 0x11  # AF_INET, STREAM
+    payload = addrs + struct.pack("!HH", sport, dport)
+    return PROXY_V2_SIGNATURE + bytes([0x21, fam]) + struct.pack("!H", len(payload)) + payload
+
+
+def parse_proxy_v2(data):
+    """(src, sport, dst, dport, header_length) of a PROXY v2 header at the start of data."""
+    check(data.startswith(PROXY_V2_SIGNATURE), f"no PROXY v2 signature in {data[:32]!r}")
+    ver_cmd, fam = data[12], data[13]
+    (length,) = struct.unpack("!H", data[14:16])
+    check(ver_cmd == 0x21, f"PROXY v2 version/command byte {ver_cmd:#x}, expected 0x21")
+    body = data[16:16 + length]
+    if fam == 0x11:
+        src, dst = socket.inet_ntoa(body[0:4]), socket.inet_ntoa(body[4:8])
+        sport, dport = struct.unpack("!HH", body[8:12])
+    elif fam == 0x21:
+        src = socket.inet_ntop(socket.AF_INET6, body[0:16])
+        dst = socket.inet_ntop(socket.AF_INET6, body[16:32])
+        sport, dport = struct.unpack("!HH", body[32:36])
+    else:
+        raise Failure(f"PROXY v2 family byte {fam:#x} not TCP4/TCP6")
+    return src, sport, dst, dport, 16 + length
+
+
+# --------------------------------------------------------------------------------------
+# DNS: a tiny query client, to check rbldnsd answers before a test relies on it
+
+
+def dns_query(name, server="127.0.0.1", port=53, qtype=1, timeout=1.0):
+    """(rcode, [A records]) for name, asked over UDP."""
+    qid = os.getpid() & 0xFFFF
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\x00"
+    packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, (server, port))
+        data, _ = s.recvfrom(4096)
+    rid, flags, qd, an, _, _ = struct.unpack("!HHHHHH", data[:12])
+    rcode = flags & 0xF
+    pos = 12
+
+    def skip_name(p):
+        while True:
+            n = data[p]
+            if n == 0:
+                return p + 1
+            if n & 0xC0 == 0xC0:
+                return p + 2
+            p += n + 1
+
+    for _ in range(qd):
+        pos = skip_name(pos) + 4
+    answers = []
+    for _ in range(an):
+        pos = skip_name(pos)
+        rtype, _, _, rdlen = struct.unpack("!HHIH", data[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and rdlen == 4:
+            answers.append(socket.inet_ntoa(data[pos:pos + 4]))
+        pos += rdlen
+    return rcode, answers
+
+
+def reverse_name(ip, zone):
+    return ".".join(reversed(ip.split("."))) + "." + zone
+
+
+# --------------------------------------------------------------------------------------
+# SMTP client speaking exact bytes
+
+
+class Reply:
+    def __init__(self, lines):
+        self.lines = lines                       # every line, without CRLF
+        self.code = int(lines[-1][:3]) if lines and lines[-1][:3].isdigit() else 0
+        self.text = "\n".join(lines)
+
+    @property
+    def final(self):
+        return self.lines[-1] if self.lines else ""
+
+    def __repr__(self):
+        return f"Reply({self.text!r})"
+
+
+class SmtpClient:
+    """A TCP client on loopback that can bind a source address and send any bytes,
+    including before the greeting (pregreet) and PROXY headers."""
+
+    def __init__(self, port, host="127.0.0.1", source=None, timeout=10, connect=True):
+        self.host, self.port, self.source, self.timeout = host, port, source, timeout
+        self.buf = b""
+        self.transcript = []
+        self.sock = None
+        self.eof = False
+        self.connected_at = None
+        if connect:
+            self.connect()
+
+    def connect(self):
+        src = (self.source, 0) if self.source else None
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout,
+                                             source_address=src)
+        self.connected_at = time.monotonic()
+        return self
+
+    @property
+    def local_port(self):
+        return self.sock.getsockname()[1]
+
+    @property
+    def local_ip(self):
+        return self.sock.getsockname()[0]
+
+    def elapsed(self):
+        return time.monotonic() - self.connected_at
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.transcript.append(("C", data))
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout()
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.transcript.append(("S", chunk))
+        self.buf += chunk
+        return True
+
+    def read_line(self, timeout=None):
+        """One line without its CRLF; Failure on EOF or timeout."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while b"\n" not in self.buf:
+            try:
+                if not self._fill(deadline):
+                    raise Failure(f"connection closed while waiting for a line; "
+                                  f"partial {self.buf!r}; {self.transcript_text()}")
+            except socket.timeout:
+                raise Failure(f"timed out waiting for a line from {self.host}:{self.port}; "
+                              f"partial {self.buf!r}; {self.transcript_text()}") from None
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def read_reply(self, timeout=None):
+        """A whole (multi-line) reply: lines until one with a space after the code. The
+        code of the Reply is the final line's (a 220- banner then a 521 gives 521)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        lines = []
+        for _ in range(1000):
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return Reply(lines)
+        raise Failure(f"reply of more than 1000 lines: {lines[:5]}")
+
+    def read_greeting(self, timeout=None):
+        return self.read_reply(timeout)
+
+    def cmd(self, line, timeout=None):
+        self.send(line + "\r\n")
+        return self.read_reply(timeout)
+
+    def expect(self, line, code, regex=None, timeout=None):
+        reply = self.cmd(line, timeout) if line is not None else self.read_reply(timeout)
+        check(reply.code == code,
+              f"{line or 'reply'}: expected {code}, got {reply.text!r}")
+        if regex:
+            check(re.search(regex, reply.text), f"{line}: reply {reply.text!r} does not match /{regex}/")
+        return reply
+
+    def drain(self, quiet=0.5, limit=5.0):
+        """Reads whatever arrives until the line is quiet for `quiet` seconds."""
+        got = b""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.sock], [], [], quiet)
+            if not r:
+                break
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, BlockingIOError):
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            got += chunk
+        got = self.buf + got
+        self.buf = b""
+        if got:
+            self.transcript.append(("S", got))
+        return got
+
+    def wait_closed(self, timeout=5):
+        """True when the server closes the connection within timeout. Data received in
+        the meantime is kept in self.buf."""
+        if self.eof:
+            return True
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def check_closed(self, timeout=5, what="connection"):
+        check(self.wait_closed(timeout),
+              f"{what}: expected the server to close within {timeout}s; {self.transcript_text()}")
+
+    def ehlo(self, name="client.example.org"):
+        return self.expect(f"EHLO {name}", 250)
+
+    def send_mail(self, marker, mail_from="sender@example.org", rcpts=("user@example.test",),
+                  helo="client.example.org", body_lines=(), quit=True, ehlo=True):
+        """A whole transaction after the greeting; fails on any unexpected reply."""
+        if ehlo:
+            self.ehlo(helo)
+        self.expect(f"MAIL FROM:<{mail_from}>", 250)
+        for r in rcpts:
+            self.expect(f"RCPT TO:<{r}>", 250)
+        self.expect("DATA", 354)
+        text = (f"From: <{mail_from}>\r\nTo: <{rcpts[0]}>\r\nSubject: {marker}\r\n"
+                f"Message-ID: <{marker}@example.org>\r\n\r\nbody of {marker}\r\n")
+        for line in body_lines:
+            text += line + "\r\n"
+        self.send(text + ".\r\n")
+        final = self.expect(None, 250)
+        if quit:
+            self.expect("QUIT", 221)
+        return final
+
+    def transcript_text(self):
+        out = []
+        for who, data in self.transcript[-30:]:
+            out.append(f"{who}: {data!r}")
+        return "transcript:\n    " + "\n    ".join(out)
+
+    def close(self):
+        if self.sock:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+class Session:
+    """What clean_session saw: the client, its source port, the marker, the timings."""
+
+    def __init__(self, client, port, marker, first_line, greeting, t_first, t_final, ehlo):
+        self.client, self.port, self.marker = client, port, marker
+        self.first_line, self.greeting, self.t_first, self.t_final = first_line, greeting, t_first, t_final
+        self.ehlo = ehlo
+
+
+def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=None,
+                  expect="new", tag="clean"):
+    """One clean client through smtpscreen, checked end to end against SPEC §2:
+    the first banner line `220-` at once; the final `220 ` line is the backend's greeting
+    (`backend.test ESMTP`), after greet.wait for a new client (expect="new") or at once
+    for a cached one (expect="old"); EHLO does not offer XCLIENT/XFORWARD; the message is
+    accepted and arrives in the Maildir; smtpscreen logs CONNECT, PASS NEW/OLD and
+    DISCONNECT for this client address and port; Postfix logs the real address and port."""
+    gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
+    marker = unique_marker(tag)
+    c = SmtpClient(port or screen.port, host=host, source=source, timeout=gw + 15)
+    cport = c.local_port
+    first = c.read_line(timeout=gw + 10)
+    t_first = c.elapsed()
+    if first.startswith("220 "):
+        greeting, t_final = Reply([first]), t_first
+    else:
+        check(first.startswith("220-"), f"first banner line from smtpscreen: expected '220-...', got {first!r}")
+        greeting = c.read_reply(timeout=gw + 10)
+        greeting = Reply([first] + greeting.lines)
+        t_final = c.elapsed()
+    check(greeting.code == 220, f"greeting: expected 220, got {greeting.text!r}")
+    check(re.match(r"220 backend\.test ESMTP", greeting.final),
+          f"the final 220 line must be the backend's greeting '220 backend.test ESMTP', got {greeting.final!r}")
+    if expect == "new":
+        check(first.startswith("220-"), f"a new client must get the '220-' first banner line, got {first!r}")
+        check(t_first < 1.0, f"the '220-' banner line took {t_first:.2f}s (must come at once)")
+        check(t_final >= gw - 0.15, f"the final 220 came after {t_final:.2f}s, before greet.wait ({gw}s) ended")
+    else:
+        check(t_final < min(1.0, gw * 0.6),
+              f"a cached (PASS OLD) client got the final 220 after {t_final:.2f}s; it must be handed off at once")
+    ehlo = c.ehlo()
+    for word in ("XCLIENT", "XFORWARD"):
+        check(word not in ehlo.text.upper(), f"EHLO reply through smtpscreen offers {word}: {ehlo.text!r}")
+    c.send_mail(marker, ehlo=False)
+    c.check_closed(10, "after QUIT")
+    c.close()
+    screen.wait_for_log(re_connect(source, cport))
+    screen.wait_for_log((re_pass_new if expect == "new" else re_pass_old)(source, cport))
+    screen.wait_for_log(re_disconnect(source, cport), timeout=10)
+    postfix.wait_for_delivery(marker)
+    postfix.wait_for_log(postfix_client_regex(source, cport))
+    log(f"clean client [{source}]:{cport}: PASS {expect.upper()}, delivered {marker}")
+    return Session(c, cport, marker, first, greeting, t_first, t_final, ehlo)
+
+
+def smtplib_client(port, source=None, host="127.0.0.1", timeout=15):
+    """smtplib.SMTP connected from a chosen source address (it reads the multi-line banner)."""
+    return smtplib.SMTP(host, port, timeout=timeout,
+                        source_address=(source, 0) if source else None)
+
+
+def message_text(marker, mail_from="sender@example.org", rcpt="user@example.test"):
+    return (f"From: <{mail_from}>\r\nTo: <{rcpt}>\r\nSubject: {marker}\r\n"
+            f"Message-ID: <{marker}@example.org>\r\n\r\nbody of {marker}\r\n")
+
+
+def swaks(port, source, marker, to="user@example.test", server="127.0.0.1", extra=(), timeout=30):
+    """Runs swaks from a bound source address; returns the CompletedProcess (text)."""
+    exe = which("swaks")
+    cmd = [exe, "--server", f"{server}:{port}", "--local-interface", source,
+           "--to", to, "--from", "sender@example.org", "--helo", "client.example.org",
+           "--header", f"Subject: {marker}", "--body", f"body of {marker}",
+           "--timeout", "15", "--hide-informational"] + list(extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------
+# A scripted backend (for what Postfix cannot be made to do: stay silent, refuse
+# XCLIENT, report the address the proxy connected from)
+
+
+class FakeBackend:
+    """An SMTP server on loopback in a thread. mode:
+      "smtp"            220 greeting, 250 to everything, 354 to DATA, 221 to QUIT
+      "refuse-xclient"  like smtp, but answers XCLIENT with 550 5.7.0
+      "silent"          accepts and never says anything
+      "close-at-dot"    like smtp, but closes the connection instead of answering the
+                        end of data (a backend that dies mid-message)
+    Records, per connection, the peer address and every byte received."""
+
+    def __init__(self, mode="smtp", host="127.0.0.1", greeting="220 fake.test ESMTP"):
+        self.mode, self.host, self.greeting = mode, host, greeting
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.connections = []   # dicts: peer, data (bytes), closed (bool)
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.listener.settimeout(0.1)
+        clients = []
+        while not self.stopping.is_set():
+            try:
+                sock, peer = self.listener.accept()
+                sock.setblocking(False)
+                record = {"peer": peer, "data": b"", "closed": False, "sock": sock, "pending": b"",
+                          "in_data": False}
+                with self.lock:
+                    self.connections.append(record)
+                clients.append(record)
+                if self.mode != "silent":
+                    self._reply(record, self.greeting)
+            except (socket.timeout, BlockingIOError):
+                pass
+            except OSError:
+                break
+            for rec in list(clients):
+                try:
+                    chunk = rec["sock"].recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    rec["closed"] = True
+                    rec["sock"].close()
+                    clients.remove(rec)
+                    continue
+                with self.lock:
+                    rec["data"] += chunk
+                rec["pending"] += chunk
+                if self.mode != "silent":
+                    self._answer(rec)
+        for rec in clients:
+            rec["sock"].close()
+
+    def _reply(self, rec, text):
+        try:
+            rec["sock"].setblocking(True)
+            rec["sock"].sendall(text.encode() + b"\r\n")
+            rec["sock"].setblocking(False)
+        except OSError:
+            pass
+
+    def _answer(self, rec):
+        # A PROXY v2 header from the proxy comes before any command: skip it.
+        if rec["pending"].startswith(PROXY_V2_SIGNATURE) and len(rec["pending"]) >= 16:
+            (length,) = struct.unpack("!H", rec["pending"][14:16])
+            if len(rec["pending"]) < 16 + length:
+                return
+            rec["pending"] = rec["pending"][16 + length:]
+        while b"\n" in rec["pending"]:
+            line, rec["pending"] = rec["pending"].split(b"\n", 1)
+            line = line.rstrip(b"\r").decode("utf-8", "replace")
+            if rec["in_data"]:
+                if line == ".":
+                    rec["in_data"] = False
+                    if self.mode == "close-at-dot":
+                        try:
+                            rec["sock"].shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        rec["pending"] = b""
+                        return
+                    self._reply(rec, "250 2.0.0 Ok: queued")
+                continue
+            verb = line.split(" ", 1)[0].upper()
+            if line.startswith("PROXY "):
+                continue
+            if verb == "EHLO":
+                self._reply(rec, "250-fake.test\r\n250-PIPELINING\r\n250-XCLIENT ADDR PORT NAME HELO PROTO"
+                                 "\r\n250-XFORWARD NAME ADDR PROTO HELO\r\n250 8BITMIME")
+            elif verb == "XCLIENT":
+                if self.mode == "refuse-xclient":
+                    self._reply(rec, "550 5.7.0 Error: insufficient authorization")
+                else:
+                    self._reply(rec, self.greeting)
+            elif verb == "DATA":
+                rec["in_data"] = True
+                self._reply(rec, "354 End data with <CR><LF>.<CR><LF>")
+            elif verb == "QUIT":
+                self._reply(rec, "221 2.0.0 Bye")
+                try:
+                    rec["sock"].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            else:
+                self._reply(rec, "250 2.0.0 Ok")
+
+    def wait_connections(self, n, timeout=5):
+        return wait_until(lambda: len(self.connections) >= n, timeout,
+                          what=f"{n} connection(s) to the fake backend on port {self.port}")
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(5)
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# Private Postfix instance
+
+
+class Postfix:
+    """A private Postfix (postfix -c DIR) on 127.0.0.1 with three smtpd ports:
+         proxy_port    smtpd_upstream_proxy_protocol = haproxy
+         xclient_port  smtpd_authorized_xclient_hosts = <xclient_hosts>
+         plain_port    nothing special (for controls)
+    mynetworks = 127.0.0.1/32; mail for example.test goes to a Maildir (virtual(8));
+    everything else is relayed only for mynetworks."""
+
+    def __init__(self, env, name="postfix", xclient_hosts="127.0.0.1/32",
+                 bare_newline="reject", main_extra=None, inet_protocols="all"):
+        self.env = env
+        self.base = os.path.join(env.dir, name)
+        self.config_dir = os.path.join(self.base, "etc")
+        self.queue_dir = os.path.join(self.base, "queue")
+        self.data_dir = os.path.join(self.base, "data")
+        self.mail_base = os.path.join(self.base, "mail")
+        self.maildir = os.path.join(self.mail_base, "inbox")
+        self.maillog = os.path.join(self.base, "maillog")
+        self.xclient_hosts = xclient_hosts
+        self.bare_newline = bare_newline
+        self.main_extra = dict(main_extra or {})
+        self.inet_protocols = inet_protocols
+        self.proxy_port = free_port()
+        self.xclient_port = free_port()
+        self.plain_port = free_port()
+        self.master_pid = None
+        self.postfix = which("postfix")
+        self.postconf = which("postconf")
+
+    def _supports(self, parameter):
+        out = subprocess.run([self.postconf, "-d", parameter], capture_output=True, text=True)
+        return out.returncode == 0 and out.stdout.startswith(parameter)
+
+    def _write_config(self):
+        import pwd
+        import grp
+        try:
+            vuser = pwd.getpwnam("nobody")
+            vuid, vgid = vuser.pw_uid, vuser.pw_gid
+        except KeyError:
+            vuid, vgid = 65534, 65534
+        try:
+            pf = pwd.getpwnam("postfix")
+            grp.getgrnam("postdrop")
+        except KeyError:
+            raise Skip("the postfix user or the postdrop group is missing (postfix not installed?)")
+        for d in (self.config_dir, self.queue_dir, self.data_dir, self.mail_base):
+            os.makedirs(d, exist_ok=True)
+        os.chmod(self.base, 0o755)
+        os.chown(self.data_dir, pf.pw_uid, pf.pw_gid)
+        os.chown(self.mail_base, vuid, vgid)
+        main = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue_dir,
+            "data_directory": self.data_dir,
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "myhostname": "backend.test",
+            "mydomain": "test",
+            "myorigin": "$myhostname",
+            "mydestination": "",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": self.inet_protocols,
+            "mynetworks": "127.0.0.1/32",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "smtpd_recipient_restrictions": "",
+            "virtual_mailbox_domains": "example.test",
+            "virtual_mailbox_base": self.mail_base,
+            "virtual_mailbox_maps": "static:inbox/",
+            "virtual_uid_maps": f"static:{vuid}",
+            "virtual_gid_maps": f"static:{vgid}",
+            "virtual_minimum_uid": "1",
+            "local_recipient_maps": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "smtpd_banner": "$myhostname ESMTP",
+            "smtpd_peername_lookup": "no",
+            "smtpd_client_port_logging": "yes",
+            "smtp_dns_support_level": "disabled",
+            "queue_run_delay": "1s",
+            "minimal_backoff_time": "1s",
+            "maximal_backoff_time": "2s",
+            "biff": "no",
+            "append_dot_mydomain": "no",
+            "smtputf8_enable": "no",
+            "maillog_file": self.maillog,
+            "maillog_file_prefixes": self.base,
+            "syslog_name": "postfix-it",
+        }
+        if self.bare_newline and self._supports("smtpd_forbid_bare_newline"):
+            main["smtpd_forbid_bare_newline"] = self.bare_newline
+            main["smtpd_forbid_bare_newline_exclusions"] = ""
+        main.update(self.main_extra)
+        with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
+            for k, v in main.items():
+                f.write(f"{k} = {v}\n")
+        # chroot is "n" everywhere: a chroot would need copies of /etc files in the queue.
+        master = f"""\
+127.0.0.1:{self.proxy_port} inet n - n - - smtpd
+  -o syslog_name=postfix-it/proxy
+  -o smtpd_upstream_proxy_protocol=haproxy
+127.0.0.1:{self.xclient_port} inet n - n - - smtpd
+  -o syslog_name=postfix-it/xclient
+  -o smtpd_authorized_xclient_hosts={self.xclient_hosts}
+127.0.0.1:{self.plain_port} inet n - n - - smtpd
+  -o syslog_name=postfix-it/plain
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+        with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
+            f.write(master)
+
+    def _run(self, *args, timeout=60):
+        cmd = [self.postfix, "-c", self.config_dir] + list(args)
+        env = dict(os.environ, MAIL_CONFIG=self.config_dir)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise Skip("a private Postfix instance needs root (postfix -c DIR start)")
+        self._write_config()
+        # The postfix command reports errors on stderr only to a terminal; the details
+        # go to maillog_file, which is what we show.
+        r = self._run("check")
+        if r.returncode != 0:
+            raise Failure(f"postfix -c {self.config_dir} check failed (rc {r.returncode}):\n"
+                          f"{r.stdout}{r.stderr}{self.log()}")
+        r = self._run("start")
+        if r.returncode != 0:
+            raise Failure(f"postfix -c {self.config_dir} start failed (rc {r.returncode}):\n"
+                          f"{r.stdout}{r.stderr}{self.log()}")
+        pid_file = os.path.join(self.queue_dir, "pid", "master.pid")
+        pid_text = wait_until(lambda: _read(pid_file).strip(), 10, what=f"{pid_file}")
+        self.master_pid = int(pid_text)
+        self.env.add_cleanup(self.stop)
+        for port in (self.proxy_port, self.xclient_port, self.plain_port):
+            wait_until(lambda: port_listening("127.0.0.1", port), 10,
+                       what=f"private Postfix listening on 127.0.0.1:{port}")
+        log(f"postfix {self.config_dir}: master pid {self.master_pid}, proxy port "
+            f"{self.proxy_port}, xclient port {self.xclient_port} ({self.xclient_hosts}), "
+            f"plain port {self.plain_port}")
+        return self
+
+    def stop(self):
+        if self.master_pid is None:
+            return
+        pid, self.master_pid = self.master_pid, None
+        try:
+            self._run("stop", timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            log(f"postfix master {pid} still alive after stop: SIGKILL")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def log(self):
+        return _read(self.maillog)
+
+    def wait_for_log(self, regex, timeout=10):
+        return wait_until(lambda: re.search(regex, self.log(), re.M), timeout,
+                          what=f"/{regex}/ in the Postfix log {self.maillog}")
+
+    def messages(self):
+        """[(path, text)] of every message in the Maildir (new/ and cur/)."""
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir, sub)
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            for n in names:
+                p = os.path.join(d, n)
+                out.append((p, _read(p)))
+        return out
+
+    def delivered(self, marker):
+        return [text for _, text in self.messages() if marker in text]
+
+    def wait_for_delivery(self, marker, timeout=15):
+        """The text of the message containing marker, once virtual(8) has delivered it."""
+        try:
+            found = wait_until(lambda: self.delivered(marker), timeout, 0.1,
+                               what=f"delivery of {marker!r} to {self.maildir}")
+        except Failure as e:
+            raise Failure(f"{e}\nPostfix log:\n{_tail(self.log(), 30)}") from None
+        return found[0]
+
+    def check_not_delivered(self, marker, wait=1.5):
+        """Waits a little (the queue is fast here) and fails if marker was delivered."""
+        time.sleep(wait)
+        check(not self.delivered(marker), f"message {marker!r} must never arrive, but it did")
+
+    def send_direct(self, port, data, source="127.0.0.1"):
+        """Raw bytes to one of the instance's ports (for harness self-tests)."""
+        c = SmtpClient(port, source=source)
+        c.send(data)
+        return c
+
+
+def _read(path):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------
+# rbldnsd
+
+
+class Rbldnsd:
+    """rbldnsd on 127.0.0.1:port (UDP) serving zones {name: [ip4set lines]}."""
+
+    def __init__(self, env, zones=None, name="rbldnsd"):
+        self.env = env
+        self.dir = os.path.join(env.dir, name)
+        self.zones = zones if zones is not None else DEFAULT_ZONES
+        self.port = free_udp_tcp_port()
+        self.proc = None
+        self.log_path = os.path.join(self.dir, "rbldnsd.log")
+        self.exe = which("rbldnsd")
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        specs = []
+        for zone, lines in self.zones.items():
+            fname = zone.replace(".", "_") + ".zone"
+            with open(os.path.join(self.dir, fname), "w") as f:
+                f.write("\n".join(lines) + "\n")
+            os.chmod(os.path.join(self.dir, fname), 0o644)
+            specs.append(f"{zone}:ip4set:{fname}")
+        cmd = [self.exe, "-n", "-b", f"127.0.0.1/{self.port}", "-w", self.dir, "-t", "60",
+               "-c", "1h"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "rbldns" if _user_exists("rbldns") else "nobody"]
+        cmd += specs
+        logf = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        self.env.add_cleanup(self.stop)
+        probe_zone = next(iter(self.zones))
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise Failure(f"rbldnsd exited with {self.proc.returncode}: {_read(self.log_path)}")
+            try:
+                dns_query(reverse_name("127.0.0.254", probe_zone), port=self.port, timeout=0.2)
+                return True
+            except OSError:
+                return False
+
+        wait_until(answers, 10, what=f"rbldnsd answering on 127.0.0.1:{self.port}")
+        log(f"rbldnsd pid {self.proc.pid} on 127.0.0.1:{self.port}, zones {', '.join(self.zones)}")
+        return self
+
+    def lookup(self, ip, zone):
+        return dns_query(reverse_name(ip, zone), port=self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _user_exists(name):
+    import pwd
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# --------------------------------------------------------------------------------------
+# smtpscreen
+
+
+SECTION_ORDER = ["listen", "backend", "greet", "dnsbl", "deep", "access", "cache", "tls",
+                 "limits", "smuggling", "log", "stats", "process"]
+
+
+class Smtpscreen:
+    """smtpscreen under test, with an INI written from settings {"section.key": value}
+    on top of test defaults (ephemeral listen port, greet.wait 1s, LMDB cache in the
+    temp dir, logs to stderr only, the private Postfix's PROXY port as the backend,
+    the private rbldnsd as the DNS server). A value of None removes a key."""
+
+    def __init__(self, env, postfix=None, dns=None, settings=None, name="smtpscreen",
+                 sites="bl.test=127.0.0.[2..20]*1"):
+        self.env = env
+        self.name = name
+        self.dir = os.path.join(env.dir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.config_path = os.path.join(self.dir, "smtpscreen.ini")
+        self.log_path = os.path.join(self.dir, "stderr.log")
+        self.exe = find_smtpscreen()
+        self.proc = None
+        self.starts = 0
+        s = {
+            "listen.address": f"127.0.0.1:{self.port}",
+            "backend.address": f"127.0.0.1:{postfix.proxy_port if postfix else free_port()}",
+            "backend.handoff": "proxy-v2",
+            "backend.connect_timeout": "3s",
+            "greet.wait": "1s",
+            # Not the backend's "backend.test ESMTP": a test can tell whose 220 it got.
+            "greet.banner": "screen.test ESMTP",
+            "cache.backend": "lmdb",
+            "cache.path": os.path.join(env.dir, f"{name}.lmdb"),
+            "limits.shutdown_grace": "5s",
+            "log.syslog": "off",
+            "log.stderr": "on",
+        }
+        if dns is not None:
+            s["dnsbl.servers"] = f"127.0.0.1:{dns.port}"
+            s["dnsbl.timeout"] = "3s"
+            if sites:
+                s["dnsbl.sites"] = sites
+        for k, v in (settings or {}).items():
+            s[k] = v
+        self.settings = {k: v for k, v in s.items() if v is not None}
+        self.write_config()
+
+    def write_config(self, text=None):
+        if text is None:
+            text = ini_text(self.settings)
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    def config_text(self):
+        return _read(self.config_path)
+
+    def start(self, wait=True, timeout=15):
+        """Starts the binary; with wait, returns once every TCP listen address accepts."""
+        mode = "w" if self.starts == 0 else "a"
+        logf = open(self.log_path, mode)
+        if self.starts:
+            logf.write(f"----- restart {self.starts} -----\n")
+            logf.flush()
+        self.log_offset_at_start = os.path.getsize(self.log_path) if self.starts else 0
+        self.proc = subprocess.Popen([self.exe, "-c", self.config_path], stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.dir)
+        logf.close()
+        self.starts += 1
+        if self.starts == 1:
+            self.env.add_cleanup(self.kill)
+            self.env.add_log(f"{self.name} log", self.log_path)
+        if wait:
+            for host, port in self.listen_endpoints():
+                def ready(port=port, host=host):
+                    if self.proc.poll() is not None:
+                        raise Failure(f"{self.name} exited with {self.proc.returncode} at start; "
+                                      f"log:\n{_tail(self.log_text(), 40)}")
+                    return port_listening(host, port)
+                wait_until(ready, timeout, what=f"{self.name} listening on {host}:{port}")
+        log(f"{self.name} pid {self.proc.pid} on port {self.port} ({self.exe})")
+        return self
+
+    def listen_endpoints(self):
+        out = []
+        for item in self.settings.get("listen.address", "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            host, port = item.rsplit(":", 1)
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        check(self.running(), f"{self.name} is not running (exit {self.proc.returncode if self.proc else None})")
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, expect_rc=0, timeout=None):
+        """SIGTERM, wait (shutdown grace + margin), check the exit status."""
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        limit = timeout if timeout is not None else (
+            duration_seconds(self.settings.get("limits.shutdown_grace", "30s")) + 10)
+        try:
+            rc = self.proc.wait(limit)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise Failure(f"{self.name} did not exit within {limit}s of SIGTERM (killed with SIGKILL)")
+        if expect_rc is not None:
+            check(rc == expect_rc, f"{self.name} exited with {rc} after SIGTERM, expected {expect_rc}; "
+                                   f"log:\n{_tail(self.log_text(), 40)}")
+        return rc
+
+    def kill(self):
+        """Last resort, by PID."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def log_text(self):
+        return _read(self.log_path)
+
+    def log_lines(self):
+        return self.log_text().splitlines()
+
+    def wait_for_log(self, regex, timeout=5, since=0):
+        """The first match of regex in the log (from character offset since), waiting."""
+        def look():
+            if not self.running() and self.proc is not None:
+                text = self.log_text()[since:]
+                m = re.search(regex, text, re.M)
+                if m:
+                    return m
+                raise Failure(f"{self.name} exited ({self.proc.returncode}) before logging /{regex}/; "
+                              f"log:\n{_tail(self.log_text(), 40)}")
+            return re.search(regex, self.log_text()[since:], re.M)
+        try:
+            return wait_until(look, timeout, what=f"/{regex}/ in the {self.name} log")
+        except Failure as e:
+            if "timed out" in str(e):
+                raise Failure(f"{e}; log:\n{_tail(self.log_text(), 40)}") from None
+            raise
+
+    def check_no_log(self, regex, since=0):
+        check_no_search(regex, self.log_text()[since:], f"{self.name} log")
+
+    def log_size(self):
+        return len(self.log_text())
+
+    def run_cli(self, *args, timeout=30):
+        return run_smtpscreen(list(args), timeout=timeout, cwd=self.dir)
+
+
+def run_smtpscreen(args, timeout=30, cwd=None):
+    """Runs the binary to completion (for --check, --print-config, --version)."""
+    return subprocess.run([find_smtpscreen()] + list(args), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def ini_text(settings):
+    sections = {}
+    for key, value in settings.items():
+        section, name = key.split(".", 1)
+        sections.setdefault(section, []).append((name, value))
+    order = [s for s in SECTION_ORDER if s in sections] + [s for s in sections if s not in SECTION_ORDER]
+    out = ["# written by tests/integration/harness.py"]
+    for section in order:
+        out.append(f"\n[{section}]")
+        for name, value in sections[section]:
+            out.append(f"{name} = {value}")
+    return "\n".join(out) + "\n"
+
+
+def duration_seconds(text):
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not m:
+        return 30
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+# Regexes of SPEC §7's log lines, for one client address (and optionally its port).
+def ip_port(ip, port=None):
+    host = re.escape(ip)
+    port_re = str(port) if port is not None else r"\d+"
+    return rf"\[{host}\]:{port_re}"
+
+
+def re_connect(ip, port=None):
+    return rf"CONNECT from {ip_port(ip, port)} to \[[0-9a-fA-F.:]+\]:\d+"
+
+
+def re_pass_new(ip, port=None):
+    return rf"PASS NEW {ip_port(ip, port)}"
+
+
+def re_pass_old(ip, port=None):
+    return rf"PASS OLD {ip_port(ip, port)}"
+
+
+def re_disconnect(ip, port=None):
+    return rf"DISCONNECT {ip_port(ip, port)}"
+
+
+def re_pregreet(ip, port=None):
+    return rf"PREGREET \d+ after [0-9.]+s? from {ip_port(ip, port)}: "
+
+
+def re_dnsbl_rank(ip, rank, port=None):
+    return rf"DNSBL rank {rank} for {ip_port(ip, port)}"
+
+
+def re_noqueue(ip, reply_regex, port=None):
+    return rf"NOQUEUE: reject: RCPT from {ip_port(ip, port)}: {reply_regex}"
+
+
+def postfix_client_regex(ip, port=None):
+    """How Postfix (smtpd_client_port_logging = yes) names the client in its log."""
+    p = rf":{port}\b" if port is not None else ""
+    return rf"client=unknown\[{re.escape(ip)}\]{p}"
+
+
+# --------------------------------------------------------------------------------------
+# The test environment and runner
+
+
+class Env:
+    def __init__(self, name):
+        self.name = name
+        base = os.environ.get("SMTPSCREEN_IT_TMP")  # optional parent dir
+        self.dir = tempfile.mkdtemp(prefix=f"smtpscreen-it-{name}-", dir=base)
+        os.chmod(self.dir, 0o755)  # virtual(8) runs as nobody and must reach the Maildir
+        self._cleanups = []
+        self._logs = []
+        self._postfixes = []
+
+    def add_cleanup(self, fn):
+        self._cleanups.append(fn)
+
+    def add_log(self, title, path):
+        self._logs.append((title, path))
+
+    def postfix(self, start=True, **kw):
+        name = kw.pop("name", f"postfix{len(self._postfixes) or ''}")
+        pf = Postfix(self, name=name, **kw)
+        self._postfixes.append(pf)
+        self.add_log(f"Postfix log ({name})", pf.maillog)
+        return pf.start() if start else pf
+
+    def rbldnsd(self, zones=None, start=True):
+        d = Rbldnsd(self, zones)
+        return d.start() if start else d
+
+    def smtpscreen(self, start=True, **kw):
+        s = Smtpscreen(self, **kw)
+        return s.start() if start else s
+
+    def fake_backend(self, mode="smtp", **kw):
+        b = FakeBackend(mode, **kw)
+        self.add_cleanup(b.stop)
+        return b
+
+    def dump_logs(self, lines=60):
+        for title, path in self._logs:
+            text = _read(path)
+            print(f"----- {title}: {path} -----")
+            print(_tail(text, lines) if text else "    (empty)")
+
+    def cleanup(self):
+        while self._cleanups:
+            fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception as e:  # keep cleaning up
+                print(f"cleanup error: {e!r}")
+
+
+class _Watchdog(Exception):
+    pass
+
+
+def run(main, timeout=120):
+    """Runs main(env) as a test: exit 0 pass, 1 fail, 77 skip; always cleans up."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    if name.startswith("test_"):
+        name = name[5:]
+    env = None
+    rc = 1
+
+    def on_alarm(signum, frame):
+        raise _Watchdog(f"test watchdog: still running after {timeout}s")
+
+    def on_term(signum, frame):
+        raise _Watchdog(f"killed by signal {signum} (meson timeout?)")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(timeout)
+    started = time.monotonic()
+    try:
+        env = Env(name)
+        log(f"{name}: temp dir {env.dir}")
+        main(env)
+        rc = 0
+        print(f"PASS {name} ({time.monotonic() - started:.1f}s)")
+    except Skip as e:
+        rc = SKIP_EXIT
+        print(f"SKIP {name}: {e}")
+    except (Failure, _Watchdog) as e:
+        print(f"FAIL {name}: {e}")
+        if env:
+            env.dump_logs()
+    except Exception:
+        print(f"FAIL {name}: unexpected error in the test")
+        traceback.print_exc()
+        if env:
+            env.dump_logs()
+    finally:
+        signal.alarm(0)
+        if env:
+            try:
+                env.cleanup()
+            except _Watchdog:
+                pass
+            if os.environ.get("KEEP_TMP") == "1" or (rc == 1 and os.environ.get("KEEP_TMP_ON_FAIL") == "1"):
+                print(f"kept {env.dir}")
+            else:
+                shutil.rmtree(env.dir, ignore_errors=True)
+    sys.stdout.flush()
+    sys.exit(rc)

@@ -1,0 +1,342 @@
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/uv_handle.h"
+#include "dnsbl/check.h"
+
+using namespace smtpscreen;
+
+namespace {
+
+constexpr uint32_t ip(unsigned a, unsigned b, unsigned c, unsigned d) { return a << 24 | b << 16 | c << 8 | d; }
+
+std::vector<DnsblSite> sites(std::string_view text) {
+    std::vector<std::string> errors;
+    auto parsed = parse_dnsbl_sites(text, &errors);
+    REQUIRE(errors.empty());
+    return parsed;
+}
+
+// A DNS server on 127.0.0.1 in the test's own loop: answers A queries from a table,
+// counts the queries per name, and can stay silent for a name to hold a lookup open.
+class FakeDns {
+public:
+    struct Answer {
+        int rcode = 0;  // 0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN
+        std::vector<uint32_t> addresses;
+        uint32_t ttl = 300;
+        bool silent = false;
+    };
+
+    explicit FakeDns(uv_loop_t* loop) : udp_([loop](uv_udp_t* u) { return uv_udp_init(loop, u); }, this) {
+        REQUIRE(udp_);
+        sockaddr_in addr{};
+        uv_ip4_addr("127.0.0.1", 0, &addr);
+        REQUIRE(uv_udp_bind(udp_.get(), reinterpret_cast<const sockaddr*>(&addr), 0) == 0);
+        sockaddr_storage bound{};
+        int len = sizeof bound;
+        uv_udp_getsockname(udp_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+        endpoint_ = *Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&bound));
+        REQUIRE(uv_udp_recv_start(udp_.get(), &FakeDns::on_alloc, &FakeDns::on_recv) == 0);
+    }
+
+    void set(const std::string& name, Answer answer) { answers_[name] = std::move(answer); }
+    int queries(const std::string& name) const {
+        auto it = queries_.find(name);
+        return it == queries_.end() ? 0 : it->second;
+    }
+    const Endpoint& endpoint() const { return endpoint_; }
+
+private:
+    struct Send {
+        uv_udp_send_t req;
+        std::string data;
+    };
+
+    static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+        static thread_local char storage[2048];
+        *buf = uv_buf_init(storage, sizeof storage);
+    }
+
+    static void on_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf, const sockaddr* from, unsigned) {
+        auto* self = static_cast<FakeDns*>(handle->data);
+        if (!self || nread <= 0 || !from) return;
+        self->answer(std::string(buf->base, static_cast<size_t>(nread)), from);
+    }
+
+    void answer(const std::string& query, const sockaddr* from) {
+        if (query.size() < 12) return;
+        std::string name;
+        size_t pos = 12;
+        while (pos < query.size() && query[pos] != 0) {
+            const auto len = static_cast<uint8_t>(query[pos]);
+            if (!name.empty()) name += '.';
+            name += query.substr(pos + 1, len);
+            pos += 1 + len;
+        }
+        const size_t question_end = pos + 1 + 4;  // root label, type, class
+        if (question_end > query.size()) return;
+        ++queries_[name];
+
+        Answer a;
+        a.rcode = 3;
+        if (auto it = answers_.find(name); it != answers_.end()) a = it->second;
+        if (a.silent) return;
+
+        std::string reply = query.substr(0, 2);
+        reply += static_cast<char>(0x84 | (query[2] & 0x01));  // QR, AA, copy RD
+        reply += static_cast<char>(0x80 | a.rcode);           // RA
+        const auto n = static_cast<char>(a.rcode == 0 ? a.addresses.size() : 0);
+        reply += std::string{0, 1, 0, n, 0, 0, 0, 0};
+        reply += query.substr(12, question_end - 12);
+        for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+            const uint32_t addr = a.addresses[i];
+            reply += std::string{'\xc0', '\x0c', 0, 1, 0, 1};
+            for (int shift = 24; shift >= 0; shift -= 8) reply += static_cast<char>(a.ttl >> shift);
+            reply += std::string{0, 4};
+            for (int shift = 24; shift >= 0; shift -= 8) reply += static_cast<char>(addr >> shift);
+        }
+        auto* send = new Send{{}, std::move(reply)};
+        uv_buf_t buf = uv_buf_init(send->data.data(), static_cast<unsigned>(send->data.size()));
+        if (uv_udp_send(&send->req, udp_.get(), &buf, 1, from,
+                        [](uv_udp_send_t* req, int) { delete reinterpret_cast<Send*>(req); }) != 0) {
+            delete send;
+        }
+    }
+
+    UvHandle<uv_udp_t> udp_;
+    Endpoint endpoint_;
+    std::map<std::string, Answer> answers_;
+    std::map<std::string, int> queries_;
+};
+
+// One loop per test case; closing it checks that every handle was closed.
+struct Loop {
+    uv_loop_t loop{};
+    Loop() { uv_loop_init(&loop); }
+    ~Loop() {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(uv_loop_close(&loop) == 0);
+    }
+
+    // Runs until done() or the limit; a ticking timer keeps each UV_RUN_ONCE short.
+    template <typename Pred>
+    bool run_until(Pred done, std::chrono::milliseconds limit = std::chrono::milliseconds(3000)) {
+        UvHandle<uv_timer_t> tick([this](uv_timer_t* t) { return uv_timer_init(&loop, t); });
+        uv_timer_start(tick.get(), [](uv_timer_t*) {}, 5, 5);
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
+        return done();
+    }
+    void run_for(std::chrono::milliseconds d) {
+        const auto end = std::chrono::steady_clock::now() + d;
+        run_until([&] { return std::chrono::steady_clock::now() >= end; }, d + std::chrono::milliseconds(100));
+    }
+};
+
+struct Harness {
+    Loop loop;
+    FakeDns dns{&loop.loop};
+    Logger log{false, "test", false};
+    DnsblResolver resolver{&loop.loop, {dns.endpoint()}, std::chrono::milliseconds(400), log};
+    Endpoint client = *Endpoint::parse_ip("192.0.2.1");
+
+    ~Harness() { resolver.close(); }
+};
+
+}  // namespace
+
+TEST_CASE("score_answers adds each matching site's weight once") {
+    auto list = sites("bl.test=127.0.0.2*2, bl.test=127.0.0.[3..4]*3, bl.test*1, wl.test=127.0.[0..255].[1..3]*-2");
+    std::map<std::string, std::vector<uint32_t>> answers;
+    CHECK(score_answers(list, answers) == 0);
+
+    answers["bl.test"] = {ip(127, 0, 0, 2)};
+    CHECK(score_answers(list, answers) == 2 + 1);
+
+    // Two records match the second site: it still counts once.
+    answers["bl.test"] = {ip(127, 0, 0, 2), ip(127, 0, 0, 3), ip(127, 0, 0, 4)};
+    CHECK(score_answers(list, answers) == 2 + 3 + 1);
+
+    answers["wl.test"] = {ip(127, 0, 10, 2)};
+    CHECK(score_answers(list, answers) == 6 - 2);
+
+    answers["wl.test"] = {ip(127, 0, 10, 0)};  // outside the allowlist filter
+    CHECK(score_answers(list, answers) == 6);
+}
+
+TEST_CASE("score_answers with only an allowlist listing goes negative") {
+    auto list = sites("bl.test*3, list.dnswl.test=127.0.[0..255].[1..3]*-5");
+    CHECK(score_answers(list, {{"list.dnswl.test", {ip(127, 0, 15, 3)}}}) == -5);
+}
+
+TEST_CASE("top_listed_zone names the highest positive weight, first on a tie") {
+    auto list = sites("a.test*2, b.test*5, c.test*3, d.test*3, wl.test*-9");
+    CHECK(top_listed_zone(list, {}).empty());
+    CHECK(top_listed_zone(list, {{"a.test", {ip(127, 0, 0, 2)}}, {"c.test", {ip(127, 0, 0, 2)}}}) == "c.test");
+    CHECK(top_listed_zone(list, {{"d.test", {ip(127, 0, 0, 2)}}, {"c.test", {ip(127, 0, 0, 2)}}}) == "c.test");
+    CHECK(top_listed_zone(list, {{"wl.test", {ip(127, 0, 0, 2)}}}).empty());
+    auto filtered = sites("a.test=127.0.0.2*9, a.test=127.0.0.3*1");
+    CHECK(top_listed_zone(filtered, {{"a.test", {ip(127, 0, 0, 3)}}}) == "a.test");
+    CHECK(top_listed_zone(filtered, {{"a.test", {ip(127, 0, 0, 4)}}}).empty());
+}
+
+TEST_CASE("dnsbl check: sites sharing a zone share one query, and the score sums them") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2), ip(127, 0, 0, 4)}, 300});
+    h.dns.set("1.2.0.192.wl.test", {3, {}, 0});
+    auto list = sites("bl.test=127.0.0.2*2, bl.test=127.0.0.[3..4]*3, bl.test*1, wl.test=127.0.[0..255].[1..3]*-2");
+    int updates = 0;
+    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    CHECK_FALSE(check.complete());
+    CHECK(updates == 0);  // never called from inside the constructor
+
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK(updates == 2);  // one per zone, not per site
+    CHECK(check.score() == 6);
+    CHECK(check.top_zone() == "bl.test");
+    CHECK(check.min_ttl() == 0u);  // NXDOMAIN without SOA
+    CHECK(h.dns.queries("1.2.0.192.bl.test") == 1);
+    CHECK(h.dns.queries("1.2.0.192.wl.test") == 1);
+}
+
+TEST_CASE("dnsbl check: two checks of one client at once share the queries") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 120});
+    auto list = sites("bl.test*2");
+    DnsblCheck first(h.resolver, list, h.client, [] {});
+    DnsblCheck second(h.resolver, list, h.client, [] {});
+    REQUIRE(h.loop.run_until([&] { return first.complete() && second.complete(); }));
+    CHECK(first.score() == 2);
+    CHECK(second.score() == 2);
+    CHECK(first.min_ttl() == 120u);
+    CHECK(h.dns.queries("1.2.0.192.bl.test") == 1);
+}
+
+TEST_CASE("dnsbl check: min_ttl is the smallest TTL of the answers") {
+    Harness h;
+    h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 900});
+    h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 45});
+    auto list = sites("a.test, b.test");
+    DnsblCheck check(h.resolver, list, h.client, [] {});
+    CHECK_FALSE(check.min_ttl().has_value());
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK(check.min_ttl() == 45u);
+    CHECK(check.score() == 2);
+}
+
+TEST_CASE("dnsbl check: not listed_for_sure while an allowlist zone is pending") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
+    h.dns.set("1.2.0.192.wl.test", {0, {}, 0, true});  // never answers
+    auto list = sites("bl.test*3, wl.test*-5");
+    int updates = 0;
+    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    REQUIRE(h.loop.run_until([&] { return updates == 1; }));
+    CHECK(check.score() == 3);
+    CHECK_FALSE(check.complete());
+    CHECK_FALSE(check.listed_for_sure(3));
+
+    check.expire();
+    CHECK(check.complete());
+    CHECK(check.listed_for_sure(3));
+    CHECK_FALSE(check.listed_for_sure(4));
+    CHECK(check.score() == 3);
+    // The silent zone's query times out later in the resolver: no update reaches us.
+    h.loop.run_for(std::chrono::milliseconds(600));
+    CHECK(updates == 1);
+}
+
+TEST_CASE("dnsbl check: listed_for_sure does not wait for a pending blocklist") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
+    h.dns.set("1.2.0.192.slow.test", {0, {}, 0, true});
+    auto list = sites("bl.test*3, slow.test*2");
+    int updates = 0;
+    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    CHECK_FALSE(check.listed_for_sure(3));
+    REQUIRE(h.loop.run_until([&] { return updates == 1; }));
+    CHECK_FALSE(check.complete());
+    CHECK(check.listed_for_sure(3));
+    CHECK_FALSE(check.listed_for_sure(4));  // slow.test may still add 2, but has not
+}
+
+TEST_CASE("dnsbl check: an allowlist answer pulls the score down") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
+    h.dns.set("1.2.0.192.wl.test", {0, {ip(127, 0, 9, 2)}, 300});
+    auto list = sites("bl.test*1, wl.test=127.0.[0..255].[1..3]*-4");
+    DnsblCheck check(h.resolver, list, h.client, [] {});
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK(check.score() == -3);
+    CHECK(check.top_zone() == "bl.test");
+    CHECK_FALSE(check.listed_for_sure(1));
+}
+
+TEST_CASE("dnsbl check: a failed zone counts as not listed") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {2, {}, 0});  // SERVFAIL
+    h.dns.set("1.2.0.192.ok.test", {0, {ip(127, 0, 0, 2)}, 300});
+    auto list = sites("bl.test*5, ok.test*1");
+    DnsblCheck check(h.resolver, list, h.client, [] {});
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK(check.score() == 1);
+    CHECK(check.top_zone() == "ok.test");
+    CHECK(check.min_ttl() == 300u);  // a failure carries no TTL
+}
+
+TEST_CASE("dnsbl check: a filter that does not match lists nothing") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 1)}, 300});
+    auto list = sites("bl.test=127.0.0.[2..11]*3");
+    DnsblCheck check(h.resolver, list, h.client, [] {});
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK(check.score() == 0);
+    CHECK(check.top_zone().empty());
+}
+
+TEST_CASE("dnsbl check: expire before any answer makes it complete with score 0") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
+    auto list = sites("bl.test*3");
+    int updates = 0;
+    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    check.expire();
+    CHECK(check.complete());
+    h.loop.run_for(std::chrono::milliseconds(100));
+    CHECK(updates == 0);
+    CHECK(check.score() == 0);
+    CHECK_FALSE(check.min_ttl().has_value());
+}
+
+TEST_CASE("dnsbl check: the owner may destroy the check from on_update") {
+    Harness h;
+    h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 300});
+    h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 300});
+    auto list = sites("a.test, b.test");
+    int updates = 0;
+    std::unique_ptr<DnsblCheck> check;
+    check = std::make_unique<DnsblCheck>(h.resolver, list, h.client, [&] {
+        ++updates;
+        check.reset();
+    });
+    h.loop.run_for(std::chrono::milliseconds(200));
+    CHECK(updates == 1);
+    CHECK(check == nullptr);
+}
+
+TEST_CASE("dnsbl check with no sites is complete at once") {
+    Harness h;
+    std::vector<DnsblSite> none;
+    DnsblCheck check(h.resolver, none, h.client, [] {});
+    CHECK(check.complete());
+    CHECK(check.score() == 0);
+    CHECK_FALSE(check.listed_for_sure(1));
+    CHECK(check.listed_for_sure(0));
+}

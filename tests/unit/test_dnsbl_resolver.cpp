@@ -1,0 +1,499 @@
+// DnsblResolver and DnsblCheck against a real rbldnsd on 127.0.0.1 (an ephemeral
+// port), and against a UDP socket that never answers. The test starts and stops its
+// own rbldnsd by PID; without /usr/sbin/rbldnsd those cases are skipped with a message.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/uv_handle.h"
+#include "dnsbl/check.h"
+#include "dnsbl/resolver.h"
+
+using namespace smtpscreen;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kRbldnsd = "/usr/sbin/rbldnsd";
+
+constexpr uint32_t ip(unsigned a, unsigned b, unsigned c, unsigned d) { return a << 24 | b << 16 | c << 8 | d; }
+
+// A UDP socket bound to 127.0.0.1:0 that nobody reads: the DNS server that never answers.
+// Also used briefly to find a free port for rbldnsd.
+class SilentUdp {
+public:
+    SilentUdp() {
+        fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        socklen_t len = sizeof addr;
+        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port_ = ntohs(addr.sin_port);
+    }
+    ~SilentUdp() { ::close(fd_); }
+    SilentUdp(const SilentUdp&) = delete;
+    SilentUdp& operator=(const SilentUdp&) = delete;
+    uint16_t port() const { return port_; }
+    Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
+
+private:
+    int fd_ = -1;
+    uint16_t port_ = 0;
+};
+
+// rbldnsd serving bl.example (two datasets, so one address has two A records) and
+// wl.example, from a temporary directory. Killed by its PID in the destructor.
+class Rbldnsd {
+public:
+    Rbldnsd() {
+        char tmpl[] = "/tmp/smtpscreen-rbldnsd-XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        dir_ = tmpl;
+        write("bl.zone",
+              "$SOA 300 ns.bl.example hostmaster.bl.example 1 600 300 86400 120\n"
+              "$TTL 900\n"
+              "127.0.0.2 :127.0.0.2:listed\n"
+              "127.0.0.3 :127.0.0.4:listed in the first set\n"
+              "192.0.2.0/24 :127.0.0.2:test network\n");
+        write("bl2.zone", "$TTL 600\n127.0.0.3 :127.0.0.10:listed in the second set\n");
+        write("wl.zone", "$TTL 3600\n127.0.0.2 :127.0.10.2:allowlisted\n");
+        // rbldnsd drops root to -u and then writes its query log inside the chroot.
+        fs::permissions(dir_, fs::perms::all);
+        for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) start();
+    }
+    ~Rbldnsd() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+        if (out_fd_ >= 0) ::close(out_fd_);
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    Rbldnsd(const Rbldnsd&) = delete;
+    Rbldnsd& operator=(const Rbldnsd&) = delete;
+
+    bool running() const { return pid_ > 0; }
+    Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
+    // Queries rbldnsd has logged for name ("-l" log: one line per query).
+    int queries(const std::string& name) const {
+        std::ifstream in(dir_ / "queries.log");
+        std::string line;
+        int n = 0;
+        while (std::getline(in, line)) {
+            if (line.find(" " + name + " ") != std::string::npos) ++n;
+        }
+        return n;
+    }
+
+private:
+    void write(const std::string& file, const std::string& text) {
+        std::ofstream(dir_ / file) << text;
+        fs::permissions(dir_ / file, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                                         fs::perms::others_read);
+    }
+
+    void start() {
+        {
+            SilentUdp probe;  // a free port, released just before rbldnsd binds it
+            port_ = probe.port();
+        }
+        int out[2];
+        REQUIRE(::pipe(out) == 0);
+        std::vector<std::string> args{kRbldnsd, "-n", "-b", "127.0.0.1/" + std::to_string(port_), "-c", "0"};
+        if (::geteuid() == 0) {
+            // rbldnsd refuses to run as root: chroot into the data and drop to nobody.
+            args.insert(args.end(), {"-u", "nobody", "-r", dir_.string(), "-w", "/", "-l", "+/queries.log"});
+        } else {
+            args.insert(args.end(), {"-w", dir_.string(), "-l", "+queries.log"});
+        }
+        args.insert(args.end(), {"bl.example:ip4set:bl.zone", "bl.example:ip4set:bl2.zone",
+                                 "wl.example:ip4set:wl.zone"});
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            ::dup2(out[1], STDOUT_FILENO);
+            ::dup2(out[1], STDERR_FILENO);
+            ::close(out[0]);
+            ::close(out[1]);
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::execv(kRbldnsd, argv.data());
+            ::_exit(127);
+        }
+        ::close(out[1]);
+        out_fd_ = out[0];
+        if (wait_for_start()) {
+            pid_ = pid;
+            return;
+        }
+        ::kill(pid, SIGTERM);
+        ::waitpid(pid, nullptr, 0);
+        ::close(out_fd_);
+        out_fd_ = -1;
+        MESSAGE("rbldnsd did not start: ", output_);
+    }
+
+    // rbldnsd -n prints "... started" once its zones are loaded and it serves.
+    bool wait_for_start() {
+        const auto end = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < end) {
+            pollfd p{out_fd_, POLLIN, 0};
+            if (::poll(&p, 1, 100) <= 0) continue;
+            char buf[512];
+            const ssize_t n = ::read(out_fd_, buf, sizeof buf);
+            if (n <= 0) return false;
+            output_.append(buf, static_cast<size_t>(n));
+            if (output_.find(" started") != std::string::npos) return true;
+        }
+        return false;
+    }
+
+    fs::path dir_;
+    uint16_t port_ = 0;
+    pid_t pid_ = -1;
+    int out_fd_ = -1;
+    std::string output_;
+};
+
+// Sends this process's stderr (where the Logger writes) to a file while alive.
+class StderrCapture {
+public:
+    StderrCapture() {
+        std::fflush(stderr);
+        file_ = std::tmpfile();
+        REQUIRE(file_ != nullptr);
+        saved_ = ::dup(STDERR_FILENO);
+        ::dup2(::fileno(file_), STDERR_FILENO);
+    }
+    ~StderrCapture() {
+        ::dup2(saved_, STDERR_FILENO);
+        ::close(saved_);
+        std::fclose(file_);
+    }
+    StderrCapture(const StderrCapture&) = delete;
+    StderrCapture& operator=(const StderrCapture&) = delete;
+
+    std::string text() const {
+        std::string out;
+        char buf[4096];
+        std::rewind(file_);
+        for (size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
+        return out;
+    }
+    int count(const std::string& needle) const {
+        const auto all = text();
+        int n = 0;
+        for (auto pos = all.find(needle); pos != std::string::npos; pos = all.find(needle, pos + 1)) ++n;
+        return n;
+    }
+
+private:
+    std::FILE* file_ = nullptr;
+    int saved_ = -1;
+};
+
+struct Loop {
+    uv_loop_t loop{};
+    Loop() { uv_loop_init(&loop); }
+    ~Loop() {
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(uv_loop_close(&loop) == 0);
+    }
+
+    template <typename Pred>
+    bool run_until(Pred done, std::chrono::milliseconds limit = 3000ms) {
+        UvHandle<uv_timer_t> tick([this](uv_timer_t* t) { return uv_timer_init(&loop, t); });
+        uv_timer_start(tick.get(), [](uv_timer_t*) {}, 5, 5);
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
+        return done();
+    }
+};
+
+struct Received {
+    int calls = 0;
+    DnsblReply reply;
+    std::chrono::steady_clock::time_point at;
+
+    DnsblResolver::Callback callback() {
+        return [this](const DnsblReply& r) {
+            ++calls;
+            reply = r;
+            at = std::chrono::steady_clock::now();
+        };
+    }
+};
+
+Endpoint client(const char* text) { return *Endpoint::parse_ip(text); }
+
+}  // namespace
+
+TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, cancelled") {
+    Rbldnsd rbldnsd;
+    if (!rbldnsd.running()) {
+        MESSAGE("skipped: cannot start ", kRbldnsd);
+        return;
+    }
+    Loop loop;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
+
+    SUBCASE("a listed address gets its A record and TTL, never from inside lookup()") {
+        Received r;
+        auto sub = resolver.lookup(client("127.0.0.2"), "bl.example", r.callback());
+        CHECK(r.calls == 0);
+        REQUIRE(loop.run_until([&] { return r.calls > 0; }));
+        CHECK(r.reply.status == DnsblReply::Status::Listed);
+        CHECK(r.reply.addresses == std::vector<uint32_t>{ip(127, 0, 0, 2)});
+        CHECK(r.reply.ttl == 900);
+    }
+    SUBCASE("two datasets give two A records; the zone name is matched case-blind") {
+        Received r;
+        auto sub = resolver.lookup(client("127.0.0.3"), "BL.Example", r.callback());
+        REQUIRE(loop.run_until([&] { return r.calls > 0; }));
+        CHECK(r.reply.status == DnsblReply::Status::Listed);
+        auto addrs = r.reply.addresses;
+        std::sort(addrs.begin(), addrs.end());
+        CHECK(addrs == std::vector<uint32_t>{ip(127, 0, 0, 4), ip(127, 0, 0, 10)});
+        CHECK(r.reply.ttl == 600);
+    }
+    SUBCASE("NXDOMAIN is not listed, with the SOA's negative TTL") {
+        Received r;
+        auto sub = resolver.lookup(client("127.0.0.9"), "bl.example", r.callback());
+        REQUIRE(loop.run_until([&] { return r.calls > 0; }));
+        CHECK(r.reply.status == DnsblReply::Status::NotListed);
+        CHECK(r.reply.addresses.empty());
+        CHECK(r.reply.ttl == 120);
+        CHECK(stderr_log.count("dnsbl query") == 0);
+    }
+    SUBCASE("a zone the server refuses fails, logged once for two subscribers") {
+        Received a, b;
+        auto sub_a = resolver.lookup(client("127.0.0.2"), "other.example", a.callback());
+        auto sub_b = resolver.lookup(client("127.0.0.2"), "other.example", b.callback());
+        REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
+        CHECK(a.reply.status == DnsblReply::Status::Failed);
+        CHECK(a.reply.error == "REFUSED");
+        CHECK(stderr_log.count("warning: dnsbl query 2.0.0.127.other.example failed: REFUSED\n") == 1);
+    }
+    SUBCASE("concurrent lookups for one client and zone share one query") {
+        Received a, b;
+        auto sub_a = resolver.lookup(client("192.0.2.7"), "bl.example", a.callback());
+        auto sub_b = resolver.lookup(client("192.0.2.7"), "bl.example", b.callback());
+        REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
+        CHECK(a.calls == 1);
+        CHECK(b.calls == 1);
+        CHECK(a.reply.status == DnsblReply::Status::Listed);
+        CHECK(b.reply.addresses == a.reply.addresses);
+        CHECK(rbldnsd.queries("7.2.0.192.bl.example") == 1);
+
+        // Once answered, a new lookup asks again (caching is the verdict cache's job).
+        Received c;
+        auto sub_c = resolver.lookup(client("192.0.2.7"), "bl.example", c.callback());
+        REQUIRE(loop.run_until([&] { return c.calls > 0; }));
+        CHECK(rbldnsd.queries("7.2.0.192.bl.example") == 2);
+    }
+    SUBCASE("a cancelled or destroyed subscription is never called") {
+        Received kept, cancelled, destroyed;
+        auto sub_kept = resolver.lookup(client("127.0.0.2"), "wl.example", kept.callback());
+        auto sub_cancelled = resolver.lookup(client("127.0.0.2"), "wl.example", cancelled.callback());
+        {
+            auto sub_destroyed = resolver.lookup(client("127.0.0.2"), "wl.example", destroyed.callback());
+        }
+        sub_cancelled.cancel();
+        sub_cancelled.cancel();  // twice is harmless
+        REQUIRE(loop.run_until([&] { return kept.calls > 0; }));
+        CHECK(kept.reply.addresses == std::vector<uint32_t>{ip(127, 0, 10, 2)});
+        CHECK(kept.reply.ttl == 3600);
+        CHECK(cancelled.calls == 0);
+        CHECK(destroyed.calls == 0);
+    }
+    SUBCASE("a moved subscription still cancels") {
+        Received r;
+        DnsblSubscription outer;
+        {
+            auto inner = resolver.lookup(client("127.0.0.2"), "bl.example", r.callback());
+            outer = std::move(inner);
+        }
+        outer = DnsblSubscription();
+        Received other;
+        auto sub = resolver.lookup(client("127.0.0.3"), "bl.example", other.callback());
+        REQUIRE(loop.run_until([&] { return other.calls > 0; }));
+        CHECK(r.calls == 0);
+    }
+    SUBCASE("an IPv6 client is queried by nibbles") {
+        Received r;
+        auto sub = resolver.lookup(client("2001:db8::1"), "bl.example", r.callback());
+        REQUIRE(loop.run_until([&] { return r.calls > 0; }));
+        CHECK(r.reply.status != DnsblReply::Status::Listed);
+    }
+    resolver.close();
+}
+
+TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
+    Rbldnsd rbldnsd;
+    if (!rbldnsd.running()) {
+        MESSAGE("skipped: cannot start ", kRbldnsd);
+        return;
+    }
+    Loop loop;
+    Logger log(false, "smtpscreen", false);
+    DnsblResolver resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
+    std::vector<std::string> errors;
+    auto sites = parse_dnsbl_sites(
+        "bl.example=127.0.0.4*2, bl.example=127.0.0.[9..10]*3, bl.example*1, bl.example=127.0.0.2*7, "
+        "wl.example=127.0.[0..255].[1..3]*-2",
+        &errors);
+    REQUIRE(errors.empty());
+
+    int updates = 0;
+    DnsblCheck listed(resolver, sites, client("127.0.0.3"), [&] { ++updates; });
+    DnsblCheck allowlisted(resolver, sites, client("127.0.0.2"), [] {});
+    REQUIRE(loop.run_until([&] { return listed.complete() && allowlisted.complete(); }));
+    CHECK(updates == 2);
+    CHECK(listed.score() == 2 + 3 + 1);
+    CHECK(listed.top_zone() == "bl.example");
+    CHECK(listed.min_ttl() == 0u);  // wl.example has no SOA: its NXDOMAIN carries no TTL
+    CHECK(listed.listed_for_sure(6));
+    CHECK(allowlisted.score() == 1 + 7 - 2);
+    CHECK(rbldnsd.queries("3.0.0.127.bl.example") == 1);
+    CHECK(rbldnsd.queries("3.0.0.127.wl.example") == 1);
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: a server that never answers fails within the timeout, logged once") {
+    Loop loop;
+    SilentUdp silent;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+
+    Received a, b;
+    const auto start = std::chrono::steady_clock::now();
+    auto sub_a = resolver.lookup(client("127.0.0.2"), "zen.example", a.callback());
+    auto sub_b = resolver.lookup(client("127.0.0.2"), "zen.example", b.callback());
+    REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }, 3000ms));
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(a.at - start);
+    CHECK(a.reply.status == DnsblReply::Status::Failed);
+    CHECK(a.reply.error == "timeout");
+    CHECK(b.reply.error == "timeout");
+    CHECK(elapsed >= 500ms);   // c-ares's tries add up to about the timeout ...
+    CHECK(elapsed <= 800ms);   // ... and the resolver's own deadline caps it
+    CHECK(stderr_log.count("warning: dnsbl query 2.0.0.127.zen.example failed: timeout\n") == 1);
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once") {
+    Loop loop;
+    SilentUdp silent;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 200ms, log);
+
+    std::vector<Received> replies(5);
+    std::vector<DnsblSubscription> subs;
+    for (int i = 0; i < 5; ++i) {
+        subs.push_back(resolver.lookup(client(("192.0.2." + std::to_string(i + 1)).c_str()), "dead.example",
+                                       replies[static_cast<size_t>(i)].callback()));
+    }
+    REQUIRE(loop.run_until([&] {
+        return std::all_of(replies.begin(), replies.end(), [](const Received& r) { return r.calls > 0; });
+    }));
+    CHECK(stderr_log.count("failed: timeout") == 5);
+    CHECK(stderr_log.count("warning: dnsbl zone dead.example timed out 5 times in a row; skipping it for 60s") == 1);
+
+    // Skipped: Failed at once (but not from inside lookup()), no further log line.
+    Received skipped, other_zone;
+    const auto start = std::chrono::steady_clock::now();
+    auto sub = resolver.lookup(client("192.0.2.99"), "dead.example", skipped.callback());
+    auto sub_other = resolver.lookup(client("192.0.2.99"), "other.example", other_zone.callback());
+    CHECK(skipped.calls == 0);
+    REQUIRE(loop.run_until([&] { return skipped.calls > 0; }));
+    CHECK(skipped.at - start < 100ms);
+    CHECK(skipped.reply.status == DnsblReply::Status::Failed);
+    CHECK(skipped.reply.error == "zone skipped after repeated timeouts");
+    CHECK(other_zone.calls == 0);  // other zones are still asked
+    CHECK(stderr_log.count("192.0.2.99") == 0);
+    CHECK(stderr_log.count("skipping it") == 1);
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: close() fails pending lookups and lets the loop end") {
+    Loop loop;
+    SilentUdp silent;
+    Logger log(false, "smtpscreen", false);
+    Received r, cancelled;
+    {
+        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        auto sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
+        auto sub_cancelled = resolver.lookup(client("127.0.0.2"), "zen.example", cancelled.callback());
+        loop.run_until([] { return false; }, 50ms);
+        sub_cancelled.cancel();
+        resolver.close();
+        resolver.close();  // idempotent
+        CHECK(r.calls == 0);
+        // With nothing but the resolver in it, the loop runs the answer out and ends.
+        CHECK(uv_run(&loop.loop, UV_RUN_DEFAULT) == 0);
+        CHECK(r.calls == 1);
+        CHECK(r.reply.status == DnsblReply::Status::Failed);
+        CHECK(r.reply.error == "resolver closed");
+        CHECK(cancelled.calls == 0);
+    }  // destructor after close
+}
+
+TEST_CASE("dnsbl resolver: destroyed without close() while a query is pending") {
+    Loop loop;
+    SilentUdp silent;
+    Logger log(false, "smtpscreen", false);
+    Received r;
+    DnsblSubscription sub;
+    {
+        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
+        loop.run_until([] { return false; }, 20ms);
+    }
+    sub.cancel();  // outliving the resolver is harmless
+    CHECK(uv_run(&loop.loop, UV_RUN_DEFAULT) == 0);
+    CHECK(r.calls == 0);
+}
+
+TEST_CASE("dnsbl resolver: a closed port fails fast") {
+    Loop loop;
+    Logger log(false, "smtpscreen", false);
+    uint16_t port;
+    {
+        SilentUdp probe;
+        port = probe.port();
+    }
+    DnsblResolver resolver(&loop.loop, {*Endpoint::parse_ip("127.0.0.1", port)}, 3000ms, log);
+    Received r;
+    auto sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
+    REQUIRE(loop.run_until([&] { return r.calls > 0; }, 2000ms));
+    CHECK(r.reply.status == DnsblReply::Status::Failed);
+    CHECK(r.reply.error == "connection refused");
+    resolver.close();
+}
