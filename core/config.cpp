@@ -60,7 +60,8 @@ std::vector<std::string_view> split_list(std::string_view s) {
 // Reads a whole regular file. Refusing directories and devices here gives a clear
 // message instead of an empty rule set or a read that never ends.
 std::optional<std::string> read_text_file(const std::string& path, std::string* why) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not hang the start; fstat below refuses it.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         *why = std::strerror(errno);
         return std::nullopt;
@@ -189,7 +190,8 @@ public:
     std::optional<int> integer(std::string_view v, long long lo, long long hi) {
         long long n = 0;
         auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-        std::string range = hi == INT_MAX ? fmt::format("a whole number of at least {}", lo)
+        std::string range = lo == INT_MIN && hi == INT_MAX ? std::string("a whole number such as -1")
+                            : hi == INT_MAX ? fmt::format("a whole number of at least {}", lo)
                             : lo == INT_MIN ? fmt::format("a whole number of at most {}", hi)
                                             : fmt::format("a whole number from {} to {}", lo, hi);
         if (v.empty() || ec == std::errc::invalid_argument || end != v.data() + v.size()) {
@@ -903,7 +905,8 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
 std::vector<std::string> config_warnings(const Config& c) {
     std::vector<std::string> out;
     auto warn = [&](std::string_view key, std::string what) {
-        out.push_back(fmt::format("{}: {}: {}", c.source_file, key, what));
+        if (c.source_file.empty()) out.push_back(fmt::format("{}: {}", key, what));
+        else out.push_back(fmt::format("{}: {}: {}", c.source_file, key, what));
     };
     if (c.handoff == Handoff::None) {
         warn("backend.handoff",

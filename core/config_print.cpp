@@ -6,8 +6,10 @@ namespace smtpscreen {
 
 namespace {
 
-// load_config refuses lines longer than inih's 200-byte buffer; this is safely below.
-constexpr size_t kMaxLine = 120;
+// load_config refuses lines longer than inih's 200-byte buffer (197 characters);
+// wrap only what would not fit, since tools that read the output line by line
+// handle a continuation line less well than a long one.
+constexpr size_t kMaxLine = 190;
 
 std::string_view on_off(bool b) {
     return b ? "on" : "off";
@@ -99,9 +101,8 @@ std::string dnsbl_sites_text(const Config& c) {
 }  // namespace
 
 std::string print_config(const Config& c) {
-    std::string out = "# smtpscreen effective configuration (smtpscreen --print-config)";
-    if (!c.source_file.empty()) out += fmt::format(", from {}", c.source_file);
-    out += "\n";
+    // No file name or date in the header: printing the printed file must give the same text.
+    std::string out = "# smtpscreen effective configuration (smtpscreen --print-config)\n";
     auto ms = [](Millis d) { return format_duration(d); };
     auto endpoint = [](const Endpoint& e) { return e.ip_port(); };
 

@@ -38,7 +38,7 @@ public:
     // True when the score has reached threshold and no unanswered zone carries a
     // negative weight, so no later answer can bring it back below (SPEC §2 step 5).
     bool listed_for_sure(int threshold) const;
-    // The listed site with the highest weight, for the reject reply; empty when none.
+    // The listed site with the highest (positive) weight, for the reject reply; empty when none.
     std::string top_zone() const { return top_zone_; }
     // Smallest TTL among the answers, seconds (for the cache); nullopt when nothing answered.
     std::optional<uint32_t> min_ttl() const { return min_ttl_; }

@@ -21,7 +21,8 @@ struct DnsblReply {
     Status status = Status::NotListed;
     std::vector<uint32_t> addresses;  // A records, host byte order (127.0.0.2 == 0x7f000002)
     uint32_t ttl = 0;                 // smallest TTL of the answer (or of the SOA for NXDOMAIN), seconds
-    std::string error;                // for Failed: "timeout", "SERVFAIL", "refused", ...
+    std::string error;                // for Failed: "timeout", "SERVFAIL", "REFUSED", "malformed reply",
+                                      // "connection refused", "zone skipped after repeated timeouts", ...
 };
 
 class DnsblResolver;
@@ -60,7 +61,10 @@ public:
     // A failed or timed-out query is logged once per query (not per subscriber).
     DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
 
-    // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed.
+    // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed
+    // ("resolver closed") from the loop; a lookup() after close() is never answered.
+    // Destroying the resolver without close() drops pending callbacks instead; it must
+    // not be destroyed from inside one of its own callbacks (close() there is fine).
     void close();
 
 private:

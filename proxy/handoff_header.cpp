@@ -251,6 +251,8 @@ ProxyHeader parse_v1(std::string_view in) {
     for (size_t i = 0; i < window; ++i) {
         const char c = in[i];
         if (c == '\r') {
+            // 107 octets include the CRLF; a CR as the 107th octet leaves no room for LF.
+            if (i + 2 > kProxyV1MaxLength) return invalid("PROXY v1 line longer than 107 octets");
             if (i + 1 == in.size()) break;  // the LF may be on its way
             if (in[i + 1] != '\n') return invalid("PROXY v1 line with a CR not followed by LF");
             if (i < kV1Prefix.size()) return invalid("PROXY v1 line ends too early");
@@ -263,7 +265,6 @@ ProxyHeader parse_v1(std::string_view in) {
     if (in.size() > kV1Prefix.size() && !v1_protocol_possible(in.substr(kV1Prefix.size()))) {
         return invalid("PROXY v1 line with an unknown protocol (TCP4, TCP6 or UNKNOWN)");
     }
-    // 107 octets include the CRLF; if the CR is the 107th, its LF cannot fit.
     if (in.size() >= kProxyV1MaxLength) return invalid("PROXY v1 line longer than 107 octets");
     return need_more();
 }

@@ -87,8 +87,10 @@ private:
     Awaits long_command_awaits_ = Awaits::Other;
     std::string held_;                           // client bytes behind a DATA/STARTTLS
     DataScan data_scan_ = DataScan::LineStart;
-    // One entry per command forwarded and not yet answered, in order (RFC 2920: the
-    // backend answers a pipelined group in order). Bounded by what the sockets let through.
+    // One entry per command line forwarded and not yet answered, in order (RFC 2920: the
+    // backend answers a pipelined group in order). AUTH keeps the count too: each 334
+    // challenge answers one line and each client response line gets one reply. Bounded
+    // by what the sockets let through.
     std::deque<Awaits> awaiting_;
 
     // Backend side state: the reply in progress.

@@ -39,7 +39,6 @@ private:
     std::string proto_ = "SMTP";
     std::string mail_from_;
     bool have_mail_ = false;
-    bool in_data_ = false;  // after DATA we refuse: no RCPT was accepted, so there is none
     int errors_ = 0;
 };
 

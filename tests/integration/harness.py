@@ -532,8 +532,9 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
                   expect="new", tag="clean"):
     """One clean client through smtpscreen, checked end to end against SPEC §2:
     the first banner line `220-` at once; the final `220 ` line is the backend's greeting
-    (`backend.test ESMTP`), after greet.wait for a new client (expect="new") or at once
-    for a cached one (expect="old"); EHLO does not offer XCLIENT/XFORWARD; the message is
+    (`backend.test ESMTP`), after greet.wait for a new client (expect="new"), at once
+    for a cached one (expect="old", PASS OLD) or a DNSWL-allowlisted one
+    (expect="allowlisted", PASS NEW); EHLO does not offer XCLIENT/XFORWARD; the message is
     accepted and arrives in the Maildir; smtpscreen logs CONNECT, PASS NEW/OLD and
     DISCONNECT for this client address and port; Postfix logs the real address and port."""
     gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
@@ -566,7 +567,7 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
     c.check_closed(10, "after QUIT")
     c.close()
     screen.wait_for_log(re_connect(source, cport))
-    screen.wait_for_log((re_pass_new if expect == "new" else re_pass_old)(source, cport))
+    screen.wait_for_log((re_pass_old if expect == "old" else re_pass_new)(source, cport))
     screen.wait_for_log(re_disconnect(source, cport), timeout=10)
     postfix.wait_for_delivery(marker)
     postfix.wait_for_log(postfix_client_regex(source, cport))
@@ -1240,8 +1241,10 @@ def ip_port(ip, port=None):
     return rf"\[{host}\]:{port_re}"
 
 
-def re_connect(ip, port=None):
-    return rf"CONNECT from {ip_port(ip, port)} to \[[0-9a-fA-F.:]+\]:\d+"
+def re_connect(ip, port=None, to=None):
+    """to: (ip, port) of the listener the client connected to."""
+    dest = ip_port(to[0], to[1]) if to else r"\[[0-9a-fA-F.:]+\]:\d+"
+    return rf"CONNECT from {ip_port(ip, port)} to {dest}\b"
 
 
 def re_pass_new(ip, port=None):

@@ -20,7 +20,7 @@ def main(env):
         "backend.handoff": "proxy-v2",
     })
     s = harness.clean_session(screen, pf, source="127.0.0.7")
-    screen.wait_for_log(harness.re_connect("127.0.0.7", s.port) + rf" to \[127\.0\.0\.1\]:{screen.port}\b")
+    screen.wait_for_log(harness.re_connect("127.0.0.7", s.port, to=("127.0.0.1", screen.port)))
     check(s.first_line == "220-screen.test ESMTP",
           f"first banner line must be greet.banner ('220-screen.test ESMTP'), got {s.first_line!r}")
 

@@ -65,7 +65,8 @@ TEST_CASE("from_sockaddr normalises a mapped address and keeps the port") {
 TEST_CASE("parse_ip refuses what is not exactly an address") {
     for (const char* bad : {"", "1.2.3", "1.2.3.256", "1.2.3.4 ", " 1.2.3.4", "::g", "[::1]", "1.2.3.4:25",
                             "localhost", "2001:db8::1%eth0"}) {
-        CAPTURE(bad);
+        std::string shown = bad;
+        CAPTURE(shown);
         CHECK_FALSE(Endpoint::parse_ip(bad));
     }
 }
@@ -93,6 +94,13 @@ TEST_CASE("parse reads ip:port and [v6]:port") {
     CHECK(mapped->ip_port() == "192.0.2.9:25");
 }
 
+TEST_CASE("parse: an unbracketed IPv6 address never carries a port") {
+    auto e = Endpoint::parse("2001:db8::1:25", 53);
+    REQUIRE(e);
+    CHECK(e->ip() == "2001:db8::1:25");
+    CHECK(e->port() == 53);
+}
+
 TEST_CASE("parse takes a bare address only when a default port is given") {
     CHECK_FALSE(Endpoint::parse("192.0.2.1"));
     CHECK_FALSE(Endpoint::parse("::1"));
@@ -113,8 +121,9 @@ TEST_CASE("parse takes a bare address only when a default port is given") {
 
 TEST_CASE("parse refuses bad ports and bad brackets") {
     for (const char* bad : {"1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:-1", "1.2.3.4:2x", "1.2.3.4:+25", "[::1]x",
-                            "[::1", "[::1]:", "::1:25", ":25", "[]:25", "1.2.3.4:25:26", "1.2.3.4:0000025"}) {
-        CAPTURE(bad);
+                            "[::1", "[::1]:", ":25", "[]:25", "1.2.3.4:25:26", "1.2.3.4:0000025"}) {
+        std::string shown = bad;
+        CAPTURE(shown);
         CHECK_FALSE(Endpoint::parse(bad, 25));
     }
 }
@@ -190,7 +199,8 @@ TEST_CASE("Cidr for a mapped IPv6 network becomes the IPv4 network") {
 TEST_CASE("Cidr refuses bad prefix lengths, with a reason") {
     std::string why;
     for (const char* bad : {"10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/8/8"}) {
-        CAPTURE(bad);
+        std::string shown = bad;
+        CAPTURE(shown);
         CHECK_FALSE(Cidr::parse(bad, &why));
         CHECK(why.find("0 to /32 for IPv4") != std::string::npos);
     }

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "screen/command_reader.h"
 
@@ -175,4 +176,37 @@ TEST_CASE("mail_address pulls the address out of MAIL and RCPT arguments") {
     CHECK_FALSE(mail_address("TO:<a@b>", "FROM"));
     CHECK_FALSE(mail_address("", "FROM"));
     CHECK_FALSE(mail_address("FROM:", "FROM"));
+}
+
+TEST_CASE("however the bytes are split into reads, the lines are the same") {
+    const std::string input = std::string("EHLO a\r\nMAIL FROM:<x>\nNO\0OP\r\r\n", 30) + std::string(700, 'z') +
+                              "\r\nRCPT TO:<y>\r\n\r\nQUIT\r";
+    auto collect = [](CommandReader& r) {
+        std::vector<CommandLine> out;
+        while (auto l = r.next()) out.push_back(*l);
+        return out;
+    };
+    CommandReader whole;
+    whole.feed(input);
+    const auto expected = collect(whole);
+    REQUIRE(expected.size() == 6);
+    uint32_t seed = 7;
+    for (int round = 0; round < 500; ++round) {
+        CommandReader r;
+        size_t pos = 0;
+        while (pos < input.size()) {
+            seed = seed * 1103515245u + 12345u;
+            const size_t n = 1 + (seed >> 8) % 40;
+            r.feed(std::string_view(input).substr(pos, n));
+            pos += n;
+        }
+        const auto got = collect(r);
+        REQUIRE(got.size() == expected.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            CHECK(got[i].text == expected[i].text);
+            CHECK(got[i].bare_lf == expected[i].bare_lf);
+            CHECK(got[i].too_long == expected[i].too_long);
+        }
+        CHECK(r.has_partial());  // the final "QUIT\r" waits for its LF
+    }
 }

@@ -32,6 +32,7 @@ public:
         std::vector<uint32_t> addresses;
         uint32_t ttl = 300;
         bool silent = false;
+        bool truncated = false;  // cut the last record short: a malformed reply
     };
 
     explicit FakeDns(uv_loop_t* loop) : udp_([loop](uv_udp_t* u) { return uv_udp_init(loop, u); }, this) {
@@ -102,6 +103,7 @@ private:
             reply += std::string{0, 4};
             for (int shift = 24; shift >= 0; shift -= 8) reply += static_cast<char>(addr >> shift);
         }
+        if (a.truncated) reply.resize(reply.size() - 2);
         auto* send = new Send{{}, std::move(reply)};
         uv_buf_t buf = uv_buf_init(send->data.data(), static_cast<unsigned>(send->data.size()));
         if (uv_udp_send(&send->req, udp_.get(), &buf, 1, from,
@@ -291,6 +293,36 @@ TEST_CASE("dnsbl check: a failed zone counts as not listed") {
     CHECK(check.min_ttl() == 300u);  // a failure carries no TTL
 }
 
+TEST_CASE("dnsbl resolver: a malformed answer fails and says so") {
+    Harness h;
+    FakeDns::Answer bad{0, {ip(127, 0, 0, 2)}, 300};
+    bad.truncated = true;
+    h.dns.set("1.2.0.192.bad.test", bad);
+    DnsblReply reply;
+    int calls = 0;
+    auto sub = h.resolver.lookup(h.client, "bad.test", [&](const DnsblReply& r) {
+        reply = r;
+        ++calls;
+    });
+    REQUIRE(h.loop.run_until([&] { return calls > 0; }));
+    CHECK(reply.status == DnsblReply::Status::Failed);
+    CHECK(reply.error == "malformed reply");
+}
+
+TEST_CASE("dnsbl resolver: SERVFAIL is reported as SERVFAIL") {
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {2, {}, 0});
+    DnsblReply reply;
+    int calls = 0;
+    auto sub = h.resolver.lookup(h.client, "bl.test", [&](const DnsblReply& r) {
+        reply = r;
+        ++calls;
+    });
+    REQUIRE(h.loop.run_until([&] { return calls > 0; }));
+    CHECK(reply.status == DnsblReply::Status::Failed);
+    CHECK(reply.error == "SERVFAIL");
+}
+
 TEST_CASE("dnsbl check: a filter that does not match lists nothing") {
     Harness h;
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 1)}, 300});
@@ -339,4 +371,23 @@ TEST_CASE("dnsbl check with no sites is complete at once") {
     CHECK(check.score() == 0);
     CHECK_FALSE(check.listed_for_sure(1));
     CHECK(check.listed_for_sure(0));
+}
+
+TEST_CASE("dnsbl resolver: close() from inside a callback still answers the others") {
+    Harness h;
+    h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 300});
+    h.dns.set("1.2.0.192.slow.test", {0, {}, 0, true});
+    int calls = 0;
+    DnsblReply slow_reply;
+    auto sub_a = h.resolver.lookup(h.client, "a.test", [&](const DnsblReply&) {
+        ++calls;
+        h.resolver.close();
+    });
+    auto sub_slow = h.resolver.lookup(h.client, "slow.test", [&](const DnsblReply& r) {
+        ++calls;
+        slow_reply = r;
+    });
+    REQUIRE(h.loop.run_until([&] { return calls == 2; }));
+    CHECK(slow_reply.status == DnsblReply::Status::Failed);
+    CHECK(slow_reply.error == "resolver closed");
 }

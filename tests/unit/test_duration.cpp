@@ -23,7 +23,8 @@ TEST_CASE("parse_duration: a bare number is seconds, as in postscreen") {
 TEST_CASE("parse_duration refuses anything else") {
     for (const char* bad : {"", "6x", "s", "-1s", "+1s", "1.5s", "6 s", " 6s", "6s ", "6S", "1h30m", "ms", "6mss",
                             "99999999999999999999s", "9223372036854775807d"}) {
-        CAPTURE(bad);
+        std::string shown = bad;
+        CAPTURE(shown);
         CHECK_FALSE(parse_duration(bad));
     }
 }

@@ -204,10 +204,16 @@ TEST_CASE("relay filters only the reply that answers EHLO") {
     CHECK(relay.backend(not_ehlo) == not_ehlo);                            // HELP
 }
 
+TEST_CASE("relay never strips the first EHLO line: it is the server's name") {
+    Relay relay;
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend("250-xclient.example.org\r\n250 CHUNKING\r\n") == "250 xclient.example.org\r\n");
+}
+
 TEST_CASE("relay passes a refused EHLO reply unchanged") {
     Relay relay;
     relay.client("EHLO client.example\r\n");
-    const std::string refused = "550-5.7.1 XCLIENT\r\n550 5.7.1 CHUNKING not for you\r\n";
+    const std::string refused = "554-XCLIENT\r\n554 CHUNKING is not for you\r\n";
     CHECK(relay.backend(refused) == refused);
 }
 
@@ -297,6 +303,14 @@ TEST_CASE("relay holds the client after DATA until the backend answers 354, then
           "250 2.0.0 Ok: queued as 1234\r\n221 2.0.0 Bye\r\n");
     relay.client("EHLO client.example\r\n");
     CHECK(relay.backend(kEhloReply) == kEhloStripped);
+}
+
+TEST_CASE("relay counts the reply to the end of data") {
+    Relay relay;
+    enter_data(relay);
+    CHECK(relay.client("body\r\n.\r\nEHLO client.example\r\n") == "body\r\n.\r\nEHLO client.example\r\n");
+    CHECK(relay.backend("250 2.0.0 Ok: queued as 1234\r\n" + kEhloReply) ==
+          "250 2.0.0 Ok: queued as 1234\r\n" + kEhloStripped);
 }
 
 TEST_CASE("relay returns to the command phase after the end of data") {
@@ -392,6 +406,22 @@ TEST_CASE("relay judges an over-long line fed byte by byte") {
     const std::string fits = "MAIL FROM:<" + std::string(50, 'm') + ">\r\n";   // exactly 64 octets
     REQUIRE(fits.size() == 64);
     CHECK(relay.client_drip(fits) == fits);
+}
+
+TEST_CASE("relay keeps enough of a line to see its verb however small max_line is") {
+    RelayFilter::Options options;
+    options.max_line = 4;
+    Relay relay(options);
+    CHECK(relay.client("XCLIENT ADDR=127.0.0.1\r\n") == kBlocked);
+    CHECK(relay.client_drip("XFORWARD ADDR=127.0.0.1\r\n") == kBlocked);
+}
+
+TEST_CASE("relay counts an unfinished command line among the bytes it keeps") {
+    Relay relay;
+    CHECK(relay.client("NOOP") == "");
+    CHECK(relay.filter.held_bytes() == 4);
+    CHECK(relay.client("\r\n") == "NOOP\r\n");
+    CHECK(relay.filter.held_bytes() == 0);
 }
 
 TEST_CASE("relay counts an over-long command line as one command") {

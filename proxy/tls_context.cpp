@@ -1,0 +1,530 @@
+#include "proxy/tls_context.h"
+
+#include <mbedtls/cipher.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509_crt.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+
+namespace smtpscreen {
+
+const char* const kDefaultTlsCiphers =
+    "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256,"
+    "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256,"
+    "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384,"
+    "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384,"
+    "TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256,"
+    "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256";
+
+namespace {
+
+// Postfix runs on OpenSSL and logs OpenSSL's names; administrators grep for those.
+// Generated from `openssl ciphers -stdname` (IANA names, '_' -> '-', are mbedTLS's
+// names), keeping the suites this mbedTLS knows.
+struct SuiteName {
+    const char* mbedtls;
+    const char* openssl;
+};
+constexpr SuiteName kOpensslNames[] = {
+    {"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"},
+    {"TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"},
+    {"TLS-DHE-RSA-WITH-AES-256-GCM-SHA384", "DHE-RSA-AES256-GCM-SHA384"},
+    {"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"},
+    {"TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256", "ECDHE-RSA-CHACHA20-POLY1305"},
+    {"TLS-DHE-RSA-WITH-CHACHA20-POLY1305-SHA256", "DHE-RSA-CHACHA20-POLY1305"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-256-CCM-8", "ECDHE-ECDSA-AES256-CCM8"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-256-CCM", "ECDHE-ECDSA-AES256-CCM"},
+    {"TLS-DHE-RSA-WITH-AES-256-CCM-8", "DHE-RSA-AES256-CCM8"},
+    {"TLS-DHE-RSA-WITH-AES-256-CCM", "DHE-RSA-AES256-CCM"},
+    {"TLS-ECDHE-ECDSA-WITH-ARIA-256-GCM-SHA384", "ECDHE-ECDSA-ARIA256-GCM-SHA384"},
+    {"TLS-ECDHE-RSA-WITH-ARIA-256-GCM-SHA384", "ECDHE-ARIA256-GCM-SHA384"},
+    {"TLS-DHE-RSA-WITH-ARIA-256-GCM-SHA384", "DHE-RSA-ARIA256-GCM-SHA384"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+    {"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256"},
+    {"TLS-DHE-RSA-WITH-AES-128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8", "ECDHE-ECDSA-AES128-CCM8"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-128-CCM", "ECDHE-ECDSA-AES128-CCM"},
+    {"TLS-DHE-RSA-WITH-AES-128-CCM-8", "DHE-RSA-AES128-CCM8"},
+    {"TLS-DHE-RSA-WITH-AES-128-CCM", "DHE-RSA-AES128-CCM"},
+    {"TLS-ECDHE-ECDSA-WITH-ARIA-128-GCM-SHA256", "ECDHE-ECDSA-ARIA128-GCM-SHA256"},
+    {"TLS-ECDHE-RSA-WITH-ARIA-128-GCM-SHA256", "ECDHE-ARIA128-GCM-SHA256"},
+    {"TLS-DHE-RSA-WITH-ARIA-128-GCM-SHA256", "DHE-RSA-ARIA128-GCM-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA384", "ECDHE-ECDSA-AES256-SHA384"},
+    {"TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA384", "ECDHE-RSA-AES256-SHA384"},
+    {"TLS-DHE-RSA-WITH-AES-256-CBC-SHA256", "DHE-RSA-AES256-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-CAMELLIA-256-CBC-SHA384", "ECDHE-ECDSA-CAMELLIA256-SHA384"},
+    {"TLS-ECDHE-RSA-WITH-CAMELLIA-256-CBC-SHA384", "ECDHE-RSA-CAMELLIA256-SHA384"},
+    {"TLS-DHE-RSA-WITH-CAMELLIA-256-CBC-SHA256", "DHE-RSA-CAMELLIA256-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256", "ECDHE-ECDSA-AES128-SHA256"},
+    {"TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256", "ECDHE-RSA-AES128-SHA256"},
+    {"TLS-DHE-RSA-WITH-AES-128-CBC-SHA256", "DHE-RSA-AES128-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-CAMELLIA-128-CBC-SHA256", "ECDHE-ECDSA-CAMELLIA128-SHA256"},
+    {"TLS-ECDHE-RSA-WITH-CAMELLIA-128-CBC-SHA256", "ECDHE-RSA-CAMELLIA128-SHA256"},
+    {"TLS-DHE-RSA-WITH-CAMELLIA-128-CBC-SHA256", "DHE-RSA-CAMELLIA128-SHA256"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-256-CBC-SHA", "ECDHE-ECDSA-AES256-SHA"},
+    {"TLS-ECDHE-RSA-WITH-AES-256-CBC-SHA", "ECDHE-RSA-AES256-SHA"},
+    {"TLS-DHE-RSA-WITH-AES-256-CBC-SHA", "DHE-RSA-AES256-SHA"},
+    {"TLS-DHE-RSA-WITH-CAMELLIA-256-CBC-SHA", "DHE-RSA-CAMELLIA256-SHA"},
+    {"TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA", "ECDHE-ECDSA-AES128-SHA"},
+    {"TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA", "ECDHE-RSA-AES128-SHA"},
+    {"TLS-DHE-RSA-WITH-AES-128-CBC-SHA", "DHE-RSA-AES128-SHA"},
+    {"TLS-DHE-RSA-WITH-CAMELLIA-128-CBC-SHA", "DHE-RSA-CAMELLIA128-SHA"},
+    {"TLS-RSA-WITH-AES-256-GCM-SHA384", "AES256-GCM-SHA384"},
+    {"TLS-RSA-WITH-AES-256-CCM-8", "AES256-CCM8"},
+    {"TLS-RSA-WITH-AES-256-CCM", "AES256-CCM"},
+    {"TLS-RSA-WITH-ARIA-256-GCM-SHA384", "ARIA256-GCM-SHA384"},
+    {"TLS-RSA-WITH-AES-128-GCM-SHA256", "AES128-GCM-SHA256"},
+    {"TLS-RSA-WITH-AES-128-CCM-8", "AES128-CCM8"},
+    {"TLS-RSA-WITH-AES-128-CCM", "AES128-CCM"},
+    {"TLS-RSA-WITH-ARIA-128-GCM-SHA256", "ARIA128-GCM-SHA256"},
+    {"TLS-RSA-WITH-AES-256-CBC-SHA256", "AES256-SHA256"},
+    {"TLS-RSA-WITH-CAMELLIA-256-CBC-SHA256", "CAMELLIA256-SHA256"},
+    {"TLS-RSA-WITH-AES-128-CBC-SHA256", "AES128-SHA256"},
+    {"TLS-RSA-WITH-CAMELLIA-128-CBC-SHA256", "CAMELLIA128-SHA256"},
+    {"TLS-RSA-WITH-AES-256-CBC-SHA", "AES256-SHA"},
+    {"TLS-RSA-WITH-CAMELLIA-256-CBC-SHA", "CAMELLIA256-SHA"},
+    {"TLS-RSA-WITH-AES-128-CBC-SHA", "AES128-SHA"},
+    {"TLS-RSA-WITH-CAMELLIA-128-CBC-SHA", "CAMELLIA128-SHA"},
+};
+
+std::string upper_trimmed(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    std::string out(s);
+    for (char& c : out)
+        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    return out;
+}
+
+// Why a suite may not be configured, or nullptr when it may.
+const char* weakness(const mbedtls_ssl_ciphersuite_t& info) {
+    switch (info.cipher) {
+    case MBEDTLS_CIPHER_NULL: return "it does not encrypt (NULL cipher)";
+    case MBEDTLS_CIPHER_ARC4_128: return "RC4 is broken (RFC 7465)";
+    case MBEDTLS_CIPHER_DES_CBC:
+    case MBEDTLS_CIPHER_DES_EDE_CBC:
+    case MBEDTLS_CIPHER_DES_EDE3_CBC: return "DES/3DES has 64-bit blocks (SWEET32)";
+    default: break;
+    }
+    if (info.mac == MBEDTLS_MD_MD5) return "MD5 is broken";
+    switch (info.key_exchange) {
+    case MBEDTLS_KEY_EXCHANGE_PSK:
+    case MBEDTLS_KEY_EXCHANGE_DHE_PSK:
+    case MBEDTLS_KEY_EXCHANGE_ECDHE_PSK:
+    case MBEDTLS_KEY_EXCHANGE_RSA_PSK:
+    case MBEDTLS_KEY_EXCHANGE_ECJPAKE:
+    case MBEDTLS_KEY_EXCHANGE_NONE:
+        return "it authenticates with a pre-shared secret, not the certificate (anonymous to mail clients)";
+    default: break;
+    }
+    if (info.flags & MBEDTLS_CIPHERSUITE_WEAK) return "mbedTLS flags it as weak";
+    if (info.max_minor_ver < MBEDTLS_SSL_MINOR_VERSION_3 || info.min_minor_ver > MBEDTLS_SSL_MINOR_VERSION_3)
+        return "it does not exist in TLS 1.2, the only version smtpscreen speaks";
+    return nullptr;
+}
+
+// Suites this mbedTLS build has compiled out (RC4, 3DES, NULL) would otherwise be
+// refused as merely "unknown"; say why they will never be accepted.
+const char* weakness_by_name(std::string_view name) {
+    struct Word {
+        const char* word;
+        const char* why;
+    };
+    static constexpr Word kWords[] = {
+        {"-NULL-", "it does not encrypt (NULL cipher)"},
+        {"-RC4-", "RC4 is broken (RFC 7465)"},
+        {"-3DES-", "DES/3DES has 64-bit blocks (SWEET32)"},
+        {"-DES-", "DES/3DES has 64-bit blocks (SWEET32)"},
+        {"-MD5", "MD5 is broken"},
+        {"-ANON-", "anonymous key exchange lets anyone in the middle read the mail"},
+        {"-EXPORT", "export-grade suites are broken (FREAK/Logjam)"},
+        {"PSK-", "it authenticates with a pre-shared secret, not the certificate (anonymous to mail clients)"},
+    };
+    const std::string padded = std::string(name) + "-";
+    for (const auto& w : kWords)
+        if (padded.find(w.word) != std::string::npos) return w.why;
+    return nullptr;
+}
+
+const char* reverse_openssl(std::string_view name) {
+    for (const auto& n : kOpensslNames)
+        if (name == n.openssl) return n.mbedtls;
+    return nullptr;
+}
+
+// Reads a whole file; the PEM parsers want a NUL-terminated buffer whose length counts it.
+bool read_file(const std::string& path, std::string* out, std::string* why) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) {
+        *why = std::error_code(errno, std::generic_category()).message();
+        return false;
+    }
+    constexpr std::size_t kMaxFile = 1024 * 1024;  // a chain file is a few KiB
+    out->clear();
+    char buf[8192];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+        out->append(buf, n);
+        if (out->size() > kMaxFile) {
+            std::fclose(f);
+            *why = "larger than 1 MiB, not a PEM certificate or key";
+            return false;
+        }
+    }
+    const bool bad = std::ferror(f);
+    const int err = errno;
+    std::fclose(f);
+    if (bad) {
+        *why = std::error_code(err, std::generic_category()).message();
+        return false;
+    }
+    return true;
+}
+
+// The file's bytes, wiped on destruction (a private key passes through it).
+struct FileBytes {
+    std::string data;
+    ~FileBytes() {
+        if (!data.empty()) mbedtls_platform_zeroize(data.data(), data.size());
+    }
+    const unsigned char* bytes() const { return reinterpret_cast<const unsigned char*>(data.c_str()); }
+    std::size_t size_with_nul() const { return data.size() + 1; }
+};
+
+std::string dn_of(const mbedtls_x509_crt& crt) {
+    char buf[512];
+    if (mbedtls_x509_dn_gets(buf, sizeof buf, &crt.subject) < 0) return "?";
+    return buf;
+}
+
+std::string date_of(const mbedtls_x509_time& t) { return fmt::format("{:04}-{:02}-{:02}", t.year, t.mon, t.day); }
+
+const char* key_kind(const mbedtls_pk_context& pk) {
+    if (mbedtls_pk_can_do(&pk, MBEDTLS_PK_RSA)) return "RSA";
+    if (mbedtls_pk_can_do(&pk, MBEDTLS_PK_ECDSA)) return "ECDSA";
+    return mbedtls_pk_get_name(&pk);
+}
+
+// Loads PEM (or DER) certificates; `what` is the config key, for messages.
+bool load_certs(mbedtls_x509_crt* chain, const char* what, const std::string& file, std::string* error) {
+    FileBytes pem;
+    std::string why;
+    if (!read_file(file, &pem.data, &why)) {
+        *error = fmt::format("{} {}: cannot read the file: {} (check the path and that the smtpscreen user may read it)",
+                             what, file, why);
+        return false;
+    }
+    const int ret = mbedtls_x509_crt_parse(chain, pem.bytes(), pem.size_with_nul());
+    if (ret < 0 || chain->version == 0) {
+        *error = fmt::format("{} {}: no certificate could be read: {} (give a PEM file with "
+                             "-----BEGIN CERTIFICATE----- blocks)",
+                             what, file, mbedtls_error_text(ret < 0 ? ret : MBEDTLS_ERR_X509_INVALID_FORMAT));
+        return false;
+    }
+    if (ret > 0) {
+        *error = fmt::format("{} {}: {} of the certificates in the file could not be parsed (remove or "
+                             "replace the damaged block)",
+                             what, file, ret);
+        return false;
+    }
+    return true;
+}
+
+// Setup common to both sides: random source, TLS 1.2 only, suites, no renegotiation.
+int setup_common(mbedtls_ssl_config* conf, mbedtls_entropy_context* entropy, mbedtls_ctr_drbg_context* drbg,
+                 int endpoint, const std::vector<int>& suites, std::string* error) {
+    static constexpr unsigned char kPersonalization[] = "smtpscreen tls";
+    int ret = mbedtls_ctr_drbg_seed(drbg, mbedtls_entropy_func, entropy, kPersonalization, sizeof kPersonalization - 1);
+    if (ret != 0) {
+        *error = "cannot seed the TLS random generator: " + mbedtls_error_text(ret);
+        return ret;
+    }
+    ret = mbedtls_ssl_config_defaults(conf, endpoint, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        *error = "cannot set up the TLS configuration: " + mbedtls_error_text(ret);
+        return ret;
+    }
+    mbedtls_ssl_conf_rng(conf, mbedtls_ctr_drbg_random, drbg);
+    // SPEC §3: TLS 1.2 only. mbedTLS 2.28 has no 1.3 for us; SSLv3, 1.0 and 1.1 are refused.
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(conf, suites.data());
+    // Renegotiation buys SMTP nothing and has a history of DoS and injection bugs.
+    mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    mbedtls_ssl_conf_legacy_renegotiation(conf, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
+    return 0;
+}
+
+}  // namespace
+
+std::string mbedtls_error_text(int ret) {
+    char buf[256];
+    mbedtls_strerror(ret, buf, sizeof buf);
+    return fmt::format("{} (-0x{:04X})", buf, static_cast<unsigned>(-ret));
+}
+
+std::string openssl_cipher_name(std::string_view mbedtls_name) {
+    for (const auto& n : kOpensslNames)
+        if (mbedtls_name == n.mbedtls) return n.openssl;
+    return std::string(mbedtls_name);
+}
+
+std::vector<int> parse_tls_ciphers(std::string_view list, std::string* error) {
+    if (upper_trimmed(list).empty()) list = kDefaultTlsCiphers;
+    std::vector<int> ids;
+    std::size_t pos = 0;
+    while (pos <= list.size()) {
+        std::size_t end = list.find_first_of(",:", pos);  // ':' too, as OpenSSL lists are written
+        if (end == std::string_view::npos) end = list.size();
+        const std::string name = upper_trimmed(list.substr(pos, end - pos));
+        pos = end + 1;
+        if (name.empty()) continue;
+        if (const char* why = weakness_by_name(name)) {
+            *error = fmt::format("suite {} is refused: {} (use ECDHE suites with AES-GCM or "
+                                 "CHACHA20-POLY1305, or leave the key empty for the default)",
+                                 name, why);
+            return {};
+        }
+        const int id = mbedtls_ssl_get_ciphersuite_id(name.c_str());
+        const mbedtls_ssl_ciphersuite_t* info = id != 0 ? mbedtls_ssl_ciphersuite_from_id(id) : nullptr;
+        if (!info) {
+            if (const char* mbed = reverse_openssl(name))
+                *error = fmt::format("unknown suite '{}': that is the OpenSSL name; mbedTLS calls it {}", name, mbed);
+            else
+                *error = fmt::format("unknown suite '{}' (use mbedTLS names such as "
+                                     "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256, comma-separated)",
+                                     name);
+            return {};
+        }
+        if (const char* why = weakness(*info)) {
+            *error = fmt::format("suite {} is refused: {} (use ECDHE suites with AES-GCM or "
+                                 "CHACHA20-POLY1305, or leave the key empty for the default)",
+                                 name, why);
+            return {};
+        }
+        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    }
+    if (ids.empty()) {
+        *error = "no suite given (leave the key empty for the default)";
+        return {};
+    }
+    ids.push_back(0);
+    return ids;
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+struct TlsServerContext::Impl {
+    // Declared in dependency order; destroyed in reverse by ~Impl.
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt chain;
+    mbedtls_pk_context key;
+    mbedtls_ssl_ticket_context ticket;
+    mbedtls_ssl_config conf;
+    std::vector<int> suites;  // mbedtls_ssl_conf_ciphersuites keeps a pointer to it
+
+    Impl() {
+        mbedtls_entropy_init(&entropy);
+        mbedtls_ctr_drbg_init(&drbg);
+        mbedtls_x509_crt_init(&chain);
+        mbedtls_pk_init(&key);
+        mbedtls_ssl_ticket_init(&ticket);
+        mbedtls_ssl_config_init(&conf);
+    }
+    ~Impl() {
+        mbedtls_ssl_config_free(&conf);
+        mbedtls_ssl_ticket_free(&ticket);
+        mbedtls_pk_free(&key);
+        mbedtls_x509_crt_free(&chain);
+        mbedtls_ctr_drbg_free(&drbg);
+        mbedtls_entropy_free(&entropy);
+    }
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+};
+
+TlsServerContext::TlsServerContext() : impl_(std::make_unique<Impl>()) {}
+TlsServerContext::~TlsServerContext() = default;
+const mbedtls_ssl_config* TlsServerContext::ssl_config() const { return &impl_->conf; }
+
+std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::string& cert_file, const std::string& key_file,
+                                                         const std::string& ciphers, std::string* error) {
+    std::shared_ptr<TlsServerContext> ctx(new TlsServerContext());
+    Impl& im = *ctx->impl_;
+    ctx->cert_file_ = cert_file;
+
+    std::string why;
+    im.suites = parse_tls_ciphers(ciphers, &why);
+    if (im.suites.empty()) {
+        *error = "tls.ciphers: " + why;
+        return nullptr;
+    }
+
+    if (!load_certs(&im.chain, "tls.cert", cert_file, error)) return nullptr;
+
+    {
+        FileBytes pem;
+        if (!read_file(key_file, &pem.data, &why)) {
+            *error = fmt::format("tls.key {}: cannot read the file: {} (check the path and that the smtpscreen "
+                                 "user may read it, also after dropping root: SIGHUP reloads it)",
+                                 key_file, why);
+            return nullptr;
+        }
+        const int ret = mbedtls_pk_parse_key(&im.key, pem.bytes(), pem.size_with_nul(), nullptr, 0);
+        if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || ret == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
+            *error = fmt::format("tls.key {}: the key is protected by a passphrase, which smtpscreen cannot "
+                                 "ask for (store it unencrypted with mode 0600: openssl pkey -in {} -out NEWFILE)",
+                                 key_file, key_file);
+            return nullptr;
+        }
+        if (ret != 0) {
+            *error = fmt::format("tls.key {}: no private key could be read: {} (give a PEM RSA or ECDSA key, "
+                                 "-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----)",
+                                 key_file, mbedtls_error_text(ret));
+            return nullptr;
+        }
+    }
+    if (!mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) && !mbedtls_pk_can_do(&im.key, MBEDTLS_PK_ECDSA)) {
+        *error = fmt::format("tls.key {}: a {} key; smtpscreen needs an RSA or ECDSA key", key_file,
+                             mbedtls_pk_get_name(&im.key));
+        return nullptr;
+    }
+
+    // The key must belong to the first certificate: the one mbedTLS sends as the server's.
+    if (mbedtls_pk_check_pair(&im.chain.pk, &im.key) != 0) {
+        int position = 1;
+        for (const mbedtls_x509_crt* c = im.chain.next; c && c->version != 0; c = c->next) {
+            ++position;
+            if (mbedtls_pk_check_pair(&c->pk, &im.key) == 0) {
+                *error = fmt::format("tls.cert {}: the key in {} belongs to certificate {} in the file ({}), but "
+                                     "the server certificate must come first (put it first, then the "
+                                     "intermediates)",
+                                     cert_file, key_file, position, dn_of(*c));
+                return nullptr;
+            }
+        }
+        *error = fmt::format("tls.key {}: the {} key does not match the {} certificate in {} ({}) (give the "
+                             "key the certificate was issued for, or the certificate of this key)",
+                             key_file, key_kind(im.key), key_kind(im.chain.pk), cert_file, dn_of(im.chain));
+        return nullptr;
+    }
+
+    // A suite list with no suite usable with this key type makes every handshake fail.
+    bool usable = false;
+    for (int id : im.suites) {
+        if (id == 0) break;
+        const mbedtls_ssl_ciphersuite_t* info = mbedtls_ssl_ciphersuite_from_id(id);
+        const mbedtls_pk_type_t alg = mbedtls_ssl_get_ciphersuite_sig_pk_alg(info);
+        if (alg != MBEDTLS_PK_NONE && mbedtls_pk_can_do(&im.key, alg)) usable = true;
+    }
+    if (!usable) {
+        *error = fmt::format("tls.ciphers: none of the suites can be used with the {} key of {} (add e.g. {})",
+                             key_kind(im.key), cert_file,
+                             mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) ? "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"
+                                                                        : "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+        return nullptr;
+    }
+
+    if (mbedtls_x509_time_is_past(&im.chain.valid_to))
+        ctx->warnings_.push_back(fmt::format("tls.cert {}: the certificate expired on {}; clients that verify "
+                                             "will refuse it",
+                                             cert_file, date_of(im.chain.valid_to)));
+    if (mbedtls_x509_time_is_future(&im.chain.valid_from))
+        ctx->warnings_.push_back(fmt::format("tls.cert {}: the certificate is not valid before {}", cert_file,
+                                             date_of(im.chain.valid_from)));
+    if (mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) && mbedtls_pk_get_bitlen(&im.key) < 2048)
+        ctx->warnings_.push_back(fmt::format("tls.key {}: an RSA key of {} bits; use 2048 bits or more", key_file,
+                                             mbedtls_pk_get_bitlen(&im.key)));
+
+    if (setup_common(&im.conf, &im.entropy, &im.drbg, MBEDTLS_SSL_IS_SERVER, im.suites, &why) != 0) {
+        *error = "tls: " + why;
+        return nullptr;
+    }
+    int ret = mbedtls_ssl_conf_own_cert(&im.conf, &im.chain, &im.key);
+    if (ret != 0) {
+        *error = fmt::format("tls.cert {}: mbedTLS refused the certificate: {}", cert_file, mbedtls_error_text(ret));
+        return nullptr;
+    }
+    // Session tickets (RFC 5077) let a returning client resume without the public-key
+    // work, and keep no per-client state on our side. The key rotates every hour (Postfix's
+    // smtpd_tls_session_cache_timeout); a ticket stays valid for up to two rotations.
+    ret = mbedtls_ssl_ticket_setup(&im.ticket, mbedtls_ctr_drbg_random, &im.drbg, MBEDTLS_CIPHER_AES_256_GCM, 3600);
+    if (ret != 0) {
+        *error = "tls: cannot set up session tickets: " + mbedtls_error_text(ret);
+        return nullptr;
+    }
+    mbedtls_ssl_conf_session_tickets_cb(&im.conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse, &im.ticket);
+    return ctx;
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+struct TlsClientContext::Impl {
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+    mbedtls_ssl_config conf;
+    std::vector<int> suites;
+
+    Impl() {
+        mbedtls_entropy_init(&entropy);
+        mbedtls_ctr_drbg_init(&drbg);
+        mbedtls_x509_crt_init(&ca);
+        mbedtls_ssl_config_init(&conf);
+    }
+    ~Impl() {
+        mbedtls_ssl_config_free(&conf);
+        mbedtls_x509_crt_free(&ca);
+        mbedtls_ctr_drbg_free(&drbg);
+        mbedtls_entropy_free(&entropy);
+    }
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+};
+
+TlsClientContext::TlsClientContext() : impl_(std::make_unique<Impl>()) {}
+TlsClientContext::~TlsClientContext() = default;
+const mbedtls_ssl_config* TlsClientContext::ssl_config() const { return &impl_->conf; }
+
+std::shared_ptr<TlsClientContext> TlsClientContext::load(const std::string& ca_file, const std::string& ciphers,
+                                                         std::string* error) {
+    std::shared_ptr<TlsClientContext> ctx(new TlsClientContext());
+    Impl& im = *ctx->impl_;
+    std::string why;
+    im.suites = parse_tls_ciphers(ciphers, &why);
+    if (im.suites.empty()) {
+        *error = "backend TLS ciphers: " + why;
+        return nullptr;
+    }
+    if (!ca_file.empty() && !load_certs(&im.ca, "backend.tls_ca", ca_file, error)) return nullptr;
+    if (setup_common(&im.conf, &im.entropy, &im.drbg, MBEDTLS_SSL_IS_CLIENT, im.suites, &why) != 0) {
+        *error = "backend.tls: " + why;
+        return nullptr;
+    }
+    if (ca_file.empty()) {
+        // Postfix's "may": encrypted against passive eavesdroppers, unauthenticated.
+        mbedtls_ssl_conf_authmode(&im.conf, MBEDTLS_SSL_VERIFY_NONE);
+    } else {
+        mbedtls_ssl_conf_authmode(&im.conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+        mbedtls_ssl_conf_ca_chain(&im.conf, &im.ca, nullptr);
+        ctx->verifies_ = true;
+    }
+    return ctx;
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,326 @@
+#include "proxy/tls_stream.h"
+
+#include <mbedtls/cipher.h>
+#include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace smtpscreen {
+
+namespace {
+
+// The handshake step mbedTLS was in, for "handshake failed in <step>" log lines.
+const char* step_name(int state, bool client) {
+    switch (state) {
+    case MBEDTLS_SSL_HELLO_REQUEST: return "start";
+    case MBEDTLS_SSL_CLIENT_HELLO: return client ? "sending client hello" : "reading client hello";
+    case MBEDTLS_SSL_SERVER_HELLO: return client ? "reading server hello" : "sending server hello";
+    case MBEDTLS_SSL_SERVER_CERTIFICATE: return client ? "reading server certificate" : "sending server certificate";
+    case MBEDTLS_SSL_SERVER_KEY_EXCHANGE: return client ? "reading server key exchange" : "sending server key exchange";
+    case MBEDTLS_SSL_CERTIFICATE_REQUEST: return "certificate request";
+    case MBEDTLS_SSL_SERVER_HELLO_DONE: return client ? "reading server hello done" : "sending server hello done";
+    case MBEDTLS_SSL_CLIENT_CERTIFICATE: return "client certificate";
+    case MBEDTLS_SSL_CLIENT_KEY_EXCHANGE: return client ? "sending client key exchange" : "reading client key exchange";
+    case MBEDTLS_SSL_CERTIFICATE_VERIFY: return "certificate verify";
+    case MBEDTLS_SSL_CLIENT_CHANGE_CIPHER_SPEC:
+        return client ? "sending client change cipher spec" : "reading client change cipher spec";
+    case MBEDTLS_SSL_CLIENT_FINISHED: return client ? "sending client finished" : "reading client finished";
+    case MBEDTLS_SSL_SERVER_CHANGE_CIPHER_SPEC:
+        return client ? "reading server change cipher spec" : "sending server change cipher spec";
+    case MBEDTLS_SSL_SERVER_FINISHED: return client ? "reading server finished" : "sending server finished";
+    case MBEDTLS_SSL_FLUSH_BUFFERS: return "flush";
+    case MBEDTLS_SSL_HANDSHAKE_WRAPUP: return "wrapup";
+    case MBEDTLS_SSL_SERVER_NEW_SESSION_TICKET:
+        return client ? "reading new session ticket" : "sending new session ticket";
+    default: return "unknown step";
+    }
+}
+
+const char* alert_name(unsigned char alert) {
+    switch (alert) {
+    case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY: return "close_notify";
+    case MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE: return "unexpected_message";
+    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC: return "bad_record_mac";
+    case MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW: return "record_overflow";
+    case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE: return "handshake_failure";
+    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return "bad_certificate";
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT: return "unsupported_certificate";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED: return "certificate_revoked";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return "certificate_expired";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN: return "certificate_unknown";
+    case MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER: return "illegal_parameter";
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return "unknown_ca";
+    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return "access_denied";
+    case MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR: return "decode_error";
+    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return "decrypt_error";
+    case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION: return "protocol_version";
+    case MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY: return "insufficient_security";
+    case MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR: return "internal_error";
+    case MBEDTLS_SSL_ALERT_MSG_INAPROPRIATE_FALLBACK: return "inappropriate_fallback";
+    case MBEDTLS_SSL_ALERT_MSG_USER_CANCELED: return "user_canceled";
+    case MBEDTLS_SSL_ALERT_MSG_NO_RENEGOTIATION: return "no_renegotiation";
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_EXT: return "unsupported_extension";
+    case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME: return "unrecognized_name";
+    default: return "unknown alert";
+    }
+}
+
+std::string printable_prefix(std::string_view bytes) {
+    std::string out;
+    for (char c : bytes.substr(0, 40)) {
+        if (c == '\r' || c == '\n') break;
+        out += (c >= 0x20 && c < 0x7f) ? c : '?';
+    }
+    return out;
+}
+
+}  // namespace
+
+TlsSession::TlsSession() { mbedtls_ssl_session_init(&session_); }
+TlsSession::~TlsSession() { mbedtls_ssl_session_free(&session_); }
+
+std::unique_ptr<TlsStream> TlsStream::server(std::shared_ptr<const TlsServerContext> context, std::string* error) {
+    std::unique_ptr<TlsStream> s(new TlsStream());
+    const mbedtls_ssl_config* conf = context->ssl_config();
+    s->server_context_ = std::move(context);
+    if (!s->setup(conf, error)) return nullptr;
+    return s;
+}
+
+std::unique_ptr<TlsStream> TlsStream::client(std::shared_ptr<const TlsClientContext> context,
+                                             const std::string& server_name, const TlsSession* resume,
+                                             std::string* error) {
+    std::unique_ptr<TlsStream> s(new TlsStream());
+    const mbedtls_ssl_config* conf = context->ssl_config();
+    s->client_context_ = std::move(context);
+    s->is_client_ = true;
+    if (!s->setup(conf, error)) return nullptr;
+    if (!server_name.empty()) {
+        const int ret = mbedtls_ssl_set_hostname(&s->ssl_, server_name.c_str());
+        if (ret != 0) {
+            *error = "TLS server name " + server_name + ": " + mbedtls_error_text(ret);
+            return nullptr;
+        }
+        s->name_checked_ = true;
+    }
+    if (resume && resume->valid()) {
+        // A failure here only costs the resumption: the handshake goes the full way.
+        mbedtls_ssl_set_session(&s->ssl_, &resume->session_);
+    }
+    return s;
+}
+
+bool TlsStream::setup(const mbedtls_ssl_config* conf, std::string* error) {
+    mbedtls_ssl_init(&ssl_);
+    ssl_initialized_ = true;
+    const int ret = mbedtls_ssl_setup(&ssl_, conf);
+    if (ret != 0) {
+        *error = "TLS session setup: " + mbedtls_error_text(ret);
+        return false;
+    }
+    // No timeouts in mbedTLS: the session's own timer (tls.handshake_timeout) covers them.
+    mbedtls_ssl_set_bio(&ssl_, this, &TlsStream::bio_send, &TlsStream::bio_recv, nullptr);
+    return true;
+}
+
+TlsStream::~TlsStream() {
+    // mbedtls_ssl_free wipes and frees the record buffers, the handshake state and the
+    // session; the context (and its ssl_config) is released after, by the member dtors.
+    if (ssl_initialized_) mbedtls_ssl_free(&ssl_);
+}
+
+int TlsStream::bio_send(void* self, const unsigned char* buf, std::size_t len) {
+    auto* s = static_cast<TlsStream*>(self);
+    // mbedTLS writes at most one record per call, so len fits in an int.
+    s->out_.append(reinterpret_cast<const char*>(buf), len);
+    return static_cast<int>(len);
+}
+
+int TlsStream::bio_recv(void* self, unsigned char* buf, std::size_t len) {
+    auto* s = static_cast<TlsStream*>(self);
+    const std::size_t avail = s->in_.size() - s->in_offset_;
+    if (avail == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+    const std::size_t n = std::min({len, avail, static_cast<std::size_t>(INT32_MAX)});
+    std::memcpy(buf, s->in_.data() + s->in_offset_, n);
+    s->in_offset_ += n;
+    if (s->in_offset_ == s->in_.size()) {
+        s->in_.clear();
+        s->in_offset_ = 0;
+    }
+    return static_cast<int>(n);
+}
+
+bool TlsStream::feed_ciphertext(std::string_view bytes) {
+    if (state_ == State::Failed) return false;
+    if (in_offset_ > 0) {
+        in_.erase(0, in_offset_);
+        in_offset_ = 0;
+    }
+    if (in_.size() + bytes.size() > kMaxCiphertextIn) {
+        state_ = State::Failed;
+        error_ = fmt::format("TLS input over {} bytes not consumed (the peer sends faster than records complete)",
+                             kMaxCiphertextIn);
+        in_.clear();
+        return false;
+    }
+    if (!got_bytes_ && !bytes.empty()) {
+        got_bytes_ = true;
+        first_bytes_ = printable_prefix(bytes);
+        first_byte_is_text_ = (bytes[0] >= 'A' && bytes[0] <= 'Z') || (bytes[0] >= 'a' && bytes[0] <= 'z');
+    }
+    in_.append(bytes);
+    return true;
+}
+
+void TlsStream::take_ciphertext(std::string& out) {
+    if (out.empty())
+        out.swap(out_);
+    else
+        out.append(out_);
+    out_.clear();
+}
+
+void TlsStream::fail(const std::string& what, int ret) {
+    state_ = State::Failed;
+    error_ = what + ": " + mbedtls_error_text(ret);
+    if (ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && ssl_.in_msg != nullptr) {
+        // mbedTLS leaves the alert record in in_msg: [level, description].
+        error_ += fmt::format("; peer sent alert {} ({})", ssl_.in_msg[1], alert_name(ssl_.in_msg[1]));
+    }
+    if (ret == MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION)
+        error_ += "; the peer does not speak TLS 1.2 (SSLv3, TLS 1.0 and 1.1 are refused)";
+    if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        char buf[512];
+        const int n = mbedtls_x509_crt_verify_info(buf, sizeof buf, "", mbedtls_ssl_get_verify_result(&ssl_));
+        if (n > 0) {
+            std::string info(buf, static_cast<std::size_t>(n));
+            std::replace(info.begin(), info.end(), '\n', ';');
+            while (!info.empty() && (info.back() == ';' || info.back() == ' ')) info.pop_back();
+            error_ += "; " + info;
+        }
+    }
+    if (!handshake_done() && first_byte_is_text_ && !is_client_)
+        error_ += fmt::format("; the peer sent plaintext, not TLS: \"{}\"", first_bytes_);
+}
+
+TlsStream::Handshake TlsStream::handshake() {
+    switch (state_) {
+    case State::Open:
+    case State::Closed: return Handshake::Done;
+    case State::Failed: return Handshake::Failed;
+    case State::Handshaking: break;
+    }
+    while (ssl_.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        // A resumed handshake (session ticket) skips the certificate on both sides;
+        // mbedTLS 2.28 has no public "was resumed" call once the handshake is over.
+        if (ssl_.state == MBEDTLS_SSL_SERVER_CERTIFICATE) saw_certificate_ = true;
+        const int step = ssl_.state;
+        const int ret = mbedtls_ssl_handshake_step(&ssl_);
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Handshake::NeedMore;
+        if (ret != 0) {
+            fail(fmt::format("TLS handshake failed in {}", step_name(step, is_client_)), ret);
+            return Handshake::Failed;
+        }
+    }
+    state_ = State::Open;
+    resumed_ = !saw_certificate_;
+    return Handshake::Done;
+}
+
+bool TlsStream::read_plaintext(std::string& out) {
+    if (state_ == State::Handshaking) return true;
+    if (state_ != State::Open) return false;
+    unsigned char buf[16384];
+    for (;;) {
+        const int ret = mbedtls_ssl_read(&ssl_, buf, sizeof buf);
+        if (ret > 0) {
+            out.append(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(ret));
+            continue;
+        }
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return true;
+        if (ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || ret == 0) {
+            state_ = State::Closed;
+            return false;
+        }
+        fail("TLS read failed", ret);
+        return false;
+    }
+}
+
+bool TlsStream::write_plaintext(std::string_view text) {
+    if (state_ != State::Open || close_sent_) return false;
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    std::size_t left = text.size();
+    while (left > 0) {
+        // mbedtls_ssl_write takes at most one record's worth per call.
+        const int ret = mbedtls_ssl_write(&ssl_, p, left);
+        if (ret > 0) {
+            p += ret;
+            left -= static_cast<std::size_t>(ret);
+            continue;
+        }
+        // WANT_WRITE cannot happen: bio_send always takes everything.
+        fail("TLS write failed", ret);
+        return false;
+    }
+    return true;
+}
+
+void TlsStream::close_notify() {
+    if (close_sent_ || !handshake_done()) return;
+    close_sent_ = true;
+    mbedtls_ssl_close_notify(&ssl_);  // an error here changes nothing: we close anyway
+}
+
+std::string TlsStream::protocol() const { return mbedtls_ssl_get_version(&ssl_); }
+
+std::string TlsStream::cipher() const {
+    const char* name = mbedtls_ssl_get_ciphersuite(&ssl_);
+    return name ? name : "unknown";
+}
+
+int TlsStream::cipher_bits() const {
+    const char* name = mbedtls_ssl_get_ciphersuite(&ssl_);
+    if (!name) return 0;
+    const mbedtls_ssl_ciphersuite_t* suite = mbedtls_ssl_ciphersuite_from_string(name);
+    if (!suite) return 0;
+    const mbedtls_cipher_info_t* info = mbedtls_cipher_info_from_type(suite->cipher);
+    return info ? static_cast<int>(info->key_bitlen) : 0;
+}
+
+bool TlsStream::peer_verified() const {
+    return is_client_ && handshake_done() && client_context_->verifies() && mbedtls_ssl_get_verify_result(&ssl_) == 0;
+}
+
+bool TlsStream::save_session(TlsSession& out) const {
+    mbedtls_ssl_session_free(&out.session_);
+    mbedtls_ssl_session_init(&out.session_);
+    out.valid_ = is_client_ && handshake_done() && mbedtls_ssl_get_session(&ssl_, &out.session_) == 0;
+    return out.valid_;
+}
+
+namespace {
+std::string cipher_part(const TlsStream& stream) {
+    const int bits = stream.cipher_bits();
+    return fmt::format("{} with cipher {} ({}/{} bits)", stream.protocol(), openssl_cipher_name(stream.cipher()), bits,
+                       bits);
+}
+}  // namespace
+
+std::string postfix_tls_log_line(const Endpoint& client, const TlsStream& stream) {
+    // smtpd asks for no client certificate, so every client is "Anonymous", as in Postfix.
+    return fmt::format("Anonymous TLS connection established from {}: {}", client.to_string(), cipher_part(stream));
+}
+
+std::string postfix_tls_backend_log_line(const Endpoint& backend, const TlsStream& stream) {
+    // Postfix's smtp(8) levels: Verified = chain and name, Trusted = chain, Untrusted = neither.
+    const char* trust = !stream.peer_verified() ? "Untrusted" : stream.name_checked() ? "Verified" : "Trusted";
+    return fmt::format("{} TLS connection established to {}: {}", trust, backend.to_string(), cipher_part(stream));
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,668 @@
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/config.h"
+
+using namespace smtpscreen;
+
+namespace {
+
+// A scratch directory for INI, access and map files, removed with everything in it.
+class TempDir {
+public:
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "smtpscreen-config-XXXXXX").string();
+        REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    std::string write(const std::string& name, const std::string& text) const {
+        std::string p = (path_ / name).string();
+        std::ofstream(p) << text;
+        return p;
+    }
+    std::string path(const std::string& name) const { return (path_ / name).string(); }
+
+private:
+    std::filesystem::path path_;
+};
+
+struct Loaded {
+    std::string file;
+    std::shared_ptr<Config> config;
+    std::vector<std::string> errors;
+
+    bool has(const std::string& needle) const {
+        for (const auto& e : errors) {
+            if (e.find(needle) != std::string::npos) return true;
+        }
+        return false;
+    }
+    // The error for this key on this line: "FILE:LINE: key: ..."
+    std::string at(int line, const std::string& key) const {
+        std::string prefix = file + ":" + std::to_string(line) + ": " + key + ": ";
+        for (const auto& e : errors) {
+            if (e.rfind(prefix, 0) == 0) return e;
+        }
+        return {};
+    }
+};
+
+Loaded load(const TempDir& dir, const std::string& text) {
+    Loaded l;
+    l.file = dir.write("smtpscreen.ini", text);
+    l.config = load_config(l.file, l.errors);
+    REQUIRE(l.config != nullptr);
+    return l;
+}
+
+std::string all(const std::vector<std::string>& errors) {
+    std::string out;
+    for (const auto& e : errors) out += e + "\n";
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("config: an empty file gives SPEC §5's defaults") {
+    TempDir dir;
+    auto l = load(dir, "");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    const Config& c = *l.config;
+    CHECK(c.source_file == l.file);
+    REQUIRE(c.listen_addresses.size() == 1);
+    CHECK(c.listen_addresses[0].ip_port() == "127.0.0.1:2525");
+    CHECK(c.proxy_protocol == ProxyProtocol::Off);
+    REQUIRE(c.proxy_from.size() == 2);
+    CHECK(c.proxy_from[0].to_string() == "127.0.0.0/8");
+    CHECK(c.proxy_from[1].to_string() == "::1/128");
+    CHECK(c.proxy_timeout == Millis(5000));
+    CHECK(c.backend_address.ip_port() == "127.0.0.1:10025");
+    CHECK(c.handoff == Handoff::ProxyV2);
+    CHECK_FALSE(c.backend_source_address);
+    CHECK(c.backend_idle_timeout == Millis(300000));
+    CHECK(c.banner_template == "$hostname ESMTP");
+    CHECK(c.banner.find("$hostname") == std::string::npos);
+    CHECK(c.banner.size() > std::string(" ESMTP").size());
+    CHECK(c.greet_wait == Millis(6000));
+    CHECK(c.greet_action == Action::Enforce);
+    CHECK(c.dnsbl_sites.empty());
+    CHECK(c.dnsbl_threshold == 1);
+    CHECK(c.dnsbl_allowlist_threshold == 0);
+    CHECK(c.dnsbl_timeout == Millis(10000));
+    CHECK(c.dnsbl_servers.empty());
+    CHECK_FALSE(c.deep_tests_enabled());
+    CHECK(c.deep_forbidden_commands == std::vector<std::string>{"CONNECT", "GET", "POST", "USER", "PASS"});
+    CHECK(c.access_action == Action::Drop);
+    CHECK(c.cache_backend == CacheBackend::Lmdb);
+    CHECK(c.cache_path == "smtpscreen.cache");
+    CHECK(c.cache_redis.ip_port() == "127.0.0.1:6379");
+    CHECK(c.cache_deep_ttl == Millis(30LL * 86400000));
+    CHECK(c.tls_min_version == "1.2");
+    CHECK(c.max_connections == 10000);
+    CHECK(c.per_client_connections == 50);
+    CHECK(c.command_count_limit == 20);
+    CHECK(c.shutdown_grace == Millis(30000));
+    CHECK(c.smuggling_bare_lf == BareLf::Reject);
+    CHECK(c.log_syslog);
+    CHECK(c.log_syslog_name == "smtpscreen");
+    CHECK_FALSE(c.log_stderr.has_value());
+    CHECK_FALSE(c.stats_listen);
+    CHECK(c.process_threads == 1);
+    CHECK(config_warnings(c).empty());
+}
+
+TEST_CASE("config: a full file sets every kind of value") {
+    TempDir dir;
+    auto access = dir.write("access.cidr", "192.0.2.0/24 permit\n2001:db8::/32 reject\n");
+    auto map = dir.write("reply.map", "# public names\n\nZen.Spamhaus.Org.   zen.example\n");
+    auto l = load(dir,
+                  "; comment\n"
+                  "[listen]\n"
+                  "address = 0.0.0.0:25, [::]:25\n"
+                  "proxy_protocol = v2\n"
+                  "proxy_from = 10.0.0.0/8 , 2001:db8::/32\n"
+                  "proxy_timeout = 3s\n"
+                  "[backend]\n"
+                  "address = [::1]:10025\n"
+                  "handoff = xclient\n"
+                  "source_address = ::1\n"
+                  "idle_timeout = 10m\n"
+                  "tls = yes\n"
+                  "[greet]\n"
+                  "banner = mx.example.net ESMTP ready\n"
+                  "wait = 2500ms\n"
+                  "action = DROP\n"
+                  "[dnsbl]\n"
+                  "sites = zen.spamhaus.org*3, list.dnswl.org=127.0.[0..255].[1..3]*-2\n"
+                  "threshold = 3\n"
+                  "allowlist_threshold = -1\n"
+                  "servers = 192.0.2.53, [2001:db8::53]:5353\n"
+                  "reply_map = " + map + "\n"
+                  "[deep]\n"
+                  "pipelining = on\n"
+                  "forbidden_commands = connect, get\n"
+                  "[access]\n"
+                  "file = " + access + "\n"
+                  "action = enforce\n"
+                  "[cache]\n"
+                  "backend = redis\n"
+                  "redis = 192.0.2.6\n"
+                  "dnsbl_min_ttl = 0\n"
+                  "[limits]\n"
+                  "max_connections = 500\n"
+                  "[smuggling]\n"
+                  "bare_lf = normalize\n"
+                  "[log]\n"
+                  "syslog = false\n"
+                  "syslog_name = postfix/postscreen\n"
+                  "stderr = on\n"
+                  "[stats]\n"
+                  "listen = 127.0.0.1:9100\n"
+                  "[process]\n"
+                  "threads = 4\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    const Config& c = *l.config;
+    REQUIRE(c.listen_addresses.size() == 2);
+    CHECK(c.listen_addresses[1].ip_port() == "[::]:25");
+    CHECK(c.proxy_protocol == ProxyProtocol::V2);
+    CHECK(c.proxy_from.size() == 2);
+    CHECK(c.proxy_timeout == Millis(3000));
+    CHECK(c.backend_address.ip_port() == "[::1]:10025");
+    CHECK(c.handoff == Handoff::Xclient);
+    REQUIRE(c.backend_source_address);
+    CHECK(c.backend_source_address->ip() == "::1");
+    CHECK(c.backend_idle_timeout == Millis(600000));
+    CHECK(c.backend_tls);
+    CHECK(c.banner == "mx.example.net ESMTP ready");
+    CHECK(c.greet_wait == Millis(2500));
+    CHECK(c.greet_action == Action::Drop);
+    REQUIRE(c.dnsbl_sites.size() == 2);
+    CHECK(c.dnsbl_sites[1].weight == -2);
+    CHECK(c.dnsbl_threshold == 3);
+    CHECK(c.dnsbl_allowlist_threshold == -1);
+    REQUIRE(c.dnsbl_servers.size() == 2);
+    CHECK(c.dnsbl_servers[0].ip_port() == "192.0.2.53:53");
+    CHECK(c.dnsbl_servers[1].ip_port() == "[2001:db8::53]:5353");
+    CHECK(c.dnsbl_reply_map == std::map<std::string, std::string>{{"zen.spamhaus.org", "zen.example"}});
+    CHECK(c.deep_pipelining);
+    CHECK(c.deep_forbidden_commands == std::vector<std::string>{"CONNECT", "GET"});
+    CHECK(c.access_rules.size() == 2);
+    CHECK(c.access_action == Action::Enforce);
+    CHECK(c.cache_backend == CacheBackend::Redis);
+    CHECK(c.cache_redis.ip_port() == "192.0.2.6:6379");
+    CHECK(c.cache_dnsbl_min_ttl == Millis(0));
+    CHECK(c.max_connections == 500);
+    CHECK(c.smuggling_bare_lf == BareLf::Normalize);
+    CHECK_FALSE(c.log_syslog);
+    CHECK(c.log_syslog_name == "postfix/postscreen");
+    CHECK(c.log_stderr == true);
+    REQUIRE(c.stats_listen);
+    CHECK(c.stats_listen->port() == 9100);
+    CHECK(c.process_threads == 4);
+}
+
+TEST_CASE("config: $hostname in greet.banner expands to the host name") {
+    TempDir dir;
+    char host[256] = "";
+    REQUIRE(gethostname(host, sizeof host - 1) == 0);
+    auto l = load(dir, "[greet]\nbanner = $hostname ESMTP (${hostname})\n");
+    REQUIRE(l.errors.empty());
+    CHECK(l.config->banner == std::string(host) + " ESMTP (" + host + ")");
+    CHECK(l.config->banner_template == "$hostname ESMTP (${hostname})");
+}
+
+TEST_CASE("config: a bad duration names file, line and key, and what to write") {
+    TempDir dir;
+    auto l = load(dir, "[greet]\n\nwait = 6x\n");
+    REQUIRE(l.errors.size() == 1);
+    CHECK(l.errors[0] == l.file + ":3: greet.wait: \"6x\" is not a duration (use 6s, 2m, 1h)");
+}
+
+TEST_CASE("config: zero is refused for timeouts but allowed for TTLs and the shutdown grace") {
+    TempDir dir;
+    auto l = load(dir, "[backend]\nconnect_timeout = 0\n[cache]\ndeep_ttl = 0s\n[limits]\nshutdown_grace = 0\n");
+    REQUIRE(l.errors.size() == 1);
+    CHECK(l.at(2, "backend.connect_timeout").find("zero") != std::string::npos);
+}
+
+TEST_CASE("config: bad booleans, enums and actions") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[deep]\n"
+                  "pipelining = maybe\n"
+                  "action = reject\n"
+                  "[listen]\n"
+                  "proxy_protocol = v3\n"
+                  "[backend]\n"
+                  "handoff = smtp\n"
+                  "[cache]\n"
+                  "backend = sqlite\n"
+                  "[smuggling]\n"
+                  "bare_lf = strip\n"
+                  "[log]\n"
+                  "stderr = sometimes\n");
+    CHECK(l.errors.size() == 7);
+    CHECK(l.at(2, "deep.pipelining").find("(use on, off, yes, no, true or false)") != std::string::npos);
+    CHECK(l.at(3, "deep.action").find("\"reject\" is not an action (use ignore, enforce or drop)") !=
+          std::string::npos);
+    CHECK(l.at(5, "listen.proxy_protocol").find("(use off, v1, v2 or auto)") != std::string::npos);
+    CHECK(l.at(7, "backend.handoff").find("(use proxy-v2, proxy-v1, xclient or none)") != std::string::npos);
+    CHECK(l.at(9, "cache.backend").find("(use lmdb, redis or memory)") != std::string::npos);
+    CHECK(l.at(11, "smuggling.bare_lf").find("(use reject or normalize)") != std::string::npos);
+    CHECK(l.at(13, "log.stderr").find("auto") != std::string::npos);
+}
+
+TEST_CASE("config: integers must be whole and within range") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[process]\n"
+                  "threads = 65\n"
+                  "[limits]\n"
+                  "max_connections = lots\n"
+                  "per_client_connections = 0\n"
+                  "command_count_limit = 99999999999999999999\n"
+                  "[dnsbl]\n"
+                  "threshold = 0\n"
+                  "allowlist_threshold = 2\n");
+    CHECK(l.errors.size() == 6);
+    CHECK(l.at(2, "process.threads").find("(use a whole number from 1 to 64)") != std::string::npos);
+    CHECK(l.at(4, "limits.max_connections").find("is not a whole number") != std::string::npos);
+    CHECK(l.at(5, "limits.per_client_connections").find("out of range") != std::string::npos);
+    CHECK_FALSE(l.at(6, "limits.command_count_limit").empty());
+    CHECK_FALSE(l.at(8, "dnsbl.threshold").empty());
+    CHECK(l.at(9, "dnsbl.allowlist_threshold").find("negative") != std::string::npos);
+}
+
+TEST_CASE("config: addresses, ports and CIDR lists") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[listen]\n"
+                  "address = 127.0.0.1\n"
+                  "proxy_from = 10.0.0.0/33, 192.0.2.1/24\n"
+                  "[backend]\n"
+                  "address = 127.0.0.1:0\n"
+                  "source_address = 127.0.0.25:25\n"
+                  "[dnsbl]\n"
+                  "servers = 192.0.2.53, dns.example\n"
+                  "[stats]\n"
+                  "listen = 127.0.0.1:9100, 127.0.0.1:9101\n");
+    CHECK(l.errors.size() == 7);
+    CHECK(l.at(2, "listen.address").find("is not an ip:port") != std::string::npos);
+    CHECK(l.at(3, "listen.proxy_from").find("prefix length") != std::string::npos);
+    CHECK(l.has(l.file + ":3: listen.proxy_from: \"192.0.2.1/24\" has address bits set beyond the prefix (use 192.0.2.0/24)"));
+    CHECK(l.at(5, "backend.address").find("port 0") != std::string::npos);
+    CHECK(l.at(6, "backend.source_address").find("without a port") != std::string::npos);
+    CHECK(l.at(8, "dnsbl.servers").find("\"dns.example\"") != std::string::npos);
+    CHECK_FALSE(l.at(10, "stats.listen").empty());
+}
+
+TEST_CASE("config: listen.address may not be empty or list an address twice") {
+    TempDir dir;
+    auto l = load(dir, "[listen]\naddress =\n");
+    CHECK(l.at(2, "listen.address").find("empty") != std::string::npos);
+    auto d = load(dir, "[listen]\naddress = 127.0.0.1:25, 127.0.0.1:25\n");
+    CHECK(d.at(2, "listen.address").find("twice") != std::string::npos);
+}
+
+TEST_CASE("config: dnsbl.sites syntax errors carry file, line and key") {
+    TempDir dir;
+    auto l = load(dir, "[dnsbl]\nsites = zen.spamhaus.org*x, bl.example=127.0.0.[9..2]\n");
+    CHECK(l.errors.size() == 2);
+    CHECK(l.at(2, "dnsbl.sites").find("zen.spamhaus.org*x") != std::string::npos);
+    CHECK(l.has(l.file + ":2: dnsbl.sites: DNSBL site \"bl.example=127.0.0.[9..2]\""));
+}
+
+TEST_CASE("config: unknown sections and keys, with a hint") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[greet]\n"
+                  "wiat = 6s\n"
+                  "[postscreen]\n"
+                  "greet_wait = 6s\n"
+                  "more = 1\n"
+                  "[dnsbl]\n"
+                  "threshhold = 2\n"
+                  "wait = 6s\n"
+                  "colour = blue\n");
+    CHECK(l.errors.size() == 5);  // one for the section, none for its keys
+    CHECK(l.at(2, "greet.wiat").find("unknown key (did you mean greet.wait?)") != std::string::npos);
+    CHECK(l.has(l.file + ":3: [postscreen]: unknown section (use one of [listen], [backend], [greet]"));
+    CHECK(l.at(7, "dnsbl.threshhold").find("did you mean dnsbl.threshold?") != std::string::npos);
+    CHECK(l.at(8, "dnsbl.wait").find("did you mean greet.wait?") != std::string::npos);
+    CHECK(l.at(9, "dnsbl.colour").find("the keys of [dnsbl] are sites, threshold") != std::string::npos);
+}
+
+TEST_CASE("config: a key set twice is an error on the second line, naming the first") {
+    TempDir dir;
+    auto l = load(dir, "[greet]\nwait = 6s\naction = drop\n[greet]\nwait = 2s\n");
+    REQUIRE(l.errors.size() == 1);
+    CHECK(l.errors[0] == l.file + ":5: greet.wait: is set twice, first on line 2 (keep one)");
+}
+
+TEST_CASE("config: malformed lines are all reported, with their line numbers") {
+    TempDir dir;
+    auto l = load(dir,
+                  "threads = 2\n"
+                  "[process\n"
+                  "[greet]\n"
+                  "wait 6s\n"
+                  "action: drop\n"
+                  "= 6s\n"
+                  "[log] syslog = off\n");
+    CHECK(l.errors.size() == 6);
+    CHECK(l.at(1, "threads").find("outside any section") != std::string::npos);
+    CHECK(l.has(l.file + ":2: \"[process\" is an unterminated section header (use [name])"));
+    CHECK(l.has(l.file + ":4: \"wait 6s\" is not a setting (use key = value)"));
+    CHECK(l.has(l.file + ":5: \"action: drop\" is not a setting (use key = value)"));
+    CHECK(l.has(l.file + ":6: \"= 6s\" has no key name"));
+    CHECK(l.has(l.file + ":7: text after the section header"));
+}
+
+TEST_CASE("config: errors come in file order, every one of them") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[process]\n"
+                  "threads = 0\n"
+                  "[listen]\n"
+                  "proxy_timeout = soon\n"
+                  "[greet]\n"
+                  "wait = later\n");
+    REQUIRE(l.errors.size() == 3);
+    CHECK(l.errors[0].find(":2: process.threads") != std::string::npos);
+    CHECK(l.errors[1].find(":4: listen.proxy_timeout") != std::string::npos);
+    CHECK(l.errors[2].find(":6: greet.wait") != std::string::npos);
+}
+
+TEST_CASE("config: a line too long for the INI reader is refused, not split") {
+    TempDir dir;
+    std::string sites(250, 'a');
+    auto l = load(dir, "[dnsbl]\nsites = " + sites + ".example\n");
+    REQUIRE(l.errors.size() == 1);
+    CHECK(l.errors[0].rfind(l.file + ":2: line is longer than", 0) == 0);
+}
+
+TEST_CASE("config: indented continuation lines extend a value; indented keys stay keys") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[dnsbl]\n"
+                  "sites = zen.spamhaus.org=127.0.0.[2..11]*3,\n"
+                  "        list.dnswl.org=127.0.[0..255].[1..3]*-2\n"
+                  "    threshold = 3\n"
+                  "\n"
+                  "  [greet]\n"
+                  "  wait = 2s ; inline comment\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    CHECK(l.config->dnsbl_sites.size() == 2);
+    CHECK(l.config->dnsbl_threshold == 3);
+    CHECK(l.config->greet_wait == Millis(2000));
+}
+
+TEST_CASE("config: the config file itself missing") {
+    TempDir dir;
+    std::vector<std::string> errors;
+    auto path = dir.path("nope.ini");
+    auto c = load_config(path, errors);
+    REQUIRE(c != nullptr);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0].rfind(path + ": cannot read the configuration: No such file or directory", 0) == 0);
+}
+
+TEST_CASE("config: missing or unreadable files named by keys") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[access]\n"
+                  "file = " + dir.path("missing.cidr") + "\n"
+                  "[dnsbl]\n"
+                  "reply_map = " + dir.path("missing.map") + "\n"
+                  "[tls]\n"
+                  "cert = " + dir.path("missing.crt") + "\n"
+                  "key = " + dir.path("missing.key") + "\n"
+                  "[backend]\n"
+                  "tls_ca = " + dir.path("") + "\n");
+    CHECK(l.errors.size() == 5);
+    CHECK(l.at(2, "access.file").find("cannot read \"" + dir.path("missing.cidr") + "\": No such file") !=
+          std::string::npos);
+    CHECK_FALSE(l.at(4, "dnsbl.reply_map").empty());
+    CHECK_FALSE(l.at(6, "tls.cert").empty());
+    CHECK_FALSE(l.at(7, "tls.key").empty());
+    CHECK(l.at(9, "backend.tls_ca").find("directory") != std::string::npos);
+}
+
+TEST_CASE("config: tls.cert and tls.key go together; readable files pass") {
+    TempDir dir;
+    auto crt = dir.write("server.crt", "-----BEGIN CERTIFICATE-----\n");
+    auto key = dir.write("server.key", "-----BEGIN PRIVATE KEY-----\n");
+    auto alone = load(dir, "[tls]\ncert = " + crt + "\n");
+    REQUIRE(alone.errors.size() == 1);
+    CHECK(alone.at(2, "tls.cert").find("tls.key is not") != std::string::npos);
+    auto both = load(dir, "[tls]\ncert = " + crt + "\nkey = " + key + "\n");
+    CHECK_MESSAGE(both.errors.empty(), all(both.errors));
+    CHECK(both.config->tls_key == key);
+}
+
+TEST_CASE("config: tls.min_version only 1.2") {
+    TempDir dir;
+    auto l = load(dir, "[tls]\nmin_version = 1.3\n");
+    CHECK(l.at(2, "tls.min_version").find("use 1.2") != std::string::npos);
+}
+
+TEST_CASE("config: cache.dnsbl_min_ttl may not exceed cache.dnsbl_max_ttl") {
+    TempDir dir;
+    auto l = load(dir, "[cache]\ndnsbl_max_ttl = 30s\ndnsbl_min_ttl = 2m\n");
+    REQUIRE(l.errors.size() == 1);
+    CHECK(l.at(3, "cache.dnsbl_min_ttl").find("longer than dnsbl_max_ttl") != std::string::npos);
+    auto equal = load(dir, "[cache]\ndnsbl_max_ttl = 60s\ndnsbl_min_ttl = 1m\n");
+    CHECK(equal.errors.empty());
+}
+
+TEST_CASE("config: proxy_protocol with nobody allowed to send it") {
+    TempDir dir;
+    auto l = load(dir, "[listen]\nproxy_protocol = auto\nproxy_from =\n");
+    CHECK(l.at(3, "listen.proxy_from").find("every connection would be closed") != std::string::npos);
+    auto off = load(dir, "[listen]\nproxy_from =\n");
+    CHECK(off.errors.empty());
+}
+
+TEST_CASE("config: handoff = none is refused, explaining the open relay") {
+    TempDir dir;
+    auto l = load(dir, "[backend]\nhandoff = none\n");
+    REQUIRE(l.errors.size() == 1);
+    std::string e = l.at(2, "backend.handoff");
+    CHECK(e.find("127.0.0.1") != std::string::npos);
+    CHECK(e.find("open relay") != std::string::npos);
+    CHECK(e.find("i_know_this_is_an_open_relay = yes") != std::string::npos);
+}
+
+TEST_CASE("config: handoff = none with the override starts, with a warning") {
+    TempDir dir;
+    auto l = load(dir, "[backend]\nhandoff = none\ni_know_this_is_an_open_relay = yes\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    CHECK(l.config->handoff == Handoff::None);
+    auto warnings = config_warnings(*l.config);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("backend.handoff") != std::string::npos);
+    CHECK(warnings[0].find("open relay") != std::string::npos);
+}
+
+TEST_CASE("config: other warnings that do not stop the start") {
+    TempDir dir;
+    auto l = load(dir,
+                  "[dnsbl]\nsites = bl.example*1\nthreshold = 2\nallowlist_threshold = -1\n"
+                  "[limits]\nmax_connections = 10\nper_client_connections = 20\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    auto warnings = config_warnings(*l.config);
+    CHECK(warnings.size() == 3);
+    CHECK(all(warnings).find("no client can fail the DNSBL test") != std::string::npos);
+    CHECK(all(warnings).find("no dnsbl.sites entry has a negative weight") != std::string::npos);
+    CHECK(all(warnings).find("limits.per_client_connections") != std::string::npos);
+}
+
+TEST_CASE("config: access.file is loaded into access_rules, its errors located in it") {
+    TempDir dir;
+    auto good = dir.write("good.cidr", "# allow the office\n192.0.2.0/24 permit\n0.0.0.0/0 reject\n");
+    auto l = load(dir, "[access]\nfile = " + good + "\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    REQUIRE(l.config->access_rules.size() == 2);
+    CHECK(l.config->access_rules[0].verdict == AccessVerdict::Permit);
+    CHECK(l.config->access_file == good);
+
+    auto bad = dir.write("bad.cidr", "192.0.2.0/24 permit\n192.0.2.0/24 perhaps\n");
+    auto b = load(dir, "[access]\nfile = " + bad + "\n");
+    REQUIRE(b.errors.size() == 1);
+    CHECK(b.errors[0] == bad + ":2: access.file: \"perhaps\" is not an action (use permit or reject)");
+}
+
+TEST_CASE("config: dnsbl.reply_map problems are located in the map file") {
+    TempDir dir;
+    auto map = dir.write("reply.map", "zen.spamhaus.org zen\nbl.example\nzen.spamhaus.org. other\n");
+    auto l = load(dir, "[dnsbl]\nreply_map = " + map + "\n");
+    REQUIRE(l.errors.size() == 2);
+    CHECK(l.errors[0].rfind(map + ":2: dnsbl.reply_map: \"bl.example\" has no public name", 0) == 0);
+    CHECK(l.errors[1].rfind(map + ":3: dnsbl.reply_map: zone \"zen.spamhaus.org\" is listed twice", 0) == 0);
+}
+
+TEST_CASE("config: process.user must exist") {
+    TempDir dir;
+    auto l = load(dir, "[process]\nuser = no-such-user-smtpscreen\n");
+    CHECK(l.at(2, "process.user").find("is not a user") != std::string::npos);
+    auto root = load(dir, "[process]\nuser = root\n");
+    CHECK(root.errors.empty());
+}
+
+TEST_CASE("print_config lists every section and key in SPEC order") {
+    Config c;
+    std::string text = print_config(c);
+    std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",
+                                      "[cache]", "[tls]", "[limits]", "[smuggling]", "[log]", "[stats]",
+                                      "[process]"};
+    size_t pos = 0;
+    for (const auto& s : order) {
+        CAPTURE(s);
+        size_t at = text.find(s, pos);
+        CHECK(at != std::string::npos);
+        pos = at;
+    }
+    for (const char* line : {"address = 127.0.0.1:2525\n", "proxy_from = 127.0.0.0/8, ::1/128\n",
+                             "source_address =\n", "i_know_this_is_an_open_relay = no\n",
+                             "banner = $hostname ESMTP\n", "wait = 6s\n", "sites =\n",
+                             "forbidden_commands = CONNECT, GET, POST, USER, PASS\n", "deep_ttl = 30d\n",
+                             "min_version = 1.2\n", "stderr = auto\n", "threads = 1\n", "bare_lf = reject\n"}) {
+        CAPTURE(line);
+        CHECK(text.find(line) != std::string::npos);
+    }
+    size_t keys = 0;
+    for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
+    CHECK(keys == 53);
+}
+
+TEST_CASE("print_config round trip: defaults") {
+    TempDir dir;
+    Config defaults;
+    auto l = load(dir, print_config(defaults));
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    CHECK(print_config(*l.config) == print_config(defaults));
+}
+
+TEST_CASE("print_config round trip: a config far from the defaults, long lists wrapped") {
+    TempDir dir;
+    auto access = dir.write("access.cidr", "192.0.2.0/24 permit\n");
+    auto map = dir.write("reply.map", "zen.spamhaus.org zen\n");
+    auto crt = dir.write("c.pem", "x");
+    auto key = dir.write("k.pem", "x");
+    std::string sites =
+        "zen.spamhaus.org=127.0.0.[2..11]*3,\n"
+        "  b.barracudacentral.org=127.0.0.2*2, bl.mailspike.net=127.0.0.[2;10;11;12]*2,\n"
+        "  list.dnswl.org=127.0.[0..255].[1..3]*-2, swl.spamhaus.org*-4, bl.spamcop.net*1,\n"
+        "  psbl.surriel.com*1";
+    auto first = load(dir,
+                      "[listen]\naddress = 0.0.0.0:25, [::]:25, 192.0.2.1:2525, [2001:db8::1]:2525\n"
+                      "proxy_protocol = v1\nproxy_from = 10.0.0.0/8, 2001:db8::/32\nproxy_timeout = 1500ms\n"
+                      "[backend]\naddress = 127.0.0.1:10026\nhandoff = none\nsource_address = 127.0.0.25\n"
+                      "i_know_this_is_an_open_relay = yes\ntls = on\ntls_ca = " + crt + "\n"
+                      "[greet]\nbanner = ${hostname} ESMTP hello\nwait = 3s\naction = ignore\n"
+                      "[dnsbl]\nsites = " + sites + "\nthreshold = 2\nallowlist_threshold = -1\n"
+                      "action = drop\ntimeout = 4s\nservers = 192.0.2.53:5353, ::1\nreply_map = " + map + "\n"
+                      "[deep]\npipelining = on\nnon_smtp_command = on\nbare_newline = on\naction = drop\n"
+                      "forbidden_commands =\n"
+                      "[access]\nfile = " + access + "\naction = ignore\n"
+                      "[cache]\nbackend = memory\npath = /var/tmp/x.lmdb\nredis = [::1]:6380\n"
+                      "pregreet_ttl = 2h\ndnsbl_min_ttl = 0\ndnsbl_max_ttl = 2d\ndeep_ttl = 1w\n"
+                      "[tls]\ncert = " + crt + "\nkey = " + key + "\nciphers = TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
+                      "handshake_timeout = 10s\n"
+                      "[limits]\nmax_connections = 100\nper_client_connections = 5\ncommand_time_limit = 1m\n"
+                      "command_count_limit = 7\nshutdown_grace = 0\n"
+                      "[smuggling]\nbare_lf = normalize\n"
+                      "[log]\nsyslog = off\nsyslog_name = postfix/postscreen\nstderr = off\n"
+                      "[stats]\nlisten = [::1]:9100\n"
+                      "[process]\nuser = root\nthreads = 64\n");
+    REQUIRE_MESSAGE(first.errors.empty(), all(first.errors));
+    std::string printed = print_config(*first.config);
+    for (size_t start = 0, nl; (nl = printed.find('\n', start)) != std::string::npos; start = nl + 1) {
+        CHECK(nl - start <= 197);  // short enough for the INI reader
+    }
+    CHECK(printed.find("\n    ") != std::string::npos);  // the long sites list was wrapped
+    auto second = load(dir, printed);
+    REQUIRE_MESSAGE(second.errors.empty(), (all(second.errors) + printed));
+    const Config& a = *first.config;
+    const Config& b = *second.config;
+    CHECK(b.dnsbl_sites.size() == 7);
+    CHECK(b.dnsbl_sites_text == a.dnsbl_sites_text);
+    CHECK(b.access_rules.size() == 1);
+    CHECK(b.dnsbl_reply_map == a.dnsbl_reply_map);
+    CHECK(b.deep_forbidden_commands.empty());
+    CHECK(b.log_stderr == false);
+    CHECK(b.banner == a.banner);
+    // Everything else compares through the printed form; only the source file differs.
+    CHECK(print_config(b) == printed);
+}
+
+TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
+    // Meson compiles with paths relative to the build directory, and tests may run
+    // from there or from the source root.
+    std::filesystem::path here = std::filesystem::path(__FILE__).parent_path();
+    std::string shipped;
+    for (auto candidate : {here / "../../conf/smtpscreen.ini", std::filesystem::path("conf/smtpscreen.ini"),
+                           std::filesystem::path("../conf/smtpscreen.ini")}) {
+        if (std::filesystem::exists(candidate)) {
+            shipped = candidate.string();
+            break;
+        }
+    }
+    REQUIRE_MESSAGE(!shipped.empty(), "conf/smtpscreen.ini not found from " << std::filesystem::current_path());
+    std::vector<std::string> errors;
+    auto c = load_config(shipped, errors);
+    REQUIRE_MESSAGE(errors.empty(), all(errors));
+    CHECK(config_warnings(*c).empty());
+    CHECK(c->listen_addresses.at(0).ip_port() == "127.0.0.1:2525");
+    CHECK(c->backend_address.ip_port() == "127.0.0.1:10025");
+    CHECK(c->handoff == Handoff::ProxyV2);
+    CHECK(c->cache_backend == CacheBackend::Lmdb);
+    CHECK(c->log_syslog);
+
+    std::ifstream in(shipped);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string printed = print_config(Config{});
+    size_t keys = 0;
+    for (size_t start = 0, nl; (nl = printed.find('\n', start)) != std::string::npos; start = nl + 1) {
+        std::string line = printed.substr(start, nl - start);
+        size_t eq = line.find(" =");
+        if (eq == std::string::npos || line.front() == '#') continue;
+        ++keys;
+        std::string key = "\n" + line.substr(0, eq) + " =";
+        CAPTURE(key);
+        CHECK(text.find(key) != std::string::npos);
+    }
+    CHECK(keys == 53);
+}

@@ -1,0 +1,602 @@
+// TLS engine (SPEC §3): contexts, in-memory streams, resumption, refusals, log lines.
+// Certificates are made per run with the openssl command in a temporary directory.
+#include <doctest/doctest.h>
+#include <malloc.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ssl.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/address.h"
+#include "proxy/tls_context.h"
+#include "proxy/tls_stream.h"
+
+using namespace smtpscreen;
+
+namespace {
+
+// One set of throwaway certificates for the whole run (generating RSA keys is slow).
+class TestPki {
+public:
+    static const TestPki& get() {
+        static TestPki pki;
+        return pki;
+    }
+    std::string path(const std::string& name) const { return dir_ + "/" + name; }
+    bool ok() const { return ok_; }
+    const std::string& log() const { return log_; }
+
+    TestPki(const TestPki&) = delete;
+    TestPki& operator=(const TestPki&) = delete;
+    ~TestPki() {
+        std::error_code ec;
+        if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+    }
+
+private:
+    TestPki() {
+        std::string tmpl = "/tmp/smtpscreen-tls-XXXXXX";
+        if (!mkdtemp(tmpl.data())) return;
+        dir_ = tmpl;
+        write("server.ext",
+              "subjectAltName=DNS:mx.test\nbasicConstraints=CA:FALSE\n"
+              "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
+        const std::string ca_ext = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign";
+        ok_ = run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=smtpscreen test CA' " + ca_ext +
+                  " -keyout ca.key -out ca.crt") &&
+              run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj '/CN=other test CA' " + ca_ext +
+                  " -keyout ca2.key -out ca2.crt") &&
+              // RSA server certificate, PKCS#8 key
+              run("openssl req -new -newkey rsa:2048 -nodes -subj /CN=mx.test -keyout rsa.key -out rsa.csr") &&
+              sign("rsa", "ca") &&
+              // ECDSA P-256 server certificate, also as a traditional SEC1 key
+              run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mx.test "
+                  "-keyout ec.key -out ec.csr") &&
+              sign("ec", "ca") && run("openssl ec -in ec.key -out ec-sec1.key") &&
+              // a certificate from another CA
+              run("openssl req -new -newkey rsa:2048 -nodes -subj /CN=mx.test -keyout other.key -out other.csr") &&
+              sign("other", "ca2") &&
+              // a short RSA key, for the warning
+              run("openssl req -new -newkey rsa:1024 -nodes -subj /CN=mx.test -keyout short.key -out short.csr") &&
+              sign("short", "ca") &&
+              run("openssl pkey -in rsa.key -aes256 -passout pass:secret -out encrypted.key") &&
+              run("cat rsa.crt ca.crt > chain.pem") && run("cat ca.crt rsa.crt > chain-reversed.pem") &&
+              run("cat rsa.crt rsa.key > combined.pem");
+    }
+    bool sign(const std::string& name, const std::string& ca) {
+        return run("openssl x509 -req -in " + name + ".csr -CA " + ca + ".crt -CAkey " + ca + ".key -CAcreateserial " +
+                   "-days 2 -extfile server.ext -out " + name + ".crt");
+    }
+    bool run(const std::string& command) {
+        const std::string full = "cd '" + dir_ + "' && ( " + command + " ) >>openssl.log 2>&1";
+        if (std::system(full.c_str()) == 0) return true;
+        std::ifstream in(dir_ + "/openssl.log");
+        std::stringstream ss;
+        ss << in.rdbuf();
+        log_ = "failed: " + command + "\n" + ss.str();
+        return false;
+    }
+    void write(const std::string& name, const std::string& text) { std::ofstream(dir_ + "/" + name) << text; }
+
+    std::string dir_;
+    std::string log_;
+    bool ok_ = false;
+};
+
+const TestPki& pki() {
+    const TestPki& p = TestPki::get();
+    INFO(p.log());
+    REQUIRE(p.ok());
+    return p;
+}
+
+std::shared_ptr<TlsServerContext> server_ctx(const std::string& cert, const std::string& key,
+                                             const std::string& ciphers = "") {
+    std::string error;
+    auto ctx = TlsServerContext::load(pki().path(cert), pki().path(key), ciphers, &error);
+    INFO(error);
+    REQUIRE(ctx);
+    return ctx;
+}
+
+std::shared_ptr<TlsClientContext> client_ctx(const std::string& ca = "", const std::string& ciphers = "") {
+    std::string error;
+    auto ctx = TlsClientContext::load(ca.empty() ? "" : pki().path(ca), ciphers, &error);
+    INFO(error);
+    REQUIRE(ctx);
+    return ctx;
+}
+
+std::unique_ptr<TlsStream> new_server(const std::shared_ptr<TlsServerContext>& ctx) {
+    std::string error;
+    auto s = TlsStream::server(ctx, &error);
+    INFO(error);
+    REQUIRE(s);
+    return s;
+}
+
+std::unique_ptr<TlsStream> new_client(const std::shared_ptr<TlsClientContext>& ctx, const std::string& name = "",
+                                      const TlsSession* resume = nullptr) {
+    std::string error;
+    auto c = TlsStream::client(ctx, name, resume, &error);
+    INFO(error);
+    REQUIRE(c);
+    return c;
+}
+
+// Moves ciphertext both ways until both sides are done or failed, or nothing moves.
+struct Outcome {
+    TlsStream::Handshake client;
+    TlsStream::Handshake server;
+};
+Outcome handshake(TlsStream& client, TlsStream& server) {
+    Outcome o{TlsStream::Handshake::NeedMore, TlsStream::Handshake::NeedMore};
+    for (int round = 0; round < 20; ++round) {
+        o.client = client.handshake();
+        std::string wire;
+        client.take_ciphertext(wire);
+        if (!wire.empty()) server.feed_ciphertext(wire);
+        const bool moved = !wire.empty();
+        o.server = server.handshake();
+        wire.clear();
+        server.take_ciphertext(wire);
+        if (!wire.empty()) client.feed_ciphertext(wire);
+        if (!moved && wire.empty()) break;
+    }
+    return o;
+}
+
+void require_done(TlsStream& client, TlsStream& server) {
+    const Outcome o = handshake(client, server);
+    INFO("client: " << client.error());
+    INFO("server: " << server.error());
+    REQUIRE(o.client == TlsStream::Handshake::Done);
+    REQUIRE(o.server == TlsStream::Handshake::Done);
+}
+
+// Sends `text` from one stream to the other and returns what the receiver decrypted.
+std::string transfer(TlsStream& from, TlsStream& to, std::string_view text) {
+    REQUIRE(from.write_plaintext(text));
+    std::string wire;
+    from.take_ciphertext(wire);
+    std::string got;
+    // Feed in socket-sized pieces, as the loop would.
+    for (std::size_t pos = 0; pos < wire.size(); pos += 65536) {
+        REQUIRE(to.feed_ciphertext(std::string_view(wire).substr(pos, 65536)));
+        REQUIRE(to.read_plaintext(got));
+    }
+    return got;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+std::string load_error(const std::string& cert, const std::string& key, const std::string& ciphers = "") {
+    std::string error;
+    auto ctx = TlsServerContext::load(cert, key, ciphers, &error);
+    CHECK_FALSE(ctx);
+    return error;
+}
+
+}  // namespace
+
+TEST_CASE("tls: RSA handshake in memory, data both ways, close_notify, Postfix log line") {
+    auto server = new_server(server_ctx("rsa.crt", "rsa.key"));
+    auto client = new_client(client_ctx());
+    CHECK_FALSE(server->write_plaintext("too early"));
+    require_done(*client, *server);
+
+    CHECK(server->protocol() == "TLSv1.2");
+    CHECK(server->cipher() == "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256");  // server order, first RSA suite
+    CHECK(server->cipher_bits() == 128);
+    CHECK_FALSE(server->resumed());
+    CHECK_FALSE(client->resumed());
+    CHECK(postfix_tls_log_line(*Endpoint::parse("192.0.2.1:4321"), *server) ==
+          "Anonymous TLS connection established from [192.0.2.1]:4321: TLSv1.2 with cipher "
+          "ECDHE-RSA-AES128-GCM-SHA256 (128/128 bits)");
+    CHECK(postfix_tls_backend_log_line(*Endpoint::parse("127.0.0.1:10025"), *client) ==
+          "Untrusted TLS connection established to [127.0.0.1]:10025: TLSv1.2 with cipher "
+          "ECDHE-RSA-AES128-GCM-SHA256 (128/128 bits)");
+
+    CHECK(transfer(*client, *server, "EHLO client.example\r\n") == "EHLO client.example\r\n");
+    // Several records, and more than one socket read's worth.
+    std::string big(200000, 'x');
+    for (std::size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + i % 26);
+    CHECK(transfer(*server, *client, big) == big);
+
+    client->close_notify();
+    CHECK_FALSE(client->write_plaintext("after close"));
+    std::string wire, got;
+    client->take_ciphertext(wire);
+    REQUIRE_FALSE(wire.empty());
+    REQUIRE(server->feed_ciphertext(wire));
+    CHECK_FALSE(server->read_plaintext(got));
+    CHECK(server->closed());
+    CHECK_FALSE(server->failed());
+    CHECK(got.empty());
+}
+
+TEST_CASE("tls: ECDSA certificate (SEC1 key), and a chain file with the key in another file") {
+    SUBCASE("ecdsa") {
+        auto server = new_server(server_ctx("ec.crt", "ec-sec1.key"));
+        auto client = new_client(client_ctx("ca.crt"), "mx.test");
+        require_done(*client, *server);
+        CHECK(server->cipher() == "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+        CHECK(client->peer_verified());
+        CHECK(contains(postfix_tls_log_line(*Endpoint::parse("[2001:db8::1]:25"), *server),
+                       "from [2001:db8::1]:25: TLSv1.2 with cipher ECDHE-ECDSA-AES128-GCM-SHA256 (128/128 bits)"));
+    }
+    SUBCASE("chain file") {
+        auto server = new_server(server_ctx("chain.pem", "rsa.key"));
+        auto client = new_client(client_ctx("ca.crt"), "mx.test");
+        require_done(*client, *server);
+        CHECK(client->peer_verified());
+        CHECK(contains(postfix_tls_backend_log_line(*Endpoint::parse("127.0.0.1:10025"), *client),
+                       "Verified TLS connection established to [127.0.0.1]:10025: TLSv1.2"));
+    }
+    SUBCASE("certificate and key in one file") {
+        auto server = new_server(server_ctx("combined.pem", "combined.pem"));
+        auto client = new_client(client_ctx("ca.crt"));
+        require_done(*client, *server);
+        CHECK(client->peer_verified());
+        CHECK(contains(postfix_tls_backend_log_line(*Endpoint::parse("127.0.0.1:10025"), *client), "Trusted TLS"));
+    }
+}
+
+TEST_CASE("tls: session tickets resume a returning client") {
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    auto cctx = client_ctx("ca.crt");
+
+    TlsSession saved;
+    {
+        auto server = new_server(ctx);
+        auto client = new_client(cctx, "mx.test");
+        CHECK_FALSE(client->save_session(saved));  // nothing yet
+        require_done(*client, *server);
+        CHECK_FALSE(server->resumed());
+        REQUIRE(client->save_session(saved));
+        CHECK_FALSE(server->save_session(saved) == true);  // server side has nothing to save
+        REQUIRE(client->save_session(saved));
+    }
+    {
+        auto server = new_server(ctx);
+        auto client = new_client(cctx, "mx.test", &saved);
+        require_done(*client, *server);
+        CHECK(server->resumed());
+        CHECK(client->resumed());
+        CHECK(client->peer_verified());  // the verification result travels with the session
+        CHECK(transfer(*client, *server, "EHLO again\r\n") == "EHLO again\r\n");
+        CHECK(transfer(*server, *client, "250 ok\r\n") == "250 ok\r\n");
+    }
+    {
+        // A reload makes a new ticket key: the old ticket is refused, the handshake goes the full way.
+        auto server = new_server(server_ctx("rsa.crt", "rsa.key"));
+        auto client = new_client(cctx, "mx.test", &saved);
+        require_done(*client, *server);
+        CHECK_FALSE(server->resumed());
+        CHECK_FALSE(client->resumed());
+    }
+}
+
+TEST_CASE("tls: application data in the same flight as the client's Finished is readable at Done") {
+    // In a resumed handshake the client sends Finished last and may send its EHLO with it.
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    auto cctx = client_ctx();
+    TlsSession saved;
+    {
+        auto server = new_server(ctx);
+        auto client = new_client(cctx);
+        require_done(*client, *server);
+        REQUIRE(client->save_session(saved));
+    }
+    auto server = new_server(ctx);
+    auto client = new_client(cctx, "", &saved);
+    std::string wire;
+    REQUIRE(client->handshake() == TlsStream::Handshake::NeedMore);  // ClientHello
+    client->take_ciphertext(wire);
+    REQUIRE(server->feed_ciphertext(wire));
+    REQUIRE(server->handshake() == TlsStream::Handshake::NeedMore);  // ServerHello..Finished
+    wire.clear();
+    server->take_ciphertext(wire);
+    REQUIRE(client->feed_ciphertext(wire));
+    REQUIRE(client->handshake() == TlsStream::Handshake::Done);  // CCS, Finished
+    REQUIRE(client->write_plaintext("EHLO pipelined.example\r\n"));
+    wire.clear();
+    client->take_ciphertext(wire);  // Finished and the EHLO record in one read
+    REQUIRE(server->feed_ciphertext(wire));
+    REQUIRE(server->handshake() == TlsStream::Handshake::Done);
+    CHECK(server->resumed());
+    std::string got;
+    CHECK(server->read_plaintext(got));
+    CHECK(got == "EHLO pipelined.example\r\n");
+}
+
+TEST_CASE("tls: backend verification against backend.tls_ca") {
+    SUBCASE("a certificate from another CA is refused") {
+        auto server = new_server(server_ctx("other.crt", "other.key"));
+        auto client = new_client(client_ctx("ca.crt"), "mx.test");
+        const Outcome o = handshake(*client, *server);
+        CHECK(o.client == TlsStream::Handshake::Failed);
+        CHECK(o.server == TlsStream::Handshake::Failed);  // it got our fatal alert
+        CHECK(contains(client->error(), "reading server certificate"));
+        CHECK(contains(client->error(), "not correctly signed by the trusted CA"));
+        CHECK(contains(server->error(), "peer sent alert"));
+    }
+    SUBCASE("a name that does not match is refused") {
+        auto server = new_server(server_ctx("rsa.crt", "rsa.key"));
+        auto client = new_client(client_ctx("ca.crt"), "wrong.test");
+        CHECK(handshake(*client, *server).client == TlsStream::Handshake::Failed);
+        CHECK(contains(client->error(), "Common Name"));
+    }
+    SUBCASE("without a CA file the same certificate is accepted, unverified") {
+        auto server = new_server(server_ctx("other.crt", "other.key"));
+        auto client = new_client(client_ctx());
+        require_done(*client, *server);
+        CHECK_FALSE(client->peer_verified());
+    }
+}
+
+TEST_CASE("tls: certificate and key errors name the file and say what to do") {
+    const TestPki& p = pki();
+    std::string e = load_error(p.path("rsa.crt"), p.path("ec.key"));
+    CHECK(contains(e, "tls.key " + p.path("ec.key")));
+    CHECK(contains(e, "does not match"));
+    CHECK(contains(e, p.path("rsa.crt")));
+
+    e = load_error(p.path("rsa.crt"), p.path("other.key"));  // same type, other key
+    CHECK(contains(e, "tls.key " + p.path("other.key")));
+    CHECK(contains(e, "does not match"));
+
+    e = load_error(p.path("chain-reversed.pem"), p.path("rsa.key"));
+    CHECK(contains(e, "tls.cert " + p.path("chain-reversed.pem")));
+    CHECK(contains(e, "must come first"));
+
+    e = load_error(p.path("missing.crt"), p.path("rsa.key"));
+    CHECK(contains(e, "tls.cert " + p.path("missing.crt")));
+    CHECK(contains(e, "No such file"));
+
+    e = load_error(p.path("rsa.crt"), p.path("missing.key"));
+    CHECK(contains(e, "tls.key " + p.path("missing.key")));
+
+    e = load_error(p.path("rsa.key"), p.path("rsa.key"));  // a key where the certificate belongs
+    CHECK(contains(e, "tls.cert " + p.path("rsa.key")));
+    CHECK(contains(e, "no certificate"));
+
+    e = load_error(p.path("rsa.crt"), p.path("rsa.crt"));  // a certificate where the key belongs
+    CHECK(contains(e, "tls.key " + p.path("rsa.crt")));
+    CHECK(contains(e, "no private key"));
+
+    e = load_error(p.path("rsa.crt"), p.path("encrypted.key"));
+    CHECK(contains(e, "tls.key " + p.path("encrypted.key")));
+    CHECK(contains(e, "passphrase"));
+
+    e = load_error(p.path("rsa.crt"), p.path("rsa.key"), "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+    CHECK(contains(e, "tls.ciphers"));
+    CHECK(contains(e, "none of the suites"));
+
+    std::string error;
+    CHECK_FALSE(TlsClientContext::load(p.path("missing-ca.crt"), "", &error));
+    CHECK(contains(error, "backend.tls_ca " + p.path("missing-ca.crt")));
+}
+
+TEST_CASE("tls: warnings for a short RSA key, none for a good certificate") {
+    CHECK(server_ctx("rsa.crt", "rsa.key")->warnings().empty());
+    auto ctx = server_ctx("short.crt", "short.key");
+    REQUIRE(ctx->warnings().size() == 1);
+    CHECK(contains(ctx->warnings()[0], "1024 bits"));
+}
+
+TEST_CASE("tls: cipher lists") {
+    std::string error;
+    SUBCASE("unknown and weak suites are refused with the reason") {
+        const std::vector<std::pair<std::string, std::string>> refused = {
+            {"TLS-FOO-WITH-BAR", "unknown suite 'TLS-FOO-WITH-BAR'"},
+            {"ECDHE-RSA-AES128-GCM-SHA256", "mbedTLS calls it TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"},
+            {"TLS-RSA-WITH-NULL-SHA256", "NULL"},
+            {"TLS-RSA-WITH-RC4-128-SHA", "RC4"},
+            {"TLS-ECDHE-RSA-WITH-3DES-EDE-CBC-SHA", "SWEET32"},
+            {"TLS-RSA-WITH-RC4-128-MD5", "RC4"},
+            {"TLS-PSK-WITH-AES-128-GCM-SHA256", "pre-shared"},
+            {"TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256", "pre-shared"},
+            {"TLS-DH-ANON-WITH-AES-128-CBC-SHA", "anonymous"},
+            {"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256, TLS-PSK-WITH-AES-128-GCM-SHA256", "pre-shared"},
+            {" , ", "no suite"},
+        };
+        for (const auto& [list, why] : refused) {
+            error.clear();
+            CAPTURE(list);
+            CHECK(parse_tls_ciphers(list, &error).empty());
+            CHECK(contains(error, why));
+        }
+        CHECK(contains(load_error(pki().path("rsa.crt"), pki().path("rsa.key"), "TLS-RSA-WITH-RC4-128-SHA"),
+                       "tls.ciphers: suite TLS-RSA-WITH-RC4-128-SHA is refused"));
+    }
+    SUBCASE("the default list is ECDHE with AEAD only") {
+        const std::vector<int> ids = parse_tls_ciphers("", &error);
+        REQUIRE(ids.size() == 7);
+        CHECK(ids.back() == 0);
+        for (std::size_t i = 0; i + 1 < ids.size(); ++i) {
+            const std::string name = mbedtls_ssl_get_ciphersuite_name(ids[i]);
+            CAPTURE(name);
+            CHECK(name.rfind("TLS-ECDHE-", 0) == 0);
+            CHECK((contains(name, "-GCM-") || contains(name, "CHACHA20-POLY1305")));
+        }
+    }
+    SUBCASE("an override is what gets negotiated; names are case-insensitive, duplicates dropped") {
+        CHECK(parse_tls_ciphers("tls-ecdhe-rsa-with-aes-256-gcm-sha384,TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384", &error)
+                  .size() == 2);
+        auto server = new_server(server_ctx("rsa.crt", "rsa.key", "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256"));
+        auto client = new_client(client_ctx());
+        require_done(*client, *server);
+        CHECK(server->cipher() == "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256");
+        CHECK(contains(postfix_tls_log_line(*Endpoint::parse("192.0.2.1:1"), *server),
+                       "with cipher ECDHE-RSA-CHACHA20-POLY1305 (256/256 bits)"));
+
+        auto server2 = new_server(server_ctx("rsa.crt", "rsa.key", "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
+        auto client2 = new_client(client_ctx());
+        require_done(*client2, *server2);
+        CHECK(contains(postfix_tls_log_line(*Endpoint::parse("192.0.2.1:1"), *server2),
+                       "with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)"));
+    }
+    SUBCASE("no suite in common fails the handshake with a reason on both sides") {
+        auto server = new_server(server_ctx("rsa.crt", "rsa.key", "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"));
+        auto client = new_client(client_ctx("", "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"));
+        const Outcome o = handshake(*client, *server);
+        CHECK(o.server == TlsStream::Handshake::Failed);
+        CHECK(o.client == TlsStream::Handshake::Failed);
+        CHECK(contains(server->error(), "reading client hello"));
+        CHECK(contains(client->error(), "handshake_failure"));
+    }
+    SUBCASE("openssl names for log lines") {
+        CHECK(openssl_cipher_name("TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384") == "ECDHE-ECDSA-AES256-GCM-SHA384");
+        CHECK(openssl_cipher_name("TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA") == "ECDHE-RSA-AES128-SHA");
+        CHECK(openssl_cipher_name("TLS-NOT-IN-TABLE") == "TLS-NOT-IN-TABLE");
+    }
+}
+
+namespace {
+// A bare mbedTLS client limited to TLS 1.0-1.1, the way an old sender would connect.
+struct LegacyClient {
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_ssl_config conf;
+    mbedtls_ssl_context ssl;
+    std::string in, out;
+
+    LegacyClient() {
+        mbedtls_entropy_init(&entropy);
+        mbedtls_ctr_drbg_init(&drbg);
+        mbedtls_ssl_config_init(&conf);
+        mbedtls_ssl_init(&ssl);
+        REQUIRE(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, nullptr, 0) == 0);
+        REQUIRE(mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                            MBEDTLS_SSL_PRESET_DEFAULT) == 0);
+        mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+        mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_NONE);
+        mbedtls_ssl_conf_min_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_1);
+        mbedtls_ssl_conf_max_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_2);
+        REQUIRE(mbedtls_ssl_setup(&ssl, &conf) == 0);
+        mbedtls_ssl_set_bio(&ssl, this, send, recv, nullptr);
+    }
+    ~LegacyClient() {
+        mbedtls_ssl_free(&ssl);
+        mbedtls_ssl_config_free(&conf);
+        mbedtls_ctr_drbg_free(&drbg);
+        mbedtls_entropy_free(&entropy);
+    }
+    static int send(void* self, const unsigned char* buf, size_t len) {
+        static_cast<LegacyClient*>(self)->out.append(reinterpret_cast<const char*>(buf), len);
+        return static_cast<int>(len);
+    }
+    static int recv(void* self, unsigned char* buf, size_t len) {
+        auto* c = static_cast<LegacyClient*>(self);
+        if (c->in.empty()) return MBEDTLS_ERR_SSL_WANT_READ;
+        const size_t n = std::min(len, c->in.size());
+        std::memcpy(buf, c->in.data(), n);
+        c->in.erase(0, n);
+        return static_cast<int>(n);
+    }
+};
+}  // namespace
+
+TEST_CASE("tls: a client that offers only TLS 1.1 is refused") {
+    auto server = new_server(server_ctx("rsa.crt", "rsa.key"));
+    LegacyClient client;
+    int client_ret = 0;
+    TlsStream::Handshake s = TlsStream::Handshake::NeedMore;
+    for (int round = 0; round < 10; ++round) {
+        client_ret = mbedtls_ssl_handshake(&client.ssl);
+        REQUIRE(server->feed_ciphertext(client.out));
+        client.out.clear();
+        s = server->handshake();
+        server->take_ciphertext(client.in);
+        if (s != TlsStream::Handshake::NeedMore) break;
+    }
+    CHECK(s == TlsStream::Handshake::Failed);
+    CHECK(contains(server->error(), "reading client hello"));
+    CHECK(contains(server->error(), "does not speak TLS 1.2"));
+    client_ret = mbedtls_ssl_handshake(&client.ssl);
+    CHECK(client_ret == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE);  // protocol_version alert
+}
+
+TEST_CASE("tls: garbage, plaintext and floods fail with a reason") {
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    SUBCASE("plaintext SMTP where TLS belongs") {
+        auto server = new_server(ctx);
+        REQUIRE(server->feed_ciphertext("EHLO bot.example\r\nMAIL FROM:<a@b>\r\n"));
+        CHECK(server->handshake() == TlsStream::Handshake::Failed);
+        CHECK(server->failed());
+        CHECK(contains(server->error(), "TLS handshake failed in reading client hello"));
+        CHECK(contains(server->error(), "plaintext, not TLS: \"EHLO bot.example\""));
+        std::string got;
+        CHECK_FALSE(server->read_plaintext(got));
+        CHECK(server->handshake() == TlsStream::Handshake::Failed);  // stays failed
+    }
+    SUBCASE("binary garbage with a handshake record header") {
+        auto server = new_server(ctx);
+        std::string junk("\x16\x03\x03\x00\x30", 5);
+        junk += std::string(0x30, '\xAB');
+        REQUIRE(server->feed_ciphertext(junk));
+        CHECK(server->handshake() == TlsStream::Handshake::Failed);
+        CHECK(contains(server->error(), "reading client hello: SSL - "));
+        CHECK_FALSE(contains(server->error(), "plaintext"));
+    }
+    SUBCASE("garbage after the handshake") {
+        auto server = new_server(ctx);
+        auto client = new_client(client_ctx());
+        require_done(*client, *server);
+        std::string junk("\x17\x03\x03\x00\x20", 5);
+        junk += std::string(0x20, '\x01');
+        REQUIRE(server->feed_ciphertext(junk));
+        std::string got;
+        CHECK_FALSE(server->read_plaintext(got));
+        CHECK(server->failed());
+        CHECK(contains(server->error(), "TLS read failed"));
+    }
+    SUBCASE("unconsumed ciphertext is bounded") {
+        auto server = new_server(ctx);
+        // A record header promising 16 KiB, then the bytes dribble in without handshake() calls.
+        CHECK(server->feed_ciphertext(std::string(TlsStream::kMaxCiphertextIn, '\x16')));
+        CHECK_FALSE(server->feed_ciphertext("x"));
+        CHECK(server->failed());
+        CHECK(contains(server->error(), "not consumed"));
+    }
+    SUBCASE("a stalled handshake keeps asking for more") {
+        auto server = new_server(ctx);
+        REQUIRE(server->feed_ciphertext(std::string("\x16\x03\x01\x00", 4)));
+        CHECK(server->handshake() == TlsStream::Handshake::NeedMore);
+        CHECK_FALSE(server->handshake_done());
+    }
+}
+
+#if !defined(__SANITIZE_ADDRESS__)
+TEST_CASE("tls: memory per established session is bounded") {
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    auto cctx = client_ctx();
+    constexpr int kSessions = 100;
+    std::vector<std::unique_ptr<TlsStream>> servers, clients;
+    servers.reserve(kSessions);
+    clients.reserve(kSessions);
+    const auto before = mallinfo2().uordblks;
+    for (int i = 0; i < kSessions; ++i) {
+        servers.push_back(new_server(ctx));
+        clients.push_back(new_client(cctx));
+        require_done(*clients.back(), *servers.back());
+    }
+    const auto after = mallinfo2().uordblks;
+    // Both ends are counted; one end is about 2 x 16.7 KiB record buffers plus the session.
+    const double per_end = static_cast<double>(after - before) / (2 * kSessions);
+    MESSAGE("memory per established TLS session: " << per_end / 1024 << " KiB");
+    CHECK(per_end < 48 * 1024);
+    CHECK(per_end > 32 * 1024);  // proves the measurement sees the record buffers
+}
+#endif
