@@ -226,7 +226,6 @@ private:
     uv_loop_t* loop_;
     Logger& log_;
     uint64_t timeout_ms_;
-    Channel channel_;
     UvHandle<uv_timer_t> timer_;  // c-ares retransmits and our own deadlines
     UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
@@ -236,6 +235,8 @@ private:
     std::map<std::string, ZoneHealth> zones_;
     uint64_t next_id_ = 0;
     bool closed_ = false;
+    // Last, so it is destroyed first: ares_destroy calls back into the members above.
+    Channel channel_;
 };
 
 DnsblResolver::Impl::Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers,

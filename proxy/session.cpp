@@ -14,9 +14,7 @@
 namespace smtpscreen {
 namespace {
 
-// PROXY v2 is at most 16 + 216 bytes for TCP (haproxy's proxy-protocol.txt §2.2); a
-// longer header is refused by the parser anyway.
-constexpr size_t kMaxProxyHeader = 536;
+constexpr size_t kMaxProxyHeader = kProxyHeaderMaxLength;
 // What the client sent after a PROXY header and before its greeting: kept for the relay.
 constexpr size_t kMaxEarlyBytes = 4096;
 

@@ -291,16 +291,14 @@ std::vector<int> parse_tls_ciphers(std::string_view list, std::string* error) {
         const std::string name = upper_trimmed(list.substr(pos, end - pos));
         pos = end + 1;
         if (name.empty()) continue;
-        if (const char* why = weakness_by_name(name)) {
-            *error = fmt::format("suite {} is refused: {} (use ECDHE suites with AES-GCM or "
-                                 "CHACHA20-POLY1305, or leave the key empty for the default)",
-                                 name, why);
-            return {};
-        }
         const int id = mbedtls_ssl_get_ciphersuite_id(name.c_str());
         const mbedtls_ssl_ciphersuite_t* info = id != 0 ? mbedtls_ssl_ciphersuite_from_id(id) : nullptr;
         if (!info) {
-            if (const char* mbed = reverse_openssl(name))
+            if (const char* why = weakness_by_name(name))
+                *error = fmt::format("suite {} is refused: {} (use ECDHE suites with AES-GCM or "
+                                     "CHACHA20-POLY1305, or leave the key empty for the default)",
+                                     name, why);
+            else if (const char* mbed = reverse_openssl(name))
                 *error = fmt::format("unknown suite '{}': that is the OpenSSL name; mbedTLS calls it {}", name, mbed);
             else
                 *error = fmt::format("unknown suite '{}' (use mbedTLS names such as "

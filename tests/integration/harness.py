@@ -533,8 +533,9 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
     """One clean client through smtpscreen, checked end to end against SPEC §2:
     the first banner line `220-` at once; the final `220 ` line is the backend's greeting
     (`backend.test ESMTP`), after greet.wait for a new client (expect="new"), at once
-    for a cached one (expect="old", PASS OLD) or a DNSWL-allowlisted one
-    (expect="allowlisted", PASS NEW); EHLO does not offer XCLIENT/XFORWARD; the message is
+    for a cached one (expect="old", PASS OLD), a DNSWL-allowlisted one
+    (expect="allowlisted", PASS NEW) or one the access list permits (expect="permit",
+    ALLOWLISTED); EHLO does not offer XCLIENT/XFORWARD; the message is
     accepted and arrives in the Maildir; smtpscreen logs CONNECT, PASS NEW/OLD and
     DISCONNECT for this client address and port; Postfix logs the real address and port."""
     gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
@@ -567,7 +568,10 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
     c.check_closed(10, "after QUIT")
     c.close()
     screen.wait_for_log(re_connect(source, cport))
-    screen.wait_for_log((re_pass_old if expect == "old" else re_pass_new)(source, cport))
+    if expect == "permit":
+        screen.wait_for_log(rf"ALLOWLISTED {ip_port(source, cport)}")
+    else:
+        screen.wait_for_log((re_pass_old if expect == "old" else re_pass_new)(source, cport))
     screen.wait_for_log(re_disconnect(source, cport), timeout=10)
     postfix.wait_for_delivery(marker)
     postfix.wait_for_log(postfix_client_regex(source, cport))
@@ -1064,6 +1068,7 @@ class Smtpscreen:
         self.log_path = os.path.join(self.dir, "stderr.log")
         self.exe = find_smtpscreen()
         self.proc = None
+        self.terminated = False
         self.starts = 0
         s = {
             "listen.address": f"127.0.0.1:{self.port}",
@@ -1111,6 +1116,7 @@ class Smtpscreen:
                                      cwd=self.dir)
         logf.close()
         self.starts += 1
+        self.terminated = False
         if self.starts == 1:
             self.env.add_cleanup(self.kill)
             self.env.add_log(f"{self.name} log", self.log_path)
@@ -1145,13 +1151,16 @@ class Smtpscreen:
     def signal(self, sig):
         check(self.running(), f"{self.name} is not running (exit {self.proc.returncode if self.proc else None})")
         os.kill(self.proc.pid, sig)
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.terminated = True  # stop() then only waits: a second SIGTERM is not the test
 
     def stop(self, expect_rc=0, timeout=None):
         """SIGTERM, wait (shutdown grace + margin), check the exit status."""
         if not self.proc:
             return None
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self.terminated:
             os.kill(self.proc.pid, signal.SIGTERM)
+            self.terminated = True
         limit = timeout if timeout is not None else (
             duration_seconds(self.settings.get("limits.shutdown_grace", "30s")) + 10)
         try:

@@ -42,8 +42,7 @@ def main(env):
 
     # permit beats the DNSBL listing; first match wins for .32
     for ip in ("127.0.0.30", "127.0.0.32"):
-        s = harness.clean_session(dropper, pf, source=ip, expect="allowlisted", tag="permit")
-        dropper.wait_for_log(rf"ALLOWLISTED \[{ip}\]:{s.port}")
+        harness.clean_session(dropper, pf, source=ip, expect="permit", tag="permit")
 
     # reject + drop, v4 and v6
     for ip, host, port in (("127.0.0.33", "127.0.0.1", dropper.port), ("127.0.0.31", "127.0.0.1", dropper.port),

@@ -402,7 +402,7 @@ TEST_CASE("dnsbl resolver: a server that never answers fails within the timeout,
     CHECK(a.reply.error == "timeout");
     CHECK(b.reply.error == "timeout");
     CHECK(elapsed >= 500ms);   // c-ares's tries add up to about the timeout ...
-    CHECK(elapsed <= 800ms);   // ... and the resolver's own deadline caps it
+    CHECK(elapsed <= 900ms);   // ... and the resolver's own deadline caps it
     CHECK(stderr_log.count("warning: dnsbl query 2.0.0.127.zen.example failed: timeout\n") == 1);
     resolver.close();
 }
@@ -433,7 +433,7 @@ TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once"
     auto sub_other = resolver.lookup(client("192.0.2.99"), "other.example", other_zone.callback());
     CHECK(skipped.calls == 0);
     REQUIRE(loop.run_until([&] { return skipped.calls > 0; }));
-    CHECK(skipped.at - start < 100ms);
+    CHECK(skipped.at - start < 150ms);  // well inside the 200 ms timeout: never asked
     CHECK(skipped.reply.status == DnsblReply::Status::Failed);
     CHECK(skipped.reply.error == "zone skipped after repeated timeouts");
     CHECK(other_zone.calls == 0);  // other zones are still asked
