@@ -100,7 +100,10 @@ void ClientSession::on_connected(int status) {
         [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
             ClientSession* self = owner(s);
             if (self == nullptr || self->step_ == Step::Done) return;
-            if (nread > 0) self->replies_.feed(std::string_view(buf->base, static_cast<size_t>(nread)));
+            if (nread > 0) {
+                self->heard_ = true;
+                self->replies_.feed(std::string_view(buf->base, static_cast<size_t>(nread)));
+            }
             self->on_read(nread);
         });
 
@@ -327,7 +330,9 @@ void ClientSession::finish() {
         // A bot is handled when it never gets service: refused, or closed on.
         case Role::Pregreet: result_.ok = outcome_ == 0 || outcome_ >= 400; break;
         case Role::Dnsbl: result_.ok = outcome_ >= 400; break;
-        case Role::Idle: result_.ok = held_to_end_; break;
+        // A connect can complete in the kernel while the server never accepts it (listen
+        // backlog overflow with SYN cookies): only a session the server greeted was held.
+        case Role::Idle: result_.ok = held_to_end_ && heard_; break;
         }
     }
     host_.session_done(*this, result_);

@@ -86,6 +86,7 @@ private:
     uint64_t started_ns_ = 0;
     bool ending_ = false;       // run_ending() came before the idle session was holding
     bool held_to_end_ = false;  // idle: we let go (hold over, run over), not the server
+    bool heard_ = false;        // the server sent something: it accepted us, not only the kernel
     int outcome_ = 0;      // the reply that decided the session (250 after DATA, or a refusal)
     int last_code_ = 0;
     SessionResult result_;

@@ -25,6 +25,9 @@ comes first.
   --hold D                how long an idle session holds      [until the run ends]
   --slow-delay D          pause between the bytes a slow client sends [10ms]
   --threads N             event loops, each on its own thread       [1]
+  --rate N                start at most N sessions a second   [no limit]
+                            (ramps up idle holders: a burst of thousands of
+                            connects overflows the server's listen backlog)
   --json FILE             write the results as JSON ("-" for stdout)
   --quiet                 no progress line, no table
   --ROLE-sources LIST     source addresses for ROLE: IPs and CIDRs in 127.0.0.0/8
@@ -93,6 +96,12 @@ bool apply(std::string_view name, std::string_view value, Options& o) {
     if (name == "concurrency") return positive(o.concurrency, 1000000);
     if (name == "sessions") return positive(o.sessions, int64_t{1} << 40);
     if (name == "threads") return positive(o.threads, 64);
+    if (name == "rate") {
+        int r = 0;
+        if (!positive(r, 10000000)) return false;
+        o.rate = r;
+        return true;
+    }
     if (name == "duration") return duration(o.duration);
     if (name == "timeout") return duration(o.timeout);
     if (name == "slow-delay") return duration(o.slow_delay);

@@ -27,6 +27,7 @@ struct Options {
     std::optional<Millis> hold;  // idle role: unset holds until the run ends
     Millis slow_delay{10};
     int threads = 1;
+    double rate = 0;  // sessions started per second at most; 0: as fast as slots free up
     std::string json_path;
     bool quiet = false;
     std::array<std::string, kRoleCount> source_specs;

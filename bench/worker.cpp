@@ -1,5 +1,7 @@
 #include "bench/worker.h"
 
+#include <algorithm>
+
 namespace smtpload {
 namespace {
 
@@ -18,13 +20,18 @@ Worker::Worker(int index, int count, const Options& options, std::string_view me
       deadline_(run_start + options.duration),
       hard_deadline_(run_start + options.duration + options.timeout + kHardDeadlineSlack),
       mix_(options.mix),
-      sources_(options.sources) {
+      sources_(options.sources),
+      rate_(options.rate / count),
+      tokens_at_(run_start) {
     uv_loop_init(&loop_);
     int share = options.concurrency / count + (index < options.concurrency % count ? 1 : 0);
     slots_.resize(static_cast<size_t>(share));
     for (SourcePool& pool : sources_) pool.spread(static_cast<uint64_t>(index), static_cast<uint64_t>(count));
     tick_ = smtpscreen::UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     refill_ = smtpscreen::UvHandle<uv_idle_t>([this](uv_idle_t* i) { return uv_idle_init(&loop_, i); }, this);
+    if (rate_ > 0) {
+        ramp_ = smtpscreen::UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
+    }
 }
 
 Worker::~Worker() {
@@ -34,6 +41,7 @@ Worker::~Worker() {
     finished_.clear();
     tick_.close();
     refill_.close();
+    ramp_.close();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
 }
@@ -62,6 +70,7 @@ void Worker::refill() {
             end_run();
             break;
         }
+        if (!take_token()) break;  // ramp_ calls again when the next token is due
         if (!progress_.take_session()) {
             starting_ = false;  // idle holders still hold until the run's end
             break;
@@ -71,6 +80,29 @@ void Worker::refill() {
     }
     if (refill_) uv_idle_stop(refill_.get());
     maybe_shut_down();
+}
+
+bool Worker::take_token() {
+    if (rate_ <= 0) return true;
+    Clock::time_point now = Clock::now();
+    // A bucket of 10 ms worth of starts (at least one): smooth, yet not a timer per session.
+    double burst = std::max(1.0, rate_ / 100.0);
+    tokens_ = std::min(burst, tokens_ + std::chrono::duration<double>(now - tokens_at_).count() * rate_);
+    tokens_at_ = now;
+    if (tokens_ >= 1) {
+        tokens_ -= 1;
+        return true;
+    }
+    auto wait_ms = static_cast<uint64_t>((1 - tokens_) / rate_ * 1000.0) + 1;
+    if (ramp_ && !uv_is_active(ramp_.handle())) {
+        uv_timer_start(
+            ramp_.get(),
+            [](uv_timer_t* t) {
+                if (auto* self = static_cast<Worker*>(t->data)) self->schedule_refill();
+            },
+            wait_ms, 0);
+    }
+    return false;
 }
 
 void Worker::on_tick() {
@@ -106,6 +138,7 @@ void Worker::maybe_shut_down() {
     shut_down_ = true;
     tick_.close();
     refill_.close();  // nothing left holds the loop: uv_run returns
+    ramp_.close();
 }
 
 double Worker::since_start_s() const {

@@ -43,6 +43,7 @@ public:
 
 private:
     void refill();
+    bool take_token();       // --rate: may one more session start now?
     void schedule_refill();  // refill() on the loop's next turn
     void on_tick();
     void end_run();  // the duration is over or the user asked to stop
@@ -70,6 +71,12 @@ private:
     std::array<char, 64 * 1024> read_buffer_{};  // one read at a time per loop: shared
     smtpscreen::UvHandle<uv_timer_t> tick_;
     smtpscreen::UvHandle<uv_idle_t> refill_;
+    // --rate: a token bucket of session starts, and the timer that wakes refill() when
+    // the next token is due.
+    const double rate_;
+    double tokens_ = 0;
+    Clock::time_point tokens_at_;
+    smtpscreen::UvHandle<uv_timer_t> ramp_;
 };
 
 }  // namespace smtpload

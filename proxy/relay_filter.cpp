@@ -22,6 +22,27 @@ constexpr std::string_view kBlockedCommand = "XSMTPSCREEN-BLOCKED\r\n";
 // with "X" are local extensions, which clients ignore.
 constexpr std::string_view kEhloFiller = " XSMTPSCREEN\r\n";
 
+// The line end that a bare LF or bare CR becomes in Normalize mode, and the same after a
+// lone "." at a real line start: the extra dot stuffs it, so it is never an end of data.
+constexpr std::string_view kCrLf = "\r\n";
+constexpr std::string_view kStuffedDotCrLf = ".\r\n";
+
+// What the filter answers a refused message at the client's real end of data (SPEC §4),
+// and the 421 that closes the session: the backend is mid-DATA and can only be abandoned.
+std::string_view refusal_replies(RelayFilter::Refusal why) {
+    switch (why) {
+    case RelayFilter::Refusal::BareLf:
+        return "550 5.5.2 Message contains bare <LF>\r\n421 4.7.0 Connection closed after bare <LF>\r\n";
+    case RelayFilter::Refusal::BareCr:
+        return "550 5.5.2 Message contains bare <CR>\r\n421 4.7.0 Connection closed after bare <CR>\r\n";
+    case RelayFilter::Refusal::LongLine:
+        return "550 5.5.2 Message line too long\r\n421 4.7.0 Connection closed after message line too long\r\n";
+    case RelayFilter::Refusal::None:
+        break;
+    }
+    return {};
+}
+
 bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
                return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
@@ -57,12 +78,14 @@ bool is_final_line(std::string_view head) { return head.size() < 4 || head[3] !=
 
 RelayFilter::RelayFilter(Options options) : options_(options) {
     options_.max_line = std::max(options_.max_line, kMinLine);
+    // The text of a line, without its CRLF; at least 1 so that the "." line fits.
+    text_limit_ = options_.max_text_line == 0 ? SIZE_MAX : std::max<size_t>(options_.max_text_line, 3) - 2;
 }
 
 // ---------------------------------------------------------------------------------
 // Client -> backend
 
-void RelayFilter::from_client(std::string_view in, std::string& to_backend) {
+void RelayFilter::from_client(std::string_view in, std::string& to_backend, std::string& to_client) {
     while (!in.empty()) {
         switch (phase_) {
         case Phase::Transparent:
@@ -71,17 +94,24 @@ void RelayFilter::from_client(std::string_view in, std::string& to_backend) {
         case Phase::Held:
             held_.append(in);
             return;
+        case Phase::Refused:
+            return;
         case Phase::Data: {
-            std::optional<size_t> end = end_of_data(in);
-            size_t take = end.value_or(in.size());
-            to_backend.append(in.substr(0, take));
-            in.remove_prefix(take);
-            if (end) {
-                // The final "." is a command of its own as far as replies go: the backend
-                // answers it with the message's fate (RFC 5321 §4.1.1.4).
-                phase_ = Phase::Command;
-                awaiting_.push_back(Awaits::Other);
+            std::optional<size_t> end = refusal_ == Refusal::None ? data_bytes(in, to_backend) : end_of_data(in);
+            if (!end) return;
+            in.remove_prefix(*end);
+            if (refusal_ != Refusal::None) {
+                // No reply from the backend is owed: the client had to wait for the 354,
+                // which answered its last command. Whatever it sent after its end of data
+                // is never read (abandon_backend()).
+                phase_ = Phase::Refused;
+                to_client.append(refusal_replies(refusal_));
+                return;
             }
+            // The final "." is a command of its own as far as replies go: the backend
+            // answers it with the message's fate (RFC 5321 §4.1.1.4).
+            phase_ = Phase::Command;
+            awaiting_.push_back(Awaits::Other);
             break;
         }
         case Phase::Command:
@@ -194,10 +224,158 @@ RelayFilter::Verb RelayFilter::classify(std::string_view line) const {
     return Verb::Other;
 }
 
-// Extension point for SMTP smuggling (SPEC §4): this is the only place that decides
-// where message content ends. It accepts exactly <CR><LF>.<CR><LF> (the data phase
-// starts at a line start, so a first line of "." ends it too); the bare-LF rules will
-// go here. Returns the offset just past the end of data, if `in` contains it.
+void RelayFilter::begin_data() {
+    phase_ = Phase::Data;
+    data_scan_ = DataScan::LineStart;
+    refusal_ = Refusal::None;
+    pending_cr_ = false;
+    line_start_ = true;
+    bare_start_ = false;
+    dot_line_ = false;
+    text_line_ = 0;
+}
+
+// Message content (SPEC §4, SMTP smuggling). Forwards `in` to the backend as CRLF text in
+// which only the client's own <CR><LF>.<CR><LF> is an end of data, and returns the offset
+// just past that end if `in` contains it. Runs of ordinary text go out in one append.
+std::optional<size_t> RelayFilter::data_bytes(std::string_view in, std::string& to_backend) {
+    const size_t n = in.size();
+    const bool normalize = options_.bare_lf == BareLf::Normalize;
+    size_t i = 0;
+    size_t run = 0;   // start of the input octets that go out unchanged and are not appended yet
+    auto flush = [&](size_t upto) {
+        to_backend.append(in.substr(run, upto - run));
+        run = upto;
+    };
+    // The message is refused at in[at]: what went before goes out, nothing after it does,
+    // and the rest only matters for where the client's end of data is.
+    auto refused = [&](Refusal why, size_t at) -> std::optional<size_t> {
+        flush(at);
+        refuse(why);
+        std::optional<size_t> end = end_of_data(in.substr(at));
+        return end ? std::optional<size_t>(at + *end) : std::nullopt;
+    };
+    // A bare LF or bare CR (Normalize): CRLF to the backend, and the next line is no line
+    // start for the client.
+    auto bare_line_end = [&](size_t at, size_t resume) {
+        flush(at);
+        to_backend.append(dot_line_ ? kStuffedDotCrLf : kCrLf);
+        run = i = resume;
+        new_line(true);
+    };
+
+    if (pending_cr_) {
+        // The CR that ended the previous input.
+        if (in[0] == '\n') {
+            pending_cr_ = false;
+            to_backend.append(kCrLf);
+            run = i = 1;
+            if (dot_line_) return 1;
+            new_line(false);
+        } else if (!normalize) {
+            return refused(Refusal::BareCr, 0);
+        } else {
+            pending_cr_ = false;
+            bare_line_end(0, 0);
+        }
+    }
+
+    auto next_of = [&](char c, size_t from) {
+        size_t at = in.find(c, from);
+        return at == std::string_view::npos ? n : at;
+    };
+    size_t next_cr = next_of('\r', i);
+    size_t next_lf = next_of('\n', i);
+
+    while (i < n) {
+        char c = in[i];
+        if (c == '\r') {
+            if (i + 1 == n) {
+                // A CR goes out only with what follows it: a CRLF, or (Normalize) the CRLF
+                // a bare CR becomes.
+                flush(i);
+                run = n;
+                pending_cr_ = true;
+                return std::nullopt;
+            }
+            if (in[i + 1] == '\n') {
+                i += 2;
+                if (dot_line_) {   // <CR><LF>.<CR><LF>: the client's end of data
+                    flush(i);
+                    return i;
+                }
+                new_line(false);
+                continue;
+            }
+            if (!normalize) return refused(Refusal::BareCr, i);
+            bare_line_end(i, i + 1);
+            continue;
+        }
+        if (c == '\n') {
+            if (!normalize) return refused(Refusal::BareLf, i);
+            bare_line_end(i, i + 1);
+            continue;
+        }
+        if (line_start_ && c == '.') {
+            if (bare_start_) {
+                // Not a line start for the client, so a literal dot; the backend would take
+                // it for dot-stuffing, or for the end of data: stuff it.
+                flush(i);
+                to_backend.push_back('.');
+            } else {
+                dot_line_ = true;   // the client's own stuffing, or its end of data
+            }
+            line_start_ = false;
+            text_line_ = 1;
+            ++i;
+            continue;
+        }
+        // Ordinary text up to the next CR or LF.
+        if (next_cr < i) next_cr = next_of('\r', i);
+        if (next_lf < i) next_lf = next_of('\n', i);
+        size_t stop = std::min(next_cr, next_lf);
+        size_t room = text_limit_ - text_line_;
+        if (stop - i > room) {
+            line_start_ = false;
+            if (room > 0) dot_line_ = false;
+            text_line_ = text_limit_;
+            return refused(Refusal::LongLine, i + room);
+        }
+        line_start_ = false;
+        dot_line_ = false;
+        text_line_ += stop - i;
+        i = stop;
+    }
+    flush(n);
+    return std::nullopt;
+}
+
+void RelayFilter::new_line(bool bare) {
+    line_start_ = true;
+    bare_start_ = bare;
+    dot_line_ = false;
+    text_line_ = 0;
+}
+
+// From the octet where the message is refused, end_of_data() follows the client's view
+// of the stream; it starts from where the data phase's own state says the client is.
+void RelayFilter::refuse(Refusal why) {
+    refusal_ = why;
+    if (pending_cr_)
+        data_scan_ = dot_line_ ? DataScan::DotCr : DataScan::Cr;
+    else if (dot_line_)
+        data_scan_ = DataScan::Dot;
+    else if (line_start_ && !bare_start_)
+        data_scan_ = DataScan::LineStart;
+    else
+        data_scan_ = DataScan::InLine;
+    pending_cr_ = false;
+}
+
+// The client's own view of where message content ends: exactly <CR><LF>.<CR><LF> (the data
+// phase starts at a line start, so a first line of "." ends it too); a bare LF or bare CR
+// ends no line. Used once a message is refused. Returns the offset just past the end of
+// data, if `in` contains it.
 std::optional<size_t> RelayFilter::end_of_data(std::string_view in) {
     for (size_t i = 0; i < in.size(); ++i) {
         char c = in[i];
@@ -226,10 +404,10 @@ std::optional<size_t> RelayFilter::end_of_data(std::string_view in) {
     return std::nullopt;
 }
 
-void RelayFilter::release_held(std::string& to_backend) {
+void RelayFilter::release_held(std::string& to_backend, std::string& to_client) {
     std::string held;
     held.swap(held_);
-    from_client(held, to_backend);
+    from_client(held, to_backend, to_client);
 }
 
 // ---------------------------------------------------------------------------------
@@ -237,6 +415,8 @@ void RelayFilter::release_held(std::string& to_backend) {
 
 void RelayFilter::from_backend(std::string_view in, std::string& to_client, std::string& to_backend) {
     while (!in.empty()) {
+        // A refused message leaves nothing the backend says owed to the client.
+        if (phase_ == Phase::Refused) return;
         if (phase_ == Phase::Transparent) {
             to_client.append(in);
             return;
@@ -259,7 +439,7 @@ void RelayFilter::from_backend(std::string_view in, std::string& to_client, std:
         if (line_ends) {
             std::string code = reply_head_.substr(0, 3);
             reply_head_.clear();
-            if (final) reply_complete(code, to_backend);
+            if (final) reply_complete(code, to_client, to_backend);
         }
     }
 }
@@ -273,20 +453,18 @@ void RelayFilter::start_reply() {
     reply_awaits_ = reply_counted_ ? awaiting_.front() : Awaits::Other;
 }
 
-void RelayFilter::reply_complete(std::string_view code, std::string& to_backend) {
+void RelayFilter::reply_complete(std::string_view code, std::string& to_client, std::string& to_backend) {
     Awaits awaits = reply_awaits_;
     if (reply_counted_) awaiting_.pop_front();
     in_reply_ = false;
     ehlo_first_line_ = true;
 
     if (awaits == Awaits::Data) {
-        if (code == "354") {
-            phase_ = Phase::Data;
-            data_scan_ = DataScan::LineStart;
-        } else {
+        if (code == "354")
+            begin_data();
+        else
             phase_ = Phase::Command;
-        }
-        release_held(to_backend);
+        release_held(to_backend, to_client);
     } else if (awaits == Awaits::StartTls) {
         if (code == "220") {
             // RFC 3207 §4.2 / CVE-2011-0411: bytes sent after STARTTLS and before the
@@ -296,7 +474,7 @@ void RelayFilter::reply_complete(std::string_view code, std::string& to_backend)
             held_.clear();
         } else {
             phase_ = Phase::Command;
-            release_held(to_backend);
+            release_held(to_backend, to_client);
         }
     }
 }

@@ -14,12 +14,33 @@
 // backend and, once it answers 220, everything is encrypted end to end and this filter
 // can no longer see (or block) an XCLIENT inside the TLS stream. With backend.handoff =
 // xclient (or none) the caller must therefore set strip_starttls = true.
+//
+// SMTP smuggling (SPEC §4; SEC Consult 2023; Postfix smtpd_forbid_bare_newline): in the
+// data phase the client's end of data is only <CR><LF>.<CR><LF> (the start of the data
+// phase counts as a line start). A backend that also took a bare LF or a bare CR (a CR
+// not followed by LF) as a line end would see an end of data, and a second, smuggled
+// message or command after it, where the client's message goes on. So no bare LF or
+// bare CR ever reaches the backend in the data phase:
+//   - BareLf::Reject (default): the first bare LF or bare CR refuses the message; nothing
+//     more of it goes to the backend (what went before it is plain CRLF text without an
+//     end of data), and at the client's real end of data the filter answers the client
+//     itself (550, then 421) and abandon_backend() turns true. See abandon_backend() for
+//     what the caller must then do.
+//   - BareLf::Normalize: each bare LF and each bare CR goes to the backend as CRLF. A "."
+//     line is the end of data only when the client sent <CR><LF>.<CR><LF>; a line that
+//     begins with "." after a bare line end is dot-stuffed ("..") on the way, and so is a
+//     "." line that a bare line end closes, so normalizing never creates an end of data.
+// Either way a text line over max_text_line octets (RFC 5321 §4.5.3.1.6) refuses the
+// message as in Reject. The data phase is streamed: besides a held trailing CR the filter
+// keeps only a few state variables, whatever the message size.
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "core/config.h"   // BareLf
 
 namespace smtpscreen {
 
@@ -29,14 +50,31 @@ public:
         bool strip_starttls = false;   // remove STARTTLS from EHLO replies and block the client's STARTTLS
         size_t max_line = 4096;        // longest command/reply line kept whole; longer lines are still
                                        // forwarded (values below 64 are raised to 64)
+        BareLf bare_lf = BareLf::Reject;   // smuggling.bare_lf (SPEC §5); see above
+        size_t max_text_line = 1000;       // longest message line in octets, CRLF included
+                                           // (RFC 5321 §4.5.3.1.6); 0 = no limit
     };
+
+    // Why the filter refused a message itself (abandon_backend()).
+    enum class Refusal : uint8_t { None, BareLf, BareCr, LongLine };
 
     explicit RelayFilter(Options options);
 
-    // Client -> backend bytes. Appends what to forward to `to_backend`.
-    void from_client(std::string_view in, std::string& to_backend);
+    // Client -> backend bytes. Appends what to forward to `to_backend`, and what the filter
+    // answers the client itself (only the refusal of a message, see abandon_backend()) to
+    // `to_client`.
+    void from_client(std::string_view in, std::string& to_backend, std::string& to_client);
+    // Transitional: the same without the refusal replies, which are lost; a caller using
+    // it leaves a refused client waiting for an answer. Use the three-argument form.
+    [[deprecated("use from_client(in, to_backend, to_client): refusal replies are lost")]]
+    void from_client(std::string_view in, std::string& to_backend) {
+        std::string lost;
+        from_client(in, to_backend, lost);
+    }
     // Backend -> client bytes. Appends to `to_client`; bytes of the client that were held
-    // (see client_held) and are now released are appended to `to_backend`.
+    // (see client_held) and are now released are appended to `to_backend` (and, if they
+    // end a refused message, the filter's own replies to `to_client`, after the backend's
+    // 354 that released them).
     void from_backend(std::string_view in, std::string& to_client, std::string& to_backend);
 
     // True while a forwarded DATA (or STARTTLS) awaits the backend's reply: the caller should
@@ -49,10 +87,30 @@ public:
     bool transparent() const { return phase_ == Phase::Transparent; }
     // Client bytes kept inside the filter and not yet forwarded: the held bytes plus an
     // unfinished command line (at most max_line).
-    size_t held_bytes() const { return held_.size() + line_.size(); }
+    // unfinished command line (at most max_line), plus a CR held in the data phase until
+    // the next octet shows whether it is part of a CRLF.
+    size_t held_bytes() const { return held_.size() + line_.size() + (pending_cr_ ? 1 : 0); }
+
+    // True once the filter refused a message (see Refusal) and reached the client's real end
+    // of data: it has appended to `to_client`
+    //     550 5.5.2 Message contains bare <LF>            (or bare <CR>, or "Message line too long")
+    //     421 4.7.0 Connection closed after bare <LF>     (same reason)
+    // and the backend holds a half-sent message that must never be delivered. The caller,
+    // right after the from_client/from_backend call that made it true, must:
+    //   1. write that call's `to_client` to the client (its `to_backend` may be dropped);
+    //   2. close the backend connection at once (Connection::close()), never sending it
+    //      anything more: without an end of data the backend discards the message (Postfix:
+    //      "lost connection after DATA");
+    //   3. close the client after the flush (Connection::close_after_flush()) and end the
+    //      session. Nothing the client pipelined after its end of data is read.
+    // From then on the filter forwards nothing either way and answers nothing.
+    // While a refused message is still arriving, abandon_backend() is false and nothing of
+    // the message goes to the backend; refusal() already tells why.
+    bool abandon_backend() const { return phase_ == Phase::Refused; }
+    Refusal refusal() const { return refusal_; }
 
 private:
-    enum class Phase : uint8_t { Command, Held, Data, Transparent };
+    enum class Phase : uint8_t { Command, Held, Data, Transparent, Refused };
     // What a forwarded command needs from its reply.
     enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls };
     enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Blocked };
@@ -62,12 +120,16 @@ private:
 
     // Client side.
     size_t command_bytes(std::string_view in, std::string& to_backend);
+    std::optional<size_t> data_bytes(std::string_view in, std::string& to_backend);
+    void refuse(Refusal why);
+    void new_line(bool bare);
+    void begin_data();
     void begin_long_command(std::string& to_backend);
     Awaits forward_command(std::string_view line, std::string& to_backend) const;
     void command_forwarded(Awaits awaits);
     Verb classify(std::string_view line) const;
     std::optional<size_t> end_of_data(std::string_view in);
-    void release_held(std::string& to_backend);
+    void release_held(std::string& to_backend, std::string& to_client);
 
     // Backend side.
     void start_reply();
@@ -76,9 +138,10 @@ private:
     void begin_long_ehlo_line(std::string& to_client);
     void close_stripped_ehlo_reply(std::string& to_client);
     bool strip_ehlo_line(std::string_view line) const;
-    void reply_complete(std::string_view code, std::string& to_backend);
+    void reply_complete(std::string_view code, std::string& to_client, std::string& to_backend);
 
     Options options_;
+    size_t text_limit_;                          // longest line without its CRLF
     Phase phase_ = Phase::Command;
 
     // Client side state.
@@ -86,7 +149,16 @@ private:
     LongLine long_command_ = LongLine::None;
     Awaits long_command_awaits_ = Awaits::Other;
     std::string held_;                           // client bytes behind a DATA/STARTTLS
+    // Data phase. data_scan_ follows the client's own view of the stream (only CRLF ends a
+    // line) and finds its real end of data once a message is refused; until then the
+    // fields below follow the backend's view of what we forward.
     DataScan data_scan_ = DataScan::LineStart;
+    Refusal refusal_ = Refusal::None;
+    bool pending_cr_ = false;                    // a CR at the end of the last input, not yet sent
+    bool line_start_ = true;                     // nothing of the current line seen yet
+    bool bare_start_ = false;                    // the current line follows a bare line end (Normalize)
+    bool dot_line_ = false;                      // the line so far is the client's lone "." at a real line start
+    size_t text_line_ = 0;                       // octets of the current line so far
     // One entry per command line forwarded and not yet answered, in order (RFC 2920: the
     // backend answers a pipelined group in order). AUTH keeps the count too: each 334
     // challenge answers one line and each client response line gets one reply. Bounded

@@ -7,9 +7,10 @@
 // sessions in progress keep the old certificate after a reload while new ones get the new.
 //
 // Threads: with this mbedTLS build (MBEDTLS_THREADING_C, pthread), everything a handshake
-// touches after load() is either read-only (ssl_config, certificates) or locks its own
-// mutex (ctr_drbg_random, entropy, the ticket keys, the RSA blinding values), so ONE
-// context may be shared by all worker threads. That is also what makes session
+// touches after load() is either read-only (ssl_config, certificates; ECDSA signing works
+// on a copy of the key) or locks its own mutex (ctr_drbg_random, entropy, the ticket
+// keys, the RSA blinding values), so ONE context may be shared by all worker threads
+// (test_tls.cpp runs handshakes on four threads over one context). That is also what makes session
 // resumption work with process.threads > 1: SO_REUSEPORT sends a returning client to any
 // thread, and only a shared ticket key can open its ticket. kShareableAcrossThreads says
 // whether the build allows it; when false, make one context per worker thread.
@@ -56,8 +57,9 @@ public:
     // file"); key_file: PEM RSA or ECDSA key, PKCS#1/SEC1/PKCS#8, unencrypted (it may be
     // the same file as cert_file). ciphers: comma list of mbedTLS suite names, empty for
     // kDefaultTlsCiphers. Checks that the key matches the first certificate and that at
-    // least one suite can use that key type. Returns nullptr and sets *error to
-    // "<file>: what is wrong (what to do)" on failure.
+    // least one suite can use that key type. Returns nullptr and sets *error on failure:
+    // "tls.cert FILE: what is wrong (what to do)", "tls.key FILE: ...", "tls.ciphers: ...".
+    // Reads both files on every call: on SIGHUP they must be readable by process.user.
     static std::shared_ptr<TlsServerContext> load(const std::string& cert_file, const std::string& key_file,
                                                   const std::string& ciphers, std::string* error);
     ~TlsServerContext();
@@ -87,7 +89,8 @@ public:
     // ca_file empty: encrypt without verifying the backend's certificate (Postfix's
     // "may": the backend is usually on loopback). ca_file set: PEM CA certificate(s); the
     // backend's chain must verify against them (MBEDTLS_SSL_VERIFY_REQUIRED) or the
-    // handshake fails. ciphers as for the server; empty for the default.
+    // handshake fails. ciphers as for the server; empty for the default. Errors start
+    // with "backend.tls_ca FILE: ".
     static std::shared_ptr<TlsClientContext> load(const std::string& ca_file, const std::string& ciphers,
                                                   std::string* error);
     ~TlsClientContext();

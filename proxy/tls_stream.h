@@ -23,10 +23,14 @@
 // "220 Ready to start TLS" reply was queued. Likewise on the backend leg: anything the
 // backend sent after its 220 to STARTTLS is discarded before the first feed.
 //
-// Memory: mbedTLS 2.28 (no MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates one input and one
-// output record buffer of ~16.7 KiB each in mbedtls_ssl_setup, plus the handshake state
-// while handshaking. The stream's own ciphertext-in buffer is bounded by
-// kMaxCiphertextIn; ciphertext-out holds what the caller has not taken yet.
+// Memory: mbedTLS 2.28 (built without MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates one
+// input and one output record buffer of ~16.7 KiB each in mbedtls_ssl_setup, whatever the
+// traffic. Measured with mallinfo2 over 100 sessions: 37 KiB per server stream from
+// creation, about 4 KiB more while handshaking (the handshake state, freed at Done),
+// 36 KiB once established; a client stream 38-39 KiB (it keeps the peer certificate).
+// A context costs ~50 KiB once. On top of that: the stream's own ciphertext-in buffer,
+// bounded by kMaxCiphertextIn and empty between reads when the caller follows the
+// pattern above, and ciphertext-out, which holds only what the caller has not taken.
 //
 // Not thread-safe; one stream belongs to one loop thread. Not movable: mbedTLS keeps a
 // pointer to it for the BIO callbacks; hold it in a std::unique_ptr.
@@ -43,6 +47,7 @@
 namespace smtpscreen {
 
 // A saved TLS session (the backend leg keeps the last one to resume with its ticket).
+// Not synchronized: keep one per worker thread; several streams may read the same one.
 class TlsSession {
 public:
     TlsSession();
@@ -71,7 +76,8 @@ public:
     static std::unique_ptr<TlsStream> server(std::shared_ptr<const TlsServerContext> context, std::string* error);
     // Client side (we did STARTTLS with the backend). server_name: when not empty, sent
     // as SNI and, if the context verifies, matched against the certificate's names;
-    // empty: the chain alone is verified. resume: a session saved by save_session() from
+    // empty: the chain alone is verified. Give a DNS name, never an IP literal (mbedTLS
+    // 2.28 matches no IP addresses, so verification would fail). resume: a session saved by save_session() from
     // an earlier stream of the same context, offered for resumption (may be nullptr).
     static std::unique_ptr<TlsStream> client(std::shared_ptr<const TlsClientContext> context,
                                              const std::string& server_name, const TlsSession* resume,

@@ -146,6 +146,16 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def have_ipv6_loopback():
+    """True when ::1 can be bound (some containers have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_udp_tcp_port(host="127.0.0.1"):
     """A port free for both UDP and TCP (for a DNS server)."""
     for _ in range(50):
@@ -221,7 +231,7 @@ def connect_refused(port, host="127.0.0.1", timeout=2):
 def find_smtpscreen():
     exe = os.environ.get("SMTPSCREEN")
     if exe:
-        return exe
+        return os.path.abspath(exe)
     root = os.path.dirname(os.path.dirname(HERE))
     for build in ("build", "build-it", "build-asan"):
         candidate = os.path.join(root, build, "smtpscreen")
@@ -1299,6 +1309,7 @@ class Env:
         self._cleanups = []
         self._logs = []
         self._postfixes = []
+        self._screens = []
 
     def add_cleanup(self, fn):
         self._cleanups.append(fn)
@@ -1319,7 +1330,19 @@ class Env:
 
     def smtpscreen(self, start=True, **kw):
         s = Smtpscreen(self, **kw)
+        self._screens.append(s)
         return s.start() if start else s
+
+    def final_checks(self):
+        """After a passing scenario: every smtpscreen still running stops cleanly on
+        SIGTERM (exit 0), and no log holds a sanitizer report (build-asan)."""
+        for s in self._screens:
+            if s.running():
+                s.stop()
+            m = re.search(SANITIZER_REPORT, s.log_text(), re.M)
+            if m:
+                raise Failure(f"{s.name}: sanitizer report in its log: {m.group(0)!r}; log:\n"
+                              f"{_tail(s.log_text(), 60)}")
 
     def fake_backend(self, mode="smtp", **kw):
         b = FakeBackend(mode, **kw)
@@ -1339,6 +1362,10 @@ class Env:
                 fn()
             except Exception as e:  # keep cleaning up
                 print(f"cleanup error: {e!r}")
+
+
+SANITIZER_REPORT = (r"ERROR: AddressSanitizer.*|ERROR: LeakSanitizer.*|runtime error: .*"
+                    r"|SUMMARY: (Address|Undefined|Leak)Sanitizer.*")
 
 
 class _Watchdog(Exception):
@@ -1367,6 +1394,7 @@ def run(main, timeout=120):
         env = Env(name)
         log(f"{name}: temp dir {env.dir}")
         main(env)
+        env.final_checks()
         rc = 0
         print(f"PASS {name} ({time.monotonic() - started:.1f}s)")
     except Skip as e:

@@ -22,6 +22,8 @@ def expect_421(screen, source, within, what, backend=None):
           f"{what}: expected '421 4.3.2 Service temporarily unavailable', got {reply.text!r}")
     check(c.elapsed() <= within, f"{what}: the 421 came after {c.elapsed():.2f}s (expected within {within}s)")
     c.check_closed(3, f"{what}: after 421")
+    screen.wait_for_log(harness.re_connect(source, port))
+    screen.wait_for_log(harness.re_pass_new(source, port))
     screen.wait_for_log(harness.re_disconnect(source, port) + r".*backend-unavailable")
     return port
 

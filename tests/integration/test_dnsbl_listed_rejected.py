@@ -53,6 +53,7 @@ def main(env):
         c.check_closed(5, "after QUIT")
         # The verdict may be acted on as soon as the score reaches the threshold (SPEC §2
         # step 5), so the logged rank may be the sum of the answers in by then.
+        enforce.wait_for_log(harness.re_connect(ip, port))
         enforce.wait_for_log(harness.re_dnsbl_rank(ip, rank, port))
         enforce.wait_for_log(harness.re_noqueue(ip, re.escape(
             f"{reply}; from=<bot@example.org>, to=<user@example.test>, proto=ESMTP, helo=<bot.example>"), port))
@@ -69,6 +70,7 @@ def main(env):
           f"drop: 521 came after {c.elapsed():.2f}s; a listed client is dropped as soon as the verdict is "
           f"final, not after greet.wait ({GREET_WAIT}s)")
     c.check_closed(3, "drop after 521")
+    drop.wait_for_log(harness.re_connect("127.0.0.10", port))
     drop.wait_for_log(harness.re_dnsbl_rank("127.0.0.10", 1, port))
     drop.wait_for_log(harness.re_disconnect("127.0.0.10", port))
 

@@ -9,7 +9,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
+
 def main(env):
+    if not harness.have_ipv6_loopback():
+        raise harness.Skip("this machine has no IPv6 loopback (::1)")
     pf = env.postfix(xclient_hosts="127.0.0.1/32")
     dns = env.rbldnsd()
     for handoff, backend_port in (("proxy-v2", pf.proxy_port), ("xclient", pf.xclient_port)):

@@ -29,6 +29,7 @@ def main(env):
     first = c.read_line(timeout=2)
     check(first.startswith("220-"), f"first banner line: expected '220-', got {first!r}")
     c.send("EHLO bot.example\r\n")           # before the greet wait ends
+    enforce.wait_for_log(harness.re_connect("127.0.0.9", port, to=("127.0.0.1", enforce.port)))
     enforce.wait_for_log(harness.re_pregreet("127.0.0.9", port) + r"EHLO bot\.example")
     greeting = c.read_reply(timeout=5)
     check(greeting.code == 220, f"enforce: the greeting must still end with 220, got {greeting.text!r}")
@@ -75,6 +76,7 @@ def main(env):
     check(reply.code == 521 and reply.final.startswith("521 5.5.1 Protocol error"),
           f"drop: expected '521 5.5.1 Protocol error', got {reply.text!r}")
     c.check_closed(3, "drop after 521")
+    drop.wait_for_log(harness.re_connect("127.0.0.12", port))
     drop.wait_for_log(harness.re_pregreet("127.0.0.12", port) + r"HELO bot\.example")
     drop.wait_for_log(harness.re_disconnect("127.0.0.12", port))
 

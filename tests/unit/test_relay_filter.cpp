@@ -17,16 +17,23 @@ constexpr std::string_view kBlocked = "XSMTPSCREEN-BLOCKED\r\n";
 struct Relay {
     explicit Relay(RelayFilter::Options options = {}) : filter(options) {}
 
-    // Client bytes in one call; returns what this call forwarded to the backend.
+    // Client bytes in one call; returns what this call forwarded to the backend, and
+    // collects what the filter answered the client itself in `replies`.
     std::string client(std::string_view bytes) {
         std::string out;
-        filter.from_client(bytes, out);
+        filter.from_client(bytes, out, replies);
         return out;
     }
     // Client bytes one octet per call.
     std::string client_drip(std::string_view bytes) {
         std::string out;
-        for (char c : bytes) filter.from_client(std::string_view(&c, 1), out);
+        for (char c : bytes) filter.from_client(std::string_view(&c, 1), out, replies);
+        return out;
+    }
+    // Client bytes in pieces of `piece` octets.
+    std::string client_pieces(std::string_view bytes, size_t piece) {
+        std::string out;
+        for (size_t at = 0; at < bytes.size(); at += piece) filter.from_client(bytes.substr(at, piece), out, replies);
         return out;
     }
     // Backend bytes in one call; returns what went to the client, and collects the
@@ -42,9 +49,11 @@ struct Relay {
         return out;
     }
     std::string take_released() { return std::exchange(released, {}); }
+    std::string take_replies() { return std::exchange(replies, {}); }
 
     RelayFilter filter;
     std::string released;
+    std::string replies;
 };
 
 RelayFilter::Options strip_tls() {
@@ -334,8 +343,6 @@ TEST_CASE("relay ends data at a first line of a single dot") {
 }
 
 TEST_CASE("relay does not end data at look-alikes of the end of data") {
-    Relay relay;
-    enter_data(relay);
     const std::string content =
         "a\r\n..\r\n"         // dot-stuffed line
         "b\r\n. \r\n"         // dot and space
@@ -344,8 +351,26 @@ TEST_CASE("relay does not end data at look-alikes of the end of data") {
         "e\n.\r\n"            // bare LF before the dot
         "f\r.\r\n"            // bare CR before the dot
         "XCLIENT ADDR=127.0.0.1\r\n";
-    CHECK(relay.client(content) == content);
-    CHECK(relay.client("\r\n.\r\nXCLIENT ADDR=127.0.0.1\r\n") == "\r\n.\r\n" + std::string(kBlocked));
+    SUBCASE("normalize: bare line ends become CRLF and the dot lines they make are stuffed") {
+        RelayFilter::Options options;
+        options.bare_lf = BareLf::Normalize;
+        Relay relay(options);
+        enter_data(relay);
+        CHECK(relay.client(content) ==
+              "a\r\n..\r\nb\r\n. \r\nc\r\n..\r\nd\r\n..\r\ne\r\n..\r\nf\r\n..\r\nXCLIENT ADDR=127.0.0.1\r\n");
+        CHECK(relay.client("\r\n.\r\nXCLIENT ADDR=127.0.0.1\r\n") == "\r\n.\r\n" + std::string(kBlocked));
+        CHECK(relay.replies.empty());
+    }
+    SUBCASE("reject: nothing from the first bare LF on, the real end of data is still found") {
+        Relay relay;
+        enter_data(relay);
+        CHECK(relay.client(content) == "a\r\n..\r\nb\r\n. \r\nc");
+        CHECK_FALSE(relay.filter.abandon_backend());
+        CHECK(relay.client("\r\n.\r\nXCLIENT ADDR=127.0.0.1\r\n") == "");
+        CHECK(relay.filter.abandon_backend());
+        CHECK(relay.replies ==
+              "550 5.5.2 Message contains bare <LF>\r\n421 4.7.0 Connection closed after bare <LF>\r\n");
+    }
 }
 
 TEST_CASE("relay processes the bytes held behind a refused DATA as commands") {

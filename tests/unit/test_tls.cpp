@@ -8,12 +8,14 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -576,6 +578,49 @@ TEST_CASE("tls: garbage, plaintext and floods fail with a reason") {
         CHECK(server->handshake() == TlsStream::Handshake::NeedMore);
         CHECK_FALSE(server->handshake_done());
     }
+}
+
+TEST_CASE("tls: one server context shared by worker threads (tickets resume on any thread)") {
+    static_assert(kShareableAcrossThreads, "this mbedTLS lacks MBEDTLS_THREADING_C: one context per thread");
+    auto ctx = server_ctx("ec.crt", "ec.key");
+    auto cctx = client_ctx("ca.crt");
+    TlsSession saved;  // made on the main thread, resumed on the workers
+    {
+        auto server = new_server(ctx);
+        auto client = new_client(cctx, "mx.test");
+        require_done(*client, *server);
+        REQUIRE(client->save_session(saved));
+    }
+    constexpr int kThreads = 4, kEach = 10;
+    std::atomic<int> done{0}, resumed{0}, verified{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < kEach; ++i) {
+                std::string error;
+                auto server = TlsStream::server(ctx, &error);
+                auto client = TlsStream::client(cctx, "mx.test", i % 2 ? &saved : nullptr, &error);
+                if (!server || !client) continue;
+                Outcome o{TlsStream::Handshake::NeedMore, TlsStream::Handshake::NeedMore};
+                for (int round = 0; round < 10; ++round) {  // no doctest macros off the main thread
+                    o.client = client->handshake();
+                    std::string wire;
+                    client->take_ciphertext(wire);
+                    server->feed_ciphertext(wire);
+                    o.server = server->handshake();
+                    wire.clear();
+                    server->take_ciphertext(wire);
+                    client->feed_ciphertext(wire);
+                }
+                if (o.client == TlsStream::Handshake::Done && o.server == TlsStream::Handshake::Done) ++done;
+                if (server->resumed()) ++resumed;
+                if (client->peer_verified()) ++verified;
+            }
+        });
+    for (auto& t : threads) t.join();
+    CHECK(done == kThreads * kEach);
+    CHECK(resumed == kThreads * kEach / 2);
+    CHECK(verified == kThreads * kEach);
 }
 
 #if !defined(__SANITIZE_ADDRESS__)
