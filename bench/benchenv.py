@@ -100,12 +100,17 @@ def listening(port):
     return False
 
 
-def proc_cpu_seconds(pid):
-    """utime + stime of the whole process (all threads), in seconds."""
+def proc_cpu_split(pid):
+    """(user, system) CPU seconds of the whole process, all threads (/proc/PID/stat
+    utime and stime)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def proc_cpu_seconds(pid):
+    return sum(proc_cpu_split(pid))
 
 
 def proc_status_kb(pid, key):
@@ -140,13 +145,13 @@ def dns_answers(port, name, timeout=0.3):
 class Process:
     """One child: started with its output in a file, stopped by PID."""
 
-    def __init__(self, name, cmd, log_path, cwd=None):
+    def __init__(self, name, cmd, log_path, cwd=None, cpus=None):
         self.name = name
         self.cmd = cmd
         self.log_path = log_path
         logf = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=cwd)
+                                     cwd=cwd, preexec_fn=pin_to(cpus))
         logf.close()
 
     @property
@@ -172,6 +177,13 @@ class Process:
                 return "".join(f.readlines()[-lines:])
         except OSError:
             return ""
+
+
+def pin_to(cpus):
+    """A preexec_fn that binds the child (and every thread it will start) to cpus."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def wait_for(what, predicate, timeout, proc=None):
@@ -208,6 +220,10 @@ class BenchEnv:
         self.screen = None
         self.screen_port = free_port()
         self.screen_starts = 0
+        # CPU sets (None: any CPU): smtpscreen on its own core, everything else (load
+        # generator, sink, DNS) on the other, when the caller asks for it.
+        self.client_cpus = None
+        self.screen_cpus = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -226,8 +242,8 @@ class BenchEnv:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _start(self, name, cmd, cwd=None):
-        p = Process(name, cmd, os.path.join(self.dir, f"{name}.log"), cwd=cwd)
+    def _start(self, name, cmd, cwd=None, cpus=None):
+        p = Process(name, cmd, os.path.join(self.dir, f"{name}.log"), cwd=cwd, cpus=cpus)
         self.procs.append(p)
         return p
 
@@ -254,7 +270,7 @@ class BenchEnv:
         if os.geteuid() == 0:
             cmd += ["-u", "nobody"]
         cmd += [f"{ZONE}:ip4set:bl.zone"]
-        p = self._start("rbldnsd", cmd)
+        p = self._start("rbldnsd", cmd, cpus=self.client_cpus)
         wait_for("rbldnsd", lambda: dns_answers(self.dns_port, "2.0.0.127." + ZONE), 10, p)
         return p
 
@@ -268,7 +284,7 @@ class BenchEnv:
         if os.geteuid() == 0:
             cmd += ["-u", "postfix"]
         cmd += ["-m", str(max_sessions), f"127.0.0.1:{self.sink_port}", "4096"]
-        p = self._start("smtp-sink", cmd)
+        p = self._start("smtp-sink", cmd, cpus=self.client_cpus)
         wait_for("smtp-sink", lambda: listening(self.sink_port), 10, p)
         return p
 
@@ -308,9 +324,9 @@ class BenchEnv:
                 s[k] = v
         return s
 
-    def start_screen(self, overrides=None, wrapper=None, name=None):
+    def start_screen(self, overrides=None, wrapper=None, name=None, pinned=True):
         """(Re)starts smtpscreen with the bench settings plus overrides; wrapper is a
-        command prefix (valgrind ...)."""
+        command prefix (valgrind ...); pinned: on self.screen_cpus."""
         self.stop_screen()
         self.screen_starts += 1
         name = name or f"smtpscreen-{self.screen_starts}"
@@ -318,7 +334,7 @@ class BenchEnv:
         with open(conf, "w") as f:
             f.write(ini_text(self.screen_settings(overrides)))
         cmd = list(wrapper or []) + [self.smtpscreen_bin, "-c", conf]
-        self.screen = self._start(name, cmd, cwd=self.dir)
+        self.screen = self._start(name, cmd, cwd=self.dir, cpus=self.screen_cpus if pinned else None)
         wait_for("smtpscreen listening", lambda: listening(self.screen_port), 120 if wrapper else 15, self.screen)
         return self.screen
 

@@ -159,6 +159,9 @@ void Session::on_pregreet(std::string_view bytes) {
 }
 
 void Session::on_dnsbl_update() {
+    if (phase_ == Phase::Enforce && enforced_ == Failure::Dnsbl) {
+        return dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));
+    }
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
     // A listed client is acted on as soon as its verdict cannot change (SPEC §2 step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
@@ -186,7 +189,6 @@ bool Session::dnsbl_listed() const { return dnsbl_ && dnsbl_->score() >= config_
 
 void Session::conclude_screening() {
     uv_timer_stop(timer_.get());
-    if (dnsbl_ && !dnsbl_->complete()) dnsbl_->expire();
     const int score = dnsbl_ ? dnsbl_->score() : 0;
     const bool listed = dnsbl_listed();
     const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && dnsbl_ && score <= config_->dnsbl_allowlist_threshold;
@@ -250,6 +252,7 @@ void Session::drop(Failure failure) {
 
 void Session::start_enforce(Failure failure) {
     phase_ = Phase::Enforce;
+    enforced_ = failure;
     client_.write(fmt::format("220 {}\r\n", config_->banner));
     reader_ = std::make_unique<CommandReader>(512);
     dialog_ = std::make_unique<EnforceDialog>(worker_.hostname(), client_ep_.to_string(), reject_reply(failure),

@@ -100,6 +100,7 @@ private:
 
     std::unique_ptr<CommandReader> reader_;
     std::unique_ptr<EnforceDialog> dialog_;
+    Failure enforced_ = Failure::None;
 
     std::unique_ptr<BackendHandoff> handoff_;
     std::unique_ptr<Connection> backend_;

@@ -261,6 +261,20 @@ int setup_common(mbedtls_ssl_config* conf, mbedtls_entropy_context* entropy, mbe
     mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_ciphersuites(conf, suites.data());
+    // mbedTLS 2.28's default puts secp521r1 first and the server follows its own order, so
+    // every ECDHE would cost a P-521 multiplication (about 8x X25519: measured, a full
+    // handshake ran at a third of the speed). Fast, standard curves first; no brainpool
+    // or curves under 256 bits.
+    static constexpr mbedtls_ecp_group_id kCurves[] = {
+#if defined(MBEDTLS_ECP_DP_CURVE25519_ENABLED)
+        MBEDTLS_ECP_DP_CURVE25519,
+#endif
+        MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_SECP521R1,
+#if defined(MBEDTLS_ECP_DP_CURVE448_ENABLED)
+        MBEDTLS_ECP_DP_CURVE448,
+#endif
+        MBEDTLS_ECP_DP_NONE};
+    mbedtls_ssl_conf_curves(conf, kCurves);
     // Renegotiation buys SMTP nothing and has a history of DoS and injection bugs.
     mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     mbedtls_ssl_conf_legacy_renegotiation(conf, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);

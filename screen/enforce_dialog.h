@@ -23,6 +23,9 @@ public:
     EnforceDialog(std::string hostname, std::string client, std::string reject_reply, RejectLog log);
 
     Reply on_line(const CommandLine& line);
+    // A DNSBL answer that arrives after the verdict can name a higher-weighted zone;
+    // the next RCPT reply names that one.
+    void set_reject_reply(std::string reply) { reject_reply_ = std::move(reply); }
 
 private:
     Reply dispatch(const SmtpCommand& cmd);

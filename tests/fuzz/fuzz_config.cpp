@@ -84,6 +84,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // Every error names the file it is about (the INI, or a file a key names).
         FUZZ_CHECK(!e.empty() && e.find('\n') == std::string::npos, "error message " + escaped(e));
     }
+    // SMTPSCREEN_FUZZ_VERBOSE=1 says what became of each input: handy when adding a seed
+    // that is meant to load cleanly (only those reach the print/reload round trip).
+    static const bool verbose = std::getenv("SMTPSCREEN_FUZZ_VERBOSE") != nullptr;
+    if (verbose) std::fprintf(stderr, "fuzz_config: %zu errors%s\n", errors.size(), joined(errors).c_str());
     if (!errors.empty()) return 0;
 
     (void)config_warnings(*cfg);

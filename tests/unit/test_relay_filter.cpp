@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <ctime>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -526,4 +528,456 @@ TEST_CASE("relay reads a multi-line 354 as the reply to DATA") {
     CHECK(relay.filter.client_held());
     CHECK(relay.backend("354 ahead\r\n") == "354 ahead\r\n");
     CHECK(relay.take_released() == "XCLIENT body\r\n");
+}
+
+// ---------------------------------------------------------------------------------
+// SMTP smuggling (SPEC §4, smuggling.bare_lf)
+
+namespace {
+
+const std::string kRefusedLf = "550 5.5.2 Message contains bare <LF>\r\n421 4.7.0 Connection closed after bare <LF>\r\n";
+const std::string kRefusedCr = "550 5.5.2 Message contains bare <CR>\r\n421 4.7.0 Connection closed after bare <CR>\r\n";
+const std::string kRefusedLong = "550 5.5.2 Message line too long\r\n421 4.7.0 Connection closed after message line too long\r\n";
+
+RelayFilter::Options normalize() {
+    RelayFilter::Options options;
+    options.bare_lf = BareLf::Normalize;
+    return options;
+}
+
+// True if every CR in `s` is followed by LF and every LF preceded by CR.
+bool crlf_clean(std::string_view s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n')) return false;
+        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) return false;
+    }
+    return true;
+}
+
+// The ends of data a backend finds in a data-phase stream `s` that begins at a line start
+// (the offsets just past each "." line), taking any of CRLF, LF and CR as a line end: the
+// most lenient backend there is. For a CRLF-clean stream every backend agrees with it.
+std::vector<size_t> lenient_ends(std::string_view s) {
+    std::vector<size_t> ends;
+    size_t i = 0;
+    while (i < s.size()) {
+        size_t j = s.find_first_of("\r\n", i);
+        if (j == std::string_view::npos) break;
+        size_t next = j + (s[j] == '\r' && j + 1 < s.size() && s[j + 1] == '\n' ? 2 : 1);
+        if (s.substr(i, j - i) == ".") ends.push_back(next);
+        i = next;
+    }
+    return ends;
+}
+
+// A smuggling attempt: a message whose body hides `vector` (a would-be end of data)
+// followed by a second transaction, then the real end and a command.
+struct Smuggle {
+    std::string head = "From: a@example.org\r\nSubject: hi\r\n\r\nhello";
+    std::string tail =
+        "MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
+        "XCLIENT ADDR=127.0.0.1\r\nFrom: ceo@example.net\r\n\r\nsmuggled\r\n";
+    std::string message(std::string_view vector) const { return head + std::string(vector) + tail + "\r\n.\r\n"; }
+};
+
+// The published vectors (SEC Consult 2023 and follow-ups); `cr` when the first bare octet
+// is a CR.
+struct Vector {
+    std::string bytes;
+    bool cr;
+};
+const std::vector<Vector> kVectors = {
+    {"\n.\n", false},   {"\n.\r\n", false}, {"\r\n.\n", false}, {"\r.\r\n", true},  {"\r\n.\r", true},
+    {"\n.\r", false},   {"\r.\r", true},    {"\r.\n", true},    {"\r\n.\r\r\n", true}, {"\n\n.\n\n", false},
+    {"\r\r\n.\r\r\n", true},
+};
+
+// Feeds `bytes` in the data phase as one piece (piece 0), octet by octet (1), or split at
+// `cut` (piece >= 2 means: first `cut` octets, then the rest).
+std::string feed(Relay& relay, std::string_view bytes, int mode, size_t cut = 0) {
+    if (mode == 0) return relay.client(bytes);
+    if (mode == 1) return relay.client_drip(bytes);
+    std::string out = relay.client(bytes.substr(0, cut));   // two statements: in order
+    return out + relay.client(bytes.substr(cut));
+}
+
+}  // namespace
+
+TEST_CASE("smuggling, reject: no vector gets an end of data or its second message to the backend") {
+    Smuggle smuggle;
+    for (const auto& vector : kVectors) {
+        const std::string message = smuggle.message(vector.bytes);
+        const std::string after = "QUIT\r\n";
+        for (size_t mode = 0; mode < 2 + message.size(); ++mode) {
+            size_t cut = mode < 2 ? 0 : mode - 2;
+            CAPTURE(vector.bytes);
+            CAPTURE(mode);
+            Relay relay;
+            enter_data(relay);
+            std::string to_backend = feed(relay, message.substr(0, message.size() - 1), mode >= 2 ? 2 : int(mode),
+                                          std::min(cut, message.size() - 1));
+            // Up to the client's real end nothing is answered and nothing abandoned.
+            CHECK_FALSE(relay.filter.abandon_backend());
+            CHECK(relay.filter.refusal() ==
+                  (vector.cr ? RelayFilter::Refusal::BareCr : RelayFilter::Refusal::BareLf));
+            CHECK(relay.replies.empty());
+            to_backend += relay.client(message.substr(message.size() - 1) + after);
+            CHECK(relay.filter.abandon_backend());
+            CHECK(relay.replies == (vector.cr ? kRefusedCr : kRefusedLf));
+            // The backend got a clean prefix of the message: no end of data, nothing after
+            // the vector.
+            CHECK(crlf_clean(to_backend));
+            CHECK(lenient_ends(to_backend).empty());
+            CHECK(message.starts_with(to_backend));
+            CHECK(to_backend.size() <= smuggle.head.size() + vector.bytes.size());
+            CHECK(to_backend.find("XCLIENT") == std::string::npos);
+            CHECK(to_backend.find("MAIL FROM") == std::string::npos);
+            // Nothing more goes anywhere.
+            CHECK(relay.client("XCLIENT ADDR=127.0.0.1\r\nDATA\r\n") == "");
+            CHECK(relay.backend("250 2.0.0 Ok: queued as 1234\r\n") == "");
+            CHECK(relay.take_released().empty());
+            CHECK(relay.filter.held_bytes() == 0);
+        }
+    }
+}
+
+TEST_CASE("smuggling, normalize: the backend sees exactly one end of data, the real one") {
+    Smuggle smuggle;
+    for (const auto& vector : kVectors) {
+        const std::string message = smuggle.message(vector.bytes);
+        // Every vector has one lone dot, on a line a bare line end touches: it goes out stuffed.
+        std::string expected_vector = vector.bytes;
+        {
+            std::string normalized;
+            for (size_t i = 0; i < expected_vector.size(); ++i) {
+                char c = expected_vector[i];
+                if (c == '\r' && i + 1 < expected_vector.size() && expected_vector[i + 1] == '\n') {
+                    normalized += "\r\n";
+                    ++i;
+                } else if (c == '\r' || c == '\n') {
+                    normalized += "\r\n";
+                } else if (c == '.') {
+                    normalized += "..";
+                } else {
+                    normalized += c;
+                }
+            }
+            // A trailing bare CR of the vector meets the tail's "MAIL": CRLF.
+            if (expected_vector.back() == '\r' && !normalized.ends_with("\r\n")) normalized += "\r\n";
+            expected_vector = normalized;
+        }
+        const std::string expected = smuggle.head + expected_vector + smuggle.tail + "\r\n.\r\n";
+        for (size_t mode = 0; mode < 2 + message.size(); ++mode) {
+            CAPTURE(vector.bytes);
+            CAPTURE(mode);
+            Relay relay(normalize());
+            enter_data(relay);
+            std::string to_backend = feed(relay, message + "XCLIENT ADDR=127.0.0.1\r\n", mode >= 2 ? 2 : int(mode),
+                                          mode >= 2 ? mode - 2 : 0);
+            CHECK(to_backend == expected + std::string(kBlocked));
+            std::string_view data(to_backend.data(), expected.size());
+            CHECK(crlf_clean(data));
+            CHECK(lenient_ends(data) == std::vector<size_t>{data.size()});
+            CHECK(data.find("\r\n..\r\n") != std::string_view::npos);
+            CHECK(relay.replies.empty());
+            CHECK_FALSE(relay.filter.abandon_backend());
+            CHECK(relay.filter.refusal() == RelayFilter::Refusal::None);
+        }
+    }
+}
+
+TEST_CASE("smuggling: the vectors' expected normalization, spelled out") {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"a\n.\nb", "a\r\n..\r\nb"},          {"a\n.\r\nb", "a\r\n..\r\nb"},   {"a\r\n.\nb", "a\r\n..\r\nb"},
+        {"a\r.\r\nb", "a\r\n..\r\nb"},        {"a\r\n.\rb", "a\r\n..\r\nb"},   {"a\n.\rb", "a\r\n..\r\nb"},
+        {"a\r\n.\r\r\nb", "a\r\n..\r\n\r\nb"}, {"a\n.x\r\nb", "a\r\n..x\r\nb"}, {"a\n..\r\nb", "a\r\n...\r\nb"},
+        {"a\r\n.x\nb", "a\r\n.x\r\nb"},        {"a\rb", "a\r\nb"},              {"a\nb", "a\r\nb"},
+        {"a\r\r\nb", "a\r\n\r\nb"},            {"a\n\nb", "a\r\n\r\nb"},
+    };
+    for (const auto& [in, out] : cases) {
+        CAPTURE(in);
+        Relay relay(normalize());
+        enter_data(relay);
+        CHECK(relay.client(in) == out);
+        Relay dripped(normalize());
+        enter_data(dripped);
+        CHECK(dripped.client_drip(in) == out);
+    }
+}
+
+TEST_CASE("smuggling: the data phase starts at a line start for bare line ends too") {
+    SUBCASE("normalize") {
+        Relay relay(normalize());
+        enter_data(relay);
+        CHECK(relay.client(".\nXCLIENT ADDR=127.0.0.1\r\n.\r\n") == "..\r\nXCLIENT ADDR=127.0.0.1\r\n.\r\n");
+        CHECK(relay.client("NOOP\r\n") == "NOOP\r\n");   // a command again
+    }
+    SUBCASE("reject") {
+        Relay relay;
+        enter_data(relay);
+        CHECK(relay.client(".\nXCLIENT ADDR=127.0.0.1\r\n.\r\nNOOP\r\n") == ".");
+        CHECK(relay.filter.abandon_backend());
+        CHECK(relay.replies == kRefusedLf);
+    }
+}
+
+TEST_CASE("smuggling: a NUL before the dot is content, not an end of data") {
+    for (auto options : {RelayFilter::Options{}, normalize()}) {
+        Relay relay(options);
+        enter_data(relay);
+        const std::string content = std::string("a\r\n\0.\r\nb\r\n.\0\r\n", 14);
+        CHECK(relay.client(content) == content);
+        CHECK(relay.client(".\r\nXCLIENT x\r\n") == ".\r\n" + std::string(kBlocked));
+        CHECK_FALSE(relay.filter.abandon_backend());
+    }
+}
+
+TEST_CASE("smuggling: XCLIENT after a smuggled end of data never reaches the backend as a command") {
+    const std::string message = "Subject: x\r\n\r\nbody\n.\nXCLIENT ADDR=127.0.0.1\r\nMAIL FROM:<a@b>\r\n.\r\n";
+    SUBCASE("reject") {
+        Relay relay;
+        std::string to_backend = relay.client("DATA\r\n" + message);
+        CHECK(relay.backend("354 go ahead\r\n") == "354 go ahead\r\n" + kRefusedLf);
+        to_backend += relay.take_released();
+        CHECK(to_backend == "DATA\r\nSubject: x\r\n\r\nbody");
+        CHECK(relay.filter.abandon_backend());
+    }
+    SUBCASE("normalize") {
+        Relay relay(normalize());
+        enter_data(relay);
+        std::string to_backend = relay.client(message);
+        CHECK(to_backend ==
+              "Subject: x\r\n\r\nbody\r\n..\r\nXCLIENT ADDR=127.0.0.1\r\nMAIL FROM:<a@b>\r\n.\r\n");
+        CHECK(lenient_ends(to_backend) == std::vector<size_t>{to_backend.size()});
+        // The backend answers the one real end; the next XCLIENT is a command and blocked.
+        CHECK(relay.backend("250 2.0.0 Ok: queued as 1\r\n") == "250 2.0.0 Ok: queued as 1\r\n");
+        CHECK(relay.client("XCLIENT ADDR=127.0.0.1\r\n") == kBlocked);
+    }
+}
+
+TEST_CASE("smuggling, reject: the refusal follows the 354 that released the message") {
+    Relay relay;
+    relay.client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nx\r.\r\nMAIL FROM:<e@x>\r\n.\r\nQUIT\r\n");
+    CHECK(relay.backend("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n") == "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    CHECK_FALSE(relay.filter.abandon_backend());
+    // The rest of the backend's input after the refusal is not passed on either.
+    CHECK(relay.backend("354 go ahead\r\n421 4.4.2 timeout\r\n") == "354 go ahead\r\n" + kRefusedCr);
+    CHECK(relay.take_released() == "x");
+    CHECK(relay.filter.abandon_backend());
+    CHECK(relay.replies.empty());   // went with the backend's output, in order
+}
+
+TEST_CASE("smuggling: a CR at the end of a read waits for the next octet") {
+    SUBCASE("CRLF split") {
+        Relay relay;
+        enter_data(relay);
+        CHECK(relay.client("line\r") == "line");
+        CHECK(relay.filter.held_bytes() == 1);
+        CHECK(relay.client("\n.\r") == "\r\n.");
+        CHECK(relay.client("\n") == "\r\n");
+        CHECK(relay.filter.held_bytes() == 0);
+        CHECK(relay.client("XCLIENT\r\n") == kBlocked);   // that was the end of data
+    }
+    SUBCASE("bare CR, reject: the CR never goes out") {
+        Relay relay;
+        enter_data(relay);
+        CHECK(relay.client("line\r") == "line");
+        CHECK(relay.client(".\r\n") == "");
+        CHECK(relay.filter.refusal() == RelayFilter::Refusal::BareCr);
+        CHECK_FALSE(relay.filter.abandon_backend());
+        CHECK(relay.client("\r\n.\r") == "");
+        CHECK_FALSE(relay.filter.abandon_backend());
+        CHECK(relay.client("\n") == "");
+        CHECK(relay.filter.abandon_backend());
+        CHECK(relay.replies == kRefusedCr);
+    }
+    SUBCASE("bare CR, normalize") {
+        Relay relay(normalize());
+        enter_data(relay);
+        CHECK(relay.client("line\r\n.\r") == "line\r\n.");
+        CHECK(relay.client("x") == ".\r\nx");
+    }
+}
+
+TEST_CASE("smuggling: text lines over 1000 octets refuse the message") {
+    const std::string fits = std::string(998, 'a') + "\r\n";   // 1000 octets with CRLF
+    const std::string dot_fits = "." + std::string(997, '.') + "\r\n";
+    const std::string too_long = std::string(999, 'b') + "\r\n";
+    for (auto options : {RelayFilter::Options{}, normalize()}) {
+        for (int mode = 0; mode < 3; ++mode) {
+            CAPTURE(mode);
+            Relay relay(options);
+            enter_data(relay);
+            const std::string good = "x\r\n" + fits + dot_fits;
+            CHECK(feed(relay, good, mode, 500) == good);
+            CHECK(relay.filter.refusal() == RelayFilter::Refusal::None);
+            std::string out = feed(relay, too_long + "XCLIENT ADDR=127.0.0.1\r\n\r\n.\r\nQUIT\r\n", mode, 700);
+            CHECK(out == std::string(998, 'b'));
+            CHECK(relay.filter.abandon_backend());
+            CHECK(relay.filter.refusal() == RelayFilter::Refusal::LongLine);
+            CHECK(relay.replies == kRefusedLong);
+        }
+    }
+    SUBCASE("max_text_line = 0: no limit") {
+        RelayFilter::Options options;
+        options.max_text_line = 0;
+        Relay relay(options);
+        enter_data(relay);
+        const std::string huge = std::string(100000, 'c') + "\r\n.\r\n";
+        CHECK(relay.client_pieces(huge, 4096) == huge);
+        CHECK_FALSE(relay.filter.abandon_backend());
+    }
+    SUBCASE("a long line that ends the message still finds the real end") {
+        Relay relay;
+        enter_data(relay);
+        CHECK(relay.client(std::string(5000, 'd') + "\r\n.\r\n") == std::string(998, 'd'));
+        CHECK(relay.filter.abandon_backend());
+    }
+}
+
+TEST_CASE("smuggling: a clean 10 MB message passes unchanged, fast, with bounded state") {
+    std::string message = "Subject: big\r\n\r\n";
+    for (int i = 0; message.size() < 10 * 1024 * 1024; ++i) {
+        if (i % 50 == 0) message += "..stuffed line\r\n";
+        message += "Lorem ipsum dolor sit amet, consectetur adipiscing elit, line " + std::to_string(i) + "\r\n";
+    }
+    message += ".\r\n";
+    for (auto options : {RelayFilter::Options{}, normalize()}) {
+        for (size_t piece : {size_t{65536}, size_t{1000}, message.size()}) {
+            CAPTURE(piece);
+            Relay relay(options);
+            enter_data(relay);
+            std::clock_t start = std::clock();   // CPU time: other processes' load does not count
+            std::string out;
+            out.reserve(message.size());
+            for (size_t at = 0; at < message.size(); at += piece) {
+                relay.filter.from_client(std::string_view(message).substr(at, piece), out, relay.replies);
+                CHECK(relay.filter.held_bytes() <= 1);
+            }
+            double ms = 1000.0 * double(std::clock() - start) / CLOCKS_PER_SEC;
+            CHECK(out == message);
+            CHECK(ms < 200);
+            CHECK(relay.client("XCLIENT\r\n") == kBlocked);
+        }
+    }
+}
+
+TEST_CASE("smuggling: 10 MB of bare-LF lines are normalized in linear time") {
+    std::string message;
+    std::string expected;
+    for (int i = 0; message.size() < 10 * 1024 * 1024; ++i) {
+        message += "line " + std::to_string(i) + "\n";
+        expected += "line " + std::to_string(i) + "\r\n";
+    }
+    message += "\r\n.\r\n";
+    expected += "\r\n.\r\n";
+    Relay relay(normalize());
+    enter_data(relay);
+    // About 1.5 million lines: a rescan per line (quadratic) would take hours, not a second.
+    std::clock_t start = std::clock();
+    std::string out = relay.client(message);
+    double ms = 1000.0 * double(std::clock() - start) / CLOCKS_PER_SEC;
+    CHECK(out == expected);
+    CHECK(ms < 1000);
+
+    Relay rejecting;
+    enter_data(rejecting);
+    CHECK(rejecting.client(message) == "line 0");
+    CHECK(rejecting.filter.abandon_backend());
+}
+
+namespace {
+
+// Reference models, written for clarity, not speed: what the filter must send the backend
+// for a data-phase input `s` that contains the client's real end of data.
+struct Expected {
+    std::string to_backend;
+    RelayFilter::Refusal refusal = RelayFilter::Refusal::None;
+    size_t consumed = 0;   // up to and including the real end
+};
+
+Expected reference(std::string_view s, BareLf mode) {
+    // The real end: the first "." line between CRLFs, the data start being a line start.
+    std::string framed = "\r\n" + std::string(s);
+    size_t real_end = framed.find("\r\n.\r\n") + 5 - 2;
+    std::string_view msg = s.substr(0, real_end);
+    Expected e;
+    e.consumed = real_end;
+    if (mode == BareLf::Reject) {
+        for (size_t i = 0; i < msg.size(); ++i) {
+            bool bare_cr = msg[i] == '\r' && msg[i + 1] != '\n';
+            bool bare_lf = msg[i] == '\n' && (i == 0 || msg[i - 1] != '\r');
+            if (bare_cr || bare_lf) {
+                e.to_backend = std::string(msg.substr(0, i));
+                e.refusal = bare_cr ? RelayFilter::Refusal::BareCr : RelayFilter::Refusal::BareLf;
+                return e;
+            }
+        }
+        e.to_backend = std::string(msg);
+        return e;
+    }
+    // Normalize: split into lines at CRLF, LF and lone CR; every line end becomes CRLF; a
+    // line after a bare line end that begins with "." gets another, and so does a lone "."
+    // that a bare line end closes.
+    bool bare_before = false;
+    size_t i = 0;
+    while (i < msg.size()) {
+        size_t j = msg.find_first_of("\r\n", i);
+        std::string_view line = msg.substr(i, j - i);
+        bool real = msg[j] == '\r' && msg[j + 1] == '\n';
+        if (!line.empty() && line[0] == '.' && (bare_before || (line == "." && !real))) e.to_backend += '.';
+        e.to_backend += line;
+        e.to_backend += "\r\n";
+        bare_before = !real;
+        i = j + (real ? 2 : 1);
+    }
+    return e;
+}
+
+}  // namespace
+
+TEST_CASE("smuggling: random streams match the reference model however they are split") {
+    uint32_t seed = 12345;
+    auto rnd = [&seed](uint32_t n) {
+        seed = seed * 1103515245u + 12345u;
+        return (seed >> 8) % n;
+    };
+    const char alphabet[] = {'\r', '\n', '.', 'a', '\0', ' '};
+    for (int round = 0; round < 3000; ++round) {
+        std::string s;
+        size_t len = rnd(40);
+        for (size_t k = 0; k < len; ++k) s += alphabet[rnd(sizeof alphabet)];
+        s += "\r\n.\r\nNOOP\r\n";
+        for (BareLf mode : {BareLf::Reject, BareLf::Normalize}) {
+            CAPTURE(round);
+            CAPTURE(s);
+            Expected e = reference(s, mode);
+            RelayFilter::Options options;
+            options.bare_lf = mode;
+            std::string after = std::string(s.substr(e.consumed));
+            bool refused = e.refusal != RelayFilter::Refusal::None;
+            for (int split = 0; split < 4; ++split) {
+                Relay relay(options);
+                enter_data(relay);
+                std::string out;
+                if (split == 0) out = relay.client(s);
+                else if (split == 1) out = relay.client_drip(s);
+                else {
+                    size_t a = rnd(uint32_t(s.size() + 1)), b = rnd(uint32_t(s.size() + 1));
+                    if (a > b) std::swap(a, b);
+                    out = relay.client(s.substr(0, a));
+                    out += relay.client(s.substr(a, b - a));
+                    out += relay.client(s.substr(b));
+                }
+                CHECK(out == e.to_backend + (refused ? "" : after));
+                CHECK(relay.filter.refusal() == e.refusal);
+                CHECK(relay.filter.abandon_backend() == refused);
+                CHECK(relay.replies ==
+                      (!refused ? "" : e.refusal == RelayFilter::Refusal::BareCr ? kRefusedCr : kRefusedLf));
+                std::string_view data(out.data(), e.to_backend.size());
+                CHECK(crlf_clean(data));
+                CHECK(lenient_ends(data).size() == (refused ? 0u : 1u));
+            }
+        }
+    }
 }
