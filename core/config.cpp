@@ -910,11 +910,11 @@ std::vector<std::string> config_warnings(const Config& c) {
     };
     if (c.handoff == Handoff::None) {
         warn("backend.handoff",
-             "is none, with backend.i_know_this_is_an_open_relay = yes: every client reaches the MTA as "
+             "none (allowed by backend.i_know_this_is_an_open_relay = yes): every client reaches the MTA as "
              "127.0.0.1, so an MTA that trusts localhost is an open relay (use proxy-v2, proxy-v1 or xclient)");
     }
     if (!c.backend_tls_ca.empty() && !c.backend_tls) {
-        warn("backend.tls_ca", "is set but backend.tls is off, so it is not used (set backend.tls = on)");
+        warn("backend.tls_ca", "set but backend.tls is off, so it is not used (set backend.tls = on)");
     }
     int positive = 0;
     bool any_negative = false;

@@ -77,5 +77,5 @@ int main(int argc, char** argv) {
     // logging defaults to on.
     smtpscreen::Logger log(config->log_syslog, config->log_syslog_name, config->log_stderr.value_or(true));
     for (const auto& w : smtpscreen::config_warnings(*config)) log.warn("{}", w);
-    return smtpscreen::run_server(config, log);
+    return smtpscreen::run_server(config, config_path, log);
 }

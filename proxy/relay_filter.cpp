@@ -336,8 +336,9 @@ std::optional<size_t> RelayFilter::data_bytes(std::string_view in, std::string& 
         size_t stop = std::min(next_cr, next_lf);
         size_t room = text_limit_ - text_line_;
         if (stop - i > room) {
+            // The octet past the limit is ordinary text: for the client, mid-line.
             line_start_ = false;
-            if (room > 0) dot_line_ = false;
+            dot_line_ = false;
             text_line_ = text_limit_;
             return refused(Refusal::LongLine, i + room);
         }

@@ -80,10 +80,35 @@ std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
 }
 
 // SIGTERM/SIGINT on a small loop of the main thread; the workers run their own.
+// Settings that belong to the process, not to a connection: a reload cannot change them.
+std::vector<std::string> restart_only_changes(const Config& old, const Config& next) {
+    std::vector<std::string> keys;
+    if (old.listen_addresses != next.listen_addresses) keys.push_back("listen.address");
+    if (old.process_threads != next.process_threads) keys.push_back("process.threads");
+    if (old.process_user != next.process_user) keys.push_back("process.user");
+    if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path ||
+        !(old.cache_redis == next.cache_redis)) {
+        keys.push_back("cache.*");
+    }
+    if (old.log_syslog != next.log_syslog || old.log_syslog_name != next.log_syslog_name ||
+        old.log_stderr != next.log_stderr) {
+        keys.push_back("log.*");
+    }
+    return keys;
+}
+
 class SignalWatch {
 public:
-    SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, Logger& log)
-        : workers_(workers), log_(log) {
+    SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, std::shared_ptr<const Config> config,
+                std::string config_path, Logger& log)
+        : workers_(workers), config_(std::move(config)), config_path_(std::move(config_path)), log_(log) {
+        done_ = UvHandle<uv_async_t>(
+            [loop](uv_async_t* a) {
+                return uv_async_init(loop, a, [](uv_async_t* h) {
+                    if (auto* self = static_cast<SignalWatch*>(h->data)) self->close();
+                });
+            },
+            this);
         for (int signum : {SIGTERM, SIGINT, SIGHUP}) {
             handles_.emplace_back([loop](uv_signal_t* s) { return uv_signal_init(loop, s); }, this);
             uv_signal_start(
@@ -95,26 +120,57 @@ public:
         }
     }
 
+    // From the main thread once every worker has returned: lets the signal loop end.
+    void workers_finished() { uv_async_send(done_.get()); }
+
 private:
+    void close() {
+        handles_.clear();
+        done_.close();
+    }
+
     void on_signal(int signum) {
-        if (signum == SIGHUP) {
-            log_.warn("SIGHUP: configuration reload is not supported yet; restart smtpscreen to apply changes");
+        if (signum == SIGHUP) return reload();
+        const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+        if (stopping_) {
+            log_.info("{} again: closing the sessions in progress now", name);
+        } else {
+            log_.info("{}: no longer accepting; waiting up to limits.shutdown_grace for sessions in progress", name);
+        }
+        stopping_ = true;
+        for (auto& w : workers_) w->request_stop();
+    }
+
+    void reload() {
+        std::vector<std::string> errors;
+        auto next = load_config(config_path_, errors);
+        if (!errors.empty() || !next) {
+            for (const auto& e : errors) log_.error("{}", e);
+            log_.error("SIGHUP: {} has {} error(s); keeping the settings in use", config_path_, errors.size());
             return;
         }
-        log_.info("{}: no longer accepting; waiting for sessions in progress (limits.shutdown_grace)",
-                  signum == SIGTERM ? "SIGTERM" : "SIGINT");
-        for (auto& w : workers_) w->request_stop();
-        handles_.clear();  // the main loop ends; the workers finish on their own
+        for (const auto& key : restart_only_changes(*config_, *next)) {
+            log_.warn("SIGHUP: a change of {} takes effect only after a restart", key);
+        }
+        for (const auto& w : config_warnings(*next)) log_.warn("{}", w);
+        config_ = next;
+        for (auto& w : workers_) w->request_reload(next);
+        log_.info("SIGHUP: reloaded {}; new connections use it, sessions in progress keep their settings",
+                  config_path_);
     }
 
     std::vector<std::unique_ptr<Worker>>& workers_;
+    std::shared_ptr<const Config> config_;
+    std::string config_path_;
     Logger& log_;
     std::vector<UvHandle<uv_signal_t>> handles_;
+    UvHandle<uv_async_t> done_;
+    bool stopping_ = false;
 };
 
 }  // namespace
 
-int run_server(std::shared_ptr<const Config> config, Logger& log) {
+int run_server(std::shared_ptr<const Config> config, const std::string& config_path, Logger& log) {
     ::signal(SIGPIPE, SIG_IGN);
     const int threads = config->process_threads;
     std::vector<std::unique_ptr<Worker>> workers;
@@ -141,19 +197,19 @@ int run_server(std::shared_ptr<const Config> config, Logger& log) {
     std::vector<std::thread> running;
     for (size_t i = 1; i < workers.size(); ++i) running.emplace_back([w = workers[i].get()] { w->run(); });
 
+    // Signals get a loop and a thread of their own, so that worker 0 can run on the main thread.
     uv_loop_t signal_loop;
     uv_loop_init(&signal_loop);
-    std::thread signals_thread;
     {
-        auto watch = std::make_unique<SignalWatch>(&signal_loop, workers, log);
-        // Worker 0 runs on the main thread; signals get a loop of their own beside it.
-        signals_thread = std::thread([&signal_loop] { uv_run(&signal_loop, UV_RUN_DEFAULT); });
+        SignalWatch watch(&signal_loop, workers, config, config_path, log);
+        std::thread signals_thread([&signal_loop] { uv_run(&signal_loop, UV_RUN_DEFAULT); });
         workers[0]->run();
+        for (auto& t : running) t.join();
+        watch.workers_finished();
         signals_thread.join();
     }
-    uv_run(&signal_loop, UV_RUN_DEFAULT);
+    uv_run(&signal_loop, UV_RUN_DEFAULT);  // the close callbacks of the signal handles
     uv_loop_close(&signal_loop);
-    for (auto& t : running) t.join();
     workers.clear();
     log.info("stopped");
     return 0;

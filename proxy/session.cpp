@@ -138,7 +138,8 @@ void Session::start_greet_wait() {
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
-        dnsbl_ = std::make_unique<DnsblCheck>(worker_.resolver(), config_->dnsbl_sites, client_ep_,
+        resolver_ = worker_.resolver();
+        dnsbl_ = std::make_unique<DnsblCheck>(*resolver_, config_->dnsbl_sites, client_ep_,
                                               [this] { on_dnsbl_update(); });
     }
     arm_timer(config_->greet_wait);

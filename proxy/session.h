@@ -19,6 +19,7 @@
 namespace smtpscreen {
 
 class DnsblCheck;
+class DnsblResolver;
 class RelayFilter;
 class Worker;
 
@@ -95,6 +96,7 @@ private:
 
     bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
     bool pregreet_seen_ = false;
+    std::shared_ptr<DnsblResolver> resolver_;  // declared before dnsbl_, which uses it
     std::unique_ptr<DnsblCheck> dnsbl_;
     uint64_t dnsbl_deadline_ = 0;
 

@@ -26,7 +26,7 @@
 // Memory: mbedTLS 2.28 (built without MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates one
 // input and one output record buffer of ~16.7 KiB each in mbedtls_ssl_setup, whatever the
 // traffic. Measured with mallinfo2 over 100 sessions: 37 KiB per server stream from
-// creation, about 4 KiB more while handshaking (the handshake state, freed at Done),
+// creation, about 2 KiB more while handshaking (the handshake state, freed at Done),
 // 36 KiB once established; a client stream 38-39 KiB (it keeps the peer certificate).
 // A context costs ~50 KiB once. On top of that: the stream's own ciphertext-in buffer,
 // bounded by kMaxCiphertextIn and empty between reads when the caller follows the

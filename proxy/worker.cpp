@@ -9,7 +9,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
-    resolver_ = std::make_unique<DnsblResolver>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
+    resolver_ = std::make_shared<DnsblResolver>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
     for (uv_os_sock_t fd : listen_fds) {
         UvHandle<uv_tcp_t> tcp([this](uv_tcp_t* t) { return uv_tcp_init(&loop_, t); }, this);
         if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
@@ -28,6 +28,13 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
             });
         },
         this);
+    reload_signal_ = UvHandle<uv_async_t>(
+        [this](uv_async_t* a) {
+            return uv_async_init(&loop_, a, [](uv_async_t* h) {
+                if (auto* self = static_cast<Worker*>(h->data)) self->on_reload_requested();
+            });
+        },
+        this);
     reaper_ = UvHandle<uv_check_t>([this](uv_check_t* c) { return uv_check_init(&loop_, c); }, this);
     uv_check_start(reaper_.get(), [](uv_check_t* c) {
         if (auto* self = static_cast<Worker*>(c->data)) self->reap();
@@ -38,6 +45,9 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
 
 Worker::~Worker() {
     close_everything();
+    stop_signal_.close();
+    reload_signal_.close();
+    resolver_.reset();
     // Let every close callback run, then the loop can be closed.
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
@@ -47,6 +57,32 @@ void Worker::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
 
 void Worker::request_stop() {
     if (stop_signal_) uv_async_send(stop_signal_.get());
+}
+
+void Worker::request_reload(std::shared_ptr<const Config> config) {
+    {
+        std::lock_guard lock(reload_mutex_);
+        pending_config_ = std::move(config);
+    }
+    if (reload_signal_) uv_async_send(reload_signal_.get());
+}
+
+void Worker::on_reload_requested() {
+    std::shared_ptr<const Config> next;
+    {
+        std::lock_guard lock(reload_mutex_);
+        next = std::move(pending_config_);
+    }
+    if (!next) return;
+    if (next->dnsbl_servers != config_->dnsbl_servers || next->dnsbl_timeout != config_->dnsbl_timeout) {
+        try {
+            resolver_ = std::make_shared<DnsblResolver>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
+        } catch (const std::exception& e) {
+            shared_.log.error("reload: {}; keeping the settings in use", e.what());
+            return;
+        }
+    }
+    config_ = std::move(next);
 }
 
 void Worker::on_connection(uv_stream_t* listener, int status) {
@@ -82,10 +118,9 @@ void Worker::reap() {
 }
 
 void Worker::on_stop_requested() {
-    if (stopping_) return;
+    if (stopping_) return close_everything();  // asked twice: no more grace
     stopping_ = true;
     listeners_.clear();  // stop accepting at once; sessions in progress go on
-    stop_signal_.close();
     if (sessions_.empty()) return close_everything();
     grace_timer_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     uv_timer_start(
@@ -100,7 +135,10 @@ void Worker::on_grace_over() { close_everything(); }
 
 void Worker::close_everything() {
     listeners_.clear();
-    stop_signal_.close();
+    // Other threads may still signal these until the worker is destroyed: they stay
+    // open, but no longer keep the loop running.
+    uv_unref(stop_signal_.handle());
+    uv_unref(reload_signal_.handle());
     grace_timer_.close();
     // Sessions report back through session_done while aborting: take them out first.
     auto left = std::move(sessions_);

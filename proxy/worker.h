@@ -3,7 +3,7 @@
 // the server before privileges were dropped), its own DNS resolver and its sessions.
 #include <uv.h>
 
-#include <atomic>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -43,10 +43,14 @@ public:
     void run();
     // From any thread: stop accepting, give sessions limits.shutdown_grace, then return from run().
     void request_stop();
+    // From any thread: new connections get this configuration; sessions in progress keep theirs.
+    void request_reload(std::shared_ptr<const Config> config);
 
     uv_loop_t* loop() { return &loop_; }
     ReadBuffer& read_buffer() { return *read_buffer_; }
-    DnsblResolver& resolver() { return *resolver_; }
+    // Sessions keep the resolver they started with, so a reload that changes
+    // dnsbl.servers does not pull it from under their pending lookups.
+    std::shared_ptr<DnsblResolver> resolver() { return resolver_; }
     EventLog& events() { return events_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
@@ -59,6 +63,7 @@ public:
 private:
     void on_connection(uv_stream_t* listener, int status);
     void on_stop_requested();
+    void on_reload_requested();
     void on_grace_over();
     void reap();
     void close_everything();
@@ -68,9 +73,12 @@ private:
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     EventLog events_;
-    std::unique_ptr<DnsblResolver> resolver_;
+    std::shared_ptr<DnsblResolver> resolver_;
     std::vector<UvHandle<uv_tcp_t>> listeners_;
     UvHandle<uv_async_t> stop_signal_;
+    UvHandle<uv_async_t> reload_signal_;
+    std::mutex reload_mutex_;
+    std::shared_ptr<const Config> pending_config_;  // guarded by reload_mutex_
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
     std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;

@@ -115,8 +115,11 @@ void check_bounds(const std::vector<CommandLine>& lines, const Limits& lim) {
 void run(std::string_view in, const Limits& lim) {
     const size_t limit = lim.max_line > 2 ? lim.max_line - 2 : 1;
     const Model model = naive_split(in, limit);
-    const std::string where = " (max_line " + std::to_string(lim.max_line) + ", max_pending " +
-                              std::to_string(lim.max_pending) + ", input " + escaped(in) + ")";
+    // Built only when a check fails: it is most of the cost otherwise.
+    const auto where = [&] {
+        return " (max_line " + std::to_string(lim.max_line) + ", max_pending " + std::to_string(lim.max_pending) +
+               ", input " + escaped(in) + ")";
+    };
 
     // 1. Byte by byte, drained after every byte: nothing can overflow, and every line
     //    must be exactly the naive one.
@@ -128,16 +131,16 @@ void run(std::string_view in, const Limits& lim) {
             drain(reader, lim, got);
         }
         check_bounds(got, lim);
-        FUZZ_CHECK(!reader.overflowed(), "overflowed while drained after every byte" + where);
+        FUZZ_CHECK(!reader.overflowed(), "overflowed while drained after every byte" + where());
         FUZZ_CHECK(got.size() == model.lines.size(), "byte by byte: " + std::to_string(got.size()) +
                                                          " lines, expected " + std::to_string(model.lines.size()) +
-                                                         where);
+                                                         where());
         for (size_t i = 0; i < got.size(); ++i) {
             FUZZ_CHECK(same(model.lines[i], got[i]), "byte by byte, line " + std::to_string(i) + ": got " +
                                                          describe({got[i].text, got[i].bare_lf, got[i].too_long}) +
-                                                         ", expected " + describe(model.lines[i]) + where);
+                                                         ", expected " + describe(model.lines[i]) + where());
         }
-        FUZZ_CHECK(reader.has_partial() == model.partial, "has_partial() wrong after byte-by-byte feed" + where);
+        FUZZ_CHECK(reader.has_partial() == model.partial, "has_partial() wrong after byte-by-byte feed" + where());
         for (const auto& l : got) check_command(l.text);
     }
 
@@ -149,13 +152,14 @@ void run(std::string_view in, const Limits& lim) {
         drain(reader, lim, got);
         check_bounds(got, lim);
         const size_t kept = std::min(model.lines.size(), lim.max_pending);
-        FUZZ_CHECK(got.size() == kept, "whole: " + std::to_string(got.size()) + " lines, expected " +
-                                           std::to_string(kept) + where);
+        FUZZ_CHECK(got.size() == kept,
+                   "whole: " + std::to_string(got.size()) + " lines, expected " + std::to_string(kept) + where());
         for (size_t i = 0; i < got.size(); ++i) {
-            FUZZ_CHECK(same(model.lines[i], got[i]), "whole, line " + std::to_string(i) + where);
+            FUZZ_CHECK(same(model.lines[i], got[i]), "whole, line " + std::to_string(i) + where());
         }
-        FUZZ_CHECK(reader.overflowed() == (model.lines.size() > lim.max_pending), "whole: overflowed() wrong" + where);
-        FUZZ_CHECK(reader.has_partial() == model.partial, "whole: has_partial() wrong" + where);
+        FUZZ_CHECK(reader.overflowed() == (model.lines.size() > lim.max_pending),
+                   "whole: overflowed() wrong" + where());
+        FUZZ_CHECK(reader.has_partial() == model.partial, "whole: has_partial() wrong" + where());
     }
 
     // 3. Pieces cut where the input says, drained at points the input says: lines are
@@ -172,7 +176,7 @@ void run(std::string_view in, const Limits& lim) {
             const size_t n = 1 + rnd.below(cap);
             reader.feed(in.substr(pos, n));
             pos += n;
-            FUZZ_CHECK(reader.pending_lines() <= lim.max_pending, "pending lines over the bound" + where);
+            FUZZ_CHECK(reader.pending_lines() <= lim.max_pending, "pending lines over the bound" + where());
             if (rnd.below(3) == 0) drain(reader, lim, got);
             if (rnd.below(8) == 0) reader.feed({});
         }
@@ -183,13 +187,13 @@ void run(std::string_view in, const Limits& lim) {
             while (m < model.lines.size() && !same(model.lines[m], got[i])) ++m;
             FUZZ_CHECK(m < model.lines.size(), "pieces: line " + std::to_string(i) + " " +
                                                    describe({got[i].text, got[i].bare_lf, got[i].too_long}) +
-                                                   " is not one of the naive lines, in order" + where);
+                                                   " is not one of the naive lines, in order" + where());
             ++m;
         }
         FUZZ_CHECK(reader.overflowed() == (got.size() < model.lines.size()),
                    "pieces: overflowed() is " + std::string(reader.overflowed() ? "true" : "false") + " with " +
-                       std::to_string(got.size()) + " of " + std::to_string(model.lines.size()) + " lines" + where);
-        FUZZ_CHECK(reader.has_partial() == model.partial, "pieces: has_partial() wrong" + where);
+                       std::to_string(got.size()) + " of " + std::to_string(model.lines.size()) + " lines" + where());
+        FUZZ_CHECK(reader.has_partial() == model.partial, "pieces: has_partial() wrong" + where());
     }
 }
 

@@ -43,14 +43,15 @@ std::string describe(const DnsblSite& s) {
 }
 
 void check_site(const DnsblSite& site, fuzz::InputRandom& rnd, std::string_view in) {
-    const std::string where = ": " + describe(site) + " from " + escaped(in);
+    // Built only when a check fails: it is most of the cost otherwise.
+    const auto where = [&] { return ": " + describe(site) + " from " + escaped(in); };
 
     // The zone is what the resolver will query: a lower-case domain name, no final dot.
-    FUZZ_CHECK(!site.zone.empty() && site.zone.size() <= 253, "zone length" + where);
-    FUZZ_CHECK(site.zone.back() != '.', "zone with a trailing dot" + where);
-    for (char c : site.zone) FUZZ_CHECK(!(c >= 'A' && c <= 'Z'), "zone not lower case" + where);
+    FUZZ_CHECK(!site.zone.empty() && site.zone.size() <= 253, "zone length" + where());
+    FUZZ_CHECK(site.zone.back() != '.', "zone with a trailing dot" + where());
+    for (char c : site.zone) FUZZ_CHECK(!(c >= 'A' && c <= 'Z'), "zone not lower case" + where());
     FUZZ_CHECK(!site.text.empty() && site.text.find_first_of(kSeparators) == std::string::npos,
-               "site text with a separator" + where);
+               "site text with a separator" + where());
 
     // matches() is "no filter, or any pattern matches", for any answer.
     auto expected = [&](uint32_t a) {
@@ -68,18 +69,18 @@ void check_site(const DnsblSite& site, fuzz::InputRandom& rnd, std::string_view 
     // The text parses back to the same site, alone and as a list of one.
     std::string error;
     const auto again = parse_dnsbl_site(site.text, &error);
-    FUZZ_CHECK(again.has_value(), "its text does not parse again: " + error + where);
-    FUZZ_CHECK(same_site(site, *again), "its text parses to " + describe(*again) + where);
+    FUZZ_CHECK(again.has_value(), "its text does not parse again: " + error + where());
+    FUZZ_CHECK(same_site(site, *again), "its text parses to " + describe(*again) + where());
     std::vector<std::string> errors;
     const auto list = parse_dnsbl_sites(site.text, &errors);
     FUZZ_CHECK(errors.empty() && list.size() == 1 && same_site(site, list[0]),
                "its text as dnsbl.sites gives " + std::to_string(list.size()) + " sites and " +
-                   std::to_string(errors.size()) + " errors" + where);
+                   std::to_string(errors.size()) + " errors" + where());
 
     for (size_t i = 0; i < n; ++i) {
         const bool m = site.matches(answers[i]);
-        FUZZ_CHECK(m == expected(answers[i]), "matches() disagrees with its patterns" + where);
-        FUZZ_CHECK(m == again->matches(answers[i]), "the re-parsed site matches differently" + where);
+        FUZZ_CHECK(m == expected(answers[i]), "matches() disagrees with its patterns" + where());
+        FUZZ_CHECK(m == again->matches(answers[i]), "the re-parsed site matches differently" + where());
     }
 }
 
@@ -99,9 +100,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         pos = in.find_first_of(kSeparators, pos);
         if (pos == std::string_view::npos) break;
     }
-    FUZZ_CHECK(sites.size() + errors.size() == items,
-               std::to_string(items) + " items gave " + std::to_string(sites.size()) + " sites and " +
-                   std::to_string(errors.size()) + " errors: " + escaped(in));
+    FUZZ_CHECK(sites.size() + errors.size() == items, std::to_string(items) + " items gave " +
+                                                          std::to_string(sites.size()) + " sites and " +
+                                                          std::to_string(errors.size()) + " errors: " + escaped(in));
     for (const auto& e : errors) FUZZ_CHECK(!e.empty(), "empty error message for " + escaped(in));
     for (const auto& site : sites) check_site(site, rnd, in);
 

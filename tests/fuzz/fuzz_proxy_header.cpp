@@ -21,19 +21,26 @@ namespace {
 
 const char* mode_name(ProxyProtocol m) {
     switch (m) {
-    case ProxyProtocol::V1: return "V1";
-    case ProxyProtocol::V2: return "V2";
-    case ProxyProtocol::Auto: return "Auto";
-    case ProxyProtocol::Off: break;
+        case ProxyProtocol::V1:
+            return "V1";
+        case ProxyProtocol::V2:
+            return "V2";
+        case ProxyProtocol::Auto:
+            return "Auto";
+        case ProxyProtocol::Off:
+            break;
     }
     return "Off";
 }
 
 const char* status_name(Status s) {
     switch (s) {
-    case Status::NeedMore: return "NeedMore";
-    case Status::Invalid: return "Invalid";
-    case Status::Done: return "Done";
+        case Status::NeedMore:
+            return "NeedMore";
+        case Status::Invalid:
+            return "Invalid";
+        case Status::Done:
+            return "Done";
     }
     return "?";
 }
@@ -56,26 +63,29 @@ bool same(const ProxyHeader& a, const ProxyHeader& b) {
 
 // What holds for any single result.
 void check_alone(const ProxyHeader& h, std::string_view in, ProxyProtocol mode) {
-    const std::string where = std::string(" (") + mode_name(mode) + ", input " + escaped(in) + ")";
+    // Built only when a check fails: it is most of the cost otherwise.
+    const auto where = [&] { return std::string(" (") + mode_name(mode) + ", input " + escaped(in) + ")"; };
     switch (h.status) {
-    case Status::Done:
-        FUZZ_CHECK(h.consumed > 0 && h.consumed <= in.size(), "consumed " + std::to_string(h.consumed) + where);
-        FUZZ_CHECK(h.consumed <= kProxyHeaderMaxLength, "header longer than kProxyHeaderMaxLength" + where);
-        if (!h.local) {
-            FUZZ_CHECK(h.source.valid() && h.destination.valid(), "Done without addresses" + where);
-        }
-        break;
-    case Status::Invalid:
-        FUZZ_CHECK(!h.error.empty(), "Invalid without a reason" + where);
-        break;
-    case Status::NeedMore:
-        // handoff_header.h: more than these without Done is always Invalid, so the
-        // accept stage can bound its buffer by them.
-        FUZZ_CHECK(in.size() < kProxyHeaderMaxLength, "NeedMore after " + std::to_string(in.size()) + " bytes" + where);
-        if (mode == ProxyProtocol::V1) {
-            FUZZ_CHECK(in.size() < kProxyV1MaxLength, "V1 NeedMore after " + std::to_string(in.size()) + " bytes" + where);
-        }
-        break;
+        case Status::Done:
+            FUZZ_CHECK(h.consumed > 0 && h.consumed <= in.size(), "consumed " + std::to_string(h.consumed) + where());
+            FUZZ_CHECK(h.consumed <= kProxyHeaderMaxLength, "header longer than kProxyHeaderMaxLength" + where());
+            if (!h.local) {
+                FUZZ_CHECK(h.source.valid() && h.destination.valid(), "Done without addresses" + where());
+            }
+            break;
+        case Status::Invalid:
+            FUZZ_CHECK(!h.error.empty(), "Invalid without a reason" + where());
+            break;
+        case Status::NeedMore:
+            // handoff_header.h: more than these without Done is always Invalid, so the
+            // accept stage can bound its buffer by them.
+            FUZZ_CHECK(in.size() < kProxyHeaderMaxLength,
+                       "NeedMore after " + std::to_string(in.size()) + " bytes" + where());
+            if (mode == ProxyProtocol::V1) {
+                FUZZ_CHECK(in.size() < kProxyV1MaxLength,
+                           "V1 NeedMore after " + std::to_string(in.size()) + " bytes" + where());
+            }
+            break;
     }
 }
 
@@ -83,12 +93,15 @@ void check_alone(const ProxyHeader& h, std::string_view in, ProxyProtocol mode) 
 void check_prefix(std::string_view in, size_t k, const ProxyHeader& whole, ProxyProtocol mode) {
     const ProxyHeader part = parse_proxy_header(in.substr(0, k), mode);
     check_alone(part, in.substr(0, k), mode);
-    const std::string where = std::string(" (") + mode_name(mode) + ", prefix of " + std::to_string(k) + " is " +
-                              describe(part) + ", whole is " + describe(whole) + ", input " + escaped(in) + ")";
-    if (part.status == Status::Invalid) FUZZ_CHECK(whole.status == Status::Invalid, "refused too early" + where);
-    if (part.status == Status::Done) FUZZ_CHECK(same(part, whole), "accepted differently" + where);
+    // Built only when a check fails: it is most of the cost otherwise.
+    const auto where = [&] {
+        return std::string(" (") + mode_name(mode) + ", prefix of " + std::to_string(k) + " is " + describe(part) +
+               ", whole is " + describe(whole) + ", input " + escaped(in) + ")";
+    };
+    if (part.status == Status::Invalid) FUZZ_CHECK(whole.status == Status::Invalid, "refused too early" + where());
+    if (part.status == Status::Done) FUZZ_CHECK(same(part, whole), "accepted differently" + where());
     if (whole.status == Status::Done && k < whole.consumed) {
-        FUZZ_CHECK(part.status == Status::NeedMore, "a prefix of a complete header is not NeedMore" + where);
+        FUZZ_CHECK(part.status == Status::NeedMore, "a prefix of a complete header is not NeedMore" + where());
     }
 }
 
@@ -97,7 +110,8 @@ void check_round_trip(const ProxyHeader& h, std::string_view in) {
         // Without addresses, v1 says UNKNOWN; v2 would say UNSPEC, which we refuse.
         const std::string v1 = encode_proxy_v1(Endpoint{}, Endpoint{});
         const ProxyHeader back = parse_proxy_header(v1, ProxyProtocol::V1);
-        FUZZ_CHECK(back.status == Status::Done && back.local && back.consumed == v1.size(), "UNKNOWN: " + describe(back));
+        FUZZ_CHECK(back.status == Status::Done && back.local && back.consumed == v1.size(),
+                   "UNKNOWN: " + describe(back));
         return;
     }
     const std::string from = " from " + describe(h) + " of " + escaped(in);

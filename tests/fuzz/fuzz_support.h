@@ -26,11 +26,16 @@ inline std::string escaped(std::string_view bytes, size_t max = 200) {
     std::string out;
     for (size_t i = 0; i < bytes.size() && i < max; ++i) {
         const auto c = static_cast<unsigned char>(bytes[i]);
-        if (c == '\r') out += "\\r";
-        else if (c == '\n') out += "\\n";
-        else if (c == '\\') out += "\\\\";
-        else if (c == '"') out += "\\\"";
-        else if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
+        if (c == '\r')
+            out += "\\r";
+        else if (c == '\n')
+            out += "\\n";
+        else if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c >= 0x20 && c < 0x7f)
+            out += static_cast<char>(c);
         else {
             out += "\\x";
             out += kHex[c >> 4];
@@ -64,7 +69,7 @@ private:
 
 }  // namespace smtpscreen::fuzz
 
-#define FUZZ_CHECK(condition, detail)                                                     \
-    do {                                                                                  \
+#define FUZZ_CHECK(condition, detail)                                                       \
+    do {                                                                                    \
         if (!(condition)) ::smtpscreen::fuzz::fail(__FILE__, __LINE__, #condition, detail); \
     } while (0)

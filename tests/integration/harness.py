@@ -966,12 +966,6 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         time.sleep(wait)
         check(not self.delivered(marker), f"message {marker!r} must never arrive, but it did")
 
-    def send_direct(self, port, data, source="127.0.0.1"):
-        """Raw bytes to one of the instance's ports (for harness self-tests)."""
-        c = SmtpClient(port, source=source)
-        c.send(data)
-        return c
-
 
 def _read(path):
     try:

@@ -29,7 +29,7 @@ TEST_CASE("pipelining: the excerpt is bounded to 100 octets and escapes what cou
     const auto log = check_pipelining(kClient, "MAIL", std::string(300, 'x'));
     REQUIRE(log);
     CHECK(*log == "COMMAND PIPELINING from [192.0.2.1]:5678 after MAIL: " + std::string(100, 'x') + "...");
-    const auto binary = check_pipelining(kClient, "NOOP", std::string("\x00\x1b[2J\\\xff", 6));
+    const auto binary = check_pipelining(kClient, "NOOP", std::string("\x00\x1b[2J\\\xff", 7));
     REQUIRE(binary);
     CHECK(*binary == "COMMAND PIPELINING from [192.0.2.1]:5678 after NOOP: \\x00\\x1b[2J\\x5c\\xff");
 }

@@ -466,15 +466,16 @@ TEST_CASE("tls: cipher lists") {
 }
 
 namespace {
-// A bare mbedTLS client limited to TLS 1.0-1.1, the way an old sender would connect.
-struct LegacyClient {
+// A bare mbedTLS client, for what TlsClientContext will not do: offer TLS 1.1 at most
+// (an old sender) or a chosen curve list.
+struct BareClient {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     mbedtls_ssl_config conf;
     mbedtls_ssl_context ssl;
     std::string in, out;
 
-    LegacyClient() {
+    explicit BareClient(int max_minor, const mbedtls_ecp_group_id* curves = nullptr) {
         mbedtls_entropy_init(&entropy);
         mbedtls_ctr_drbg_init(&drbg);
         mbedtls_ssl_config_init(&conf);
@@ -485,22 +486,23 @@ struct LegacyClient {
         mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
         mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_NONE);
         mbedtls_ssl_conf_min_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_1);
-        mbedtls_ssl_conf_max_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_2);
+        mbedtls_ssl_conf_max_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, max_minor);
+        if (curves) mbedtls_ssl_conf_curves(&conf, curves);
         REQUIRE(mbedtls_ssl_setup(&ssl, &conf) == 0);
         mbedtls_ssl_set_bio(&ssl, this, send, recv, nullptr);
     }
-    ~LegacyClient() {
+    ~BareClient() {
         mbedtls_ssl_free(&ssl);
         mbedtls_ssl_config_free(&conf);
         mbedtls_ctr_drbg_free(&drbg);
         mbedtls_entropy_free(&entropy);
     }
     static int send(void* self, const unsigned char* buf, size_t len) {
-        static_cast<LegacyClient*>(self)->out.append(reinterpret_cast<const char*>(buf), len);
+        static_cast<BareClient*>(self)->out.append(reinterpret_cast<const char*>(buf), len);
         return static_cast<int>(len);
     }
     static int recv(void* self, unsigned char* buf, size_t len) {
-        auto* c = static_cast<LegacyClient*>(self);
+        auto* c = static_cast<BareClient*>(self);
         if (c->in.empty()) return MBEDTLS_ERR_SSL_WANT_READ;
         const size_t n = std::min(len, c->in.size());
         std::memcpy(buf, c->in.data(), n);
@@ -508,11 +510,59 @@ struct LegacyClient {
         return static_cast<int>(n);
     }
 };
+
+// The NamedCurve of the ServerKeyExchange in a server's first flight (plaintext records),
+// or -1: record header 5 bytes, then handshake messages of type, 24-bit length, body.
+int ecdhe_curve(const std::string& flight) {
+    std::string hs;
+    for (std::size_t pos = 0; pos + 5 <= flight.size();) {
+        const auto len = static_cast<std::size_t>(static_cast<unsigned char>(flight[pos + 3]) << 8 |
+                                                  static_cast<unsigned char>(flight[pos + 4]));
+        if (flight[pos] == 22) hs += flight.substr(pos + 5, len);
+        pos += 5 + len;
+    }
+    for (std::size_t pos = 0; pos + 4 <= hs.size();) {
+        const auto type = static_cast<unsigned char>(hs[pos]);
+        const std::size_t len = static_cast<std::size_t>(static_cast<unsigned char>(hs[pos + 1])) << 16 |
+                                static_cast<std::size_t>(static_cast<unsigned char>(hs[pos + 2])) << 8 |
+                                static_cast<unsigned char>(hs[pos + 3]);
+        // ServerKeyExchange (12) for ECDHE: curve_type 3 (named_curve), then the curve id.
+        if (type == 12 && len >= 3 && hs[pos + 4] == 3)
+            return static_cast<unsigned char>(hs[pos + 5]) << 8 | static_cast<unsigned char>(hs[pos + 6]);
+        pos += 4 + len;
+    }
+    return -1;
+}
+
+// Runs a client hello through a fresh server and returns the ECDHE curve it chose.
+int chosen_curve(const std::shared_ptr<TlsServerContext>& ctx, const std::string& client_hello) {
+    auto server = new_server(ctx);
+    REQUIRE(server->feed_ciphertext(client_hello));
+    REQUIRE(server->handshake() == TlsStream::Handshake::NeedMore);
+    std::string flight;
+    server->take_ciphertext(flight);
+    return ecdhe_curve(flight);
+}
 }  // namespace
+
+TEST_CASE("tls: ECDHE uses X25519 or P-256 when the client offers them, not mbedTLS's P-521 first") {
+    // mbedTLS's own client offers secp521r1 first; the server must still pick by its list.
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    auto client = new_client(client_ctx());
+    REQUIRE(client->handshake() == TlsStream::Handshake::NeedMore);
+    std::string hello;
+    client->take_ciphertext(hello);
+    CHECK(chosen_curve(ctx, hello) == 29);  // x25519
+    // The client's list is honoured when it has none of the fast ones.
+    static const mbedtls_ecp_group_id kP384[] = {MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
+    BareClient p384(MBEDTLS_SSL_MINOR_VERSION_3, kP384);
+    CHECK(mbedtls_ssl_handshake(&p384.ssl) == MBEDTLS_ERR_SSL_WANT_READ);
+    CHECK(chosen_curve(ctx, p384.out) == 24);  // secp384r1
+}
 
 TEST_CASE("tls: a client that offers only TLS 1.1 is refused") {
     auto server = new_server(server_ctx("rsa.crt", "rsa.key"));
-    LegacyClient client;
+    BareClient client(MBEDTLS_SSL_MINOR_VERSION_2);  // TLS 1.0-1.1
     int client_ret = 0;
     TlsStream::Handshake s = TlsStream::Handshake::NeedMore;
     for (int round = 0; round < 10; ++round) {
