@@ -217,6 +217,7 @@ class BenchEnv:
         self.procs = []
         self.dns_port = None
         self.sink_port = None
+        self.sink = None
         self.screen = None
         self.screen_port = free_port()
         self.screen_starts = 0
@@ -286,6 +287,7 @@ class BenchEnv:
         cmd += ["-m", str(max_sessions), f"127.0.0.1:{self.sink_port}", "4096"]
         p = self._start("smtp-sink", cmd, cpus=self.client_cpus)
         wait_for("smtp-sink", lambda: listening(self.sink_port), 10, p)
+        self.sink = p
         return p
 
     # ------------------------------------------------------------------ smtpscreen

@@ -1,6 +1,7 @@
 #include "bench/report.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 namespace smtpload {
 namespace {
@@ -67,9 +68,17 @@ std::string json_string(std::string_view s) {
     return out + "\"";
 }
 
+double seconds(const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6; }
+
 }  // namespace
 
-std::string format_table(const Options& options, const RunStats& stats, double elapsed_s) {
+CpuTime own_cpu_time() {
+    rusage ru{};
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return {};
+    return {seconds(ru.ru_utime), seconds(ru.ru_stime)};
+}
+
+std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu) {
     std::string out;
     out += fmt::format("{:<9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}  {:<22} {}\n", "role", "sessions", "ok",
                        "sessions/s", "p50 ms", "p99 ms", "max ms", "replies", "errors");
@@ -79,13 +88,14 @@ std::string format_table(const Options& options, const RunStats& stats, double e
         table_row(out, role_name(role), r, elapsed_s);
     }
     table_row(out, "total", stats.total(), elapsed_s);
-    out += fmt::format("target {}, concurrency {}, threads {}, mix {}, {:.2f} s, source retries {}\n",
+    out += fmt::format("target {}, concurrency {}, threads {}, mix {}, {:.2f} s, source retries {}, "
+                       "smtpload CPU {:.2f} s user + {:.2f} s sys\n",
                        options.target_text, options.concurrency, options.threads, options.mix.describe(), elapsed_s,
-                       stats.source_retries);
+                       stats.source_retries, cpu.user_s, cpu.sys_s);
     return out;
 }
 
-std::string format_json(const Options& options, const RunStats& stats, double elapsed_s) {
+std::string format_json(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu) {
     std::string out = "{\n";
     out += fmt::format("  \"target\": {},\n", json_string(options.target_text));
     out += fmt::format("  \"concurrency\": {},\n  \"threads\": {},\n", options.concurrency, options.threads);
@@ -93,6 +103,7 @@ std::string format_json(const Options& options, const RunStats& stats, double el
     out += fmt::format("  \"message_size\": {},\n", options.message_size);
     out += fmt::format("  \"elapsed_s\": {:.3f},\n", elapsed_s);
     out += fmt::format("  \"source_retries\": {},\n", stats.source_retries);
+    out += fmt::format("  \"cpu_user_s\": {:.3f},\n  \"cpu_sys_s\": {:.3f},\n", cpu.user_s, cpu.sys_s);
     json_role(out, stats.total(), elapsed_s, "  ");
     out += ",\n  \"roles\": {";
     bool first = true;

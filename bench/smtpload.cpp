@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
     for (const RunStats& r : results) stats.merge(r);
     double elapsed = stats.last_end_s > 0 ? stats.last_end_s : std::chrono::duration<double>(Clock::now() - start).count();
 
-    if (!options.quiet) std::fputs(format_table(options, stats, elapsed).c_str(), stdout);
-    if (!options.json_path.empty() && !write_file(options.json_path, format_json(options, stats, elapsed))) {
+    const CpuTime cpu = own_cpu_time();
+    if (!options.quiet) std::fputs(format_table(options, stats, elapsed, cpu).c_str(), stdout);
+    if (!options.json_path.empty() && !write_file(options.json_path, format_json(options, stats, elapsed, cpu))) {
         std::fprintf(stderr, "smtpload: cannot write %s\n", options.json_path.c_str());
         return 1;
     }

@@ -43,9 +43,9 @@ void EventLog::pass_old(const Endpoint& client) { log_.info("PASS OLD {}", clien
 void EventLog::allowlisted(const Endpoint& client) { log_.info("ALLOWLISTED {}", client.to_string()); }
 void EventLog::denylisted(const Endpoint& client) { log_.info("DENYLISTED {}", client.to_string()); }
 
-// postscreen logs a DNSWL-allowlisted client as PASS NEW too; the rank line says why.
-void EventLog::dnswl_pass(const Endpoint& client, int rank) {
-    log_.info("DNSBL rank {} for {}", rank, client.to_string());
+void EventLog::message_refused(const Endpoint& client, std::string_view why) {
+    log_.info("NOQUEUE: reject: DATA from {}: 550 5.5.2 {}; message abandoned, backend connection closed",
+              client.to_string(), why);
 }
 
 void EventLog::noqueue(std::string_view line) { log_.info("{}", line); }

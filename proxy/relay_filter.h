@@ -86,7 +86,6 @@ public:
     // is encrypted now, the filter passes bytes untouched both ways.
     bool transparent() const { return phase_ == Phase::Transparent; }
     // Client bytes kept inside the filter and not yet forwarded: the held bytes plus an
-    // unfinished command line (at most max_line).
     // unfinished command line (at most max_line), plus a CR held in the data phase until
     // the next octet shows whether it is part of a CRLF.
     size_t held_bytes() const { return held_.size() + line_.size() + (pending_cr_ ? 1 : 0); }

@@ -20,6 +20,15 @@ constexpr size_t kMaxEarlyBytes = 4096;
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+const char* refusal_text(RelayFilter::Refusal refusal) {
+    switch (refusal) {
+    case RelayFilter::Refusal::BareLf: return "bare <LF> in message (smuggling.bare_lf = reject)";
+    case RelayFilter::Refusal::BareCr: return "bare <CR> in message";
+    case RelayFilter::Refusal::LongLine: return "message line longer than 1000 octets (RFC 5321 4.5.3.1.6)";
+    default: return "refused";
+    }
+}
+
 }  // namespace
 
 Session::Session(Worker& worker, std::shared_ptr<const Config> config)
@@ -313,7 +322,8 @@ void Session::start_relay() {
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out.
-    options.strip_starttls = config_->handoff == Handoff::Xclient;
+    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None;
+    options.bare_lf = config_->smuggling_bare_lf;
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
@@ -328,17 +338,31 @@ void Session::start_relay() {
 
 void Session::relay_from_client(std::string_view bytes) {
     std::string to_backend;
-    relay_->from_client(bytes, to_backend);
-    backend_->write(to_backend);
-    update_backpressure();
+    std::string to_client;
+    relay_->from_client(bytes, to_backend, to_client);
+    relay_output(to_client, to_backend);
 }
 
 void Session::relay_from_backend(std::string_view bytes) {
     std::string to_client;
     std::string to_backend;
     relay_->from_backend(bytes, to_client, to_backend);
-    client_.write(to_client);
+    relay_output(to_client, to_backend);
+}
+
+void Session::relay_output(std::string_view to_client, std::string_view to_backend) {
+    if (relay_->abandon_backend()) {
+        // SMTP smuggling defence (SPEC §4): the client's message had a bare LF/CR or an
+        // over-long line. The backend never sees an end of data for it, so closing its
+        // connection abandons the half-sent message; the client gets the 550 and a 421.
+        client_.write(to_client);
+        backend_->close();
+        client_.close_after_flush();
+        worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
+        return finish("bad-message");
+    }
     backend_->write(to_backend);
+    client_.write(to_client);
     update_backpressure();
 }
 

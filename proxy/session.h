@@ -66,6 +66,7 @@ private:
     void start_relay();
     void relay_from_client(std::string_view bytes);
     void relay_from_backend(std::string_view bytes);
+    void relay_output(std::string_view to_client, std::string_view to_backend);
     void update_backpressure();
     // §2 step 9
     void finish(const char* outcome);

