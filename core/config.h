@@ -14,6 +14,9 @@
 
 namespace smtpscreen {
 
+class TlsServerContext;
+class TlsClientContext;
+
 enum class Action { Ignore, Enforce, Drop };
 enum class ProxyProtocol { Off, V1, V2, Auto };
 enum class Handoff { ProxyV2, ProxyV1, Xclient, None };
@@ -91,6 +94,10 @@ struct Config {
     std::string tls_ciphers;                            // empty: secure default
     std::string tls_min_version = "1.2";
     Millis tls_handshake_timeout{30000};
+    // Loaded from the files above by the proxy (proxy/tls_config.h), once per load or
+    // reload, so sessions keep the certificate they started with. Null: no STARTTLS.
+    std::shared_ptr<const TlsServerContext> tls_server;
+    std::shared_ptr<const TlsClientContext> tls_backend;  // backend.tls = on
 
     // [limits]
     int max_connections = 10000;

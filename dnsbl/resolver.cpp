@@ -10,7 +10,9 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
 
 #include "core/uv_handle.h"
 
@@ -22,6 +24,12 @@ namespace {
 // for every client would only hold each one for the whole dnsbl.timeout.
 constexpr int kTimeoutsBeforeSkipping = 5;
 constexpr uint64_t kSkipMillis = 60'000;
+
+// A client with more PTR names than this is verified against the first few only, as
+// each name costs a forward query (Postfix's smtpd looks at one).
+constexpr std::size_t kMaxVerifiedNames = 4;
+// CNAMEs followed from the PTR question (RFC 2317 classless delegation uses one).
+constexpr int kMaxCnameHops = 8;
 
 // Reasons that are not the server's answer and need no log line per query.
 constexpr std::string_view kReasonSkipped = "zone skipped after repeated timeouts";
@@ -62,12 +70,16 @@ struct Reader {
         pos += n;
         return true;
     }
-    bool skip_name() {
-        char* name = nullptr;
+    bool skip_name() { return name().has_value(); }
+    std::optional<std::string> name() {
+        if (pos >= len) return std::nullopt;
+        char* expanded = nullptr;
         long enclen = 0;
-        if (ares_expand_name(buf + pos, buf, len, &name, &enclen) != ARES_SUCCESS) return false;
-        ares_free_string(name);
-        return skip(static_cast<int>(enclen));
+        if (ares_expand_name(buf + pos, buf, len, &expanded, &enclen) != ARES_SUCCESS) return std::nullopt;
+        std::string out(expanded);
+        ares_free_string(expanded);
+        if (!skip(static_cast<int>(enclen))) return std::nullopt;
+        return out;
     }
     std::optional<uint32_t> u16() {
         if (len - pos < 2) return std::nullopt;
@@ -157,29 +169,160 @@ std::string lower(std::string s) {
     return s;
 }
 
+// Postfix's valid_hostname(), minus its leniency for '_': labels of letters, digits and
+// inner hyphens, 1..63 long, at most 255 in all, and not all digits (a "name" such as
+// 1.2.3.4 would pass for an address).
+bool valid_hostname(std::string_view name) {
+    if (name.empty() || name.size() > 255) return false;
+    bool non_numeric = false;
+    std::size_t label = 0;
+    for (std::size_t i = 0; i < name.size(); ++i) {
+        const char c = name[i];
+        const bool last = i + 1 == name.size();
+        if (c == '.') {
+            if (label == 0 || last) return false;
+            label = 0;
+            continue;
+        }
+        if (c == '-') {
+            if (label == 0 || last || name[i + 1] == '.') return false;
+            non_numeric = true;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+            non_numeric = true;
+        } else if (c < '0' || c > '9') {
+            return false;
+        }
+        if (++label > 63) return false;
+    }
+    return non_numeric;
+}
+
+// The PTR names of an answer, in answer order, for its question or for the name a
+// CNAME chain from it leads to. ares_expand_name escapes odd bytes ("\032"), which
+// valid_hostname() then refuses.
+std::vector<std::string> ptr_names(const unsigned char* abuf, int alen) {
+    std::vector<std::string> names;
+    if (abuf == nullptr || alen < HFIXEDSZ) return names;
+    Reader r{abuf, alen, HFIXEDSZ};
+    const uint32_t qdcount = static_cast<uint32_t>(abuf[4]) << 8 | abuf[5];
+    const uint32_t ancount = static_cast<uint32_t>(abuf[6]) << 8 | abuf[7];
+    if (qdcount != 1) return names;
+    auto qname = r.name();
+    if (!qname || !r.skip(QFIXEDSZ)) return names;
+
+    struct Record {
+        std::string owner;
+        uint32_t type;
+        std::string target;
+    };
+    std::vector<Record> records;
+    for (uint32_t i = 0; i < ancount; ++i) {
+        auto owner = r.name();
+        auto type = r.u16();
+        r.u16();  // class
+        auto ttl = r.u32();
+        auto rdlength = r.u16();
+        if (!owner || !type || !ttl || !rdlength) break;
+        const int rdata_end = r.pos + static_cast<int>(*rdlength);
+        if (*type == ns_t_ptr || *type == ns_t_cname) {
+            auto target = r.name();
+            if (!target) break;
+            records.push_back({lower(*owner), *type, lower(*target)});
+        }
+        if (r.pos > rdata_end || !r.skip(rdata_end - r.pos)) break;
+    }
+
+    std::string current = lower(*qname);
+    for (int hop = 0; hop <= kMaxCnameHops; ++hop) {
+        for (const auto& rec : records) {
+            if (rec.type == ns_t_ptr && rec.owner == current) names.push_back(rec.target);
+        }
+        if (!names.empty()) break;
+        auto cname = std::find_if(records.begin(), records.end(), [&](const Record& rec) {
+            return rec.type == ns_t_cname && rec.owner == current;
+        });
+        if (cname == records.end()) break;
+        current = cname->target;
+    }
+    return names;
+}
+
+// Whether an A (4 bytes) or AAAA (16 bytes) answer holds `address`, raw network order.
+bool answer_has_address(const unsigned char* abuf, int alen, std::string_view address) {
+    hostent* host = nullptr;
+    int count = 64;
+    int rc = ARES_ENODATA;
+    bool found = false;
+    if (address.size() == 4) {
+        ares_addrttl ttls[64];
+        rc = ares_parse_a_reply(abuf, alen, &host, ttls, &count);
+        for (int i = 0; rc == ARES_SUCCESS && i < count && !found; ++i) {
+            found = std::memcmp(&ttls[i].ipaddr, address.data(), 4) == 0;
+        }
+    } else if (address.size() == 16) {
+        ares_addr6ttl ttls[64];
+        rc = ares_parse_aaaa_reply(abuf, alen, &host, ttls, &count);
+        for (int i = 0; rc == ARES_SUCCESS && i < count && !found; ++i) {
+            found = std::memcmp(&ttls[i].ip6addr, address.data(), 16) == 0;
+        }
+    }
+    if (host) ares_free_hostent(host);
+    return found;
+}
+
 // ares_channel is a pointer type; this owns one and destroys it once.
 struct ChannelDeleter {
     void operator()(ares_channeldata* channel) const { ares_destroy(channel); }
 };
 using Channel = std::unique_ptr<ares_channeldata, ChannelDeleter>;
 
-struct Subscriber {
-    uint64_t id;
-    DnsblResolver::Callback callback;
-};
+// What a DnsblSubscription refers to: a DNSBL query or a verified-name lookup, with
+// everyone waiting for its answer.
+struct Pending {
+    virtual ~Pending() = default;
+    virtual void unsubscribe(uint64_t id) = 0;
+    // Runs each subscriber's callback once with the answer; from the idle handler only.
+    virtual void deliver() = 0;
 
-// One DNS question and everyone waiting for its answer.
-struct Query {
-    std::string name;  // "2.0.0.127.zen.example"
-    std::string zone;
     uint64_t deadline = 0;  // uv_now() milliseconds
     bool done = false;
-    DnsblReply reply;
+};
+
+template <typename Answer>
+struct Waiting : Pending {
+    struct Subscriber {
+        uint64_t id;
+        std::function<void(const Answer&)> callback;
+    };
+    Answer answer{};
     std::vector<Subscriber> subscribers;
 
-    void unsubscribe(uint64_t id) {
+    void unsubscribe(uint64_t id) override {
         std::erase_if(subscribers, [id](const Subscriber& s) { return s.id == id; });
     }
+    void deliver() override {
+        // A callback may cancel other subscribers: take them one by one.
+        while (!subscribers.empty()) {
+            auto subscriber = std::move(subscribers.front());
+            subscribers.erase(subscribers.begin());
+            subscriber.callback(answer);
+        }
+    }
+};
+
+// One DNSBL question.
+struct Query : Waiting<DnsblReply> {
+    std::string name;  // "2.0.0.127.zen.example"
+    std::string zone;
+};
+
+// One client's PTR question, then an A or AAAA question per name it gave.
+struct NameLookup : Waiting<std::string> {
+    enum Confirmed : int8_t { Unknown, No, Yes };
+    std::string key;      // the client's address as text
+    std::string address;  // and as raw bytes: 4 or 16
+    std::vector<std::string> names;   // valid PTR names, in answer order
+    std::vector<Confirmed> confirmed;  // per name
 };
 
 struct ZoneHealth {
@@ -194,6 +337,7 @@ struct DnsblResolver::Impl {
     ~Impl();
 
     DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
+    DnsblSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
     void close();
 
 private:
@@ -203,6 +347,13 @@ private:
         Impl* impl;
         std::weak_ptr<Query> query;
     };
+    // The same for a verified-name lookup: index -1 for its PTR question, else the
+    // index of the name whose addresses were asked for.
+    struct NameTicket {
+        Impl* impl;
+        std::weak_ptr<NameLookup> lookup;
+        int index;
+    };
 
     void init_channel(const std::vector<Endpoint>& servers);
     void set_servers(const std::vector<Endpoint>& servers);
@@ -210,15 +361,20 @@ private:
     void complete(const std::shared_ptr<Query>& query, DnsblReply reply);
     void note_zone_health(const Query& query);
     bool zone_skipped(const std::string& zone);
-    void deliver_later(const std::shared_ptr<Query>& query);
+    void settle(const std::shared_ptr<NameLookup>& lookup, bool final);
+    void finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name);
+    void deliver_later(std::shared_ptr<Pending> pending);
     void deliver_ready();
     void expire_deadlines();
     void arm_timer();
     void watch_socket(ares_socket_t fd, bool readable, bool writable);
-    DnsblSubscription subscribe(const std::shared_ptr<Query>& query, Callback cb);
+    template <typename T, typename Cb>
+    DnsblSubscription subscribe(const std::shared_ptr<T>& pending, Cb cb);
 
     static void on_sock_state(void* data, ares_socket_t fd, int readable, int writable);
     static void on_answer(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
+    static void on_ptr_answer(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
+    static void on_forward_answer(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
     static void on_poll(uv_poll_t* handle, int status, int events);
     static void on_timer(uv_timer_t* handle);
     static void on_idle(uv_idle_t* handle);
@@ -230,8 +386,9 @@ private:
     UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
     std::map<std::string, std::shared_ptr<Query>> in_flight_;  // by query name
-    std::deque<std::weak_ptr<Query>> deadlines_;  // start order == deadline order
-    std::deque<std::shared_ptr<Query>> ready_;
+    std::map<std::string, std::shared_ptr<NameLookup>> names_in_flight_;  // by client address
+    std::deque<std::weak_ptr<Pending>> deadlines_;  // start order == deadline order
+    std::deque<std::shared_ptr<Pending>> ready_;
     std::map<std::string, ZoneHealth> zones_;
     uint64_t next_id_ = 0;
     bool closed_ = false;
@@ -302,10 +459,13 @@ void DnsblResolver::Impl::set_servers(const std::vector<Endpoint>& servers) {
     }
 }
 
-DnsblSubscription DnsblResolver::Impl::subscribe(const std::shared_ptr<Query>& query, Callback cb) {
+template <typename T, typename Cb>
+DnsblSubscription DnsblResolver::Impl::subscribe(const std::shared_ptr<T>& pending, Cb cb) {
     const uint64_t id = ++next_id_;
-    query->subscribers.push_back({id, std::move(cb)});
-    return DnsblSubscription(std::weak_ptr<void>(query), id);
+    pending->subscribers.push_back({id, std::move(cb)});
+    // Through Pending, so that DnsblSubscription::cancel() can cast the void back.
+    const std::shared_ptr<Pending> base = pending;
+    return DnsblSubscription(std::weak_ptr<void>(base), id);
 }
 
 DnsblSubscription DnsblResolver::Impl::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
@@ -346,10 +506,10 @@ void DnsblResolver::Impl::on_answer(void* arg, int status, int /*timeouts*/, uns
 void DnsblResolver::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
     if (query->done) return;
     query->done = true;
-    query->reply = std::move(reply);
+    query->answer = std::move(reply);
     if (auto it = in_flight_.find(query->name); it != in_flight_.end() && it->second == query) in_flight_.erase(it);
-    const auto& error = query->reply.error;
-    if (query->reply.status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
+    const auto& error = query->answer.error;
+    if (query->answer.status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
         log_.warn("dnsbl query {} failed: {}", query->name, error);
     }
     if (error != kReasonSkipped && error != kReasonClosed) note_zone_health(*query);
@@ -359,7 +519,7 @@ void DnsblResolver::Impl::complete(const std::shared_ptr<Query>& query, DnsblRep
 void DnsblResolver::Impl::note_zone_health(const Query& query) {
     auto& health = zones_[query.zone];
     const uint64_t now = uv_now(loop_);
-    if (query.reply.status != DnsblReply::Status::Failed || query.reply.error != kReasonTimeout) {
+    if (query.answer.status != DnsblReply::Status::Failed || query.answer.error != kReasonTimeout) {
         if (health.skip_until != 0) log_.info("dnsbl zone {} answers again; querying it for every client", query.zone);
         health = ZoneHealth{};
         return;
@@ -379,8 +539,95 @@ bool DnsblResolver::Impl::zone_skipped(const std::string& zone) {
     return it != zones_.end() && uv_now(loop_) < it->second.skip_until;
 }
 
-void DnsblResolver::Impl::deliver_later(const std::shared_ptr<Query>& query) {
-    ready_.push_back(query);
+DnsblSubscription DnsblResolver::Impl::lookup_verified_name(const Endpoint& client, NameCallback cb) {
+    const std::string key = client.ip();
+    if (auto it = names_in_flight_.find(key); it != names_in_flight_.end()) return subscribe(it->second, std::move(cb));
+
+    auto lookup = std::make_shared<NameLookup>();
+    lookup->key = key;
+    lookup->address = std::string(client.raw());
+    auto subscription = subscribe(lookup, std::move(cb));
+    if (closed_ || !client.valid()) {
+        finish_name(lookup, {});
+        return subscription;
+    }
+    lookup->deadline = uv_now(loop_) + timeout_ms_;
+    names_in_flight_[key] = lookup;
+    deadlines_.push_back(lookup);
+    const std::string ptr = reverse_name(client) + (client.is_v6() ? ".ip6.arpa" : ".in-addr.arpa");
+    ares_query(channel_.get(), ptr.c_str(), ns_c_in, ns_t_ptr, &Impl::on_ptr_answer, new NameTicket{this, lookup, -1});
+    arm_timer();
+    return subscription;
+}
+
+void DnsblResolver::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
+    std::unique_ptr<NameTicket> ticket(static_cast<NameTicket*>(arg));
+    auto lookup = ticket->lookup.lock();
+    if (!lookup || lookup->done) return;
+    Impl* impl = ticket->impl;
+    // ares_destroy() answers with ARES_EDESTRUCTION while channel_ is already gone.
+    if (status != ARES_SUCCESS || impl->closed_ || !impl->channel_) {
+        impl->finish_name(lookup, {});
+        return;
+    }
+    for (auto& name : ptr_names(abuf, alen)) {
+        if (!name.empty() && name.back() == '.') name.pop_back();
+        if (!valid_hostname(name) || std::find(lookup->names.begin(), lookup->names.end(), name) != lookup->names.end()) {
+            continue;
+        }
+        lookup->names.push_back(std::move(name));
+        if (lookup->names.size() == kMaxVerifiedNames) break;
+    }
+    if (lookup->names.empty()) {
+        impl->finish_name(lookup, {});
+        return;
+    }
+    lookup->confirmed.assign(lookup->names.size(), NameLookup::Unknown);
+    const int type = lookup->address.size() == 16 ? ns_t_aaaa : ns_t_a;
+    // Called from ares_process_fd (or inline from ares_query): the caller re-arms the timer.
+    for (std::size_t i = 0; i < lookup->names.size() && !lookup->done; ++i) {
+        ares_query(impl->channel_.get(), lookup->names[i].c_str(), ns_c_in, type, &Impl::on_forward_answer,
+                   new NameTicket{impl, lookup, static_cast<int>(i)});
+    }
+}
+
+void DnsblResolver::Impl::on_forward_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
+                                            int alen) {
+    std::unique_ptr<NameTicket> ticket(static_cast<NameTicket*>(arg));
+    auto lookup = ticket->lookup.lock();
+    if (!lookup || lookup->done) return;
+    const auto index = static_cast<std::size_t>(ticket->index);
+    if (index >= lookup->confirmed.size()) return;
+    const bool match = status == ARES_SUCCESS && answer_has_address(abuf, alen, lookup->address);
+    lookup->confirmed[index] = match ? NameLookup::Yes : NameLookup::No;
+    ticket->impl->settle(lookup, false);
+}
+
+// The first confirmed name in PTR order, once every name before it is known not to be;
+// at the deadline (final) whatever is confirmed by then.
+void DnsblResolver::Impl::settle(const std::shared_ptr<NameLookup>& lookup, bool final) {
+    for (std::size_t i = 0; i < lookup->names.size(); ++i) {
+        if (lookup->confirmed[i] == NameLookup::Yes) {
+            finish_name(lookup, lookup->names[i]);
+            return;
+        }
+        if (lookup->confirmed[i] == NameLookup::Unknown && !final) return;
+    }
+    finish_name(lookup, {});
+}
+
+void DnsblResolver::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name) {
+    if (lookup->done) return;
+    lookup->done = true;
+    lookup->answer = std::move(name);
+    if (auto it = names_in_flight_.find(lookup->key); it != names_in_flight_.end() && it->second == lookup) {
+        names_in_flight_.erase(it);
+    }
+    deliver_later(lookup);
+}
+
+void DnsblResolver::Impl::deliver_later(std::shared_ptr<Pending> pending) {
+    ready_.push_back(std::move(pending));
     if (idle_) uv_idle_start(idle_.get(), &Impl::on_idle);
 }
 
@@ -391,14 +638,7 @@ void DnsblResolver::Impl::on_idle(uv_idle_t* handle) {
 void DnsblResolver::Impl::deliver_ready() {
     // Answers queued by the callbacks below wait for the next loop iteration.
     auto batch = std::exchange(ready_, {});
-    for (auto& query : batch) {
-        // A callback may cancel other subscribers of this query: take them one by one.
-        while (!query->subscribers.empty()) {
-            auto subscriber = std::move(query->subscribers.front());
-            query->subscribers.erase(query->subscribers.begin());
-            subscriber.callback(query->reply);
-        }
-    }
+    for (auto& pending : batch) pending->deliver();
     if (!idle_ || !ready_.empty()) return;
     if (closed_) {
         idle_.close();
@@ -410,11 +650,16 @@ void DnsblResolver::Impl::deliver_ready() {
 void DnsblResolver::Impl::expire_deadlines() {
     const uint64_t now = uv_now(loop_);
     while (!deadlines_.empty()) {
-        auto query = deadlines_.front().lock();
-        if (query && !query->done && query->deadline > now) break;
+        auto pending = deadlines_.front().lock();
+        if (pending && !pending->done && pending->deadline > now) break;
         deadlines_.pop_front();
+        if (!pending || pending->done) continue;
         // c-ares may still answer later; the Ticket then finds the query done.
-        if (query && !query->done) complete(query, failed(std::string(kReasonTimeout)));
+        if (auto query = std::dynamic_pointer_cast<Query>(pending)) {
+            complete(query, failed(std::string(kReasonTimeout)));
+        } else if (auto lookup = std::dynamic_pointer_cast<NameLookup>(pending)) {
+            settle(lookup, true);
+        }
     }
 }
 
@@ -427,10 +672,10 @@ void DnsblResolver::Impl::arm_timer() {
         wait = static_cast<uint64_t>(tv.tv_sec) * 1000 + (static_cast<uint64_t>(tv.tv_usec) + 999) / 1000;
     }
     while (!deadlines_.empty()) {
-        auto query = deadlines_.front().lock();
-        if (query && !query->done) {
+        auto pending = deadlines_.front().lock();
+        if (pending && !pending->done) {
             const uint64_t now = uv_now(loop_);
-            wait = std::min(wait, query->deadline > now ? query->deadline - now : 0);
+            wait = std::min(wait, pending->deadline > now ? pending->deadline - now : 0);
             break;
         }
         deadlines_.pop_front();
@@ -491,6 +736,9 @@ void DnsblResolver::Impl::close() {
     // ares_destroy answers every pending query (ARES_EDESTRUCTION → Failed, queued) and
     // reports each socket closed, which closes its poll handle.
     channel_.reset();
+    // Every lookup still waiting had a question out, so ares_destroy answered it; this
+    // is in case one did not.
+    for (auto names = std::exchange(names_in_flight_, {}); auto& [key, lookup] : names) finish_name(lookup, {});
     in_flight_.clear();
     deadlines_.clear();
     polls_.clear();
@@ -509,6 +757,10 @@ DnsblResolver::~DnsblResolver() = default;
 
 DnsblSubscription DnsblResolver::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
     return impl_->lookup(client, zone, std::move(cb));
+}
+
+DnsblSubscription DnsblResolver::lookup_verified_name(const Endpoint& client, NameCallback cb) {
+    return impl_->lookup_verified_name(client, std::move(cb));
 }
 
 void DnsblResolver::close() { impl_->close(); }
@@ -533,8 +785,8 @@ DnsblSubscription& DnsblSubscription::operator=(DnsblSubscription&& other) noexc
 DnsblSubscription::~DnsblSubscription() { cancel(); }
 
 void DnsblSubscription::cancel() {
-    // Every subscription the resolver hands out refers to a Query.
-    if (auto query = std::static_pointer_cast<Query>(query_.lock())) query->unsubscribe(id_);
+    // Every subscription the resolver hands out refers to a Pending (see subscribe()).
+    if (auto pending = std::static_pointer_cast<Pending>(query_.lock())) pending->unsubscribe(id_);
     query_.reset();
 }
 

@@ -27,8 +27,9 @@ struct DnsblReply {
 
 class DnsblResolver;
 
-// Owned by whoever asked; destroying it (or calling cancel) guarantees the callback
-// will not run afterwards. The underlying query may go on for other subscribers.
+// Owned by whoever asked (a DNSBL lookup or a verified-name lookup); destroying it (or
+// calling cancel) guarantees the callback will not run afterwards. The underlying query
+// may go on for other subscribers.
 class DnsblSubscription {
 public:
     DnsblSubscription() = default;
@@ -47,6 +48,7 @@ private:
 class DnsblResolver {
 public:
     using Callback = std::function<void(const DnsblReply&)>;
+    using NameCallback = std::function<void(const std::string& name)>;
 
     // servers empty: the system resolver (/etc/resolv.conf). timeout bounds one whole
     // lookup (all tries). Throws std::runtime_error naming what failed on c-ares init errors.
@@ -61,8 +63,21 @@ public:
     // A failed or timed-out query is logged once per query (not per subscriber).
     DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
 
+    // Looks up the PTR names of `client`, then the A (or AAAA for IPv6) records of each
+    // name (at most a few names), and answers with the first name, in PTR answer order,
+    // whose addresses include the client: Postfix's verified client name. The name is
+    // lower case without a trailing dot, and a syntactically valid hostname (letters,
+    // digits and inner hyphens in labels of 1..63, at most 255 in all, not all digits);
+    // PTR names that are not are ignored. Empty string when there is none, on failure or
+    // timeout: the whole lookup, both steps, is bounded by the resolver's timeout.
+    // Concurrent lookups for the same client share the queries. The callback runs later
+    // from the loop, never inline. Failures are not logged (a client without rDNS is
+    // normal).
+    DnsblSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
+
     // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed
-    // ("resolver closed") from the loop; a lookup() after close() is never answered.
+    // ("resolver closed"), or an empty name, from the loop; a lookup() or
+    // lookup_verified_name() after close() is never answered.
     // Destroying the resolver without close() drops pending callbacks instead; it must
     // not be destroyed from inside one of its own callbacks (close() there is fine).
     void close();

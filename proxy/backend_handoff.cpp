@@ -65,9 +65,10 @@ BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config
       listener_(listener),
       backend_(std::make_unique<Connection>(loop, buffer, *this)) {}
 
-void BackendHandoff::start(const Endpoint& client, const Endpoint& local) {
+void BackendHandoff::start(const Endpoint& client, const Endpoint& local, Replay replay) {
     client_ = client;
     local_ = local;
+    replay_ = std::move(replay);
     int rc = backend_->connect(config_.backend_address, config_.backend_source_address);
     if (rc != 0) {
         std::string from = config_.backend_source_address
@@ -107,11 +108,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
     switch (step_) {
     case Step::Greeting:
         if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
-        if (config_.handoff != Handoff::Xclient) {
-            step_ = Step::Ready;
-            backend_->stop_reading();
-            return listener_.handoff_ready(reply);
-        }
+        if (config_.handoff != Handoff::Xclient) return greeted(reply);
         step_ = Step::XclientEhlo;
         backend_->write(fmt::format("EHLO {}\r\n", hostname_));
         return;
@@ -125,17 +122,34 @@ void BackendHandoff::on_reply(const std::string& reply) {
         step_ = Step::XclientReply;
         // The name is not verified here (no reverse lookup), and Postfix resets the
         // session unless NAME is given, so say [UNAVAILABLE] as Postfix itself would.
-        backend_->write(encode_xclient({client_, "[UNAVAILABLE]", "", ""}));
+        backend_->write(encode_xclient({client_, "[UNAVAILABLE]", replay_.helo, replay_.proto}));
         return;
     case Step::XclientReply:
         // XCLIENT is answered with a new greeting (Postfix XCLIENT_README).
         if (code != 220) return fail("backend refused XCLIENT: " + first_line(reply));
-        step_ = Step::Ready;
-        backend_->stop_reading();
-        return listener_.handoff_ready(reply);
+        return greeted(reply);
+    case Step::Replaying:
+        // The client saw 250 to its EHLO and MAIL; a backend that refuses one of them
+        // has its refusal shown as the answer to the RCPT, so the client never
+        // believes a recipient was taken that the backend has no transaction for.
+        if (replayed_ == replay_.lines.size() || code / 100 != 2) return ready(reply);
+        backend_->write(replay_.lines[replayed_++]);
+        return;
     default:
         return;
     }
+}
+
+void BackendHandoff::greeted(const std::string& greeting) {
+    if (replay_.lines.empty()) return ready(greeting);
+    step_ = Step::Replaying;
+    backend_->write(replay_.lines[replayed_++]);
+}
+
+void BackendHandoff::ready(const std::string& reply) {
+    step_ = Step::Ready;
+    backend_->stop_reading();
+    listener_.handoff_ready(reply);
 }
 
 void BackendHandoff::on_peer_closed(Connection&, int status) {

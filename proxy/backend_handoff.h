@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/config.h"
 #include "proxy/connection.h"
@@ -14,10 +15,20 @@ namespace smtpscreen {
 
 class BackendHandoff final : public ConnectionEvents {
 public:
+    // A session that passed the deep tests already spoke SMTP with us: its EHLO/HELO,
+    // MAIL and first RCPT are replayed to the backend (SPEC §2 step 6).
+    struct Replay {
+        std::vector<std::string> lines;  // CRLF-terminated, in order; the last one is the RCPT
+        std::string helo;                // for XCLIENT HELO=
+        std::string proto;               // "ESMTP" or "SMTP", for XCLIENT PROTO=
+    };
+
     class Listener {
     public:
-        // greeting: the backend's whole 220 reply, CRLF-terminated lines.
-        virtual void handoff_ready(std::string greeting) = 0;
+        // reply: without a replay, the backend's whole 220 greeting; with one, the
+        // backend's answer to the RCPT, or to the first replayed command it refused
+        // (the client then sees that refusal as the answer to its RCPT).
+        virtual void handoff_ready(std::string reply) = 0;
         // why: for the log, e.g. "connect to 127.0.0.1:10025: connection refused".
         virtual void handoff_failed(std::string why) = 0;
 
@@ -28,12 +39,12 @@ public:
     BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config, const std::string& hostname,
                    Listener& listener);
 
-    void start(const Endpoint& client, const Endpoint& local);
+    void start(const Endpoint& client, const Endpoint& local, Replay replay = {});
     // After handoff_ready: the connected backend leg, for the relay.
     std::unique_ptr<Connection> take_connection() { return std::move(backend_); }
 
 private:
-    enum class Step { Connecting, Greeting, XclientEhlo, XclientReply, Ready, Failed };
+    enum class Step { Connecting, Greeting, XclientEhlo, XclientReply, Replaying, Ready, Failed };
     static constexpr size_t kMaxReply = 16 * 1024;
 
     void on_data(Connection& conn, std::string_view bytes) override;
@@ -42,6 +53,8 @@ private:
     void on_connected(Connection& conn, int status) override;
 
     void on_reply(const std::string& reply);
+    void greeted(const std::string& greeting);
+    void ready(const std::string& reply);
     void fail(std::string why);
 
     const Config& config_;
@@ -51,6 +64,8 @@ private:
     Step step_ = Step::Connecting;
     Endpoint client_;
     Endpoint local_;
+    Replay replay_;
+    size_t replayed_ = 0;  // lines of replay_ sent so far
     std::string reply_;
 };
 

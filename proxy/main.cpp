@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "proxy/server.h"
+#include "proxy/tls_config.h"
 
 namespace {
 
@@ -56,7 +57,9 @@ int main(int argc, char** argv) {
     if (config_path.empty()) return usage_error("no configuration file given (use -c conf/smtpscreen.ini)");
 
     std::vector<std::string> errors;
+    std::vector<std::string> tls_warnings;
     auto config = smtpscreen::load_config(config_path, errors);
+    if (config && errors.empty()) smtpscreen::load_tls_contexts(*config, errors, tls_warnings);
     if (!errors.empty() || !config) {
         for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
         std::fprintf(stderr, "smtpscreen: %zu error%s in %s\n", errors.size(), errors.size() == 1 ? "" : "s",
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
     }
     if (check) {
         for (const auto& w : smtpscreen::config_warnings(*config)) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        for (const auto& w : tls_warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         std::printf("%s: OK\n", config_path.c_str());
         return 0;
     }
@@ -77,5 +81,6 @@ int main(int argc, char** argv) {
     // logging defaults to on.
     smtpscreen::Logger log(config->log_syslog, config->log_syslog_name, config->log_stderr.value_or(true));
     for (const auto& w : smtpscreen::config_warnings(*config)) log.warn("{}", w);
+    for (const auto& w : tls_warnings) log.warn("{}", w);
     return smtpscreen::run_server(config, config_path, log);
 }

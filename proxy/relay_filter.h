@@ -15,6 +15,32 @@
 // can no longer see (or block) an XCLIENT inside the TLS stream. With backend.handoff =
 // xclient (or none) the caller must therefore set strip_starttls = true.
 //
+// terminate_starttls (SPEC §3): smtpscreen itself is the client's TLS server. The filter
+// removes the backend's own STARTTLS from EHLO replies and offers its own instead (until
+// TLS is active), answers the client's STARTTLS itself and tells the session when to
+// start the handshake; the backend never sees the STARTTLS. The filter stays pure: the
+// session does the TLS and feeds the filter the decrypted plaintext. The sequence:
+//   1. After every from_client()/from_backend() call the session writes to_backend and
+//      to_client as usual, then looks at start_tls_now().
+//   2. When start_tls_now() has turned true, that call's to_client ends with
+//      "220 2.0.0 Ready to start TLS": it is the last plain text the client gets. Write
+//      it, stop feeding client bytes to the filter, and run the TLS handshake on the
+//      client socket. Stop reading the backend until step 3 (backend bytes that come
+//      meanwhile are kept by the filter, at most max_line octets).
+//      discarded_after_starttls() is how many plain-text bytes the client sent after its
+//      STARTTLS line; they were dropped (CVE-2011-0411 class). Log it when not 0.
+//   3. Once the handshake is done, call tls_established(); from then on feed the decrypted
+//      client bytes to from_client() and encrypt everything the filter puts in to_client.
+//      The client sends EHLO again, which goes to the backend as any command (the
+//      backend just sees a second EHLO). Backend output kept during the handshake comes
+//      out in to_client of the next from_client()/from_backend() call.
+//   A handshake failure or timeout ends the session; the filter has nothing to undo.
+// The filter's own replies (220, and "501 5.5.4 Syntax: STARTTLS" to a STARTTLS with an
+// argument, "554 5.5.1 Error: TLS already active" to one inside TLS) come out in to_client
+// in the order of the client's commands: after every reply owed for the commands sent
+// before it (RFC 2920). Until then client_held() is true and later client bytes wait.
+// This needs the three-argument from_client().
+//
 // SMTP smuggling (SPEC §4; SEC Consult 2023; Postfix smtpd_forbid_bare_newline): in the
 // data phase the client's end of data is only <CR><LF>.<CR><LF> (the start of the data
 // phase counts as a line start). A backend that also took a bare LF or a bare CR (a CR
@@ -48,6 +74,9 @@ class RelayFilter {
 public:
     struct Options {
         bool strip_starttls = false;   // remove STARTTLS from EHLO replies and block the client's STARTTLS
+        bool terminate_starttls = false;   // smtpscreen answers the client's STARTTLS itself (see
+                                           // above); implies the backend's STARTTLS is stripped
+                                           // and overrides strip_starttls for the client's
         size_t max_line = 4096;        // longest command/reply line kept whole; longer lines are still
                                        // forwarded (values below 64 are raised to 64)
         BareLf bare_lf = BareLf::Reject;   // smuggling.bare_lf (SPEC §5); see above
@@ -77,11 +106,13 @@ public:
     // 354 that released them).
     void from_backend(std::string_view in, std::string& to_client, std::string& to_backend);
 
-    // True while a forwarded DATA (or STARTTLS) awaits the backend's reply: the caller should
-    // stop reading the client (back-pressure); bytes already given to from_client are kept
-    // and released by from_backend. Bytes held behind a STARTTLS that the backend accepts
-    // are discarded, not released (CVE-2011-0411 class, SPEC §3).
-    bool client_held() const { return phase_ == Phase::Held; }
+    // True while a forwarded DATA (or STARTTLS) awaits the backend's reply, or one of the
+    // filter's own replies awaits the replies owed before it: the caller should stop reading
+    // the client (back-pressure); bytes already given to from_client are kept and released
+    // by from_backend. Bytes held behind a STARTTLS that the backend accepts are discarded,
+    // not released (CVE-2011-0411 class, SPEC §3); so are the bytes after a STARTTLS the
+    // filter answers itself (terminate_starttls).
+    bool client_held() const { return phase_ == Phase::Held || phase_ == Phase::TlsWaiting; }
     // After a STARTTLS that the backend answered 220 (only when !strip_starttls): everything
     // is encrypted now, the filter passes bytes untouched both ways.
     bool transparent() const { return phase_ == Phase::Transparent; }
@@ -108,24 +139,42 @@ public:
     bool abandon_backend() const { return phase_ == Phase::Refused; }
     Refusal refusal() const { return refusal_; }
 
+    // terminate_starttls (see the top of this file). True from the call that appended
+    // "220 2.0.0 Ready to start TLS" to to_client until tls_established(): the session
+    // sends that to_client in plain text and runs the TLS handshake with the client. Every
+    // client byte given to from_client meanwhile is discarded.
+    bool start_tls_now() const { return phase_ == Phase::TlsStarting; }
+    // The handshake is done: the filter reads commands again (the decrypted ones), offers
+    // no more STARTTLS and answers another STARTTLS with 554. Only valid while
+    // start_tls_now(); otherwise it does nothing.
+    void tls_established();
+    bool tls_active() const { return tls_active_; }
+    // Client bytes discarded after the STARTTLS line before the handshake (never reset:
+    // there is at most one STARTTLS per session).
+    size_t discarded_after_starttls() const { return discarded_after_starttls_; }
+
 private:
-    enum class Phase : uint8_t { Command, Held, Data, Transparent, Refused };
-    // What a forwarded command needs from its reply.
-    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls };
-    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Blocked };
+    // TlsWaiting: the client's STARTTLS awaits the replies owed before our 220; TlsStarting:
+    // the 220 is out, the handshake is the session's.
+    enum class Phase : uint8_t { Command, Held, Data, Transparent, Refused, TlsWaiting, TlsStarting };
+    // What a forwarded command needs from its reply. The Local* entries are the filter's own
+    // replies, which it sends once every entry before them is answered.
+    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, LocalStartTls, LocalSyntax, LocalTlsActive };
+    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, LocalStartTls, Blocked };
     // The tail of a line longer than max_line: streamed on, or dropped.
     enum class LongLine : uint8_t { None, Forward, Drop };
     enum class DataScan : uint8_t { LineStart, InLine, Cr, Dot, DotCr };
 
     // Client side.
-    size_t command_bytes(std::string_view in, std::string& to_backend);
+    size_t command_bytes(std::string_view in, std::string& to_backend, std::string& to_client);
     std::optional<size_t> data_bytes(std::string_view in, std::string& to_backend);
     void refuse(Refusal why);
     void new_line(bool bare);
     void begin_data();
     void begin_long_command(std::string& to_backend);
     Awaits forward_command(std::string_view line, std::string& to_backend) const;
-    void command_forwarded(Awaits awaits);
+    void command_forwarded(Awaits awaits, std::string& to_backend, std::string& to_client);
+    void emit_local_replies(std::string& to_backend, std::string& to_client);
     Verb classify(std::string_view line) const;
     std::optional<size_t> end_of_data(std::string_view in);
     void release_held(std::string& to_backend, std::string& to_client);
@@ -137,6 +186,8 @@ private:
     void begin_long_ehlo_line(std::string& to_client);
     void close_stripped_ehlo_reply(std::string& to_client);
     bool strip_ehlo_line(std::string_view line) const;
+    bool offer_starttls(std::string_view line) const;
+    void flush_backend_stash(std::string& to_client, std::string& to_backend);
     void reply_complete(std::string_view code, std::string& to_client, std::string& to_backend);
 
     Options options_;
@@ -173,6 +224,13 @@ private:
     std::string ehlo_pending_;                   // last kept EHLO line, not yet sent (it may become final)
     bool ehlo_first_line_ = true;
     LongLine long_reply_ = LongLine::None;
+    bool starttls_after_line_ = false;           // a streamed single-line EHLO reply gets our
+                                                 // STARTTLS as its final line at its end
+
+    // terminate_starttls.
+    bool tls_active_ = false;
+    size_t discarded_after_starttls_ = 0;
+    std::string backend_stash_;                  // backend bytes during the handshake, at most max_line
 };
 
 }  // namespace smtpscreen

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/verdict_cache.h"
+#include "proxy/tls_config.h"
 #include "proxy/worker.h"
 
 namespace smtpscreen {
@@ -143,7 +144,9 @@ private:
 
     void reload() {
         std::vector<std::string> errors;
+        std::vector<std::string> warnings;
         auto next = load_config(config_path_, errors);
+        if (next && errors.empty()) load_tls_contexts(*next, errors, warnings);
         if (!errors.empty() || !next) {
             for (const auto& e : errors) log_.error("{}", e);
             log_.error("SIGHUP: {} has {} error(s); keeping the settings in use", config_path_, errors.size());
@@ -153,6 +156,7 @@ private:
             log_.warn("SIGHUP: a change of {} takes effect only after a restart", key);
         }
         for (const auto& w : config_warnings(*next)) log_.warn("{}", w);
+        for (const auto& w : warnings) log_.warn("{}", w);
         config_ = next;
         for (auto& w : workers_) w->request_reload(next);
         log_.info("SIGHUP: reloaded {}; new connections use it, sessions in progress keep their settings",

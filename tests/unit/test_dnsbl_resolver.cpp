@@ -1,6 +1,10 @@
 // DnsblResolver and DnsblCheck against a real rbldnsd on 127.0.0.1 (an ephemeral
 // port), and against a UDP socket that never answers. The test starts and stops its
 // own rbldnsd by PID; without /usr/sbin/rbldnsd those cases are skipped with a message.
+// The verified-name lookups use a small DNS server in a thread of this test instead:
+// rbldnsd's generic dataset serves only A, TXT and MX records, no PTR.
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,14 +16,18 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/uv_handle.h"
@@ -249,6 +257,225 @@ struct Received {
 };
 
 Endpoint client(const char* text) { return *Endpoint::parse_ip(text); }
+
+std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// A DNS server on 127.0.0.1 (an ephemeral port) answering from a table of records, as
+// a recursive resolver would: CNAME chains followed within the answer, NXDOMAIN for a
+// name with no records, NOERROR without answers for a name with none of the type asked.
+// It never answers questions for the names in `drop`. Runs on its own thread.
+class FakeDns {
+public:
+    struct Record {
+        std::string owner;
+        uint16_t type;
+        std::string data;  // the address for A and AAAA, the target name for PTR and CNAME
+    };
+
+    explicit FakeDns(std::vector<Record> records, std::vector<std::string> drop = {})
+        : records_(std::move(records)), drop_(std::move(drop)) {
+        for (auto& r : records_) r.owner = lower(r.owner);
+        for (auto& d : drop_) d = lower(d);
+        fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        socklen_t len = sizeof addr;
+        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port_ = ntohs(addr.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~FakeDns() {
+        stop_ = true;
+        thread_.join();
+        ::close(fd_);
+    }
+    FakeDns(const FakeDns&) = delete;
+    FakeDns& operator=(const FakeDns&) = delete;
+
+    Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
+    // Questions received for (name, type).
+    int queries(const std::string& name, uint16_t type) const {
+        std::lock_guard lock(mutex_);
+        return static_cast<int>(std::count(asked_.begin(), asked_.end(), std::pair(lower(name), type)));
+    }
+    int queries() const {
+        std::lock_guard lock(mutex_);
+        return static_cast<int>(asked_.size());
+    }
+
+private:
+    void serve() {
+        while (!stop_) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 20) <= 0) continue;
+            unsigned char buf[512];
+            sockaddr_in from{};
+            socklen_t from_len = sizeof from;
+            const ssize_t n = ::recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+            if (n < HFIXEDSZ) continue;
+            const std::string reply = answer(buf, static_cast<size_t>(n));
+            if (!reply.empty()) {
+                ::sendto(fd_, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), from_len);
+            }
+        }
+    }
+
+    std::string answer(const unsigned char* q, size_t n) {
+        size_t pos = HFIXEDSZ;
+        std::string name;
+        while (pos < n && q[pos] != 0) {
+            const size_t len = q[pos];
+            if (len > 63 || pos + 1 + len > n) return {};
+            if (!name.empty()) name += '.';
+            name.append(reinterpret_cast<const char*>(q) + pos + 1, len);
+            pos += 1 + len;
+        }
+        if (pos + 1 + QFIXEDSZ > n) return {};
+        const uint16_t qtype = static_cast<uint16_t>(q[pos + 1] << 8 | q[pos + 2]);
+        const size_t question_end = pos + 1 + QFIXEDSZ;
+        const std::string qname = lower(name);
+        {
+            std::lock_guard lock(mutex_);
+            asked_.emplace_back(qname, qtype);
+        }
+        if (std::find(drop_.begin(), drop_.end(), qname) != drop_.end()) return {};
+
+        std::string answers;
+        int count = 0;
+        bool known = false;
+        std::string current = qname;
+        for (int hop = 0; hop < 8; ++hop) {
+            bool found = false;
+            const Record* cname = nullptr;
+            for (const auto& r : records_) {
+                if (r.owner != current) continue;
+                known = true;
+                if (r.type == qtype) {
+                    answers += record(r);
+                    ++count;
+                    found = true;
+                } else if (r.type == ns_t_cname) {
+                    cname = &r;
+                }
+            }
+            if (found || cname == nullptr) break;
+            answers += record(*cname);
+            ++count;
+            current = lower(cname->data);
+        }
+        std::string out;
+        out += static_cast<char>(q[0]);  // id
+        out += static_cast<char>(q[1]);
+        out += static_cast<char>(0x84 | (q[2] & 0x01));  // QR, AA, the question's RD
+        out += static_cast<char>(0x80 | (known ? 0 : 3));  // RA, NOERROR or NXDOMAIN
+        out += std::string("\0\1\0", 3) + static_cast<char>(count) + std::string(4, '\0');
+        out.append(reinterpret_cast<const char*>(q) + HFIXEDSZ, question_end - HFIXEDSZ);
+        return out + answers;
+    }
+
+    static std::string wire_name(const std::string& name) {
+        std::string out;
+        std::istringstream in(name);
+        for (std::string label; std::getline(in, label, '.');) out += static_cast<char>(label.size()) + label;
+        return out + '\0';
+    }
+    static std::string u16(unsigned v) { return {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)}; }
+    static std::string record(const Record& r) {
+        std::string rdata;
+        if (r.type == ns_t_a || r.type == ns_t_aaaa) {
+            unsigned char addr[16];
+            REQUIRE(::inet_pton(r.type == ns_t_a ? AF_INET : AF_INET6, r.data.c_str(), addr) == 1);
+            rdata.assign(reinterpret_cast<char*>(addr), r.type == ns_t_a ? 4 : 16);
+        } else {
+            rdata = wire_name(r.data);
+        }
+        return wire_name(r.owner) + u16(r.type) + u16(ns_c_in) + u16(0) + u16(300) + u16(rdata.size()) + rdata;
+    }
+
+    std::vector<Record> records_;
+    std::vector<std::string> drop_;
+    int fd_ = -1;
+    uint16_t port_ = 0;
+    std::atomic<bool> stop_{false};
+    mutable std::mutex mutex_;
+    std::vector<std::pair<std::string, uint16_t>> asked_;
+    std::thread thread_;
+};
+
+struct ReceivedName {
+    int calls = 0;
+    std::string name = "(not called)";
+    std::chrono::steady_clock::time_point at;
+
+    DnsblResolver::NameCallback callback() {
+        return [this](const std::string& n) {
+            ++calls;
+            name = n;
+            at = std::chrono::steady_clock::now();
+        };
+    }
+};
+
+constexpr uint16_t kA = ns_t_a;
+constexpr uint16_t kAAAA = ns_t_aaaa;
+constexpr uint16_t kPtr = ns_t_ptr;
+constexpr uint16_t kCname = ns_t_cname;
+constexpr const char* kV6Ptr = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
+
+std::vector<FakeDns::Record> rdns_records() {
+    return {
+        // Verified, with the name in mixed case and the client among two addresses.
+        {"5.0.0.127.in-addr.arpa", kPtr, "Mail.Example.TEST"},
+        {"mail.example.test", kA, "127.0.0.9"},
+        {"mail.example.test", kA, "127.0.0.5"},
+        // The name resolves, but not to the client.
+        {"6.0.0.127.in-addr.arpa", kPtr, "other.example.test"},
+        {"other.example.test", kA, "127.0.0.99"},
+        // The name does not resolve at all.
+        {"7.0.0.127.in-addr.arpa", kPtr, "nowhere.example.test"},
+        // Two names: the first does not resolve back, the second does.
+        {"10.0.0.127.in-addr.arpa", kPtr, "a.example.test"},
+        {"10.0.0.127.in-addr.arpa", kPtr, "b.example.test"},
+        {"a.example.test", kA, "127.0.0.99"},
+        {"b.example.test", kA, "127.0.0.10"},
+        // Six names; only the last, beyond the few that are tried, resolves back.
+        {"12.0.0.127.in-addr.arpa", kPtr, "n1.example.test"},
+        {"12.0.0.127.in-addr.arpa", kPtr, "n2.example.test"},
+        {"12.0.0.127.in-addr.arpa", kPtr, "n3.example.test"},
+        {"12.0.0.127.in-addr.arpa", kPtr, "n4.example.test"},
+        {"12.0.0.127.in-addr.arpa", kPtr, "n5.example.test"},
+        {"12.0.0.127.in-addr.arpa", kPtr, "n6.example.test"},
+        {"n6.example.test", kA, "127.0.0.12"},
+        // Names that are not hostnames, each resolving back all the same.
+        {"13.0.0.127.in-addr.arpa", kPtr, "bad_name.example.test"},
+        {"13.0.0.127.in-addr.arpa", kPtr, "-dash.example.test"},
+        {"13.0.0.127.in-addr.arpa", kPtr, "127.0.0.13"},
+        {"bad_name.example.test", kA, "127.0.0.13"},
+        {"-dash.example.test", kA, "127.0.0.13"},
+        {"127.0.0.13", kA, "127.0.0.13"},
+        // An invalid name before a valid one.
+        {"14.0.0.127.in-addr.arpa", kPtr, "bad_name.example.test"},
+        {"14.0.0.127.in-addr.arpa", kPtr, "good.example.test"},
+        {"good.example.test", kA, "127.0.0.14"},
+        // RFC 2317 classless delegation: the PTR sits behind a CNAME.
+        {"15.0.0.127.in-addr.arpa", kCname, "15.0-25.0.0.127.in-addr.arpa"},
+        {"15.0-25.0.0.127.in-addr.arpa", kPtr, "classless.example.test"},
+        {"classless.example.test", kA, "127.0.0.15"},
+        // The forward question is never answered (see drop below).
+        {"16.0.0.127.in-addr.arpa", kPtr, "slow.example.test"},
+        {"slow.example.test", kA, "127.0.0.16"},
+        // IPv6: verified through AAAA; the A record would not match anyway.
+        {kV6Ptr, kPtr, "v6.example.test"},
+        {"v6.example.test", kAAAA, "2001:db8::5"},
+        {"v6.example.test", kA, "127.0.0.1"},
+    };
+}
 
 }  // namespace
 
@@ -496,4 +723,164 @@ TEST_CASE("dnsbl resolver: a closed port fails fast") {
     CHECK(r.reply.status == DnsblReply::Status::Failed);
     CHECK(r.reply.error == "connection refused");
     resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: verified client name (PTR, then A or AAAA back to the client)") {
+    FakeDns dns(rdns_records(), {"slow.example.test"});
+    Loop loop;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 2000ms, log);
+
+    auto resolve = [&](const char* ip) {
+        ReceivedName r;
+        auto sub = resolver.lookup_verified_name(client(ip), r.callback());
+        CHECK(r.calls == 0);  // never from inside lookup_verified_name()
+        REQUIRE(loop.run_until([&] { return r.calls > 0; }));
+        CHECK(r.calls == 1);
+        return r.name;
+    };
+
+    SUBCASE("a name whose A records include the client is answered, lower case") {
+        CHECK(resolve("127.0.0.5") == "mail.example.test");
+        CHECK(dns.queries("5.0.0.127.in-addr.arpa", kPtr) == 1);
+        CHECK(dns.queries("mail.example.test", kA) == 1);
+    }
+    SUBCASE("a name that resolves to other addresses is no name") {
+        CHECK(resolve("127.0.0.6") == "");
+        CHECK(dns.queries("other.example.test", kA) == 1);
+    }
+    SUBCASE("a name that does not resolve is no name") {
+        CHECK(resolve("127.0.0.7") == "");
+        CHECK(dns.queries("nowhere.example.test", kA) == 1);
+    }
+    SUBCASE("no PTR record: no name, no forward question") {
+        CHECK(resolve("127.0.0.8") == "");
+        CHECK(dns.queries("8.0.0.127.in-addr.arpa", kPtr) == 1);
+        CHECK(dns.queries() == 1);
+    }
+    SUBCASE("with several names, the first that resolves back") {
+        CHECK(resolve("127.0.0.10") == "b.example.test");
+        CHECK(dns.queries("a.example.test", kA) == 1);
+    }
+    SUBCASE("only the first few names are tried") {
+        CHECK(resolve("127.0.0.12") == "");
+        CHECK(dns.queries("n1.example.test", kA) == 1);
+        CHECK(dns.queries("n6.example.test", kA) == 0);
+    }
+    SUBCASE("names that are not hostnames are ignored, even when they resolve back") {
+        CHECK(resolve("127.0.0.13") == "");
+        CHECK(dns.queries() == 1);  // nothing but the PTR question
+        CHECK(resolve("127.0.0.14") == "good.example.test");
+        CHECK(dns.queries("bad_name.example.test", kA) == 0);
+    }
+    SUBCASE("a PTR behind a CNAME (RFC 2317) is followed") {
+        CHECK(resolve("127.0.0.15") == "classless.example.test");
+    }
+    SUBCASE("an IPv6 client is verified by AAAA") {
+        CHECK(resolve("2001:db8::5") == "v6.example.test");
+        CHECK(dns.queries(kV6Ptr, kPtr) == 1);
+        CHECK(dns.queries("v6.example.test", kAAAA) == 1);
+        CHECK(dns.queries("v6.example.test", kA) == 0);
+    }
+    SUBCASE("concurrent lookups for one client share the questions") {
+        ReceivedName a, b;
+        auto sub_a = resolver.lookup_verified_name(client("127.0.0.5"), a.callback());
+        auto sub_b = resolver.lookup_verified_name(client("127.0.0.5"), b.callback());
+        REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
+        CHECK(a.calls == 1);
+        CHECK(b.calls == 1);
+        CHECK(a.name == "mail.example.test");
+        CHECK(b.name == "mail.example.test");
+        CHECK(dns.queries("5.0.0.127.in-addr.arpa", kPtr) == 1);
+        CHECK(dns.queries("mail.example.test", kA) == 1);
+        // Once answered, a new lookup asks again.
+        CHECK(resolve("127.0.0.5") == "mail.example.test");
+        CHECK(dns.queries("5.0.0.127.in-addr.arpa", kPtr) == 2);
+    }
+    SUBCASE("a cancelled or destroyed subscription is never called") {
+        ReceivedName kept, cancelled, destroyed;
+        auto sub_kept = resolver.lookup_verified_name(client("127.0.0.5"), kept.callback());
+        auto sub_cancelled = resolver.lookup_verified_name(client("127.0.0.5"), cancelled.callback());
+        { auto sub_destroyed = resolver.lookup_verified_name(client("127.0.0.5"), destroyed.callback()); }
+        sub_cancelled.cancel();
+        REQUIRE(loop.run_until([&] { return kept.calls > 0; }));
+        CHECK(kept.name == "mail.example.test");
+        // Long enough for a stray callback to show.
+        loop.run_until([] { return false; }, 100ms);
+        CHECK(cancelled.calls == 0);
+        CHECK(destroyed.calls == 0);
+    }
+    SUBCASE("a lone cancelled lookup is never called") {
+        ReceivedName cancelled, other;
+        auto sub = resolver.lookup_verified_name(client("127.0.0.10"), cancelled.callback());
+        sub.cancel();
+        auto sub_other = resolver.lookup_verified_name(client("127.0.0.6"), other.callback());
+        REQUIRE(loop.run_until([&] { return other.calls > 0; }));
+        loop.run_until([] { return false; }, 100ms);
+        CHECK(cancelled.calls == 0);
+    }
+    CHECK(stderr_log.text() == "");  // a client without a verified name is not news
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: verified client name when the forward question is never answered") {
+    FakeDns dns(rdns_records(), {"slow.example.test"});
+    Loop loop;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 600ms, log);
+
+    ReceivedName r;
+    const auto start = std::chrono::steady_clock::now();
+    auto sub = resolver.lookup_verified_name(client("127.0.0.16"), r.callback());
+    REQUIRE(loop.run_until([&] { return r.calls > 0; }, 3000ms));
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(r.at - start);
+    CHECK(r.name == "");
+    CHECK(dns.queries("slow.example.test", kA) >= 1);
+    CHECK(elapsed >= 500ms);  // it did wait for the answer ...
+    CHECK(elapsed <= 900ms);  // ... within one timeout for both steps
+    CHECK(stderr_log.text() == "");
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: verified client name from a server that never answers") {
+    Loop loop;
+    SilentUdp silent;
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+
+    ReceivedName a, b;
+    const auto start = std::chrono::steady_clock::now();
+    auto sub_a = resolver.lookup_verified_name(client("127.0.0.5"), a.callback());
+    auto sub_b = resolver.lookup_verified_name(client("127.0.0.5"), b.callback());
+    REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }, 3000ms));
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(a.at - start);
+    CHECK(a.name == "");
+    CHECK(b.name == "");
+    CHECK(elapsed >= 500ms);
+    CHECK(elapsed <= 900ms);
+    CHECK(stderr_log.text() == "");
+    resolver.close();
+}
+
+TEST_CASE("dnsbl resolver: close() answers pending verified-name lookups with no name") {
+    Loop loop;
+    SilentUdp silent;
+    Logger log(false, "smtpscreen", false);
+    ReceivedName r, cancelled;
+    {
+        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        auto sub = resolver.lookup_verified_name(client("127.0.0.5"), r.callback());
+        auto sub_cancelled = resolver.lookup_verified_name(client("127.0.0.5"), cancelled.callback());
+        loop.run_until([] { return false; }, 50ms);
+        sub_cancelled.cancel();
+        resolver.close();
+        CHECK(r.calls == 0);
+        CHECK(uv_run(&loop.loop, UV_RUN_DEFAULT) == 0);
+        CHECK(r.calls == 1);
+        CHECK(r.name == "");
+        CHECK(cancelled.calls == 0);
+    }
 }
