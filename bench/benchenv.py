@@ -113,6 +113,22 @@ def proc_cpu_seconds(pid):
     return sum(proc_cpu_split(pid))
 
 
+def proc_sched_seconds(pid):
+    """(on CPU, waiting for a CPU) seconds summed over the process's threads, from
+    /proc/PID/task/*/schedstat. The waiting time tells a slow server from a server that
+    another program kept off its core (the bench shares a small machine)."""
+    run = wait = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+        except OSError:
+            continue  # the thread ended
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def proc_status_kb(pid, key):
     """VmRSS / VmHWM ... in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -128,8 +128,7 @@ void ClientSession::on_connected(int status) {
 }
 
 void ClientSession::on_read(ssize_t nread) {
-    if (nread == UV_EOF) return on_closed_by_server(false);
-    if (nread < 0) return on_closed_by_server(true);
+    if (nread < 0) return on_closed_by_server();  // UV_EOF or an error such as ECONNRESET
     for (;;) {
         ReplyParser::Result r = replies_.next();
         if (r.status == ReplyParser::Status::NeedMore) return;
@@ -194,7 +193,7 @@ void ClientSession::on_negative(int code) {
     send_command("QUIT\r\n");
 }
 
-void ClientSession::on_closed_by_server(bool reset) {
+void ClientSession::on_closed_by_server() {
     switch (step_) {
     case Step::Quit:
     case Step::AwaitClose:
@@ -204,12 +203,12 @@ void ClientSession::on_closed_by_server(bool reset) {
         // holder that the server let go (the result says it was not held to the end).
         return finish();
     default:
-        (void)reset;  // an EOF in mid-dialogue is as much a failure as an RST
+        // An EOF in mid-dialogue, with no reply saying why, is as much a failure as an RST.
         return fail(ErrorKind::Reset);
     }
 }
 
-void ClientSession::on_write_error() { on_closed_by_server(true); }
+void ClientSession::on_write_error() { on_closed_by_server(); }
 
 void ClientSession::on_timer() {
     if (step_ == Step::Holding) {  // --hold is over

@@ -66,7 +66,7 @@ private:
     void on_read(ssize_t nread);
     void on_reply(int code);
     void on_negative(int code);
-    void on_closed_by_server(bool reset);
+    void on_closed_by_server();  // EOF, RST or a failed write
     void on_write_error();
     void on_timer();
     void on_drip();

@@ -27,6 +27,11 @@ constexpr std::string_view kEhloFiller = " XSMTPSCREEN\r\n";
 constexpr std::string_view kCrLf = "\r\n";
 constexpr std::string_view kStuffedDotCrLf = ".\r\n";
 
+// The filter's own replies with terminate_starttls (the wording is Postfix's smtpd).
+constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS\r\n";
+constexpr std::string_view kStartTlsSyntax = "501 5.5.4 Syntax: STARTTLS\r\n";
+constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active\r\n";
+
 // What the filter answers a refused message at the client's real end of data (SPEC §4),
 // and the 421 that closes the session: the backend is mid-DATA and can only be abandoned.
 std::string_view refusal_replies(RelayFilter::Refusal why) {
@@ -74,6 +79,28 @@ std::string_view first_word(std::string_view line) {
 // alone is a complete final line too.
 bool is_final_line(std::string_view head) { return head.size() < 4 || head[3] != '-'; }
 
+// Makes a complete final reply line a continuation line: "250 mx" -> "250-mx",
+// "250\r\n" -> "250-\r\n".
+void make_continued(std::string& line) {
+    if (line.size() >= 4 && line[3] == ' ')
+        line[3] = '-';
+    else
+        line.insert(std::min<size_t>(3, line.size()), 1, '-');
+}
+
+// The STARTTLS line we add to a positive EHLO reply, with the reply's own code.
+std::string starttls_line(std::string_view head, bool final) {
+    std::string line(head.substr(0, 3));
+    line += final ? " STARTTLS\r\n" : "-STARTTLS\r\n";
+    return line;
+}
+
+// RFC 3207: STARTTLS takes no argument; Postfix's tokenizer ignores white space around it.
+bool has_argument(std::string_view line, std::string_view verb) {
+    std::string_view rest = line.substr(static_cast<size_t>(verb.data() - line.data()) + verb.size());
+    return !std::all_of(rest.begin(), rest.end(), is_space);
+}
+
 }  // namespace
 
 RelayFilter::RelayFilter(Options options) : options_(options) {
@@ -86,6 +113,7 @@ RelayFilter::RelayFilter(Options options) : options_(options) {
 // Client -> backend
 
 void RelayFilter::from_client(std::string_view in, std::string& to_backend, std::string& to_client) {
+    if (!backend_stash_.empty() && phase_ == Phase::Command) flush_backend_stash(to_client, to_backend);
     while (!in.empty()) {
         switch (phase_) {
         case Phase::Transparent:
@@ -95,6 +123,13 @@ void RelayFilter::from_client(std::string_view in, std::string& to_backend, std:
             held_.append(in);
             return;
         case Phase::Refused:
+            return;
+        case Phase::TlsWaiting:
+        case Phase::TlsStarting:
+            // RFC 3207 §4.2 / CVE-2011-0411: what the client sent after STARTTLS and before
+            // the handshake is plain text that a man in the middle may have injected into
+            // what will look like the TLS session.
+            discarded_after_starttls_ += in.size();
             return;
         case Phase::Data: {
             std::optional<size_t> end = refusal_ == Refusal::None ? data_bytes(in, to_backend) : end_of_data(in);
@@ -115,7 +150,7 @@ void RelayFilter::from_client(std::string_view in, std::string& to_backend, std:
             break;
         }
         case Phase::Command:
-            in.remove_prefix(command_bytes(in, to_backend));
+            in.remove_prefix(command_bytes(in, to_backend, to_client));
             break;
         }
     }
@@ -124,7 +159,7 @@ void RelayFilter::from_client(std::string_view in, std::string& to_backend, std:
 // Splits command-phase bytes into lines (CRLF or bare LF: the backend accepts both as a
 // line end) and forwards them; stops early when a DATA/STARTTLS starts a hold. Returns
 // the bytes consumed.
-size_t RelayFilter::command_bytes(std::string_view in, std::string& to_backend) {
+size_t RelayFilter::command_bytes(std::string_view in, std::string& to_backend, std::string& to_client) {
     size_t used = 0;
     while (used < in.size() && phase_ == Phase::Command) {
         std::string_view rest = in.substr(used);
@@ -140,7 +175,7 @@ size_t RelayFilter::command_bytes(std::string_view in, std::string& to_backend) 
                 if (line_ends) {
                     Awaits awaits = forward_command(line_, to_backend);
                     line_.clear();
-                    command_forwarded(awaits);
+                    command_forwarded(awaits, to_backend, to_client);
                 }
                 continue;
             }
@@ -153,7 +188,7 @@ size_t RelayFilter::command_bytes(std::string_view in, std::string& to_backend) 
         used += take;
         if (line_ends) {
             long_command_ = LongLine::None;
-            command_forwarded(long_command_awaits_);
+            command_forwarded(long_command_awaits_, to_backend, to_client);
         }
     }
     return used;
@@ -169,6 +204,10 @@ void RelayFilter::begin_long_command(std::string& to_backend) {
         to_backend.append(kBlockedCommand);
         long_command_ = LongLine::Drop;
         long_command_awaits_ = Awaits::Other;
+    } else if (verb == Verb::LocalStartTls) {
+        // A STARTTLS line over max_line octets has an argument (or absurd white space).
+        long_command_ = LongLine::Drop;
+        long_command_awaits_ = Awaits::LocalSyntax;
     } else {
         long_command_awaits_ = forward_command(line_, to_backend);
         long_command_ = LongLine::Forward;
@@ -178,6 +217,11 @@ void RelayFilter::begin_long_command(std::string& to_backend) {
 
 RelayFilter::Awaits RelayFilter::forward_command(std::string_view line, std::string& to_backend) const {
     switch (classify(line)) {
+    case Verb::LocalStartTls:
+        // Never forwarded: answered by the filter (in order, see command_forwarded).
+        // Postfix's order of checks: syntax first, then TLS already active.
+        if (has_argument(line, first_word(line))) return Awaits::LocalSyntax;
+        return tls_active_ ? Awaits::LocalTlsActive : Awaits::LocalStartTls;
     case Verb::Blocked:
         to_backend.append(kBlockedCommand);
         return Awaits::Other;
@@ -197,9 +241,27 @@ RelayFilter::Awaits RelayFilter::forward_command(std::string_view line, std::str
     return Awaits::Other;
 }
 
-// Called once the whole line (with its end) has been forwarded.
-void RelayFilter::command_forwarded(Awaits awaits) {
+// Called once the whole line (with its end) has been forwarded (or, for the Local*
+// entries, taken in to be answered by the filter).
+void RelayFilter::command_forwarded(Awaits awaits, std::string& to_backend, std::string& to_client) {
     awaiting_.push_back(awaits);
+    switch (awaits) {
+    case Awaits::LocalStartTls:
+        // Nothing after STARTTLS is a command (RFC 3207 §4: it must be the last command of
+        // a pipelined group); the 220 goes out once the replies owed before it have.
+        phase_ = Phase::TlsWaiting;
+        emit_local_replies(to_backend, to_client);
+        return;
+    case Awaits::LocalSyntax:
+    case Awaits::LocalTlsActive:
+        emit_local_replies(to_backend, to_client);
+        // Still queued behind backend replies: hold what follows until it goes out, so the
+        // queue of our own replies cannot grow while the backend is silent.
+        if (!awaiting_.empty()) phase_ = Phase::Held;
+        return;
+    default:
+        break;
+    }
     // RFC 5321 §4.1.1.4: what follows DATA is message content only if the server
     // answers 354; otherwise it is more commands. RFC 3207: what follows STARTTLS is a
     // TLS handshake only if the server answers 220. Only the backend's reply tells, so
@@ -218,7 +280,10 @@ RelayFilter::Verb RelayFilter::classify(std::string_view line) const {
     if (iequals(verb, "XCLIENT") || iequals(verb, "XFORWARD") || iequals(verb, "BDAT") ||
         iequals(verb, "PROXY"))
         return Verb::Blocked;
-    if (iequals(verb, "STARTTLS")) return options_.strip_starttls ? Verb::Blocked : Verb::StartTls;
+    if (iequals(verb, "STARTTLS")) {
+        if (options_.terminate_starttls) return Verb::LocalStartTls;
+        return options_.strip_starttls ? Verb::Blocked : Verb::StartTls;
+    }
     if (iequals(verb, "EHLO")) return Verb::Ehlo;
     if (iequals(verb, "DATA")) return Verb::Data;
     return Verb::Other;
@@ -415,9 +480,18 @@ void RelayFilter::release_held(std::string& to_backend, std::string& to_client) 
 // Backend -> client
 
 void RelayFilter::from_backend(std::string_view in, std::string& to_client, std::string& to_backend) {
+    if (!backend_stash_.empty() && phase_ != Phase::TlsStarting) flush_backend_stash(to_client, to_backend);
     while (!in.empty()) {
         // A refused message leaves nothing the backend says owed to the client.
         if (phase_ == Phase::Refused) return;
+        if (phase_ == Phase::TlsStarting) {
+            // Our 220 was the last plain text for the client, and nothing is owed: only an
+            // unsolicited reply (a 421 before closing) can come. It waits for the TLS
+            // session; a backend that says more than a line meanwhile loses the rest.
+            size_t room = options_.max_line - std::min(options_.max_line, backend_stash_.size());
+            backend_stash_.append(in.substr(0, room));
+            return;
+        }
         if (phase_ == Phase::Transparent) {
             to_client.append(in);
             return;
@@ -478,6 +552,43 @@ void RelayFilter::reply_complete(std::string_view code, std::string& to_client, 
             release_held(to_backend, to_client);
         }
     }
+    emit_local_replies(to_backend, to_client);
+}
+
+// Sends the filter's own replies that are next in line: nothing owed before them, and no
+// backend reply half-way out (not even an unsolicited one). When the last of them goes out
+// the client bytes held behind it are released; a STARTTLS among them ends the loop.
+void RelayFilter::emit_local_replies(std::string& to_backend, std::string& to_client) {
+    while (!in_reply_ && !awaiting_.empty() && phase_ != Phase::TlsStarting) {
+        Awaits awaits = awaiting_.front();
+        if (awaits == Awaits::LocalStartTls) {
+            awaiting_.pop_front();
+            to_client.append(kReadyToStartTls);
+            phase_ = Phase::TlsStarting;   // nothing was taken in after the STARTTLS
+            return;
+        }
+        if (awaits != Awaits::LocalSyntax && awaits != Awaits::LocalTlsActive) return;
+        awaiting_.pop_front();
+        to_client.append(awaits == Awaits::LocalSyntax ? kStartTlsSyntax : kTlsAlreadyActive);
+        // A hold with nothing left owed is this reply's (a DATA's hold keeps its own entry
+        // in awaiting_ until its reply).
+        if (awaiting_.empty() && phase_ == Phase::Held) {
+            phase_ = Phase::Command;
+            release_held(to_backend, to_client);
+        }
+    }
+}
+
+void RelayFilter::tls_established() {
+    if (phase_ != Phase::TlsStarting) return;
+    phase_ = Phase::Command;
+    tls_active_ = true;
+}
+
+void RelayFilter::flush_backend_stash(std::string& to_client, std::string& to_backend) {
+    std::string stash;
+    stash.swap(backend_stash_);
+    from_backend(stash, to_client, to_backend);
 }
 
 // The EHLO reply goes line by line, keeping back only the last kept line: whether it
@@ -498,6 +609,10 @@ void RelayFilter::ehlo_reply_bytes(std::string_view segment, bool line_ends, boo
     if (long_reply_ == LongLine::Forward) to_client.append(segment);
     if (line_ends) {
         if (long_reply_ == LongLine::Drop && final) close_stripped_ehlo_reply(to_client);
+        if (starttls_after_line_) {
+            to_client.append(starttls_line(reply_head_, true));
+            starttls_after_line_ = false;
+        }
         long_reply_ = LongLine::None;
         ehlo_first_line_ = false;
     }
@@ -509,10 +624,20 @@ void RelayFilter::ehlo_line_complete(bool final, std::string& to_client) {
     } else {
         to_client.append(ehlo_pending_);
         ehlo_pending_.clear();
-        if (final)
-            to_client.append(ehlo_line_);
-        else
+        if (!final) {
             ehlo_pending_ = ehlo_line_;
+        } else if (!offer_starttls(ehlo_line_)) {
+            to_client.append(ehlo_line_);
+        } else if (ehlo_first_line_) {
+            // "250 mx.example.org": the first line is the server's name, so STARTTLS can
+            // only follow it, as the new final line.
+            make_continued(ehlo_line_);
+            to_client.append(ehlo_line_);
+            to_client.append(starttls_line(reply_head_, true));
+        } else {
+            to_client.append(starttls_line(reply_head_, false));
+            to_client.append(ehlo_line_);
+        }
     }
     ehlo_line_.clear();
     ehlo_first_line_ = false;
@@ -527,6 +652,15 @@ void RelayFilter::begin_long_ehlo_line(std::string& to_client) {
     } else {
         to_client.append(ehlo_pending_);
         ehlo_pending_.clear();
+        // The head of the line is known: max_line is at least 64.
+        if (is_final_line(reply_head_) && offer_starttls(ehlo_line_)) {
+            if (ehlo_first_line_) {
+                make_continued(ehlo_line_);
+                starttls_after_line_ = true;
+            } else {
+                to_client.append(starttls_line(reply_head_, false));
+            }
+        }
         to_client.append(ehlo_line_);
         long_reply_ = LongLine::Forward;
     }
@@ -538,6 +672,13 @@ void RelayFilter::begin_long_ehlo_line(std::string& to_client) {
 // When that line already went out (it was over-long and streamed), a filler keyword
 // closes the reply instead; that takes a backend with an EHLO line over max_line.
 void RelayFilter::close_stripped_ehlo_reply(std::string& to_client) {
+    if (offer_starttls(reply_head_)) {
+        // Our STARTTLS becomes the final line; the last kept line stays a continuation.
+        to_client.append(ehlo_pending_);
+        ehlo_pending_.clear();
+        to_client.append(starttls_line(reply_head_, true));
+        return;
+    }
     if (!ehlo_pending_.empty()) {
         ehlo_pending_[3] = ' ';   // pending lines are non-final: at least "ddd-"
         to_client.append(ehlo_pending_);
@@ -549,13 +690,20 @@ void RelayFilter::close_stripped_ehlo_reply(std::string& to_client) {
 }
 
 // SPEC §4: the client must not learn of XCLIENT/XFORWARD; CHUNKING goes because BDAT is
-// blocked (see classify); STARTTLS goes when we block it. The first line is the
-// server's name, never a keyword, and only a positive reply lists extensions.
+// blocked (see classify); STARTTLS goes when we block it, or terminate it ourselves (then
+// our own is added, see offer_starttls). The first line is the server's name, never a
+// keyword, and only a positive reply lists extensions.
 bool RelayFilter::strip_ehlo_line(std::string_view line) const {
     if (ehlo_first_line_ || line.size() < 4 || line[0] != '2') return false;
     std::string_view keyword = first_word(line.substr(4));
     return iequals(keyword, "XCLIENT") || iequals(keyword, "XFORWARD") || iequals(keyword, "CHUNKING") ||
-           (options_.strip_starttls && iequals(keyword, "STARTTLS"));
+           ((options_.strip_starttls || options_.terminate_starttls) && iequals(keyword, "STARTTLS"));
+}
+
+// terminate_starttls: a positive EHLO reply offers our STARTTLS (in place of the backend's,
+// which strip_ehlo_line removes) until TLS is active. `line` starts with the reply code.
+bool RelayFilter::offer_starttls(std::string_view line) const {
+    return options_.terminate_starttls && !tls_active_ && !line.empty() && line[0] == '2';
 }
 
 }  // namespace smtpscreen

@@ -8,6 +8,8 @@
 #include "dnsbl/check.h"
 #include "proxy/handoff_header.h"
 #include "proxy/relay_filter.h"
+#include "proxy/tls_context.h"
+#include "proxy/tls_stream.h"
 #include "proxy/worker.h"
 #include "screen/access_list.h"
 
@@ -92,11 +94,11 @@ void Session::client_identified() {
         return screen_known_client();
     case ConnectionLimits::Admit::TooManyTotal:
         worker_.events().too_many_connections(client_ep_, "limits.max_connections");
-        client_.write("421 4.7.0 Error: too many connections\r\n");
+        client_send("421 4.7.0 Error: too many connections\r\n");
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_.write(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ep_.ip()));
+        client_send(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ep_.ip()));
         break;
     }
     client_.close_after_flush();
@@ -134,6 +136,9 @@ bool Session::passed_all_enabled_tests(const TestResults& record) const {
     int64_t now = unix_now();
     if (!record.passed(Test::Pregreet, now)) return false;
     if (!config_->dnsbl_sites.empty() && !record.passed(Test::Dnsbl, now)) return false;
+    if (config_->deep_pipelining && !record.passed(Test::Pipelining, now)) return false;
+    if (config_->deep_non_smtp_command && !record.passed(Test::NonSmtp, now)) return false;
+    if (config_->deep_bare_newline && !record.passed(Test::BareNewline, now)) return false;
     return true;
 }
 
@@ -143,7 +148,7 @@ void Session::start_greet_wait() {
     phase_ = Phase::GreetWait;
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_.write(fmt::format("220-{}\r\n", config_->banner));
+    client_send(fmt::format("220-{}\r\n", config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
@@ -211,8 +216,65 @@ void Session::conclude_screening() {
 
     // Failures under `ignore` are logged above and earn no cached pass.
     record_passes(!pregreet_seen_, !listed);
+    // A DNSWL-allowlisted client skips the deep tests, as with postscreen's allowlist threshold.
+    if (!dnswl && deep_tests_pending()) return start_deep();
     if (!pregreet_seen_ && !listed) worker_.events().pass_new(client_ep_);
     start_handoff();
+}
+
+// ---------------------------------------------------------------- §2 step 6: deep protocol tests
+
+bool Session::deep_tests_pending() const {
+    if (!config_->deep_tests_enabled()) return false;
+    const int64_t now = unix_now();
+    const TestResults record = cached_.value_or(TestResults{});
+    return (config_->deep_pipelining && !record.passed(Test::Pipelining, now)) ||
+           (config_->deep_non_smtp_command && !record.passed(Test::NonSmtp, now)) ||
+           (config_->deep_bare_newline && !record.passed(Test::BareNewline, now));
+}
+
+void Session::start_deep() {
+    phase_ = Phase::Deep;
+    client_send(fmt::format("220 {}\r\n", config_->banner));
+    deep_ = std::make_unique<DeepDialog>(
+        deep_options(*config_, worker_.hostname(), client_ep_.to_string(), config_->tls_server != nullptr));
+    arm_timer(config_->command_time_limit);
+    client_.start_reading();
+}
+
+void Session::on_deep_events(std::vector<DeepEvent> events) {
+    for (DeepEvent& e : events) {
+        switch (e.kind) {
+        case DeepEvent::Kind::Reply:
+            client_send(e.text);
+            arm_timer(config_->command_time_limit);
+            break;
+        case DeepEvent::Kind::Violation:
+        case DeepEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
+        case DeepEvent::Kind::LineStarted: arm_timer(config_->command_time_limit); break;
+        case DeepEvent::Kind::StartTls: start_client_tls(); break;
+        case DeepEvent::Kind::Handoff: return start_deep_handoff(e.tx);
+        case DeepEvent::Kind::Close:
+            client_.close_after_flush();
+            return finish(e.text);
+        }
+    }
+}
+
+void Session::start_deep_handoff(const SmtpTransaction& tx) {
+    start_handoff({tx.replay_lines(), tx.helo_name, tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP"});
+}
+
+void Session::record_deep_passes() {
+    if (!deep_->passed()) return;  // a failure under `ignore` earns no pass
+    TestResults record = cached_.value_or(TestResults{});
+    const int64_t until = unix_now() + config_->cache_deep_ttl.count() / 1000;
+    if (config_->deep_pipelining) record[Test::Pipelining] = until;
+    if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
+    if (config_->deep_bare_newline) record[Test::BareNewline] = until;
+    if (!pregreet_seen_) record[Test::Pregreet] = std::max(record[Test::Pregreet], unix_now() + config_->cache_pregreet_ttl.count() / 1000);
+    worker_.cache().store(client_ep_.ip(), record);
+    worker_.events().pass_new(client_ep_);
 }
 
 void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
@@ -227,6 +289,7 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
         record[Test::Dnsbl] = now + ttl;
     }
     if (pregreet_ok || (dnsbl_ok && dnsbl_)) worker_.cache().store(client_ep_.ip(), record);
+    cached_ = record;
 }
 
 // ---------------------------------------------------------------- §2 step 7: actions
@@ -252,9 +315,9 @@ void Session::act_on_failure(Failure failure, Action action) {
 
 void Session::drop(Failure failure) {
     switch (failure) {
-    case Failure::Dnsbl: client_.write("521 5.7.1 Service unavailable\r\n"); break;
-    case Failure::AccessList: client_.write("521 5.3.2 Service currently unavailable\r\n"); break;
-    default: client_.write("521 5.5.1 Protocol error\r\n"); break;
+    case Failure::Dnsbl: client_send("521 5.7.1 Service unavailable\r\n"); break;
+    case Failure::AccessList: client_send("521 5.3.2 Service currently unavailable\r\n"); break;
+    default: client_send("521 5.5.1 Protocol error\r\n"); break;
     }
     client_.close_after_flush();
     finish("dropped");
@@ -263,7 +326,7 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     phase_ = Phase::Enforce;
     enforced_ = failure;
-    client_.write(fmt::format("220 {}\r\n", config_->banner));
+    client_send(fmt::format("220 {}\r\n", config_->banner));
     reader_ = std::make_unique<CommandReader>(512);
     dialog_ = std::make_unique<EnforceDialog>(worker_.hostname(), client_ep_.to_string(), reject_reply(failure),
                                               [this](const std::string& line) { worker_.events().noqueue(line); });
@@ -275,7 +338,7 @@ void Session::enforce_lines(std::string_view bytes) {
     reader_->feed(bytes);
     while (auto line = reader_->next()) {
         EnforceDialog::Reply reply = dialog_->on_line(*line);
-        client_.write(reply.text);
+        client_send(reply.text);
         if (reply.close) {
             client_.close_after_flush();
             return finish("rejected");
@@ -283,7 +346,7 @@ void Session::enforce_lines(std::string_view bytes) {
         arm_timer(config_->command_time_limit);
     }
     if (reader_->overflowed()) {
-        client_.write("421 4.7.0 Error: too many pipelined commands\r\n");
+        client_send("421 4.7.0 Error: too many pipelined commands\r\n");
         client_.close_after_flush();
         finish("rejected");
     }
@@ -291,27 +354,32 @@ void Session::enforce_lines(std::string_view bytes) {
 
 // ---------------------------------------------------------------- §2 step 8: handoff and relay
 
-void Session::start_handoff() {
+void Session::start_handoff(BackendHandoff::Replay replay) {
     phase_ = Phase::Handoff;
     client_.stop_reading();  // the kernel holds what the client sends until the relay starts
     arm_timer(config_->backend_connect_timeout);
     handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, worker_.hostname(),
                                                 *this);
-    handoff_->start(client_ep_, local_ep_);
+    handoff_->start(client_ep_, local_ep_, std::move(replay));
 }
 
 void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
-    client_.write("421 4.3.2 Service temporarily unavailable\r\n");
+    client_send("421 4.3.2 Service temporarily unavailable\r\n");
     client_.close_after_flush();
     finish("backend-unavailable");
 }
 
-void Session::handoff_ready(std::string greeting) {
+void Session::handoff_ready(std::string reply) {
     if (phase_ != Phase::Handoff) return;
-    // After our "220-" line the backend's 220 lines finish the same multi-line reply.
-    client_.write(greeting);
+    // Without deep tests: after our "220-" line the backend's 220 lines finish the same
+    // multi-line reply. After them: the backend's answer to the client's RCPT.
+    client_send(reply);
+    if (deep_) {
+        record_deep_passes();
+        early_bytes_ = deep_->take_unprocessed();
+    }
     start_relay();
 }
 
@@ -322,8 +390,12 @@ void Session::start_relay() {
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out.
-    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None;
+    // A client already in TLS with us (STARTTLS during the deep tests) must not be
+    // offered the backend's STARTTLS either.
+    options.strip_starttls =
+        config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None || client_tls_ != nullptr;
     options.bare_lf = config_->smuggling_bare_lf;
+    options.terminate_starttls = config_->tls_server != nullptr && !client_tls_;
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
@@ -355,14 +427,23 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         // SMTP smuggling defence (SPEC §4): the client's message had a bare LF/CR or an
         // over-long line. The backend never sees an end of data for it, so closing its
         // connection abandons the half-sent message; the client gets the 550 and a 421.
-        client_.write(to_client);
+        client_send(to_client);
         backend_->close();
         client_.close_after_flush();
         worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
         return finish("bad-message");
     }
     backend_->write(to_backend);
-    client_.write(to_client);
+    client_send(to_client);
+    if (relay_->start_tls_now() && !client_tls_) {
+        // The 220 went out in clear; what the client pipelined after its STARTTLS was
+        // dropped by the filter (CVE-2011-0411 class).
+        if (size_t dropped = relay_->discarded_after_starttls()) {
+            worker_.events().logger().warn("{} sent {} byte(s) after STARTTLS before the handshake; discarded",
+                                           client_ep_.to_string(), dropped);
+        }
+        start_client_tls();
+    }
     update_backpressure();
 }
 
@@ -370,9 +451,12 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 // a fast sender and a slow receiver never make us hold more than one read per direction.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
-    if (backend_->pending_bytes() == 0 && !relay_->client_held()) client_.start_reading();
+    const bool handshaking = client_tls_ && !client_tls_->handshake_done();
+    if (handshaking || (backend_->pending_bytes() == 0 && !relay_->client_held())) client_.start_reading();
     else client_.stop_reading();
-    if (client_.pending_bytes() == 0) backend_->start_reading();
+    // The backend waits while the client's handshake runs (nothing may reach the client
+    // in clear after the 220 to its STARTTLS).
+    if (client_.pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
     else backend_->stop_reading();
 }
 
@@ -384,11 +468,80 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
         last_activity_ = uv_now(worker_.loop());
         return relay_from_backend(bytes);
     }
+    on_client_bytes(bytes);
+}
+
+// ---------------------------------------------------------------- §3: the client leg in TLS
+
+void Session::client_send(std::string_view text) {
+    if (!client_tls_ || !client_tls_->handshake_done()) return client_.write(text);
+    client_tls_->write_plaintext(text);
+    std::string ciphertext;
+    client_tls_->take_ciphertext(ciphertext);
+    client_.write(ciphertext);
+}
+
+void Session::start_client_tls() {
+    std::string error;
+    client_tls_ = TlsStream::server(config_->tls_server, &error);
+    if (!client_tls_) {
+        worker_.events().logger().warn("cannot start TLS for {}: {}", client_ep_.to_string(), error);
+        client_.close_after_flush();
+        return finish("tls-failed");
+    }
+    arm_timer(config_->tls_handshake_timeout);
+}
+
+void Session::on_client_bytes(std::string_view bytes) {
+    if (!client_tls_) return on_client_plaintext(bytes);
+    std::string ciphertext;
+    if (!client_tls_->feed_ciphertext(bytes)) {
+        worker_.events().logger().warn("TLS from {}: {}", client_ep_.to_string(), client_tls_->error());
+        return finish("tls-failed");
+    }
+    if (!client_tls_->handshake_done()) {
+        TlsStream::Handshake step = client_tls_->handshake();
+        client_tls_->take_ciphertext(ciphertext);
+        client_.write(ciphertext);  // the alert, on failure
+        if (step == TlsStream::Handshake::Failed) {
+            worker_.events().logger().warn("SSL_accept error from {}: {}", client_ep_.to_string(), client_tls_->error());
+            client_.close_after_flush();
+            return finish("tls-failed");
+        }
+        if (step == TlsStream::Handshake::NeedMore) return;
+        client_tls_established();
+        if (phase_ == Phase::Done) return;
+    }
+    // A resumed client's EHLO can arrive with its Finished: read right after the handshake.
+    std::string plaintext;
+    bool open = client_tls_->read_plaintext(plaintext);
+    ciphertext.clear();
+    client_tls_->take_ciphertext(ciphertext);
+    client_.write(ciphertext);
+    if (!plaintext.empty()) on_client_plaintext(plaintext);
+    if (!open && phase_ != Phase::Done) on_peer_closed(client_, UV_EOF);
+}
+
+void Session::client_tls_established() {
+    worker_.events().logger().info("{}", postfix_tls_log_line(client_ep_, *client_tls_));
+    if (phase_ == Phase::Deep) {
+        deep_->tls_established();
+        arm_timer(config_->command_time_limit);
+    } else if (phase_ == Phase::Relay) {
+        relay_->tls_established();
+        last_activity_ = uv_now(worker_.loop());
+        arm_timer(config_->backend_idle_timeout);
+        update_backpressure();
+    }
+}
+
+void Session::on_client_plaintext(std::string_view bytes) {
     switch (phase_) {
     case Phase::ProxyHeader: return read_proxy_header(bytes);
     case Phase::GreetWait:
     case Phase::DnsblWait: return on_pregreet(bytes);
     case Phase::Enforce: return enforce_lines(bytes);
+    case Phase::Deep: return on_deep_events(deep_->feed(bytes));
     case Phase::Relay:
         last_activity_ = uv_now(worker_.loop());
         return relay_from_client(bytes);
@@ -430,6 +583,10 @@ void Session::arm_timer(Millis after) {
 }
 
 void Session::on_timer() {
+    if (client_tls_ && !client_tls_->handshake_done()) {
+        worker_.events().logger().warn("TLS handshake timeout for {} (tls.handshake_timeout)", client_ep_.to_string());
+        return finish("tls-timeout");
+    }
     switch (phase_) {
     case Phase::ProxyHeader:
         worker_.events().proxy_header_error(client_ep_, "no complete header within listen.proxy_timeout");
@@ -439,9 +596,10 @@ void Session::on_timer() {
         dnsbl_->expire();
         return conclude_screening();
     case Phase::Enforce:
-        client_.write(fmt::format("421 4.4.2 {} Error: timeout exceeded\r\n", worker_.hostname()));
+        client_send(fmt::format("421 4.4.2 {} Error: timeout exceeded\r\n", worker_.hostname()));
         client_.close_after_flush();
         return finish("timeout");
+    case Phase::Deep: return on_deep_events(deep_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
     case Phase::Relay: {
         uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());
@@ -455,9 +613,9 @@ void Session::on_timer() {
 
 // ---------------------------------------------------------------- §2 step 9: close
 
-void Session::abort(const char* outcome) { finish(outcome); }
+void Session::abort(std::string_view outcome) { finish(outcome); }
 
-void Session::finish(const char* outcome) {
+void Session::finish(std::string_view outcome) {
     if (phase_ == Phase::Done) return;
     phase_ = Phase::Done;
     worker_.events().disconnect(client_ep_, outcome, elapsed());

@@ -13,6 +13,7 @@
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
 #include "screen/command_reader.h"
+#include "screen/deep_dialog.h"
 #include "screen/enforce_dialog.h"
 #include "screen/test_results.h"
 
@@ -21,6 +22,7 @@ namespace smtpscreen {
 class DnsblCheck;
 class DnsblResolver;
 class RelayFilter;
+class TlsStream;
 class Worker;
 
 class Session final : public ConnectionEvents, public BackendHandoff::Listener {
@@ -33,10 +35,10 @@ public:
     // Accepts the pending connection on `listener` and starts the session.
     void start(uv_stream_t* listener);
     // Shutdown grace is over: end the session now.
-    void abort(const char* outcome);
+    void abort(std::string_view outcome);
 
 private:
-    enum class Phase { ProxyHeader, Cache, GreetWait, DnsblWait, Enforce, Handoff, Relay, Done };
+    enum class Phase { ProxyHeader, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
     // §2 step 1: accept and optional PROXY header from a load balancer
@@ -59,8 +61,20 @@ private:
     void drop(Failure failure);
     void start_enforce(Failure failure);
     void enforce_lines(std::string_view bytes);
+    // §2 step 6: deep protocol tests, then a handoff that replays the transaction
+    bool deep_tests_pending() const;
+    void start_deep();
+    void on_deep_events(std::vector<DeepEvent> events);
+    void start_deep_handoff(const SmtpTransaction& tx);
+    void record_deep_passes();
+    // §3: the client leg in TLS; everything above reads and writes plaintext
+    void client_send(std::string_view text);
+    void on_client_bytes(std::string_view bytes);
+    void on_client_plaintext(std::string_view bytes);
+    void start_client_tls();
+    void client_tls_established();
     // §2 step 8: handoff and relay
-    void start_handoff();
+    void start_handoff(BackendHandoff::Replay replay = {});
     void handoff_ready(std::string greeting) override;
     void handoff_failed(std::string why) override;
     void start_relay();
@@ -69,7 +83,7 @@ private:
     void relay_output(std::string_view to_client, std::string_view to_backend);
     void update_backpressure();
     // §2 step 9
-    void finish(const char* outcome);
+    void finish(std::string_view outcome);
 
     // ConnectionEvents
     void on_data(Connection& conn, std::string_view bytes) override;
@@ -104,6 +118,9 @@ private:
     std::unique_ptr<CommandReader> reader_;
     std::unique_ptr<EnforceDialog> dialog_;
     Failure enforced_ = Failure::None;
+
+    std::unique_ptr<DeepDialog> deep_;
+    std::unique_ptr<TlsStream> client_tls_;
 
     std::unique_ptr<BackendHandoff> handoff_;
     std::unique_ptr<Connection> backend_;

@@ -976,3 +976,346 @@ TEST_CASE("smuggling: random streams match the reference model however they are 
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// terminate_starttls: smtpscreen is the client's TLS server (SPEC §3)
+
+namespace {
+
+constexpr std::string_view kReady = "220 2.0.0 Ready to start TLS\r\n";
+constexpr std::string_view kSyntax = "501 5.5.4 Syntax: STARTTLS\r\n";
+constexpr std::string_view kActive = "554 5.5.1 Error: TLS already active\r\n";
+
+RelayFilter::Options terminate_tls() {
+    RelayFilter::Options options;
+    options.terminate_starttls = true;
+    return options;
+}
+
+// kEhloReply with the backend's STARTTLS (and the other stripped lines) gone and ours
+// before the final line.
+const std::string kEhloOffered =
+    "250-mx.example.org\r\n"
+    "250-PIPELINING\r\n"
+    "250-SIZE 10240000\r\n"
+    "250-STARTTLS\r\n"
+    "250 8BITMIME\r\n";
+// The same reply once TLS is active: no STARTTLS at all.
+const std::string kEhloInTls =
+    "250-mx.example.org\r\n"
+    "250-PIPELINING\r\n"
+    "250-SIZE 10240000\r\n"
+    "250 8BITMIME\r\n";
+
+size_t count_of(std::string_view text, std::string_view what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+}
+
+// Takes the relay through STARTTLS and the (session's) handshake.
+void establish_tls(Relay& relay) {
+    REQUIRE(relay.client("STARTTLS\r\n").empty());
+    REQUIRE(relay.take_replies() == kReady);
+    REQUIRE(relay.filter.start_tls_now());
+    relay.filter.tls_established();
+    REQUIRE_FALSE(relay.filter.start_tls_now());
+    REQUIRE(relay.filter.tls_active());
+}
+
+}  // namespace
+
+TEST_CASE("terminate_starttls: the EHLO reply offers our STARTTLS instead of the backend's") {
+    Relay relay(terminate_tls());
+    CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+    CHECK(relay.backend(kEhloReply) == kEhloOffered);
+    CHECK(count_of(kEhloOffered, "STARTTLS") == 1);
+
+    SUBCASE("a backend that offers no STARTTLS") {
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250-PIPELINING\r\n250 8BITMIME\r\n") ==
+              "250-mx.example.org\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+    }
+    SUBCASE("a single-line reply: STARTTLS follows the server's name as the final line") {
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250 mx.example.org\r\n") == "250-mx.example.org\r\n250 STARTTLS\r\n");
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250\r\n") == "250-\r\n250 STARTTLS\r\n");
+    }
+    SUBCASE("the backend's STARTTLS as its final line is replaced, never doubled") {
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250-PIPELINING\r\n250 STARTTLS\r\n") ==
+              "250-mx.example.org\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250-STARTTLS\r\n250 starttls\r\n") ==
+              "250-mx.example.org\r\n250 STARTTLS\r\n");
+    }
+    SUBCASE("a final line stripped for another reason: STARTTLS becomes the final line") {
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250-8BITMIME\r\n250 CHUNKING\r\n") ==
+              "250-mx.example.org\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250 XCLIENT NAME ADDR\r\n") ==
+              "250-mx.example.org\r\n250 STARTTLS\r\n");
+    }
+    SUBCASE("only the reply to EHLO, and only a positive one") {
+        relay.client("HELO client.example\r\nEHLO client.example\r\nNOOP\r\n");
+        CHECK(relay.backend("250 mx.example.org\r\n") == "250 mx.example.org\r\n");
+        CHECK(relay.backend("554 5.7.1 go away\r\n") == "554 5.7.1 go away\r\n");
+        CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n");
+    }
+}
+
+TEST_CASE("terminate_starttls: STARTTLS is added the same however the backend's bytes are split") {
+    const std::string reply = kEhloReply + "250 2.0.0 Ok\r\n";
+    const std::string expected = kEhloOffered + "250 2.0.0 Ok\r\n";
+    Relay dripped(terminate_tls());
+    dripped.client("EHLO client.example\r\nNOOP\r\n");
+    CHECK(dripped.backend_drip(reply) == expected);
+    for (size_t cut = 1; cut < reply.size(); ++cut) {
+        INFO("cut at ", cut);
+        Relay relay(terminate_tls());
+        relay.client("EHLO client.example\r\nNOOP\r\n");
+        std::string out = relay.backend(reply.substr(0, cut));
+        out += relay.backend(reply.substr(cut));
+        CHECK(out == expected);
+    }
+}
+
+TEST_CASE("terminate_starttls: over-long EHLO lines still get exactly one STARTTLS") {
+    RelayFilter::Options options = terminate_tls();
+    options.max_line = 64;
+    Relay relay(options);
+    const std::string long_final = "250 AUTH " + std::string(200, 'Q') + "\r\n";
+    const std::string long_kept = "250-AUTH " + std::string(200, 'P') + "\r\n";
+
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend_drip("250-mx.example.org\r\n250-STARTTLS\r\n" + long_final) ==
+          "250-mx.example.org\r\n250-STARTTLS\r\n" + long_final);
+
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend("250-mx.example.org\r\n" + long_kept + "250 CHUNKING\r\n") ==
+          "250-mx.example.org\r\n" + long_kept + "250 STARTTLS\r\n");
+
+    relay.client("EHLO client.example\r\n");
+    const std::string long_name(200, 'n');
+    CHECK(relay.backend_drip("250 " + long_name + "\r\n") == "250-" + long_name + "\r\n250 STARTTLS\r\n");
+
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend("250-mx.example.org\r\n250-STARTTLS " + std::string(200, 'S') + "\r\n250 8BITMIME\r\n") ==
+          "250-mx.example.org\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+}
+
+TEST_CASE("terminate_starttls: STARTTLS alone gets our 220 and starts TLS") {
+    Relay relay(terminate_tls());
+    CHECK_FALSE(relay.filter.start_tls_now());
+    CHECK(relay.client("STARTTLS\r\n").empty());   // never forwarded
+    CHECK(relay.take_replies() == kReady);
+    CHECK(relay.filter.start_tls_now());
+    CHECK_FALSE(relay.filter.client_held());
+    CHECK_FALSE(relay.filter.tls_active());
+    CHECK(relay.filter.discarded_after_starttls() == 0);
+
+    relay.filter.tls_established();
+    CHECK_FALSE(relay.filter.start_tls_now());
+    CHECK(relay.filter.tls_active());
+    // The client's new EHLO goes to the backend; its reply offers no STARTTLS any more.
+    CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+    CHECK(relay.backend(kEhloReply) == kEhloInTls);
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend("250 mx.example.org\r\n") == "250 mx.example.org\r\n");
+    CHECK(relay.replies.empty());
+}
+
+TEST_CASE("terminate_starttls: STARTTLS accepts any case and white space around it, not an argument") {
+    for (std::string_view line : {"starttls\r\n", "StartTLS\n", "  STARTTLS \t\r\n"}) {
+        INFO("line: ", line);
+        Relay relay(terminate_tls());
+        CHECK(relay.client(line).empty());
+        CHECK(relay.replies == kReady);
+        CHECK(relay.filter.start_tls_now());
+    }
+}
+
+TEST_CASE("terminate_starttls: bytes pipelined after STARTTLS are discarded and counted (CVE-2011-0411)") {
+    SUBCASE("in the same read") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client("STARTTLS\r\nRSET\r\n").empty());
+        CHECK(relay.take_replies() == kReady);
+        CHECK(relay.filter.start_tls_now());
+        CHECK(relay.filter.discarded_after_starttls() == 6);
+        CHECK(relay.filter.held_bytes() == 0);
+        // More plain text before the handshake is done: discarded too.
+        const std::string more = "XCLIENT ADDR=127.0.0.1\r\nMAIL FROM:<x@y>\r\n";
+        CHECK(relay.client(more).empty());
+        CHECK(relay.filter.discarded_after_starttls() == 6 + more.size());
+        CHECK(relay.replies.empty());
+
+        relay.filter.tls_established();
+        CHECK(relay.filter.discarded_after_starttls() == 6 + more.size());
+        // Nothing of the discarded RSET was forwarded: the first backend reply answers EHLO.
+        CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+        CHECK(relay.backend(kEhloReply) == kEhloInTls);
+        CHECK(relay.replies.empty());
+    }
+    SUBCASE("byte by byte") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client_drip("STARTTLS\r\nRSET\r\n").empty());
+        CHECK(relay.replies == kReady);
+        CHECK(relay.filter.discarded_after_starttls() == 6);
+    }
+}
+
+TEST_CASE("terminate_starttls: STARTTLS after a pipelined command waits for that command's reply") {
+    Relay relay(terminate_tls());
+    CHECK(relay.client("NOOP\r\nSTARTTLS\r\nRSET\r\n") == "NOOP\r\n");
+    CHECK(relay.replies.empty());
+    CHECK_FALSE(relay.filter.start_tls_now());
+    CHECK(relay.filter.client_held());
+    CHECK(relay.filter.discarded_after_starttls() == 6);
+    CHECK(relay.client("QUIT\r\n").empty());   // still before our 220: discarded
+    CHECK(relay.filter.discarded_after_starttls() == 12);
+
+    // A reply half-way out is not the end of it.
+    CHECK(relay.backend("250-2.0.0 Ok\r\n250 2.0.0") == "250-2.0.0 Ok\r\n250 2.0.0");
+    CHECK_FALSE(relay.filter.start_tls_now());
+    // Backend output after the reply that releases our 220 waits for the TLS session.
+    CHECK(relay.backend(" still Ok\r\n421 4.4.2 mx.example.org Error: timeout exceeded\r\n") ==
+          " still Ok\r\n" + std::string(kReady));
+    CHECK(relay.filter.start_tls_now());
+    CHECK_FALSE(relay.filter.client_held());
+    CHECK(relay.backend("more\r\n").empty());
+    CHECK(relay.take_released().empty());
+
+    relay.filter.tls_established();
+    CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+    CHECK(relay.take_replies() == "421 4.4.2 mx.example.org Error: timeout exceeded\r\nmore\r\n");
+    CHECK(relay.backend(kEhloReply) == kEhloInTls);
+}
+
+TEST_CASE("terminate_starttls: the 220 waits for an unsolicited reply half-way out") {
+    Relay relay(terminate_tls());
+    CHECK(relay.backend("421-4.3.2 going down\r\n") == "421-4.3.2 going down\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.replies.empty());
+    CHECK(relay.backend("421 4.3.2 bye\r\n") == "421 4.3.2 bye\r\n" + std::string(kReady));
+    CHECK(relay.filter.start_tls_now());
+}
+
+TEST_CASE("terminate_starttls: STARTTLS behind a refused DATA is answered after the refusal") {
+    Relay relay(terminate_tls());
+    CHECK(relay.client("DATA\r\nSTARTTLS\r\nRSET\r\n") == "DATA\r\n");
+    CHECK(relay.backend("554 5.5.1 Error: no valid recipients\r\n") ==
+          "554 5.5.1 Error: no valid recipients\r\n" + std::string(kReady));
+    CHECK(relay.take_released().empty());
+    CHECK(relay.filter.start_tls_now());
+    CHECK(relay.filter.discarded_after_starttls() == 6);
+}
+
+TEST_CASE("terminate_starttls: STARTTLS with an argument gets our 501, in order") {
+    for (std::string_view line : {"STARTTLS foo\r\n", "starttls x\n", "STARTTLS:now\r\n"}) {
+        INFO("line: ", line);
+        Relay relay(terminate_tls());
+        CHECK(relay.client(line).empty());
+        CHECK(relay.take_replies() == kSyntax);
+        CHECK_FALSE(relay.filter.start_tls_now());
+        CHECK_FALSE(relay.filter.client_held());
+        CHECK(relay.client("NOOP\r\n") == "NOOP\r\n");   // still in the command phase
+        CHECK(relay.filter.discarded_after_starttls() == 0);
+    }
+    SUBCASE("behind a pipelined command, and what follows it waits") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client("NOOP\r\nSTARTTLS foo\r\nRSET\r\n") == "NOOP\r\n");
+        CHECK(relay.replies.empty());
+        CHECK(relay.filter.client_held());
+        CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n" + std::string(kSyntax));
+        CHECK_FALSE(relay.filter.client_held());
+        CHECK(relay.take_released() == "RSET\r\n");
+        CHECK(relay.backend("250 2.0.0 reset\r\n") == "250 2.0.0 reset\r\n");
+        relay.client("EHLO client.example\r\n");   // the count is right: this reply is EHLO's
+        CHECK(relay.backend(kEhloReply) == kEhloOffered);
+    }
+    SUBCASE("two in a row behind a command, then a real STARTTLS") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client("NOOP\r\nSTARTTLS a\r\nSTARTTLS b\r\nSTARTTLS\r\nRSET\r\n") == "NOOP\r\n");
+        CHECK(relay.backend("250 2.0.0 Ok\r\n") ==
+              "250 2.0.0 Ok\r\n" + std::string(kSyntax) + std::string(kSyntax) + std::string(kReady));
+        CHECK(relay.filter.start_tls_now());
+        CHECK(relay.filter.discarded_after_starttls() == 6);
+    }
+    SUBCASE("an over-long STARTTLS line") {
+        RelayFilter::Options options = terminate_tls();
+        options.max_line = 64;
+        Relay relay(options);
+        CHECK(relay.client_drip("STARTTLS " + std::string(200, 'a') + "\r\nNOOP\r\n") == "NOOP\r\n");
+        CHECK(relay.replies == kSyntax);
+        CHECK_FALSE(relay.filter.start_tls_now());
+    }
+}
+
+TEST_CASE("terminate_starttls: STARTTLS inside TLS gets our 554, in order") {
+    Relay relay(terminate_tls());
+    establish_tls(relay);
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kActive);
+    CHECK_FALSE(relay.filter.start_tls_now());
+    CHECK(relay.filter.tls_active());
+
+    CHECK(relay.client("NOOP\r\nSTARTTLS\r\nRSET\r\n") == "NOOP\r\n");
+    CHECK(relay.replies.empty());
+    CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n" + std::string(kActive));
+    CHECK(relay.take_released() == "RSET\r\n");
+    CHECK_FALSE(relay.filter.start_tls_now());
+
+    // Postfix's order: a syntax error is a syntax error first.
+    relay.take_replies();
+    relay.backend("250 2.0.0 reset\r\n");
+    CHECK(relay.client("STARTTLS now\r\n").empty());
+    CHECK(relay.replies == kSyntax);
+}
+
+TEST_CASE("terminate_starttls: tls_established does nothing before our 220") {
+    Relay relay(terminate_tls());
+    relay.filter.tls_established();
+    CHECK_FALSE(relay.filter.tls_active());
+    relay.client("NOOP\r\nSTARTTLS\r\n");
+    relay.filter.tls_established();   // the 220 is not out yet
+    CHECK_FALSE(relay.filter.tls_active());
+    CHECK(relay.filter.client_held());
+    relay.backend("250 2.0.0 Ok\r\n");
+    CHECK(relay.filter.start_tls_now());
+}
+
+TEST_CASE("terminate_starttls overrides strip_starttls for the client's STARTTLS") {
+    RelayFilter::Options options = terminate_tls();
+    options.strip_starttls = true;
+    Relay relay(options);
+    relay.client("EHLO client.example\r\n");
+    CHECK(relay.backend(kEhloReply) == kEhloOffered);
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.replies == kReady);
+}
+
+TEST_CASE("without terminate_starttls nothing of it happens") {
+    SUBCASE("default: STARTTLS is the backend's") {
+        Relay relay;
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250 8BITMIME\r\n") == "250-mx.example.org\r\n250 8BITMIME\r\n");
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250 mx.example.org\r\n") == "250 mx.example.org\r\n");
+        CHECK(relay.client("STARTTLS\r\nRSET\r\n") == "STARTTLS\r\n");
+        CHECK(relay.filter.client_held());
+        CHECK_FALSE(relay.filter.start_tls_now());
+        CHECK(relay.replies.empty());
+        CHECK(relay.filter.discarded_after_starttls() == 0);
+    }
+    SUBCASE("strip_starttls: STARTTLS blocked, none offered") {
+        Relay relay(strip_tls());
+        relay.client("EHLO client.example\r\n");
+        CHECK(relay.backend("250-mx.example.org\r\n250 8BITMIME\r\n") == "250-mx.example.org\r\n250 8BITMIME\r\n");
+        CHECK(relay.client("STARTTLS\r\n") == kBlocked);
+        CHECK(relay.client("STARTTLS foo\r\n") == kBlocked);
+        CHECK_FALSE(relay.filter.start_tls_now());
+        CHECK(relay.replies.empty());
+    }
+}
