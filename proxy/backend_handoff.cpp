@@ -90,7 +90,38 @@ void BackendHandoff::on_connected(Connection&, int status) {
     backend_->start_reading();
 }
 
+void BackendHandoff::send(std::string_view text) {
+    if (!tls_ || !tls_->handshake_done()) return backend_->write(text);
+    tls_->write_plaintext(text);
+    std::string ciphertext;
+    tls_->take_ciphertext(ciphertext);
+    backend_->write(ciphertext);
+}
+
 void BackendHandoff::on_data(Connection&, std::string_view bytes) {
+    if (!tls_) return on_plaintext(bytes);
+    if (!tls_->feed_ciphertext(bytes)) return fail("backend TLS: " + tls_->error());
+    if (!tls_->handshake_done()) return continue_handshake();
+    std::string plaintext;
+    bool open = tls_->read_plaintext(plaintext);
+    on_plaintext(plaintext);
+    if (!open && step_ != Step::Ready && step_ != Step::Failed) fail("backend closed TLS: " + tls_->error());
+}
+
+void BackendHandoff::continue_handshake() {
+    TlsStream::Handshake result = tls_->handshake();
+    std::string ciphertext;
+    tls_->take_ciphertext(ciphertext);
+    backend_->write(ciphertext);
+    if (result == TlsStream::Handshake::Failed) return fail("backend TLS handshake: " + tls_->error());
+    if (result == TlsStream::Handshake::NeedMore) return;
+    log_line_ = postfix_tls_backend_log_line(config_.backend_address, *tls_);
+    // RFC 3207 §4.2: the session starts over; Postfix wants a new EHLO, which the client
+    // (or the replay, or the XCLIENT step) sends.
+    announce_client();
+}
+
+void BackendHandoff::on_plaintext(std::string_view bytes) {
     reply_.append(bytes);
     for (;;) {
         size_t len = complete_reply_length(reply_);
@@ -108,10 +139,29 @@ void BackendHandoff::on_reply(const std::string& reply) {
     switch (step_) {
     case Step::Greeting:
         if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
-        if (config_.handoff != Handoff::Xclient) return greeted(reply);
-        step_ = Step::XclientEhlo;
-        backend_->write(fmt::format("EHLO {}\r\n", hostname_));
-        return;
+        greeting_ = reply;
+        if (config_.tls_backend) {
+            step_ = Step::TlsEhlo;
+            return send(fmt::format("EHLO {}\r\n", hostname_));
+        }
+        return announce_client();
+    case Step::TlsEhlo:
+        if (code != 250 || !offers_keyword(reply, "STARTTLS")) {
+            return fail("backend.tls = on but the backend does not offer STARTTLS (EHLO reply: " + first_line(reply) + ")");
+        }
+        step_ = Step::TlsStarttls;
+        return send("STARTTLS\r\n");
+    case Step::TlsStarttls: {
+        if (code != 220) return fail("backend refused STARTTLS: " + first_line(reply));
+        // Anything the backend sent after its 220 came in clear and is dropped
+        // (CVE-2011-0411, the server-side twin).
+        reply_.clear();
+        std::string error;
+        tls_ = TlsStream::client(config_.tls_backend, "", nullptr, &error);
+        if (!tls_) return fail("backend TLS: " + error);
+        step_ = Step::TlsHandshake;
+        return continue_handshake();
+    }
     case Step::XclientEhlo:
         if (code != 250 || !offers_keyword(reply, "XCLIENT")) {
             return fail(fmt::format(
@@ -122,7 +172,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         step_ = Step::XclientReply;
         // The name is not verified here (no reverse lookup), and Postfix resets the
         // session unless NAME is given, so say [UNAVAILABLE] as Postfix itself would.
-        backend_->write(encode_xclient({client_, "[UNAVAILABLE]", replay_.helo, replay_.proto}));
+        send(encode_xclient({client_, "[UNAVAILABLE]", replay_.helo, replay_.proto}));
         return;
     case Step::XclientReply:
         // XCLIENT is answered with a new greeting (Postfix XCLIENT_README).
@@ -133,17 +183,25 @@ void BackendHandoff::on_reply(const std::string& reply) {
         // has its refusal shown as the answer to the RCPT, so the client never
         // believes a recipient was taken that the backend has no transaction for.
         if (replayed_ == replay_.lines.size() || code / 100 != 2) return ready(reply);
-        backend_->write(replay_.lines[replayed_++]);
+        send(replay_.lines[replayed_++]);
         return;
     default:
         return;
     }
 }
 
+// The client is announced after the greeting (and after STARTTLS with backend.tls):
+// with XCLIENT by EHLO + XCLIENT, whose 220 then stands for the greeting.
+void BackendHandoff::announce_client() {
+    if (config_.handoff != Handoff::Xclient) return greeted(greeting_);
+    step_ = Step::XclientEhlo;
+    send(fmt::format("EHLO {}\r\n", hostname_));
+}
+
 void BackendHandoff::greeted(const std::string& greeting) {
     if (replay_.lines.empty()) return ready(greeting);
     step_ = Step::Replaying;
-    backend_->write(replay_.lines[replayed_++]);
+    send(replay_.lines[replayed_++]);
 }
 
 void BackendHandoff::ready(const std::string& reply) {

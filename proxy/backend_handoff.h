@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "proxy/connection.h"
+#include "proxy/tls_stream.h"
 
 namespace smtpscreen {
 
@@ -40,11 +41,15 @@ public:
                    Listener& listener);
 
     void start(const Endpoint& client, const Endpoint& local, Replay replay = {});
-    // After handoff_ready: the connected backend leg, for the relay.
+    // After handoff_ready: the connected backend leg, for the relay, and its TLS
+    // stream when backend.tls = on (null otherwise).
     std::unique_ptr<Connection> take_connection() { return std::move(backend_); }
+    std::unique_ptr<TlsStream> take_tls() { return std::move(tls_); }
+    // Postfix's "... TLS connection established to ..." line, once the backend leg is in TLS.
+    const std::string& tls_log_line() const { return log_line_; }
 
 private:
-    enum class Step { Connecting, Greeting, XclientEhlo, XclientReply, Replaying, Ready, Failed };
+    enum class Step { Connecting, Greeting, TlsEhlo, TlsStarttls, TlsHandshake, XclientEhlo, XclientReply, Replaying, Ready, Failed };
     static constexpr size_t kMaxReply = 16 * 1024;
 
     void on_data(Connection& conn, std::string_view bytes) override;
@@ -54,6 +59,10 @@ private:
 
     void on_reply(const std::string& reply);
     void greeted(const std::string& greeting);
+    void announce_client();
+    void send(std::string_view text);
+    void on_plaintext(std::string_view bytes);
+    void continue_handshake();
     void ready(const std::string& reply);
     void fail(std::string why);
 
@@ -65,6 +74,9 @@ private:
     Endpoint client_;
     Endpoint local_;
     Replay replay_;
+    std::string greeting_;              // the backend's 220, what a client without a replay sees
+    std::unique_ptr<TlsStream> tls_;    // backend.tls = on
+    std::string log_line_;
     size_t replayed_ = 0;  // lines of replay_ sent so far
     std::string reply_;
 };

@@ -386,7 +386,9 @@ void Session::handoff_ready(std::string reply) {
 void Session::start_relay() {
     phase_ = Phase::Relay;
     backend_ = handoff_->take_connection();
+    backend_tls_ = handoff_->take_tls();
     backend_->set_events(*this);
+    if (backend_tls_) worker_.events().logger().info("{}", handoff_->tls_log_line());
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out.
@@ -433,7 +435,7 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
         return finish("bad-message");
     }
-    backend_->write(to_backend);
+    backend_send(to_backend);
     client_send(to_client);
     if (relay_->start_tls_now() && !client_tls_) {
         // The 220 went out in clear; what the client pipelined after its STARTTLS was
@@ -466,9 +468,29 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
     if (phase_ == Phase::Done) return;
     if (&conn != &client_) {
         last_activity_ = uv_now(worker_.loop());
-        return relay_from_backend(bytes);
+        return on_backend_bytes(bytes);
     }
     on_client_bytes(bytes);
+}
+
+void Session::on_backend_bytes(std::string_view bytes) {
+    if (!backend_tls_) return relay_from_backend(bytes);
+    std::string plaintext;
+    bool open = backend_tls_->feed_ciphertext(bytes) && backend_tls_->read_plaintext(plaintext);
+    std::string ciphertext;
+    backend_tls_->take_ciphertext(ciphertext);
+    backend_->write(ciphertext);
+    if (!plaintext.empty()) relay_from_backend(plaintext);
+    if (!open && phase_ != Phase::Done) on_peer_closed(*backend_, UV_EOF);
+}
+
+void Session::backend_send(std::string_view text) {
+    if (!backend_tls_) return backend_->write(text);
+    if (text.empty()) return;
+    backend_tls_->write_plaintext(text);
+    std::string ciphertext;
+    backend_tls_->take_ciphertext(ciphertext);
+    backend_->write(ciphertext);
 }
 
 // ---------------------------------------------------------------- §3: the client leg in TLS

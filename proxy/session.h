@@ -73,6 +73,8 @@ private:
     void on_client_plaintext(std::string_view bytes);
     void start_client_tls();
     void client_tls_established();
+    void backend_send(std::string_view text);
+    void on_backend_bytes(std::string_view bytes);
     // §2 step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
     void handoff_ready(std::string greeting) override;
@@ -124,6 +126,7 @@ private:
 
     std::unique_ptr<BackendHandoff> handoff_;
     std::unique_ptr<Connection> backend_;
+    std::unique_ptr<TlsStream> backend_tls_;  // backend.tls = on
     std::unique_ptr<RelayFilter> relay_;
     uint64_t last_activity_ = 0;
 };
