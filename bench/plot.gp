@@ -19,11 +19,13 @@ set multiplot layout 2,1 title "smtpscreen bench: smtp-sink direct vs through sm
 
 set title "throughput"
 set ylabel "sessions/s"
+set yrange [1:*]
 plot data using 2:xtic(1) title "direct" lc rgb "#4477aa", \
      '' using 3 title "through smtpscreen" lc rgb "#ee6677"
 
 set title "latency (connect to end of session)"
 set ylabel "ms"
+set yrange [0.1:*]
 plot data using 4:xtic(1) title "direct p50" lc rgb "#88aadd", \
      '' using 5 title "through p50" lc rgb "#ffaabb", \
      '' using 6 title "direct p99" lc rgb "#224488", \

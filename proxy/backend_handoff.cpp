@@ -65,9 +65,10 @@ BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config
       listener_(listener),
       backend_(std::make_unique<Connection>(loop, buffer, *this)) {}
 
-void BackendHandoff::start(const Endpoint& client, const Endpoint& local, Replay replay) {
+void BackendHandoff::start(const Endpoint& client, const Endpoint& local, std::string client_name, Replay replay) {
     client_ = client;
     local_ = local;
+    client_name_ = std::move(client_name);
     replay_ = std::move(replay);
     int rc = backend_->connect(config_.backend_address, config_.backend_source_address);
     if (rc != 0) {
@@ -170,9 +171,10 @@ void BackendHandoff::on_reply(const std::string& reply) {
                 first_line(reply)));
         }
         step_ = Step::XclientReply;
-        // The name is not verified here (no reverse lookup), and Postfix resets the
-        // session unless NAME is given, so say [UNAVAILABLE] as Postfix itself would.
-        send(encode_xclient({client_, "[UNAVAILABLE]", replay_.helo, replay_.proto}));
+        // Postfix resets the session unless NAME is given: the forward-confirmed name,
+        // or [UNAVAILABLE] as Postfix itself says when there is none.
+        send(encode_xclient(
+            {client_, client_name_.empty() ? "[UNAVAILABLE]" : client_name_, replay_.helo, replay_.proto}));
         return;
     case Step::XclientReply:
         // XCLIENT is answered with a new greeting (Postfix XCLIENT_README).

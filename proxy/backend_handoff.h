@@ -40,7 +40,8 @@ public:
     BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config, const std::string& hostname,
                    Listener& listener);
 
-    void start(const Endpoint& client, const Endpoint& local, Replay replay = {});
+    // client_name: the verified reverse name for XCLIENT NAME=, empty when there is none.
+    void start(const Endpoint& client, const Endpoint& local, std::string client_name, Replay replay = {});
     // After handoff_ready: the connected backend leg, for the relay, and its TLS
     // stream when backend.tls = on (null otherwise).
     std::unique_ptr<Connection> take_connection() { return std::move(backend_); }
@@ -73,6 +74,7 @@ private:
     Step step_ = Step::Connecting;
     Endpoint client_;
     Endpoint local_;
+    std::string client_name_;
     Replay replay_;
     std::string greeting_;              // the backend's 220, what a client without a replay sees
     std::unique_ptr<TlsStream> tls_;    // backend.tls = on

@@ -91,6 +91,7 @@ void Session::client_identified() {
     switch (worker_.limits().admit(client_ep_.ip(), config_->max_connections, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
+        if (config_->handoff == Handoff::Xclient) start_name_lookup();
         return screen_known_client();
     case ConnectionLimits::Admit::TooManyTotal:
         worker_.events().too_many_connections(client_ep_, "limits.max_connections");
@@ -152,7 +153,7 @@ void Session::start_greet_wait() {
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
-        resolver_ = worker_.resolver();
+        if (!resolver_) resolver_ = worker_.resolver();
         dnsbl_ = std::make_unique<DnsblCheck>(*resolver_, config_->dnsbl_sites, client_ep_,
                                               [this] { on_dnsbl_update(); });
     }
@@ -272,7 +273,6 @@ void Session::record_deep_passes() {
     if (config_->deep_pipelining) record[Test::Pipelining] = until;
     if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
     if (config_->deep_bare_newline) record[Test::BareNewline] = until;
-    if (!pregreet_seen_) record[Test::Pregreet] = std::max(record[Test::Pregreet], unix_now() + config_->cache_pregreet_ttl.count() / 1000);
     worker_.cache().store(client_ep_.ip(), record);
     worker_.events().pass_new(client_ep_);
 }
@@ -354,13 +354,38 @@ void Session::enforce_lines(std::string_view bytes) {
 
 // ---------------------------------------------------------------- §2 step 8: handoff and relay
 
+void Session::start_name_lookup() {
+    resolver_ = worker_.resolver();
+    name_pending_ = true;
+    name_lookup_ = resolver_->lookup_verified_name(client_ep_, [this](const std::string& name) {
+        name_pending_ = false;
+        client_name_ = name;
+        if (phase_ == Phase::Handoff && handoff_waiting_) {
+            auto replay = std::move(*handoff_waiting_);
+            handoff_waiting_.reset();
+            connect_backend(std::move(replay));
+        }
+    });
+}
+
 void Session::start_handoff(BackendHandoff::Replay replay) {
     phase_ = Phase::Handoff;
     client_.stop_reading();  // the kernel holds what the client sends until the relay starts
+    uv_timer_stop(timer_.get());
+    // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
+    // usually long done by now.
+    if (name_pending_) {
+        handoff_waiting_ = std::move(replay);
+        return;
+    }
+    connect_backend(std::move(replay));
+}
+
+void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
     handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, worker_.hostname(),
                                                 *this);
-    handoff_->start(client_ep_, local_ep_, std::move(replay));
+    handoff_->start(client_ep_, local_ep_, client_name_, std::move(replay));
 }
 
 void Session::handoff_failed(std::string why) {

@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/uv_handle.h"
+#include "dnsbl/resolver.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
 #include "screen/command_reader.h"
@@ -20,7 +21,6 @@
 namespace smtpscreen {
 
 class DnsblCheck;
-class DnsblResolver;
 class RelayFilter;
 class TlsStream;
 class Worker;
@@ -77,6 +77,8 @@ private:
     void on_backend_bytes(std::string_view bytes);
     // §2 step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
+    void start_name_lookup();
+    void connect_backend(BackendHandoff::Replay replay);
     void handoff_ready(std::string greeting) override;
     void handoff_failed(std::string why) override;
     void start_relay();
@@ -113,8 +115,13 @@ private:
 
     bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
     bool pregreet_seen_ = false;
-    std::shared_ptr<DnsblResolver> resolver_;  // declared before dnsbl_, which uses it
+    std::shared_ptr<DnsblResolver> resolver_;  // declared before dnsbl_ and name_lookup_, which use it
     std::unique_ptr<DnsblCheck> dnsbl_;
+    // XCLIENT NAME=: the verified reverse name, looked up from accept on.
+    DnsblSubscription name_lookup_;
+    bool name_pending_ = false;
+    std::string client_name_;
+    std::optional<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup
     uint64_t dnsbl_deadline_ = 0;
 
     std::unique_ptr<CommandReader> reader_;
