@@ -103,7 +103,7 @@ bool has_argument(std::string_view line, std::string_view verb) {
 
 }  // namespace
 
-RelayFilter::RelayFilter(Options options) : options_(options) {
+RelayFilter::RelayFilter(Options options) : options_(options), tls_active_(options.tls_already_active) {
     options_.max_line = std::max(options_.max_line, kMinLine);
     // The text of a line, without its CRLF; at least 1 so that the "." line fits.
     text_limit_ = options_.max_text_line == 0 ? SIZE_MAX : std::max<size_t>(options_.max_text_line, 3) - 2;

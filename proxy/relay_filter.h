@@ -77,6 +77,9 @@ public:
         bool terminate_starttls = false;   // smtpscreen answers the client's STARTTLS itself (see
                                            // above); implies the backend's STARTTLS is stripped
                                            // and overrides strip_starttls for the client's
+        bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS with us
+                                           // before the handoff (deep tests), so none is offered and
+                                           // another gets 554
         size_t max_line = 4096;        // longest command/reply line kept whole; longer lines are still
                                        // forwarded (values below 64 are raised to 64)
         BareLf bare_lf = BareLf::Reject;   // smuggling.bare_lf (SPEC §5); see above

@@ -417,12 +417,10 @@ void Session::start_relay() {
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out.
-    // A client already in TLS with us (STARTTLS during the deep tests) must not be
-    // offered the backend's STARTTLS either.
-    options.strip_starttls =
-        config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None || client_tls_ != nullptr;
+    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None;
     options.bare_lf = config_->smuggling_bare_lf;
-    options.terminate_starttls = config_->tls_server != nullptr && !client_tls_;
+    options.terminate_starttls = config_->tls_server != nullptr;
+    options.tls_already_active = client_tls_ != nullptr;
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);

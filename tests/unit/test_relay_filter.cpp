@@ -1319,3 +1319,16 @@ TEST_CASE("without terminate_starttls nothing of it happens") {
         CHECK(relay.replies.empty());
     }
 }
+
+TEST_CASE("terminate_starttls: a client already in TLS before the handoff is offered none and gets 554") {
+    RelayFilter::Options options = terminate_tls();
+    options.tls_already_active = true;
+    Relay relay(options);
+    CHECK(relay.filter.tls_active());
+    CHECK(relay.client("EHLO c.example\r\n") == "EHLO c.example\r\n");
+    const std::string to_client = relay.backend("250-mx.example.org\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+    CHECK(to_client == "250-mx.example.org\r\n250 8BITMIME\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kActive);
+    CHECK_FALSE(relay.filter.start_tls_now());
+}
