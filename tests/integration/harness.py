@@ -1291,6 +1291,412 @@ def postfix_client_regex(ip, port=None):
 
 
 # --------------------------------------------------------------------------------------
+# TLS (SPEC §3) helpers, for the test_tls_*.py scenarios: a private test CA made with the
+# openssl command, Postfix's smtpd TLS settings, and STARTTLS clients (openssl s_client
+# driven line by line, Python's ssl over an SmtpClient's socket, posttls-finger).
+
+
+class ServerCert:
+    """A certificate issued by TestCA: cert (PEM, leaf first, then any intermediate),
+    key (PEM), cn (subject CN), kind ("rsa" or "ecdsa")."""
+
+    def __init__(self, cert, key, cn, kind):
+        self.cert, self.key, self.cn, self.kind = cert, key, cn, kind
+
+    def __repr__(self):
+        return f"ServerCert({self.cn!r}, {self.kind}, {self.cert})"
+
+
+def _openssl(*args, cwd=None):
+    r = subprocess.run([which("openssl")] + list(args), capture_output=True, text=True,
+                       timeout=60, cwd=cwd, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise Failure(f"openssl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r
+
+
+def _openssl_newkey_args(kind):
+    if kind == "rsa":
+        return ["-newkey", "rsa:2048"]
+    if kind == "ecdsa":
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    raise Failure(f"unknown key kind {kind!r} (rsa or ecdsa)")
+
+
+class TestCA:
+    """A private CA in directory (created), made with the openssl command: an RSA root
+    ("<name> root", ca_file is what clients trust) and, on demand, an intermediate.
+    issue() makes server certificates (RSA or ECDSA keys) valid for a few days, with
+    serverAuth, the CN and subjectAltNames; chain=True signs with the intermediate and
+    writes the cert file as a chain (leaf, intermediate), as a real server has it."""
+
+    def __init__(self, directory, name="smtpscreen test CA"):
+        self.dir = directory
+        self.name = name
+        os.makedirs(directory, exist_ok=True)
+        os.chmod(directory, 0o755)
+        self.ca_key = os.path.join(directory, "ca.key")
+        self.ca_file = os.path.join(directory, "ca.pem")
+        _openssl("req", "-x509", *_openssl_newkey_args("rsa"), "-nodes", "-sha256",
+                 "-keyout", self.ca_key, "-out", self.ca_file, "-days", "30",
+                 "-subj", f"/O=smtpscreen tests/CN={name} root",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self._intermediate = None
+        self._serial = int(time.time() * 1000) % 10**9
+
+    def _sign(self, csr, out, issuer_cert, issuer_key, extensions):
+        ext = out + ".ext"
+        with open(ext, "w") as f:
+            f.write(extensions)
+        self._serial += 1
+        _openssl("x509", "-req", "-in", csr, "-CA", issuer_cert, "-CAkey", issuer_key,
+                 "-set_serial", str(self._serial), "-out", out, "-days", "7", "-sha256",
+                 "-extfile", ext)
+
+    def intermediate(self):
+        """(cert, key) of an intermediate CA under the root, made once."""
+        if self._intermediate is None:
+            key = os.path.join(self.dir, "intermediate.key")
+            csr = os.path.join(self.dir, "intermediate.csr")
+            cert = os.path.join(self.dir, "intermediate.pem")
+            _openssl("req", "-new", *_openssl_newkey_args("ecdsa"), "-nodes", "-keyout", key,
+                     "-out", csr, "-subj", f"/O=smtpscreen tests/CN={self.name} intermediate")
+            self._sign(csr, cert, self.ca_file, self.ca_key,
+                       "basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                       "keyUsage=critical,keyCertSign,cRLSign\n")
+            self._intermediate = (cert, key)
+        return self._intermediate
+
+    def issue(self, cn, kind="rsa", chain=False, sans=None, name=None):
+        """A server certificate for cn: ServerCert with cert/key paths in the CA dir.
+        sans: extra DNS names (cn, localhost and IP 127.0.0.1 are always in)."""
+        name = name or f"{cn}-{kind}{'-chain' if chain else ''}"
+        key = os.path.join(self.dir, f"{name}.key")
+        csr = os.path.join(self.dir, f"{name}.csr")
+        leaf = os.path.join(self.dir, f"{name}.leaf.pem")
+        cert = os.path.join(self.dir, f"{name}.pem")
+        _openssl("req", "-new", *_openssl_newkey_args(kind), "-nodes", "-keyout", key,
+                 "-out", csr, "-subj", f"/O=smtpscreen tests/CN={cn}")
+        names = [cn, "localhost"] + list(sans or [])
+        alt = ",".join(f"DNS:{n}" for n in dict.fromkeys(names)) + ",IP:127.0.0.1"
+        exts = ("basicConstraints=critical,CA:FALSE\n"
+                f"keyUsage=critical,digitalSignature{',keyEncipherment' if kind == 'rsa' else ''}\n"
+                "extendedKeyUsage=serverAuth\n"
+                f"subjectAltName={alt}\n")
+        if chain:
+            icert, ikey = self.intermediate()
+            self._sign(csr, leaf, icert, ikey, exts)
+            with open(cert, "w") as f:
+                f.write(_read(leaf) + _read(icert))
+        else:
+            self._sign(csr, leaf, self.ca_file, self.ca_key, exts)
+            shutil.copyfile(leaf, cert)
+        for p in (cert, key):
+            os.chmod(p, 0o644)   # Postfix's smtpd (root at start) and smtpscreen read them
+        return ServerCert(cert, key, cn, kind)
+
+
+def make_test_ca(env, name="smtpscreen test CA", subdir="ca"):
+    """A TestCA in the test's temporary directory."""
+    return TestCA(os.path.join(env.dir, subdir), name)
+
+
+def tls_settings(cert, **extra):
+    """smtpscreen settings for STARTTLS towards clients with a ServerCert."""
+    s = {"tls.cert": cert.cert, "tls.key": cert.key}
+    s.update(extra)
+    return s
+
+
+def postfix_tls_main(cert, loglevel=1):
+    """main_extra for env.postfix(): Postfix's smtpd offers STARTTLS with cert (a
+    ServerCert), logs its TLS handshakes (smtpd_tls_loglevel) and records the TLS
+    protocol and cipher in the Received header (smtpd_tls_received_header)."""
+    return {
+        "smtpd_tls_security_level": "may",
+        "smtpd_tls_cert_file": cert.cert,
+        "smtpd_tls_key_file": cert.key,
+        "smtpd_tls_loglevel": str(loglevel),
+        "smtpd_tls_received_header": "yes",
+        "smtpd_tls_session_cache_database": "",
+    }
+
+
+class TlsPostfix(Postfix):
+    """A private Postfix whose smtpd ports offer STARTTLS with cert (a ServerCert): the
+    settings of postfix_tls_main, plus tlsmgr(8) in master.cf (without it smtpd logs "no
+    entropy for TLS key generation: disabling TLS support"). Otherwise as Postfix."""
+
+    def __init__(self, env, cert, loglevel=1, **kw):
+        main_extra = postfix_tls_main(cert, loglevel)
+        main_extra.update(kw.pop("main_extra", None) or {})
+        super().__init__(env, main_extra=main_extra, **kw)
+        self.cert = cert
+
+    def _write_config(self):
+        super()._write_config()
+        with open(os.path.join(self.config_dir, "master.cf"), "a") as f:
+            f.write("tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
+
+
+def tls_postfix(env, cert, start=True, **kw):
+    """env.postfix() with STARTTLS on every smtpd port (TlsPostfix)."""
+    name = kw.pop("name", f"postfix{len(env._postfixes) or ''}")
+    pf = TlsPostfix(env, cert, name=name, **kw)
+    env._postfixes.append(pf)
+    env.add_log(f"Postfix log ({name})", pf.maillog)
+    return pf.start() if start else pf
+
+
+def re_tls_established(ip, port=None, protocol=r"TLSv1\.2"):
+    """smtpscreen's (and Postfix's) line for a finished client handshake."""
+    return (rf"Anonymous TLS connection established from {ip_port(ip, port)}: {protocol} "
+            rf"with cipher (\S+) \((\d+)/(\d+) bits\)")
+
+
+def read_greeting_full(client, timeout=None):
+    """The whole greeting (a new client gets '220-' at once and the final '220 ' after
+    greet.wait): a Reply whose code must be 220."""
+    reply = client.read_reply(timeout)
+    check(reply.code == 220, f"greeting: expected 220, got {reply.text!r}")
+    return reply
+
+
+def ehlo_offers(reply, keyword):
+    return any(re.match(rf"250[- ]{keyword}\b", ln, re.I) for ln in reply.lines)
+
+
+def python_tls_context(ca_file=None, minimum=None, maximum=None):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+        ctx.check_hostname = True
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if minimum:
+        ctx.minimum_version = minimum
+    if maximum:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+def tls_wrap(client, ca_file=None, server_hostname="localhost", context=None, timeout=10):
+    """After the server's 220 to STARTTLS: the TLS handshake over client.sock (Python
+    ssl); client then speaks SMTP inside TLS. Nothing may be buffered unread (bytes the
+    server sent in clear after its 220 would be an injection). Returns the SSLSocket."""
+    check(client.buf == b"", f"the server sent bytes after its 220 to STARTTLS, before the "
+                             f"handshake: {client.buf!r}")
+    ctx = context or python_tls_context(ca_file)
+    client.sock.settimeout(timeout)
+    client.sock = ctx.wrap_socket(client.sock, server_hostname=server_hostname)
+    client.transcript.append(("C", f"<TLS handshake done: {client.sock.version()} "
+                                   f"{client.sock.cipher()[0]}>".encode()))
+    return client.sock
+
+
+def peer_cn(sslsock):
+    cert = sslsock.getpeercert()
+    for rdn in cert.get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
+def starttls_client(port, source=None, ca_file=None, server_hostname="localhost",
+                    helo="client.example.org", timeout=15):
+    """A client through smtpscreen's STARTTLS: connect (from source), read the whole
+    greeting, EHLO (its reply must offer STARTTLS), STARTTLS (220), handshake (Python
+    ssl), EHLO again (must not offer STARTTLS any more). Returns (SmtpClient, ehlo
+    reply inside TLS)."""
+    c = SmtpClient(port, source=source, timeout=timeout)
+    read_greeting_full(c, timeout)
+    ehlo = c.expect(f"EHLO {helo}", 250)
+    check(ehlo_offers(ehlo, "STARTTLS"), f"EHLO reply does not offer STARTTLS: {ehlo.text!r}")
+    c.expect("STARTTLS", 220)
+    tls_wrap(c, ca_file, server_hostname)
+    ehlo2 = c.expect(f"EHLO {helo}", 250)
+    check(not ehlo_offers(ehlo2, "STARTTLS"),
+          f"the EHLO reply inside TLS offers STARTTLS again: {ehlo2.text!r}")
+    return c, ehlo2
+
+
+class OpensslClient:
+    """`openssl s_client -starttls smtp -crlf -brief -nocommands` driven line by line
+    (-nocommands: a line starting with R or Q is SMTP, not "renegotiate" or "quit"):
+    send() writes a line, expect() waits for a reply code sent inside TLS. The
+    brief connection summary (protocol, cipher, peer certificate) is on stderr; the
+    process ends when the server closes."""
+
+    def __init__(self, port, host="127.0.0.1", source=None, ca_file=None,
+                 helo="client.example.org", extra=(), timeout=20):
+        cmd = [which("openssl"), "s_client", "-connect", f"{host}:{port}", "-starttls", "smtp",
+               "-name", helo, "-crlf", "-brief", "-nocommands"]
+        if source:
+            cmd += ["-bind", f"{source}:0"]
+        if ca_file:
+            cmd += ["-CAfile", ca_file, "-verify_return_error", "-verify_hostname", "localhost"]
+        cmd += list(extra)
+        self.cmd = cmd
+        self.timeout = timeout
+        self.out = b""
+        self.err = b""
+        self.lock = threading.Lock()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.readers = [threading.Thread(target=self._pump, args=(self.proc.stdout, "out"), daemon=True),
+                        threading.Thread(target=self._pump, args=(self.proc.stderr, "err"), daemon=True)]
+        for t in self.readers:
+            t.start()
+        self.pos = 0
+
+    def _pump(self, stream, attr):
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(1)
+            if not chunk:
+                return
+            with self.lock:
+                setattr(self, attr, getattr(self, attr) + chunk)
+
+    def stdout_text(self):
+        with self.lock:
+            return self.out.decode("utf-8", "replace")
+
+    def stderr_text(self):
+        with self.lock:
+            return self.err.decode("utf-8", "replace")
+
+    def wait_established(self, timeout=None):
+        """The brief summary: {'protocol', 'cipher', 'peer'} once 'CONNECTION ESTABLISHED'."""
+        t = timeout or self.timeout
+        try:
+            wait_until(lambda: "Ciphersuite:" in self.stderr_text() or self.proc.poll() is not None,
+                       t, what="openssl s_client handshake")
+        except Failure:
+            raise Failure(f"openssl s_client: no handshake within {t}s; {self.describe()}") from None
+        time.sleep(0.1)
+        err = self.stderr_text()
+        check("CONNECTION ESTABLISHED" in err,
+              f"openssl s_client did not establish TLS; {self.describe()}")
+        info = {}
+        for key, name in (("protocol", "Protocol version"), ("cipher", "Ciphersuite"),
+                          ("peer", "Peer certificate"), ("verification", "Verification")):
+            m = re.search(rf"^{name}: (.*)$", err, re.M)
+            info[key] = m.group(1).strip() if m else None
+        return info
+
+    def send(self, line):
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def expect(self, line, code, timeout=None):
+        """Sends line (unless None) and waits for a whole reply with code; returns its text."""
+        if line is not None:
+            self.send(line)
+        t = timeout or self.timeout
+
+        def reply():
+            text = self.stdout_text()[self.pos:]
+            m = re.search(r"^(\d{3}) [^\n]*\n", text, re.M)
+            if m:
+                return text[:m.end()], m
+            if self.proc.poll() is not None:
+                raise Failure(f"openssl s_client exited ({self.proc.returncode}) waiting for {code} "
+                              f"to {line!r}; {self.describe()}")
+            return None
+        try:
+            text, m = wait_until(reply, t, what=f"reply to {line!r}")
+        except Failure as e:
+            if "timed out" in str(e):
+                raise Failure(f"openssl s_client: no reply to {line!r} within {t}s; {self.describe()}") from None
+            raise
+        self.pos += len(text)
+        check(int(m.group(1)) == code, f"openssl s_client: {line!r}: expected {code}, got {text!r}")
+        return text
+
+    def send_mail(self, marker, mail_from="sender@example.org", rcpt="user@example.test",
+                  helo="client.example.org"):
+        """EHLO (inside TLS), MAIL, RCPT, DATA, the message, QUIT; checks every reply."""
+        ehlo = self.expect(f"EHLO {helo}", 250)
+        check(not re.search(r"^250[- ]STARTTLS", ehlo, re.M | re.I),
+              f"EHLO inside TLS offers STARTTLS again: {ehlo!r}")
+        self.expect(f"MAIL FROM:<{mail_from}>", 250)
+        self.expect(f"RCPT TO:<{rcpt}>", 250)
+        self.expect("DATA", 354)
+        for ln in message_text(marker, mail_from, rcpt).split("\r\n"):
+            self.send(ln)
+        # message_text ends with CRLF: the split gave a last empty line already sent
+        self.expect(".", 250)
+        self.expect("QUIT", 221)
+        return ehlo
+
+    def wait_exit(self, timeout=10):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def describe(self):
+        return (f"command: {' '.join(self.cmd)}\n  exit: {self.proc.poll()}\n  stderr:\n"
+                f"{_tail(self.stderr_text(), 20)}\n  stdout:\n{_tail(self.stdout_text(), 20)}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def openssl_client(env, port, **kw):
+    """An OpensslClient that the test's cleanup kills if it is still running."""
+    c = OpensslClient(port, **kw)
+    env.add_cleanup(c.close)
+    return c
+
+
+def openssl_handshake(port, source=None, ca_file=None, extra=(), timeout=20, helo="client.example.org"):
+    """One `openssl s_client -starttls smtp -brief` handshake then QUIT inside TLS (stdin
+    gives QUIT, then EOF; -ign_eof: it reads until the server closes); returns the
+    CompletedProcess (stderr has the summary or the error, stdout the 221)."""
+    cmd = [which("openssl"), "s_client", "-connect", f"127.0.0.1:{port}", "-starttls", "smtp",
+           "-name", helo, "-crlf", "-brief", "-nocommands", "-ign_eof"]
+    if source:
+        cmd += ["-bind", f"{source}:0"]
+    if ca_file:
+        cmd += ["-CAfile", ca_file, "-verify_return_error"]
+    cmd += list(extra)
+    r = subprocess.run(cmd, input="QUIT\n", capture_output=True, text=True, timeout=timeout)
+    r.cmd = cmd
+    return r
+
+
+def posttls_finger(port, postfix, ca_file=None, level="secure", match=None, extra=(), timeout=60):
+    """Postfix's posttls-finger against 127.0.0.1:port (TLS security level, CA file,
+    match names), reading main.cf of the private Postfix (there is no /etc/postfix);
+    returns the CompletedProcess (its report is on stdout/stderr)."""
+    exe = which("posttls-finger")
+    cmd = [exe, "-c", "-l", level, "-L", "routine,certmatch,summary,cache"]
+    if ca_file:
+        cmd += ["-F", ca_file]
+    cmd += list(extra) + [f"[127.0.0.1]:{port}"]
+    if match:
+        cmd += list(match) if isinstance(match, (list, tuple)) else [match]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                       env=dict(os.environ, MAIL_CONFIG=postfix.config_dir))
+    r.cmd = cmd
+    return r
+
+
+# (end of the TLS helpers)
+
+
+# --------------------------------------------------------------------------------------
 # The test environment and runner
 
 
@@ -1416,3 +1822,76 @@ def run(main, timeout=120):
                 shutil.rmtree(env.dir, ignore_errors=True)
     sys.stdout.flush()
     sys.exit(rc)
+
+
+# --------------------------------------------------------------------------------------
+# Deep protocol tests and SMTP smuggling (issue 5; used by test_deep_*.py and
+# test_smuggling_*.py)
+
+DEEP_TESTS_ON = {"deep.pipelining": "on", "deep.non_smtp_command": "on", "deep.bare_newline": "on"}
+
+
+def deep_settings(extra=None):
+    """smtpscreen settings with every deep protocol test on, plus extra."""
+    s = dict(DEEP_TESTS_ON)
+    s.update(extra or {})
+    return s
+
+
+def deep_greeting(client, screen):
+    """Reads the greeting of a session in which smtpscreen runs the deep tests itself
+    (SPEC §2 step 6): the '220-' line at once, then, when greet.wait is over, the final
+    '220 <greet.banner>' line -- smtpscreen's own, never the backend's. Returns the Reply."""
+    gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
+    first = client.read_line(timeout=gw + 5)
+    t_first = client.elapsed()
+    check(first.startswith("220-"), f"deep-tested client: first banner line must be '220-...', got {first!r}")
+    check(t_first < 1.0, f"the '220-' banner line took {t_first:.2f}s (must come at once)")
+    rest = client.read_reply(timeout=gw + 10)
+    t_final = client.elapsed()
+    banner = screen.settings.get("greet.banner", "")
+    check(rest.code == 220 and rest.final == f"220 {banner}",
+          f"deep-tested client: the final greeting line must be smtpscreen's own '220 {banner}', "
+          f"got {rest.text!r}")
+    check(t_final >= gw - 0.15, f"the final 220 came after {t_final:.2f}s, before greet.wait ({gw}s) ended")
+    return Reply([first] + rest.lines)
+
+
+def deep_client(screen, source, timeout=15):
+    """A SmtpClient from source that has read smtpscreen's deep-test greeting."""
+    c = SmtpClient(screen.port, source=source, timeout=timeout)
+    deep_greeting(c, screen)
+    return c
+
+
+# The published 2023 SMTP smuggling end-of-data variants (SEC Consult): each stands
+# where a receiver that is lax about line ends may see "<CR><LF>.<CR><LF>".
+SMUGGLING_VECTORS = {
+    "LF.LF": b"\n.\n",
+    "LF.CRLF": b"\n.\r\n",
+    "CR.CRLF": b"\r.\r\n",
+    "CRLF.CR": b"\r\n.\r",
+    "CRLF.LF": b"\r\n.\n",
+}
+
+
+def smuggling_payload(vector, marker, smuggled_marker, rcpt="user@example.test",
+                      smuggled_from="smuggler@example.org"):
+    """The DATA text of a smuggling attempt, up to and including the client's real end
+    of data: a message with Subject marker, then the vector, then a whole second SMTP
+    transaction (MAIL/RCPT/DATA, a message with Subject smuggled_marker and its own
+    '.'), then <CR><LF>.<CR><LF>. A receiver that takes the vector for an end of data
+    queues two messages; one that does not queues one message that holds the second
+    transaction as body text."""
+    first = (f"From: <sender@example.org>\r\nTo: <{rcpt}>\r\nSubject: {marker}\r\n"
+             f"Message-ID: <{marker}@example.org>\r\n\r\nbody of {marker}").encode()
+    second = (f"MAIL FROM:<{smuggled_from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n"
+              f"From: <{smuggled_from}>\r\nTo: <{rcpt}>\r\nSubject: {smuggled_marker}\r\n"
+              f"Message-ID: <{smuggled_marker}@example.org>\r\n\r\nbody of {smuggled_marker}\r\n.\r\n").encode()
+    return first + vector + second + b"\r\n.\r\n"
+
+
+def postfix_queued_ids(postfix):
+    """Queue ids of every message Postfix's qmgr took into the active queue (one per
+    message actually accepted), in log order."""
+    return re.findall(r"qmgr\[\d+\]: ([0-9A-Za-z]+): from=<[^>]*>, size=\d+", postfix.log())
