@@ -26,6 +26,7 @@ Worker::Worker(int index, int count, const Options& options, std::string_view me
     uv_loop_init(&loop_);
     int share = options.concurrency / count + (index < options.concurrency % count ? 1 : 0);
     slots_.resize(static_cast<size_t>(share));
+    starting_ = share > 0;  // more threads than --concurrency: this one has nothing to run
     for (SourcePool& pool : sources_) pool.spread(static_cast<uint64_t>(index), static_cast<uint64_t>(count));
     tick_ = smtpscreen::UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     refill_ = smtpscreen::UvHandle<uv_idle_t>([this](uv_idle_t* i) { return uv_idle_init(&loop_, i); }, this);

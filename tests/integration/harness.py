@@ -1879,15 +1879,16 @@ def smuggling_payload(vector, marker, smuggled_marker, rcpt="user@example.test",
                       smuggled_from="smuggler@example.org"):
     """The DATA text of a smuggling attempt, up to and including the client's real end
     of data: a message with Subject marker, then the vector, then a whole second SMTP
-    transaction (MAIL/RCPT/DATA, a message with Subject smuggled_marker and its own
-    '.'), then <CR><LF>.<CR><LF>. A receiver that takes the vector for an end of data
-    queues two messages; one that does not queues one message that holds the second
-    transaction as body text."""
+    transaction (MAIL/RCPT/DATA and a message with Subject smuggled_marker), then the
+    client's real end of data <CR><LF>.<CR><LF>, which also ends the smuggled message
+    for a receiver that takes the vector for an end of data: that receiver queues two
+    messages; one that does not queues one message that holds the second transaction
+    as body text."""
     first = (f"From: <sender@example.org>\r\nTo: <{rcpt}>\r\nSubject: {marker}\r\n"
              f"Message-ID: <{marker}@example.org>\r\n\r\nbody of {marker}").encode()
     second = (f"MAIL FROM:<{smuggled_from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n"
               f"From: <{smuggled_from}>\r\nTo: <{rcpt}>\r\nSubject: {smuggled_marker}\r\n"
-              f"Message-ID: <{smuggled_marker}@example.org>\r\n\r\nbody of {smuggled_marker}\r\n.\r\n").encode()
+              f"Message-ID: <{smuggled_marker}@example.org>\r\n\r\nbody of {smuggled_marker}").encode()
     return first + vector + second + b"\r\n.\r\n"
 
 
@@ -1895,3 +1896,715 @@ def postfix_queued_ids(postfix):
     """Queue ids of every message Postfix's qmgr took into the active queue (one per
     message actually accepted), in log order."""
     return re.findall(r"qmgr\[\d+\]: ([0-9A-Za-z]+): from=<[^>]*>, size=\d+", postfix.log())
+
+
+# ======================================================================================
+# >>> hostile/fault/limits/soak helpers (issue 6) >>>
+# Used by test_hostile_*.py, test_fault_*.py, test_limits_*.py, test_timeout_*.py and
+# test_soak.py: reading a process's memory, CPU time and descriptors from /proc; one
+# DISCONNECT line per session; pushing garbage at a socket; a scripted UDP DNS server
+# (SERVFAIL, garbage, silence...); a scripted backend that misbehaves on cue; and a
+# sink backend in its own process (it can be SIGKILLed and restarted) that records
+# every message it answered 250 to.
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_status_kib(pid, field="VmRSS"):
+    """A "kB" field of /proc/PID/status (VmRSS, VmHWM, VmSize...), in KiB; 0 if absent."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_mib(pid):
+    return proc_status_kib(pid, "VmRSS") / 1024.0
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of pid so far (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def open_fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def set_open_files_limit(pid, soft, hard=None):
+    """RLIMIT_NOFILE of a running process (prlimit(2)); returns the old (soft, hard)."""
+    import resource
+    return resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard if hard is not None else soft))
+
+
+def raise_own_open_files(want):
+    """Raises this process's soft RLIMIT_NOFILE towards want (never above the hard
+    limit); children started afterwards inherit it. Returns the soft limit now in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+class RssSampler:
+    """Samples a process's VmRSS (MiB) in a thread every interval seconds: .peak, .samples."""
+
+    def __init__(self, pid, interval=0.2):
+        self.pid, self.interval = pid, interval
+        self.samples = []
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                v = rss_mib(self.pid)
+            except OSError:
+                return
+            self.samples.append((time.monotonic(), v))
+            self.peak = max(self.peak, v)
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def re_disconnect_exact(ip, port):
+    """A DISCONNECT line for exactly this client port (port 123 does not match 1234)."""
+    return rf"DISCONNECT {ip_port(ip, port)}(?!\d)"
+
+
+def disconnect_lines(screen, ip, port):
+    rx = re.compile(re_disconnect_exact(ip, port))
+    return [ln for ln in screen.log_lines() if rx.search(ln)]
+
+
+def disconnect_outcome(line):
+    """(outcome, seconds) of a 'DISCONNECT [ip]:port OUTCOME after T' line."""
+    m = re.search(r"DISCONNECT \S+ (\S+) after ([0-9.]+)", line)
+    return (m.group(1), float(m.group(2))) if m else (None, None)
+
+
+def check_one_disconnect(screen, ip, port, outcome=None, timeout=10, settle=0.3):
+    """Waits for the session's DISCONNECT line, then checks that there is exactly one
+    (SPEC §2 step 9) and, with outcome (a regex), that it names that outcome. Returns
+    (outcome, seconds)."""
+    screen.wait_for_log(re_disconnect_exact(ip, port), timeout=timeout)
+    time.sleep(settle)
+    lines = disconnect_lines(screen, ip, port)
+    check(len(lines) == 1, f"expected exactly one DISCONNECT line for [{ip}]:{port}, got {len(lines)}: {lines}")
+    got, secs = disconnect_outcome(lines[0])
+    if outcome is not None:
+        check(got is not None and re.fullmatch(outcome, got),
+              f"DISCONNECT for [{ip}]:{port}: expected outcome /{outcome}/, got {lines[0]!r}")
+    return got, secs
+
+
+def read_full_greeting(client, timeout=15):
+    """(Reply with every greeting line, seconds to the first line, seconds to the last)."""
+    first = client.read_line(timeout=timeout)
+    t_first = client.elapsed()
+    if len(first) >= 4 and first[3] == "-":
+        rest = client.read_reply(timeout=timeout)
+        return Reply([first] + rest.lines), t_first, client.elapsed()
+    return Reply([first]), t_first, t_first
+
+
+def pump_bytes(sock, total, pattern=b"A", chunk=65536, stall=3.0, limit=60.0):
+    """Writes total bytes (pattern repeated) to sock without blocking forever. Returns
+    (bytes_sent, how): "done"; "closed" when the peer closed or reset the connection;
+    "stalled" when the peer took nothing for `stall` seconds (it stopped reading: the
+    kernel buffers are full, which is how a bounded reader pushes back); "limit" when
+    `limit` seconds passed."""
+    block = (pattern * (chunk // max(1, len(pattern)) + 1))[:chunk]
+    sent = 0
+    sock.setblocking(False)
+    started = time.monotonic()
+    last_progress = started
+    how = "done"
+    try:
+        while sent < total:
+            now = time.monotonic()
+            if now - started > limit:
+                how = "limit"
+                break
+            if now - last_progress > stall:
+                how = "stalled"
+                break
+            _, w, _ = select.select([], [sock], [], 0.2)
+            if not w:
+                continue
+            try:
+                n = sock.send(block[:min(chunk, total - sent)])
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:  # EPIPE, ECONNRESET
+                how = "closed"
+                break
+            if n > 0:
+                sent += n
+                last_progress = time.monotonic()
+    finally:
+        sock.setblocking(True)
+    return sent, how
+
+
+def send_slowly(client, data, gap=1.0, deadline=None):
+    """Sends data one byte at a time, gap seconds apart, until done, the peer closes,
+    or deadline (monotonic); returns the number of bytes sent."""
+    if isinstance(data, str):
+        data = data.encode()
+    sent = 0
+    for i in range(len(data)):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        try:
+            client.sock.sendall(data[i:i + 1])
+        except OSError:
+            break
+        sent += 1
+        if i + 1 < len(data):
+            time.sleep(gap)
+    client.transcript.append(("C", data[:sent]))
+    return sent
+
+
+# --------------------------------------------------------------------------------------
+# A scripted UDP DNS server
+
+
+def _dns_parse_query(packet):
+    """(id, flags, qname, qtype, end of the question) of a DNS query, or None."""
+    if len(packet) < 12:
+        return None
+    qid, flags, qd = struct.unpack("!HHH", packet[:6])
+    if qd < 1:
+        return None
+    pos, labels = 12, []
+    while pos < len(packet):
+        n = packet[pos]
+        if n == 0:
+            pos += 1
+            break
+        if n & 0xC0 or pos + 1 + n > len(packet):
+            return None
+        labels.append(packet[pos + 1:pos + 1 + n].decode("ascii", "replace"))
+        pos += 1 + n
+    if pos + 4 > len(packet):
+        return None
+    qtype = struct.unpack("!H", packet[pos:pos + 2])[0]
+    return qid, flags, ".".join(labels).lower(), qtype, pos + 4
+
+
+class ScriptedDns:
+    """A DNS server on 127.0.0.1:port (UDP only; nothing listens on the TCP port) in a
+    thread, answering each query by the zone its name is under: zones {zone: mode}.
+    Modes:
+      listed        A 127.0.0.2, TTL 60
+      nxdomain      NXDOMAIN              nodata     NOERROR, no answer
+      servfail      SERVFAIL              refused    REFUSED
+      silent        never answers
+      truncated     TC bit set, no answer (a resolver retries over TCP: refused here)
+      garbage       the query's id, then random bytes
+      garbage-answer  header and question intact, random bytes after them
+      bad-rdlength  an A record whose RDLENGTH runs past the end of the packet
+      short         a 5-byte datagram
+      wrong-id      a correct 'listed' answer with another query id (must be ignored)
+      slow:SECONDS  'listed', but only after SECONDS
+    Names under no zone get NXDOMAIN. .queries is [(monotonic time, name, qtype)]."""
+
+    def __init__(self, zones, port=None):
+        self.zones = {z.lower().rstrip("."): m for z, m in zones.items()}
+        self.port = port or free_udp_tcp_port()
+        self.queries = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.1)
+        self.stopping = threading.Event()
+        self.timers = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def mode_for(self, name):
+        for zone, mode in self.zones.items():
+            if name == zone or name.endswith("." + zone):
+                return mode
+        return "nxdomain"
+
+    def queries_for(self, zone):
+        with self.lock:
+            return [q for q in self.queries if q[1] == zone or q[1].endswith("." + zone)]
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                packet, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            q = _dns_parse_query(packet)
+            if q is None:
+                continue
+            qid, _, name, qtype, qend = q
+            with self.lock:
+                self.queries.append((time.monotonic(), name, qtype))
+            reply = self._reply(packet, qid, name, qtype, qend)
+            if reply is None:
+                continue
+            delay, data = reply
+            if delay:
+                t = threading.Timer(delay, self._send, (data, peer))
+                t.daemon = True
+                self.timers.append(t)
+                t.start()
+            else:
+                self._send(data, peer)
+
+    def _send(self, data, peer):
+        try:
+            self.sock.sendto(data, peer)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _answer(qid, question, rcode=0, answers=(), flags_extra=0, ttl=60):
+        flags = 0x8180 | flags_extra | rcode  # QR, RD, RA
+        out = struct.pack("!HHHHHH", qid, flags, 1, len(answers), 0, 0) + question
+        for a in answers:
+            out += struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + socket.inet_aton(a)
+        return out
+
+    def _reply(self, packet, qid, name, qtype, qend):
+        mode = self.mode_for(name)
+        question = packet[12:qend]
+        listed = ["127.0.0.2"] if qtype == 1 else []
+        if mode == "silent":
+            return None
+        if mode == "listed":
+            return 0, self._answer(qid, question, answers=listed)
+        if mode == "nxdomain":
+            return 0, self._answer(qid, question, rcode=3)
+        if mode == "nodata":
+            return 0, self._answer(qid, question)
+        if mode == "servfail":
+            return 0, self._answer(qid, question, rcode=2)
+        if mode == "refused":
+            return 0, self._answer(qid, question, rcode=5)
+        if mode == "truncated":
+            return 0, self._answer(qid, question, flags_extra=0x0200)
+        if mode == "garbage":
+            return 0, struct.pack("!H", qid) + os.urandom(61)
+        if mode == "garbage-answer":
+            head = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question
+            return 0, head + os.urandom(23)
+        if mode == "bad-rdlength":
+            head = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question
+            return 0, head + struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 200) + socket.inet_aton("127.0.0.2")
+        if mode == "short":
+            return 0, struct.pack("!H", qid) + b"\x81\x80\x00"
+        if mode == "wrong-id":
+            return 0, self._answer((qid + 1) & 0xFFFF, question, answers=listed)
+        if mode.startswith("slow:"):
+            return float(mode.split(":", 1)[1]), self._answer(qid, question, answers=listed)
+        raise Failure(f"ScriptedDns: unknown mode {mode!r}")
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.timers:
+            t.cancel()
+        self.thread.join(5)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def scripted_dns(env, zones, port=None):
+    d = ScriptedDns(zones, port)
+    env.add_cleanup(d.stop)
+    log(f"scripted DNS on 127.0.0.1:{d.port}: {d.zones}")
+    return d
+
+
+def dead_udp_port():
+    """A UDP (and TCP) port on 127.0.0.1 where nothing listens: a DNS server that is down."""
+    return free_udp_tcp_port()
+
+
+# --------------------------------------------------------------------------------------
+# A scripted backend, one thread per connection, restartable on the same port
+
+
+class ScriptedBackend:
+    """An SMTP backend on 127.0.0.1 that misbehaves on cue. mode:
+      smtp              220, 250 to everything (PIPELINING offered), 354 to DATA, 250
+                        after the end of data (message recorded), 221 to QUIT
+      silent            accepts, reads, never says anything
+      greet-then-close  sends the greeting, then closes
+      partial-greeting  sends "220-" and never the final line
+      no-read           greets, then never reads another byte (its buffers fill up)
+      close-mid-data    after DATA, closes once some message bytes arrived
+      reset-mid-data    the same with a TCP RST (SO_LINGER 0)
+      close-at-dot      closes instead of answering the end of data
+      stall-at-dot      never answers the end of data (keeps reading)
+    greeting: the greeting line(s) (e.g. "421 4.3.2 busy" for a backend that greets 4xx).
+    A PROXY v1/v2 header before the commands is parsed and recorded. Per connection
+    (.connections): peer, proxy (src, sport) or None, data (every byte), messages
+    (bodies it answered 250 to), replies (how many replies it sent), closed."""
+
+    def __init__(self, mode="smtp", greeting="220 scripted.test ESMTP", port=0, host="127.0.0.1"):
+        self.mode, self.greeting, self.host, self.port = mode, greeting, host, port
+        self.connections = []
+        self.lock = threading.Lock()
+        self.listener = None
+        self.threads = []
+        self.socks = []
+        self.stopping = threading.Event()
+        self.start()
+
+    def start(self):
+        self.stopping = threading.Event()
+        ln = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ln.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ln.bind((self.host, self.port))
+        ln.listen(256)
+        ln.settimeout(0.1)
+        self.listener = ln
+        self.port = ln.getsockname()[1]
+        t = threading.Thread(target=self._accept_loop, args=(ln, self.stopping), daemon=True)
+        t.start()
+        self.threads = [t]
+        return self
+
+    def _accept_loop(self, ln, stopping):
+        while not stopping.is_set():
+            try:
+                sock, peer = ln.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            rec = {"peer": peer, "proxy": None, "data": b"", "messages": [], "replies": 0,
+                   "closed": False, "sock": sock}
+            with self.lock:
+                self.connections.append(rec)
+                self.socks.append(sock)
+            t = threading.Thread(target=self._handle, args=(rec, stopping), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _send(self, rec, text):
+        try:
+            rec["sock"].sendall(text.encode() + b"\r\n")
+            rec["replies"] += 1
+            return True
+        except OSError:
+            return False
+
+    def _close(self, rec, reset=False):
+        s = rec["sock"]
+        try:
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+        rec["closed"] = True
+
+    def _handle(self, rec, stopping):
+        s = rec["sock"]
+        s.settimeout(0.2)
+        mode = self.mode
+        if mode != "silent" and mode != "partial-greeting":
+            self._send(rec, self.greeting)
+        if mode == "partial-greeting":
+            self._send(rec, "220-scripted.test greeting that never ends")
+        if mode == "greet-then-close":
+            return self._close(rec)
+        if mode == "no-read":
+            while not stopping.is_set():
+                time.sleep(0.1)
+            return self._close(rec)
+        buf = b""
+        header_done = False
+        in_data = False
+        message = b""
+        while not stopping.is_set():
+            try:
+                chunk = s.recv(262144)
+            except socket.timeout:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                rec["closed"] = True
+                try:
+                    s.close()
+                except OSError:
+                    pass
+                return
+            with self.lock:
+                rec["data"] += chunk
+            buf += chunk
+            if not header_done:
+                if buf.startswith(PROXY_V2_SIGNATURE[:len(buf)]) and len(buf) < 16:
+                    continue
+                if buf.startswith(PROXY_V2_SIGNATURE):
+                    (length,) = struct.unpack("!H", buf[14:16])
+                    if len(buf) < 16 + length:
+                        continue
+                    try:
+                        src, sport, _, _, n = parse_proxy_v2(buf)
+                        rec["proxy"] = (src, sport)
+                    except Failure:
+                        n = 16 + length
+                    buf = buf[n:]
+                elif buf.startswith(b"PROXY "):
+                    if b"\n" not in buf:
+                        continue
+                    line, buf = buf.split(b"\n", 1)
+                    parts = line.decode(errors="replace").split()
+                    if len(parts) >= 6:
+                        rec["proxy"] = (parts[2], int(parts[4]))
+                header_done = True
+            if mode in ("silent", "partial-greeting"):
+                continue
+            if in_data and mode in ("close-mid-data", "reset-mid-data") and buf:
+                return self._close(rec, reset=(mode == "reset-mid-data"))
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if in_data:
+                    if line.rstrip(b"\r") == b".":
+                        in_data = False
+                        if mode == "close-at-dot":
+                            return self._close(rec)
+                        if mode == "stall-at-dot":
+                            continue
+                        with self.lock:
+                            rec["messages"].append(message)
+                        message = b""
+                        self._send(rec, f"250 2.0.0 Ok: queued as S{len(rec['messages'])}")
+                    else:
+                        message += line + b"\n"
+                    continue
+                verb = line.strip().split(b" ", 1)[0].upper()
+                if verb == b"EHLO":
+                    self._send(rec, "250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 50000000")
+                elif verb == b"DATA":
+                    in_data = True
+                    message = b""
+                    self._send(rec, "354 End data with <CR><LF>.<CR><LF>")
+                    if mode in ("close-mid-data", "reset-mid-data") and buf:
+                        return self._close(rec, reset=(mode == "reset-mid-data"))
+                elif verb == b"QUIT":
+                    self._send(rec, "221 2.0.0 Bye")
+                    return self._close(rec)
+                elif verb.startswith(b"XSMTPSCREEN"):
+                    self._send(rec, "502 5.5.2 Error: command not recognized")
+                else:
+                    self._send(rec, "250 2.0.0 Ok")
+
+    def messages(self):
+        with self.lock:
+            return [m for rec in self.connections for m in rec["messages"]]
+
+    def wait_connections(self, n, timeout=5):
+        return wait_until(lambda: len(self.connections) >= n, timeout,
+                          what=f"{n} connection(s) to the scripted backend on port {self.port}")
+
+    def stop(self):
+        """Stops listening and closes every connection (a backend that dies)."""
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self.socks)
+            self.socks = []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(2)
+
+
+def scripted_backend(env, mode="smtp", **kw):
+    b = ScriptedBackend(mode, **kw)
+    env.add_cleanup(b.stop)
+    return b
+
+
+# --------------------------------------------------------------------------------------
+# A sink backend in its own process (for the soak test): asyncio SMTP after a PROXY v2
+# header; for each message it appends "<marker> <src>:<sport>" to the record file and
+# only then answers 250, so every 250 a client saw is on file even if the sink is then
+# SIGKILLed. The marker is the message's "X-Soak-Marker:" header.
+
+_SINK_CODE = r'''
+import asyncio, os, re, signal, struct, sys
+port, record = int(sys.argv[1]), sys.argv[2]
+fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+MAX_MESSAGE = 1 << 20
+
+async def session(reader, writer):
+    src = "?"
+    try:
+        head = await reader.readexactly(16)
+        if not head.startswith(SIG):
+            writer.close(); return
+        (length,) = struct.unpack("!H", head[14:16])
+        body = await reader.readexactly(length)
+        if head[13] == 0x11 and length >= 12:
+            src = "%d.%d.%d.%d:%d" % (*body[0:4], struct.unpack("!H", body[8:10])[0])
+        writer.write(b"220 sink.test ESMTP\r\n")
+        while True:
+            line = await reader.readuntil(b"\n")
+            verb = line.strip().split(b" ", 1)[0].upper() if line.strip() else b""
+            if verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                size, marker, too_big = 0, None, False
+                while True:
+                    l = await reader.readuntil(b"\n")
+                    if l in (b".\r\n", b".\n"):
+                        break
+                    size += len(l)
+                    too_big = too_big or size > MAX_MESSAGE
+                    if marker is None:
+                        m = re.match(rb"X-Soak-Marker: (\S+)", l)
+                        if m:
+                            marker = m.group(1).decode()
+                if too_big:
+                    writer.write(b"552 5.3.4 Message too big\r\n")
+                else:
+                    os.write(fd, ("%s %s\n" % (marker or "-", src)).encode())
+                    writer.write(b"250 2.0.0 Ok: queued\r\n")
+            elif verb == b"EHLO":
+                writer.write(b"250-sink.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 Bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 2.0.0 Ok\r\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+async def main():
+    server = await asyncio.start_server(session, "127.0.0.1", port, backlog=4096, reuse_address=True,
+                                        limit=1 << 16)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with server:
+        await stop.wait()
+
+asyncio.run(main())
+'''
+
+
+class SinkProcess:
+    """The sink backend above, as a child process on 127.0.0.1:port. kill() is SIGKILL
+    (by PID); start() again restarts it on the same port; records() reads the file."""
+
+    def __init__(self, env, name="sink"):
+        self.env = env
+        self.dir = os.path.join(env.dir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.record_path = os.path.join(self.dir, "accepted.txt")
+        self.log_path = os.path.join(self.dir, "sink.log")
+        self.proc = None
+        self.starts = 0
+        env.add_cleanup(self.stop)
+        env.add_log(f"sink log ({name})", self.log_path)
+
+    def start(self, timeout=10):
+        logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-c", _SINK_CODE, str(self.port), self.record_path],
+                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        self.starts += 1
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise Failure(f"the sink exited with {self.proc.returncode}: {_read(self.log_path)}")
+            return port_listening("127.0.0.1", self.port)
+        wait_until(ready, timeout, what=f"the sink listening on 127.0.0.1:{self.port}")
+        log(f"sink pid {self.proc.pid} on 127.0.0.1:{self.port} (start {self.starts})")
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def records(self):
+        """[(marker, "src:port")] in the order the sink accepted them."""
+        out = []
+        for line in _read(self.record_path).splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out.append((parts[0], parts[1]))
+        return out
+
+# <<< hostile/fault/limits/soak helpers (issue 6) <<<
+
+
+def deep_clients(screen, sources, timeout=15):
+    """Like deep_client for several source addresses at once: all connect together, so
+    their greet waits overlap (one greet.wait for the lot). Returns the SmtpClients, each
+    past smtpscreen's own final 220."""
+    gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
+    banner = screen.settings.get("greet.banner", "")
+    clients = [SmtpClient(screen.port, source=s, timeout=timeout) for s in sources]
+    for c in clients:
+        first = c.read_line(timeout=gw + 5)
+        check(first.startswith("220-") and c.elapsed() < 1.0,
+              f"deep-tested client [{c.source}]: '220-...' must come at once, got {first!r} after {c.elapsed():.2f}s")
+    for c in clients:
+        rest = c.read_reply(timeout=gw + 10)
+        check(rest.code == 220 and rest.final == f"220 {banner}",
+              f"deep-tested client [{c.source}]: the final greeting line must be smtpscreen's own "
+              f"'220 {banner}', got {rest.text!r}")
+        check(c.elapsed() >= gw - 0.15, f"[{c.source}]: final 220 before greet.wait ({gw}s) ended")
+    return clients
