@@ -76,7 +76,7 @@ void Logger::write(LogLevel level, std::string_view line) {
     std::string text = std::string(level_prefix(level)) + printable(line);
     if (to_syslog_) syslog(syslog_priority(level), "%s", text.c_str());
     if (to_stderr_) {
-        std::string out = fmt::format("{}[{}]: {}\n", syslog_name_, ::getpid(), text);
+        std::string out = fmt::format("{}[{}]: {}\n", syslog_name_, pid_, text);
         write_all(STDERR_FILENO, out);
     }
 }

@@ -3,6 +3,7 @@
 // log.syslog_name and/or to stderr; each line is written with one call so that
 // threads never interleave within a line.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <string>
 #include <string_view>
@@ -37,6 +38,7 @@ private:
     bool to_syslog_;
     std::string syslog_name_;
     bool to_stderr_;
+    int pid_ = static_cast<int>(::getpid());  // one system call per process, not per line
 };
 
 }  // namespace smtpscreen

@@ -51,6 +51,7 @@ bool DnsblCheck::listed_for_sure(int threshold) const {
 }
 
 void DnsblCheck::expire() {
+    if (!pending_.empty()) any_failed_ = true;
     // Destroying the subscriptions guarantees no late answer reaches on_reply.
     pending_.clear();
 }
@@ -60,6 +61,7 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
     if (it == pending_.end()) return;
     // A failed lookup counts as not listed and says nothing about how long to cache.
     if (reply.status != DnsblReply::Status::Failed) min_ttl_ = std::min(min_ttl_.value_or(reply.ttl), reply.ttl);
+    else any_failed_ = true;
     if (reply.status == DnsblReply::Status::Listed) {
         listed_[zone] = reply.addresses;
         score_ = score_answers(sites_, listed_);

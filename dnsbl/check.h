@@ -44,9 +44,14 @@ public:
     std::optional<uint32_t> min_ttl() const { return min_ttl_; }
     // dnsbl.timeout has passed: unanswered zones count as not listed from now on.
     void expire();
+    // Some zone failed or never answered: "not listed" is then a guess, good enough to
+    // let the client in now but not to remember as a pass.
+    bool any_failed() const { return any_failed_; }
 
 private:
     void on_reply(const std::string& zone, const DnsblReply& reply);
+
+    bool any_failed_ = false;
 
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;

@@ -87,8 +87,9 @@ void Session::read_proxy_header(std::string_view bytes) {
 }
 
 void Session::client_identified() {
+    client_ip_ = client_ep_.ip();  // formatted once: the cache, limits and replies all key on it
     worker_.events().connect(client_ep_, local_ep_);
-    switch (worker_.limits().admit(client_ep_.ip(), config_->max_connections, config_->per_client_connections)) {
+    switch (worker_.limits().admit(client_ip_, config_->max_connections, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
         if (config_->handoff == Handoff::Xclient) start_name_lookup();
@@ -99,7 +100,7 @@ void Session::client_identified() {
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_send(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ep_.ip()));
+        client_send(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ip_));
         break;
     }
     client_.close_after_flush();
@@ -119,7 +120,7 @@ void Session::screen_known_client() {
     }
     phase_ = Phase::Cache;
     std::weak_ptr<int> alive = alive_;
-    worker_.cache().lookup(client_ep_.ip(), [this, alive](std::optional<TestResults> record) {
+    worker_.cache().lookup(client_ip_, [this, alive](std::optional<TestResults> record) {
         if (!alive.expired() && phase_ == Phase::Cache) on_cache_record(record);
     });
 }
@@ -273,7 +274,7 @@ void Session::record_deep_passes() {
     if (config_->deep_pipelining) record[Test::Pipelining] = until;
     if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
     if (config_->deep_bare_newline) record[Test::BareNewline] = until;
-    worker_.cache().store(client_ep_.ip(), record);
+    worker_.cache().store(client_ip_, record);
     worker_.events().pass_new(client_ep_);
 }
 
@@ -281,14 +282,15 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
     TestResults record = cached_.value_or(TestResults{});
     const int64_t now = unix_now();
     if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
-    if (dnsbl_ok && dnsbl_) {
+    dnsbl_ok = dnsbl_ok && dnsbl_ && !dnsbl_->any_failed();
+    if (dnsbl_ok) {
         // The pass lasts as long as the DNS answers do, within the configured bounds.
         int64_t ttl = dnsbl_->min_ttl().value_or(0);
         ttl = std::clamp<int64_t>(ttl, config_->cache_dnsbl_min_ttl.count() / 1000,
                                   config_->cache_dnsbl_max_ttl.count() / 1000);
         record[Test::Dnsbl] = now + ttl;
     }
-    if (pregreet_ok || (dnsbl_ok && dnsbl_)) worker_.cache().store(client_ep_.ip(), record);
+    if (pregreet_ok || dnsbl_ok) worker_.cache().store(client_ip_, record);
     cached_ = record;
 }
 
@@ -299,7 +301,7 @@ std::string Session::reject_reply(Failure failure) const {
     case Failure::Dnsbl: {
         std::string zone = dnsbl_ ? dnsbl_->top_zone() : std::string();
         if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
-        return fmt::format("550 5.7.1 Service unavailable; client [{}] blocked using {}", client_ep_.ip(), zone);
+        return fmt::format("550 5.7.1 Service unavailable; client [{}] blocked using {}", client_ip_, zone);
     }
     case Failure::AccessList:
         return "550 5.3.2 Service currently unavailable";
@@ -667,7 +669,7 @@ void Session::finish(std::string_view outcome) {
     timer_.close();
     client_.close();
     if (backend_) backend_->close();
-    if (admitted_) worker_.limits().release(client_ep_.ip());
+    if (admitted_) worker_.limits().release(client_ip_);
     admitted_ = false;
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.

@@ -105,6 +105,7 @@ private:
     Phase phase_ = Phase::ProxyHeader;
     Connection client_;
     Endpoint client_ep_;
+    std::string client_ip_;
     Endpoint local_ep_;
     bool admitted_ = false;
     std::optional<TestResults> cached_;

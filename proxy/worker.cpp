@@ -15,7 +15,9 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
         if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
             throw std::runtime_error(fmt::format("cannot adopt a listening socket: {}", uv_strerror(rc)));
         }
-        int rc = uv_listen(tcp.stream(), 1024, [](uv_stream_t* s, int status) {
+        // The kernel caps the backlog at net.core.somaxconn; a burst of bots must not
+        // overflow it while the loop is busy.
+        int rc = uv_listen(tcp.stream(), 65535, [](uv_stream_t* s, int status) {
             if (auto* self = static_cast<Worker*>(s->data)) self->on_connection(s, status);
         });
         if (rc != 0) throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));

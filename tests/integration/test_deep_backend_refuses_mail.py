@@ -12,7 +12,10 @@ EHLO) command itself:
     which also proves the MAIL parameters are replayed;
   - MAIL FROM:<...> SMTPUTF8, which smtpscreen offers but this Postfix
     (smtputf8_enable = no) does not: RCPT gets '555 5.5.4 Unsupported option: SMTPUTF8';
-  - EHLO bad.helo.test (check_helo_access REJECT): RCPT gets the EHLO refusal.
+  - EHLO bad.helo.test (check_helo_access REJECT): RCPT gets the EHLO refusal;
+  - the replayed RCPT itself is refused (RCPT to an outside domain: '554 5.7.1 Relay
+    access denied', through proxy-v2 and xclient): the client's next RCPT goes to the
+    backend as is and delivers.
 The refused transaction never queues a message; Postfix logs its refusal with the real
 client address."""
 import os
@@ -107,6 +110,26 @@ def main(env):
     harness.check_search(rf"Received: from client\.example\.org \(unknown \[{re.escape(src)}\]\)", text,
                          "the message after the new EHLO")
     deliveries += 1
+
+    # --- the replayed RCPT itself is refused (no relaying through the deep path either);
+    #     the client's next RCPT goes to the backend as is
+    for screen, src in ((v2, "127.0.0.67"), (xc, "127.0.0.68")):
+        tag = f"relay-{screen.name}"
+        c = harness.deep_client(screen, src)
+        port = c.local_port
+        c.ehlo()
+        c.expect("MAIL FROM:<sender@example.org>", 250)
+        c.expect("RCPT TO:<victim@outside.test>", 554, r"^554 5\.7\.1 <victim@outside\.test>: Relay access denied")
+        pf.wait_for_log(rf"NOQUEUE: reject: RCPT from unknown\[{re.escape(src)}\]:{port}: 554 5\.7\.1 "
+                        rf"<victim@outside\.test>: Relay access denied")
+        marker = harness.unique_marker(tag)
+        c.expect("RCPT TO:<user@example.test>", 250, r"2\.1\.5")
+        c.expect("DATA", 354)
+        c.send(harness.message_text(marker) + ".\r\n")
+        c.expect(None, 250, r"queued as")
+        c.expect("QUIT", 221)
+        pf.wait_for_delivery(marker)
+        deliveries += 1
 
     queued = harness.postfix_queued_ids(pf)
     check(len(queued) == deliveries,

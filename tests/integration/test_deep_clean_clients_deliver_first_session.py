@@ -4,8 +4,8 @@ message in its FIRST session: smtpscreen finishes the greeting itself ('220-' at
 then its own '220 screen.test ESMTP' after greet.wait), answers EHLO without
 PIPELINING/XCLIENT/XFORWARD, and at the first RCPT TO replays the session to Postfix
 (handoff header or XCLIENT, EHLO, MAIL FROM) and relays Postfix's answer to the RCPT.
-Proved with Python smtplib and with swaks, through backend.handoff = proxy-v2 and
-xclient:
+Proved with Python smtplib, with swaks and with a raw client that says HELO and names
+two recipients, through backend.handoff = proxy-v2 and xclient:
   - the RCPT and DATA answers are Postfix's ('2.1.5 Ok', 'queued as'), the message
     arrives in the Maildir, Postfix logs the real client address and port and writes
     the client's EHLO name and address into the Received header;
@@ -69,6 +69,30 @@ def smtplib_first_session(screen, pf, source):
     return port
 
 
+def helo_first_session(screen, pf, source):
+    """An old client that says HELO (no ESMTP) and sends two recipients: the replay uses
+    HELO, Postfix records 'with SMTP', every recipient after the first is relayed."""
+    marker = harness.unique_marker("helo")
+    c = harness.deep_client(screen, source)
+    port = c.local_port
+    c.expect("HELO old.example.org", 250)
+    c.expect("MAIL FROM:<sender@example.org>", 250)
+    c.expect("RCPT TO:<user@example.test>", 250, r"2\.1\.5")
+    c.expect("RCPT TO:<other@example.test>", 250, r"2\.1\.5")
+    c.expect("DATA", 354)
+    c.send(harness.message_text(marker) + ".\r\n")
+    c.expect(None, 250, r"queued as")
+    c.expect("QUIT", 221)
+    c.check_closed(5, "HELO client after QUIT")
+    screen.wait_for_log(harness.re_pass_new(source, port))
+    text = pf.wait_for_delivery(marker)
+    harness.check_search(rf"Received: from old\.example\.org \(unknown \[{re.escape(source)}\]\)\s+by backend\.test "
+                         rf"\(Postfix\) with SMTP id", text, f"Received header of {marker} (HELO replayed)")
+    qid = re.search(r"with SMTP id (\w+)", text).group(1)
+    pf.wait_for_log(rf"qmgr\[\d+\]: {qid}: from=<sender@example\.org>, size=\d+, nrcpt=2 ")
+    harness.log(f"HELO client [{source}]:{port}: delivered {marker} to two recipients in the first session")
+
+
 def swaks_session(screen, pf, source, expect):
     marker = harness.unique_marker(f"swaks-{expect}")
     r = harness.swaks(screen.port, source, marker)
@@ -112,12 +136,14 @@ def main(env):
             "greet.wait": "1s"})),
     }
     sources = {"proxy-v2": ("127.0.0.40", "127.0.0.41"), "xclient": ("127.0.0.42", "127.0.0.43")}
+    helo_sources = {"proxy-v2": "127.0.0.38", "xclient": "127.0.0.39"}
 
     for name, screen in screens.items():
         harness.log(f"--- {name}")
         py_src, swaks_src = sources[name]
         smtplib_first_session(screen, pf, py_src)
         swaks_session(screen, pf, swaks_src, "new")
+        helo_first_session(screen, pf, helo_sources[name])
         # Second connections: cached deep pass, handed off before the greeting.
         harness.clean_session(screen, pf, source=py_src, expect="old", tag=f"old-{name}")
         swaks_session(screen, pf, swaks_src, "old")

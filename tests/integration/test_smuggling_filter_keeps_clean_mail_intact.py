@@ -63,7 +63,7 @@ def main(env):
     # --- a clean, awkward message, cut into pieces, first (deep-tested) session
     marker = harness.unique_marker("intact")
     long_line = "L" * 997 + "E"                       # 998 octets + CRLF = 1000
-    body_lines = ["..hidden", "...two", "a.b.c", ". leading dot and space", "", long_line, "last line"]
+    body_lines = ["..hidden", "...two", "a.b.c", ".. leading dot and space", "", long_line, "last line"]
     text = (harness.message_text(marker) + "\r\n".join(body_lines) + "\r\n.\r\n").encode()
     cuts = [i + 1 for i, b in enumerate(text) if b == ord("\r")]   # between every CR and its LF
     cuts += [len(text) - 3, len(text) - 2, len(text) - 1]          # '\r\n' | '.' | '\r' | '\n'

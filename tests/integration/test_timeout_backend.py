@@ -3,7 +3,7 @@
 whenever the backend cannot take a client that passed, the client gets '421 4.3.2
 Service temporarily unavailable' and the connection closes; the log says why
 ('backend unavailable for [ip]:port: ...') and the session ends with one
-'DISCONNECT ... backend-unavailable'. backend.connect_timeout = 1.5s.
+'DISCONNECT ... backend-unavailable'. backend.connect_timeout = 2s.
   - accepts and never greets: the 421 comes connect_timeout after the greet wait (not
     before, and not much after);
   - sends '220-' and never the final line: the same;
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
 
-CONNECT_TIMEOUT = 1.5
+CONNECT_TIMEOUT = 2.0
 GREET_WAIT = 1.0
 
 
@@ -59,7 +59,7 @@ def main(env):
         backend = harness.scripted_backend(env, mode, greeting=greeting)
         screen = env.smtpscreen(name=f"screen{i}", settings={
             "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
-            "backend.connect_timeout": "1500ms"})
+            "backend.connect_timeout": "2s"})
         run_case(screen, backend, source, f"backend {mode} ({greeting[:3]})", lo, hi, why)
         screen.stop()
 
@@ -67,7 +67,7 @@ def main(env):
     backend = harness.scripted_backend(env, "silent")
     screen = env.smtpscreen(name="deep", settings=harness.deep_settings({
         "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
-        "backend.connect_timeout": "1500ms"}))
+        "backend.connect_timeout": "2s"}))
     c = harness.deep_client(screen, "127.0.0.13")
     port = c.local_port
     c.expect("EHLO client.example.org", 250)
