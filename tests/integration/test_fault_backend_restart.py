@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""The backend killed and restarted while sessions are in flight (issue 6): four client
+threads send messages through smtpscreen into the private Postfix without pause, each
+message with a unique marker; meanwhile Postfix is killed ('postfix abort': every
+smtpd dies at once), left down for 2s, started again, then stopped in an orderly way
+('postfix stop') and started again. Sessions caught in the greet wait, in the middle
+of a command dialog and in the middle of DATA:
+  - see 421/451 (4xx) or a closed connection, never a 250 for mail that was not
+    accepted: every message whose end of data got 250 at the client is delivered;
+  - while Postfix is down, new clients get '421 4.3.2 Service temporarily unavailable';
+  - every session ends with exactly one DISCONNECT line;
+  - after the restarts, clients are served again and smtpscreen never exited."""
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+THREADS = 4
+
+
+class Client(threading.Thread):
+    def __init__(self, screen, source, stop):
+        super().__init__(daemon=True)
+        self.screen, self.source, self.stop = screen, source, stop
+        self.results = []   # (marker, outcome, detail, port)
+
+    def one(self, n):
+        marker = harness.unique_marker(f"restart-{self.source.replace('.', '_')}-{n}")
+        c = harness.SmtpClient(self.screen.port, source=self.source, timeout=8)
+        port = c.local_port
+        stage = "greeting"
+        try:
+            reply, _, _ = harness.read_full_greeting(c, timeout=8)
+            if reply.code != 220:
+                return marker, f"{reply.code}", f"{stage}: {reply.final}", port
+            for stage, line, code in (("ehlo", "EHLO client.example.org", 250),
+                                      ("mail", "MAIL FROM:<sender@example.org>", 250),
+                                      ("rcpt", "RCPT TO:<user@example.test>", 250),
+                                      ("data", "DATA", 354)):
+                r = c.cmd(line, timeout=8)
+                if r.code != code:
+                    return marker, f"{r.code}", f"{stage}: {r.final}", port
+            stage = "message"
+            body = harness.message_text(marker) + "".join(f"filler line {i}\r\n" for i in range(200))
+            # Two halves, a pause between: a kill can land in the middle of DATA.
+            half = len(body) // 2
+            c.send(body[:half])
+            time.sleep(0.05)
+            c.send(body[half:] + ".\r\n")
+            r = c.read_reply(timeout=8)
+            c.send("QUIT\r\n")
+            return marker, f"{r.code}", f"end of data: {r.final}", port
+        except harness.Failure as e:
+            text = str(e)
+            kind = "closed" if "closed" in text else "timeout" if "timed out" in text else "error"
+            return marker, kind, f"{stage}: {text[:120]}", port
+        except OSError as e:
+            return marker, "closed", f"{stage}: {e!r}", port
+        finally:
+            c.close()
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set() and n < 2000:
+            n += 1
+            self.results.append(self.one(n))
+
+
+def abort_postfix(pf):
+    pid = pf.master_pid
+    pf._run("abort", timeout=30)
+    harness.wait_until(lambda: not harness.pid_alive(pid), 15, what="postfix abort")
+    pf.master_pid = None
+
+
+def main(env):
+    pf = env.postfix()
+    screen = env.smtpscreen(postfix=pf, settings={
+        "greet.wait": "1s", "cache.backend": "memory", "cache.path": None,
+        "backend.connect_timeout": "2s"})
+    stop = threading.Event()
+    clients = [Client(screen, f"127.0.10.{i + 1}", stop) for i in range(THREADS)]
+    for cl in clients:
+        cl.start()
+    time.sleep(3)
+    harness.log("killing Postfix (postfix abort)")
+    abort_postfix(pf)
+    time.sleep(0.3)
+    # While it is down: a new client gets 421 4.3.2.
+    c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=8)
+    reply, _, _ = harness.read_full_greeting(c)
+    check(reply.code == 421 and reply.final.startswith("421 4.3.2 Service temporarily unavailable"),
+          f"backend down: expected 421 4.3.2, got {reply.text!r}")
+    c.close()
+    time.sleep(1.5)
+    pf.start()
+    harness.log("Postfix restarted")
+    time.sleep(3)
+    harness.log("stopping Postfix (postfix stop)")
+    pf.stop()
+    time.sleep(2)
+    pf.start()
+    harness.log("Postfix started again")
+    time.sleep(3)
+    stop.set()
+    for cl in clients:
+        cl.join(30)
+    check(screen.running(), "smtpscreen exited")
+
+    results = [r for cl in clients for r in cl.results]
+    by_outcome = {}
+    for _, outcome, _, _ in results:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+    accepted = [r for r in results if r[1] == "250"]
+    harness.log(f"{len(results)} sessions: {by_outcome}")
+    for marker, outcome, detail, _ in results:
+        if outcome != "250":
+            check(outcome in ("closed",) or outcome[0] in "45",
+                  f"session for {marker}: unexpected outcome {outcome} ({detail})")
+    check(len(accepted) >= 10, f"only {len(accepted)} messages were accepted: the test did not exercise much")
+    check(by_outcome.get("421", 0) + by_outcome.get("closed", 0) >= 1,
+          f"no session saw the backend die: {by_outcome}")
+    # Every 250 is delivered (Postfix's queue survives its restart).
+    deadline = time.monotonic() + 30
+    missing = []
+    for marker, _, _, _ in accepted:
+        while not pf.delivered(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not pf.delivered(marker):
+            missing.append(marker)
+    check(not missing, f"{len(missing)} messages got 250 at the client but were never delivered: {missing[:5]}")
+    # Nothing the client did not see accepted was delivered twice; nothing delivered twice at all.
+    for marker, _, _, _ in results:
+        n = len(pf.delivered(marker))
+        check(n <= 1, f"message {marker} delivered {n} times")
+    not_acked = [r for r in results if r[1] != "250" and pf.delivered(r[0])]
+    harness.log(f"{len(accepted)} accepted and delivered; {len(not_acked)} delivered without a 250 at the "
+                f"client (lost reply when the backend died): {[r[2] for r in not_acked][:3]}")
+    # One DISCONNECT per session.
+    time.sleep(1)
+    for marker, outcome, detail, port in results:
+        src = next(cl.source for cl in clients if any(r[0] == marker for r in cl.results))
+        lines = harness.disconnect_lines(screen, src, port)
+        check(len(lines) == 1, f"session {src}:{port} ({outcome}, {detail}): {len(lines)} DISCONNECT lines: {lines}")
+    harness.clean_session(screen, pf, source="127.0.0.8", tag="after-restart")
+    screen.stop()
+
+
+harness.run(main, timeout=170)
