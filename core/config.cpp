@@ -797,6 +797,12 @@ int on_ini_value(void* user, const char* section, const char* name, const char* 
         pass.error(fmt::format("{}: unknown key {}", full, unknown_key_hint(sec, key)));
         return 1;
     }
+    // "key = ;x" would read back as an empty value (a ';' after white space starts a
+    // comment), so --print-config could not reproduce it: refuse it here.
+    if (value[0] == ';' || value[0] == '#') {
+        pass.error(fmt::format("{}: the value starts with '{}', which reads as a comment (remove it)", full, value[0]));
+        return 1;
+    }
     if (auto it = values.find(full); it != values.end()) {
         pass.error(fmt::format("{}: is set twice, first on line {} (keep one)", full, it->second.line));
         return 1;

@@ -63,6 +63,13 @@ std::string join(const std::vector<T>& items, F&& text) {
     return out;
 }
 
+// An indented line that reads as a key, a section or a comment is not a continuation.
+bool continues_cleanly(std::string_view rest) {
+    std::string_view word = rest.substr(0, rest.find(' '));
+    return word.find('=') == std::string_view::npos && word.front() != '[' && word.front() != ';' &&
+           word.front() != '#';
+}
+
 // "key = value", wrapped onto indented continuation lines at single spaces when long.
 // load_config joins continuation lines with one space, so the value reads back the same.
 void put(std::string& out, std::string_view key, std::string_view value) {
@@ -72,7 +79,8 @@ void put(std::string& out, std::string_view key, std::string_view value) {
         size_t room = kMaxLine > line.size() ? kMaxLine - line.size() : 0;
         size_t cut = std::string_view::npos;
         for (size_t i = std::min(room, value.size() - 1); i > 0; --i) {
-            if (value[i] == ' ' && value[i - 1] != ' ' && i + 1 < value.size() && value[i + 1] != ' ') {
+            if (value[i] == ' ' && value[i - 1] != ' ' && i + 1 < value.size() && value[i + 1] != ' ' &&
+                continues_cleanly(value.substr(i + 1))) {
                 cut = i;
                 break;
             }
@@ -93,8 +101,10 @@ void section(std::string& out, std::string_view name) {
     out += fmt::format("\n[{}]\n", name);
 }
 
+// From the parsed sites, one ", " between each, so a long list can be wrapped at the
+// spaces even when the file wrote it without any.
 std::string dnsbl_sites_text(const Config& c) {
-    if (!c.dnsbl_sites_text.empty() || c.dnsbl_sites.empty()) return c.dnsbl_sites_text;
+    if (c.dnsbl_sites.empty()) return c.dnsbl_sites_text;
     return join(c.dnsbl_sites, [](const DnsblSite& s) { return s.text; });
 }
 

@@ -31,6 +31,13 @@ const char* refusal_text(RelayFilter::Refusal refusal) {
     }
 }
 
+std::string tls_goodbye(TlsStream& tls) {
+    tls.close_notify();
+    std::string ciphertext;
+    tls.take_ciphertext(ciphertext);
+    return ciphertext;
+}
+
 }  // namespace
 
 Session::Session(Worker& worker, std::shared_ptr<const Config> config)
@@ -601,8 +608,15 @@ void Session::on_peer_closed(Connection& conn, int status) {
     if (phase_ == Phase::Relay) {
         // Whatever one side still has queued reaches the other before it is closed:
         // a backend that dies mid-DATA leaves the client with a closed connection and no 250.
-        if (&conn == &client_) backend_->close_after_flush();
-        else client_.close_after_flush();
+        // Each TLS leg ends with a close_notify (RFC 5246 §7.2.1) so that the peer can
+        // tell a complete session from a truncated one.
+        if (&conn == &client_) {
+            if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
+            backend_->close_after_flush();
+        } else {
+            if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
+            client_.close_after_flush();
+        }
         return finish("handoff");
     }
     if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait || phase_ == Phase::ProxyHeader) {

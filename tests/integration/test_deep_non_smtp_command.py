@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """deep.non_smtp_command (SPEC §2 step 6, §7): after smtpscreen's own greeting, a client
 that sends a command from deep.forbidden_commands (default CONNECT, GET, POST, USER,
-PASS) or a line that looks like an HTTP/mail header ('Host: x') is not an SMTP client.
+PASS), a line that looks like an HTTP/mail header ('Host: x') or one that does not start
+with a letter (a TLS ClientHello in clear) is not an SMTP client.
 smtpscreen logs 'NON-SMTP COMMAND from [ip]:port after CMD: text' and applies
 deep.action:
   - drop: '521 5.5.1 Protocol error' and close (GET / HTTP/1.0, CONNECT host:25 HTTP/1.0,
@@ -56,7 +57,15 @@ def main(env):
     dropped(drop, "127.0.0.49", "CONNECT host:25 HTTP/1.0\r\n", r"CONNECT host:25 HTTP/1\.0$")
     dropped(drop, "127.0.0.50", "Host: x\r\n", r"Host: x$")
     dropped(drop, "127.0.0.51", "post /cgi-bin/x HTTP/1.1\r\n", r"post /cgi-bin/x HTTP/1\.1$")
-    bots += ["127.0.0.48", "127.0.0.49", "127.0.0.50", "127.0.0.51"]
+    # A line that does not start with a letter: a TLS ClientHello sent in clear, logged
+    # escaped (a client cannot put control bytes into the log).
+    c = harness.deep_client(drop, "127.0.0.103")
+    port = c.local_port
+    c.send(b"\x16\x03\x01\x00\xa5\x01\r\n")
+    c.expect(None, 521, r"^521 5\.5\.1 Protocol error")
+    c.check_closed(3, "drop: after the 521 to a binary line")
+    drop.wait_for_log(re_non_smtp("127.0.0.103", port, "CONNECT", r"\\x16\\x03\\x01\\x00\\xa5\\x01$"))
+    bots += ["127.0.0.48", "127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.103"]
 
     # After a good command, the log names it.
     src = "127.0.0.52"
