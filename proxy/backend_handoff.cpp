@@ -156,6 +156,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         if (code != 220) return fail("backend refused STARTTLS: " + first_line(reply));
         // Anything the backend sent after its 220 came in clear and is dropped
         // (CVE-2011-0411, the server-side twin).
+        discarded_ = reply_.size();
         reply_.clear();
         std::string error;
         tls_ = TlsStream::client(config_.tls_backend, "", nullptr, &error);

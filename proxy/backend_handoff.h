@@ -48,6 +48,8 @@ public:
     std::unique_ptr<TlsStream> take_tls() { return std::move(tls_); }
     // Postfix's "... TLS connection established to ..." line, once the backend leg is in TLS.
     const std::string& tls_log_line() const { return log_line_; }
+    // Plain-text bytes the backend sent after its 220 to our STARTTLS; dropped.
+    size_t discarded_after_starttls() const { return discarded_; }
 
 private:
     enum class Step { Connecting, Greeting, TlsEhlo, TlsStarttls, TlsHandshake, XclientEhlo, XclientReply, Replaying, Ready, Failed };
@@ -79,6 +81,7 @@ private:
     std::string greeting_;              // the backend's 220, what a client without a replay sees
     std::unique_ptr<TlsStream> tls_;    // backend.tls = on
     std::string log_line_;
+    size_t discarded_ = 0;
     size_t replayed_ = 0;  // lines of replay_ sent so far
     std::string reply_;
 };

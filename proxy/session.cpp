@@ -423,6 +423,10 @@ void Session::start_relay() {
     backend_tls_ = handoff_->take_tls();
     backend_->set_events(*this);
     if (backend_tls_) worker_.events().logger().info("{}", handoff_->tls_log_line());
+    if (size_t dropped = handoff_->discarded_after_starttls()) {
+        worker_.events().logger().warn("backend {} sent {} byte(s) after its 220 to STARTTLS before the handshake; discarded",
+                                       config_->backend_address.ip_port(), dropped);
+    }
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out.

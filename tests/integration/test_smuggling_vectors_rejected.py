@@ -10,7 +10,8 @@ two messages are queued each time -- so in the rest of the test it is smtpscreen
 stops the smuggling, not Postfix.
 
   - smuggling.bare_lf = reject (the default), for every vector, in a client's first
-    (deep-tested, PASS NEW) session and in a PASS OLD session: the client's real end of
+    (deep-tested, PASS NEW) session, in a PASS OLD session and (two vectors) from a
+    client the access list permits (ALLOWLISTED): the client's real end of
     data is answered '550 5.5.2 Message contains bare <LF>' (<CR> for the bare-CR
     vectors), then 421 and close; smtpscreen logs the refusal and DISCONNECT ...
     bad-message; Postfix loses the connection mid-DATA and queues NEITHER message.
@@ -71,8 +72,11 @@ def smuggle_rejected(screen, pf, c, name, path):
 def main(env):
     pf = env.postfix(bare_newline="no")
     dns = env.rbldnsd()
+    access = os.path.join(env.dir, "access.cidr")
+    with open(access, "w") as f:
+        f.write("127.0.0.79 permit\n")
     reject = env.smtpscreen(postfix=pf, dns=dns, name="reject", settings=harness.deep_settings({
-        "smuggling.bare_lf": "reject", "greet.wait": "1s"}))
+        "smuggling.bare_lf": "reject", "greet.wait": "1s", "access.file": access}))
     normalize = env.smtpscreen(postfix=pf, dns=dns, name="normalize", settings=harness.deep_settings({
         "smuggling.bare_lf": "normalize", "greet.wait": "1s"}))
     names = list(harness.SMUGGLING_VECTORS)
@@ -107,6 +111,12 @@ def main(env):
         c.expect(None, 220, r"^220 backend\.test ESMTP")      # PASS OLD: handed off at once
         markers += smuggle_rejected(reject, pf, c, name, "old")
         reject.wait_for_log(harness.re_pass_old(sources[name], c.local_port))
+    # An access-list 'permit' hands off at once too: the filter is on that path as well.
+    for name in ("LF.LF", "CRLF.CR"):
+        c = harness.SmtpClient(reject.port, source="127.0.0.79")
+        c.expect(None, 220, r"^220 backend\.test ESMTP")
+        markers += smuggle_rejected(reject, pf, c, name, "allowlisted")
+        reject.wait_for_log(rf"ALLOWLISTED {harness.ip_port('127.0.0.79', c.local_port)}")
     time.sleep(1.0)
     for m in markers:
         check(not pf.delivered(m), f"reject: {m} arrived")
