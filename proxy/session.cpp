@@ -339,6 +339,7 @@ void Session::start_enforce(Failure failure) {
     reader_ = std::make_unique<CommandReader>(512);
     dialog_ = std::make_unique<EnforceDialog>(worker_.hostname(), client_ep_.to_string(), reject_reply(failure),
                                               [this](const std::string& line) { worker_.events().noqueue(line); });
+    dialog_->offer_starttls(config_->tls_server != nullptr);
     arm_timer(config_->command_time_limit);
     client_.start_reading();
 }
@@ -351,6 +352,11 @@ void Session::enforce_lines(std::string_view bytes) {
         if (reply.close) {
             client_.close_after_flush();
             return finish("rejected");
+        }
+        if (reply.start_tls) {
+            // Lines pipelined after STARTTLS were sent in clear: dropped (CVE-2011-0411).
+            reader_ = std::make_unique<CommandReader>(512);
+            return start_client_tls();
         }
         arm_timer(config_->command_time_limit);
     }
@@ -584,6 +590,9 @@ void Session::client_tls_established() {
     worker_.events().logger().info("{}", postfix_tls_log_line(client_ep_, *client_tls_));
     if (phase_ == Phase::Deep) {
         deep_->tls_established();
+        arm_timer(config_->command_time_limit);
+    } else if (phase_ == Phase::Enforce) {
+        dialog_->tls_established();
         arm_timer(config_->command_time_limit);
     } else if (phase_ == Phase::Relay) {
         relay_->tls_established();

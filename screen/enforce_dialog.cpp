@@ -100,6 +100,11 @@ EnforceDialog::Reply EnforceDialog::dispatch(const SmtpCommand& cmd) {
         if (!has_argument(cmd.args)) return {crlf("500 Syntax: ETRN domain")};
         return {crlf("458 Unable to queue messages")};
     }
+    if (verb == "STARTTLS" && tls_available_) {
+        if (has_argument(cmd.args)) return {crlf("501 5.5.4 Syntax: STARTTLS")};
+        if (tls_active_) return {crlf("554 5.5.1 Error: TLS already active")};
+        return {crlf("220 2.0.0 Ready to start TLS"), false, true};
+    }
     if (verb == "STARTTLS" || verb == "AUTH" || verb == "XCLIENT" || verb == "XFORWARD" || verb == "BDAT") {
         // None of these is offered in our EHLO reply. postscreen words STARTTLS this
         // way when TLS is off; we use the same reply for the rest of them.
@@ -118,7 +123,17 @@ EnforceDialog::Reply EnforceDialog::ehlo(const std::string& args) {
     mail_from_.clear();
     // postscreen's list without VRFY (disabled) and STARTTLS; never PIPELINING, so
     // that a client that pipelines anyway shows itself (postscreen_smtpd.c).
-    return {"250-" + hostname_ + "\r\n250-SIZE\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"};
+    const char* starttls = tls_available_ && !tls_active_ ? "250-STARTTLS\r\n" : "";
+    return {"250-" + hostname_ + "\r\n250-SIZE\r\n250-ETRN\r\n" + starttls +
+            "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n"};
+}
+
+void EnforceDialog::tls_established() {
+    tls_active_ = true;
+    helo_.clear();
+    proto_ = "SMTP";
+    have_mail_ = false;
+    mail_from_.clear();
 }
 
 EnforceDialog::Reply EnforceDialog::helo(const std::string& args) {

@@ -13,7 +13,8 @@ class EnforceDialog {
 public:
     struct Reply {
         std::string text;    // one or more CRLF-terminated reply lines
-        bool close = false;  // after sending text (QUIT, too many errors)
+        bool close = false;      // after sending text (QUIT, too many errors)
+        bool start_tls = false;  // after sending text (the 220 to STARTTLS): start the handshake
     };
     using RejectLog = std::function<void(const std::string& line)>;
 
@@ -26,6 +27,11 @@ public:
     // A DNSBL answer that arrives after the verdict can name a higher-weighted zone;
     // the next RCPT reply names that one.
     void set_reject_reply(std::string reply) { reject_reply_ = std::move(reply); }
+    // tls.cert and tls.key are loaded: offer STARTTLS (SPEC §3, also to rejected clients,
+    // so that what they send us is not readable on the wire).
+    void offer_starttls(bool on) { tls_available_ = on; }
+    // The handshake after our 220 is done: RFC 3207 §4.2, forget the HELO and the sender.
+    void tls_established();
 
 private:
     Reply dispatch(const SmtpCommand& cmd);
@@ -38,6 +44,8 @@ private:
     std::string client_;
     std::string reject_reply_;
     RejectLog log_;
+    bool tls_available_ = false;
+    bool tls_active_ = false;
     std::string helo_;
     std::string proto_ = "SMTP";
     std::string mail_from_;

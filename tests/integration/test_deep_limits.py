@@ -132,7 +132,7 @@ def main(env):
     got = (got + c.drain(0.5, 2)).decode(errors="replace")
     check(re.match(r"421 4\.4\.2 \S+ Error: timeout exceeded", got),
           f"a dripped command must get '421 4.4.2 ... Error: timeout exceeded', got {got!r} after {t:.1f}s")
-    check(1.7 <= t <= 3.0, f"the drip got its 421 after {t:.2f}s; limits.command_time_limit is 2s "
+    check(1.7 <= t <= 3.5, f"the drip got its 421 after {t:.2f}s; limits.command_time_limit is 2s "
                            f"from the line's first byte")
     c.check_closed(3, "after the command time limit")
     timed.wait_for_log(rf"COMMAND TIME LIMIT from {harness.ip_port(src, port)}")
@@ -147,7 +147,7 @@ def main(env):
     t = time.monotonic() - t0
     check(r.final.startswith("421 4.4.2") and "timeout exceeded" in r.final,
           f"a silent client must get '421 4.4.2 ... timeout exceeded', got {r.text!r}")
-    check(1.7 <= t <= 3.0, f"the silent client got its 421 after {t:.2f}s (limit 2s)")
+    check(1.7 <= t <= 3.5, f"the silent client got its 421 after {t:.2f}s (limit 2s)")
     c.check_closed(3, "silent client after 421")
     timed.wait_for_log(rf"COMMAND TIME LIMIT from {harness.ip_port(src, port)}")
 

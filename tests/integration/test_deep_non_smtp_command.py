@@ -14,7 +14,6 @@ deep.action:
   - the list is configurable: with deep.forbidden_commands = HEAD, GET a 'HEAD' line fails.
 No mail of a failed client arrives; Postfix never sees one."""
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +25,9 @@ def re_non_smtp(ip, port, after, text):
     return rf"NON-SMTP COMMAND from {harness.ip_port(ip, port)} after {after}: {text}"
 
 
-def dropped(screen, src, line, log_text):
-    c = harness.deep_client(screen, src)
-    port = c.local_port
+def dropped(screen, c, line, log_text):
+    """c has read smtpscreen's greeting; line is its first command."""
+    src, port = c.source, c.local_port
     c.send(line)
     reply = c.read_reply()
     check(reply.final.startswith("521 5.5.1 Protocol error"),
@@ -52,31 +51,26 @@ def main(env):
         "deep.action": "drop", "greet.wait": "1s", "deep.forbidden_commands": "HEAD, GET"}))
     bots = []
 
-    # --- drop
-    dropped(drop, "127.0.0.48", "GET / HTTP/1.0\r\n", r"GET / HTTP/1\.0$")
-    dropped(drop, "127.0.0.49", "CONNECT host:25 HTTP/1.0\r\n", r"CONNECT host:25 HTTP/1\.0$")
-    dropped(drop, "127.0.0.50", "Host: x\r\n", r"Host: x$")
-    dropped(drop, "127.0.0.51", "post /cgi-bin/x HTTP/1.1\r\n", r"post /cgi-bin/x HTTP/1\.1$")
+    # --- drop (the clients connect together so that their greet waits overlap)
+    ips = ["127.0.0.48", "127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.103", "127.0.0.52"]
+    c48, c49, c50, c51, c103, c52 = harness.deep_clients(drop, ips)
+    dropped(drop, c48, "GET / HTTP/1.0\r\n", r"GET / HTTP/1\.0$")
+    dropped(drop, c49, "CONNECT host:25 HTTP/1.0\r\n", r"CONNECT host:25 HTTP/1\.0$")
+    dropped(drop, c50, "Host: x\r\n", r"Host: x$")
+    dropped(drop, c51, "post /cgi-bin/x HTTP/1.1\r\n", r"post /cgi-bin/x HTTP/1\.1$")
     # A line that does not start with a letter: a TLS ClientHello sent in clear, logged
     # escaped (a client cannot put control bytes into the log).
-    c = harness.deep_client(drop, "127.0.0.103")
-    port = c.local_port
-    c.send(b"\x16\x03\x01\x00\xa5\x01\r\n")
-    c.expect(None, 521, r"^521 5\.5\.1 Protocol error")
-    c.check_closed(3, "drop: after the 521 to a binary line")
-    drop.wait_for_log(re_non_smtp("127.0.0.103", port, "CONNECT", r"\\x16\\x03\\x01\\x00\\xa5\\x01$"))
-    bots += ["127.0.0.48", "127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.103"]
+    dropped(drop, c103, b"\x16\x03\x01\x00\xa5\x01\r\n", r"\\x16\\x03\\x01\\x00\\xa5\\x01$")
+    bots += ips
 
     # After a good command, the log names it.
-    src = "127.0.0.52"
-    c = harness.deep_client(drop, src)
+    src, c = "127.0.0.52", c52
     port = c.local_port
     c.expect("EHLO client.example.org", 250)
     c.send("USER root\r\n")
     c.expect(None, 521, r"^521 5\.5\.1 Protocol error")
     c.check_closed(3, "drop: after USER")
     drop.wait_for_log(re_non_smtp(src, port, "EHLO", r"USER root$"))
-    bots.append(src)
 
     # --- enforce: a whole HTTP request, then the bot tries SMTP anyway
     src = "127.0.0.53"
@@ -95,6 +89,9 @@ def main(env):
     c.expect("RCPT TO:<user@example.test>", 550, r"^550 5\.5\.1 Protocol error")
     data = c.cmd("DATA")
     check(data.code >= 500, f"enforce: DATA must fail, got {data.text!r}")
+    c.send(harness.message_text(marker) + ".\r\n")   # a bot sends its message anyway
+    seen = c.drain(quiet=0.5, limit=5).decode(errors="replace")
+    check("250 2.0.0" not in seen and "queued" not in seen, f"enforce: the bot's message was accepted: {seen!r}")
     c.expect("QUIT", 221)
     c.check_closed(5, "enforce: after QUIT")
     enforce.wait_for_log(harness.re_noqueue(
@@ -147,7 +144,7 @@ def main(env):
     ignore.check_no_log(harness.re_pass_old(src))
 
     # --- a configured list
-    dropped(custom, "127.0.0.56", "HEAD / HTTP/1.0\r\n", r"HEAD / HTTP/1\.0$")
+    dropped(custom, harness.deep_client(custom, "127.0.0.56"), "HEAD / HTTP/1.0\r\n", r"HEAD / HTTP/1\.0$")
     bots.append("127.0.0.56")
 
     pf.check_not_delivered(marker)

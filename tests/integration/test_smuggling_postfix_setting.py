@@ -27,7 +27,7 @@ from harness import check  # noqa: E402
 LF_VECTORS = ("LF.LF", "LF.CRLF", "CRLF.LF")
 
 
-def transaction(c, header=None):
+def transaction(c):
     c.expect(None, 220, r"backend\.test")
     c.ehlo()
     c.expect("MAIL FROM:<sender@example.org>", 250)

@@ -12,7 +12,6 @@ handoff: "(enforce mode and deep tests)".
     reply offers STARTTLS; inside TLS, RCPT gets the 550 of the enforce dialog and
     smtpscreen logs NOQUEUE for the client; nothing is delivered."""
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

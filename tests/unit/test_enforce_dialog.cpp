@@ -153,3 +153,28 @@ TEST_CASE("source routes are stripped from logged addresses, as postscreen does"
     REQUIRE(d.logged.size() == 1);
     CHECK(d.logged[0].find("from=<s@example.org>, to=<r@example.net>") != std::string::npos);
 }
+
+TEST_CASE("with a certificate, STARTTLS is offered and answered, and TLS starts the session over") {
+    Dialog d;
+    d.dialog.offer_starttls(true);
+    CHECK(d.say("EHLO c.example").text.find("250-STARTTLS\r\n") != std::string::npos);
+    CHECK(d.say("MAIL FROM:<a@example.org>").text == "250 2.1.0 Ok\r\n");
+    CHECK(d.say("STARTTLS now").text == "501 5.5.4 Syntax: STARTTLS\r\n");
+    EnforceDialog::Reply ready = d.say("STARTTLS");
+    CHECK(ready.text == "220 2.0.0 Ready to start TLS\r\n");
+    CHECK(ready.start_tls);
+    CHECK_FALSE(ready.close);
+    d.dialog.tls_established();
+    // RFC 3207 §4.2: nothing learned before TLS survives it.
+    CHECK(d.say("MAIL FROM:<a@example.org>").text == "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    CHECK(d.say("EHLO c.example").text.find("STARTTLS") == std::string::npos);
+    CHECK(d.say("STARTTLS").text == "554 5.5.1 Error: TLS already active\r\n");
+}
+
+TEST_CASE("without a certificate STARTTLS is neither offered nor started") {
+    Dialog d;
+    CHECK(d.say("EHLO c.example").text.find("STARTTLS") == std::string::npos);
+    EnforceDialog::Reply reply = d.say("STARTTLS");
+    CHECK(reply.text == "502 5.5.1 Error: command not implemented\r\n");
+    CHECK_FALSE(reply.start_tls);
+}
