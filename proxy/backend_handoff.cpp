@@ -139,6 +139,10 @@ void BackendHandoff::on_reply(const std::string& reply) {
     int code = reply_code(reply);
     switch (step_) {
     case Step::Greeting:
+        // After the deep tests the client waits for its RCPT answer: a backend that
+        // refuses it outright (smtpd_delay_reject = no) is shown as that answer, so a
+        // permanent refusal bounces instead of being retried as our 421 would be.
+        if (code / 100 == 5 && !replay_.lines.empty()) return ready(reply);
         if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
         greeting_ = reply;
         if (config_.tls_backend) {
