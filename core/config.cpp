@@ -919,6 +919,12 @@ std::vector<std::string> config_warnings(const Config& c) {
              "none (allowed by backend.i_know_this_is_an_open_relay = yes): every client reaches the MTA as "
              "127.0.0.1, so an MTA that trusts localhost is an open relay (use proxy-v2, proxy-v1 or xclient)");
     }
+    if (c.stats_listen) {
+        warn("stats.listen", "the Prometheus /metrics endpoint is not built into this version yet; nothing listens there");
+    }
+    if (c.cache_backend == CacheBackend::Redis) {
+        warn("cache.backend", "redis is not built into this version yet; smtpscreen will refuse to start (use lmdb)");
+    }
     if (!c.backend_tls_ca.empty() && !c.backend_tls) {
         warn("backend.tls_ca", "set but backend.tls is off, so it is not used (set backend.tls = on)");
     }
