@@ -70,6 +70,7 @@ def main(env):
     v2l = env.smtpscreen(name="v2", settings=dict(base, **{
         "listen.proxy_protocol": "v2", "listen.proxy_timeout": "2s"}))
     answers = {}
+    rss0 = {s.name: harness.rss_mib(s.pid) for s in (plain, drop, deep, v2l)}
 
     # 1-2. Before the greeting on a plain listener.
     for n, (what, header) in enumerate((("PROXY v1", harness.proxy_v1_header("127.0.0.99", 4242, "127.0.0.1", 25)),
@@ -163,6 +164,9 @@ def main(env):
     for k, v in answers.items():
         harness.log(f"{k}: {v}")
     for s in (plain, drop, deep, v2l):
+        check(s.running(), f"{s.name} died")
+        growth = harness.rss_mib(s.pid) - rss0[s.name]
+        check(growth < 30, f"{s.name}: RSS grew by {growth:.1f} MiB")
         s.stop()
 
 

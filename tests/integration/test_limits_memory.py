@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Memory under ~20,000 connections (issue 6: "the total memory under 20,000 connections
+is reported"). smtpscreen holds HOLDERS clients (default 19,500: the hard RLIMIT_NOFILE
+of this machine is 20,000 and smtpscreen needs a few descriptors of its own; set
+LIMITS_MEMORY_HOLDERS to change it) in the greet wait (greet.wait 120s), spread over 500
+source addresses. RSS is read at each step of the ramp; it must stay under
+idle + HOLDERS x 4 KiB (each session's buffers are bounded), every holder must get its
+'220-' line, and a clean client must still be served at full load. When the holders
+leave, every one is logged (HANGUP + one DISCONNECT) and the descriptors are released.
+Then the same for 9,500 sessions handed off to a sink backend (two descriptors each;
+LIMITS_MEMORY_RELAYED), bounded by 8 KiB a session.
+The figures are printed as 'MEMORY FIGURES ...' and recorded in tests/README.md."""
+import os
+import re
+import selectors
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+PER_SESSION_KIB = 4.0
+
+
+def open_holders(screen, count, net, want):
+    """count connections to screen from 127.0.<net..>.x (50 per address), each kept once
+    its first line starts with want; returns (sockets, [(n, RSS MiB) along the ramp])."""
+    pid = screen.pid
+    socks = []
+    ramp = []
+    batch = 500
+    for start in range(0, count, batch):
+        pending = {}
+        for i in range(start, min(count, start + batch)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((f"127.0.{net + i // 50 // 250}.{i // 50 % 250 + 1}", 0))
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", screen.port))
+            except BlockingIOError:
+                pass
+            pending[s] = b""
+        sel = selectors.DefaultSelector()   # epoll: descriptors above 1024
+        for s in pending:
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 20
+        while pending and time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                s = key.fileobj
+                try:
+                    data = s.recv(200)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    harness.fail(f"holder {len(socks)}: {e!r}")
+                check(data, f"holder {len(socks) + 1}: closed after {pending[s]!r}")
+                pending[s] += data
+                lines = pending[s].split(b"\r\n")
+                if any(ln.startswith(want) for ln in lines[:-1]):
+                    socks.append(s)
+                    sel.unregister(s)
+                    del pending[s]
+        sel.close()
+        check(not pending, f"{len(pending)} holders of a batch got no {want!r} line within 20s ({len(socks)} so far)")
+        if len(socks) % 5000 < batch or len(socks) == count:
+            ramp.append((len(socks), round(harness.rss_mib(pid), 1)))
+    return socks, ramp
+
+
+def main(env):
+    harness.bound_asan_quarantine()
+    soft = harness.raise_own_open_files(20000)
+    holders = int(os.environ.get("LIMITS_MEMORY_HOLDERS", "19500"))
+    holders = min(holders, soft - 300)
+    backend = harness.scripted_backend(env, "smtp")
+    screen = env.smtpscreen(settings={
+        "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "120s",
+        "limits.max_connections": "20000", "limits.per_client_connections": "50",
+        "cache.backend": "memory", "cache.path": None, "limits.shutdown_grace": "2s"})
+    pid = screen.pid
+    time.sleep(0.5)
+    idle = harness.rss_mib(pid)
+    idle_fds = harness.open_fd_count(pid)
+    t0 = time.monotonic()
+    socks, ramp = open_holders(screen, holders, 30, b"220-")
+    ramp_s = time.monotonic() - t0
+    full = harness.rss_mib(pid)
+    fds = harness.open_fd_count(pid)
+    # A clean client is still served at full load.
+    c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=10)
+    first = c.read_line(timeout=3)
+    check(first.startswith("220-"), f"at full load a new client got {first!r}")
+    c.close()
+    per_session = (full - idle) * 1024 / max(1, len(socks))
+    figures = {"holders": len(socks), "ramp_s": round(ramp_s, 1), "rss_idle_mib": round(idle, 1),
+               "rss_full_mib": round(full, 1), "kib_per_session": round(per_session, 2),
+               "smtpscreen_fds": fds, "ramp": ramp}
+    harness.log("MEMORY FIGURES " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    check(full <= idle + len(socks) * PER_SESSION_KIB / 1024,
+          f"{len(socks)} sessions in the greet wait use {full - idle:.1f} MiB "
+          f"({per_session:.1f} KiB each; the bound is {PER_SESSION_KIB} KiB)")
+
+    offset = screen.log_size()
+    for s in socks:
+        s.close()
+    harness.wait_until(lambda: harness.open_fd_count(pid) <= idle_fds + 2, 60,
+                       what="smtpscreen releasing the holders' descriptors")
+    text = screen.log_text()[offset:]
+    n_disc = len(re.findall(r"DISCONNECT \S+ hangup", text))
+    check(n_disc == len(socks), f"{len(socks)} holders left but {n_disc} 'DISCONNECT ... hangup' lines")
+    time.sleep(2)
+    after = harness.rss_mib(pid)
+    harness.log(f"after the holders left: RSS {after:.1f} MiB (idle {idle:.1f}, full {full:.1f})")
+    screen.stop()
+
+    # Handed-off sessions cost a backend connection each: half as many, relaying into
+    # the asyncio sink, idle after the backend's greeting.
+    relayed = min(int(os.environ.get("LIMITS_MEMORY_RELAYED", "9500")), (soft - 300) // 2)
+    sink = harness.SinkProcess(env).start()
+    relay = env.smtpscreen(name="relay", settings={
+        "backend.address": f"127.0.0.1:{sink.port}", "greet.wait": "1s",
+        "limits.max_connections": "20000", "limits.per_client_connections": "50",
+        "backend.connect_timeout": "20s", "backend.idle_timeout": "300s",
+        "cache.backend": "memory", "cache.path": None, "limits.shutdown_grace": "2s"})
+    rpid = relay.pid
+    time.sleep(0.5)
+    ridle = harness.rss_mib(rpid)
+    rfds0 = harness.open_fd_count(rpid)
+    t0 = time.monotonic()
+    rsocks, rramp = open_holders(relay, relayed, 120, b"220 sink.test")
+    rfull = harness.rss_mib(rpid)
+    rper = (rfull - ridle) * 1024 / max(1, len(rsocks))
+    rfigures = {"relayed": len(rsocks), "ramp_s": round(time.monotonic() - t0, 1), "rss_idle_mib": round(ridle, 1),
+                "rss_full_mib": round(rfull, 1), "kib_per_session": round(rper, 2),
+                "smtpscreen_fds": harness.open_fd_count(rpid), "ramp": rramp}
+    harness.log("MEMORY FIGURES (handed off) " + " ".join(f"{k}={v}" for k, v in rfigures.items()))
+    check(rfull <= ridle + len(rsocks) * 2 * PER_SESSION_KIB / 1024,
+          f"{len(rsocks)} handed-off sessions use {rfull - ridle:.1f} MiB ({rper:.1f} KiB each; "
+          f"the bound is {2 * PER_SESSION_KIB} KiB)")
+    for s in rsocks:
+        s.close()
+    harness.wait_until(lambda: harness.open_fd_count(rpid) <= rfds0 + 2, 60,
+                       what="smtpscreen releasing the handed-off sessions")
+    relay.stop()
+
+
+harness.run(main, timeout=170)
