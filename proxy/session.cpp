@@ -50,27 +50,32 @@ Session::~Session() = default;
 
 // ---------------------------------------------------------------- §2 step 1: accept
 
-void Session::start(uv_stream_t* listener) {
+int Session::start(uv_stream_t* listener) {
     started_at_ = uv_now(worker_.loop());
-    if (client_.accept(listener) != 0) return finish("accept-failed");
+    if (int rc = client_.accept(listener); rc != 0) return rc;
     auto peer = client_.peer();
     auto local = client_.local();
-    if (!peer || !local) return finish("accept-failed");
+    if (!peer || !local) return UV_ENOTCONN;  // reset before we got to it
     client_ep_ = *peer;
     local_ep_ = *local;
 
-    if (config_->proxy_protocol == ProxyProtocol::Off) return client_identified();
+    if (config_->proxy_protocol == ProxyProtocol::Off) {
+        client_identified();
+        return 0;
+    }
 
     bool trusted = std::any_of(config_->proxy_from.begin(), config_->proxy_from.end(),
                                [&](const Cidr& c) { return c.contains(client_ep_); });
     if (!trusted) {
         worker_.events().proxy_header_error(client_ep_, "sender is not in listen.proxy_from");
-        return finish("proxy-refused");
+        finish("proxy-refused");
+        return 0;
     }
     // No banner and no greet wait until the load balancer has said who the client is.
     phase_ = Phase::ProxyHeader;
     arm_timer(config_->proxy_timeout);
     client_.start_reading();
+    return 0;
 }
 
 void Session::read_proxy_header(std::string_view bytes) {
@@ -96,13 +101,16 @@ void Session::read_proxy_header(std::string_view bytes) {
 void Session::client_identified() {
     client_ip_ = client_ep_.ip();  // formatted once: the cache, limits and replies all key on it
     worker_.events().connect(client_ep_, local_ep_);
-    switch (worker_.limits().admit(client_ip_, config_->max_connections, config_->per_client_connections)) {
+    const int max_total = std::min(config_->max_connections, worker_.fd_capacity());
+    switch (worker_.limits().admit(client_ip_, max_total, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
         if (config_->handoff == Handoff::Xclient) start_name_lookup();
         return screen_known_client();
     case ConnectionLimits::Admit::TooManyTotal:
-        worker_.events().too_many_connections(client_ep_, "limits.max_connections");
+        if (max_total < config_->max_connections) worker_.out_of_descriptors();
+        worker_.events().too_many_connections(
+            client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
         client_send("421 4.7.0 Error: too many connections\r\n");
         break;
     case ConnectionLimits::Admit::TooManyFromClient:

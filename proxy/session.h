@@ -32,8 +32,10 @@ public:
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
-    // Accepts the pending connection on `listener` and starts the session.
-    void start(uv_stream_t* listener);
+    // Accepts the pending connection on `listener` and starts the session. A libuv error
+    // code when there was nothing to accept (the session is then discarded unlogged).
+    int start(uv_stream_t* listener);
+    bool finished() const { return phase_ == Phase::Done; }
     // Shutdown grace is over: end the session now.
     void abort(std::string_view outcome);
 

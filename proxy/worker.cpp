@@ -1,5 +1,7 @@
 #include "proxy/worker.h"
 
+#include <sys/resource.h>
+
 #include "proxy/session.h"
 
 namespace smtpscreen {
@@ -88,21 +90,48 @@ void Worker::on_reload_requested() {
 }
 
 void Worker::on_connection(uv_stream_t* listener, int status) {
-    if (status < 0) {
-        // EMFILE/ENFILE: libuv has already accepted and closed the connection with its
-        // reserve descriptor, so the loop does not spin; say so at most once a second.
-        uint64_t now = uv_now(&loop_);
-        if (now - last_accept_error_log_ >= 1000) {
-            last_accept_error_log_ = now;
-            shared_.log.warn("accept failed: {} (raise the open files limit, ulimit -n, or lower limits.max_connections)",
-                             uv_strerror(status));
-        }
-        return;
-    }
     auto session = std::make_unique<Session>(*this, config_);
+    // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
+    // reserve descriptor, so the loop does not spin, and then reports either the error
+    // or a connection that is not there: uv_accept finds nothing.
+    if (status == 0) status = session->start(listener);
+    if (status != 0) return accept_failed(status);
     Session* raw = session.get();
-    sessions_.emplace(raw, std::move(session));
-    raw->start(listener);
+    if (!raw->finished()) sessions_.emplace(raw, std::move(session));
+}
+
+int Worker::fd_capacity() {
+    uint64_t now = uv_now(&loop_);
+    if (fd_capacity_known_ && now - fd_capacity_read_at_ < 1000) return fd_capacity_;
+    fd_capacity_known_ = true;
+    fd_capacity_read_at_ = now;
+    rlimit nofile{};
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    // Kept back for the listeners, the resolver, the cache, syslog and libuv itself.
+    constexpr rlim_t kReserved = 32;
+    rlim_t usable = nofile.rlim_cur > kReserved ? nofile.rlim_cur - kReserved : 1;
+    fd_capacity_ = static_cast<int>(std::min<rlim_t>(usable / 2, 1'000'000));
+    return fd_capacity_;
+}
+
+void Worker::out_of_descriptors() {
+    uint64_t now = uv_now(&loop_);
+    if (now - last_accept_error_log_ < 1000) return;
+    last_accept_error_log_ = now;
+    shared_.log.warn(
+        "accept failed: out of file descriptors: {} sessions fill the open files limit; new clients get 421 "
+        "until some end "
+        "(raise ulimit -n / LimitNOFILE, or lower limits.max_connections)",
+        fd_capacity_);
+}
+
+void Worker::accept_failed(int status) {
+    uint64_t now = uv_now(&loop_);
+    if (now - last_accept_error_log_ < 1000) return;  // at most once a second
+    last_accept_error_log_ = now;
+    const bool no_fds = status == UV_EMFILE || status == UV_ENFILE || status == UV_EAGAIN;
+    shared_.log.warn("accept failed: {}{}", no_fds ? "out of file descriptors; connections are being turned away" : uv_strerror(status),
+                     no_fds ? " (raise the open files limit, ulimit -n / LimitNOFILE, or lower limits.max_connections)" : "");
 }
 
 void Worker::session_done(Session* session) {

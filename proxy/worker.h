@@ -56,12 +56,20 @@ public:
     ConnectionLimits& limits() { return shared_.limits; }
     const std::string& hostname() const { return shared_.hostname; }
     size_t session_count() const { return sessions_.size(); }
+    // How many sessions the open files limit leaves room for (each may hold a client and
+    // a backend socket). libuv turns an accept that fails with EMFILE into a silent
+    // close, so smtpscreen keeps below the limit itself and answers 421 instead.
+    // The limit is read again at most once a second (prlimit can change it at run time).
+    int fd_capacity();
+    // A client was turned away because of fd_capacity(): logged at most once a second.
+    void out_of_descriptors();
 
     // The session is over; it is destroyed after the current callback returns.
     void session_done(Session* session);
 
 private:
     void on_connection(uv_stream_t* listener, int status);
+    void accept_failed(int status);
     void on_stop_requested();
     void on_reload_requested();
     void on_grace_over();
@@ -85,6 +93,9 @@ private:
     std::vector<std::unique_ptr<Session>> finished_;
     bool stopping_ = false;
     uint64_t last_accept_error_log_ = 0;
+    int fd_capacity_ = 0;
+    uint64_t fd_capacity_read_at_ = 0;
+    bool fd_capacity_known_ = false;
 };
 
 }  // namespace smtpscreen

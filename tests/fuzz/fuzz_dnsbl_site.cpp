@@ -1,13 +1,16 @@
 // Fuzz target: dnsbl/site.h. The input is a dnsbl.sites value (postscreen syntax,
 // zone[=filter][*weight], comma or space separated). Every site that parses must be
 // usable (matches() on any answer), and its `text`, which --print-config writes back,
-// must parse again to the same site, alone and as a one-element list.
+// must parse again to the same site, alone and as a one-element list. The parsed list is
+// then scored (dnsbl/check.h) against answers for its zones, as a verdict would be.
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "dnsbl/check.h"
 #include "dnsbl/site.h"
 #include "tests/fuzz/fuzz_support.h"
 
@@ -84,6 +87,39 @@ void check_site(const DnsblSite& site, fuzz::InputRandom& rnd, std::string_view 
     }
 }
 
+// Every zone answers with a record or two; the score must be the plain sum of the
+// weights of the sites that match (each once), and the zone named in the reply a
+// matching site of the highest positive weight.
+void check_scoring(const std::vector<DnsblSite>& sites, fuzz::InputRandom& rnd, std::string_view in) {
+    std::map<std::string, std::vector<uint32_t>> answers;
+    for (const auto& site : sites) {
+        auto& records = answers[site.zone];
+        if (records.empty()) records.push_back(kAnswers[rnd.below(sizeof kAnswers / sizeof kAnswers[0])]);
+        if (rnd.below(2) == 0) records.push_back(static_cast<uint32_t>(rnd.next()));
+    }
+    int64_t expected = 0;
+    int top_weight = 0;
+    for (const auto& site : sites) {
+        bool listed = false;
+        for (uint32_t a : answers[site.zone]) listed = listed || site.matches(a);
+        if (!listed) continue;
+        expected += site.weight;
+        if (site.weight > top_weight) top_weight = site.weight;
+    }
+    const int score = score_answers(sites, answers);
+    FUZZ_CHECK(score == expected, "score " + std::to_string(score) + ", the weights add up to " +
+                                      std::to_string(expected) + ": " + escaped(in));
+    const std::string top = top_listed_zone(sites, answers);
+    if (top_weight == 0) {
+        FUZZ_CHECK(top.empty(), "zone " + escaped(top) + " named with no positive listing: " + escaped(in));
+    } else {
+        bool found = false;
+        for (const auto& site : sites) found = found || (site.zone == top && site.weight == top_weight);
+        FUZZ_CHECK(found, "zone " + escaped(top) + " named, not one of weight " + std::to_string(top_weight) + ": " +
+                              escaped(in));
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -105,6 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                           std::to_string(errors.size()) + " errors: " + escaped(in));
     for (const auto& e : errors) FUZZ_CHECK(!e.empty(), "empty error message for " + escaped(in));
     for (const auto& site : sites) check_site(site, rnd, in);
+    check_scoring(sites, rnd, in);
 
     // The whole input as one site (what a caller holding a single entry would do).
     std::string error;

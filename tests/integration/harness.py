@@ -2110,6 +2110,17 @@ def send_slowly(client, data, gap=1.0, deadline=None):
     return sent
 
 
+def abort_postfix(postfix):
+    """'postfix abort' on a private Postfix: every process is told to stop at once, which
+    kills the sessions in flight (a backend crash); postfix.start() brings it back."""
+    pid = postfix.master_pid
+    if pid is None:
+        return
+    postfix._run("abort", timeout=30)
+    wait_until(lambda: not pid_alive(pid), 15, what="postfix abort")
+    postfix.master_pid = None
+
+
 # --------------------------------------------------------------------------------------
 # A scripted UDP DNS server
 

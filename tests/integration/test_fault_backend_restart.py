@@ -12,7 +12,6 @@ of a command dialog and in the middle of DATA:
   - after the restarts, clients are served again and smtpscreen never exited."""
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -75,13 +74,6 @@ class Client(threading.Thread):
                 time.sleep(0.1)  # the backend is down: do not hammer
 
 
-def abort_postfix(pf):
-    pid = pf.master_pid
-    pf._run("abort", timeout=30)
-    harness.wait_until(lambda: not harness.pid_alive(pid), 15, what="postfix abort")
-    pf.master_pid = None
-
-
 def main(env):
     pf = env.postfix()
     screen = env.smtpscreen(postfix=pf, settings={
@@ -93,7 +85,7 @@ def main(env):
         cl.start()
     time.sleep(3)
     harness.log("killing Postfix (postfix abort)")
-    abort_postfix(pf)
+    harness.abort_postfix(pf)
     time.sleep(0.3)
     # While it is down: a new client gets 421 4.3.2.
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=8)

@@ -12,7 +12,6 @@ cannot split or forge log lines), and smtpscreen's RSS stays bounded.
   4. after a handoff: command lines and message text with NULs and 8-bit bytes reach the
      backend byte for byte (smtpscreen does not rewrite them), and so do the replies."""
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

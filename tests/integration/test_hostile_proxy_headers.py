@@ -18,7 +18,6 @@ family, UDP, a length over the maximum, an address block too short for its famil
 CRC32C TLV, a TLS ClientHello, 100 KB of garbage, and a header cut short (closed after
 proxy_timeout, not before)."""
 import os
-import re
 import struct
 import sys
 import time

@@ -90,9 +90,11 @@ def main(env):
     fds = harness.open_fd_count(pid)
     # A clean client is still served at full load.
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=10)
+    cport = c.local_port
     first = c.read_line(timeout=3)
     check(first.startswith("220-"), f"at full load a new client got {first!r}")
     c.close()
+    harness.check_one_disconnect(screen, "127.0.0.7", cport, outcome="hangup", settle=0)
     per_session = (full - idle) * 1024 / max(1, len(socks))
     figures = {"holders": len(socks), "ramp_s": round(ramp_s, 1), "rss_idle_mib": round(idle, 1),
                "rss_full_mib": round(full, 1), "kib_per_session": round(per_session, 2),
