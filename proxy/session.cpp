@@ -408,6 +408,7 @@ void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
     handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, worker_.hostname(),
                                                 *this);
+    ++worker_.backend_legs();
     handoff_->start(client_ep_, local_ep_, client_name_, std::move(replay));
 }
 
@@ -704,6 +705,7 @@ void Session::finish(std::string_view outcome) {
     timer_.close();
     client_.close();
     if (backend_) backend_->close();
+    if (handoff_) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ip_);
     admitted_ = false;
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)

@@ -1,5 +1,6 @@
 #include "proxy/worker.h"
 
+#include <dirent.h>
 #include <sys/resource.h>
 
 #include "proxy/session.h"
@@ -100,18 +101,32 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
     if (!raw->finished()) sessions_.emplace(raw, std::move(session));
 }
 
+namespace {
+
+rlim_t count_open_fds() {
+    rlim_t n = 0;
+    if (DIR* dir = ::opendir("/proc/self/fd")) {
+        while (::readdir(dir) != nullptr) ++n;
+        ::closedir(dir);
+    }
+    return n;
+}
+
+}  // namespace
+
 int Worker::fd_capacity() {
     uint64_t now = uv_now(&loop_);
-    if (fd_capacity_known_ && now - fd_capacity_read_at_ < 1000) return fd_capacity_;
+    if (fd_capacity_known_ && now - fd_capacity_read_at_ < 1000) return fd_capacity_ - shared_.backend_legs;
     fd_capacity_known_ = true;
     fd_capacity_read_at_ = now;
     rlimit nofile{};
     getrlimit(RLIMIT_NOFILE, &nofile);
-    // Kept back for the listeners, the resolver, the cache, syslog and libuv itself.
-    constexpr rlim_t kReserved = 32;
-    rlim_t usable = nofile.rlim_cur > kReserved ? nofile.rlim_cur - kReserved : 1;
-    fd_capacity_ = static_cast<int>(std::min<rlim_t>(usable / 2, 1'000'000));
-    return fd_capacity_;
+    // Kept back: what the process had open before the first client (listeners, the
+    // resolver, the cache, syslog, libuv's own), and a margin for the resolver's sockets.
+    if (base_fds_ == 0) base_fds_ = count_open_fds() + 16;
+    rlim_t usable = nofile.rlim_cur > base_fds_ ? nofile.rlim_cur - base_fds_ : 1;
+    fd_capacity_ = static_cast<int>(std::min<rlim_t>(usable, 1'000'000));
+    return fd_capacity_ - shared_.backend_legs;
 }
 
 void Worker::out_of_descriptors() {
@@ -119,9 +134,8 @@ void Worker::out_of_descriptors() {
     if (now - last_accept_error_log_ < 1000) return;
     last_accept_error_log_ = now;
     shared_.log.warn(
-        "accept failed: out of file descriptors: {} sessions fill the open files limit; new clients get 421 "
-        "until some end "
-        "(raise ulimit -n / LimitNOFILE, or lower limits.max_connections)",
+        "accept failed: out of file descriptors: {} sockets fill the open files limit; new clients get 421 "
+        "until some end (raise ulimit -n / LimitNOFILE, or lower limits.max_connections)",
         fd_capacity_);
 }
 

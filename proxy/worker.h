@@ -3,6 +3,7 @@
 // the server before privileges were dropped), its own DNS resolver and its sessions.
 #include <uv.h>
 
+#include <atomic>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@ struct SharedServices {
     std::shared_ptr<VerdictCache> cache;
     ConnectionLimits limits;
     std::string hostname;
+    std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
 };
 
 class Worker {
@@ -54,11 +56,12 @@ public:
     EventLog& events() { return events_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
+    std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     const std::string& hostname() const { return shared_.hostname; }
     size_t session_count() const { return sessions_.size(); }
-    // How many sessions the open files limit leaves room for (each may hold a client and
-    // a backend socket). libuv turns an accept that fails with EMFILE into a silent
-    // close, so smtpscreen keeps below the limit itself and answers 421 instead.
+    // How many client sockets the open files limit leaves room for, besides the backend
+    // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
+    // so smtpscreen keeps below the limit itself and answers 421 instead.
     // The limit is read again at most once a second (prlimit can change it at run time).
     int fd_capacity();
     // A client was turned away because of fd_capacity(): logged at most once a second.
@@ -96,6 +99,7 @@ private:
     int fd_capacity_ = 0;
     uint64_t fd_capacity_read_at_ = 0;
     bool fd_capacity_known_ = false;
+    uint64_t base_fds_ = 0;
 };
 
 }  // namespace smtpscreen
