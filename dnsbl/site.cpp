@@ -124,6 +124,10 @@ std::string parse_weight(std::string_view text, int& weight) {
     const auto [ptr, ec] = std::from_chars(digits.data(), end, weight);
     if (digits.empty() || ec != std::errc{} || ptr != end)
         return fmt::format("weight \"{}\" is not an integer (write e.g. *3, or *-2 for an allowlist)", text);
+    // Bounded so that the sum over any list of sites stays far from overflowing an int.
+    if (weight > kMaxDnsblWeight || weight < -kMaxDnsblWeight) {
+        return fmt::format("weight \"{}\" is out of range (use -{} to {})", text, kMaxDnsblWeight, kMaxDnsblWeight);
+    }
     return {};
 }
 

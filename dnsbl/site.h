@@ -12,6 +12,10 @@
 
 namespace smtpscreen {
 
+// A site's weight is at most this far from 0 (postscreen has no bound; sums of real
+// lists stay in single digits).
+constexpr int kMaxDnsblWeight = 100000;
+
 struct OctetSet {
     std::array<bool, 256> allowed{};
     bool matches(uint8_t v) const { return allowed[v]; }

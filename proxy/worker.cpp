@@ -1,6 +1,7 @@
 #include "proxy/worker.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include "proxy/session.h"
@@ -157,7 +158,17 @@ void Worker::session_done(Session* session) {
 }
 
 void Worker::reap() {
+    const bool had_finished = !finished_.empty();
     finished_.clear();
+    // glibc keeps freed heap for reuse; after a burst, give it back once the loop
+    // is idle again, so the resident size returns to its idle level.
+    if (had_finished && sessions_.empty()) {
+        uint64_t now = uv_now(&loop_);
+        if (now - last_trim_ >= 1000) {
+            last_trim_ = now;
+            ::malloc_trim(0);
+        }
+    }
     uv_unref(reaper_.handle());
     if (stopping_ && sessions_.empty()) close_everything();
 }

@@ -100,6 +100,7 @@ private:
     uint64_t fd_capacity_read_at_ = 0;
     bool fd_capacity_known_ = false;
     uint64_t base_fds_ = 0;
+    uint64_t last_trim_ = 0;
 };
 
 }  // namespace smtpscreen
