@@ -945,7 +945,8 @@ std::vector<std::string> config_warnings(const Config& c) {
              "is negative but no dnsbl.sites entry has a negative weight, so no client can reach it (add an "
              "allowlist such as list.dnswl.org=127.0.[0..255].[1..3]*-2)");
     }
-    for (const auto& [zone, name] : c.dnsbl_reply_map) {
+    for (const auto& entry : c.dnsbl_reply_map) {
+        const std::string& zone = entry.first;  // a plain reference: clang < 16 cannot capture a binding
         bool used = std::any_of(c.dnsbl_sites.begin(), c.dnsbl_sites.end(),
                                 [&](const DnsblSite& s) { return s.zone == zone; });
         if (!used) warn("dnsbl.reply_map", fmt::format("names zone \"{}\", which is not in dnsbl.sites", zone));

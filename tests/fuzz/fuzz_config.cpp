@@ -48,7 +48,7 @@ const std::string& temp_path() {
 
 void write_file(std::string_view text) {
     const std::string& path = temp_path();
-    const int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         std::fprintf(stderr, "fuzz_config: open %s: %s\n", path.c_str(), std::strerror(errno));
         std::abort();

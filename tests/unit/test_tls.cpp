@@ -413,7 +413,8 @@ TEST_CASE("tls: cipher lists") {
             {"TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256, TLS-PSK-WITH-AES-128-GCM-SHA256", "pre-shared"},
             {" , ", "no suite"},
         };
-        for (const auto& [list, why] : refused) {
+        for (const auto& [list_binding, why] : refused) {
+            const auto& list = list_binding;  // clang < 16 cannot capture a structured binding (CAPTURE)
             error.clear();
             CAPTURE(list);
             CHECK(parse_tls_ciphers(list, &error).empty());
