@@ -41,6 +41,17 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
             });
         },
         this);
+    // libuv closes a connection whose accept(2) fails with EMFILE without telling us;
+    // a once-a-second look at the descriptor budget is how the operator hears of it.
+    fd_watch_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
+    uv_timer_start(
+        fd_watch_.get(),
+        [](uv_timer_t* t) {
+            auto* self = static_cast<Worker*>(t->data);
+            if (self && self->fd_capacity() <= self->shared_.limits.total()) self->out_of_descriptors();
+        },
+        1000, 1000);
+    uv_unref(fd_watch_.handle());
     reaper_ = UvHandle<uv_check_t>([this](uv_check_t* c) { return uv_check_init(&loop_, c); }, this);
     uv_check_start(reaper_.get(), [](uv_check_t* c) {
         if (auto* self = static_cast<Worker*>(c->data)) self->reap();
@@ -196,6 +207,7 @@ void Worker::close_everything() {
     uv_unref(stop_signal_.handle());
     uv_unref(reload_signal_.handle());
     grace_timer_.close();
+    fd_watch_.close();
     // Sessions report back through session_done while aborting: take them out first.
     auto left = std::move(sessions_);
     sessions_.clear();

@@ -92,6 +92,7 @@ private:
     std::shared_ptr<const Config> pending_config_;  // guarded by reload_mutex_
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
+    UvHandle<uv_timer_t> fd_watch_;
     std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
     std::vector<std::unique_ptr<Session>> finished_;
     bool stopping_ = false;
