@@ -131,7 +131,8 @@ def main(env):
     # The clean clients were served as usual.
     for port, final, t, err in clean_results:
         check(err is None, f"a clean client failed while the slowloris ran: {err}")
-        check("scripted.test" in final and t <= 3.5, f"a clean client got {final!r} after {t:.2f}s (greet.wait 2s)")
+        check("scripted.test" in final and t <= 5.0,  # loose: ASan under a parallel suite is slow
+               f"a clean client got {final!r} after {t:.2f}s (greet.wait 2s)")
     check(len(clean_results) == 5, "not every clean client ran")
 
     answers = {}
@@ -145,7 +146,7 @@ def main(env):
                       f"{kind} slowloris [{s.source}]:{s.port}: expected '421 4.4.2 ... timeout exceeded', got {text!r}")
                 check(s.closed, f"{kind} slowloris [{s.source}]:{s.port}: not closed")
                 since = s.closed_at - (s.drip_started if kind == "deep" else s.started + 2.0)
-                check(4.5 <= since <= 6.5, f"{kind} slowloris [{s.source}]:{s.port}: closed {since:.2f}s after its "
+                check(4.5 <= since <= 8.0, f"{kind} slowloris [{s.source}]:{s.port}: closed {since:.2f}s after its "
                                            f"{'first byte' if kind == 'deep' else 'enforce dialog began'} "
                                            f"(command_time_limit 5s)")
                 outcomes.setdefault(f"421 after {round(since)}s", 0)
