@@ -53,7 +53,6 @@ int Connection::accept(uv_stream_t* listener) {
     return rc;
 }
 
-int Connection::open(uv_os_sock_t fd) { return tcp_ ? uv_tcp_open(tcp_.get(), fd) : UV_ENOMEM; }
 
 int Connection::connect(const Endpoint& to, const std::optional<Endpoint>& from) {
     if (!tcp_) return UV_ENOMEM;

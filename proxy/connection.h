@@ -44,8 +44,6 @@ public:
     Connection& operator=(const Connection&) = delete;
 
     int accept(uv_stream_t* listener);
-    // Adopts an already connected socket (used by tests and by a listener that accepted itself).
-    int open(uv_os_sock_t fd);
     int connect(const Endpoint& to, const std::optional<Endpoint>& from);
 
     void start_reading();

@@ -625,7 +625,7 @@ void Session::on_client_plaintext(std::string_view bytes) {
     }
 }
 
-void Session::on_peer_closed(Connection& conn, int status) {
+void Session::on_peer_closed(Connection& conn, int /*status: EOF or an error, the outcome is the same*/) {
     if (phase_ == Phase::Done) return;
     if (phase_ == Phase::Relay) {
         // Whatever one side still has queued reaches the other before it is closed:
@@ -644,7 +644,6 @@ void Session::on_peer_closed(Connection& conn, int status) {
     if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait || phase_ == Phase::ProxyHeader) {
         worker_.events().hangup(client_ep_, elapsed());
     }
-    (void)status;
     finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
 }
 
