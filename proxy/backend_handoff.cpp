@@ -93,10 +93,7 @@ void BackendHandoff::on_connected(Connection&, int status) {
 
 void BackendHandoff::send(std::string_view text) {
     if (!tls_ || !tls_->handshake_done()) return backend_->write(text);
-    tls_->write_plaintext(text);
-    std::string ciphertext;
-    tls_->take_ciphertext(ciphertext);
-    backend_->write(ciphertext);
+    backend_->write(tls_->encrypt(text));
 }
 
 void BackendHandoff::on_data(Connection&, std::string_view bytes) {

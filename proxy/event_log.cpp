@@ -1,5 +1,7 @@
 #include "proxy/event_log.h"
 
+#include "screen/deep_tests.h"
+
 #include <fmt/format.h>
 
 namespace smtpscreen {
@@ -9,25 +11,13 @@ std::string format_elapsed(Millis elapsed) {
     return fmt::format("{}.{:02}", ms / 1000, (ms % 1000) / 10);
 }
 
-std::string printable_excerpt(std::string_view bytes, size_t max) {
-    std::string out;
-    for (unsigned char c : bytes.substr(0, max)) {
-        if (c == '\r') out += "\\r";
-        else if (c == '\n') out += "\\n";
-        else if (c >= 0x20 && c < 0x7f && c != '\\') out += static_cast<char>(c);
-        else out += fmt::format("\\x{:02x}", c);
-    }
-    if (bytes.size() > max) out += "...";
-    return out;
-}
-
 void EventLog::connect(const Endpoint& client, const Endpoint& local) {
     log_.info("CONNECT from {} to {}", client.to_string(), local.to_string());
 }
 
 void EventLog::pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text) {
     log_.info("PREGREET {} after {} from {}: {}", bytes, format_elapsed(after), client.to_string(),
-              printable_excerpt(text));
+              log_excerpt(text));
 }
 
 void EventLog::hangup(const Endpoint& client, Millis after) {

@@ -12,8 +12,6 @@ namespace smtpscreen {
 
 // "0.06" seconds, as postscreen prints elapsed times.
 std::string format_elapsed(Millis elapsed);
-// Client bytes shown in a log line: printable ASCII kept, CR/LF/others escaped, bounded.
-std::string printable_excerpt(std::string_view bytes, size_t max = 100);
 
 class EventLog {
 public:

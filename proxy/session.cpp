@@ -153,10 +153,13 @@ bool Session::passed_all_enabled_tests(const TestResults& record) const {
     int64_t now = unix_now();
     if (!record.passed(Test::Pregreet, now)) return false;
     if (!config_->dnsbl_sites.empty() && !record.passed(Test::Dnsbl, now)) return false;
-    if (config_->deep_pipelining && !record.passed(Test::Pipelining, now)) return false;
-    if (config_->deep_non_smtp_command && !record.passed(Test::NonSmtp, now)) return false;
-    if (config_->deep_bare_newline && !record.passed(Test::BareNewline, now)) return false;
-    return true;
+    return deep_passes_valid(record, now);
+}
+
+bool Session::deep_passes_valid(const TestResults& record, int64_t now) const {
+    return (!config_->deep_pipelining || record.passed(Test::Pipelining, now)) &&
+           (!config_->deep_non_smtp_command || record.passed(Test::NonSmtp, now)) &&
+           (!config_->deep_bare_newline || record.passed(Test::BareNewline, now));
 }
 
 // ---------------------------------------------------------------- §2 steps 4-5: greet wait, verdict
@@ -242,12 +245,7 @@ void Session::conclude_screening() {
 // ---------------------------------------------------------------- §2 step 6: deep protocol tests
 
 bool Session::deep_tests_pending() const {
-    if (!config_->deep_tests_enabled()) return false;
-    const int64_t now = unix_now();
-    const TestResults record = cached_.value_or(TestResults{});
-    return (config_->deep_pipelining && !record.passed(Test::Pipelining, now)) ||
-           (config_->deep_non_smtp_command && !record.passed(Test::NonSmtp, now)) ||
-           (config_->deep_bare_newline && !record.passed(Test::BareNewline, now));
+    return config_->deep_tests_enabled() && !deep_passes_valid(cached_.value_or(TestResults{}), unix_now());
 }
 
 void Session::start_deep() {
@@ -536,22 +534,15 @@ void Session::on_backend_bytes(std::string_view bytes) {
 }
 
 void Session::backend_send(std::string_view text) {
-    if (!backend_tls_) return backend_->write(text);
-    if (text.empty()) return;
-    backend_tls_->write_plaintext(text);
-    std::string ciphertext;
-    backend_tls_->take_ciphertext(ciphertext);
-    backend_->write(ciphertext);
+    if (!backend_tls_) return backend_->write(text);  // the bulk path: no copy
+    backend_->write(backend_tls_->encrypt(text));
 }
 
 // ---------------------------------------------------------------- §3: the client leg in TLS
 
 void Session::client_send(std::string_view text) {
     if (!client_tls_ || !client_tls_->handshake_done()) return client_.write(text);
-    client_tls_->write_plaintext(text);
-    std::string ciphertext;
-    client_tls_->take_ciphertext(ciphertext);
-    client_.write(ciphertext);
+    client_.write(client_tls_->encrypt(text));
 }
 
 void Session::start_client_tls() {

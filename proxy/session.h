@@ -50,6 +50,7 @@ private:
     void screen_known_client();
     void on_cache_record(const std::optional<TestResults>& record);
     bool passed_all_enabled_tests(const TestResults& record) const;
+    bool deep_passes_valid(const TestResults& record, int64_t now) const;
     // §2 steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);

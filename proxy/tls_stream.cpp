@@ -323,4 +323,12 @@ std::string postfix_tls_backend_log_line(const Endpoint& backend, const TlsStrea
     return fmt::format("{} TLS connection established to {}: {}", trust, backend.to_string(), cipher_part(stream));
 }
 
+std::string TlsStream::encrypt(std::string_view text) {
+    std::string ciphertext;
+    if (text.empty()) return ciphertext;
+    write_plaintext(text);
+    take_ciphertext(ciphertext);
+    return ciphertext;
+}
+
 }  // namespace smtpscreen

@@ -105,6 +105,8 @@ public:
     bool read_plaintext(std::string& out);
     // After Done: encrypts `text` into ciphertext for take_ciphertext(). False on error.
     bool write_plaintext(std::string_view text);
+    // write_plaintext + take_ciphertext: the bytes to put on the socket for `text`.
+    std::string encrypt(std::string_view text);
     // Queues a close_notify alert (take_ciphertext, write, then close the socket).
     void close_notify();
 
