@@ -109,8 +109,14 @@ def main(env):
         s.close()
     harness.wait_until(lambda: harness.open_fd_count(pid) <= idle_fds + 2, 60,
                        what="smtpscreen releasing the holders' descriptors")
-    text = screen.log_text()[offset:]
-    n_disc = len(re.findall(r"DISCONNECT \S+ hangup", text))
+    # The descriptor count allows 2 of slack and the log reaches us through a pipe: give
+    # the last lines a moment before counting.
+    count = lambda: len(re.findall(r"DISCONNECT \S+ hangup", screen.log_text()[offset:]))
+    try:
+        harness.wait_until(lambda: count() >= len(socks), 10, what="every holder's DISCONNECT line", interval=0.5)
+    except harness.Failure:
+        pass  # the check below says how many are missing
+    n_disc = count()
     check(n_disc == len(socks), f"{len(socks)} holders left but {n_disc} 'DISCONNECT ... hangup' lines")
     time.sleep(2)
     after = harness.rss_mib(pid)
