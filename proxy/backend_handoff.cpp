@@ -71,6 +71,9 @@ void BackendHandoff::start(const Endpoint& client, const Endpoint& local, std::s
     client_name_ = std::move(client_name);
     replay_ = std::move(replay);
     int rc = backend_->connect(config_.backend_address, config_.backend_source_address);
+    // Reading is armed together with the connect, so one epoll registration serves both
+    // (libuv delivers no read before the connect callback).
+    if (rc == 0) backend_->start_reading();
     if (rc != 0) {
         std::string from = config_.backend_source_address
                                ? " from " + config_.backend_source_address->ip() + " (backend.source_address)"
@@ -88,7 +91,6 @@ void BackendHandoff::on_connected(Connection&, int status) {
     if (config_.handoff == Handoff::ProxyV2) backend_->write(encode_proxy_v2(client_, local_));
     if (config_.handoff == Handoff::ProxyV1) backend_->write(encode_proxy_v1(client_, local_));
     step_ = Step::Greeting;
-    backend_->start_reading();
 }
 
 void BackendHandoff::send(std::string_view text) {
@@ -210,7 +212,8 @@ void BackendHandoff::greeted(const std::string& greeting) {
 
 void BackendHandoff::ready(const std::string& reply) {
     step_ = Step::Ready;
-    backend_->stop_reading();
+    // Still reading: the listener takes the connection over within this call, and a
+    // stop and restart would cost two epoll_ctl calls a session.
     listener_.handoff_ready(reply);
 }
 

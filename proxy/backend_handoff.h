@@ -28,7 +28,8 @@ public:
     public:
         // reply: without a replay, the backend's whole 220 greeting; with one, the
         // backend's answer to the RCPT, or to the first replayed command it refused
-        // (the client then sees that refusal as the answer to its RCPT).
+        // (the client then sees that refusal as the answer to its RCPT). The backend leg
+        // is still reading: take it over (take_connection, set_events) within this call.
         virtual void handoff_ready(std::string reply) = 0;
         // why: for the log, e.g. "connect to 127.0.0.1:10025: connection refused".
         virtual void handoff_failed(std::string why) = 0;

@@ -23,20 +23,6 @@ void close_and_free(uv_handle_t* h) {
     if (!uv_is_closing(h)) uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
 }
 
-void shutdown_then_close(uv_tcp_t* tcp) {
-    tcp->data = nullptr;
-    auto* req = new uv_shutdown_t{};
-    // A FIN after the last reply lets the peer read it before the socket goes away.
-    int rc = uv_shutdown(req, reinterpret_cast<uv_stream_t*>(tcp), [](uv_shutdown_t* r, int) {
-        close_and_free(reinterpret_cast<uv_handle_t*>(r->handle));
-        delete r;
-    });
-    if (rc != 0) {
-        delete req;
-        close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
-    }
-}
-
 }  // namespace
 
 Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events)
@@ -48,9 +34,8 @@ Connection::~Connection() { close(); }
 
 int Connection::accept(uv_stream_t* listener) {
     if (!tcp_) return UV_ENOMEM;
-    int rc = uv_accept(listener, tcp_.stream());
-    if (rc == 0) uv_tcp_nodelay(tcp_.get(), 1);
-    return rc;
+    // TCP_NODELAY comes with the socket: Linux copies it from the listener (server.cpp).
+    return uv_accept(listener, tcp_.stream());
 }
 
 
@@ -129,8 +114,7 @@ void Connection::on_write(uv_write_t* req, int status) {
     std::unique_ptr<WriteRequest> w(reinterpret_cast<WriteRequest*>(req));
     auto* tcp = reinterpret_cast<uv_tcp_t*>(req->handle);
     if (tcp->data == &kFlushing) {
-        if (status < 0) close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
-        else if (req->handle->write_queue_size == 0) shutdown_then_close(tcp);
+        if (status < 0 || req->handle->write_queue_size == 0) close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
         return;
     }
     Connection* self = owner(reinterpret_cast<uv_handle_t*>(tcp));
@@ -147,7 +131,9 @@ void Connection::close_after_flush() {
     if (!tcp_) return;
     stop_reading();
     uv_tcp_t* tcp = tcp_.release();
-    if (pending_bytes_ == 0) shutdown_then_close(tcp);
+    // close(2) sends the FIN after whatever the kernel still holds to send; a
+    // shutdown(2) first would cost a system call and change nothing on the wire.
+    if (pending_bytes_ == 0) close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
     else tcp->data = const_cast<char*>(&kFlushing);
 }
 

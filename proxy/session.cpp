@@ -50,11 +50,11 @@ Session::~Session() = default;
 
 // ---------------------------------------------------------------- §2 step 1: accept
 
-int Session::start(uv_stream_t* listener) {
+int Session::start(uv_stream_t* listener, const std::optional<Endpoint>& listen_local) {
     started_at_ = uv_now(worker_.loop());
     if (int rc = client_.accept(listener); rc != 0) return rc;
     auto peer = client_.peer();
-    auto local = client_.local();
+    auto local = listen_local ? listen_local : client_.local();
     if (!peer || !local) return UV_ENOTCONN;  // reset before we got to it
     client_ep_ = *peer;
     local_ep_ = *local;
@@ -500,10 +500,13 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 
 // Each side is read only while the other side's kernel buffer takes what we write, so
 // a fast sender and a slow receiver never make us hold more than one read per direction.
+// Behind a DATA the client is stopped only once it has sent something that the filter
+// must hold: a client that waits for the 354, as nearly all do, costs no epoll_ctl.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
     const bool handshaking = client_tls_ && !client_tls_->handshake_done();
-    if (handshaking || (backend_->pending_bytes() == 0 && !relay_->client_held())) client_.start_reading();
+    const bool holding = relay_->client_held() && relay_->held_bytes() > 0;
+    if (handshaking || (backend_->pending_bytes() == 0 && !holding)) client_.start_reading();
     else client_.stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).

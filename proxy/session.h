@@ -34,7 +34,8 @@ public:
 
     // Accepts the pending connection on `listener` and starts the session. A libuv error
     // code when there was nothing to accept (the session is then discarded unlogged).
-    int start(uv_stream_t* listener);
+    // listen_local: the listener's address when it is bound to one (not a wildcard).
+    int start(uv_stream_t* listener, const std::optional<Endpoint>& listen_local);
     bool finished() const { return phase_ == Phase::Done; }
     // Shutdown grace is over: end the session now.
     void abort(std::string_view outcome);

@@ -3,10 +3,28 @@
 #include <dirent.h>
 #include <malloc.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 
 #include "proxy/session.h"
 
 namespace smtpscreen {
+
+namespace {
+
+std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+    auto addr = Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+    if (!addr) return std::nullopt;
+    std::string_view raw = addr->raw();
+    if (std::all_of(raw.begin(), raw.end(), [](char c) { return c == 0; })) return std::nullopt;  // a wildcard
+    return addr;
+}
+
+}  // namespace
 
 Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::vector<uv_os_sock_t> listen_fds)
     : shared_(shared), config_(std::move(config)), events_(shared.log) {
@@ -25,7 +43,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
             if (auto* self = static_cast<Worker*>(s->data)) self->on_connection(s, status);
         });
         if (rc != 0) throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
-        listeners_.push_back(std::move(tcp));
+        listeners_.push_back(Listener{std::move(tcp), bound_address(fd)});
     }
     stop_signal_ = UvHandle<uv_async_t>(
         [this](uv_async_t* a) {
@@ -107,7 +125,13 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
     // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
     // reserve descriptor, so the loop does not spin, and then reports either the error
     // or a connection that is not there: uv_accept finds nothing.
-    if (status == 0) status = session->start(listener);
+    if (status == 0) {
+        const Listener* from = nullptr;
+        for (const Listener& l : listeners_) {
+            if (l.tcp.stream() == listener) from = &l;
+        }
+        status = session->start(listener, from ? from->fixed_local : std::nullopt);
+    }
     if (status != 0) return accept_failed(status);
     Session* raw = session.get();
     if (!raw->finished()) sessions_.emplace(raw, std::move(session));

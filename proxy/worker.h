@@ -85,7 +85,13 @@ private:
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     EventLog events_;
     std::shared_ptr<DnsblResolver> resolver_;
-    std::vector<UvHandle<uv_tcp_t>> listeners_;
+    struct Listener {
+        UvHandle<uv_tcp_t> tcp;
+        // The address every connection to it arrives at, when it is bound to one address
+        // (not 0.0.0.0 or ::): then no getsockname(2) is needed per client.
+        std::optional<Endpoint> fixed_local;
+    };
+    std::vector<Listener> listeners_;
     UvHandle<uv_async_t> stop_signal_;
     UvHandle<uv_async_t> reload_signal_;
     std::mutex reload_mutex_;
