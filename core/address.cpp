@@ -140,8 +140,19 @@ void Endpoint::set_port(uint16_t port) {
 std::string Endpoint::ip() const {
     char buf[INET6_ADDRSTRLEN] = "";
     if (storage_.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
-    } else if (storage_.ss_family == AF_INET6) {
+        // Every log line names the client: glibc's inet_ntop goes through sprintf and was
+        // a sixth of the user-space instructions of a whole relayed session.
+        std::string out;
+        out.reserve(15);
+        for (unsigned char octet : raw()) {
+            if (!out.empty()) out += '.';
+            if (octet >= 100) out += static_cast<char>('0' + octet / 100);
+            if (octet >= 10) out += static_cast<char>('0' + octet / 10 % 10);
+            out += static_cast<char>('0' + octet % 10);
+        }
+        return out;
+    }
+    if (storage_.ss_family == AF_INET6) {
         inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
     }
     return buf;

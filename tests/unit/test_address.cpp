@@ -37,6 +37,21 @@ TEST_CASE("parse_ip reads IPv4 and IPv6 and formats them back") {
     CHECK(v6.raw().size() == 16);
 }
 
+TEST_CASE("IPv4 addresses are written as inet_ntop writes them") {
+    // Every octet value in every position, with neighbours of each width.
+    for (unsigned v = 0; v < 256; ++v) {
+        for (unsigned pos = 0; pos < 4; ++pos) {
+            in_addr a{};
+            unsigned char bytes[4] = {9, 99, 199, 0};
+            bytes[pos] = static_cast<unsigned char>(v);
+            std::memcpy(&a, bytes, 4);
+            char want[INET_ADDRSTRLEN];
+            REQUIRE(inet_ntop(AF_INET, &a, want, sizeof want) != nullptr);
+            CHECK(ip(want).ip() == want);
+        }
+    }
+}
+
 TEST_CASE("parse_ip turns an IPv4-mapped IPv6 address into plain IPv4") {
     auto e = ip("::ffff:198.51.100.7");
     CHECK_FALSE(e.is_v6());
