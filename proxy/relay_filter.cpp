@@ -1,11 +1,35 @@
 #include "proxy/relay_filter.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cctype>
 
 namespace smtpscreen {
 
 namespace {
+
+// Where the next CR or LF is in [p, p + n), or n: the data phase's inner loop, which
+// scans every octet of every message. One pass for both octets, 16 at a time, instead
+// of a memchr for each (the two memchr calls were a third of a 10 MB relay's CPU).
+size_t find_cr_or_lf(const char* p, size_t n) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    const __m128i cr = _mm_set1_epi8('\r');
+    const __m128i lf = _mm_set1_epi8('\n');
+    for (; i + 16 <= n; i += 16) {
+        __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+        __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(chunk, cr), _mm_cmpeq_epi8(chunk, lf));
+        if (int mask = _mm_movemask_epi8(hit)) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+    }
+#endif
+    for (; i < n; ++i) {
+        if (p[i] == '\r' || p[i] == '\n') return i;
+    }
+    return n;
+}
 
 // Verbs and EHLO keywords this filter acts on are at most 8 octets; a line prefix
 // shorter than this could hide "XCLIENT " from the verb check.
@@ -345,13 +369,6 @@ std::optional<size_t> RelayFilter::data_bytes(std::string_view in, std::string& 
         }
     }
 
-    auto next_of = [&](char c, size_t from) {
-        size_t at = in.find(c, from);
-        return at == std::string_view::npos ? n : at;
-    };
-    size_t next_cr = next_of('\r', i);
-    size_t next_lf = next_of('\n', i);
-
     while (i < n) {
         char c = in[i];
         if (c == '\r') {
@@ -396,9 +413,7 @@ std::optional<size_t> RelayFilter::data_bytes(std::string_view in, std::string& 
             continue;
         }
         // Ordinary text up to the next CR or LF.
-        if (next_cr < i) next_cr = next_of('\r', i);
-        if (next_lf < i) next_lf = next_of('\n', i);
-        size_t stop = std::min(next_cr, next_lf);
+        size_t stop = i + find_cr_or_lf(in.data() + i, n - i);
         size_t room = text_limit_ - text_line_;
         if (stop - i > room) {
             // The octet past the limit is ordinary text: for the client, mid-line.
