@@ -44,8 +44,9 @@ public:
     std::optional<uint32_t> min_ttl() const { return min_ttl_; }
     // dnsbl.timeout has passed: unanswered zones count as not listed from now on.
     void expire();
-    // Some zone failed or never answered: "not listed" is then a guess, good enough to
-    // let the client in now but not to remember as a pass.
+    // Some zone failed, timed out, never answered or was skipped (the resolver answers a
+    // skipped zone with Failed): "not listed" is then a guess, good enough to let the
+    // client in now (SPEC §2 step 5) but not to remember as a pass.
     bool any_failed() const { return any_failed_; }
 
 private:

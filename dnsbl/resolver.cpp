@@ -13,17 +13,17 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 #include "core/uv_handle.h"
+#include "dnsbl/zone_health.h"
 
 namespace smtpscreen {
 
 namespace {
 
-// A zone that times out this many times in a row is down or unreachable; querying it
-// for every client would only hold each one for the whole dnsbl.timeout.
-constexpr int kTimeoutsBeforeSkipping = 5;
-constexpr uint64_t kSkipMillis = 60'000;
+// SO_RCVBUF for the c-ares sockets (see init_channel).
+constexpr int kSocketReceiveBuffer = 4 << 20;
 
 // A client with more PTR names than this is verified against the first few only, as
 // each name costs a forward query (Postfix's smtpd looks at one).
@@ -314,6 +314,7 @@ struct Waiting : Pending {
 struct Query : Waiting<DnsblReply> {
     std::string name;  // "2.0.0.127.zen.example"
     std::string zone;
+    uint64_t sent = 0;  // uv_now() milliseconds, for ZoneHealth
 };
 
 // One client's PTR question, then an A or AAAA question per name it gave.
@@ -323,11 +324,6 @@ struct NameLookup : Waiting<std::string> {
     std::string address;  // and as raw bytes: 4 or 16
     std::vector<std::string> names;   // valid PTR names, in answer order
     std::vector<Confirmed> confirmed;  // per name
-};
-
-struct ZoneHealth {
-    int timeouts_in_a_row = 0;
-    uint64_t skip_until = 0;  // uv_now() milliseconds; 0 = not skipped
 };
 
 }  // namespace
@@ -417,7 +413,7 @@ DnsblResolver::Impl::~Impl() {
 
 void DnsblResolver::Impl::init_channel(const std::vector<Endpoint>& servers) {
     ares_options options{};
-    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_SOCK_RCVBUF;
     // Without NOCHECKRESP, c-ares 1.18 swallows SERVFAIL and REFUSED, retries, and
     // reports "connection refused"; the log must name what the server really said.
     options.flags = ARES_FLAG_NOCHECKRESP;
@@ -427,6 +423,11 @@ void DnsblResolver::Impl::init_channel(const std::vector<Endpoint>& servers) {
     // tries, t + 2t = 3t, so t = timeout / 3 keeps a lookup within dnsbl.timeout for a
     // single server. With more servers the deadline below cuts it short.
     options.tries = 2;
+    // A burst of new clients sends thousands of queries at once, and their answers come
+    // back while the loop is busy accepting: the default receive buffer (~200 KiB, a few
+    // hundred datagrams) overflows and the lost answers become timeouts, so listed
+    // clients count as not listed. The kernel caps this at net.core.rmem_max.
+    options.socket_receive_buffer_size = kSocketReceiveBuffer;
     options.timeout = static_cast<int>(std::max<uint64_t>(timeout_ms_ / 3, 1));
     ares_channel channel = nullptr;
     if (int rc = ares_init_options(&channel, &options, mask); rc != ARES_SUCCESS) {
@@ -488,7 +489,8 @@ DnsblSubscription DnsblResolver::Impl::lookup(const Endpoint& client, const std:
 }
 
 void DnsblResolver::Impl::start_query(const std::shared_ptr<Query>& query) {
-    query->deadline = uv_now(loop_) + timeout_ms_;
+    query->sent = uv_now(loop_);
+    query->deadline = query->sent + timeout_ms_;
     in_flight_[query->name] = query;
     deadlines_.push_back(query);
     // May call on_answer at once (e.g. a malformed name); complete() only queues.
@@ -520,23 +522,19 @@ void DnsblResolver::Impl::note_zone_health(const Query& query) {
     auto& health = zones_[query.zone];
     const uint64_t now = uv_now(loop_);
     if (query.answer.status != DnsblReply::Status::Failed || query.answer.error != kReasonTimeout) {
-        if (health.skip_until != 0) log_.info("dnsbl zone {} answers again; querying it for every client", query.zone);
-        health = ZoneHealth{};
+        if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", query.zone);
         return;
     }
-    ++health.timeouts_in_a_row;
-    // After a skip period, one more timeout skips again: the zone has had its chance.
-    if (health.timeouts_in_a_row >= kTimeoutsBeforeSkipping && now >= health.skip_until) {
+    if (health.timed_out(query.sent, now)) {
         log_.warn("dnsbl zone {} timed out {} times in a row; skipping it for {}s "
                   "(its lookups count as not listed; check dnsbl.servers and the zone name)",
-                  query.zone, health.timeouts_in_a_row, kSkipMillis / 1000);
-        health.skip_until = now + kSkipMillis;
+                  query.zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
     }
 }
 
 bool DnsblResolver::Impl::zone_skipped(const std::string& zone) {
     auto it = zones_.find(zone);
-    return it != zones_.end() && uv_now(loop_) < it->second.skip_until;
+    return it != zones_.end() && it->second.skipped(uv_now(loop_));
 }
 
 DnsblSubscription DnsblResolver::Impl::lookup_verified_name(const Endpoint& client, NameCallback cb) {
@@ -690,7 +688,17 @@ void DnsblResolver::Impl::arm_timer() {
 void DnsblResolver::Impl::on_timer(uv_timer_t* handle) {
     auto* impl = static_cast<Impl*>(handle->data);
     if (!impl || !impl->channel_) return;
-    ares_process_fd(impl->channel_.get(), ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    // libuv runs timers before it polls, so after a busy iteration (a burst of accepts)
+    // answers may be waiting unread in the sockets: read them before any query is
+    // declared timed out, or a zone that answered would look dead (ZoneHealth). c-ares
+    // reads each socket until it would block, then handles its own retransmits.
+    std::vector<ares_socket_t> sockets;
+    for (const auto& [fd, poll] : impl->polls_) sockets.push_back(fd);
+    for (ares_socket_t fd : sockets) {
+        if (!impl->channel_) return;
+        ares_process_fd(impl->channel_.get(), fd, ARES_SOCKET_BAD);
+    }
+    if (sockets.empty()) ares_process_fd(impl->channel_.get(), ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     impl->expire_deadlines();
     impl->arm_timer();
 }

@@ -677,6 +677,43 @@ TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once"
     resolver.close();
 }
 
+TEST_CASE("dnsbl resolver: answers that came while the loop was busy are read before the deadline") {
+    // A burst of accepts can keep the loop away from the DNS socket for longer than
+    // dnsbl.timeout. libuv then runs the timer before it polls: the answers waiting in
+    // the socket must count as answers, not as timeouts that switch the zone off.
+    Loop loop;
+    constexpr int kClients = 8;
+    std::vector<FakeDns::Record> records;
+    for (int i = 1; i <= kClients; ++i) records.push_back({std::to_string(i) + ".2.0.192.busy.example", kA, "127.0.0.2"});
+    FakeDns dns(records);
+    StderrCapture stderr_log;
+    Logger log(false, "smtpscreen", true);
+    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 300ms, log);
+
+    std::vector<Received> replies(kClients);
+    std::vector<DnsblSubscription> subs;
+    for (int i = 1; i <= kClients; ++i) {
+        subs.push_back(resolver.lookup(client(("192.0.2." + std::to_string(i)).c_str()), "busy.example",
+                                       replies[static_cast<size_t>(i - 1)].callback()));
+    }
+    // c-ares sends at once; the loop is busy elsewhere until well past the deadline.
+    const auto end = std::chrono::steady_clock::now() + 2s;
+    while (dns.queries() < kClients && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(5ms);
+    REQUIRE(dns.queries() == kClients);
+    std::this_thread::sleep_for(500ms);
+
+    REQUIRE(loop.run_until([&] {
+        return std::all_of(replies.begin(), replies.end(), [](const Received& r) { return r.calls > 0; });
+    }));
+    for (const auto& r : replies) {
+        CHECK(r.reply.status == DnsblReply::Status::Listed);
+        CHECK(r.reply.error.empty());
+    }
+    CHECK(stderr_log.count("failed: timeout") == 0);
+    CHECK(stderr_log.count("skipping it") == 0);
+    resolver.close();
+}
+
 TEST_CASE("dnsbl resolver: close() fails pending lookups and lets the loop end") {
     Loop loop;
     SilentUdp silent;
