@@ -121,6 +121,15 @@ void Worker::on_reload_requested() {
 }
 
 void Worker::on_connection(uv_stream_t* listener, int status) {
+    // libuv accepts until the backlog is empty before it looks at any other socket: a
+    // flood of thousands of connects would starve the DNS answers (listed clients would
+    // time out into "not listed") and every relay. Past a batch, the connection waits in
+    // the kernel; not taking it makes libuv pause this listener until accept_deferred().
+    if (status == 0 && accepted_this_turn_ >= kAcceptsPerTurn) {
+        if (std::find(deferred_.begin(), deferred_.end(), listener) == deferred_.end()) deferred_.push_back(listener);
+        return;
+    }
+    ++accepted_this_turn_;
     auto session = std::make_unique<Session>(*this, config_);
     // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
     // reserve descriptor, so the loop does not spin, and then reports either the error
@@ -192,7 +201,16 @@ void Worker::session_done(Session* session) {
     uv_ref(reaper_.handle());
 }
 
+void Worker::accept_deferred() {
+    accepted_this_turn_ = 0;
+    std::vector<uv_stream_t*> deferred = std::move(deferred_);
+    deferred_.clear();
+    // uv_accept takes the connection libuv holds for us and resumes the listener.
+    for (uv_stream_t* listener : deferred) on_connection(listener, 0);
+}
+
 void Worker::reap() {
+    accept_deferred();
     const bool had_finished = !finished_.empty();
     finished_.clear();
     // glibc keeps freed heap for reuse; after a burst, give it back once the loop
@@ -212,6 +230,7 @@ void Worker::on_stop_requested() {
     if (stopping_) return close_everything();  // asked twice: no more grace
     stopping_ = true;
     listeners_.clear();  // stop accepting at once; sessions in progress go on
+    deferred_.clear();
     if (sessions_.empty()) return close_everything();
     grace_timer_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     uv_timer_start(

@@ -73,6 +73,7 @@ public:
 private:
     void on_connection(uv_stream_t* listener, int status);
     void accept_failed(int status);
+    void accept_deferred();
     void on_stop_requested();
     void on_reload_requested();
     void on_grace_over();
@@ -103,6 +104,10 @@ private:
     std::vector<std::unique_ptr<Session>> finished_;
     bool stopping_ = false;
     uint64_t last_accept_error_log_ = 0;
+    // Connections accepted in this turn of the loop, and the listeners with one waiting.
+    static constexpr int kAcceptsPerTurn = 64;
+    int accepted_this_turn_ = 0;
+    std::vector<uv_stream_t*> deferred_;
     int fd_capacity_ = 0;
     uint64_t fd_capacity_read_at_ = 0;
     bool fd_capacity_known_ = false;
