@@ -142,8 +142,8 @@ def proc_fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def dns_answers(port, name, timeout=0.3):
-    """One A query over UDP to 127.0.0.1:port; True when any reply comes back."""
+def dns_answers(port, name, timeout=0.3, host="127.0.0.1"):
+    """One A query over UDP to host:port; True when any reply comes back."""
     qid = os.getpid() & 0xFFFF
     q = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
     for label in name.split("."):
@@ -151,7 +151,7 @@ def dns_answers(port, name, timeout=0.3):
     q += b"\x00\x00\x01\x00\x01"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(q, ("127.0.0.1", port))
+        s.sendto(q, (host, port))
         try:
             return len(s.recv(512)) > 12
         except OSError:
@@ -270,7 +270,9 @@ class BenchEnv:
 
     # ------------------------------------------------------------------ DNS and backend
 
-    def start_rbldnsd(self):
+    def start_rbldnsd(self, address="127.0.0.1", port=None, name="rbldnsd"):
+        """rbldnsd with the bl.test zone on address:port (default: 127.0.0.1 on a free
+        port, which becomes self.dns_port). postscreen_env starts a second one on port 53."""
         exe = shutil.which("rbldnsd")
         if not exe:
             raise BenchError("rbldnsd not found (apt-get install rbldnsd)")
@@ -281,14 +283,15 @@ class BenchEnv:
         with open(zfile, "w") as f:
             f.write("\n".join(ZONE_LINES) + "\n")
         os.chmod(zfile, 0o644)
-        self.dns_port = free_port(udp_too=True)
+        if port is None:
+            port = self.dns_port = free_port(udp_too=True)
         # -t: answers live an hour, so a cached DNSBL pass outlasts the whole run.
-        cmd = [exe, "-n", "-b", f"127.0.0.1/{self.dns_port}", "-w", zdir, "-t", "3600", "-c", "1h"]
+        cmd = [exe, "-n", "-b", f"{address}/{port}", "-w", zdir, "-t", "3600", "-c", "1h"]
         if os.geteuid() == 0:
             cmd += ["-u", "nobody"]
         cmd += [f"{ZONE}:ip4set:bl.zone"]
-        p = self._start("rbldnsd", cmd, cpus=self.client_cpus)
-        wait_for("rbldnsd", lambda: dns_answers(self.dns_port, "2.0.0.127." + ZONE), 10, p)
+        p = self._start(name, cmd, cpus=self.client_cpus)
+        wait_for(name, lambda: dns_answers(port, "2.0.0.127." + ZONE, host=address), 10, p)
         return p
 
     def start_sink(self, max_sessions=8000):
