@@ -50,14 +50,14 @@ std::optional<Endpoint> Endpoint::from_sockaddr(const sockaddr* sa) {
     if (sa == nullptr) return std::nullopt;
     Endpoint e;
     if (sa->sa_family == AF_INET) {
-        std::memcpy(&e.storage_, sa, sizeof(sockaddr_in));
+        std::memcpy(&e.addr_, sa, sizeof(sockaddr_in));
         return e;
     }
     if (sa->sa_family != AF_INET6) return std::nullopt;
     sockaddr_in6 in6;
     std::memcpy(&in6, sa, sizeof in6);
     if (!is_v4_mapped(in6.sin6_addr)) {
-        std::memcpy(&e.storage_, &in6, sizeof in6);
+        std::memcpy(&e.addr_, &in6, sizeof in6);
         return e;
     }
     // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; logs, cache keys
@@ -66,7 +66,7 @@ std::optional<Endpoint> Endpoint::from_sockaddr(const sockaddr* sa) {
     in4.sin_family = AF_INET;
     in4.sin_port = in6.sin6_port;
     std::memcpy(&in4.sin_addr, in6.sin6_addr.s6_addr + 12, 4);
-    std::memcpy(&e.storage_, &in4, sizeof in4);
+    std::memcpy(&e.addr_, &in4, sizeof in4);
     return e;
 }
 
@@ -127,19 +127,19 @@ std::optional<Endpoint> Endpoint::parse(std::string_view text, std::optional<uin
 }
 
 uint16_t Endpoint::port() const {
-    if (storage_.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
-    if (storage_.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+    if (addr_.sa.sa_family == AF_INET) return ntohs(addr_.v4.sin_port);
+    if (addr_.sa.sa_family == AF_INET6) return ntohs(addr_.v6.sin6_port);
     return 0;
 }
 
 void Endpoint::set_port(uint16_t port) {
-    if (storage_.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&storage_)->sin_port = htons(port);
-    if (storage_.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&storage_)->sin6_port = htons(port);
+    if (addr_.sa.sa_family == AF_INET) addr_.v4.sin_port = htons(port);
+    if (addr_.sa.sa_family == AF_INET6) addr_.v6.sin6_port = htons(port);
 }
 
 std::string Endpoint::ip() const {
     char buf[INET6_ADDRSTRLEN] = "";
-    if (storage_.ss_family == AF_INET) {
+    if (addr_.sa.sa_family == AF_INET) {
         // Every log line names the client: glibc's inet_ntop goes through sprintf and was
         // a sixth of the user-space instructions of a whole relayed session.
         std::string out;
@@ -152,8 +152,8 @@ std::string Endpoint::ip() const {
         }
         return out;
     }
-    if (storage_.ss_family == AF_INET6) {
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+    if (addr_.sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &addr_.v6.sin6_addr, buf, sizeof buf);
     }
     return buf;
 }
@@ -168,18 +168,18 @@ std::string Endpoint::ip_port() const {
 }
 
 socklen_t Endpoint::sa_len() const {
-    if (storage_.ss_family == AF_INET) return sizeof(sockaddr_in);
-    if (storage_.ss_family == AF_INET6) return sizeof(sockaddr_in6);
+    if (addr_.sa.sa_family == AF_INET) return sizeof(sockaddr_in);
+    if (addr_.sa.sa_family == AF_INET6) return sizeof(sockaddr_in6);
     return 0;
 }
 
 std::string_view Endpoint::raw() const {
-    if (storage_.ss_family == AF_INET) {
-        const auto* a = &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr;
+    if (addr_.sa.sa_family == AF_INET) {
+        const auto* a = &addr_.v4.sin_addr;
         return {reinterpret_cast<const char*>(a), 4};
     }
-    if (storage_.ss_family == AF_INET6) {
-        const auto* a = &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr;
+    if (addr_.sa.sa_family == AF_INET6) {
+        const auto* a = &addr_.v6.sin6_addr;
         return {reinterpret_cast<const char*>(a), 16};
     }
     return {};

@@ -396,7 +396,7 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
     if (name_pending_) {
-        handoff_waiting_ = std::move(replay);
+        handoff_waiting_ = std::make_unique<BackendHandoff::Replay>(std::move(replay));
         return;
     }
     connect_backend(std::move(replay));

@@ -126,7 +126,7 @@ private:
     DnsblSubscription name_lookup_;
     bool name_pending_ = false;
     std::string client_name_;
-    std::optional<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup
+    std::unique_ptr<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup (rare: kept out of line)
     uint64_t dnsbl_deadline_ = 0;
 
     std::unique_ptr<CommandReader> reader_;
