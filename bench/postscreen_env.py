@@ -33,7 +33,7 @@ from benchenv import log
 
 POSTFIX = "/usr/sbin/postfix"
 DAEMON_DIR = "/usr/lib/postfix/sbin"
-WORKLOADS = ("clean-c50", "clean-c500", "pregreet-drop", "dnsbl-drop", "idle-hold")
+WORKLOADS = ("clean-c50", "clean-c500", "pregreet-drop", "dnsbl-drop", "idle-hold", "postfix-c50")
 
 
 def unavailable():
@@ -240,6 +240,10 @@ class PostscreenInstance:
         self.data_dir = os.path.join(self.base, "data")
         self.maillog = os.path.join(self.base, "postfix.log")
         self.port = be.free_port()
+        # Plain smtpd listeners in the same instance: the MTA alone (the direct legs of
+        # the postfix-* workloads), and the same smtpd behind smtpscreen (PROXY v2).
+        self.smtpd_port = be.free_port()
+        self.smtpd_proxy_port = be.free_port()
         self.master = None
         self.starts = 0
         self.log_offset = 0  # where the current start's lines begin in maillog
@@ -304,6 +308,8 @@ class PostscreenInstance:
         # chroot is "n" everywhere: a chroot would need copies of /etc files in the queue.
         return f"""\
 127.0.0.1:{self.port} inet n - n - 1 postscreen
+127.0.0.1:{self.smtpd_port} inet n - n - - smtpd
+127.0.0.1:{self.smtpd_proxy_port} inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy
 smtpd     pass  -       -       n       -       -       smtpd
 dnsblog   unix  -       -       n       -       0       dnsblog
 tlsproxy  unix  -       -       n       -       0       tlsproxy
