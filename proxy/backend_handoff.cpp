@@ -70,16 +70,15 @@ void BackendHandoff::start(const Endpoint& client, const Endpoint& local, std::s
     local_ = local;
     client_name_ = std::move(client_name);
     replay_ = std::move(replay);
-    int rc = backend_->connect(config_.backend_address, config_.backend_source_address);
-    // Reading is armed together with the connect, so one epoll registration serves both
-    // (libuv delivers no read before the connect callback).
-    if (rc == 0) backend_->start_reading();
-    if (rc != 0) {
+    if (int rc = backend_->connect(config_.backend_address, config_.backend_source_address); rc != 0) {
         std::string from = config_.backend_source_address
                                ? " from " + config_.backend_source_address->ip() + " (backend.source_address)"
                                : std::string();
-        fail(fmt::format("connect to {}{}: {}", config_.backend_address.ip_port(), from, uv_strerror(rc)));
+        return fail(fmt::format("connect to {}{}: {}", config_.backend_address.ip_port(), from, uv_strerror(rc)));
     }
+    // Reading is armed together with the connect, so one epoll registration serves both
+    // (libuv delivers no read before the connect callback).
+    backend_->start_reading();
 }
 
 void BackendHandoff::on_connected(Connection&, int status) {
