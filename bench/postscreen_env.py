@@ -26,9 +26,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import benchenv as be
+
+sys.path.insert(0, os.path.join(be.ROOT, "tests", "integration"))
+from postfix_services import INTERNAL_SERVICES  # noqa: E402
 from benchenv import log
 
 POSTFIX = "/usr/sbin/postfix"
@@ -313,28 +317,7 @@ class PostscreenInstance:
 smtpd     pass  -       -       n       -       -       smtpd
 dnsblog   unix  -       -       n       -       0       dnsblog
 tlsproxy  unix  -       -       n       -       0       tlsproxy
-postlog   unix-dgram n  -       n       -       1       postlogd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-"""
+""" + INTERNAL_SERVICES
 
     def write_config(self, greet_wait):
         pf = pwd.getpwnam("postfix")

@@ -38,6 +38,8 @@ import threading
 import time
 import traceback
 
+from postfix_services import INTERNAL_SERVICES
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SKIP_EXIT = 77
 
@@ -852,30 +854,7 @@ class Postfix:
   -o smtpd_authorized_xclient_hosts={self.xclient_hosts}
 127.0.0.1:{self.plain_port} inet n - n - - smtpd
   -o syslog_name=postfix-it/plain
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+""" + INTERNAL_SERVICES
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
             f.write(master)
 
