@@ -1810,6 +1810,37 @@ def run(main, timeout=120):
 DEEP_TESTS_ON = {"deep.pipelining": "on", "deep.non_smtp_command": "on", "deep.bare_newline": "on"}
 
 
+
+class HostileTargets:
+    """What the hostile-input tests attack: a smtpscreen with the greet wait and enforce,
+    and one with the deep tests too, both in front of one scripted backend. Record what
+    each attack got in .answers; finish() checks that both survived with their RSS grown
+    by less than 30 MiB (also_check(screen) runs on each first), logs the answers and
+    stops them."""
+
+    def __init__(self, env):
+        bound_asan_quarantine()
+        self.backend = scripted_backend(env, "smtp")
+        settings = {"backend.address": f"127.0.0.1:{self.backend.port}", "greet.wait": "1s",
+                    "greet.action": "enforce", "cache.backend": "memory", "cache.path": None}
+        self.screen = env.smtpscreen(settings=dict(settings))
+        self.deep = env.smtpscreen(name="deep", settings=deep_settings(dict(settings)))
+        self.rss0 = {s.name: rss_mib(s.pid) for s in (self.screen, self.deep)}
+        self.answers = {}
+
+    def finish(self, also_check=None):
+        for s in (self.screen, self.deep):
+            check(s.running(), f"{s.name} died")
+            if also_check:
+                also_check(s)
+            growth = rss_mib(s.pid) - self.rss0[s.name]
+            check(growth < 30, f"{s.name}: RSS grew by {growth:.1f} MiB")
+        for k, v in self.answers.items():
+            log(f"{k}: {v}")
+        self.screen.stop()
+        self.deep.stop()
+
+
 def deep_settings(extra=None):
     """smtpscreen settings with every deep protocol test on, plus extra."""
     s = dict(DEEP_TESTS_ON)

@@ -29,14 +29,8 @@ def check_log_printable(screen):
 
 
 def main(env):
-    harness.bound_asan_quarantine()
-    backend = harness.scripted_backend(env, "smtp")
-    settings = {"backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
-                "greet.action": "enforce", "cache.backend": "memory", "cache.path": None}
-    screen = env.smtpscreen(settings=dict(settings))
-    deep = env.smtpscreen(name="deep", settings=harness.deep_settings(dict(settings)))
-    rss0 = {s.name: harness.rss_mib(s.pid) for s in (screen, deep)}
-    answers = {}
+    targets = harness.HostileTargets(env)
+    backend, screen, deep, answers = targets.backend, targets.screen, targets.deep, targets.answers
 
     # 1. Before the greeting.
     c = harness.SmtpClient(screen.port, source="127.0.14.1", timeout=10)
@@ -120,15 +114,7 @@ def main(env):
     check(body in rec["data"], "the message bytes did not reach the backend unchanged")
     answers["after handoff"] = f"relayed byte for byte; backend's {final.final!r}"
 
-    for s in (screen, deep):
-        check(s.running(), f"{s.name} died")
-        check_log_printable(s)
-        growth = harness.rss_mib(s.pid) - rss0[s.name]
-        check(growth < 30, f"{s.name}: RSS grew by {growth:.1f} MiB")
-    for k, v in answers.items():
-        harness.log(f"{k}: {v}")
-    screen.stop()
-    deep.stop()
+    targets.finish(also_check=check_log_printable)
 
 
 harness.run(main)

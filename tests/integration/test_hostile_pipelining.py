@@ -23,14 +23,8 @@ N = 5000
 
 
 def main(env):
-    harness.bound_asan_quarantine()
-    backend = harness.scripted_backend(env, "smtp")
-    settings = {"backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
-                "greet.action": "enforce", "cache.backend": "memory", "cache.path": None}
-    screen = env.smtpscreen(settings=dict(settings))
-    deep = env.smtpscreen(name="deep", settings=harness.deep_settings(dict(settings)))
-    rss0 = {s.name: harness.rss_mib(s.pid) for s in (screen, deep)}
-    answers = {}
+    targets = harness.HostileTargets(env)
+    backend, screen, deep, answers = targets.backend, targets.screen, targets.deep, targets.answers
 
     # 1. Before the greeting.
     c = harness.SmtpClient(screen.port, source="127.0.15.1", timeout=10)
@@ -120,14 +114,7 @@ def main(env):
     check(len(msgs) == 1, f"after handoff: the pipelined message reached the backend {len(msgs)} times")
     answers["4 after handoff"] = f"{N} replies in order; 1,000-RCPT transaction in one write: all 250, message once"
 
-    for s in (screen, deep):
-        check(s.running(), f"{s.name} died")
-        growth = harness.rss_mib(s.pid) - rss0[s.name]
-        check(growth < 30, f"{s.name}: RSS grew by {growth:.1f} MiB")
-    for k, v in answers.items():
-        harness.log(f"{k}: {v}")
-    screen.stop()
-    deep.stop()
+    targets.finish()
 
 
 harness.run(main)
