@@ -688,7 +688,7 @@ struct IniPass {
         return word && (after.empty() || after.front() == ';' || after.front() == '#');
     }
 
-    bool looks_like_key(std::string_view body) const {
+    static bool looks_like_key(std::string_view section, std::string_view body) {
         size_t eq = body.find('=');
         return eq != std::string_view::npos && find_key(section, trim(body.substr(0, eq))) != nullptr;
     }
@@ -750,7 +750,7 @@ struct IniPass {
             continuation_allowed = false;
             return "#";
         }
-        if (indented && continuation_allowed && !looks_like_section(body) && !looks_like_key(body)) {
+        if (indented && continuation_allowed && !looks_like_section(body) && !looks_like_key(section, body)) {
             is_continuation = true;
             return std::string(raw);
         }
@@ -854,6 +854,11 @@ void check_combinations(LoadState& s) {
 }
 
 }  // namespace
+
+bool ini_line_continues(std::string_view section, std::string_view text) {
+    return !text.empty() && text.front() != ';' && text.front() != '#' && !IniPass::looks_like_section(text) &&
+           !IniPass::looks_like_key(section, text);
+}
 
 std::string expand_banner(const std::string& banner_template) {
     char host[256] = "";

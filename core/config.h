@@ -133,6 +133,10 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
 // INI text of every key in SPEC §5 order, defaults included; load_config accepts it.
 std::string print_config(const Config& config);
 
+// Whether an indented line reading `text`, inside [section], continues the value before
+// it, as load_config reads it: not a comment, a section header or a key of that section.
+bool ini_line_continues(std::string_view section, std::string_view text);
+
 // Warnings that do not stop the start (e.g. handoff = none with the override).
 std::vector<std::string> config_warnings(const Config& config);
 

@@ -63,16 +63,16 @@ std::string join(const std::vector<T>& items, F&& text) {
     return out;
 }
 
-// An indented line that reads as a key, a section or a comment is not a continuation.
-bool continues_cleanly(std::string_view rest) {
-    std::string_view word = rest.substr(0, rest.find(' '));
-    return word.find('=') == std::string_view::npos && word.front() != '[' && word.front() != ';' &&
-           word.front() != '#';
-}
+// The text printed so far, and the section being printed (a continuation line must not
+// read as one of its keys).
+struct Printed {
+    std::string text;
+    std::string_view section;
+};
 
 // "key = value", wrapped onto indented continuation lines at single spaces when long.
 // load_config joins continuation lines with one space, so the value reads back the same.
-void put(std::string& out, std::string_view key, std::string_view value) {
+void put(Printed& out, std::string_view key, std::string_view value) {
     std::string line = fmt::format("{} =", key);
     if (!value.empty()) line += " ";
     while (line.size() + value.size() > kMaxLine) {
@@ -80,25 +80,26 @@ void put(std::string& out, std::string_view key, std::string_view value) {
         size_t cut = std::string_view::npos;
         for (size_t i = std::min(room, value.size() - 1); i > 0; --i) {
             if (value[i] == ' ' && value[i - 1] != ' ' && i + 1 < value.size() && value[i + 1] != ' ' &&
-                continues_cleanly(value.substr(i + 1))) {
+                ini_line_continues(out.section, value.substr(i + 1))) {
                 cut = i;
                 break;
             }
         }
         if (cut == std::string_view::npos) break;  // one long word: leave it whole
-        out += line;
-        out.append(value.substr(0, cut));
-        out += "\n";
+        out.text += line;
+        out.text.append(value.substr(0, cut));
+        out.text += "\n";
         value.remove_prefix(cut + 1);
         line = "    ";
     }
-    out += line;
-    out.append(value);
-    out += "\n";
+    out.text += line;
+    out.text.append(value);
+    out.text += "\n";
 }
 
-void section(std::string& out, std::string_view name) {
-    out += fmt::format("\n[{}]\n", name);
+void section(Printed& out, std::string_view name) {
+    out.text += fmt::format("\n[{}]\n", name);
+    out.section = name;
 }
 
 // From the parsed sites, one ", " between each, so a long list can be wrapped at the
@@ -112,7 +113,7 @@ std::string dnsbl_sites_text(const Config& c) {
 
 std::string print_config(const Config& c) {
     // No file name or date in the header: printing the printed file must give the same text.
-    std::string out = "# smtpscreen effective configuration (smtpscreen --print-config)\n";
+    Printed out{"# smtpscreen effective configuration (smtpscreen --print-config)\n", {}};
     auto ms = [](Millis d) { return format_duration(d); };
     auto endpoint = [](const Endpoint& e) { return e.ip_port(); };
 
@@ -194,7 +195,7 @@ std::string print_config(const Config& c) {
     section(out, "process");
     put(out, "user", c.process_user);
     put(out, "threads", std::to_string(c.process_threads));
-    return out;
+    return out.text;
 }
 
 }  // namespace smtpscreen
