@@ -37,10 +37,23 @@ def ini(env, name, settings):
     return write(env, name, harness.ini_text(base))
 
 
-def check_run(path, as_nobody=False):
+def binary_nobody_can_run(env):
+    """A copy of the binary in the test's own directory: the tree may live where nobody
+    cannot enter (a clone in /root, mode 0700), and the test must not depend on that."""
+    folder = os.path.join(env.dir, "bin-for-nobody")
+    copy = os.path.join(folder, "smtpscreen")
+    if not os.path.exists(copy):
+        os.makedirs(folder, mode=0o755)
+        shutil.copyfile(harness.find_smtpscreen(), copy)
+        os.chmod(copy, 0o755)
+    return copy
+
+
+def check_run(path, as_nobody=False, env=None):
     cmd = [harness.find_smtpscreen(), "--check", "-c", path]
     kw = {}
     if as_nobody:
+        cmd[0] = binary_nobody_can_run(env)
         def drop():
             os.setgroups([])
             os.setgid(65534)
@@ -90,7 +103,7 @@ def main(env):
     shutil.copyfile(rsa.key, locked)
     os.chmod(locked, 0o000)
     p = ini(env, "locked.ini", {"tls.cert": rsa.cert, "tls.key": locked})
-    expect_error("unreadable tls.key (as nobody)", check_run(p, as_nobody=True),
+    expect_error("unreadable tls.key (as nobody)", check_run(p, as_nobody=True, env=env),
                  rf"tls\.key.*{E(locked)}", r"(?i)permission denied")
     adir = os.path.join(env.dir, "cert-is-a-directory")
     os.makedirs(adir)
