@@ -31,14 +31,14 @@ std::string top_listed_zone(const std::vector<DnsblSite>& sites,
     return top ? top->zone : std::string();
 }
 
-DnsblCheck::DnsblCheck(DnsblResolver& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
+DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
                        std::function<void()> on_update)
     : sites_(sites), on_update_(std::move(on_update)) {
     for (const auto& site : sites_) {
         if (pending_.count(site.zone)) continue;
         // The resolver never calls back from inside lookup(), so pending_ is complete
         // before the first answer arrives.
-        pending_.emplace(site.zone, resolver.lookup(client, site.zone, [this, zone = site.zone](const DnsblReply& r) {
+        pending_.emplace(site.zone, resolver.lookup_dnsbl(client, site.zone, [this, zone = site.zone](const DnsblReply& r) {
             on_reply(zone, r);
         }));
     }

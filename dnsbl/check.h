@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/address.h"
-#include "dnsbl/resolver.h"
+#include "dnsbl/dns_client.h"
 #include "dnsbl/site.h"
 
 namespace smtpscreen {
@@ -28,7 +28,7 @@ public:
     // on_update runs (from the loop) after each zone answers. sites must outlive the
     // check (they belong to the Config the session holds). Sites that share a zone
     // share one lookup. on_update may destroy the check.
-    DnsblCheck(DnsblResolver& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
+    DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
                std::function<void()> on_update);
     DnsblCheck(const DnsblCheck&) = delete;
     DnsblCheck& operator=(const DnsblCheck&) = delete;
@@ -56,7 +56,7 @@ private:
 
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;
-    std::map<std::string, DnsblSubscription> pending_;       // unanswered zone -> its lookup
+    std::map<std::string, DnsSubscription> pending_;       // unanswered zone -> its lookup
     std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
     int score_ = 0;
     std::optional<uint32_t> min_ttl_;

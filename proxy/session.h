@@ -10,7 +10,7 @@
 
 #include "core/config.h"
 #include "core/uv_handle.h"
-#include "dnsbl/resolver.h"
+#include "dnsbl/dns_client.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
 #include "screen/command_reader.h"
@@ -120,10 +120,10 @@ private:
 
     bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
     bool pregreet_seen_ = false;
-    std::shared_ptr<DnsblResolver> resolver_;  // declared before dnsbl_ and name_lookup_, which use it
+    std::shared_ptr<DnsClient> resolver_;  // declared before dnsbl_ and name_lookup_, which use it
     std::unique_ptr<DnsblCheck> dnsbl_;
     // XCLIENT NAME=: the verified reverse name, looked up from accept on.
-    DnsblSubscription name_lookup_;
+    DnsSubscription name_lookup_;
     bool name_pending_ = false;
     std::string client_name_;
     std::unique_ptr<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup (rare: kept out of line)

@@ -31,7 +31,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
-    resolver_ = std::make_shared<DnsblResolver>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
+    resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
     for (uv_os_sock_t fd : listen_fds) {
         UvHandle<uv_tcp_t> tcp([this](uv_tcp_t* t) { return uv_tcp_init(&loop_, t); }, this);
         if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
@@ -111,7 +111,7 @@ void Worker::on_reload_requested() {
     if (!next) return;
     if (next->dnsbl_servers != config_->dnsbl_servers || next->dnsbl_timeout != config_->dnsbl_timeout) {
         try {
-            resolver_ = std::make_shared<DnsblResolver>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
+            resolver_ = std::make_shared<DnsClient>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
         } catch (const std::exception& e) {
             shared_.log.error("reload: {}; keeping the settings in use", e.what());
             return;

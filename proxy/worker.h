@@ -14,7 +14,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/uv_handle.h"
-#include "dnsbl/resolver.h"
+#include "dnsbl/dns_client.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
@@ -52,7 +52,7 @@ public:
     ReadBuffer& read_buffer() { return *read_buffer_; }
     // Sessions keep the resolver they started with, so a reload that changes
     // dnsbl.servers does not pull it from under their pending lookups.
-    std::shared_ptr<DnsblResolver> resolver() { return resolver_; }
+    std::shared_ptr<DnsClient> resolver() { return resolver_; }
     EventLog& events() { return events_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
@@ -85,7 +85,7 @@ private:
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     EventLog events_;
-    std::shared_ptr<DnsblResolver> resolver_;
+    std::shared_ptr<DnsClient> resolver_;
     struct Listener {
         UvHandle<uv_tcp_t> tcp;
         // The address every connection to it arrives at, when it is bound to one address

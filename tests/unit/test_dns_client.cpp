@@ -1,4 +1,4 @@
-// DnsblResolver and DnsblCheck against a real rbldnsd on 127.0.0.1 (an ephemeral
+// DnsClient and DnsblCheck against a real rbldnsd on 127.0.0.1 (an ephemeral
 // port), and against a UDP socket that never answers. The test starts and stops its
 // own rbldnsd by PID; without /usr/sbin/rbldnsd those cases are skipped with a message.
 // The verified-name lookups use a small DNS server in a thread of this test instead:
@@ -32,7 +32,7 @@
 
 #include "core/uv_handle.h"
 #include "dnsbl/check.h"
-#include "dnsbl/resolver.h"
+#include "dnsbl/dns_client.h"
 
 using namespace smtpscreen;
 using namespace std::chrono_literals;
@@ -247,7 +247,7 @@ struct Received {
     DnsblReply reply;
     std::chrono::steady_clock::time_point at;
 
-    DnsblResolver::Callback callback() {
+    DnsClient::DnsblCallback callback() {
         return [this](const DnsblReply& r) {
             ++calls;
             reply = r;
@@ -421,7 +421,7 @@ struct ReceivedName {
     std::string name = "(not called)";
     std::chrono::steady_clock::time_point at;
 
-    DnsblResolver::NameCallback callback() {
+    DnsClient::NameCallback callback() {
         return [this](const std::string& n) {
             ++calls;
             name = n;
@@ -487,7 +487,7 @@ std::vector<FakeDns::Record> rdns_records() {
 
 }  // namespace
 
-TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, cancelled") {
+TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, cancelled") {
     Rbldnsd rbldnsd;
     if (!rbldnsd.running()) {
         MESSAGE("skipped: cannot start ", kRbldnsd);
@@ -496,11 +496,11 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     Loop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
+    DnsClient resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
 
     SUBCASE("a listed address gets its A record and TTL, never from inside lookup()") {
         Received r;
-        auto sub = resolver.lookup(client("127.0.0.2"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r.callback());
         CHECK(r.calls == 0);
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::Listed);
@@ -509,7 +509,7 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     }
     SUBCASE("two datasets give two A records; the zone name is matched case-blind") {
         Received r;
-        auto sub = resolver.lookup(client("127.0.0.3"), "BL.Example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "BL.Example", r.callback());
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::Listed);
         auto addrs = r.reply.addresses;
@@ -519,7 +519,7 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     }
     SUBCASE("NXDOMAIN is not listed, with the SOA's negative TTL") {
         Received r;
-        auto sub = resolver.lookup(client("127.0.0.9"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.9"), "bl.example", r.callback());
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::NotListed);
         CHECK(r.reply.addresses.empty());
@@ -528,8 +528,8 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     }
     SUBCASE("a zone the server refuses fails, logged once for two subscribers") {
         Received a, b;
-        auto sub_a = resolver.lookup(client("127.0.0.2"), "other.example", a.callback());
-        auto sub_b = resolver.lookup(client("127.0.0.2"), "other.example", b.callback());
+        auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", a.callback());
+        auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", b.callback());
         REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
         CHECK(a.reply.status == DnsblReply::Status::Failed);
         CHECK(a.reply.error == "REFUSED");
@@ -537,8 +537,8 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     }
     SUBCASE("concurrent lookups for one client and zone share one query") {
         Received a, b;
-        auto sub_a = resolver.lookup(client("192.0.2.7"), "bl.example", a.callback());
-        auto sub_b = resolver.lookup(client("192.0.2.7"), "bl.example", b.callback());
+        auto sub_a = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", a.callback());
+        auto sub_b = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", b.callback());
         REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
         CHECK(a.calls == 1);
         CHECK(b.calls == 1);
@@ -548,16 +548,16 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
 
         // Once answered, a new lookup asks again (caching is the verdict cache's job).
         Received c;
-        auto sub_c = resolver.lookup(client("192.0.2.7"), "bl.example", c.callback());
+        auto sub_c = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", c.callback());
         REQUIRE(loop.run_until([&] { return c.calls > 0; }));
         CHECK(rbldnsd.queries("7.2.0.192.bl.example") == 2);
     }
     SUBCASE("a cancelled or destroyed subscription is never called") {
         Received kept, cancelled, destroyed;
-        auto sub_kept = resolver.lookup(client("127.0.0.2"), "wl.example", kept.callback());
-        auto sub_cancelled = resolver.lookup(client("127.0.0.2"), "wl.example", cancelled.callback());
+        auto sub_kept = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", kept.callback());
+        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", cancelled.callback());
         {
-            auto sub_destroyed = resolver.lookup(client("127.0.0.2"), "wl.example", destroyed.callback());
+            auto sub_destroyed = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", destroyed.callback());
         }
         sub_cancelled.cancel();
         sub_cancelled.cancel();  // twice is harmless
@@ -569,20 +569,20 @@ TEST_CASE("dnsbl resolver against rbldnsd: listed, not listed, refused, shared, 
     }
     SUBCASE("a moved subscription still cancels") {
         Received r;
-        DnsblSubscription outer;
+        DnsSubscription outer;
         {
-            auto inner = resolver.lookup(client("127.0.0.2"), "bl.example", r.callback());
+            auto inner = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r.callback());
             outer = std::move(inner);
         }
-        outer = DnsblSubscription();
+        outer = DnsSubscription();
         Received other;
-        auto sub = resolver.lookup(client("127.0.0.3"), "bl.example", other.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "bl.example", other.callback());
         REQUIRE(loop.run_until([&] { return other.calls > 0; }));
         CHECK(r.calls == 0);
     }
     SUBCASE("an IPv6 client is queried by nibbles") {
         Received r;
-        auto sub = resolver.lookup(client("2001:db8::1"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("2001:db8::1"), "bl.example", r.callback());
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status != DnsblReply::Status::Listed);
     }
@@ -597,7 +597,7 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
     }
     Loop loop;
     Logger log(false, "smtpscreen", false);
-    DnsblResolver resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
+    DnsClient resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
     std::vector<std::string> errors;
     auto sites = parse_dnsbl_sites(
         "bl.example=127.0.0.4*2, bl.example=127.0.0.[9..10]*3, bl.example*1, bl.example=127.0.0.2*7, "
@@ -620,17 +620,17 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: a server that never answers fails within the timeout, logged once") {
+TEST_CASE("dns client: a server that never answers fails within the timeout, logged once") {
     Loop loop;
     SilentUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+    DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
 
     Received a, b;
     const auto start = std::chrono::steady_clock::now();
-    auto sub_a = resolver.lookup(client("127.0.0.2"), "zen.example", a.callback());
-    auto sub_b = resolver.lookup(client("127.0.0.2"), "zen.example", b.callback());
+    auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", a.callback());
+    auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", b.callback());
     REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }, 3000ms));
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(a.at - start);
     CHECK(a.reply.status == DnsblReply::Status::Failed);
@@ -642,17 +642,17 @@ TEST_CASE("dnsbl resolver: a server that never answers fails within the timeout,
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once") {
+TEST_CASE("dns client: a zone that keeps timing out is skipped, logged once") {
     Loop loop;
     SilentUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 200ms, log);
+    DnsClient resolver(&loop.loop, {silent.endpoint()}, 200ms, log);
 
     std::vector<Received> replies(5);
-    std::vector<DnsblSubscription> subs;
+    std::vector<DnsSubscription> subs;
     for (int i = 0; i < 5; ++i) {
-        subs.push_back(resolver.lookup(client(("192.0.2." + std::to_string(i + 1)).c_str()), "dead.example",
+        subs.push_back(resolver.lookup_dnsbl(client(("192.0.2." + std::to_string(i + 1)).c_str()), "dead.example",
                                        replies[static_cast<size_t>(i)].callback()));
     }
     REQUIRE(loop.run_until([&] {
@@ -664,8 +664,8 @@ TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once"
     // Skipped: Failed at once (but not from inside lookup()), no further log line.
     Received skipped, other_zone;
     const auto start = std::chrono::steady_clock::now();
-    auto sub = resolver.lookup(client("192.0.2.99"), "dead.example", skipped.callback());
-    auto sub_other = resolver.lookup(client("192.0.2.99"), "other.example", other_zone.callback());
+    auto sub = resolver.lookup_dnsbl(client("192.0.2.99"), "dead.example", skipped.callback());
+    auto sub_other = resolver.lookup_dnsbl(client("192.0.2.99"), "other.example", other_zone.callback());
     CHECK(skipped.calls == 0);
     REQUIRE(loop.run_until([&] { return skipped.calls > 0; }));
     CHECK(skipped.at - start < 150ms);  // well inside the 200 ms timeout: never asked
@@ -677,7 +677,7 @@ TEST_CASE("dnsbl resolver: a zone that keeps timing out is skipped, logged once"
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: answers that came while the loop was busy are read before the deadline") {
+TEST_CASE("dns client: answers that came while the loop was busy are read before the deadline") {
     // A burst of accepts can keep the loop away from the DNS socket for longer than
     // dnsbl.timeout. libuv then runs the timer before it polls: the answers waiting in
     // the socket must count as answers, not as timeouts that switch the zone off.
@@ -688,12 +688,12 @@ TEST_CASE("dnsbl resolver: answers that came while the loop was busy are read be
     FakeDns dns(records);
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 300ms, log);
+    DnsClient resolver(&loop.loop, {dns.endpoint()}, 300ms, log);
 
     std::vector<Received> replies(kClients);
-    std::vector<DnsblSubscription> subs;
+    std::vector<DnsSubscription> subs;
     for (int i = 1; i <= kClients; ++i) {
-        subs.push_back(resolver.lookup(client(("192.0.2." + std::to_string(i)).c_str()), "busy.example",
+        subs.push_back(resolver.lookup_dnsbl(client(("192.0.2." + std::to_string(i)).c_str()), "busy.example",
                                        replies[static_cast<size_t>(i - 1)].callback()));
     }
     // c-ares sends at once; the loop is busy elsewhere until well past the deadline.
@@ -714,15 +714,15 @@ TEST_CASE("dnsbl resolver: answers that came while the loop was busy are read be
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: close() fails pending lookups and lets the loop end") {
+TEST_CASE("dns client: close() fails pending lookups and lets the loop end") {
     Loop loop;
     SilentUdp silent;
     Logger log(false, "smtpscreen", false);
     Received r, cancelled;
     {
-        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
-        auto sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
-        auto sub_cancelled = resolver.lookup(client("127.0.0.2"), "zen.example", cancelled.callback());
+        DnsClient resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
+        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", cancelled.callback());
         loop.run_until([] { return false; }, 50ms);
         sub_cancelled.cancel();
         resolver.close();
@@ -737,15 +737,15 @@ TEST_CASE("dnsbl resolver: close() fails pending lookups and lets the loop end")
     }  // destructor after close
 }
 
-TEST_CASE("dnsbl resolver: destroyed without close() while a query is pending") {
+TEST_CASE("dns client: destroyed without close() while a query is pending") {
     Loop loop;
     SilentUdp silent;
     Logger log(false, "smtpscreen", false);
     Received r;
-    DnsblSubscription sub;
+    DnsSubscription sub;
     {
-        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
-        sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
+        DnsClient resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
         loop.run_until([] { return false; }, 20ms);
     }
     sub.cancel();  // outliving the resolver is harmless
@@ -753,7 +753,7 @@ TEST_CASE("dnsbl resolver: destroyed without close() while a query is pending") 
     CHECK(r.calls == 0);
 }
 
-TEST_CASE("dnsbl resolver: a closed port fails fast") {
+TEST_CASE("dns client: a closed port fails fast") {
     Loop loop;
     Logger log(false, "smtpscreen", false);
     uint16_t port;
@@ -761,21 +761,21 @@ TEST_CASE("dnsbl resolver: a closed port fails fast") {
         SilentUdp probe;
         port = probe.port();
     }
-    DnsblResolver resolver(&loop.loop, {*Endpoint::parse_ip("127.0.0.1", port)}, 3000ms, log);
+    DnsClient resolver(&loop.loop, {*Endpoint::parse_ip("127.0.0.1", port)}, 3000ms, log);
     Received r;
-    auto sub = resolver.lookup(client("127.0.0.2"), "zen.example", r.callback());
+    auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
     REQUIRE(loop.run_until([&] { return r.calls > 0; }, 2000ms));
     CHECK(r.reply.status == DnsblReply::Status::Failed);
     CHECK(r.reply.error == "connection refused");
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: verified client name (PTR, then A or AAAA back to the client)") {
+TEST_CASE("dns client: verified client name (PTR, then A or AAAA back to the client)") {
     FakeDns dns(rdns_records(), {"slow.example.test"});
     Loop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 2000ms, log);
+    DnsClient resolver(&loop.loop, {dns.endpoint()}, 2000ms, log);
 
     auto resolve = [&](const char* ip) {
         ReceivedName r;
@@ -869,7 +869,7 @@ TEST_CASE("dnsbl resolver: verified client name (PTR, then A or AAAA back to the
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: verified client name when the forward question is never answered") {
+TEST_CASE("dns client: verified client name when the forward question is never answered") {
     // The PTR question is answered on c-ares's second try, a third of the timeout in;
     // the A question never. c-ares alone would give up on the A question a whole
     // timeout after asking it: 1600 ms in. One timeout bounds both steps: 1200 ms.
@@ -877,7 +877,7 @@ TEST_CASE("dnsbl resolver: verified client name when the forward question is nev
     Loop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {dns.endpoint()}, 1200ms, log);
+    DnsClient resolver(&loop.loop, {dns.endpoint()}, 1200ms, log);
 
     ReceivedName r;
     const auto start = std::chrono::steady_clock::now();
@@ -893,12 +893,12 @@ TEST_CASE("dnsbl resolver: verified client name when the forward question is nev
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: verified client name from a server that never answers") {
+TEST_CASE("dns client: verified client name from a server that never answers") {
     Loop loop;
     SilentUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
-    DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+    DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
 
     ReceivedName a, b;
     const auto start = std::chrono::steady_clock::now();
@@ -914,13 +914,13 @@ TEST_CASE("dnsbl resolver: verified client name from a server that never answers
     resolver.close();
 }
 
-TEST_CASE("dnsbl resolver: close() answers pending verified-name lookups with no name") {
+TEST_CASE("dns client: close() answers pending verified-name lookups with no name") {
     Loop loop;
     SilentUdp silent;
     Logger log(false, "smtpscreen", false);
     ReceivedName r, cancelled;
     {
-        DnsblResolver resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
+        DnsClient resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
         auto sub = resolver.lookup_verified_name(client("127.0.0.5"), r.callback());
         auto sub_cancelled = resolver.lookup_verified_name(client("127.0.0.5"), cancelled.callback());
         loop.run_until([] { return false; }, 50ms);

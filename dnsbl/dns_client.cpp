@@ -1,4 +1,4 @@
-#include "dnsbl/resolver.h"
+#include "dnsbl/dns_client.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -276,7 +276,7 @@ struct ChannelDeleter {
 };
 using Channel = std::unique_ptr<ares_channeldata, ChannelDeleter>;
 
-// What a DnsblSubscription refers to: a DNSBL query or a verified-name lookup, with
+// What a DnsSubscription refers to: a DNSBL query or a verified-name lookup, with
 // everyone waiting for its answer.
 struct Pending {
     virtual ~Pending() = default;
@@ -328,12 +328,12 @@ struct NameLookup : Waiting<std::string> {
 
 }  // namespace
 
-struct DnsblResolver::Impl {
+struct DnsClient::Impl {
     Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout, Logger& log);
     ~Impl();
 
-    DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
-    DnsblSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
+    DnsSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb);
+    DnsSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
     void close();
 
 private:
@@ -365,7 +365,7 @@ private:
     void arm_timer();
     void watch_socket(ares_socket_t fd, bool readable, bool writable);
     template <typename T, typename Cb>
-    DnsblSubscription subscribe(const std::shared_ptr<T>& pending, Cb cb);
+    DnsSubscription subscribe(const std::shared_ptr<T>& pending, Cb cb);
 
     static void on_sock_state(void* data, ares_socket_t fd, int readable, int writable);
     static void on_answer(void* arg, int status, int timeouts, unsigned char* abuf, int alen);
@@ -379,7 +379,7 @@ private:
     Logger& log_;
     uint64_t timeout_ms_;
     UvHandle<uv_timer_t> timer_;  // c-ares retransmits and our own deadlines
-    UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup()
+    UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup_dnsbl()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
     std::map<std::string, std::shared_ptr<Query>> in_flight_;  // by query name
     std::map<std::string, std::shared_ptr<NameLookup>> names_in_flight_;  // by client address
@@ -392,7 +392,7 @@ private:
     Channel channel_;
 };
 
-DnsblResolver::Impl::Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers,
+DnsClient::Impl::Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers,
                           std::chrono::milliseconds timeout, Logger& log)
     : loop_(loop),
       log_(log),
@@ -404,14 +404,14 @@ DnsblResolver::Impl::Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers,
     init_channel(servers);
 }
 
-DnsblResolver::Impl::~Impl() {
+DnsClient::Impl::~Impl() {
     close();
     // Answers still queued are dropped: their owners are being torn down with us.
     ready_.clear();
     idle_.close();
 }
 
-void DnsblResolver::Impl::init_channel(const std::vector<Endpoint>& servers) {
+void DnsClient::Impl::init_channel(const std::vector<Endpoint>& servers) {
     ares_options options{};
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_SOCK_RCVBUF;
     // Without NOCHECKRESP, c-ares 1.18 swallows SERVFAIL and REFUSED, retries, and
@@ -439,7 +439,7 @@ void DnsblResolver::Impl::init_channel(const std::vector<Endpoint>& servers) {
     if (!servers.empty()) set_servers(servers);
 }
 
-void DnsblResolver::Impl::set_servers(const std::vector<Endpoint>& servers) {
+void DnsClient::Impl::set_servers(const std::vector<Endpoint>& servers) {
     std::vector<ares_addr_port_node> nodes(servers.size());
     for (std::size_t i = 0; i < servers.size(); ++i) {
         auto& node = nodes[i];
@@ -461,15 +461,15 @@ void DnsblResolver::Impl::set_servers(const std::vector<Endpoint>& servers) {
 }
 
 template <typename T, typename Cb>
-DnsblSubscription DnsblResolver::Impl::subscribe(const std::shared_ptr<T>& pending, Cb cb) {
+DnsSubscription DnsClient::Impl::subscribe(const std::shared_ptr<T>& pending, Cb cb) {
     const uint64_t id = ++next_id_;
     pending->subscribers.push_back({id, std::move(cb)});
-    // Through Pending, so that DnsblSubscription::cancel() can cast the void back.
+    // Through Pending, so that DnsSubscription::cancel() can cast the void back.
     const std::shared_ptr<Pending> base = pending;
-    return DnsblSubscription(std::weak_ptr<void>(base), id);
+    return DnsSubscription(std::weak_ptr<void>(base), id);
 }
 
-DnsblSubscription DnsblResolver::Impl::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
+DnsSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb) {
     const std::string zone_name = lower(zone);
     const std::string name = reverse_name(client) + "." + zone_name;
     if (auto it = in_flight_.find(name); it != in_flight_.end()) return subscribe(it->second, std::move(cb));
@@ -488,7 +488,7 @@ DnsblSubscription DnsblResolver::Impl::lookup(const Endpoint& client, const std:
     return subscription;
 }
 
-void DnsblResolver::Impl::start_query(const std::shared_ptr<Query>& query) {
+void DnsClient::Impl::start_query(const std::shared_ptr<Query>& query) {
     query->sent = uv_now(loop_);
     query->deadline = query->sent + timeout_ms_;
     in_flight_[query->name] = query;
@@ -498,14 +498,14 @@ void DnsblResolver::Impl::start_query(const std::shared_ptr<Query>& query) {
     arm_timer();
 }
 
-void DnsblResolver::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
+void DnsClient::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
     std::unique_ptr<Ticket> ticket(static_cast<Ticket*>(arg));
     auto query = ticket->query.lock();
     if (!query || query->done) return;
     ticket->impl->complete(query, parse_reply(status, abuf, alen));
 }
 
-void DnsblResolver::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
+void DnsClient::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
     if (query->done) return;
     query->done = true;
     query->answer = std::move(reply);
@@ -518,7 +518,7 @@ void DnsblResolver::Impl::complete(const std::shared_ptr<Query>& query, DnsblRep
     deliver_later(query);
 }
 
-void DnsblResolver::Impl::note_zone_health(const Query& query) {
+void DnsClient::Impl::note_zone_health(const Query& query) {
     auto& health = zones_[query.zone];
     const uint64_t now = uv_now(loop_);
     if (query.answer.status != DnsblReply::Status::Failed || query.answer.error != kReasonTimeout) {
@@ -532,12 +532,12 @@ void DnsblResolver::Impl::note_zone_health(const Query& query) {
     }
 }
 
-bool DnsblResolver::Impl::zone_skipped(const std::string& zone) {
+bool DnsClient::Impl::zone_skipped(const std::string& zone) {
     auto it = zones_.find(zone);
     return it != zones_.end() && it->second.skipped(uv_now(loop_));
 }
 
-DnsblSubscription DnsblResolver::Impl::lookup_verified_name(const Endpoint& client, NameCallback cb) {
+DnsSubscription DnsClient::Impl::lookup_verified_name(const Endpoint& client, NameCallback cb) {
     const std::string key = client.ip();
     if (auto it = names_in_flight_.find(key); it != names_in_flight_.end()) return subscribe(it->second, std::move(cb));
 
@@ -558,7 +558,7 @@ DnsblSubscription DnsblResolver::Impl::lookup_verified_name(const Endpoint& clie
     return subscription;
 }
 
-void DnsblResolver::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
+void DnsClient::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
     std::unique_ptr<NameTicket> ticket(static_cast<NameTicket*>(arg));
     auto lookup = ticket->lookup.lock();
     if (!lookup || lookup->done) return;
@@ -589,7 +589,7 @@ void DnsblResolver::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/,
     }
 }
 
-void DnsblResolver::Impl::on_forward_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
+void DnsClient::Impl::on_forward_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
                                             int alen) {
     std::unique_ptr<NameTicket> ticket(static_cast<NameTicket*>(arg));
     auto lookup = ticket->lookup.lock();
@@ -603,7 +603,7 @@ void DnsblResolver::Impl::on_forward_answer(void* arg, int status, int /*timeout
 
 // The first confirmed name in PTR order, once every name before it is known not to be;
 // at the deadline (final) whatever is confirmed by then.
-void DnsblResolver::Impl::settle(const std::shared_ptr<NameLookup>& lookup, bool final) {
+void DnsClient::Impl::settle(const std::shared_ptr<NameLookup>& lookup, bool final) {
     for (std::size_t i = 0; i < lookup->names.size(); ++i) {
         if (lookup->confirmed[i] == NameLookup::Yes) {
             finish_name(lookup, lookup->names[i]);
@@ -614,7 +614,7 @@ void DnsblResolver::Impl::settle(const std::shared_ptr<NameLookup>& lookup, bool
     finish_name(lookup, {});
 }
 
-void DnsblResolver::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name) {
+void DnsClient::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name) {
     if (lookup->done) return;
     lookup->done = true;
     lookup->answer = std::move(name);
@@ -624,16 +624,16 @@ void DnsblResolver::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup,
     deliver_later(lookup);
 }
 
-void DnsblResolver::Impl::deliver_later(std::shared_ptr<Pending> pending) {
+void DnsClient::Impl::deliver_later(std::shared_ptr<Pending> pending) {
     ready_.push_back(std::move(pending));
     if (idle_) uv_idle_start(idle_.get(), &Impl::on_idle);
 }
 
-void DnsblResolver::Impl::on_idle(uv_idle_t* handle) {
+void DnsClient::Impl::on_idle(uv_idle_t* handle) {
     if (auto* impl = static_cast<Impl*>(handle->data)) impl->deliver_ready();
 }
 
-void DnsblResolver::Impl::deliver_ready() {
+void DnsClient::Impl::deliver_ready() {
     // Answers queued by the callbacks below wait for the next loop iteration.
     auto batch = std::exchange(ready_, {});
     for (auto& pending : batch) pending->deliver();
@@ -645,7 +645,7 @@ void DnsblResolver::Impl::deliver_ready() {
     }
 }
 
-void DnsblResolver::Impl::expire_deadlines() {
+void DnsClient::Impl::expire_deadlines() {
     const uint64_t now = uv_now(loop_);
     while (!deadlines_.empty()) {
         auto pending = deadlines_.front().lock();
@@ -661,7 +661,7 @@ void DnsblResolver::Impl::expire_deadlines() {
     }
 }
 
-void DnsblResolver::Impl::arm_timer() {
+void DnsClient::Impl::arm_timer() {
     if (!timer_ || !channel_) return;
     uint64_t wait = std::numeric_limits<uint64_t>::max();
     timeval tv{};
@@ -685,7 +685,7 @@ void DnsblResolver::Impl::arm_timer() {
     }
 }
 
-void DnsblResolver::Impl::on_timer(uv_timer_t* handle) {
+void DnsClient::Impl::on_timer(uv_timer_t* handle) {
     auto* impl = static_cast<Impl*>(handle->data);
     if (!impl || !impl->channel_) return;
     // libuv runs timers before it polls, so after a busy iteration (a burst of accepts)
@@ -703,11 +703,11 @@ void DnsblResolver::Impl::on_timer(uv_timer_t* handle) {
     impl->arm_timer();
 }
 
-void DnsblResolver::Impl::on_sock_state(void* data, ares_socket_t fd, int readable, int writable) {
+void DnsClient::Impl::on_sock_state(void* data, ares_socket_t fd, int readable, int writable) {
     static_cast<Impl*>(data)->watch_socket(fd, readable != 0, writable != 0);
 }
 
-void DnsblResolver::Impl::watch_socket(ares_socket_t fd, bool readable, bool writable) {
+void DnsClient::Impl::watch_socket(ares_socket_t fd, bool readable, bool writable) {
     if (!readable && !writable) {
         // c-ares closes the socket right after this call; the poll must go first.
         polls_.erase(fd);
@@ -726,7 +726,7 @@ void DnsblResolver::Impl::watch_socket(ares_socket_t fd, bool readable, bool wri
     uv_poll_start(it->second.get(), events, &Impl::on_poll);
 }
 
-void DnsblResolver::Impl::on_poll(uv_poll_t* handle, int status, int events) {
+void DnsClient::Impl::on_poll(uv_poll_t* handle, int status, int events) {
     auto* impl = static_cast<Impl*>(handle->data);
     if (!impl || !impl->channel_) return;
     uv_os_fd_t fd = -1;
@@ -738,7 +738,7 @@ void DnsblResolver::Impl::on_poll(uv_poll_t* handle, int status, int events) {
     impl->arm_timer();
 }
 
-void DnsblResolver::Impl::close() {
+void DnsClient::Impl::close() {
     if (closed_) return;
     closed_ = true;
     // ares_destroy answers every pending query (ARES_EDESTRUCTION → Failed, queued) and
@@ -755,32 +755,32 @@ void DnsblResolver::Impl::close() {
     if (ready_.empty()) idle_.close();
 }
 
-// --- DnsblResolver ------------------------------------------------------------------
+// --- DnsClient ------------------------------------------------------------------
 
-DnsblResolver::DnsblResolver(uv_loop_t* loop, const std::vector<Endpoint>& servers,
-                             std::chrono::milliseconds timeout, Logger& log)
+DnsClient::DnsClient(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout,
+                     Logger& log)
     : impl_(std::make_unique<Impl>(loop, servers, timeout, log)) {}
 
-DnsblResolver::~DnsblResolver() = default;
+DnsClient::~DnsClient() = default;
 
-DnsblSubscription DnsblResolver::lookup(const Endpoint& client, const std::string& zone, Callback cb) {
-    return impl_->lookup(client, zone, std::move(cb));
+DnsSubscription DnsClient::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb) {
+    return impl_->lookup_dnsbl(client, zone, std::move(cb));
 }
 
-DnsblSubscription DnsblResolver::lookup_verified_name(const Endpoint& client, NameCallback cb) {
+DnsSubscription DnsClient::lookup_verified_name(const Endpoint& client, NameCallback cb) {
     return impl_->lookup_verified_name(client, std::move(cb));
 }
 
-void DnsblResolver::close() { impl_->close(); }
+void DnsClient::close() { impl_->close(); }
 
-// --- DnsblSubscription --------------------------------------------------------------
+// --- DnsSubscription --------------------------------------------------------------
 
-DnsblSubscription::DnsblSubscription(DnsblSubscription&& other) noexcept
+DnsSubscription::DnsSubscription(DnsSubscription&& other) noexcept
     : query_(std::move(other.query_)), id_(std::exchange(other.id_, 0)) {
     other.query_.reset();
 }
 
-DnsblSubscription& DnsblSubscription::operator=(DnsblSubscription&& other) noexcept {
+DnsSubscription& DnsSubscription::operator=(DnsSubscription&& other) noexcept {
     if (this != &other) {
         cancel();
         query_ = std::move(other.query_);
@@ -790,9 +790,9 @@ DnsblSubscription& DnsblSubscription::operator=(DnsblSubscription&& other) noexc
     return *this;
 }
 
-DnsblSubscription::~DnsblSubscription() { cancel(); }
+DnsSubscription::~DnsSubscription() { cancel(); }
 
-void DnsblSubscription::cancel() {
+void DnsSubscription::cancel() {
     // Every subscription the resolver hands out refers to a Pending (see subscribe()).
     if (auto pending = std::static_pointer_cast<Pending>(query_.lock())) pending->unsubscribe(id_);
     query_.reset();

@@ -1,7 +1,9 @@
 #pragma once
-// DNSBL lookups through c-ares, driven by the caller's libuv loop: c-ares sockets are
-// watched with uv_poll and its timeouts with one uv_timer; there is no extra thread and
-// no blocking call. One resolver per loop thread.
+// The DNS client of a worker: DNSBL lookups (lookup_dnsbl) and the verified client
+// name for XCLIENT NAME (lookup_verified_name: PTR, then forward confirmation). c-ares
+// sends the queries and is driven by the caller's libuv loop: its sockets are watched
+// with uv_poll and its timeouts with one uv_timer; there is no extra thread and no
+// blocking call. One client per loop thread.
 #include <uv.h>
 
 #include <chrono>
@@ -25,43 +27,43 @@ struct DnsblReply {
                                       // "connection refused", "zone skipped after repeated timeouts", ...
 };
 
-class DnsblResolver;
+class DnsClient;
 
 // Owned by whoever asked (a DNSBL lookup or a verified-name lookup); destroying it (or
 // calling cancel) guarantees the callback will not run afterwards. The underlying query
 // may go on for other subscribers.
-class DnsblSubscription {
+class DnsSubscription {
 public:
-    DnsblSubscription() = default;
-    DnsblSubscription(DnsblSubscription&& other) noexcept;
-    DnsblSubscription& operator=(DnsblSubscription&& other) noexcept;
-    ~DnsblSubscription();
+    DnsSubscription() = default;
+    DnsSubscription(DnsSubscription&& other) noexcept;
+    DnsSubscription& operator=(DnsSubscription&& other) noexcept;
+    ~DnsSubscription();
     void cancel();
 
 private:
-    friend class DnsblResolver;
-    DnsblSubscription(std::weak_ptr<void> query, uint64_t id) : query_(std::move(query)), id_(id) {}
+    friend class DnsClient;
+    DnsSubscription(std::weak_ptr<void> query, uint64_t id) : query_(std::move(query)), id_(id) {}
     std::weak_ptr<void> query_;
     uint64_t id_ = 0;
 };
 
-class DnsblResolver {
+class DnsClient {
 public:
-    using Callback = std::function<void(const DnsblReply&)>;
+    using DnsblCallback = std::function<void(const DnsblReply&)>;
     using NameCallback = std::function<void(const std::string& name)>;
 
     // servers empty: the system resolver (/etc/resolv.conf). timeout bounds one whole
     // lookup (all tries). Throws std::runtime_error naming what failed on c-ares init errors.
-    DnsblResolver(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout,
+    DnsClient(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout,
                   Logger& log);
-    ~DnsblResolver();
-    DnsblResolver(const DnsblResolver&) = delete;
-    DnsblResolver& operator=(const DnsblResolver&) = delete;
+    ~DnsClient();
+    DnsClient(const DnsClient&) = delete;
+    DnsClient& operator=(const DnsClient&) = delete;
 
     // Looks up "<reverse_name(client)>.<zone>" type A. Concurrent lookups for the same
     // (client, zone) share one query. The callback runs later from the loop, never inline.
     // A failed or timed-out query is logged once per query (not per subscriber).
-    DnsblSubscription lookup(const Endpoint& client, const std::string& zone, Callback cb);
+    DnsSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb);
 
     // Looks up the PTR names of `client`, then the A (or AAAA for IPv6) records of each
     // name (at most a few names), and answers with the first name, in PTR answer order,
@@ -73,10 +75,10 @@ public:
     // Concurrent lookups for the same client share the queries. The callback runs later
     // from the loop, never inline. Failures are not logged (a client without rDNS is
     // normal).
-    DnsblSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
+    DnsSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
 
     // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed
-    // ("resolver closed"), or an empty name, from the loop; a lookup() or
+    // ("resolver closed"), or an empty name, from the loop; a lookup_dnsbl() or
     // lookup_verified_name() after close() is never answered.
     // Destroying the resolver without close() drops pending callbacks instead; it must
     // not be destroyed from inside one of its own callbacks (close() there is fine).
