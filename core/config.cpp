@@ -16,6 +16,7 @@
 #include <cstring>
 #include <utility>
 
+#include "core/credentials.h"
 #include "screen/access_list.h"
 
 namespace smtpscreen {
@@ -507,12 +508,12 @@ const KeyDef kKeys[] = {
     }},
 
     {"tls", "cert", [](KeyContext& c, std::string_view v) {
-        c.cfg().tls_cert = std::string(v);
-        if (!v.empty()) c.file(v);
+        c.cfg().tls_cert = credential_path(v);
+        if (!v.empty()) c.file(c.cfg().tls_cert);
     }},
     {"tls", "key", [](KeyContext& c, std::string_view v) {
-        c.cfg().tls_key = std::string(v);
-        if (!v.empty()) c.file(v);
+        c.cfg().tls_key = credential_path(v);
+        if (!v.empty()) c.file(c.cfg().tls_key);
     }},
     {"tls", "ciphers", [](KeyContext& c, std::string_view v) { c.cfg().tls_ciphers = std::string(v); }},
     {"tls", "min_version", [](KeyContext& c, std::string_view v) {

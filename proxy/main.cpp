@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "proxy/privileges.h"
 #include "proxy/server.h"
 #include "proxy/tls_config.h"
 
@@ -23,6 +24,25 @@ constexpr const char* kUsage =
     "\n"
     "Runs in the foreground. SIGTERM/SIGINT stop accepting and let sessions finish\n"
     "for up to limits.shutdown_grace.\n";
+
+// Run as root with process.user set, --check tries each file SIGHUP re-reads as that
+// user: a reload happens after root is gone.
+std::vector<std::string> unreadable_after_drop(const smtpscreen::Config& config, const std::string& config_path) {
+    std::vector<std::string> warnings;
+    if (config.process_user.empty() || ::geteuid() != 0) return warnings;
+    try {
+        for (const auto& f : smtpscreen::files_unreadable_by(config.process_user,
+                                                             smtpscreen::reloaded_files(config, config_path))) {
+            warnings.push_back(fmt::format(
+                "{} (process.user \"{}\" cannot read it, so SIGHUP would fail: make it readable by that user or "
+                "one of its groups, e.g. ssl-cert for keys, or pass it with systemd's LoadCredential=)",
+                f, config.process_user));
+        }
+    } catch (const std::exception& e) {
+        warnings.push_back(e.what());
+    }
+    return warnings;
+}
 
 int usage_error(const char* what) {
     std::fprintf(stderr, "smtpscreen: %s\n%s", what, kUsage);
@@ -69,6 +89,7 @@ int main(int argc, char** argv) {
     if (check) {
         for (const auto& w : smtpscreen::config_warnings(*config)) std::fprintf(stderr, "warning: %s\n", w.c_str());
         for (const auto& w : tls_warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        for (const auto& w : unreadable_after_drop(*config, config_path)) std::fprintf(stderr, "warning: %s\n", w.c_str());
         std::printf("%s: OK\n", config_path.c_str());
         return 0;
     }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cache/verdict_cache.h"
+#include "proxy/privileges.h"
 #include "proxy/tls_config.h"
 #include "proxy/worker.h"
 
@@ -56,17 +57,6 @@ Socket bind_listener(const Endpoint& addr, bool reuse_port) {
         throw std::runtime_error(fmt::format("cannot listen on {}: {}{}", addr.ip_port(), std::strerror(err), hint));
     }
     return s;
-}
-
-void drop_privileges(const std::string& user) {
-    if (user.empty()) return;
-    struct passwd* pw = ::getpwnam(user.c_str());
-    if (pw == nullptr) throw std::runtime_error(fmt::format("process.user: no such user \"{}\"", user));
-    if (::setgroups(0, nullptr) != 0 || ::setgid(pw->pw_gid) != 0 || ::setuid(pw->pw_uid) != 0) {
-        throw std::runtime_error(
-            fmt::format("process.user: cannot become \"{}\": {} (start as root, or leave process.user empty)", user,
-                        std::strerror(errno)));
-    }
 }
 
 std::string host_name() {
