@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <climits>
@@ -420,7 +421,11 @@ const KeyDef kKeys[] = {
         std::vector<std::string> errors;
         auto sites = parse_dnsbl_sites(v, &errors);
         for (const auto& e : errors) c.fail(e);
-        c.cfg().dnsbl_sites_text = std::string(v);
+        // The sites as --print-config writes them back, so that its output loads to an
+        // equal Config.
+        std::string text;
+        for (const auto& site : sites) text += (text.empty() ? "" : ", ") + site.text;
+        c.cfg().dnsbl_sites_text = std::move(text);
         c.cfg().dnsbl_sites = std::move(sites);
     }},
     {"dnsbl", "threshold", [](KeyContext& c, std::string_view v) {
@@ -744,10 +749,12 @@ struct IniPass {
             return body.empty() ? "" : "#";
         }
         // inih's line buffer is fixed (200 bytes in Debian's build); a longer line
-        // would be split silently into two, so refuse it with a way out.
-        if (static_cast<int>(raw.size()) + 2 > max_line) {
+        // would be split silently into two, so refuse it with a way out. print_config
+        // wraps its lines to the same length.
+        size_t limit = std::min(kIniMaxLine, static_cast<size_t>(std::max(max_line, 2)) - 2);
+        if (raw.size() > limit) {
             error(fmt::format("line is longer than {} characters (wrap a long value onto indented continuation lines)",
-                              max_line - 2));
+                              limit));
             continuation_allowed = false;
             return "#";
         }
@@ -854,7 +861,38 @@ void check_combinations(LoadState& s) {
     }
 }
 
+// --print-config must write back what was loaded, in lines load_config reads. The
+// compact layout fits every value read from lines of this file except words that sit
+// at a line's start only with odd white space before them (a vertical tab before
+// "wait=3s"), or a list item as long as a line; refuse those here, with the line they
+// came from.
+void check_printable(LoadState& s) {
+    for (const auto& v : printed_values(s.cfg)) {
+        std::string key = fmt::format("{}.{}", v.section, v.key);
+        if (!s.is_set(key) || ini_key_lines(v.section, v.key, v.value)) continue;
+        s.add(s.line_of(key), key,
+              fmt::format("holds a word that --print-config cannot write back on lines of at most {} characters "
+                          "(shorten the word, or put a space in it)",
+                          kIniMaxLine));
+    }
+}
+
 }  // namespace
+
+static_assert(INI_MAX_LINE - 2 == kIniMaxLine, "kIniMaxLine is inih's line buffer less newline and NUL");
+
+bool ini_piece_reads_back(std::string_view piece) {
+    // As inih reads a value: isspace() trims both ends, ';' after white space starts a
+    // comment; on_ini_value refuses a value that starts like a comment.
+    auto space = [](char ch) { return std::isspace(static_cast<unsigned char>(ch)) != 0; };
+    if (piece.empty()) return true;
+    if (space(piece.front()) || space(piece.back()) || piece.front() == ';' || piece.front() == '#') return false;
+    for (size_t i = 1; i < piece.size(); ++i) {
+        if (piece[i] == ';' && space(piece[i - 1])) return false;
+        if (piece[i] == '\n' || piece[i] == '\0') return false;
+    }
+    return true;
+}
 
 bool ini_line_continues(std::string_view section, std::string_view text) {
     return !text.empty() && text.front() != ';' && text.front() != '#' && !IniPass::looks_like_section(text) &&
@@ -906,6 +944,7 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
     }
     check_combinations(state);
     cfg->banner = expand_banner(cfg->banner_template);
+    check_printable(state);
 
     // Errors in file order, whatever stage found them, so a reader can walk down the file.
     std::stable_sort(state.problems.begin(), state.problems.end(),

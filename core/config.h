@@ -27,6 +27,7 @@ enum class AccessVerdict { Permit, Reject };
 struct AccessRule {
     Cidr network;
     AccessVerdict verdict;
+    friend bool operator==(const AccessRule&, const AccessRule&) = default;
 };
 
 // Default member values are SPEC §5's defaults, so Config{} is the default configuration
@@ -122,6 +123,7 @@ struct Config {
     int process_threads = 1;
 
     bool deep_tests_enabled() const { return deep_pipelining || deep_non_smtp_command || deep_bare_newline; }
+    friend bool operator==(const Config&, const Config&) = default;
 };
 
 // Loads and validates an INI file. Every problem is appended to errors as
@@ -130,12 +132,37 @@ struct Config {
 // checks readability of tls.cert / tls.key when set.
 std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::string>& errors);
 
-// INI text of every key in SPEC §5 order, defaults included; load_config accepts it.
+// INI text of every key in conf/smtpscreen.ini's order, defaults included. For every Config that
+// load_config returns without errors, load_config reads this text back to an equal
+// Config (load_config refuses the rare value that could not be written back).
 std::string print_config(const Config& config);
+
+// The longest line load_config reads: inih's line buffer (INI_MAX_LINE, 200 bytes in
+// Debian's build) less the newline and the terminating NUL.
+constexpr size_t kIniMaxLine = 198;
 
 // Whether an indented line reading `text`, inside [section], continues the value before
 // it, as load_config reads it: not a comment, a section header or a key of that section.
 bool ini_line_continues(std::string_view section, std::string_view text);
+
+// Whether `piece`, written as the value of a key line or as an indented continuation
+// line, reads back as exactly itself: no white space at either end (the INI reader
+// strips it) and no ';' after white space (it starts a comment).
+bool ini_piece_reads_back(std::string_view piece);
+
+// "key = value" as INI lines that load_config reads back to exactly `value`: one line
+// when it fits, otherwise wrapped at single spaces onto indented continuation lines
+// (which load_config joins with one space). Nullopt when no such lines exist (a word
+// longer than a line, or one that would read as a key or a comment at a line's start).
+std::optional<std::string> ini_key_lines(std::string_view section, std::string_view key, std::string_view value);
+
+// Each key's value as print_config writes it, in print_config's order.
+struct PrintedValue {
+    std::string_view section;
+    std::string_view key;
+    std::string value;
+};
+std::vector<PrintedValue> printed_values(const Config& config);
 
 // Warnings that do not stop the start (e.g. handoff = none with the override).
 std::vector<std::string> config_warnings(const Config& config);

@@ -19,11 +19,13 @@ constexpr int kMaxDnsblWeight = 100000;
 struct OctetSet {
     std::array<bool, 256> allowed{};
     bool matches(uint8_t v) const { return allowed[v]; }
+    friend bool operator==(const OctetSet&, const OctetSet&) = default;
 };
 
 struct AddressPattern {
     std::array<OctetSet, 4> octets;
     bool matches(uint32_t ipv4_host_order) const;
+    friend bool operator==(const AddressPattern&, const AddressPattern&) = default;
 };
 
 struct DnsblSite {
@@ -33,6 +35,7 @@ struct DnsblSite {
     std::string text;                     // as written, for --print-config and logs
 
     bool matches(uint32_t ipv4_host_order) const;
+    friend bool operator==(const DnsblSite&, const DnsblSite&) = default;
 };
 
 // Parses one site; on error returns nullopt and sets *error to a sentence naming the problem.

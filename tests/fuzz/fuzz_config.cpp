@@ -1,8 +1,9 @@
 // Fuzz target: core/config.h. The input is an INI file. load_config takes a path, so the
 // input is written to one temporary file per process (made once, overwritten for every
 // input). Errors are expected; crashes and undefined behaviour are not. A file that
-// loads cleanly must survive print_config: printing, loading the print and printing
-// again gives the same text (SPEC §6: --check accepts what --print-config prints).
+// loads cleanly must survive print_config: the printed text loads without errors to an
+// equal Config, and printing that gives the same text (--check accepts what
+// --print-config prints, and --print-config is a fixed point).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -97,6 +98,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto again = load_config(temp_path(), errors2);
     FUZZ_CHECK(errors2.empty(), "the printed configuration does not load:" + joined(errors2) + "\n  input " +
                                     escaped(in, 4000) + "\n  printed " + escaped(printed, 8000));
+    FUZZ_CHECK(*again == *cfg, "the printed configuration loads to a different Config\n  input " +
+                                   escaped(in, 4000) + "\n  printed " + escaped(printed, 8000));
     const std::string reprinted = print_config(*again);
     FUZZ_CHECK(reprinted == printed, "printing the printed configuration changes it\n  input " + escaped(in, 4000) +
                                          "\n  printed   " + escaped(printed, 8000) + "\n  reprinted " +

@@ -628,6 +628,45 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
     CHECK(print_config(b) == printed);
 }
 
+// Loads `text`, prints it, loads the print: no errors, an equal Config, the same print,
+// and no printed line longer than the reader takes.
+void check_round_trip(const TempDir& dir, const std::string& text) {
+    auto first = load(dir, text);
+    REQUIRE_MESSAGE(first.errors.empty(), all(first.errors));
+    std::string printed = print_config(*first.config);
+    for (size_t start = 0, nl; (nl = printed.find('\n', start)) != std::string::npos; start = nl + 1) {
+        CHECK(nl - start <= kIniMaxLine);
+    }
+    auto second = load(dir, printed);
+    REQUIRE_MESSAGE(second.errors.empty(), (all(second.errors) + printed));
+    CHECK(*second.config == *first.config);
+    CHECK(print_config(*second.config) == printed);
+}
+
+TEST_CASE("print_config round trip: lines as long as the reader takes, where the readable form does not fit") {
+    TempDir dir;
+    // fuzz_config's find (corpus/config/crash-config-print-long-continuation): a
+    // continuation line of 198 characters, which four spaces of indent would overflow.
+    check_round_trip(dir, "[greet]\nbanner = $hostname\n " + std::string(197, '\xff') + "\n");
+    // One word after "key=" filling the line: printed without the spaces around "=".
+    check_round_trip(dir, "[greet]\nbanner=" + std::string(191, 'x') + "\n");
+    // A value that starts on a continuation line.
+    check_round_trip(dir, "[tls]\nciphers =\n\t" + std::string(197, 'c') + "\n d\n");
+    // Words that read as a key at a line's start stay after another word.
+    check_round_trip(dir, "[tls]\nciphers = " + std::string(150, 'c') + " key=x\n " + std::string(150, 'c') +
+                              " min_version=1.2\n");
+}
+
+TEST_CASE("config: a value --print-config could not write back is refused, naming its line") {
+    TempDir dir;
+    // The vertical tab hides "path=b" from the continuation rule (it trims spaces and
+    // tabs) but not from the INI reader (it trims isspace()): joined, the value has no
+    // line of its own where "path=b" does not read as the key cache.path.
+    auto l = load(dir, "[cache]\npath =\n " + std::string(196, 'a') + "\n \vpath=b\n");
+    REQUIRE_MESSAGE(l.errors.size() == 1, all(l.errors));
+    CHECK(l.at(2, "cache.path").find("cannot write back on lines of at most 198 characters") != std::string::npos);
+}
+
 TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
     // Meson compiles with paths relative to the build directory, and tests may run
     // from there or from the source root.
