@@ -1,63 +1,26 @@
 #include "proxy/server.h"
 
-#include <grp.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pwd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include <fmt/ranges.h>
+
 #include <cerrno>
+#include <optional>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "cache/verdict_cache.h"
+#include "proxy/listen_sockets.h"
 #include "proxy/privileges.h"
+#include "proxy/service_notify.h"
 #include "proxy/tls_config.h"
 #include "proxy/worker.h"
 
 namespace smtpscreen {
 namespace {
-
-class Socket {
-public:
-    explicit Socket(int fd) : fd_(fd) {}
-    ~Socket() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-    Socket(Socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Socket(const Socket&) = delete;
-    int release() { return std::exchange(fd_, -1); }
-    int get() const { return fd_; }
-
-private:
-    int fd_;
-};
-
-Socket bind_listener(const Endpoint& addr, bool reuse_port) {
-    Socket s(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (s.get() < 0) throw std::runtime_error(fmt::format("socket() for {}: {}", addr.ip_port(), std::strerror(errno)));
-    int one = 1;
-    setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    // Several loops share one address through SO_REUSEPORT: the kernel spreads the
-    // connections, so no loop hands sockets to another.
-    if (reuse_port) setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (addr.is_v6()) setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    // Replies are small and must leave at once. Accepted sockets inherit TCP_NODELAY from
-    // the listener on Linux, which saves a setsockopt(2) per client.
-    setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (::bind(s.get(), addr.sa(), addr.sa_len()) != 0) {
-        int err = errno;
-        std::string hint = err == EACCES ? " (ports below 1024 need root; start as root and set process.user)"
-                           : err == EADDRINUSE ? " (another program listens there; stop it or change listen.address)"
-                           : err == EADDRNOTAVAIL ? " (no interface has this address; fix listen.address)"
-                                                  : "";
-        throw std::runtime_error(fmt::format("cannot listen on {}: {}{}", addr.ip_port(), std::strerror(err), hint));
-    }
-    return s;
-}
 
 std::string host_name() {
     char buf[256] = {};
@@ -74,11 +37,45 @@ std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
     throw std::runtime_error("cache.backend = redis is not available in this version; use lmdb or memory");
 }
 
+std::string user_name() {
+    if (passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
+    return fmt::format("uid {}", ::geteuid());
+}
+
+const char* action_name(Action a) {
+    switch (a) {
+    case Action::Ignore: return "ignore";
+    case Action::Enforce: return "enforce";
+    case Action::Drop: return "drop";
+    }
+    return "?";
+}
+
+// The one line an admin reads first: what runs, from which file, as whom, where, and
+// which tests are on.
+std::string startup_line(const Config& c, const std::string& config_path, const ListenSockets& listeners) {
+    std::vector<std::string> tests{fmt::format("pregreet ({})", action_name(c.greet_action))};
+    if (!c.dnsbl_sites.empty()) {
+        std::string zones;
+        for (const auto& site : c.dnsbl_sites) zones += (zones.empty() ? "" : " ") + site.zone;
+        tests.push_back(fmt::format("dnsbl {} ({})", zones, action_name(c.dnsbl_action)));
+    }
+    if (!c.access_file.empty()) tests.push_back(fmt::format("access {} ({})", c.access_file, action_name(c.access_action)));
+    std::vector<std::string> deep;
+    if (c.deep_pipelining) deep.push_back("pipelining");
+    if (c.deep_non_smtp_command) deep.push_back("non_smtp_command");
+    if (c.deep_bare_newline) deep.push_back("bare_newline");
+    if (!deep.empty()) tests.push_back(fmt::format("deep {} ({})", fmt::join(deep, "+"), action_name(c.deep_action)));
+    return fmt::format("smtpscreen {} started: config {}, user {}, listening on {}{}, tests: {}{}", SMTPSCREEN_VERSION,
+                       config_path, user_name(), listeners.describe(),
+                       listeners.inherited() ? " (socket activation)" : "", fmt::join(tests, ", "),
+                       c.tls_server ? ", STARTTLS on" : "");
+}
+
 // SIGTERM/SIGINT on a small loop of the main thread; the workers run their own.
 // Settings that belong to the process, not to a connection: a reload cannot change them.
 std::vector<std::string> restart_only_changes(const Config& old, const Config& next) {
     std::vector<std::string> keys;
-    if (old.listen_addresses != next.listen_addresses) keys.push_back("listen.address");
     if (old.process_threads != next.process_threads) keys.push_back("process.threads");
     if (old.process_user != next.process_user) keys.push_back("process.user");
     if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path ||
@@ -94,9 +91,13 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
 
 class SignalWatch {
 public:
-    SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, std::shared_ptr<const Config> config,
-                std::string config_path, Logger& log)
-        : workers_(workers), config_(std::move(config)), config_path_(std::move(config_path)), log_(log) {
+    SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, ListenSockets& listeners,
+                std::shared_ptr<const Config> config, std::string config_path, Logger& log)
+        : workers_(workers),
+          listeners_(listeners),
+          config_(std::move(config)),
+          config_path_(std::move(config_path)),
+          log_(log) {
         done_ = UvHandle<uv_async_t>(
             [loop](uv_async_t* a) {
                 return uv_async_init(loop, a, [](uv_async_t* h) {
@@ -132,19 +133,43 @@ private:
         } else {
             log_.info("{}: no longer accepting; waiting up to limits.shutdown_grace for sessions in progress", name);
         }
+        if (!stopping_) service_notify::stopping();
         stopping_ = true;
         for (auto& w : workers_) w->request_stop();
     }
 
     void reload() {
+        if (stopping_) return;
+        service_notify::reloading();
+        apply_reload();
+        service_notify::ready(fmt::format("listening on {}", listeners_.describe()));
+    }
+
+    // A refused reload is one log line, so that an admin (and fail2ban, logcheck) sees one
+    // event: the first error with its FILE:LINE, and how to see the others.
+    void refuse(size_t count, const std::string& first) {
+        log_.error("SIGHUP: {} has {} error(s); keeping the settings in use: {}{}", config_path_, count, first,
+                   count > 1 ? fmt::format(" (and {} more: smtpscreen -c {} --check lists them)", count - 1,
+                                           config_path_)
+                             : std::string());
+    }
+
+    void apply_reload() {
         std::vector<std::string> errors;
         std::vector<std::string> warnings;
         auto next = load_config(config_path_, errors);
         if (next && errors.empty()) load_tls_contexts(*next, errors, warnings);
         if (!errors.empty() || !next) {
-            for (const auto& e : errors) log_.error("{}", e);
-            log_.error("SIGHUP: {} has {} error(s); keeping the settings in use", config_path_, errors.size());
+            refuse(errors.size(), errors.empty() ? std::string("cannot be read") : errors.front());
             return;
+        }
+        std::optional<std::vector<std::vector<uv_os_sock_t>>> listen_fds;
+        if (next->listen_addresses != config_->listen_addresses) {
+            std::string why;
+            if (!listeners_.update(next->listen_addresses, why)) return refuse(1, "listen.address: " + why);
+            if (!why.empty()) log_.warn("SIGHUP: {}", why);
+            listen_fds.emplace();
+            for (size_t i = 0; i < workers_.size(); ++i) listen_fds->push_back(listeners_.for_thread(i));
         }
         for (const auto& key : restart_only_changes(*config_, *next)) {
             log_.warn("SIGHUP: a change of {} takes effect only after a restart", key);
@@ -152,12 +177,16 @@ private:
         for (const auto& w : config_warnings(*next)) log_.warn("{}", w);
         for (const auto& w : warnings) log_.warn("{}", w);
         config_ = next;
-        for (auto& w : workers_) w->request_reload(next);
+        for (size_t i = 0; i < workers_.size(); ++i) {
+            workers_[i]->request_reload(next, listen_fds ? std::optional((*listen_fds)[i]) : std::nullopt);
+        }
+        if (listen_fds) log_.info("SIGHUP: listening on {}", listeners_.describe());
         log_.info("SIGHUP: reloaded {}; new connections use it, sessions in progress keep their settings",
                   config_path_);
     }
 
     std::vector<std::unique_ptr<Worker>>& workers_;
+    ListenSockets& listeners_;
     std::shared_ptr<const Config> config_;
     std::string config_path_;
     Logger& log_;
@@ -170,28 +199,24 @@ private:
 
 int run_server(std::shared_ptr<const Config> config, const std::string& config_path, Logger& log) {
     ::signal(SIGPIPE, SIG_IGN);
+    // Until the signal loop below takes it, a SIGHUP must not kill the process (its
+    // default action); the file is being read right now anyway.
+    ::signal(SIGHUP, SIG_IGN);
     const int threads = config->process_threads;
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<SharedServices> shared;
+    std::unique_ptr<ListenSockets> listeners;
     try {
-        std::vector<std::vector<uv_os_sock_t>> fds(static_cast<size_t>(threads));
-        std::vector<Socket> sockets;
-        for (const Endpoint& addr : config->listen_addresses) {
-            for (auto& per_thread : fds) {
-                sockets.push_back(bind_listener(addr, threads > 1));
-                per_thread.push_back(sockets.back().get());
-            }
-        }
+        listeners = std::make_unique<ListenSockets>(config->listen_addresses, threads, log);
         drop_privileges(config->process_user);
         shared = std::make_unique<SharedServices>(log, open_cache(*config, log), host_name());
-        for (auto& per_thread : fds) workers.push_back(std::make_unique<Worker>(*shared, config, per_thread));
-        for (auto& s : sockets) s.release();  // the workers' handles own them now
+        for (size_t i = 0; i < static_cast<size_t>(threads); ++i) {
+            workers.push_back(std::make_unique<Worker>(*shared, config, listeners->for_thread(i)));
+        }
     } catch (const std::exception& e) {
         log.error("{}", e.what());
         return 1;
     }
-    for (const Endpoint& addr : config->listen_addresses) log.info("listening on {}", addr.ip_port());
-
     std::vector<std::thread> running;
     for (size_t i = 1; i < workers.size(); ++i) running.emplace_back([w = workers[i].get()] { w->run(); });
 
@@ -199,7 +224,10 @@ int run_server(std::shared_ptr<const Config> config, const std::string& config_p
     uv_loop_t signal_loop;
     uv_loop_init(&signal_loop);
     {
-        SignalWatch watch(&signal_loop, workers, config, config_path, log);
+        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log);
+        // Only now: systemd may send SIGHUP as soon as it hears READY=1.
+        log.info("{}", startup_line(*config, config_path, *listeners));
+        service_notify::ready(fmt::format("listening on {}", listeners->describe()));
         std::thread signals_thread([&signal_loop] { uv_run(&signal_loop, UV_RUN_DEFAULT); });
         workers[0]->run();
         for (auto& t : running) t.join();

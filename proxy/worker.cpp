@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -32,19 +33,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
     resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
-    for (uv_os_sock_t fd : listen_fds) {
-        UvHandle<uv_tcp_t> tcp([this](uv_tcp_t* t) { return uv_tcp_init(&loop_, t); }, this);
-        if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
-            throw std::runtime_error(fmt::format("cannot adopt a listening socket: {}", uv_strerror(rc)));
-        }
-        // The kernel caps the backlog at net.core.somaxconn; a burst of bots must not
-        // overflow it while the loop is busy.
-        int rc = uv_listen(tcp.stream(), 65535, [](uv_stream_t* s, int status) {
-            if (auto* self = static_cast<Worker*>(s->data)) self->on_connection(s, status);
-        });
-        if (rc != 0) throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
-        listeners_.push_back(Listener{std::move(tcp), bound_address(fd)});
-    }
+    for (uv_os_sock_t fd : listen_fds) listen_on(fd);
     stop_signal_ = UvHandle<uv_async_t>(
         [this](uv_async_t* a) {
             return uv_async_init(&loop_, a, [](uv_async_t* h) {
@@ -78,6 +67,48 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     uv_unref(reaper_.handle());
 }
 
+void Worker::listen_on(uv_os_sock_t fd) {
+    UvHandle<uv_tcp_t> tcp([this](uv_tcp_t* t) { return uv_tcp_init(&loop_, t); }, this);
+    if (int rc = uv_tcp_open(tcp.get(), fd); rc != 0) {
+        ::close(fd);
+        throw std::runtime_error(fmt::format("cannot adopt a listening socket: {}", uv_strerror(rc)));
+    }
+    // The kernel caps the backlog at net.core.somaxconn; a burst of bots must not
+    // overflow it while the loop is busy.
+    int rc = uv_listen(tcp.stream(), 65535, [](uv_stream_t* s, int status) {
+        if (auto* self = static_cast<Worker*>(s->data)) self->on_connection(s, status);
+    });
+    if (rc != 0) throw std::runtime_error(fmt::format("cannot listen: {}", uv_strerror(rc)));
+    listeners_.push_back(Listener{std::move(tcp), fd, bound_address(fd)});
+}
+
+void Worker::replace_listeners(const std::vector<uv_os_sock_t>& fds) {
+    if (stopping_) {
+        // Stopping already: the new sockets are not wanted; the old ones are closed.
+        for (uv_os_sock_t fd : fds) {
+            bool ours = std::any_of(listeners_.begin(), listeners_.end(), [fd](const Listener& l) { return l.fd == fd; });
+            if (!ours) ::close(fd);
+        }
+        return;
+    }
+    auto gone = [&](const Listener& l) { return std::find(fds.begin(), fds.end(), l.fd) == fds.end(); };
+    for (const Listener& l : listeners_) {
+        if (gone(l)) deferred_.erase(std::remove(deferred_.begin(), deferred_.end(), l.tcp.stream()), deferred_.end());
+    }
+    // Erasing closes the handle and with it the socket; a session accepted on it keeps
+    // its own socket and finishes.
+    listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(), gone), listeners_.end());
+    for (uv_os_sock_t fd : fds) {
+        if (std::none_of(listeners_.begin(), listeners_.end(), [fd](const Listener& l) { return l.fd == fd; })) {
+            try {
+                listen_on(fd);
+            } catch (const std::exception& e) {
+                shared_.log.error("reload: {}", e.what());
+            }
+        }
+    }
+}
+
 Worker::~Worker() {
     close_everything();
     stop_signal_.close();
@@ -94,20 +125,26 @@ void Worker::request_stop() {
     if (stop_signal_) uv_async_send(stop_signal_.get());
 }
 
-void Worker::request_reload(std::shared_ptr<const Config> config) {
+void Worker::request_reload(std::shared_ptr<const Config> config, std::optional<std::vector<uv_os_sock_t>> listen_fds) {
     {
         std::lock_guard lock(reload_mutex_);
         pending_config_ = std::move(config);
+        if (listen_fds) pending_listen_fds_ = std::move(listen_fds);
     }
     if (reload_signal_) uv_async_send(reload_signal_.get());
 }
 
 void Worker::on_reload_requested() {
     std::shared_ptr<const Config> next;
+    std::optional<std::vector<uv_os_sock_t>> listen_fds;
     {
         std::lock_guard lock(reload_mutex_);
         next = std::move(pending_config_);
+        listen_fds = std::exchange(pending_listen_fds_, std::nullopt);
     }
+    // The sockets change even if the rest of the reload fails below: the server has
+    // already forgotten the old ones.
+    if (listen_fds) replace_listeners(*listen_fds);
     if (!next) return;
     if (next->dnsbl_servers != config_->dnsbl_servers || next->dnsbl_timeout != config_->dnsbl_timeout) {
         try {

@@ -45,8 +45,12 @@ public:
     void run();
     // From any thread: stop accepting, give sessions limits.shutdown_grace, then return from run().
     void request_stop();
-    // From any thread: new connections get this configuration; sessions in progress keep theirs.
-    void request_reload(std::shared_ptr<const Config> config);
+    // From any thread: new connections get this configuration; sessions in progress keep
+    // theirs. With listen_fds, the loop accepts on those from now on: a descriptor it
+    // already listens on is kept, a new one is adopted, one not in the list is closed
+    // (sessions accepted on it go on).
+    void request_reload(std::shared_ptr<const Config> config,
+                        std::optional<std::vector<uv_os_sock_t>> listen_fds = std::nullopt);
 
     uv_loop_t* loop() { return &loop_; }
     ReadBuffer& read_buffer() { return *read_buffer_; }
@@ -71,6 +75,8 @@ public:
     void session_done(Session* session);
 
 private:
+    void listen_on(uv_os_sock_t fd);
+    void replace_listeners(const std::vector<uv_os_sock_t>& fds);
     void on_connection(uv_stream_t* listener, int status);
     void accept_failed(int status);
     void accept_deferred();
@@ -88,6 +94,7 @@ private:
     std::shared_ptr<DnsClient> resolver_;
     struct Listener {
         UvHandle<uv_tcp_t> tcp;
+        uv_os_sock_t fd;
         // The address every connection to it arrives at, when it is bound to one address
         // (not 0.0.0.0 or ::): then no getsockname(2) is needed per client.
         std::optional<Endpoint> fixed_local;
@@ -97,6 +104,7 @@ private:
     UvHandle<uv_async_t> reload_signal_;
     std::mutex reload_mutex_;
     std::shared_ptr<const Config> pending_config_;  // guarded by reload_mutex_
+    std::optional<std::vector<uv_os_sock_t>> pending_listen_fds_;  // guarded by reload_mutex_
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
     UvHandle<uv_timer_t> fd_watch_;

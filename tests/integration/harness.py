@@ -1091,15 +1091,24 @@ class Smtpscreen:
     def config_text(self):
         return _read(self.config_path)
 
-    def start(self, wait=True, timeout=15):
-        """Starts the binary; with wait, returns once every TCP listen address accepts."""
+    def start(self, wait=True, timeout=15, extra_env=None, listen_sockets=None):
+        """Starts the binary; with wait, returns once every TCP listen address accepts.
+        extra_env: variables added to the environment (NOTIFY_SOCKET, ...).
+        listen_sockets: listening sockets passed as systemd's socket activation does
+        (descriptors 3, 4, ... with LISTEN_FDS, and LISTEN_PID = the new process)."""
         mode = "w" if self.starts == 0 else "a"
         logf = open(self.log_path, mode)
         if self.starts:
             logf.write(f"----- restart {self.starts} -----\n")
             logf.flush()
         self.log_offset_at_start = os.path.getsize(self.log_path) if self.starts else 0
-        self.proc = subprocess.Popen([self.exe, "-c", self.config_path], stdout=logf,
+        cmd = [self.exe, "-c", self.config_path]
+        run_env = dict(os.environ, **(extra_env or {}))
+        pass_fds = ()
+        if listen_sockets:
+            pass_fds = tuple(s.fileno() for s in listen_sockets)
+            cmd = [sys.executable, "-c", _SOCKET_ACTIVATION_SHIM, ",".join(map(str, pass_fds))] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=logf, env=run_env, pass_fds=pass_fds,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=self.dir)
         logf.close()
@@ -1202,6 +1211,22 @@ class Smtpscreen:
 
     def run_cli(self, *args, timeout=30):
         return run_smtpscreen(list(args), timeout=timeout, cwd=self.dir)
+
+
+# What systemd does between fork and exec for socket activation: the sockets become
+# descriptors 3, 4, ... and LISTEN_PID names the process that will exec smtpscreen (this
+# one: exec keeps the PID).
+_SOCKET_ACTIVATION_SHIM = r'''
+import os, sys
+fds = [int(f) for f in sys.argv[1].split(",")]
+high = [os.dup(f) for f in fds]       # out of the way of 3, 4, ... first
+for i, f in enumerate(high):
+    os.dup2(f, 3 + i)                  # dup2 clears close-on-exec
+for f in set(high + fds) - set(range(3, 3 + len(fds))):
+    os.close(f)
+os.environ.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+'''
 
 
 def run_smtpscreen(args, timeout=30, cwd=None):
