@@ -873,10 +873,19 @@ class Postfix:
         if r.returncode != 0:
             raise Failure(f"postfix -c {self.config_dir} check failed (rc {r.returncode}):\n"
                           f"{r.stdout}{r.stderr}{self.log()}")
-        r = self._run("start")
-        if r.returncode != 0:
-            raise Failure(f"postfix -c {self.config_dir} start failed (rc {r.returncode}):\n"
-                          f"{r.stdout}{r.stderr}{self.log()}")
+        for attempt in range(3):
+            r = self._run("start")
+            if r.returncode == 0:
+                break
+            # free_port() cannot reserve a port: a test running beside this one may have
+            # taken one of ours since. Take new ones and start again.
+            if "Address already in use" not in self.log() or attempt == 2:
+                raise Failure(f"postfix -c {self.config_dir} start failed (rc {r.returncode}):\n"
+                              f"{r.stdout}{r.stderr}{self.log()}")
+            log(f"postfix {self.config_dir}: a port was taken before master bound it; new ports")
+            self._run("stop")
+            self.proxy_port, self.xclient_port, self.plain_port = free_port(), free_port(), free_port()
+            self._write_config()
         pid_file = os.path.join(self.queue_dir, "pid", "master.pid")
         pid_text = wait_until(lambda: _read(pid_file).strip(), 10, what=f"{pid_file}")
         self.master_pid = int(pid_text)

@@ -229,7 +229,9 @@ def main(env):
         port = c.local_port
         harness.read_full_greeting(c)
         sent, how = harness.pump_bytes(c.sock, 300000 * 6, pattern=b"NOOP\r\n", stall=3, limit=30)
-        rec = next(r for r in chatty.connections if r["proxy"] and r["proxy"][1] == port)
+        rec = harness.wait_until(
+            lambda: next((r for r in chatty.connections if r["proxy"] and r["proxy"][1] == port), None), 10,
+            what=f"the backend's record of the client's port {port}")
         time.sleep(2)   # let the relay run into the client's full receive buffer
         replies = rec["replies"]
         check(replies > 1000, f"the backend answered only {replies} of the client's NOOPs: the relay stalled early")
