@@ -1,9 +1,12 @@
 #include "core/log.h"
 
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 
@@ -63,6 +66,19 @@ void write_all(int fd, std::string_view data) {
 }
 
 }  // namespace
+
+bool stderr_logging_for_auto(bool to_syslog) {
+    if (!to_syslog) return true;
+    const char* stream = std::getenv("JOURNAL_STREAM");
+    if (stream == nullptr) return true;
+    unsigned long long dev = 0, ino = 0;
+    if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return true;
+    // The variable is inherited by children whose stderr may be elsewhere: only a match
+    // of the descriptor itself counts (as sd_journal_stream_fd's documentation says).
+    struct stat st {};
+    if (::fstat(STDERR_FILENO, &st) != 0) return true;
+    return !(static_cast<unsigned long long>(st.st_dev) == dev && static_cast<unsigned long long>(st.st_ino) == ino);
+}
 
 Logger::Logger(bool to_syslog, std::string syslog_name, bool to_stderr)
     : to_syslog_(to_syslog), syslog_name_(std::move(syslog_name)), to_stderr_(to_stderr) {

@@ -12,6 +12,10 @@ namespace smtpscreen {
 
 enum class LogLevel { Info, Warning, Error };
 
+// log.stderr = auto: stderr, unless it is the systemd journal ($JOURNAL_STREAM names its
+// device and inode) and syslog is on, which reaches the journal too: no line twice.
+bool stderr_logging_for_auto(bool to_syslog);
+
 class Logger {
 public:
     Logger(bool to_syslog, std::string syslog_name, bool to_stderr);

@@ -14,16 +14,26 @@
 
 namespace {
 
+constexpr const char* kDefaultConfig = "/etc/smtpscreen/smtpscreen.ini";
+
 constexpr const char* kUsage =
-    "usage: smtpscreen -c FILE [--check | --print-config]\n"
+    "usage: smtpscreen [-c FILE] [--check | --print-config]\n"
     "       smtpscreen --version | --help\n"
     "\n"
-    "  -c FILE          the INI configuration (see conf/smtpscreen.ini)\n"
-    "  --check          validate FILE, print every error, exit 1 if there is one\n"
+    "  -c FILE          the INI configuration (default /etc/smtpscreen/smtpscreen.ini;\n"
+    "                   every key is in smtpscreen.ini(5))\n"
+    "  --check          validate FILE, print every error, exit 1 if there is one; run as\n"
+    "                   root, also warn about files process.user could not read\n"
     "  --print-config   print the effective configuration, defaults included\n"
     "\n"
-    "Runs in the foreground. SIGTERM/SIGINT stop accepting and let sessions finish\n"
-    "for up to limits.shutdown_grace.\n";
+    "Runs in the foreground (under systemd: Type=notify, socket activation).\n"
+    "Signals:\n"
+    "  SIGHUP           reload FILE and the files it names (access list, reply map,\n"
+    "                   certificate, key); sessions in progress keep their settings;\n"
+    "                   a file with errors is refused and the old settings stay\n"
+    "  SIGTERM, SIGINT  stop accepting and let sessions finish for up to\n"
+    "                   limits.shutdown_grace; a second one closes them at once\n"
+    "See smtpscreen(8).\n";
 
 // Run as root with process.user set, --check tries each file SIGHUP re-reads as that
 // user: a reload happens after root is gone.
@@ -74,7 +84,7 @@ int main(int argc, char** argv) {
             return usage_error(fmt::format("unknown argument \"{}\"", arg).c_str());
         }
     }
-    if (config_path.empty()) return usage_error("no configuration file given (use -c conf/smtpscreen.ini)");
+    if (config_path.empty()) config_path = kDefaultConfig;
 
     std::vector<std::string> errors;
     std::vector<std::string> tls_warnings;
@@ -99,8 +109,9 @@ int main(int argc, char** argv) {
     }
 
     // smtpscreen always runs in the foreground (under systemd or a supervisor), so stderr
-    // logging defaults to on.
-    smtpscreen::Logger log(config->log_syslog, config->log_syslog_name, config->log_stderr.value_or(true));
+    // logging defaults to on, except into the journal that syslog already reaches.
+    smtpscreen::Logger log(config->log_syslog, config->log_syslog_name,
+                           config->log_stderr.value_or(smtpscreen::stderr_logging_for_auto(config->log_syslog)));
     for (const auto& w : smtpscreen::config_warnings(*config)) log.warn("{}", w);
     for (const auto& w : tls_warnings) log.warn("{}", w);
     return smtpscreen::run_server(config, config_path, log);
