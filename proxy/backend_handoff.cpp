@@ -216,9 +216,10 @@ void BackendHandoff::ready(const std::string& reply) {
     listener_.handoff_ready(reply);
 }
 
-void BackendHandoff::on_peer_closed(Connection&, int status) {
-    fail(status == UV_EOF ? std::string("backend closed the connection before its greeting")
-                          : fmt::format("backend connection failed: {}", uv_strerror(status)));
+void BackendHandoff::on_peer_eof(Connection&) { fail("backend closed the connection before its greeting"); }
+
+void BackendHandoff::on_socket_error(Connection&, int status) {
+    fail(fmt::format("backend connection failed: {}", uv_strerror(status)));
 }
 
 void BackendHandoff::fail(std::string why) {

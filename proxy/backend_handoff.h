@@ -57,7 +57,8 @@ private:
     static constexpr size_t kMaxReply = 16 * 1024;
 
     void on_data(Connection& conn, std::string_view bytes) override;
-    void on_peer_closed(Connection& conn, int status) override;
+    void on_peer_eof(Connection& conn) override;
+    void on_socket_error(Connection& conn, int status) override;
     void on_drained(Connection&) override {}
     void on_connected(Connection& conn, int status) override;
 

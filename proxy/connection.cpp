@@ -59,7 +59,7 @@ void Connection::on_connect(uv_connect_t* req, int status) {
 }
 
 void Connection::start_reading() {
-    if (!tcp_ || reading_) return;
+    if (!tcp_ || reading_ || peer_eof_) return;
     if (uv_read_start(tcp_.stream(), &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
 }
 
@@ -80,14 +80,19 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     if (self == nullptr || n == 0) return;
     if (n < 0) {
         self->stop_reading();
-        self->events_->on_peer_closed(*self, static_cast<int>(n));
+        if (n == UV_EOF) {
+            self->peer_eof_ = true;
+            self->events_->on_peer_eof(*self);
+        } else {
+            self->events_->on_socket_error(*self, static_cast<int>(n));
+        }
         return;
     }
     self->events_->on_data(*self, std::string_view(buf->base, static_cast<size_t>(n)));
 }
 
 void Connection::write(std::string_view bytes) {
-    if (!tcp_ || bytes.empty()) return;
+    if (!tcp_ || bytes.empty() || write_shut_) return;
     if (pending_bytes_ == 0) {
         // Nothing queued, so writing directly cannot reorder bytes.
         uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
@@ -121,10 +126,26 @@ void Connection::on_write(uv_write_t* req, int status) {
     if (self == nullptr) return;
     self->pending_bytes_ -= w->bytes.size();
     if (status < 0) {
-        self->events_->on_peer_closed(*self, status);
+        self->events_->on_socket_error(*self, status);
         return;
     }
     if (self->pending_bytes_ == 0) self->events_->on_drained(*self);
+}
+
+void Connection::shutdown_after_flush() {
+    if (!tcp_ || write_shut_) return;
+    write_shut_ = true;
+    // libuv sends the FIN once every queued write is done, so nothing is cut off.
+    auto* req = new uv_shutdown_t{};
+    if (uv_shutdown(req, tcp_.stream(), &Connection::on_shutdown) != 0) delete req;
+}
+
+void Connection::on_shutdown(uv_shutdown_t* req, int status) {
+    std::unique_ptr<uv_shutdown_t> owned(req);
+    auto* h = reinterpret_cast<uv_handle_t*>(req->handle);
+    // UV_ECANCELED: the socket was closed meanwhile, and close(2) sent the FIN.
+    if (status >= 0 || status == UV_ECANCELED || h->data == &kFlushing) return;
+    if (Connection* self = owner(h)) self->events_->on_socket_error(*self, status);
 }
 
 void Connection::close_after_flush() {

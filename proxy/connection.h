@@ -26,8 +26,12 @@ class Connection;
 class ConnectionEvents {
 public:
     virtual void on_data(Connection& conn, std::string_view bytes) = 0;
-    // The peer closed (UV_EOF) or the socket failed (a libuv error code).
-    virtual void on_peer_closed(Connection& conn, int status) = 0;
+    // The peer half-closed (UV_EOF): it sends nothing more, but it may still be reading.
+    // Reading has stopped for good; writing goes on (docs/design.md, "Half-close").
+    virtual void on_peer_eof(Connection& conn) = 0;
+    // The socket failed (a reset, a failed write): a libuv error code. Nothing more goes
+    // either way.
+    virtual void on_socket_error(Connection& conn, int status) = 0;
     // Every queued write has reached the kernel.
     virtual void on_drained(Connection& conn) = 0;
     virtual void on_connected(Connection& conn, int status) = 0;
@@ -46,14 +50,21 @@ public:
     int accept(uv_stream_t* listener);
     int connect(const Endpoint& to, const std::optional<Endpoint>& from);
 
+    // Does nothing once the peer's EOF has been read: there is nothing more to read.
     void start_reading();
     void stop_reading();
     bool reading() const { return reading_; }
+    bool peer_eof() const { return peer_eof_; }
 
+    // Ignored after shutdown_after_flush().
     void write(std::string_view bytes);
     size_t pending_bytes() const { return pending_bytes_; }
-    // Sends what is queued, then half-closes and closes. The socket leaves this object at
-    // once: no more events are delivered, and the Connection may be destroyed.
+    // Half-close: sends what is queued, then the FIN (shutdown(2), SHUT_WR). Reading goes
+    // on and the peer may still send; every later write() is dropped.
+    void shutdown_after_flush();
+    bool write_shut() const { return write_shut_; }
+    // Sends what is queued, then closes. The socket leaves this object at once: no more
+    // events are delivered, and the Connection may be destroyed.
     void close_after_flush();
     void close();
     bool closed() const { return !tcp_; }
@@ -69,6 +80,7 @@ private:
     static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
     static void on_write(uv_write_t* req, int status);
     static void on_connect(uv_connect_t* req, int status);
+    static void on_shutdown(uv_shutdown_t* req, int status);
     void queue_write(std::string_view bytes);
 
     UvHandle<uv_tcp_t> tcp_;
@@ -76,6 +88,8 @@ private:
     ConnectionEvents* events_;
     size_t pending_bytes_ = 0;
     bool reading_ = false;
+    bool peer_eof_ = false;
+    bool write_shut_ = false;
 };
 
 }  // namespace smtpscreen

@@ -258,6 +258,9 @@ RelayFilter::Awaits RelayFilter::forward_command(std::string_view line, std::str
     case Verb::StartTls:
         to_backend.append(line);
         return Awaits::StartTls;
+    case Verb::Quit:
+        to_backend.append(line);
+        return Awaits::Quit;
     case Verb::Other:
         break;
     }
@@ -310,6 +313,7 @@ RelayFilter::Verb RelayFilter::classify(std::string_view line) const {
     }
     if (iequals(verb, "EHLO")) return Verb::Ehlo;
     if (iequals(verb, "DATA")) return Verb::Data;
+    if (iequals(verb, "QUIT")) return Verb::Quit;
     return Verb::Other;
 }
 
@@ -549,6 +553,7 @@ void RelayFilter::reply_complete(std::string_view code, std::string& to_client, 
     in_reply_ = false;
     ehlo_first_line_ = true;
 
+    if (awaits == Awaits::Quit && code == "221") quit_answered_ = true;
     if (awaits == Awaits::Data) {
         if (code == "354")
             begin_data();

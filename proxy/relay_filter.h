@@ -123,6 +123,19 @@ public:
     // unfinished command line (at most max_line), plus a CR held in the data phase until
     // the next octet shows whether it is part of a CRLF.
     size_t held_bytes() const { return held_.size() + line_.size() + (pending_cr_ ? 1 : 0); }
+    // The part of held_bytes() that a backend reply still to come releases to the backend
+    // (bytes behind a DATA, or behind one of the filter's own replies). After the client's
+    // half-close the caller passes it on to the backend only once this is 0: an
+    // unfinished command line or a lone CR can no longer be completed, but these bytes
+    // are whole commands (or message text) owed to the backend, like a pipelined QUIT.
+    size_t held_for_backend() const { return held_.size(); }
+    // Command lines (and ends of data) forwarded that the backend has not answered yet,
+    // with the filter's own replies queued behind them. Once the backend has sent its
+    // EOF none of them will ever be answered.
+    size_t replies_owed() const { return awaiting_.size(); }
+    // The backend answered the client's QUIT with 221: the SMTP dialogue is over (RFC 5321
+    // §4.1.1.10), nothing more may come from the client.
+    bool quit_answered() const { return quit_answered_; }
 
     // True once the filter refused a message (see Refusal) and reached the client's real end
     // of data: it has appended to `to_client`
@@ -162,8 +175,8 @@ private:
     enum class Phase : uint8_t { Command, Held, Data, Transparent, Refused, TlsWaiting, TlsStarting };
     // What a forwarded command needs from its reply. The Local* entries are the filter's own
     // replies, which it sends once every entry before them is answered.
-    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, LocalStartTls, LocalSyntax, LocalTlsActive };
-    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, LocalStartTls, Blocked };
+    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, LocalSyntax, LocalTlsActive };
+    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, Blocked };
     // The tail of a line longer than max_line: streamed on, or dropped.
     enum class LongLine : uint8_t { None, Forward, Drop };
     enum class DataScan : uint8_t { LineStart, InLine, Cr, Dot, DotCr };
@@ -233,6 +246,7 @@ private:
     // terminate_starttls.
     bool tls_active_ = false;
     size_t discarded_after_starttls_ = 0;
+    bool quit_answered_ = false;
     std::string backend_stash_;                  // backend bytes during the handshake, at most max_line
 };
 

@@ -451,12 +451,15 @@ void Session::start_relay() {
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
     backend_->start_reading();
-    client_.start_reading();
+    // A client whose close_notify came with its last deep-test commands has nothing more
+    // to say: what it sent goes to the backend, then its half-close.
+    if (!client_eof_) client_.start_reading();
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
         early_bytes_.clear();
         relay_from_client(early);
     }
+    if (client_eof_) relay_half_closes();
 }
 
 void Session::relay_from_client(std::string_view bytes) {
@@ -496,22 +499,97 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         start_client_tls();
     }
     update_backpressure();
+    if (client_eof_ || backend_eof_) relay_half_closes();
 }
 
 // Each side is read only while the other side's kernel buffer takes what we write, so
 // a fast sender and a slow receiver never make us hold more than one read per direction.
 // Behind a DATA the client is stopped only once it has sent something that the filter
 // must hold: a client that waits for the 354, as nearly all do, costs no epoll_ctl.
+// A side that has half-closed is never read again: there is nothing more to read.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
     const bool handshaking = client_tls_ && !client_tls_->handshake_done();
     const bool holding = relay_->client_held() && relay_->held_bytes() > 0;
-    if (handshaking || (backend_->pending_bytes() == 0 && !holding)) client_.start_reading();
+    if (client_eof_) client_.stop_reading();
+    else if (handshaking || (backend_->pending_bytes() == 0 && !holding)) client_.start_reading();
     else client_.stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
-    if (client_.pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
+    if (backend_eof_) backend_->stop_reading();
+    else if (client_.pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
     else backend_->stop_reading();
+}
+
+// ---------------------------------------------------------------- half-close
+
+// A half-close is not a close (docs/design.md, "Half-close"): Exim writes its last ".",
+// a pipelined QUIT, shuts its side down and only then reads the 250 and the 221. Each
+// direction ends on its own: its sender's EOF is passed on once everything before it is
+// written; the session ends once both have ended (or on a reset, or the idle timeout).
+void Session::relay_half_closes() {
+    if (phase_ != Phase::Relay) return;
+    const bool client_handshaking = client_tls_ && !client_tls_->handshake_done();
+    // After the backend's EOF the SMTP dialogue is over once its 221 has answered the
+    // client's QUIT, or once the client is owed a reply that can no longer come (a backend
+    // that died mid-dialogue, or a command sent after the backend's half-close): the
+    // client then gets what is queued and the close, not a wait for its own EOF.
+    const bool dialogue_over = backend_eof_ && (relay_->quit_answered() || relay_->replies_owed() > 0);
+    // Otherwise the session ends once both directions are done. A client that half-closed
+    // can never finish its TLS handshake, and no half-close can be passed on to a client
+    // inside one.
+    if ((client_eof_ && backend_eof_) || dialogue_over || (client_handshaking && (client_eof_ || backend_eof_))) {
+        return end_relay();
+    }
+    // Held client bytes are whole commands (a pipelined QUIT behind a DATA): they go to
+    // the backend when its reply releases them, and the half-close after them.
+    if (client_eof_ && !backend_->write_shut() && relay_->held_for_backend() == 0) {
+        if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
+        backend_->shutdown_after_flush();
+    }
+    if (backend_eof_ && !client_.write_shut()) {
+        if (client_tls_) client_.write(tls_goodbye(*client_tls_));
+        client_.shutdown_after_flush();
+    }
+}
+
+// Whatever one side still has queued reaches the other before it is closed: a backend
+// that dies mid-DATA leaves the client with a closed connection and no 250. Each TLS leg
+// ends with a close_notify (RFC 5246 §7.2.1) so that the peer can tell a complete
+// session from a truncated one.
+void Session::end_relay() {
+    if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
+    if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
+    backend_->close_after_flush();
+    client_.close_after_flush();
+    finish("handoff");
+}
+
+void Session::on_client_eof() {
+    client_eof_ = true;
+    client_.stop_reading();
+    switch (phase_) {
+    case Phase::Relay: return relay_half_closes();
+    case Phase::Handoff: return;  // the relay starts with it (a close_notify read with the deep dialog)
+    case Phase::Enforce:
+    case Phase::Deep:
+        // Both dialogs answer every line as it arrives: the replies to all the client
+        // sent before its half-close are queued, and go out before the close.
+        client_.close_after_flush();
+        return finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
+    case Phase::GreetWait:
+    case Phase::DnsblWait:
+    case Phase::ProxyHeader: worker_.events().hangup(client_ep_, elapsed()); break;
+    default: break;
+    }
+    finish("hangup");
+}
+
+void Session::on_backend_eof() {
+    if (phase_ != Phase::Relay) return;
+    backend_eof_ = true;
+    backend_->stop_reading();
+    relay_half_closes();
 }
 
 // ---------------------------------------------------------------- events
@@ -526,6 +604,7 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
 }
 
 void Session::on_backend_bytes(std::string_view bytes) {
+    if (backend_eof_) return;  // after its close_notify
     if (!backend_tls_) return relay_from_backend(bytes);
     std::string plaintext;
     bool open = backend_tls_->feed_ciphertext(bytes) && backend_tls_->read_plaintext(plaintext);
@@ -533,7 +612,10 @@ void Session::on_backend_bytes(std::string_view bytes) {
     backend_tls_->take_ciphertext(ciphertext);
     backend_->write(ciphertext);
     if (!plaintext.empty()) relay_from_backend(plaintext);
-    if (!open && phase_ != Phase::Done) on_peer_closed(*backend_, UV_EOF);
+    if (open || phase_ == Phase::Done) return;
+    if (backend_tls_->closed()) return on_backend_eof();
+    worker_.events().logger().warn("TLS from backend {}: {}", config_->backend_address.ip_port(), backend_tls_->error());
+    on_socket_error(*backend_, UV_EPROTO);
 }
 
 void Session::backend_send(std::string_view text) {
@@ -560,6 +642,7 @@ void Session::start_client_tls() {
 }
 
 void Session::on_client_bytes(std::string_view bytes) {
+    if (client_eof_) return;  // after its close_notify
     if (!client_tls_) return on_client_plaintext(bytes);
     std::string ciphertext;
     if (!client_tls_->feed_ciphertext(bytes)) {
@@ -586,7 +669,10 @@ void Session::on_client_bytes(std::string_view bytes) {
     client_tls_->take_ciphertext(ciphertext);
     client_.write(ciphertext);
     if (!plaintext.empty()) on_client_plaintext(plaintext);
-    if (!open && phase_ != Phase::Done) on_peer_closed(client_, UV_EOF);
+    if (open || phase_ == Phase::Done) return;
+    if (client_tls_->closed()) return on_client_eof();
+    worker_.events().logger().warn("TLS from {}: {}", client_ep_.to_string(), client_tls_->error());
+    on_socket_error(client_, UV_EPROTO);
 }
 
 void Session::client_tls_established() {
@@ -619,22 +705,16 @@ void Session::on_client_plaintext(std::string_view bytes) {
     }
 }
 
-void Session::on_peer_closed(Connection& conn, int /*status: EOF or an error, the outcome is the same*/) {
+void Session::on_peer_eof(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (phase_ == Phase::Relay) {
-        // Whatever one side still has queued reaches the other before it is closed:
-        // a backend that dies mid-DATA leaves the client with a closed connection and no 250.
-        // Each TLS leg ends with a close_notify (RFC 5246 §7.2.1) so that the peer can
-        // tell a complete session from a truncated one.
-        if (&conn == &client_) {
-            if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
-            backend_->close_after_flush();
-        } else {
-            if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
-            client_.close_after_flush();
-        }
-        return finish("handoff");
-    }
+    if (&conn == &client_) return on_client_eof();
+    on_backend_eof();
+}
+
+void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a failed write*/) {
+    if (phase_ == Phase::Done) return;
+    // The broken side can take nothing more; the other still gets what is queued for it.
+    if (phase_ == Phase::Relay) return end_relay();
     if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait || phase_ == Phase::ProxyHeader) {
         worker_.events().hangup(client_ep_, elapsed());
     }

@@ -90,12 +90,18 @@ private:
     void relay_from_backend(std::string_view bytes);
     void relay_output(std::string_view to_client, std::string_view to_backend);
     void update_backpressure();
+    // A half-close from either side (docs/design.md, "Half-close")
+    void on_client_eof();
+    void on_backend_eof();
+    void relay_half_closes();
+    void end_relay();
     // §2 step 9
     void finish(std::string_view outcome);
 
     // ConnectionEvents
     void on_data(Connection& conn, std::string_view bytes) override;
-    void on_peer_closed(Connection& conn, int status) override;
+    void on_peer_eof(Connection& conn) override;
+    void on_socket_error(Connection& conn, int status) override;
     void on_drained(Connection& conn) override;
     void on_connected(Connection& conn, int status) override;
 
@@ -141,6 +147,9 @@ private:
     std::unique_ptr<TlsStream> backend_tls_;  // backend.tls = on
     std::unique_ptr<RelayFilter> relay_;
     uint64_t last_activity_ = 0;
+    // The side sent its last byte: a FIN, or a TLS close_notify on its leg.
+    bool client_eof_ = false;
+    bool backend_eof_ = false;
 };
 
 }  // namespace smtpscreen

@@ -253,7 +253,10 @@ bool TlsStream::read_plaintext(std::string& out) {
 }
 
 bool TlsStream::write_plaintext(std::string_view text) {
-    if (state_ != State::Open || close_sent_) return false;
+    // The peer's close_notify ends only its own direction, as TLS 1.3 has it (RFC 8446
+    // §6.1): the replies still due go out until we send ours. RFC 5246 §7.2.1 would drop
+    // them, which loses the 250 and 221 of a client that half-closes after its QUIT.
+    if ((state_ != State::Open && state_ != State::Closed) || close_sent_) return false;
     const auto* p = reinterpret_cast<const unsigned char*>(text.data());
     std::size_t left = text.size();
     while (left > 0) {

@@ -10,7 +10,8 @@
 //   after EVERY call: stream.take_ciphertext(wire) and write `wire` to the socket when not
 //                     empty (handshake messages, alerts, records produced by write_plaintext).
 //   to send:          stream.write_plaintext(text), then take_ciphertext.
-//   to close:         stream.close_notify(), take_ciphertext, write, then close the socket.
+//   to close:         stream.close_notify(), take_ciphertext, write, then close the socket
+//                     (or only shut its write side: close_notify is TLS's half-close).
 //
 // The moment handshake() returns Done, call read_plaintext() at once: the peer may have
 // sent application data in the same flight as its Finished (a resumed client does), and
@@ -100,10 +101,12 @@ public:
     bool handshake_done() const { return state_ == State::Open || state_ == State::Closed; }
 
     // After Done: appends all decrypted application data available to `out`. Returns
-    // false once the peer sent close_notify (closed() is true) or on a fatal error
-    // (error() says which); the caller then closes. True otherwise, even with no data.
+    // false once the peer sent close_notify (closed() is true: the peer's half-close, it
+    // sends nothing more but may still read) or on a fatal error (failed(), error() says
+    // which; the caller then closes). True otherwise, even with no data.
     bool read_plaintext(std::string& out);
-    // After Done: encrypts `text` into ciphertext for take_ciphertext(). False on error.
+    // After Done, also after the peer's close_notify, until our own close_notify():
+    // encrypts `text` into ciphertext for take_ciphertext(). False on error.
     bool write_plaintext(std::string_view text);
     // write_plaintext + take_ciphertext: the bytes to put on the socket for `text`.
     std::string encrypt(std::string_view text);

@@ -358,6 +358,18 @@ class Reply:
         return f"Reply({self.text!r})"
 
 
+def parse_replies(data):
+    """[Reply] of CRLF-terminated reply lines (a trailing partial line is ignored)."""
+    replies, lines = [], []
+    for raw in data.split(b"\n")[:-1]:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        lines.append(line)
+        if len(line) < 4 or line[3] != "-":
+            replies.append(Reply(lines))
+            lines = []
+    return replies
+
+
 class SmtpClient:
     """A TCP client on loopback that can bind a source address and send any bytes,
     including before the greeting (pregreet) and PROXY headers."""
@@ -368,6 +380,7 @@ class SmtpClient:
         self.transcript = []
         self.sock = None
         self.eof = False
+        self.reset = False        # the server's side ended with a TCP RST, not a FIN
         self.connected_at = None
         if connect:
             self.connect()
@@ -405,6 +418,7 @@ class SmtpClient:
             chunk = self.sock.recv(65536)
         except ConnectionResetError:
             chunk = b""
+            self.reset = True
         if not chunk:
             self.eof = True
             return False
@@ -496,6 +510,31 @@ class SmtpClient:
 
     def ehlo(self, name="client.example.org"):
         return self.expect(f"EHLO {name}", 250)
+
+    def half_close(self):
+        """shutdown(SHUT_WR): the client sends nothing more, but goes on reading (Exim does
+        this right after its last command, before it reads the replies)."""
+        self.transcript.append(("C", b"<shutdown(SHUT_WR)>"))
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            raise Failure(f"shutdown(SHUT_WR) failed: {e} (the server closed or reset the "
+                          f"connection first); {self.transcript_text()}") from None
+
+    def replies_until_eof(self, timeout=None):
+        """Every reply the server sends until its EOF, as [Reply]; Failure on a timeout or
+        on a line cut off by the EOF."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        try:
+            while self._fill(deadline):
+                pass
+        except socket.timeout:
+            raise Failure(f"no EOF from {self.host}:{self.port} within the time limit; "
+                          f"{self.transcript_text()}") from None
+        data, self.buf = self.buf, b""
+        check(not data or data.endswith(b"\n"),
+              f"the last line was cut off by the EOF: {data[-120:]!r}; {self.transcript_text()}")
+        return parse_replies(data)
 
     def send_mail(self, marker, mail_from="sender@example.org", rcpts=("user@example.test",),
                   helo="client.example.org", body_lines=(), quit=True, ehlo=True):
@@ -2350,13 +2389,22 @@ class ScriptedBackend:
       reset-mid-data    the same with a TCP RST (SO_LINGER 0)
       close-at-dot      closes instead of answering the end of data
       stall-at-dot      never answers the end of data (keeps reading)
+      half-close-after-quit  answers QUIT with 221, then shuts down only its write side
+                        (shutdown(SHUT_WR)) and reads on until the proxy's EOF
     greeting: the greeting line(s) (e.g. "421 4.3.2 busy" for a backend that greets 4xx).
+    half_close_after: when set (a number, read when a connection is accepted), the
+    backend half-closes once it has sent that many replies after its greeting, answers
+    nothing more and reads on until the proxy's EOF (any mode that answers).
     A PROXY v1/v2 header before the commands is parsed and recorded. Per connection
     (.connections): peer, proxy (src, sport) or None, data (every byte), messages
-    (bodies it answered 250 to), replies (how many replies it sent), closed."""
+    (bodies it answered 250 to), replies (how many replies it sent), sent (the bytes of
+    those replies, greeting included), closed, eof (it read the proxy's FIN), reset (its
+    read failed: an RST), half_closed (it shut down its own write side)."""
 
-    def __init__(self, mode="smtp", greeting="220 scripted.test ESMTP", port=0, host="127.0.0.1"):
+    def __init__(self, mode="smtp", greeting="220 scripted.test ESMTP", port=0, host="127.0.0.1",
+                 half_close_after=None):
         self.mode, self.greeting, self.host, self.port = mode, greeting, host, port
+        self.half_close_after = half_close_after
         self.connections = []
         self.lock = threading.Lock()
         self.listener = None
@@ -2388,7 +2436,8 @@ class ScriptedBackend:
             except OSError:
                 return
             rec = {"peer": peer, "proxy": None, "data": b"", "messages": [], "replies": 0,
-                   "closed": False, "sock": sock}
+                   "closed": False, "sock": sock, "sent": b"", "eof": False, "reset": False,
+                   "half_closed": False, "half_close_after": self.half_close_after}
             with self.lock:
                 self.connections.append(rec)
                 self.socks.append(sock)
@@ -2397,12 +2446,26 @@ class ScriptedBackend:
             self.threads.append(t)
 
     def _send(self, rec, text):
+        if rec["half_closed"]:
+            return False
         try:
             rec["sock"].sendall(text.encode() + b"\r\n")
-            rec["replies"] += 1
-            return True
+            with self.lock:
+                rec["replies"] += 1
+                rec["sent"] += text.encode() + b"\r\n"
         except OSError:
             return False
+        limit = rec["half_close_after"]
+        if limit is not None and rec["replies"] - 1 >= limit:
+            self._half_close(rec)
+        return True
+
+    def _half_close(self, rec):
+        try:
+            rec["sock"].shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        rec["half_closed"] = True
 
     def _close(self, rec, reset=False):
         s = rec["sock"]
@@ -2425,6 +2488,8 @@ class ScriptedBackend:
         mode = self.mode
         if mode != "silent" and mode != "partial-greeting":
             self._send(rec, self.greeting)
+        elif rec["half_close_after"] == 0:
+            self._half_close(rec)
         if mode == "partial-greeting":
             self._send(rec, "220-scripted.test greeting that never ends")
         if mode == "greet-then-close":
@@ -2444,7 +2509,9 @@ class ScriptedBackend:
                 continue
             except OSError:
                 chunk = b""
+                rec["reset"] = True
             if not chunk:
+                rec["eof"] = not rec["reset"]
                 rec["closed"] = True
                 try:
                     s.close()
@@ -2506,7 +2573,11 @@ class ScriptedBackend:
                         return self._close(rec, reset=(mode == "reset-mid-data"))
                 elif verb == b"QUIT":
                     self._send(rec, "221 2.0.0 Bye")
-                    return self._close(rec)
+                    if mode == "half-close-after-quit":
+                        self._half_close(rec)
+                        continue
+                    if not rec["half_closed"]:
+                        return self._close(rec)
                 elif verb.startswith(b"XSMTPSCREEN"):
                     self._send(rec, "502 5.5.2 Error: command not recognized")
                 else:
@@ -2544,6 +2615,7 @@ class ScriptedBackend:
 
 
 def scripted_backend(env, mode="smtp", **kw):
+    """A ScriptedBackend stopped when the test ends (kw: greeting, port, half_close_after)."""
     b = ScriptedBackend(mode, **kw)
     env.add_cleanup(b.stop)
     return b

@@ -1360,3 +1360,79 @@ TEST_CASE("terminate_starttls: a client already in TLS before the handoff is off
     CHECK(relay.take_replies() == kActive);
     CHECK_FALSE(relay.filter.start_tls_now());
 }
+
+// ---------------------------------------------------------------------------------
+// Half-close (docs/design.md): the filter is pure and sees no EOF, but the session asks
+// it when the client's half-close may go on to the backend and when the backend's EOF
+// ends the dialogue.
+
+TEST_CASE("relay: '.' and a pipelined QUIT, then the client's EOF: nothing held, both replies go to the client") {
+    Relay relay;
+    relay.client("EHLO client.example.org\r\n");
+    relay.backend(kEhloReply);
+    relay.client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n");
+    relay.backend("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    enter_data(relay);
+    // What Exim writes before its shutdown(SHUT_WR): all of it is forwarded at once, so
+    // the half-close can follow it to the backend straight away.
+    CHECK(relay.client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n") == "Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    CHECK(relay.filter.held_for_backend() == 0);
+    CHECK(relay.filter.replies_owed() == 2);
+    CHECK_FALSE(relay.filter.quit_answered());
+    CHECK(relay.backend("250 2.0.0 Ok: queued as 4XyZ\r\n") == "250 2.0.0 Ok: queued as 4XyZ\r\n");
+    CHECK(relay.filter.replies_owed() == 1);
+    CHECK_FALSE(relay.filter.quit_answered());
+    CHECK(relay.backend("221 2.0.0 Bye\r\n") == "221 2.0.0 Bye\r\n");
+    CHECK(relay.filter.replies_owed() == 0);
+    CHECK(relay.filter.quit_answered());
+}
+
+TEST_CASE("relay: a QUIT pipelined behind DATA is held for the backend until the DATA reply releases it") {
+    Relay relay;
+    relay.client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n");
+    relay.backend("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    // A client that does not wait for the 354, then half-closes: its half-close must wait
+    // for these bytes, which only the backend's reply to DATA releases.
+    CHECK(relay.client("DATA\r\nbody\r\n.\r\nQUIT\r\n") == "DATA\r\n");
+    CHECK(relay.filter.held_for_backend() == std::string("body\r\n.\r\nQUIT\r\n").size());
+    CHECK(relay.backend("354 go ahead\r\n") == "354 go ahead\r\n");
+    CHECK(relay.take_released() == "body\r\n.\r\nQUIT\r\n");
+    CHECK(relay.filter.held_for_backend() == 0);
+    CHECK(relay.filter.replies_owed() == 2);
+    relay.backend("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n");
+    CHECK(relay.filter.quit_answered());
+
+    SUBCASE("refused DATA: the held QUIT is a command again, released and answered") {
+        Relay r;
+        r.client("MAIL FROM:<a@example.org>\r\n");
+        r.backend("250 2.1.0 Ok\r\n");
+        r.client("DATA\r\nQUIT\r\n");
+        CHECK(r.filter.held_for_backend() == 6);
+        CHECK(r.backend("554 5.5.1 Error: no valid recipients\r\n") == "554 5.5.1 Error: no valid recipients\r\n");
+        CHECK(r.take_released() == "QUIT\r\n");
+        CHECK(r.filter.held_for_backend() == 0);
+        r.backend("221 2.0.0 Bye\r\n");
+        CHECK(r.filter.quit_answered());
+    }
+}
+
+TEST_CASE("relay: an unfinished command line is no byte owed to the backend at the client's EOF") {
+    Relay relay;
+    CHECK(relay.client("NOOP\r\nQUI") == "NOOP\r\n");
+    CHECK(relay.filter.held_bytes() == 3);
+    CHECK(relay.filter.held_for_backend() == 0);   // the half-close need not wait for it
+}
+
+TEST_CASE("relay: a QUIT that gets no 221 does not end the dialogue, and its reply is counted") {
+    Relay relay;
+    relay.client("QUIT\r\n");
+    CHECK(relay.filter.replies_owed() == 1);
+    relay.backend("500 5.5.2 Error: bad syntax\r\n");
+    CHECK_FALSE(relay.filter.quit_answered());
+    CHECK(relay.filter.replies_owed() == 0);
+    // The reply to a pipelined EHLO after it is still an EHLO reply (stripped).
+    relay.client("EHLO x\r\nquit\r\n");
+    CHECK(relay.backend(kEhloReply) == kEhloStripped);
+    relay.backend("221 2.0.0 Bye\r\n");
+    CHECK(relay.filter.quit_answered());
+}

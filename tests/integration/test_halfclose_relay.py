@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""A half-close in the relay is passed on, never taken for a close (issue 22, docs/design.md
+"Half-close"). Exim writes its last ".", a pipelined QUIT, then shutdown(SHUT_WR), and
+only then reads the replies; smtpscreen used to end the session at that FIN, so the
+backend's 250 and 221 never came and Exim delivered the message again.
+  - A PASS OLD client in front of the real Postfix sends "." and QUIT in one write, then
+    half-closes: it gets Postfix's 250 and 221, then the EOF; the message is queued once.
+  - The same over a TLS backend leg (backend.tls = on): smtpscreen sends Postfix a
+    close_notify and then its FIN after the QUIT; Postfix's close_notify is its EOF.
+  - A backend that half-closes after its 221 (scripted): the client reads the 221, then
+    the EOF; one DISCONNECT ... handoff.
+  - Both half-close: the client after ".\\r\\nQUIT\\r\\n", the scripted backend after its 221;
+    the client reads 250 and 221, the backend reads the QUIT and then the EOF.
+  - A backend that half-closes in mid-dialogue: the client reads its replies and the
+    EOF, and a command it sends afterwards still reaches the backend."""
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+CLIENT = "127.0.0.7"
+
+
+def transaction_up_to_data(c, marker):
+    """EHLO, MAIL, RCPT, DATA (354) as separate commands; returns the message text."""
+    c.ehlo()
+    c.expect("MAIL FROM:<sender@example.org>", 250)
+    c.expect("RCPT TO:<user@example.test>", 250)
+    c.expect("DATA", 354)
+    return harness.message_text(marker)
+
+
+def dot_quit_half_close(c, text):
+    """What Exim does: the message, its end of data and a pipelined QUIT in one write,
+    then shutdown(SHUT_WR); returns every reply up to the server's EOF."""
+    c.send(text + ".\r\nQUIT\r\n")
+    c.half_close()
+    return c.replies_until_eof(timeout=15)
+
+
+def check_250_221(replies, what):
+    codes = [r.code for r in replies]
+    check(codes == [250, 221], f"{what}: after '.' + QUIT + half-close the client must get 250 and 221, "
+                               f"then the EOF; got {[r.text for r in replies]}")
+
+
+def postfix_relay(env, pf):
+    screen = env.smtpscreen(postfix=pf, name="postfix-relay", settings={"greet.wait": "1s"})
+    harness.clean_session(screen, pf, source=CLIENT, expect="new", tag="first")
+
+    marker = harness.unique_marker("halfclose-old")
+    c = harness.SmtpClient(screen.port, source=CLIENT, timeout=15)
+    port = c.local_port
+    greeting = c.read_reply(timeout=5)
+    check(greeting.final.startswith("220 backend.test"), f"PASS OLD greeting: {greeting.text!r}")
+    replies = dot_quit_half_close(c, transaction_up_to_data(c, marker))
+    check_250_221(replies, "PASS OLD client, real Postfix")
+    check(re.search(r"queued as", replies[0].text), f"the 250 is not Postfix's: {replies[0].text!r}")
+    check(not c.reset, "smtpscreen reset the connection instead of passing Postfix's close on")
+    c.close()
+    screen.wait_for_log(harness.re_pass_old(CLIENT, port))
+    harness.check_one_disconnect(screen, CLIENT, port, "handoff")
+    pf.wait_for_delivery(marker)
+    time.sleep(1.0)
+    check(len(pf.delivered(marker)) == 1, f"{marker} must arrive exactly once, got {len(pf.delivered(marker))}")
+    harness.log(f"PASS OLD [{CLIENT}]:{port}: '.'+QUIT+SHUT_WR got {[r.code for r in replies]}")
+
+
+def tls_backend_relay(env):
+    ca = harness.make_test_ca(env)
+    cert = ca.issue("backend.test")
+    pf = harness.tls_postfix(env, cert, name="tlspostfix")
+    screen = env.smtpscreen(postfix=pf, name="tls-relay", settings={
+        "greet.wait": "1s", "backend.tls": "on", "backend.tls_ca": ca.ca_file})
+    marker = harness.unique_marker("halfclose-tls")
+    c = harness.SmtpClient(screen.port, source="127.0.0.8", timeout=15)
+    port = c.local_port
+    greeting = harness.read_full_greeting(c)[0]
+    check(greeting.code == 220, f"greeting over the TLS backend leg: {greeting.text!r}")
+    replies = dot_quit_half_close(c, transaction_up_to_data(c, marker))
+    check_250_221(replies, "TLS backend leg")
+    c.close()
+    screen.wait_for_log(r"TLS connection established to \[127\.0\.0\.1\]")
+    harness.check_one_disconnect(screen, "127.0.0.8", port, "handoff")
+    pf.wait_for_delivery(marker)
+    harness.log(f"TLS backend leg [127.0.0.8]:{port}: '.'+QUIT+SHUT_WR got {[r.code for r in replies]}")
+
+
+def scripted_relay(env):
+    backend = harness.scripted_backend(env, "half-close-after-quit")
+    screen = env.smtpscreen(name="scripted-relay", settings={
+        "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
+        "cache.backend": "memory", "cache.path": None})
+
+    # The backend half-closes after its 221; the client has not: it reads the 221, then
+    # the EOF, and the backend reads the EOF passed on after the session.
+    c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=15)
+    port = c.local_port
+    harness.read_full_greeting(c)
+    c.ehlo()
+    c.expect("QUIT", 221)
+    check(c.wait_closed(5), f"the backend's half-close after its 221 was not passed on: {c.transcript_text()}")
+    check(not c.reset, "the backend's half-close reached the client as a reset")
+    c.close()
+    harness.check_one_disconnect(screen, "127.0.0.9", port, "handoff")
+    rec = backend.connections[0]
+    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
+    check(rec["eof"], "the backend's read ended in a reset, not in an EOF")
+
+    # Both half-close: the client after "." and QUIT, the backend after its 221.
+    c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=15)
+    port = c.local_port
+    harness.read_full_greeting(c)
+    replies = dot_quit_half_close(c, transaction_up_to_data(c, "both-half-close"))
+    check_250_221(replies, "scripted backend that half-closes after its 221")
+    rec = backend.connections[1]
+    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
+    check(rec["eof"] and rec["data"].endswith(b".\r\nQUIT\r\n"),
+          f"the backend must read '.', QUIT and then the EOF; it got ...{rec['data'][-40:]!r}")
+    check(len(backend.messages()) == 1, f"the backend must accept one message, got {len(backend.messages())}")
+    c.close()
+    harness.check_one_disconnect(screen, "127.0.0.9", port, "handoff")
+
+    # A backend that half-closes in mid-dialogue (after its replies to EHLO and NOOP): the
+    # client reads them and the EOF; a half-close is not a close, so what the client
+    # sends afterwards still reaches the backend, followed by the EOF.
+    early = harness.scripted_backend(env, "smtp", half_close_after=2)
+    screen2 = env.smtpscreen(name="scripted-early", settings={
+        "backend.address": f"127.0.0.1:{early.port}", "greet.wait": "1s",
+        "cache.backend": "memory", "cache.path": None})
+    c = harness.SmtpClient(screen2.port, source="127.0.0.10", timeout=15)
+    port = c.local_port
+    harness.read_full_greeting(c)
+    c.ehlo()
+    c.expect("NOOP", 250)
+    check(c.wait_closed(5), f"the backend's half-close was not passed on: {c.transcript_text()}")
+    check(not c.reset, "the backend's half-close reached the client as a reset")
+    try:
+        c.send("RSET\r\n")
+    except OSError as e:
+        harness.fail(f"the client could not send after the backend's half-close: {e}")
+    rec = early.connections[0]
+    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
+    check(rec["eof"], "the backend's read ended in a reset, not in an EOF")
+    check(rec["data"].endswith(b"NOOP\r\nRSET\r\n"),
+          f"the client's RSET after the backend's half-close must reach the backend; it got "
+          f"...{rec['data'][-40:]!r}")
+    c.close()
+    harness.check_one_disconnect(screen2, "127.0.0.10", port, "handoff")
+
+
+def main(env):
+    pf = env.postfix()
+    postfix_relay(env, pf)
+    scripted_relay(env)
+    tls_backend_relay(env)
+
+
+harness.run(main, timeout=150)
