@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/uv_handle.h"
+#include "dnsbl/dns_message.h"
 #include "dnsbl/zone_health.h"
 
 namespace smtpscreen {
@@ -28,8 +29,6 @@ constexpr int kSocketReceiveBuffer = 4 << 20;
 // A client with more PTR names than this is verified against the first few only, as
 // each name costs a forward query (Postfix's smtpd looks at one).
 constexpr std::size_t kMaxVerifiedNames = 4;
-// CNAMEs followed from the PTR question (RFC 2317 classless delegation uses one).
-constexpr int kMaxCnameHops = 8;
 
 // Reasons that are not the server's answer and need no log line per query.
 constexpr std::string_view kReasonSkipped = "zone skipped after repeated timeouts";
@@ -60,70 +59,6 @@ std::string failure_reason(int status) {
     }
 }
 
-struct Reader {
-    const unsigned char* buf;
-    int len;
-    int pos;
-
-    bool skip(int n) {
-        if (n < 0 || len - pos < n) return false;
-        pos += n;
-        return true;
-    }
-    bool skip_name() { return name().has_value(); }
-    std::optional<std::string> name() {
-        if (pos >= len) return std::nullopt;
-        char* expanded = nullptr;
-        long enclen = 0;
-        if (ares_expand_name(buf + pos, buf, len, &expanded, &enclen) != ARES_SUCCESS) return std::nullopt;
-        std::string out(expanded);
-        ares_free_string(expanded);
-        if (!skip(static_cast<int>(enclen))) return std::nullopt;
-        return out;
-    }
-    std::optional<uint32_t> u16() {
-        if (len - pos < 2) return std::nullopt;
-        uint32_t v = static_cast<uint32_t>(buf[pos]) << 8 | buf[pos + 1];
-        pos += 2;
-        return v;
-    }
-    std::optional<uint32_t> u32() {
-        auto hi = u16();
-        auto lo = u16();
-        if (!hi || !lo) return std::nullopt;
-        return *hi << 16 | *lo;
-    }
-};
-
-// RFC 2308 §5: a negative answer may be cached for min(SOA TTL, SOA MINIMUM), taken
-// from the SOA that the server puts in the authority section.
-uint32_t negative_ttl(const unsigned char* abuf, int alen) {
-    if (abuf == nullptr || alen < HFIXEDSZ) return 0;
-    Reader r{abuf, alen, HFIXEDSZ};
-    const uint32_t qdcount = static_cast<uint32_t>(abuf[4]) << 8 | abuf[5];
-    const uint32_t ancount = static_cast<uint32_t>(abuf[6]) << 8 | abuf[7];
-    const uint32_t nscount = static_cast<uint32_t>(abuf[8]) << 8 | abuf[9];
-    for (uint32_t i = 0; i < qdcount; ++i) {
-        if (!r.skip_name() || !r.skip(QFIXEDSZ)) return 0;
-    }
-    for (uint32_t i = 0; i < ancount + nscount; ++i) {
-        if (!r.skip_name()) return 0;
-        auto type = r.u16();
-        r.u16();  // class
-        auto ttl = r.u32();
-        auto rdlength = r.u16();
-        if (!type || !ttl || !rdlength) return 0;
-        const int rdata_end = r.pos + static_cast<int>(*rdlength);
-        if (i >= ancount && *type == ns_t_soa) {
-            if (!r.skip_name() || !r.skip_name() || !r.skip(16)) return 0;  // mname rname serial..expire
-            auto minimum = r.u32();
-            return minimum ? std::min(*ttl, *minimum) : 0;
-        }
-        if (!r.skip(rdata_end - r.pos)) return 0;
-    }
-    return 0;
-}
-
 DnsblReply failed(std::string reason) {
     DnsblReply reply;
     reply.status = DnsblReply::Status::Failed;
@@ -131,35 +66,52 @@ DnsblReply failed(std::string reason) {
     return reply;
 }
 
-DnsblReply parse_reply(int status, const unsigned char* abuf, int alen) {
-    if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
-        DnsblReply reply;
-        reply.ttl = negative_ttl(abuf, alen);
-        return reply;
+// The reply c-ares handed over for `asked`, read whole: nullopt with *error set when it
+// breaks the format or answers another question. c-ares already matched its id and
+// question; checking the question again costs nothing and keeps the client honest if
+// that ever changes.
+std::optional<dns::Message> read_reply(const unsigned char* abuf, int alen, const dns::Question& asked,
+                                       std::string* error) {
+    if (abuf == nullptr || alen < 0) {
+        *error = "no reply";
+        return std::nullopt;
     }
-    if (status != ARES_SUCCESS) return failed(failure_reason(status));
-
-    hostent* host = nullptr;
-    ares_addrttl ttls[64];
-    int count = static_cast<int>(std::size(ttls));
-    const int rc = ares_parse_a_reply(abuf, alen, &host, ttls, &count);
-    if (host) ares_free_hostent(host);
-    if (rc == ARES_ENODATA) {  // e.g. only a CNAME: not listed
-        DnsblReply reply;
-        reply.ttl = negative_ttl(abuf, alen);
-        return reply;
-    }
-    if (rc != ARES_SUCCESS) return failed(failure_reason(rc));
-    if (count == 0) return {};
-
-    DnsblReply reply;
-    reply.status = DnsblReply::Status::Listed;
-    reply.ttl = std::numeric_limits<uint32_t>::max();
-    for (int i = 0; i < count; ++i) {
-        reply.addresses.push_back(ntohl(ttls[i].ipaddr.s_addr));
-        reply.ttl = std::min(reply.ttl, static_cast<uint32_t>(std::max(ttls[i].ttl, 0)));
+    auto reply = dns::parse_message({abuf, static_cast<std::size_t>(alen)}, error);
+    if (!reply) return std::nullopt;
+    // The id is not checked here: ares_send() puts its own id in the query.
+    if (auto wrong = dns::mismatch(*reply, asked, std::nullopt); !wrong.empty()) {
+        *error = std::move(wrong);
+        return std::nullopt;
     }
     return reply;
+}
+
+DnsblReply not_listed(const dns::Message& reply) {
+    DnsblReply out;
+    out.ttl = dns::negative_ttl(reply);
+    return out;
+}
+
+DnsblReply dnsbl_reply(int status, const unsigned char* abuf, int alen, const dns::Question& asked) {
+    if (status != ARES_SUCCESS) return failed(failure_reason(status));
+    std::string error;
+    auto reply = read_reply(abuf, alen, asked, &error);
+    if (!reply) return failed("malformed reply: " + error);
+    if (reply->rcode == dns::kRcodeNxDomain) return not_listed(*reply);
+    if (reply->rcode != dns::kRcodeNoError) return failed(dns::rcode_name(reply->rcode));
+    // No A record for the name (nothing, or only a CNAME or another type): not listed.
+    const auto found = dns::answers_to_question(*reply, dns::kTypeA);
+    if (found.records.empty()) return not_listed(*reply);
+
+    DnsblReply out;
+    out.status = DnsblReply::Status::Listed;
+    out.ttl = found.ttl;
+    for (const dns::Record* rec : found.records) {
+        const auto* b = reinterpret_cast<const unsigned char*>(rec->rdata.data());
+        out.addresses.push_back(static_cast<uint32_t>(b[0]) << 24 | static_cast<uint32_t>(b[1]) << 16 |
+                                static_cast<uint32_t>(b[2]) << 8 | b[3]);
+    }
+    return out;
 }
 
 std::string lower(std::string s) {
@@ -197,77 +149,32 @@ bool valid_hostname(std::string_view name) {
     return non_numeric;
 }
 
-// The PTR names of an answer, in answer order, for its question or for the name a
-// CNAME chain from it leads to. ares_expand_name escapes odd bytes ("\032"), which
-// valid_hostname() then refuses.
-std::vector<std::string> ptr_names(const unsigned char* abuf, int alen) {
+// The PTR names of a reply, lower case, in answer order, for its question or for the
+// name a CNAME chain from it leads to. Escaped bytes ("\032", "\.") stay escaped, and
+// valid_hostname() then refuses the name.
+std::vector<std::string> ptr_names(int status, const unsigned char* abuf, int alen, const dns::Question& asked) {
     std::vector<std::string> names;
-    if (abuf == nullptr || alen < HFIXEDSZ) return names;
-    Reader r{abuf, alen, HFIXEDSZ};
-    const uint32_t qdcount = static_cast<uint32_t>(abuf[4]) << 8 | abuf[5];
-    const uint32_t ancount = static_cast<uint32_t>(abuf[6]) << 8 | abuf[7];
-    if (qdcount != 1) return names;
-    auto qname = r.name();
-    if (!qname || !r.skip(QFIXEDSZ)) return names;
-
-    struct Record {
-        std::string owner;
-        uint32_t type;
-        std::string target;
-    };
-    std::vector<Record> records;
-    for (uint32_t i = 0; i < ancount; ++i) {
-        auto owner = r.name();
-        auto type = r.u16();
-        r.u16();  // class
-        auto ttl = r.u32();
-        auto rdlength = r.u16();
-        if (!owner || !type || !ttl || !rdlength) break;
-        const int rdata_end = r.pos + static_cast<int>(*rdlength);
-        if (*type == ns_t_ptr || *type == ns_t_cname) {
-            auto target = r.name();
-            if (!target) break;
-            records.push_back({lower(*owner), *type, lower(*target)});
-        }
-        if (r.pos > rdata_end || !r.skip(rdata_end - r.pos)) break;
-    }
-
-    std::string current = lower(*qname);
-    for (int hop = 0; hop <= kMaxCnameHops; ++hop) {
-        for (const auto& rec : records) {
-            if (rec.type == ns_t_ptr && rec.owner == current) names.push_back(rec.target);
-        }
-        if (!names.empty()) break;
-        auto cname = std::find_if(records.begin(), records.end(), [&](const Record& rec) {
-            return rec.type == ns_t_cname && rec.owner == current;
-        });
-        if (cname == records.end()) break;
-        current = cname->target;
+    std::string error;
+    if (status != ARES_SUCCESS) return names;
+    auto reply = read_reply(abuf, alen, asked, &error);
+    if (!reply || reply->rcode != dns::kRcodeNoError) return names;
+    for (const dns::Record* rec : dns::answers_to_question(*reply, dns::kTypePtr).records) {
+        names.push_back(lower(rec->target));
     }
     return names;
 }
 
-// Whether an A (4 bytes) or AAAA (16 bytes) answer holds `address`, raw network order.
-bool answer_has_address(const unsigned char* abuf, int alen, std::string_view address) {
-    hostent* host = nullptr;
-    int count = 64;
-    int rc = ARES_ENODATA;
-    bool found = false;
-    if (address.size() == 4) {
-        ares_addrttl ttls[64];
-        rc = ares_parse_a_reply(abuf, alen, &host, ttls, &count);
-        for (int i = 0; rc == ARES_SUCCESS && i < count && !found; ++i) {
-            found = std::memcmp(&ttls[i].ipaddr, address.data(), 4) == 0;
-        }
-    } else if (address.size() == 16) {
-        ares_addr6ttl ttls[64];
-        rc = ares_parse_aaaa_reply(abuf, alen, &host, ttls, &count);
-        for (int i = 0; rc == ARES_SUCCESS && i < count && !found; ++i) {
-            found = std::memcmp(&ttls[i].ip6addr, address.data(), 16) == 0;
-        }
-    }
-    if (host) ares_free_hostent(host);
-    return found;
+// Whether the A (4 bytes) or AAAA (16 bytes) answer to `asked` holds `address`, raw
+// network order.
+bool answer_has_address(int status, const unsigned char* abuf, int alen, const dns::Question& asked,
+                        std::string_view address) {
+    std::string error;
+    if (status != ARES_SUCCESS) return false;
+    auto reply = read_reply(abuf, alen, asked, &error);
+    if (!reply || reply->rcode != dns::kRcodeNoError) return false;
+    const auto found = dns::answers_to_question(*reply, asked.type);
+    return std::any_of(found.records.begin(), found.records.end(),
+                       [&](const dns::Record* rec) { return rec->rdata == address; });
 }
 
 // ares_channel is a pointer type; this owns one and destroys it once.
@@ -322,6 +229,7 @@ struct NameLookup : Waiting<std::string> {
     enum Confirmed : int8_t { Unknown, No, Yes };
     std::string key;      // the client's address as text
     std::string address;  // and as raw bytes: 4 or 16
+    std::string ptr_name;  // "4.3.2.1.in-addr.arpa"
     std::vector<std::string> names;   // valid PTR names, in answer order
     std::vector<Confirmed> confirmed;  // per name
 };
@@ -337,7 +245,7 @@ struct DnsClient::Impl {
     void close();
 
 private:
-    // What c-ares carries for one ares_query: the Query may have been answered by the
+    // What c-ares carries for one ares_send: the Query may have been answered by the
     // deadline already (or the resolver closed), so only a weak reference.
     struct Ticket {
         Impl* impl;
@@ -353,6 +261,7 @@ private:
 
     void init_channel(const std::vector<Endpoint>& servers);
     void set_servers(const std::vector<Endpoint>& servers);
+    std::string send(const dns::Question& question, ares_callback callback, void* arg);
     void start_query(const std::shared_ptr<Query>& query);
     void complete(const std::shared_ptr<Query>& query, DnsblReply reply);
     void note_zone_health(const Query& query);
@@ -488,13 +397,31 @@ DnsSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std:
     return subscription;
 }
 
+// Hands c-ares a query built here, so that the question the reply is checked against is
+// the one that went out. `callback` owns `arg` from then on, unless this returns why the
+// question cannot be asked (a name that cannot be a DNS name).
+std::string DnsClient::Impl::send(const dns::Question& question, ares_callback callback, void* arg) {
+    std::string error;
+    // Id 0: ares_send() puts its own in, and matches the reply by it.
+    const auto query = dns::build_query(0, question.name, question.type, &error);
+    if (!query) return error;
+    // May call back at once (e.g. out of memory); the callbacks only queue their answers.
+    ares_send(channel_.get(), reinterpret_cast<const unsigned char*>(query->data()), static_cast<int>(query->size()),
+              callback, arg);
+    return {};
+}
+
 void DnsClient::Impl::start_query(const std::shared_ptr<Query>& query) {
     query->sent = uv_now(loop_);
     query->deadline = query->sent + timeout_ms_;
     in_flight_[query->name] = query;
     deadlines_.push_back(query);
-    // May call on_answer at once (e.g. a malformed name); complete() only queues.
-    ares_query(channel_.get(), query->name.c_str(), ns_c_in, ns_t_a, &Impl::on_answer, new Ticket{this, query});
+    auto ticket = std::make_unique<Ticket>(Ticket{this, query});
+    if (auto error = send({query->name, dns::kTypeA}, &Impl::on_answer, ticket.get()); !error.empty()) {
+        complete(query, failed("cannot ask: " + error));
+    } else {
+        ticket.release();
+    }
     arm_timer();
 }
 
@@ -502,7 +429,7 @@ void DnsClient::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigne
     std::unique_ptr<Ticket> ticket(static_cast<Ticket*>(arg));
     auto query = ticket->query.lock();
     if (!query || query->done) return;
-    ticket->impl->complete(query, parse_reply(status, abuf, alen));
+    ticket->impl->complete(query, dnsbl_reply(status, abuf, alen, {query->name, dns::kTypeA}));
 }
 
 void DnsClient::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
@@ -552,8 +479,13 @@ DnsSubscription DnsClient::Impl::lookup_verified_name(const Endpoint& client, Na
     lookup->deadline = uv_now(loop_) + timeout_ms_;
     names_in_flight_[key] = lookup;
     deadlines_.push_back(lookup);
-    const std::string ptr = reverse_name(client) + (client.is_v6() ? ".ip6.arpa" : ".in-addr.arpa");
-    ares_query(channel_.get(), ptr.c_str(), ns_c_in, ns_t_ptr, &Impl::on_ptr_answer, new NameTicket{this, lookup, -1});
+    lookup->ptr_name = reverse_name(client) + (client.is_v6() ? ".ip6.arpa" : ".in-addr.arpa");
+    auto ticket = std::make_unique<NameTicket>(NameTicket{this, lookup, -1});
+    if (auto error = send({lookup->ptr_name, dns::kTypePtr}, &Impl::on_ptr_answer, ticket.get()); !error.empty()) {
+        finish_name(lookup, {});
+    } else {
+        ticket.release();
+    }
     arm_timer();
     return subscription;
 }
@@ -568,9 +500,9 @@ void DnsClient::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/, uns
         impl->finish_name(lookup, {});
         return;
     }
-    for (auto& name : ptr_names(abuf, alen)) {
-        if (!name.empty() && name.back() == '.') name.pop_back();
-        if (!valid_hostname(name) || std::find(lookup->names.begin(), lookup->names.end(), name) != lookup->names.end()) {
+    for (auto& name : ptr_names(status, abuf, alen, {lookup->ptr_name, dns::kTypePtr})) {
+        const bool seen = std::find(lookup->names.begin(), lookup->names.end(), name) != lookup->names.end();
+        if (!valid_hostname(name) || seen) {
             continue;
         }
         lookup->names.push_back(std::move(name));
@@ -581,22 +513,27 @@ void DnsClient::Impl::on_ptr_answer(void* arg, int status, int /*timeouts*/, uns
         return;
     }
     lookup->confirmed.assign(lookup->names.size(), NameLookup::Unknown);
-    const int type = lookup->address.size() == 16 ? ns_t_aaaa : ns_t_a;
-    // Called from ares_process_fd (or inline from ares_query): the caller re-arms the timer.
+    const uint16_t type = lookup->address.size() == 16 ? dns::kTypeAaaa : dns::kTypeA;
+    // Called from ares_process_fd (or inline from ares_send): the caller re-arms the timer.
     for (std::size_t i = 0; i < lookup->names.size() && !lookup->done; ++i) {
-        ares_query(impl->channel_.get(), lookup->names[i].c_str(), ns_c_in, type, &Impl::on_forward_answer,
-                   new NameTicket{impl, lookup, static_cast<int>(i)});
+        auto ticket = std::make_unique<NameTicket>(NameTicket{impl, lookup, static_cast<int>(i)});
+        if (auto error = impl->send({lookup->names[i], type}, &Impl::on_forward_answer, ticket.get()); error.empty()) {
+            ticket.release();
+        } else {
+            lookup->confirmed[i] = NameLookup::No;  // valid_hostname() passed it, so not expected
+            impl->settle(lookup, false);
+        }
     }
 }
 
-void DnsClient::Impl::on_forward_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf,
-                                            int alen) {
+void DnsClient::Impl::on_forward_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
     std::unique_ptr<NameTicket> ticket(static_cast<NameTicket*>(arg));
     auto lookup = ticket->lookup.lock();
     if (!lookup || lookup->done) return;
     const auto index = static_cast<std::size_t>(ticket->index);
     if (index >= lookup->confirmed.size()) return;
-    const bool match = status == ARES_SUCCESS && answer_has_address(abuf, alen, lookup->address);
+    const uint16_t type = lookup->address.size() == 16 ? dns::kTypeAaaa : dns::kTypeA;
+    const bool match = answer_has_address(status, abuf, alen, {lookup->names[index], type}, lookup->address);
     lookup->confirmed[index] = match ? NameLookup::Yes : NameLookup::No;
     ticket->impl->settle(lookup, false);
 }
