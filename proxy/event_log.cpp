@@ -38,8 +38,6 @@ void EventLog::message_refused(const Endpoint& client, std::string_view why) {
               client.to_string(), why);
 }
 
-void EventLog::noqueue(std::string_view line) { log_.info("{}", line); }
-
 void EventLog::too_many_connections(const Endpoint& client, std::string_view which) {
     log_.warn("NOQUEUE: reject: CONNECT from {}: too many connections ({})", client.to_string(), which);
 }

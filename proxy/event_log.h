@@ -25,7 +25,6 @@ public:
     void pass_old(const Endpoint& client);
     void allowlisted(const Endpoint& client);
     void denylisted(const Endpoint& client);
-    void noqueue(std::string_view line);
     void too_many_connections(const Endpoint& client, std::string_view which);
     void message_refused(const Endpoint& client, std::string_view why);
     void backend_unavailable(const Endpoint& client, std::string_view why);

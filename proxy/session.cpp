@@ -1,7 +1,5 @@
 #include "proxy/session.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <ctime>
 
@@ -12,6 +10,7 @@
 #include "proxy/tls_stream.h"
 #include "proxy/worker.h"
 #include "screen/access_list.h"
+#include "screen/replies.h"
 
 namespace smtpscreen {
 namespace {
@@ -111,11 +110,11 @@ void Session::client_identified() {
         if (max_total < config_->max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
             client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_send("421 4.7.0 Error: too many connections\r\n");
+        client_send(replies::crlf(replies::kTooManyConnections));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_send(fmt::format("421 4.7.0 Error: too many connections from {}\r\n", client_ip_));
+        client_send(replies::crlf(replies::too_many_connections_from(client_ip_)));
         break;
     }
     client_.close_after_flush();
@@ -168,7 +167,7 @@ void Session::start_greet_wait() {
     phase_ = Phase::GreetWait;
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_send(fmt::format("220-{}\r\n", config_->banner));
+    client_send(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
@@ -250,26 +249,26 @@ bool Session::deep_tests_pending() const {
 
 void Session::start_deep() {
     phase_ = Phase::Deep;
-    client_send(fmt::format("220 {}\r\n", config_->banner));
-    deep_ = std::make_unique<DeepDialog>(
+    client_send(replies::greeting(config_->banner));
+    dialog_ = std::make_unique<SmtpDialog>(
         deep_options(*config_, worker_.hostname(), client_ep_.to_string(), config_->tls_server != nullptr));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
 }
 
-void Session::on_deep_events(std::vector<DeepEvent> events) {
-    for (DeepEvent& e : events) {
+void Session::on_dialog_events(std::vector<DialogEvent> events) {
+    for (DialogEvent& e : events) {
         switch (e.kind) {
-        case DeepEvent::Kind::Reply:
+        case DialogEvent::Kind::Reply:
             client_send(e.text);
             arm_timer(config_->command_time_limit);
             break;
-        case DeepEvent::Kind::Violation:
-        case DeepEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
-        case DeepEvent::Kind::LineStarted: arm_timer(config_->command_time_limit); break;
-        case DeepEvent::Kind::StartTls: start_client_tls(); break;
-        case DeepEvent::Kind::Handoff: return start_deep_handoff(e.tx);
-        case DeepEvent::Kind::Close:
+        case DialogEvent::Kind::Violation:
+        case DialogEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
+        case DialogEvent::Kind::LineStarted: arm_timer(config_->command_time_limit); break;
+        case DialogEvent::Kind::StartTls: start_client_tls(); break;
+        case DialogEvent::Kind::Handoff: return start_deep_handoff(e.tx);
+        case DialogEvent::Kind::Close:
             client_.close_after_flush();
             return finish(e.text);
         }
@@ -281,7 +280,7 @@ void Session::start_deep_handoff(const SmtpTransaction& tx) {
 }
 
 void Session::record_deep_passes() {
-    if (!deep_->passed()) return;  // a failure under `ignore` earns no pass
+    if (!dialog_->passed()) return;  // a failure under `ignore` earns no pass
     TestResults record = cached_.value_or(TestResults{});
     const int64_t until = unix_now() + config_->cache_deep_ttl.count() / 1000;
     if (config_->deep_pipelining) record[Test::Pipelining] = until;
@@ -314,12 +313,10 @@ std::string Session::reject_reply(Failure failure) const {
     case Failure::Dnsbl: {
         std::string zone = dnsbl_ ? dnsbl_->top_zone() : std::string();
         if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
-        return fmt::format("550 5.7.1 Service unavailable; client [{}] blocked using {}", client_ip_, zone);
+        return replies::dnsbl_reject(client_ip_, zone);
     }
-    case Failure::AccessList:
-        return "550 5.3.2 Service currently unavailable";
-    default:
-        return "550 5.5.1 Protocol error";
+    case Failure::AccessList: return std::string(replies::kAccessReject);
+    default: return std::string(replies::kProtocolError);
     }
 }
 
@@ -330,9 +327,9 @@ void Session::act_on_failure(Failure failure, Action action) {
 
 void Session::drop(Failure failure) {
     switch (failure) {
-    case Failure::Dnsbl: client_send("521 5.7.1 Service unavailable\r\n"); break;
-    case Failure::AccessList: client_send("521 5.3.2 Service currently unavailable\r\n"); break;
-    default: client_send("521 5.5.1 Protocol error\r\n"); break;
+    case Failure::Dnsbl: client_send(replies::crlf(replies::kDropDnsbl)); break;
+    case Failure::AccessList: client_send(replies::crlf(replies::kDropAccess)); break;
+    default: client_send(replies::crlf(replies::kDropProtocol)); break;
     }
     client_.close_after_flush();
     finish("dropped");
@@ -341,36 +338,11 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     phase_ = Phase::Enforce;
     enforced_ = failure;
-    client_send(fmt::format("220 {}\r\n", config_->banner));
-    reader_ = std::make_unique<CommandReader>(512);
-    dialog_ = std::make_unique<EnforceDialog>(worker_.hostname(), client_ep_.to_string(), reject_reply(failure),
-                                              [this](const std::string& line) { worker_.events().noqueue(line); });
-    dialog_->offer_starttls(config_->tls_server != nullptr);
+    client_send(replies::greeting(config_->banner));
+    dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, worker_.hostname(), client_ep_.to_string(),
+                                                           config_->tls_server != nullptr, reject_reply(failure)));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
-}
-
-void Session::enforce_lines(std::string_view bytes) {
-    reader_->feed(bytes);
-    while (auto line = reader_->next()) {
-        EnforceDialog::Reply reply = dialog_->on_line(*line);
-        client_send(reply.text);
-        if (reply.close) {
-            client_.close_after_flush();
-            return finish("rejected");
-        }
-        if (reply.start_tls) {
-            // Lines pipelined after STARTTLS were sent in clear: dropped (CVE-2011-0411).
-            reader_ = std::make_unique<CommandReader>(512);
-            return start_client_tls();
-        }
-        arm_timer(config_->command_time_limit);
-    }
-    if (reader_->overflowed()) {
-        client_send("421 4.7.0 Error: too many pipelined commands\r\n");
-        client_.close_after_flush();
-        finish("rejected");
-    }
 }
 
 // ---------------------------------------------------------------- §2 step 8: handoff and relay
@@ -413,7 +385,7 @@ void Session::connect_backend(BackendHandoff::Replay replay) {
 void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
-    client_send("421 4.3.2 Service temporarily unavailable\r\n");
+    client_send(replies::crlf(replies::kBackendUnavailable));
     client_.close_after_flush();
     finish("backend-unavailable");
 }
@@ -423,9 +395,9 @@ void Session::handoff_ready(std::string reply) {
     // Without deep tests: after our "220-" line the backend's 220 lines finish the same
     // multi-line reply. After them: the backend's answer to the client's RCPT.
     client_send(reply);
-    if (deep_) {
+    if (dialog_) {  // only the deep tests hand off with a dialog behind them
         record_deep_passes();
-        early_bytes_ = deep_->take_unprocessed();
+        early_bytes_ = dialog_->take_unprocessed();
     }
     start_relay();
 }
@@ -677,10 +649,7 @@ void Session::on_client_bytes(std::string_view bytes) {
 
 void Session::client_tls_established() {
     worker_.events().logger().info("{}", postfix_tls_log_line(client_ep_, *client_tls_));
-    if (phase_ == Phase::Deep) {
-        deep_->tls_established();
-        arm_timer(config_->command_time_limit);
-    } else if (phase_ == Phase::Enforce) {
+    if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
     } else if (phase_ == Phase::Relay) {
@@ -696,8 +665,8 @@ void Session::on_client_plaintext(std::string_view bytes) {
     case Phase::ProxyHeader: return read_proxy_header(bytes);
     case Phase::GreetWait:
     case Phase::DnsblWait: return on_pregreet(bytes);
-    case Phase::Enforce: return enforce_lines(bytes);
-    case Phase::Deep: return on_deep_events(deep_->feed(bytes));
+    case Phase::Enforce:
+    case Phase::Deep: return on_dialog_events(dialog_->feed(bytes));
     case Phase::Relay:
         last_activity_ = uv_now(worker_.loop());
         return relay_from_client(bytes);
@@ -752,10 +721,7 @@ void Session::on_timer() {
         dnsbl_->expire();
         return conclude_screening();
     case Phase::Enforce:
-        client_send(fmt::format("421 4.4.2 {} Error: timeout exceeded\r\n", worker_.hostname()));
-        client_.close_after_flush();
-        return finish("timeout");
-    case Phase::Deep: return on_deep_events(deep_->time_limit_exceeded());
+    case Phase::Deep: return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
     case Phase::Relay: {
         uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());

@@ -13,9 +13,7 @@
 #include "dnsbl/dns_client.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
-#include "screen/command_reader.h"
-#include "screen/deep_dialog.h"
-#include "screen/enforce_dialog.h"
+#include "screen/smtp_dialog.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
@@ -64,11 +62,11 @@ private:
     void act_on_failure(Failure failure, Action action);
     void drop(Failure failure);
     void start_enforce(Failure failure);
-    void enforce_lines(std::string_view bytes);
     // §2 step 6: deep protocol tests, then a handoff that replays the transaction
     bool deep_tests_pending() const;
     void start_deep();
-    void on_deep_events(std::vector<DeepEvent> events);
+    // Both the enforce action and the deep tests talk to the client through dialog_.
+    void on_dialog_events(std::vector<DialogEvent> events);
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
     // §3: the client leg in TLS; everything above reads and writes plaintext
@@ -135,11 +133,9 @@ private:
     std::unique_ptr<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup (rare: kept out of line)
     uint64_t dnsbl_deadline_ = 0;
 
-    std::unique_ptr<CommandReader> reader_;
-    std::unique_ptr<EnforceDialog> dialog_;
+    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce and Phase::Deep
     Failure enforced_ = Failure::None;
 
-    std::unique_ptr<DeepDialog> deep_;
     std::unique_ptr<TlsStream> client_tls_;
 
     std::unique_ptr<BackendHandoff> handoff_;

@@ -1,9 +1,9 @@
 #pragma once
-// The three deep protocol tests of SPEC §2 step 6, one function each, as postscreen
-// runs them on every command line it reads before the first RCPT TO. Each returns the
-// SPEC §7 log line when the client fails the test on this line and nothing when it
-// does not; what follows a failure (deep.action) is the engine's business
-// (screen/deep_dialog.h). Pure functions, no I/O.
+// The three deep protocol tests, one function each, as postscreen runs them on every
+// command line it reads before the first RCPT TO. Each returns postscreen's log line
+// when the client fails the test on this line and nothing when it does not; what
+// follows a failure (deep.action) is the dialog's business (screen/smtp_dialog.h).
+// Pure functions, no I/O.
 //
 // `client` is "[ip]:port". `after` is the verb of the client's last command before the
 // offending bytes, "CONNECT" before its first one (postscreen's wording).

@@ -1,8 +1,8 @@
 #pragma once
 // What a client that passed the deep tests said before its first RCPT TO, kept so that
-// the handoff can replay it to the backend (SPEC §2 step 6). Plain data, no I/O: the
-// deep-test engine (screen/deep_dialog.h) fills it in, the session consumes it, as
-// OpenSMTPD keeps its `struct smtp_tx` apart from the session that owns it.
+// the handoff can replay it to the backend (README: deep protocol tests). Plain data,
+// no I/O: the dialog's deep mode (screen/smtp_dialog.h) fills it in, the session
+// consumes it, as OpenSMTPD keeps its `struct smtp_tx` apart from the session that owns it.
 #include <string>
 #include <vector>
 

@@ -3,20 +3,54 @@
 #include <string>
 #include <vector>
 
-#include "screen/enforce_dialog.h"
+#include "screen/smtp_dialog.h"
+
+// The dialog in Enforce mode: the enforce action's responder for a client that failed a
+// test before the handshake.
 
 using namespace smtpscreen;
+using Kind = DialogEvent::Kind;
 
 namespace {
 
 const std::string kReject = "550 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.example";
 
-struct Dialog {
-    std::vector<std::string> logged;
-    EnforceDialog dialog{"mx.example.net", "[192.0.2.1]:5678", kReject,
-                         [this](const std::string& line) { logged.push_back(line); }};
+DialogOptions enforce(int command_count_limit = 20) {
+    DialogOptions o;
+    o.mode = DialogMode::Enforce;
+    o.hostname = "mx.example.net";
+    o.client = "[192.0.2.1]:5678";
+    o.reject_reply = kReject;
+    o.command_count_limit = command_count_limit;
+    return o;
+}
 
-    EnforceDialog::Reply say(const std::string& text) { return dialog.on_line(CommandLine{text, false, false}); }
+// What one command line brought back, folded as the session carries it out.
+struct Reply {
+    std::string text;        // every Reply event's text
+    bool close = false;      // a Close event came
+    bool start_tls = false;  // a StartTls event came
+};
+
+struct Dialog {
+    explicit Dialog(DialogOptions options = enforce()) : dialog(std::move(options)) {}
+    SmtpDialog dialog;
+    std::vector<std::string> logged;  // the Log events, in order
+
+    Reply feed(const std::string& bytes) {
+        Reply r;
+        for (DialogEvent& e : dialog.feed(bytes)) {
+            switch (e.kind) {
+            case Kind::Reply: r.text += e.text; break;
+            case Kind::Log: logged.push_back(e.text); break;
+            case Kind::Close: r.close = true; break;
+            case Kind::StartTls: r.start_tls = true; break;
+            default: break;
+            }
+        }
+        return r;
+    }
+    Reply say(const std::string& text) { return feed(text + "\r\n"); }
 };
 
 }  // namespace
@@ -24,8 +58,9 @@ struct Dialog {
 TEST_CASE("EHLO gets a multi-line reply without PIPELINING, STARTTLS, AUTH or XCLIENT") {
     Dialog d;
     const auto r = d.say("EHLO client.example");
-    CHECK(r.text ==
-          "250-mx.example.net\r\n250-SIZE\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n");
+    // The deep mode's reply too (one engine): SMTPUTF8 as postscreen offers it.
+    CHECK(r.text == "250-mx.example.net\r\n250-SIZE\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
+                    "250-DSN\r\n250 SMTPUTF8\r\n");
     CHECK_FALSE(r.close);
     for (const char* word : {"PIPELINING", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD", "CHUNKING"}) {
         CHECK(r.text.find(word) == std::string::npos);
@@ -103,36 +138,71 @@ TEST_CASE("VRFY, EXPN, ETRN, NOOP and commands that are not offered") {
 
 TEST_CASE("too long lines are refused") {
     Dialog d;
-    const auto r = d.dialog.on_line(CommandLine{std::string(510, 'a'), false, true});
+    const auto r = d.say(std::string(600, 'a'));
     CHECK(r.text == "500 5.5.2 Line too long\r\n");
     CHECK_FALSE(r.close);
 }
 
-TEST_CASE("the 20th error reply ends the session with 421") {
+// postscreen counts commands, not errors (postscreen_command_count_limit): the
+// command beyond limits.command_count_limit is answered 421 and the session ends,
+// whether the commands before it succeeded or not.
+TEST_CASE("the command beyond command_count_limit ends the session with 421") {
     Dialog d;
     for (int i = 1; i < 20; ++i) {
         const auto r = d.say("BOGUS");
         CHECK(r.text == "502 5.5.2 Error: command not recognized\r\n");
         CHECK_FALSE(r.close);
     }
-    CHECK(d.say("NOOP").text == "250 2.0.0 Ok\r\n");  // successes do not count
-    const auto last = d.say("BOGUS");
-    CHECK(last.text == "502 5.5.2 Error: command not recognized\r\n421 4.7.0 mx.example.net Error: too many errors\r\n");
+    CHECK(d.say("NOOP").text == "250 2.0.0 Ok\r\n");  // successes count too
+    CHECK(d.dialog.command_count() == 20);
+    const auto last = d.say("NOOP");
+    CHECK(last.text == "421 4.7.0 mx.example.net Error: too many commands\r\n");
     CHECK(last.close);
+    REQUIRE(d.logged.size() == 1);
+    CHECK(d.logged[0] == "COMMAND COUNT LIMIT from [192.0.2.1]:5678");
+    CHECK(d.dialog.finished());
+    CHECK(d.feed("NOOP\r\n").text.empty());
 }
 
-TEST_CASE("rejected RCPTs count as errors, as in Postfix smtpd") {
-    Dialog d;
-    d.say("EHLO x");
-    d.say("MAIL FROM:<a@b>");
-    EnforceDialog::Reply r;
-    int n = 0;
-    while (!r.close && n < 100) {
-        r = d.say("RCPT TO:<u@example.net>");
-        ++n;
+TEST_CASE("rejected RCPTs count as commands, and QUIT is always answered") {
+    SUBCASE("RCPT") {
+        Dialog d;
+        d.say("EHLO x");
+        d.say("MAIL FROM:<a@b>");
+        Reply r;
+        int n = 0;
+        while (!r.close && n < 100) {
+            r = d.say("RCPT TO:<u@example.net>");
+            ++n;
+        }
+        CHECK(n == 19);                   // EHLO, MAIL and 18 RCPTs are 20 commands
+        CHECK(d.logged.size() == 18 + 1);  // 18 NOQUEUE lines and COMMAND COUNT LIMIT
     }
-    CHECK(n == 20);
-    CHECK(d.logged.size() == 20);
+    SUBCASE("QUIT") {
+        Dialog d(enforce(2));
+        d.say("NOOP");
+        d.say("NOOP");
+        const auto bye = d.say("QUIT");
+        CHECK(bye.text == "221 2.0.0 Bye\r\n");
+        CHECK(bye.close);
+    }
+}
+
+// The hole of a pregreet bot that streams "EHLO x" without reading a reply: each read
+// is answered line by line until the limit, then nothing more is read or answered.
+TEST_CASE("a client streaming commands in one read is closed at the limit, nothing answered after it") {
+    Dialog d;
+    std::string burst;
+    for (int i = 0; i < 5000; ++i) burst += "EHLO x\r\n";
+    std::vector<DialogEvent> events = d.dialog.feed(burst);
+    size_t replies = 0;
+    for (const DialogEvent& e : events) replies += e.kind == Kind::Reply;
+    CHECK(replies == 21);  // 20 EHLO replies and the 421
+    REQUIRE_FALSE(events.empty());
+    CHECK(events.back().kind == Kind::Close);
+    CHECK(events.back().text == "rejected");
+    CHECK(events[events.size() - 2].text == "421 4.7.0 mx.example.net Error: too many commands\r\n");
+    CHECK(d.dialog.feed(burst).empty());
 }
 
 TEST_CASE("client text in the log line cannot forge log lines") {
@@ -155,12 +225,13 @@ TEST_CASE("source routes are stripped from logged addresses, as postscreen does"
 }
 
 TEST_CASE("with a certificate, STARTTLS is offered and answered, and TLS starts the session over") {
-    Dialog d;
-    d.dialog.offer_starttls(true);
+    DialogOptions tls = enforce();
+    tls.tls_available = true;
+    Dialog d(tls);
     CHECK(d.say("EHLO c.example").text.find("250-STARTTLS\r\n") != std::string::npos);
     CHECK(d.say("MAIL FROM:<a@example.org>").text == "250 2.1.0 Ok\r\n");
     CHECK(d.say("STARTTLS now").text == "501 5.5.4 Syntax: STARTTLS\r\n");
-    EnforceDialog::Reply ready = d.say("STARTTLS");
+    Reply ready = d.say("STARTTLS");
     CHECK(ready.text == "220 2.0.0 Ready to start TLS\r\n");
     CHECK(ready.start_tls);
     CHECK_FALSE(ready.close);
@@ -174,7 +245,34 @@ TEST_CASE("with a certificate, STARTTLS is offered and answered, and TLS starts 
 TEST_CASE("without a certificate STARTTLS is neither offered nor started") {
     Dialog d;
     CHECK(d.say("EHLO c.example").text.find("STARTTLS") == std::string::npos);
-    EnforceDialog::Reply reply = d.say("STARTTLS");
+    Reply reply = d.say("STARTTLS");
     CHECK(reply.text == "502 5.5.1 Error: command not implemented\r\n");
     CHECK_FALSE(reply.start_tls);
+}
+
+TEST_CASE("the command time limit ends an enforced session as it ends a deep-tested one") {
+    Dialog d;
+    d.say("EHLO c.example");
+    d.logged.clear();
+    const std::vector<DialogEvent> events = d.dialog.time_limit_exceeded();
+    REQUIRE(events.size() == 3);
+    CHECK(events[0].kind == Kind::Log);
+    CHECK(events[0].text == "COMMAND TIME LIMIT from [192.0.2.1]:5678");
+    CHECK(events[1].text == "421 4.4.2 mx.example.net Error: timeout exceeded\r\n");
+    CHECK(events[2].kind == Kind::Close);
+    CHECK(events[2].text == "timeout");
+}
+
+TEST_CASE("enforce_options: the reject reply, and limits.command_count_limit from the configuration") {
+    Config c;
+    c.command_count_limit = 7;
+    c.deep_pipelining = true;  // the deep tests are not run on a client we enforce on
+    const DialogOptions o = enforce_options(c, "mx.example.net", "[192.0.2.1]:5678", true, kReject);
+    CHECK(o.mode == DialogMode::Enforce);
+    CHECK(o.command_count_limit == 7);
+    CHECK(o.reject_reply == kReject);
+    CHECK(o.tls_available);
+    CHECK_FALSE(o.pipelining);
+    CHECK_FALSE(o.non_smtp);
+    CHECK_FALSE(o.bare_newline);
 }

@@ -1,21 +1,26 @@
 #pragma once
-// The deep-test SMTP engine (SPEC §2 step 6): after the final "220 " greeting smtpscreen
-// speaks SMTP itself up to the client's first RCPT TO, runs the pipelining, non-SMTP
-// command and bare newline tests (screen/deep_tests.h) on every line, and then either
-// hands the client off with its transaction recorded for replay (screen/smtp_transaction.h)
-// or acts on the failure as deep.action says. No I/O, no clock: the session feeds it
-// the bytes of each read and carries out the events it returns, in order.
+// The SMTP server smtpscreen speaks itself before any handoff, one engine for every
+// mode (docs/design.md, "the dialog"):
+//   Enforce  a client that failed a test under the `enforce` action: every command is
+//            answered correctly and every RCPT TO is rejected with the failed test's
+//            reply and postscreen's NOQUEUE line; never handed off.
+//   Deep     the deep protocol tests: after the final "220 " greeting, SMTP up to the
+//            client's first RCPT TO, with the pipelining, non-SMTP command and bare
+//            newline tests (screen/deep_tests.h) run on every line; then a handoff
+//            with the transaction recorded for replay (screen/smtp_transaction.h), or
+//            deep.action applied to the failure (`enforce` switches to Enforce mode).
+// The tarpit and greylisting will be modes of it too: the modes share the command
+// table, the limits and the replies (screen/replies.h) and differ only where a row's
+// proceed step asks which mode it is in (today: RCPT TO).
 //
-// Commands go through one table, OpenSMTPD-style: each row is checked first (syntax,
-// state, limits) and carried out only when the check passes.
-//
-// What the session does with the events (see DeepEvent::Kind):
+// No I/O, no clock: the session feeds it the bytes of each read and carries out the
+// events it returns, in order (see DialogEvent::Kind):
 //   Reply       write text to the client.
 //   Violation   log text; the test failed, so no pass is cached for this session.
 //               deep.action has already been applied: `ignore` carries on, `enforce`
-//               turns the engine into the EnforceDialog responder (every RCPT gets
-//               "550 5.5.1 Protocol error" and a NOQUEUE Log event, never a handoff),
-//               `drop` is followed by Reply "521 5.5.1 Protocol error" and Close.
+//               turned the dialog into Enforce mode (every RCPT gets "550 5.5.1
+//               Protocol error" and a NOQUEUE Log event), `drop` is followed by Reply
+//               "521 5.5.1 Protocol error" and Close.
 //   Log         log text (NOQUEUE reject, COMMAND COUNT LIMIT, COMMAND TIME LIMIT).
 //   LineStarted the first bytes of a command line arrived without its end: (re)start
 //               the limits.command_time_limit timer now. Also restart it after every
@@ -24,45 +29,58 @@
 //   StartTls    write the replies before it, then run the TLS handshake; call
 //               tls_established() when it succeeds (close the session when it fails).
 //               Bytes the client pipelined behind STARTTLS were discarded (CVE-2011-0411).
-//   Handoff     the client passed (or failed under `ignore`) and sent its first valid
-//               RCPT TO, which is NOT answered: replay tx.replay_lines() to the
-//               backend after its greeting and the handoff header, compare each reply
-//               class with what the client saw (250 for HELO/EHLO and MAIL), relay the
-//               backend's answer to the RCPT (or its refusal of an earlier replayed
-//               command), then send take_unprocessed() to the backend and splice.
-//               Cache a pass only when passed() is true.
+//   Handoff     (Deep only) the client passed, or failed under `ignore`, and sent its
+//               first valid RCPT TO, which is NOT answered: replay tx.replay_lines() to
+//               the backend after its greeting and the handoff header, compare each
+//               reply class with what the client saw (250 for HELO/EHLO and MAIL),
+//               relay the backend's answer to the RCPT (or its refusal of an earlier
+//               replayed command), then send take_unprocessed() to the backend and
+//               splice. Cache a pass only when passed() is true.
 //   Close       write the replies before it, then close; text is the DISCONNECT
 //               outcome ("quit", "rejected", "dropped", "timeout").
-// After Handoff or Close the engine is finished and feed() returns nothing.
+// After Handoff or Close the dialog is finished and feed() returns nothing.
+//
+// Every mode counts commands against limits.command_count_limit, as postscreen's one
+// engine does: a client that streams commands without reading the replies is closed
+// after that many, whatever it failed.
 #include <array>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/config.h"
 #include "screen/command_reader.h"
-#include "screen/enforce_dialog.h"
 #include "screen/smtp_transaction.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
 
-struct DeepOptions {
+enum class DialogMode { Enforce, Deep };
+
+struct DialogOptions {
+    DialogMode mode = DialogMode::Deep;
     bool pipelining = false;    // deep.pipelining
     bool non_smtp = false;      // deep.non_smtp_command
     bool bare_newline = false;  // deep.bare_newline
-    Action action = Action::Enforce;  // deep.action, for whichever test fails
+    Action action = Action::Enforce;  // deep.action, for whichever deep test fails
     std::vector<std::string> forbidden{"CONNECT", "GET", "POST", "USER", "PASS"};  // deep.forbidden_commands
     int command_count_limit = 20;  // limits.command_count_limit; 0 or less: no limit
     std::string hostname;          // our name, in the EHLO/HELO and 421 replies
     std::string client;            // "[ip]:port", in log lines
     bool tls_available = false;    // tls.cert and tls.key are set: offer STARTTLS
+    // Enforce: the answer to every RCPT TO, without CRLF, e.g. "550 5.7.1 Service
+    // unavailable; client [1.2.3.4] blocked using zen.example". Deep mode uses
+    // "550 5.5.1 Protocol error" once a test fails under `enforce`.
+    std::string reject_reply;
 };
 
-DeepOptions deep_options(const Config& config, std::string hostname, std::string client, bool tls_available);
+// The deep tests as the configuration sets them.
+DialogOptions deep_options(const Config& config, std::string hostname, std::string client, bool tls_available);
+// The enforce action's dialog for a client that failed a test before the handshake.
+DialogOptions enforce_options(const Config& config, std::string hostname, std::string client, bool tls_available,
+                              std::string reject_reply);
 
-struct DeepEvent {
+struct DialogEvent {
     enum class Kind { Reply, Violation, Log, LineStarted, StartTls, Handoff, Close };
     Kind kind;
     std::string text;         // Reply: CRLF-terminated lines; Violation, Log: one log line
@@ -71,18 +89,14 @@ struct DeepEvent {
     SmtpTransaction tx;       // Handoff: what to replay
 };
 
-class DeepDialog {
+class SmtpDialog {
 public:
-    explicit DeepDialog(DeepOptions options);
-    // The enforce responder's log callback points back at this object.
-    DeepDialog(const DeepDialog&) = delete;
-    DeepDialog& operator=(const DeepDialog&) = delete;
-    ~DeepDialog();
+    explicit SmtpDialog(DialogOptions options);
 
     // The bytes of one read from the client. Every complete line in them is handled
     // before this returns, which is what the pipelining test relies on: a line that
     // arrives in the same read behind another one was sent before our reply to it.
-    std::vector<DeepEvent> feed(std::string_view bytes);
+    std::vector<DialogEvent> feed(std::string_view bytes);
 
     // The TLS handshake that StartTls asked for succeeded. RFC 3207 §4.2: the client
     // starts over, so the HELO/EHLO and any MAIL FROM from before it are forgotten.
@@ -90,33 +104,41 @@ public:
 
     // limits.command_time_limit ran out: Log "COMMAND TIME LIMIT from [ip]:port",
     // Reply "421 4.4.2 host Error: timeout exceeded", Close "timeout".
-    std::vector<DeepEvent> time_limit_exceeded();
+    std::vector<DialogEvent> time_limit_exceeded();
+
+    // A DNSBL answer that arrives after the verdict can name a higher-weighted zone;
+    // the next RCPT reply names that one.
+    void set_reject_reply(std::string reply) { options_.reject_reply = std::move(reply); }
 
     // A command line has started and not ended (for the command time limit).
     bool has_partial_line() const;
     // After Handoff: what the client sent behind its RCPT TO, raw, for the backend.
     std::string take_unprocessed();
 
+    DialogMode mode() const { return options_.mode; }
     bool failed(Test test) const { return failed_[static_cast<size_t>(test)]; }
     // No enabled deep test failed: the session may cache the deep-test passes.
     bool passed() const;
-    bool enforcing() const { return enforce_ != nullptr; }
+    bool enforcing() const { return options_.mode == DialogMode::Enforce; }
     bool finished() const { return state_ == State::HandedOff || state_ == State::Closed; }
     int command_count() const { return commands_; }
 
 private:
     enum class State { Command, AwaitingTls, HandedOff, Closed };
+    // What the SMTP dialog must hold before a command may go ahead (OpenSMTPD's
+    // commands[] phase); a command out of its phase gets the row's 503 reply.
+    enum class Needs { Nothing, Helo, Mail };
     struct CommandRow;
     static const CommandRow kCommands[];
 
     void handle_line(const CommandLine& line, std::string_view unread);
     bool fail(Test test, std::string log);  // false: the session is over (drop)
-    void start_enforce();
     void execute(const CommandLine& line, const SmtpCommand& cmd);
+    bool in_phase(Needs needs) const;
 
     void reply(std::string_view text);
     void close(std::string outcome);
-    void emit(DeepEvent::Kind kind, std::string text, Test test = Test::Count);
+    void emit(DialogEvent::Kind kind, std::string text, Test test = Test::Count);
 
     // The command table's check and proceed steps. A check returns the error reply
     // (without CRLF), or an empty string when the command may go ahead; `line` is the
@@ -126,8 +148,8 @@ private:
     std::string check_mail(const SmtpCommand& cmd) const;
     std::string check_rcpt(const SmtpCommand& cmd) const;
     std::string check_data(const SmtpCommand& cmd) const;
-    std::string check_rset(const SmtpCommand& cmd) const;
     std::string check_vrfy(const SmtpCommand& cmd) const;
+    std::string check_etrn(const SmtpCommand& cmd) const;
     void proceed_helo(const SmtpCommand& cmd, std::string_view line);
     void proceed_ehlo(const SmtpCommand& cmd, std::string_view line);
     void proceed_starttls(const SmtpCommand& cmd, std::string_view line);
@@ -136,21 +158,23 @@ private:
     void proceed_rset(const SmtpCommand& cmd, std::string_view line);
     void proceed_noop(const SmtpCommand& cmd, std::string_view line);
     void proceed_quit(const SmtpCommand& cmd, std::string_view line);
-    void proceed_help(const SmtpCommand& cmd, std::string_view line);
+    void reject_rcpt(const SmtpCommand& cmd);
+    void hand_off(const SmtpCommand& cmd, std::string_view line);
     void record_helo(const SmtpCommand& cmd);
+    void forget_transaction();
 
-    DeepOptions options_;
+    DialogOptions options_;
     State state_ = State::Command;
     CommandReader reader_;
     std::string input_;    // raw client bytes not yet split into lines (bounded, see feed)
     size_t consumed_ = 0;  // of input_, during feed()
-    std::vector<DeepEvent> out_;
+    std::vector<DialogEvent> out_;
     std::array<bool, kTestCount> failed_{};
-    std::unique_ptr<EnforceDialog> enforce_;
 
     bool tls_active_ = false;
-    std::string helo_verb_;
-    std::string helo_name_;
+    std::string helo_verb_;             // "HELO" or "EHLO" as last sent, for the replay
+    std::string helo_name_;             // its first word
+    std::string proto_ = "SMTP";        // NOQUEUE's proto=: ESMTP once EHLO was seen
     bool have_mail_ = false;
     std::string mail_line_;
     std::string mail_from_;
