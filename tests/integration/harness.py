@@ -2638,7 +2638,8 @@ class ScriptedBackend:
     (.connections): peer, proxy (src, sport) or None, data (every byte), messages
     (bodies it answered 250 to), replies (how many replies it sent), sent (the bytes of
     those replies, greeting included), closed, eof (it read the proxy's FIN), reset (its
-    read failed: an RST), half_closed (it shut down its own write side)."""
+    read failed: an RST), half_closed (it shut down its own write side), self_closed (it
+    closed the connection itself, as after QUIT)."""
 
     def __init__(self, mode="smtp", greeting="220 scripted.test ESMTP", port=0, host="127.0.0.1",
                  half_close_after=None):
@@ -2676,7 +2677,7 @@ class ScriptedBackend:
                 return
             rec = {"peer": peer, "proxy": None, "data": b"", "messages": [], "replies": 0,
                    "closed": False, "sock": sock, "sent": b"", "eof": False, "reset": False,
-                   "half_closed": False, "half_close_after": self.half_close_after}
+                   "half_closed": False, "self_closed": False, "half_close_after": self.half_close_after}
             with self.lock:
                 self.connections.append(rec)
                 self.socks.append(sock)
@@ -2720,6 +2721,7 @@ class ScriptedBackend:
         except OSError:
             pass
         rec["closed"] = True
+        rec["self_closed"] = True
 
     def _handle(self, rec, stopping):
         s = rec["sock"]
