@@ -1,55 +1,23 @@
 // The `lmdb` cache backend: one memory-mapped file that survives restarts, shared by
 // every loop thread of the process (and by other processes on the same file).
 #include <lmdb.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 
+#include "cache/cache_file.h"
+#include "cache/lmdb_file_check.h"
+#include "cache/lmdb_record.h"
 #include "cache/verdict_cache.h"
 
 namespace smtpscreen {
 namespace {
-
-// Big enough for a few million records (a record is ~100 bytes with its key and page
-// overhead); LMDB only reserves address space, the file grows as records arrive.
-constexpr size_t kMapSize = size_t{256} << 20;
-
-// Record layout: a version byte, then one int64 little-endian pass_until per test, in
-// Test order. A record with fewer tests (written before a test was added) is read with
-// the missing ones as "never passed", so adding a test does not void the cache.
-constexpr uint8_t kRecordVersion = 1;
-constexpr size_t kRecordSize = 1 + 8 * kTestCount;
-
-std::string encode_record(const TestResults& r) {
-    std::string out(kRecordSize, '\0');
-    out[0] = static_cast<char>(kRecordVersion);
-    for (size_t t = 0; t < kTestCount; ++t) {
-        const auto v = static_cast<uint64_t>(r.pass_until[t]);
-        for (size_t b = 0; b < 8; ++b) out[1 + 8 * t + b] = static_cast<char>((v >> (8 * b)) & 0xff);
-    }
-    return out;
-}
-
-std::optional<TestResults> decode_record(const MDB_val& v) {
-    const auto* p = static_cast<const unsigned char*>(v.mv_data);
-    if (v.mv_size < 1 + 8 || (v.mv_size - 1) % 8 != 0 || p[0] != kRecordVersion) return std::nullopt;
-    TestResults r;
-    const size_t stored = std::min((v.mv_size - 1) / 8, kTestCount);
-    for (size_t t = 0; t < stored; ++t) {
-        uint64_t x = 0;
-        for (size_t b = 0; b < 8; ++b) x |= static_cast<uint64_t>(p[1 + 8 * t + b]) << (8 * b);
-        r.pass_until[t] = static_cast<int64_t>(x);
-    }
-    return r;
-}
-
-bool all_expired(const TestResults& r, int64_t now) {
-    return std::all_of(r.pass_until.begin(), r.pass_until.end(), [now](int64_t t) { return t <= now; });
-}
 
 MDB_val as_val(const std::string& s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
 
@@ -111,21 +79,41 @@ std::string open_error(const std::string& path, int rc) {
     }
 }
 
+std::string_view as_view(const MDB_val& v) { return {static_cast<const char*>(v.mv_data), v.mv_size}; }
+
+// Thrown while opening when the file itself is unusable (as opposed to the directory,
+// the permissions or the disk): such a file is moved aside and replaced.
+struct UnusableFile : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// How long sweeping rests after a whole pass over the records found nothing expired.
+constexpr int64_t kSweepPauseSeconds = 10;
+
+bool is_file_damage(int rc) {
+    return rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_PANIC;
+}
+
 class LmdbCache final : public VerdictCache {
 public:
-    LmdbCache(const std::string& path, Logger& log) : path_(path), log_(log) {
+    // `verify`: walk every record through LMDB once it is open (the file was checked
+    // and nobody else has it open).
+    LmdbCache(const std::string& path, Logger& log, size_t map_size, bool verify) : path_(path), log_(log) {
         MDB_env* raw = nullptr;
         if (int rc = mdb_env_create(&raw); rc != 0) throw std::runtime_error(open_error(path, rc));
         env_.reset(raw);
-        if (int rc = mdb_env_set_mapsize(raw, kMapSize); rc != 0) throw std::runtime_error(open_error(path, rc));
+        if (int rc = mdb_env_set_mapsize(raw, map_size); rc != 0) throw std::runtime_error(open_error(path, rc));
         // MDB_NOSUBDIR: cache.path names the file (its lock is path + "-lock").
         // MDB_NOTLS: read transactions are not tied to a thread, so any loop thread can
         //   look up; writers are serialised by LMDB's own lock.
-        // MDB_NOSYNC | MDB_NOMETASYNC: a session must never wait for fsync. A crash (not
-        //   a clean exit) may lose the last seconds of passes; the cost is one greet
-        //   wait for those clients on their next connection. The file stays consistent.
+        // MDB_NOSYNC | MDB_NOMETASYNC: a session must never wait for fsync. A crash of
+        //   the process loses nothing; a crash of the system may lose the last seconds
+        //   of passes or leave the file damaged, which the check at open catches (the
+        //   file is then moved aside: the cost is one greet wait per client).
         const unsigned flags = MDB_NOSUBDIR | MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC;
         if (int rc = mdb_env_open(raw, path.c_str(), flags, 0600); rc != 0) {
+            if (is_file_damage(rc)) throw UnusableFile(mdb_strerror(rc));
             throw std::runtime_error(open_error(path, rc));
         }
         // Reader slots left behind by a process that crashed would otherwise pin old
@@ -135,8 +123,19 @@ public:
 
         Txn txn(raw, 0);
         if (txn.begin_error() != 0) throw std::runtime_error(open_error(path, txn.begin_error()));
-        if (int rc = mdb_dbi_open(txn.get(), nullptr, 0, &dbi_); rc != 0) throw std::runtime_error(open_error(path, rc));
+        if (int rc = mdb_dbi_open(txn.get(), nullptr, 0, &dbi_); rc != 0) {
+            if (is_file_damage(rc)) throw UnusableFile(mdb_strerror(rc));
+            throw std::runtime_error(open_error(path, rc));
+        }
         if (int rc = txn.commit(); rc != 0) throw std::runtime_error(open_error(path, rc));
+        MDB_envinfo info{};
+        MDB_stat st{};
+        mdb_env_info(raw, &info);
+        mdb_env_stat(raw, &st);
+        map_pages_ = info.me_mapsize / std::max<size_t>(st.ms_psize, 1);
+        if (verify) {
+            if (std::string problem = walk_records(); !problem.empty()) throw UnusableFile(problem);
+        }
     }
 
     void lookup(const std::string& client_ip, LookupDone done) override {
@@ -145,11 +144,16 @@ public:
 
     void store(const std::string& client_ip, const TestResults& results) override {
         if (client_ip.empty()) return;
-        int rc = write(client_ip, results);
+        const auto now = static_cast<int64_t>(std::time(nullptr));
+        size_t pages = 0;
+        int rc = write(client_ip, results, pages);
         if (rc == MDB_MAP_FULL) {
-            // Make room from what has expired before giving up on this pass.
-            purge_expired(static_cast<int64_t>(std::time(nullptr)));
-            rc = write(client_ip, results);
+            // The map is full of passes that have not expired (or the sweeps below
+            // have not reached the expired ones yet): one more bounded step, one retry.
+            sweep_expired(now, kLmdbSweepBatch);
+            rc = write(client_ip, results, pages);
+        } else if (rc == 0 && pages > map_pages_ / 4 * 3) {
+            sweep_expired(now, kLmdbSweepBatch);
         }
         if (rc != 0) report("store", client_ip, rc);
     }
@@ -170,8 +174,8 @@ public:
         MDB_val key, val;
         for (int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
-            const auto r = decode_record(val);
-            if (!r || all_expired(*r, now)) {
+            const auto r = decode_lmdb_record(as_view(val));
+            if (!r || all_passes_expired(*r, now)) {
                 if (mdb_cursor_del(raw, 0) == 0) ++removed;
             }
         }
@@ -184,6 +188,70 @@ public:
     }
 
 private:
+    // Every record through LMDB's own cursor; returns what is wrong, or "".
+    std::string walk_records() {
+        Txn txn(env_.get(), MDB_RDONLY);
+        if (txn.begin_error() != 0) return mdb_strerror(txn.begin_error());
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return mdb_strerror(rc);
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        MDB_val key, val;
+        int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST);
+        for (; rc == 0; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
+            if (key.mv_size == 0 || !decode_lmdb_record(as_view(val))) return "a record does not decode";
+        }
+        return rc == MDB_NOTFOUND ? "" : mdb_strerror(rc);
+    }
+
+    // Removing expired records makes room a bounded step at a time: once the records
+    // fill three quarters of the map, each store looks at up to `limit` more records
+    // from where the previous step stopped and deletes the expired ones, in one write
+    // transaction. A full purge at MDB_MAP_FULL (what this replaces) scanned every
+    // record on the event loop at every new pass once the map was full of live ones,
+    // and could not even run then: LMDB needs free pages to copy the pages a delete
+    // changes. Growing the map instead would need every thread's transactions stopped
+    // (mdb_env_set_mapsize) and would only move the limit. The last quarter leaves the
+    // deletes their room; a run of neighbouring expired records frees whole pages.
+    void sweep_expired(int64_t now, size_t limit) {
+        std::lock_guard<std::mutex> lock(sweep_mutex_);
+        if (now < sweep_pause_until_) return;
+        Txn txn(env_.get(), 0);
+        if (txn.begin_error() != 0) return report("sweep", "", txn.begin_error());
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return report("sweep", "", rc);
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        MDB_val key = as_val(sweep_from_), val;
+        int rc = mdb_cursor_get(raw, &key, &val, sweep_from_.empty() ? MDB_FIRST : MDB_SET_RANGE);
+        std::string next_from;  // empty when this step reaches the last record
+        size_t deleted = 0;
+        for (size_t seen = 0; rc == 0; ++seen) {
+            if (seen == limit) {
+                next_from.assign(as_view(key));
+                break;
+            }
+            const auto r = decode_lmdb_record(as_view(val));
+            if (!r || all_passes_expired(*r, now)) {
+                // The cursor then stands on the following record, which MDB_NEXT returns.
+                if (int del = mdb_cursor_del(raw, 0); del != 0) return report("sweep", "", del);
+                ++deleted;
+            }
+            rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT);
+        }
+        if (rc != 0 && rc != MDB_NOTFOUND) return report("sweep", "", rc);
+        cursor.reset();  // a write cursor must be closed before its commit
+        if (deleted > 0) {
+            if (int c = txn.commit(); c != 0) return report("sweep", "", c);
+        }
+        sweep_from_ = std::move(next_from);
+        cycle_deleted_ += deleted;
+        if (sweep_from_.empty()) {
+            // A whole pass over the records: if it found nothing expired, the map is
+            // full of live passes and another pass right away would find nothing either.
+            if (cycle_deleted_ == 0) sweep_pause_until_ = now + kSweepPauseSeconds;
+            cycle_deleted_ = 0;
+        }
+    }
+
     std::optional<TestResults> read(const std::string& client_ip) {
         if (client_ip.empty()) return std::nullopt;
         Txn txn(env_.get(), MDB_RDONLY);
@@ -199,15 +267,18 @@ private:
             return std::nullopt;
         }
         // Copied out before the transaction ends: val points into the map.
-        return decode_record(val);
+        return decode_lmdb_record(as_view(val));
     }
 
-    int write(const std::string& client_ip, const TestResults& results) {
+    // `pages`: how many pages the records take after this write.
+    int write(const std::string& client_ip, const TestResults& results, size_t& pages) {
         Txn txn(env_.get(), 0);
         if (txn.begin_error() != 0) return txn.begin_error();
-        const std::string record = encode_record(results);
+        const std::string record = encode_lmdb_record(results);
         MDB_val key = as_val(client_ip), val = as_val(record);
         if (int rc = mdb_put(txn.get(), dbi_, &key, &val, 0); rc != 0) return rc;
+        MDB_stat st{};
+        if (mdb_stat(txn.get(), dbi_, &st) == 0) pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
         return txn.commit();
     }
 
@@ -216,8 +287,11 @@ private:
     void report(const char* op, const std::string& client_ip, int rc) {
         const uint64_t n = ++failures_;
         if ((n & (n - 1)) != 0) return;
-        log_.warn("verdict cache {}: {}{}{}: {} ({} failure{} so far; check the disk and the file's permissions)",
-                  path_, op, client_ip.empty() ? "" : " ", client_ip, mdb_strerror(rc), n, n == 1 ? "" : "s");
+        const char* advice = rc == MDB_MAP_FULL ? "the cache is full of unexpired passes; shorter cache.*_ttl values "
+                                                  "make room sooner"
+                                                : "check the disk and the file's permissions";
+        log_.warn("verdict cache {}: {}{}{}: {} ({} failure{} so far; {})", path_, op, client_ip.empty() ? "" : " ",
+                  client_ip, mdb_strerror(rc), n, n == 1 ? "" : "s", advice);
     }
 
     std::string path_;
@@ -225,12 +299,60 @@ private:
     EnvHandle env_;
     MDB_dbi dbi_ = 0;
     std::atomic<uint64_t> failures_{0};
+    size_t map_pages_ = 0;
+    std::mutex sweep_mutex_;
+    std::string sweep_from_;  // the key the next sweep starts at; empty: the first one
+    size_t cycle_deleted_ = 0;
+    int64_t sweep_pause_until_ = 0;
 };
+
+// The file at `path` cannot be used: move it aside and start an empty cache there; if
+// it cannot be moved, keep passes in memory until the next start.
+std::shared_ptr<VerdictCache> replace_unusable(const std::string& path, const std::string& problem, Logger& log,
+                                               size_t map_size) {
+    std::string error;
+    const auto moved = move_cache_aside(path, static_cast<int64_t>(std::time(nullptr)), error);
+    if (!moved) {
+        log.error("cache file {} is corrupt ({}) and cannot be moved aside ({}): keeping passes in memory until "
+                  "the next start; remove the file or make its directory writable by smtpscreen",
+                  path, problem, error);
+        return open_memory_cache();
+    }
+    log.warn("cache file {} is corrupt ({}): moved aside to {}; starting with an empty cache", path, problem, *moved);
+    auto cache = std::make_shared<LmdbCache>(path, log, map_size, false);
+    make_owner_only(path);
+    make_owner_only(lmdb_lock_path(path));
+    return cache;
+}
+
+bool exists(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0;
+}
 
 }  // namespace
 
-std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log) {
-    return std::make_shared<LmdbCache>(path, log);
+std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log, size_t map_size) {
+    create_cache_directory(path);
+    const bool new_file = !exists(path), new_lock = !exists(lmdb_lock_path(path));
+    // A file another process has open is in use there: checking it against a writer
+    // could misread it, and moving it would pull it from under that process.
+    const bool exclusive = !cache_open_elsewhere(path);
+    if (exclusive && !new_file) {
+        const LmdbFileCheck found = check_lmdb_file(path);
+        if (found.verdict == LmdbFileCheck::Verdict::Foreign) throw std::runtime_error(open_error(path, MDB_INVALID));
+        if (found.verdict == LmdbFileCheck::Verdict::Corrupt) return replace_unusable(path, found.problem, log, map_size);
+    }
+    std::shared_ptr<VerdictCache> cache;
+    try {
+        cache = std::make_shared<LmdbCache>(path, log, map_size, exclusive && !new_file);
+    } catch (const UnusableFile& e) {
+        if (!exclusive) throw std::runtime_error(open_error(path, MDB_CORRUPTED));
+        return replace_unusable(path, e.what(), log, map_size);
+    }
+    if (new_file) make_owner_only(path);
+    if (new_lock) make_owner_only(lmdb_lock_path(path));
+    return cache;
 }
 
 }  // namespace smtpscreen

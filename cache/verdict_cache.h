@@ -41,7 +41,19 @@ public:
 // LMDB allows one environment per file per process ("do not have open an LMDB database
 // twice in the same process at the same time"): open it once at start and keep the same
 // object across SIGHUP reloads unless cache.path changes. `log` must outlive the cache.
-std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log);
+//
+// The file is checked before LMDB maps it (check_lmdb_file); a corrupt or truncated one
+// is logged, moved aside to PATH.corrupt-<unix time> and replaced by an empty cache, so
+// the daemon never stays down because of its cache. A missing directory (the last
+// component of the path only) is created 0700 and new files are 0600, whatever the umask.
+//
+// Big enough for a few million records (a record is ~100 bytes with its key and page
+// overhead); LMDB only reserves address space, the file grows as records arrive.
+constexpr size_t kLmdbMapSize = size_t{256} << 20;
+// Once the records fill three quarters of the map, each store looks at no more than
+// this many records for expired ones to delete, resuming where the previous one stopped.
+constexpr size_t kLmdbSweepBatch = 512;
+std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log, size_t map_size = kLmdbMapSize);
 // At most kMemoryCacheMaxEntries records; when full, expired records go first, then the
 // oldest stored.
 constexpr size_t kMemoryCacheMaxEntries = 1'000'000;
