@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A corrupt or truncated LMDB cache never keeps smtpscreen down (the verdict cache is only
-a cache, README "Cache"; issue 14): a cache written by smtpscreen with a few clients is
+a cache: README, "The cache file"): a cache written by smtpscreen with a few clients is
 truncated (its record tree's root page cut off, as a crash of the file system can leave
 it), then, in a second run, has garbage written over that page. At each start smtpscreen
 logs one warning naming the file, what is wrong and where the file went, moves it aside
