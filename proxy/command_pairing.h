@@ -1,0 +1,156 @@
+#pragma once
+// Which command each backend reply answers, and what that makes of the client's next
+// bytes: the relay's command/reply pairing.
+//
+// With backend.handoff = xclient the backend trusts *our* address for XCLIENT (Postfix
+// smtpd_authorized_xclient_hosts): a client that got "XCLIENT ADDR=127.0.0.1" through
+// the relay would turn itself into a trusted relay client. So for as long as the session
+// is in clear text the relay follows the SMTP dialogue in both directions, tells command
+// lines apart from message content by the backend's own replies, and neutralizes the
+// commands a client may never send through us (XCLIENT, XFORWARD, BDAT, PROXY, and
+// STARTTLS when told to).
+//
+// The backend answers a pipelined group in order (RFC 2920), so one queue entry per
+// command line in flight says what each reply answers: an EHLO's reply is rewritten
+// (EhloRewriter), a 354 to DATA turns the client's bytes into message content
+// (SmugglingScanner), a 220 to STARTTLS makes the stream opaque. Until such a reply
+// comes, the client's bytes after the DATA or STARTTLS are held: only the reply tells
+// whether they are commands.
+//
+// terminate_starttls: smtpscreen is the client's TLS server. The client's STARTTLS never
+// reaches the backend; it is answered here ("220 2.0.0 Ready to start TLS", or "501 5.5.4
+// Syntax: STARTTLS" to one with an argument, "554 5.5.1 Error: TLS already active" to one
+// inside TLS), in the order of the client's commands: after every reply owed for the
+// commands sent before it. Until then the client's later bytes are held.
+//
+// Pure: bytes in, bytes out; no I/O, no clock, no global state.
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+
+namespace smtpscreen {
+
+class CommandPairing {
+public:
+    struct Options {
+        bool strip_starttls = false;       // block the client's STARTTLS
+        bool terminate_starttls = false;   // answer the client's STARTTLS here (see above)
+        bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS
+                                           // with us before the handoff
+        size_t max_line = 4096;            // longest command line kept whole (at least 64)
+    };
+
+    // What the client's next bytes are, as far as the replies so far tell.
+    enum class Phase : uint8_t {
+        Command,       // command lines (command_bytes)
+        Held,          // behind a DATA or STARTTLS awaiting its reply, or behind our own
+                       // reply awaiting those owed before it: kept (hold)
+        Data,          // message content, up to the client's end of data
+        Transparent,   // after the backend's 220 to STARTTLS: encrypted, passed untouched
+        Refused,       // a message was refused: nothing more goes either way
+        TlsWaiting,    // our STARTTLS awaits the replies owed before our 220: discarded
+        TlsStarting,   // our 220 is out, the handshake is the session's: discarded
+    };
+
+    // One piece of backend output, never more than one line (see reply_piece).
+    struct ReplyPiece {
+        bool starts_reply = false;   // the first bytes of a reply
+        bool answers_ehlo = false;   // the reply answers an EHLO the client sent
+        bool line_ends = false;      // the piece ends with the line's LF
+        bool final = false;          // ... and that line is the reply's last
+        std::string_view head;       // the line's first (up to) 4 octets so far: code, separator
+    };
+
+    // What a completed line of backend output changed.
+    struct Completed {
+        bool data_begins = false;    // a 354 to DATA: message content follows
+        bool release_held = false;   // the held client bytes are to be read again, now (take_held)
+    };
+
+    explicit CommandPairing(Options options);
+
+    Phase phase() const { return phase_; }
+
+    // Client side.
+    // Command-phase bytes: splits them into lines (CRLF or bare LF: the backend takes both
+    // as a line end), forwards each (or its blocked form) to `to_backend` and queues what
+    // its reply must be; the pairing's own replies go to `to_client`. Stops when the phase
+    // changes; returns the bytes consumed.
+    size_t command_bytes(std::string_view in, std::string& to_backend, std::string& to_client);
+    // Client bytes in the Held phase.
+    void hold(std::string_view in) { held_.append(in); }
+    std::string take_held();
+    // Client bytes in the TlsWaiting/TlsStarting phases: RFC 3207 §4.2 / CVE-2011-0411,
+    // what the client sent after STARTTLS and before the handshake is plain text that a
+    // man in the middle may have injected into what will look like the TLS session.
+    void discard_after_starttls(size_t n) { discarded_after_starttls_ += n; }
+    // The client's end of data went to the backend: its reply (the message's fate) is owed.
+    void message_ended();
+    // The message was refused: the backend is abandoned, nothing more is owed.
+    void message_refused() { phase_ = Phase::Refused; }
+    // Held client bytes plus an unfinished command line.
+    size_t held_bytes() const { return held_.size() + line_.size(); }
+    // The held client bytes alone: whole commands (or message text) that a reply still
+    // to come releases to the backend.
+    size_t held_for_backend() const { return held_.size(); }
+    // Command lines (and ends of data) forwarded and not answered yet, with our own
+    // replies queued behind them.
+    size_t replies_owed() const { return awaiting_.size(); }
+    // The backend answered the client's QUIT with 221 (RFC 5321 §4.1.1.10).
+    bool quit_answered() const { return quit_answered_; }
+
+    // Backend side.
+    // Backend bytes up to and including an LF, or up to the end of the input.
+    ReplyPiece reply_piece(std::string_view segment);
+    // After a piece with line_ends: completes the reply if the line was its last, and sends
+    // the pairing's own replies that are now next in line.
+    Completed line_complete(std::string& to_client);
+
+    // terminate_starttls: the handshake after our 220 is done.
+    void tls_established();
+    bool tls_active() const { return tls_active_; }
+    size_t discarded_after_starttls() const { return discarded_after_starttls_; }
+
+private:
+    // What a forwarded command needs from its reply. The Local* entries are our own
+    // replies, which go out once every entry before them is answered.
+    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, LocalSyntax, LocalTlsActive };
+    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, Blocked };
+    // The tail of a line longer than max_line: streamed on, or dropped.
+    enum class LongLine : uint8_t { None, Forward, Drop };
+
+    void begin_long_command(std::string& to_backend);
+    Awaits forward_command(std::string_view line, std::string& to_backend) const;
+    void command_forwarded(Awaits awaits, std::string& to_client);
+    Verb classify(std::string_view line) const;
+    Completed reply_complete(std::string_view code, std::string& to_client);
+    bool emit_local_replies(std::string& to_client);
+
+    Options options_;
+    Phase phase_ = Phase::Command;
+
+    // Client side.
+    std::string line_;                           // unfinished command line, at most max_line
+    LongLine long_command_ = LongLine::None;
+    Awaits long_command_awaits_ = Awaits::Other;
+    std::string held_;                           // client bytes in the Held phase
+    // One entry per command line forwarded and not yet answered, in order (RFC 2920: the
+    // backend answers a pipelined group in order). AUTH keeps the count too: each 334
+    // challenge answers one line and each client response line gets one reply. Bounded
+    // by what the sockets let through.
+    std::deque<Awaits> awaiting_;
+
+    // Backend side: the reply in progress.
+    bool in_reply_ = false;
+    bool reply_counted_ = false;                 // answers an entry of awaiting_ (not unsolicited)
+    Awaits reply_awaits_ = Awaits::Other;
+    std::string reply_head_;                     // first 4 octets of the current line
+
+    bool tls_active_ = false;
+    size_t discarded_after_starttls_ = 0;
+    bool quit_answered_ = false;
+};
+
+}  // namespace smtpscreen
