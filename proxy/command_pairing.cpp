@@ -26,6 +26,8 @@ constexpr std::string_view kBlockedCommand = "XSMTPSCREEN-BLOCKED\r\n";
 constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS\r\n";
 constexpr std::string_view kStartTlsSyntax = "501 5.5.4 Syntax: STARTTLS\r\n";
 constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active\r\n";
+// A command line over max_line (the deep tests' wording).
+constexpr std::string_view kLineTooLong = "500 5.5.2 Line too long\r\n";
 
 // A reply line is final unless its fourth octet is '-' (RFC 5321 §4.2.1); "250\r\n"
 // alone is a complete final line too.
@@ -54,56 +56,45 @@ size_t CommandPairing::command_bytes(std::string_view in, std::string& to_backen
         size_t take = lf == std::string_view::npos ? rest.size() : lf + 1;
         bool line_ends = lf != std::string_view::npos;
 
-        if (long_command_ == LongLine::None) {
-            size_t room = options_.max_line - line_.size();
-            if (take <= room) {
-                line_.append(rest.substr(0, take));
-                used += take;
-                if (line_ends) {
-                    Awaits awaits = forward_command(line_, to_backend);
-                    line_.clear();
-                    command_forwarded(awaits, to_client);
-                }
-                continue;
+        if (discarding_) {
+            used += take;
+            if (line_ends) {
+                discarding_ = false;
+                command_forwarded(Awaits::LocalTooLong, to_client);
             }
-            line_.append(rest.substr(0, room));
-            used += room;
-            begin_long_command(to_backend);
             continue;
         }
-        if (long_command_ == LongLine::Forward) to_backend.append(rest.substr(0, take));
+        if (take > options_.max_line - line_.size()) {
+            // Over max_line: nothing of it goes to the backend, now or later (see the top
+            // of command_pairing.h). Its octets are dropped as they come.
+            discarding_ = true;
+            line_forwarded();
+            continue;
+        }
+        line_.append(rest.substr(0, take));
         used += take;
         if (line_ends) {
-            long_command_ = LongLine::None;
-            command_forwarded(long_command_awaits_, to_client);
+            Awaits awaits = forward_command(line_, to_backend);
+            line_forwarded();
+            command_forwarded(awaits, to_client);
         }
     }
     return used;
 }
 
-// A command line longer than max_line is judged by its first max_line octets and its
-// tail streamed, so memory stays bounded. That is only safe because the backend does
-// the same: Postfix's smtpd_chat_query() skips the rest of an over-long line "to avoid
-// loss of synchronization", so the tail can never become a command of its own.
-void CommandPairing::begin_long_command(std::string& to_backend) {
-    Verb verb = classify(line_);
-    if (verb == Verb::Blocked) {
-        to_backend.append(kBlockedCommand);
-        long_command_ = LongLine::Drop;
-        long_command_awaits_ = Awaits::Other;
-    } else if (verb == Verb::LocalStartTls) {
-        // A STARTTLS line over max_line octets has an argument (or absurd white space).
-        long_command_ = LongLine::Drop;
-        long_command_awaits_ = Awaits::LocalSyntax;
-    } else {
-        long_command_awaits_ = forward_command(line_, to_backend);
-        long_command_ = LongLine::Forward;
-    }
-    line_.clear();
+// The line buffer is done with. A long line's buffer is given back rather than kept for
+// the rest of the session: most sessions never see a command line over 512 octets.
+void CommandPairing::line_forwarded() {
+    if (line_.capacity() > 512)
+        std::string().swap(line_);
+    else
+        line_.clear();
 }
 
-CommandPairing::Awaits CommandPairing::forward_command(std::string_view line, std::string& to_backend) const {
-    switch (classify(line)) {
+CommandPairing::Awaits CommandPairing::forward_command(std::string_view line, std::string& to_backend) {
+    Verb verb = classify(line);
+    if (verb != Verb::LocalStartTls) ++commands_sent_;
+    switch (verb) {
     case Verb::LocalStartTls:
         // Never forwarded: answered here (in order, see command_forwarded). Postfix's
         // order of checks: syntax first, then TLS already active.
@@ -144,6 +135,7 @@ void CommandPairing::command_forwarded(Awaits awaits, std::string& to_client) {
         return;
     case Awaits::LocalSyntax:
     case Awaits::LocalTlsActive:
+    case Awaits::LocalTooLong:
         emit_local_replies(to_client);   // releases nothing: the phase is Command
         // Still queued behind backend replies: hold what follows until it goes out, so the
         // queue of our own replies cannot grow while the backend is silent.
@@ -189,6 +181,7 @@ std::string CommandPairing::take_held() {
 // The final "." is a command of its own as far as replies go: the backend answers it
 // with the message's fate (RFC 5321 §4.1.1.4).
 void CommandPairing::message_ended() {
+    ++messages_sent_;
     phase_ = Phase::Command;
     awaiting_.push_back(Awaits::Other);
 }
@@ -256,6 +249,17 @@ CommandPairing::Completed CommandPairing::reply_complete(std::string_view code, 
     return done;
 }
 
+// Our own reply for an entry of awaiting_ (apart from the 220, which starts TLS), or
+// empty for the backend's.
+std::string_view CommandPairing::local_reply(Awaits awaits) {
+    switch (awaits) {
+    case Awaits::LocalSyntax: return kStartTlsSyntax;
+    case Awaits::LocalTlsActive: return kTlsAlreadyActive;
+    case Awaits::LocalTooLong: return kLineTooLong;
+    default: return {};
+    }
+}
+
 // Sends our own replies that are next in line: nothing owed before them, and no backend
 // reply half-way out (not even an unsolicited one). Returns true when the last of them
 // went out and the client bytes held behind it are to be read again; a STARTTLS among
@@ -270,9 +274,10 @@ bool CommandPairing::emit_local_replies(std::string& to_client) {
             phase_ = Phase::TlsStarting;   // nothing was taken in after the STARTTLS
             return release;
         }
-        if (awaits != Awaits::LocalSyntax && awaits != Awaits::LocalTlsActive) return release;
+        std::string_view reply = local_reply(awaits);
+        if (reply.empty()) return release;
         awaiting_.pop_front();
-        to_client.append(awaits == Awaits::LocalSyntax ? kStartTlsSyntax : kTlsAlreadyActive);
+        to_client.append(reply);
         // A hold with nothing left owed is this reply's (a DATA's hold keeps its own entry
         // in awaiting_ until its reply).
         if (awaiting_.empty() && phase_ == Phase::Held) {

@@ -10,6 +10,14 @@
 // commands a client may never send through us (XCLIENT, XFORWARD, BDAT, PROXY, and
 // STARTTLS when told to).
 //
+// A command line is forwarded only whole, and only when it is at most max_line octets
+// long: a longer one is answered here ("500 5.5.2 Line too long", in its place in the
+// reply order) and discarded up to its LF, so no part of it ever reaches the backend.
+// Judging an over-long line by its head and forwarding its tail is not safe: Exim reads
+// the octets after its 16,384th as a new command (smtp_read_command), so the tail of
+// one line the relay let through as "NOOP" would be run as XCLIENT, DATA, BDAT or
+// STARTTLS behind the relay's back. See kMaxCommandLine for the limit.
+//
 // The backend answers a pipelined group in order (RFC 2920), so one queue entry per
 // command line in flight says what each reply answers: an EHLO's reply is rewritten
 // (EhloRewriter), a 354 to DATA turns the client's bytes into message content
@@ -39,8 +47,17 @@ public:
         bool terminate_starttls = false;   // answer the client's STARTTLS here (see above)
         bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS
                                            // with us before the handoff
-        size_t max_line = 4096;            // longest command line kept whole (at least 64)
+        size_t max_line = kMaxCommandLine;  // longest command line forwarded, its LF included
+                                            // (at least 64)
     };
+
+    // RFC 4954 §4 makes servers take SASL responses (client lines in the command phase) of
+    // 12,288 octets of base64, Postfix's smtpd_sasl_response_limit too; with its CRLF that
+    // is the longest line a client may need. It stays below every backend's point of
+    // splitting a line in two: Exim's 16,384 octets (SMTP_CMD_BUFFER_SIZE); Postfix (since
+    // 2.9) never splits one, it reads line_length_limit (2,048) octets of a command and
+    // skips the rest up to the LF, so the verb both judge is the same.
+    static constexpr size_t kMaxCommandLine = 12288 + 2;
 
     // What the client's next bytes are, as far as the replies so far tell.
     enum class Phase : uint8_t {
@@ -100,6 +117,10 @@ public:
     size_t replies_owed() const { return awaiting_.size(); }
     // The backend answered the client's QUIT with 221 (RFC 5321 §4.1.1.10).
     bool quit_answered() const { return quit_answered_; }
+    // What went to the backend so far: command lines (a blocked one counts as its
+    // replacement) and ends of data.
+    uint64_t commands_sent() const { return commands_sent_; }
+    uint64_t messages_sent() const { return messages_sent_; }
 
     // Backend side.
     // Backend bytes up to and including an LF, or up to the end of the input.
@@ -116,25 +137,25 @@ public:
 private:
     // What a forwarded command needs from its reply. The Local* entries are our own
     // replies, which go out once every entry before them is answered.
-    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, LocalSyntax, LocalTlsActive };
+    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, LocalSyntax, LocalTlsActive, LocalTooLong };
     enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, Blocked };
-    // The tail of a line longer than max_line: streamed on, or dropped.
-    enum class LongLine : uint8_t { None, Forward, Drop };
 
-    void begin_long_command(std::string& to_backend);
-    Awaits forward_command(std::string_view line, std::string& to_backend) const;
+    Awaits forward_command(std::string_view line, std::string& to_backend);
+    void line_forwarded();
     void command_forwarded(Awaits awaits, std::string& to_client);
     Verb classify(std::string_view line) const;
     Completed reply_complete(std::string_view code, std::string& to_client);
     bool emit_local_replies(std::string& to_client);
+    static std::string_view local_reply(Awaits awaits);
 
     Options options_;
     Phase phase_ = Phase::Command;
 
     // Client side.
     std::string line_;                           // unfinished command line, at most max_line
-    LongLine long_command_ = LongLine::None;
-    Awaits long_command_awaits_ = Awaits::Other;
+    bool discarding_ = false;                    // inside a line over max_line, up to its LF
+    uint64_t commands_sent_ = 0;
+    uint64_t messages_sent_ = 0;
     std::string held_;                           // client bytes in the Held phase
     // One entry per command line forwarded and not yet answered, in order (RFC 2920: the
     // backend answers a pipelined group in order). AUTH keeps the count too: each 334

@@ -15,7 +15,7 @@ CommandPairing::Options pairing_options(const RelayFilter::Options& o) {
     p.strip_starttls = o.strip_starttls;
     p.terminate_starttls = o.terminate_starttls;
     p.tls_already_active = o.tls_already_active;
-    p.max_line = o.max_line;
+    p.max_line = o.max_command_line;
     return p;
 }
 

@@ -3,8 +3,9 @@
 // smuggling" section and docs/design.md): what the session puts between the two sockets
 // once the client is handed off. It composes three pieces, each in its own file:
 //   - CommandPairing (proxy/command_pairing.h): which command each backend reply
-//     answers, the commands a client may never send through us, and what the client's
-//     bytes are (commands, held, message content, opaque);
+//     answers, the commands a client may never send through us, the command lines too
+//     long to forward, and what the client's bytes are (commands, held, message
+//     content, opaque);
 //   - SmugglingScanner (proxy/smuggling_scanner.h): message content, where no bare LF or
 //     bare CR ever reaches the backend and only the client's own <CR><LF>.<CR><LF> ends it;
 //   - EhloRewriter (proxy/ehlo_rewriter.h): the backend's EHLO reply as the client sees it.
@@ -37,9 +38,11 @@
 //      out in to_client of the next from_client()/from_backend() call.
 //   A handshake failure or timeout ends the session; the filter has nothing to undo.
 // The filter's own replies (220, and "501 5.5.4 Syntax: STARTTLS" to a STARTTLS with an
-// argument, "554 5.5.1 Error: TLS already active" to one inside TLS) come out in to_client
-// in the order of the client's commands: after every reply owed for the commands sent
-// before it (RFC 2920). Until then client_held() is true and later client bytes wait.
+// argument, "554 5.5.1 Error: TLS already active" to one inside TLS, and in every mode
+// "500 5.5.2 Line too long" to a command line over max_command_line) come out in
+// to_client in the order of the client's commands: after every reply owed for the
+// commands sent before it (RFC 2920). Until then client_held() is true and later client
+// bytes wait.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -62,8 +65,12 @@ public:
         bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS with us
                                            // before the handoff (deep tests), so none is offered and
                                            // another gets 554
-        size_t max_line = 4096;        // longest command/reply line kept whole; longer lines are still
-                                       // forwarded (values below 64 are raised to 64)
+        size_t max_command_line = CommandPairing::kMaxCommandLine;   // longest command line forwarded,
+                                       // its line end included; a longer one is answered
+                                       // "500 5.5.2 Line too long" and dropped (see
+                                       // proxy/command_pairing.h; at least 64)
+        size_t max_line = 4096;        // longest EHLO reply line kept whole; a longer one is
+                                       // judged by its head and streamed (at least 64)
         BareLf bare_lf = BareLf::Reject;   // smuggling.bare_lf; see proxy/smuggling_scanner.h
         size_t max_text_line = 1000;       // longest message line in octets, CRLF included
                                            // (RFC 5321 §4.5.3.1.6); 0 = no limit
@@ -97,7 +104,7 @@ public:
     // is encrypted now, the filter passes bytes untouched both ways.
     bool transparent() const { return pairing_.phase() == CommandPairing::Phase::Transparent; }
     // Client bytes kept inside the filter and not yet forwarded: the held bytes plus an
-    // unfinished command line (at most max_line), plus a CR held in the data phase until
+    // unfinished command line (at most max_command_line), plus a CR held in the data phase until
     // the next octet shows whether it is part of a CRLF.
     size_t held_bytes() const { return pairing_.held_bytes() + (scanner_.holds_cr() ? 1 : 0); }
     // The part of held_bytes() that a backend reply still to come releases to the backend
@@ -145,6 +152,11 @@ public:
     // Client bytes discarded after the STARTTLS line before the handshake (never reset:
     // there is at most one STARTTLS per session).
     size_t discarded_after_starttls() const { return pairing_.discarded_after_starttls(); }
+
+    // What went to the backend so far: command lines (a blocked one counts as its
+    // replacement) and ends of data.
+    uint64_t commands_sent() const { return pairing_.commands_sent(); }
+    uint64_t messages_sent() const { return pairing_.messages_sent(); }
 
 private:
     void after_reply_line(CommandPairing::Completed done, std::string& to_client, std::string& to_backend);

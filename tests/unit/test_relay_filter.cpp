@@ -67,8 +67,11 @@ RelayFilter::Options strip_tls() {
 RelayFilter::Options short_lines() {
     RelayFilter::Options options;
     options.max_line = 64;
+    options.max_command_line = 64;
     return options;
 }
+
+constexpr std::string_view kLineTooLong = "500 5.5.2 Line too long\r\n";
 
 const std::string kEhloReply =
     "250-mx.example.org\r\n"
@@ -406,7 +409,7 @@ TEST_CASE("relay holds after a DATA sent in lower case with leading space and ba
     CHECK(relay.filter.client_held());
 }
 
-TEST_CASE("relay streams over-long command lines with bounded memory") {
+TEST_CASE("relay answers an over-long command line itself, forwards none of it, with bounded memory") {
     Relay relay(short_lines());
     const std::string long_noop = "NOOP " + std::string(100000, 'a') + "\r\n";
     std::string out;
@@ -414,22 +417,24 @@ TEST_CASE("relay streams over-long command lines with bounded memory") {
         out += relay.client(long_noop.substr(i, 1000));
         CHECK(relay.filter.held_bytes() <= 64);
     }
-    CHECK(out == long_noop);
+    CHECK(out.empty());
+    CHECK(relay.take_replies() == kLineTooLong);
 
-    // The verb of an over-long line is judged from its first bytes, and its tail dropped.
     const std::string long_xclient = "XCLIENT NAME=" + std::string(100000, 'x') + "\r\nNOOP\r\n";
     out.clear();
     for (size_t i = 0; i < long_xclient.size(); i += 999) {
         out += relay.client(long_xclient.substr(i, 999));
         CHECK(relay.filter.held_bytes() <= 64);
     }
-    CHECK(out == std::string(kBlocked) + "NOOP\r\n");
+    CHECK(out == "NOOP\r\n");
+    CHECK(relay.take_replies() == kLineTooLong);
 }
 
-TEST_CASE("relay judges an over-long line fed byte by byte") {
+TEST_CASE("relay drops an over-long line fed byte by byte") {
     Relay relay(short_lines());
     const std::string line = "bdat " + std::string(200, '9') + " LAST\r\n";
-    CHECK(relay.client_drip(line + "RSET\r\n") == std::string(kBlocked) + "RSET\r\n");
+    CHECK(relay.client_drip(line + "RSET\r\n") == "RSET\r\n");
+    CHECK(relay.take_replies() == kLineTooLong);
     const std::string fits = "MAIL FROM:<" + std::string(50, 'm') + ">\r\n";   // exactly 64 octets
     REQUIRE(fits.size() == 64);
     CHECK(relay.client_drip(fits) == fits);
@@ -438,6 +443,7 @@ TEST_CASE("relay judges an over-long line fed byte by byte") {
 TEST_CASE("relay keeps enough of a line to see its verb however small max_line is") {
     RelayFilter::Options options;
     options.max_line = 4;
+    options.max_command_line = 4;
     Relay relay(options);
     CHECK(relay.client("XCLIENT ADDR=127.0.0.1\r\n") == kBlocked);
     CHECK(relay.client_drip("XFORWARD ADDR=127.0.0.1\r\n") == kBlocked);
@@ -451,22 +457,80 @@ TEST_CASE("relay counts an unfinished command line among the bytes it keeps") {
     CHECK(relay.filter.held_bytes() == 0);
 }
 
-TEST_CASE("relay counts an over-long command line as one command") {
+TEST_CASE("relay counts an over-long command line as one command, answered by itself") {
     Relay relay(short_lines());
-    relay.client("NOOP " + std::string(500, 'a') + "\r\nEHLO client.example\r\n");
-    CHECK(relay.backend("500 5.5.2 Error: line too long\r\n") == "500 5.5.2 Error: line too long\r\n");
+    CHECK(relay.client("NOOP " + std::string(500, 'a') + "\r\nEHLO client.example\r\n") == "EHLO client.example\r\n");
+    CHECK(relay.take_replies() == kLineTooLong);
     CHECK(relay.backend(kEhloReply) == kEhloStripped);
 }
 
-TEST_CASE("relay holds after an over-long DATA line only once the line has ended") {
+TEST_CASE("relay never forwards an unfinished command line, and an over-long DATA line is no DATA") {
     Relay relay(short_lines());
-    const std::string line = "DATA " + std::string(100, 'x');
-    CHECK(relay.client(line) == line);
+    CHECK(relay.client("DATA").empty());
+    CHECK(relay.client(std::string(100, 'x')).empty());
+    CHECK(relay.client("\r\nXCLIENT ADDR=127.0.0.1\r\n") == kBlocked);
     CHECK_FALSE(relay.filter.client_held());
-    CHECK(relay.client("\r\nXCLIENT ADDR=127.0.0.1\r\n") == "\r\n");
+    CHECK(relay.take_replies() == kLineTooLong);
+    CHECK(relay.filter.commands_sent() == 1);
+}
+
+// Exim's smtp_read_command() ends a command after 16,384 octets and reads on from the
+// octet after the next one as a new command; Postfix skips the rest of the line. A relay
+// that judged the line by its head and forwarded the tail had an Exim backend run the
+// tail as commands, and take DATA while the relay was in the command phase.
+TEST_CASE("relay: the 16,385-octet desync, whatever the tail and however the line is cut") {
+    const std::string head = "NOOP " + std::string(16385 - 5, 'a');
+    const std::string tails[] = {
+        "XCLIENT ADDR=1.2.3.4\r\n",
+        "DATA\r\n",
+        "BDAT 20 LAST\r\n",
+        "STARTTLS\r\n",
+        "MAIL FROM:<smuggled@example.org>\r\n",
+    };
+    for (const std::string& tail : tails) {
+        for (size_t piece : {size_t(1000), size_t(4096), size_t(16385), size_t(100000)}) {
+            INFO("tail ", tail, " in pieces of ", piece);
+            Relay relay;
+            std::string out = relay.client_pieces(head + tail + "NOOP\r\n", piece);
+            // Only the whole line after the long one reaches the backend.
+            CHECK(out == "NOOP\r\n");
+            CHECK(relay.take_replies() == kLineTooLong);
+            CHECK(relay.filter.held_bytes() <= RelayFilter::Options{}.max_command_line);
+        }
+    }
+}
+
+TEST_CASE("relay: the command line limit is RFC 4954's 12,288 octets of AUTH data plus CRLF") {
+    const size_t limit = RelayFilter::Options{}.max_command_line;
+    CHECK(limit == 12290);
+    CHECK(limit < 16384);   // Exim's SMTP_CMD_BUFFER_SIZE
+    const std::string fits = std::string(limit - 2, 'A') + "\r\n";
+    const std::string fits_lf = std::string(limit - 1, 'A') + "\n";
+    const std::string over = std::string(limit - 1, 'A') + "\r\n";
+    for (const std::string& line : {fits, fits_lf}) {
+        Relay relay;
+        CHECK(relay.client_pieces(line, 777) == line);
+        CHECK(relay.replies.empty());
+    }
+    Relay relay;
+    CHECK(relay.client_pieces(over, 777).empty());
+    CHECK(relay.take_replies() == kLineTooLong);
+    CHECK(relay.client("NOOP\r\n") == "NOOP\r\n");
+}
+
+TEST_CASE("relay: the answer to an over-long line waits for the replies owed before it") {
+    Relay relay;
+    const std::string long_line = "RCPT TO:<" + std::string(20000, 'r') + ">\r\n";
+    CHECK(relay.client("MAIL FROM:<a@example.org>\r\nNOOP\r\n" + long_line + "RSET\r\nQUIT\r\n") ==
+          "MAIL FROM:<a@example.org>\r\nNOOP\r\n");
+    CHECK(relay.replies.empty());
     CHECK(relay.filter.client_held());
-    relay.backend("501 5.5.4 Syntax: DATA\r\n");
-    CHECK(relay.take_released() == kBlocked);
+    CHECK(relay.backend("250 2.1.0 Ok\r\n") == "250 2.1.0 Ok\r\n");
+    CHECK(relay.take_released().empty());
+    CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n" + std::string(kLineTooLong));
+    CHECK(relay.take_released() == "RSET\r\nQUIT\r\n");
+    CHECK_FALSE(relay.filter.client_held());
+    CHECK(relay.filter.commands_sent() == 4);
 }
 
 TEST_CASE("relay strips over-long EHLO lines with bounded memory") {
@@ -1273,10 +1337,10 @@ TEST_CASE("terminate_starttls: STARTTLS with an argument gets our 501, in order"
     }
     SUBCASE("an over-long STARTTLS line") {
         RelayFilter::Options options = terminate_tls();
-        options.max_line = 64;
+        options.max_command_line = 64;
         Relay relay(options);
         CHECK(relay.client_drip("STARTTLS " + std::string(200, 'a') + "\r\nNOOP\r\n") == "NOOP\r\n");
-        CHECK(relay.replies == kSyntax);
+        CHECK(relay.replies == kLineTooLong);
         CHECK_FALSE(relay.filter.start_tls_now());
     }
 }
