@@ -10,7 +10,8 @@ over its level before the case:
      '500 5.5.2 Line too long', then QUIT 221;
   3. during the deep tests: the same 500 5.5.2; then the client can still pass (EHLO,
      MAIL, RCPT) and is handed off;
-  4. after a plain handoff, as a command: relayed to Postfix, whose answer comes back;
+  4. after a plain handoff, as a command: none of it reaches Postfix, smtpscreen answers
+     '500 5.5.2 Line too long' itself (the relay forwards only whole command lines);
   5. after a plain handoff, in DATA (one 10 MB line): smtpscreen's relay refuses the
      message itself ('550 5.5.2 Message line too long', then 421; SPEC §4 asks it after
      a deep-tested handoff, the relay does it after every handoff);
@@ -149,6 +150,8 @@ def main(env):
                 pass
             got += c.drain(quiet=1.0, limit=5).decode(errors="replace")
         c.close()
+        check(got.startswith("500 5.5.2 Line too long"),
+              f"plain handoff, 10 MB command line: expected smtpscreen's '500 5.5.2 Line too long', got {got!r}")
         outcome, _ = harness.check_one_disconnect(screen, "127.0.13.4", port, timeout=15)
         return f"{sent} bytes ({how}); client got {got.strip()!r}; outcome {outcome}"
     mem.around("4 endless command line after a plain handoff", handoff_command)
