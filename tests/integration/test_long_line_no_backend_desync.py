@@ -5,20 +5,24 @@ next octet and reads the rest of the line as a new command; Postfix skips the re
 the relay must never forward any part of a line it has not seen whole: a longer line is
 answered by smtpscreen ('500 5.5.2 Line too long') and dropped up to its LF.
 
-The backend here is a small SMTP server in this file that reads lines exactly as Exim
-does (EximLikeBackend), behind a PROXY v2 handoff. A client that already passed (PASS
-OLD) opens a transaction and then sends two 16,385-octet lines whose tails are
-'XCLIENT ADDR=1.2.3.4' and 'DATA', the second followed by a body with a bare-LF end of
-data ('\\n.\\n') and a smuggled MAIL/RCPT. Before the fix the backend ran the XCLIENT,
-took DATA while the relay was in the command phase and queued the body the relay never
-scanned. Now:
+Two backends, each behind a PROXY v2 handoff: a small SMTP server in this file that
+reads lines exactly as Exim does (EximLikeBackend), and a real Exim 4.96 (harness.Exim,
+exim -bdf with hosts_proxy). A client that already passed (PASS OLD) opens a
+transaction and then sends two 16,385-octet lines whose tails are 'XCLIENT
+ADDR=1.2.3.4' and 'DATA', the second followed by a body with a bare-LF end of data
+('\\n.\\n') and a smuggled MAIL/RCPT. Before the fix the Exim-like backend ran the
+XCLIENT, took DATA while the relay was in the command phase and queued the body the
+relay never scanned. Now:
   - the backend never runs XCLIENT and never takes DATA: no message reaches it;
   - every command the backend runs is a whole line the client sent;
-  - the client gets '500 5.5.2 Line too long' for each long line, in its place."""
+  - the client gets '500 5.5.2 Line too long' for each long line, in its place.
+With the real Exim the same attack leaves no XCLIENT in Exim's log, and nothing is
+received or delivered."""
 import os
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -148,25 +152,22 @@ def long_line(tail):
     return head + tail
 
 
-def main(env):
-    backend = EximLikeBackend()
-    env.add_cleanup(backend.stop)
-    screen = env.smtpscreen(settings={"backend.address": f"127.0.0.1:{backend.port}"})
-    marker = harness.unique_marker("smuggled")
-
-    # The first session passes the greet wait; the attacker's is the second (PASS OLD).
-    c = harness.SmtpClient(screen.port, source="127.0.21.1", timeout=15)
+def attack(screen, source, backend_name, marker):
+    """Two sessions from `source`: the first passes the greet wait, the second (PASS OLD)
+    opens a transaction and sends the two long lines, the body and QUIT. Returns (body,
+    what the client got after the first long line, after the second, its source port)."""
+    c = harness.SmtpClient(screen.port, source=source, timeout=15)
     greeting, _, _ = harness.read_full_greeting(c)
-    check("exim-like.test" in greeting.final, f"expected the backend's greeting, got {greeting.text!r}")
+    check(backend_name in greeting.final, f"expected the backend's greeting, got {greeting.text!r}")
     c.expect("QUIT", 221)
     c.close()
 
-    c = harness.SmtpClient(screen.port, source="127.0.21.1", timeout=15)
+    c = harness.SmtpClient(screen.port, source=source, timeout=15)
     port = c.local_port
     greeting, _, t_final = harness.read_full_greeting(c)
-    check("exim-like.test" in greeting.final and t_final < 1.0,
+    check(backend_name in greeting.final and t_final < 1.0,
           f"the second session must be handed off at once (PASS OLD), got {greeting.text!r} after {t_final:.2f}s")
-    screen.wait_for_log(harness.re_pass_old("127.0.21.1", port))
+    screen.wait_for_log(harness.re_pass_old(source, port))
     ehlo = c.ehlo()
     check("XCLIENT" not in ehlo.text.upper(), f"EHLO through smtpscreen offers XCLIENT: {ehlo.text!r}")
     c.expect("MAIL FROM:<sender@example.org>", 250)
@@ -176,10 +177,22 @@ def main(env):
     first = c.drain(quiet=1.0, limit=10).decode(errors="replace")
     body = (f"Subject: {marker}\r\n\r\nnot scanned by the relay\n.\n"
             "MAIL FROM:<smuggled@example.org>\r\nRCPT TO:<victim@example.test>\r\n")
-    c.send(long_line("DATA\r\n") + body + "QUIT\r\n")
-    check(c.wait_closed(10), f"the session did not end after QUIT; {c.transcript_text()}")
-    rest = (c.buf.decode(errors="replace"))
-    harness.log(f"client got, after the first long line: {first!r}; after the second: {rest!r}")
+    try:
+        c.send(long_line("DATA\r\n") + body + "QUIT\r\n")
+    except OSError:
+        pass   # the backend may have ended the session already
+    c.wait_closed(10)
+    rest = c.buf.decode(errors="replace")
+    harness.log(f"{backend_name}: client got, after the first long line: {first!r}; after the second: {rest!r}")
+    c.close()
+    return body, first, rest, port
+
+
+def main(env):
+    backend = EximLikeBackend()
+    env.add_cleanup(backend.stop)
+    screen = env.smtpscreen(settings={"backend.address": f"127.0.0.1:{backend.port}"})
+    body, first, rest, port = attack(screen, "127.0.21.1", "exim-like.test", harness.unique_marker("smuggled"))
 
     with backend.lock:
         commands, xclients, messages = list(backend.commands), list(backend.xclients), list(backend.messages)
@@ -197,6 +210,23 @@ def main(env):
     check(rest.count("500 5.5.2 Line too long") == 1 and "221 " in rest,
           f"after the second long line: one 500 of smtpscreen's, then the backend's replies to each line: {rest!r}")
     harness.check_one_disconnect(screen, "127.0.21.1", port)
+
+    # The same against a real Exim 4.96, which reads PROXY v2 from smtpscreen (hosts_proxy).
+    exim = harness.Exim(env, name="exim", main_extra="hosts_proxy = 127.0.0.1")
+    exim.start_daemon()
+    real = env.smtpscreen(name="to-exim", settings={"backend.address": f"127.0.0.1:{exim.port}"})
+    marker = harness.unique_marker("smuggled-exim")
+    _, first, rest, port = attack(real, "127.0.21.2", "exim.test", marker)
+    time.sleep(1)   # Exim writes its log as it goes: let the session's last lines land
+    log = exim.log()
+    harness.log("Exim's log of the session:\n" + harness._tail(log, 20))
+    check("XCLIENT" not in log, f"Exim read the XCLIENT as a command:\n{harness._tail(log, 30)}")
+    check(not exim.message_ids(), f"Exim received a message the relay never scanned:\n{harness._tail(log, 30)}")
+    check(not exim.delivered(marker), "Exim delivered the smuggled message")
+    check(first.startswith("500 5.5.2 Line too long\r\n"),
+          f"real Exim, first long line: expected smtpscreen's '500 5.5.2 Line too long', got {first!r}")
+    check(rest.startswith("500 5.5.2 Line too long\r\n"),
+          f"real Exim, second long line: expected smtpscreen's '500 5.5.2 Line too long' first, got {rest!r}")
 
 
 if __name__ == "__main__":
