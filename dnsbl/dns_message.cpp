@@ -54,8 +54,10 @@ public:
 
     // A name at the current position whose own bytes end by `end` (the message, or the
     // RDATA it is in). A compression pointer must point before the start of the labels
-    // it follows (RFC 1035 §4.1.4: "a prior occurrence of the same name"): the places a
-    // name is read from then only move back, so no pointer can lead into a loop.
+    // it follows, and the labels it leads to must end before that start too (RFC 1035
+    // §4.1.4: "a prior occurrence of the same name"): the places a name is read from
+    // only move back, so no pointer can lead into a loop, and a name is made of bytes
+    // that come before it, never of bytes after the record it is in.
     std::string name(std::size_t end) {
         std::string out;
         std::size_t octets = 1;  // the root label's length octet
@@ -63,10 +65,12 @@ public:
         std::size_t run_start = pos_;
         bool jumped = false;
         for (;;) {
-            if (cursor >= end) throw past_end("a name", end);
+            if (cursor >= end) throw jumped ? runs_into_pointer(cursor) : past_end("a name", end);
             const unsigned char len = wire_[cursor];
             if ((len & 0xC0) == 0xC0) {
-                if (end - cursor < 2) throw Malformed{"a compression pointer is cut short"};
+                if (end - cursor < 2) {
+                    throw jumped ? runs_into_pointer(cursor) : Malformed{"a compression pointer is cut short"};
+                }
                 const std::size_t target = static_cast<std::size_t>(len & 0x3F) << 8 | wire_[cursor + 1];
                 if (target >= run_start) {
                     throw Malformed{
@@ -75,8 +79,8 @@ public:
                 }
                 if (!jumped) pos_ = cursor + 2;
                 jumped = true;
+                end = run_start;
                 cursor = run_start = target;
-                end = wire_.size();
                 continue;
             }
             if (len & 0xC0) {
@@ -88,7 +92,7 @@ public:
             }
             octets += 1 + len;
             if (octets > kMaxNameOctets) throw Malformed{"a name is longer than 255 octets"};
-            if (end - cursor - 1 < len) throw past_end("a name", end);
+            if (end - cursor - 1 < len) throw jumped ? runs_into_pointer(cursor) : past_end("a name", end);
             if (!out.empty()) out += '.';
             for (std::size_t i = cursor + 1; i <= cursor + len; ++i) append_escaped(out, wire_[i]);
             cursor += 1 + len;
@@ -102,6 +106,11 @@ public:
     }
 
 private:
+    static Malformed runs_into_pointer(std::size_t offset) {
+        return Malformed{fmt::format("the labels at offset {}, reached by a compression pointer, run past the "
+                                     "name that points to them",
+                                     offset)};
+    }
     Malformed past_end(const char* what, std::size_t end) const {
         return Malformed{fmt::format("{} runs past the end of the {}", what, end == wire_.size() ? "message" : "RDATA")};
     }

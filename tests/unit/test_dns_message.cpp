@@ -317,6 +317,15 @@ TEST_CASE("dns parse: compression pointers must point back, so loops are impossi
     const unsigned owner_at = static_cast<unsigned>(run.bytes.size());
     run.labels("a.b").pointer(owner_at).record_head(kTypeA, 1).a_rdata(127, 0, 0, 2);
     CHECK(parse_error(run.bytes).find("answer 1 of 1: a compression pointer") == 0);
+    // Back, but to labels that run on past the name that points to them (here: the
+    // question's type 0x0A00 read as a 10-octet label that covers the pointer itself and
+    // the record after it). Found by fuzz_dns_reply: the name was made of later bytes.
+    Wire overlap;
+    overlap.header(1, kResponse, 1, 1).name("hello").u16(0x0A00).u16(kClassIn);
+    overlap.pointer(19).record_head(kTypeA, 1).a_rdata(127, 0, 0, 2);
+    CHECK(parse_error(overlap.bytes) ==
+          "answer 1 of 1: the labels at offset 19, reached by a compression pointer, run past the name that points to "
+          "them");
     // A pointer cut short at the end of the message.
     Wire cut;
     cut.header(1, kResponse, 1, 0).u8(0xC0);
