@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "core/credentials.h"
+#include "core/text.h"
 #include "screen/access_list.h"
 
 namespace smtpscreen {
@@ -26,23 +27,10 @@ namespace {
 
 constexpr std::string_view kSpace = " \t\r";
 
-std::string_view trim(std::string_view s) {
-    auto first = s.find_first_not_of(kSpace);
-    if (first == std::string_view::npos) return {};
-    auto last = s.find_last_not_of(kSpace);
-    return s.substr(first, last - first + 1);
-}
+std::string_view trim(std::string_view s) { return smtpscreen::trim(s, kSpace); }
 
 std::string quote(std::string_view v) {
     return fmt::format("\"{}\"", v);
-}
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return out;
 }
 
 // Comma-separated list, items trimmed; empty items (a trailing comma left over from
@@ -165,7 +153,7 @@ public:
     void fail_elsewhere(std::string text) { state_.problems.push_back({line_, std::move(text)}); }
 
     std::optional<bool> boolean(std::string_view v) {
-        auto l = lower(v);
+        auto l = ascii_lower(v);
         if (l == "on" || l == "yes" || l == "true") return true;
         if (l == "off" || l == "no" || l == "false") return false;
         fail(quote(v) + " is not a yes/no value (use on, off, yes, no, true or false)");
@@ -210,7 +198,7 @@ public:
     template <typename T, size_t N>
     std::optional<T> choice(std::string_view v, const std::array<std::pair<std::string_view, T>, N>& table,
                             std::string_view what) {
-        auto l = lower(v);
+        auto l = ascii_lower(v);
         for (const auto& [name, value] : table) {
             if (l == name) return value;
         }
@@ -307,7 +295,7 @@ void load_reply_map(KeyContext& c, const std::string& filename, std::string_view
         // As in Postfix table files, only whole lines are comments.
         if (line.empty() || line.front() == '#') continue;
         size_t gap = line.find_first_of(" \t");
-        auto zone = lower(line.substr(0, gap));
+        auto zone = ascii_lower(line.substr(0, gap));
         auto name = gap == std::string_view::npos ? std::string_view{} : trim(line.substr(gap));
         while (!zone.empty() && zone.back() == '.') zone.pop_back();
         auto where = fmt::format("{}:{}: {}: ", filename, lineno, c.key());
@@ -565,11 +553,11 @@ const KeyDef kKeys[] = {
     {"log", "stderr", [](KeyContext& c, std::string_view v) {
         // "auto" is the written form of the default (on in the foreground), so that
         // --print-config can say it and load its own output.
-        if (lower(v) == "auto") {
+        if (ascii_lower(v) == "auto") {
             c.cfg().log_stderr.reset();
             return;
         }
-        auto l = lower(v);
+        auto l = ascii_lower(v);
         if (l == "on" || l == "yes" || l == "true") c.cfg().log_stderr = true;
         else if (l == "off" || l == "no" || l == "false") c.cfg().log_stderr = false;
         else c.fail(quote(v) + " is not a yes/no value (use auto, on or off)");
@@ -633,12 +621,12 @@ size_t edit_distance(std::string_view a, std::string_view b) {
 // "(did you mean greet.wait?)" for a typo or a key put in the wrong section,
 // otherwise the keys the section does have.
 std::string unknown_key_hint(std::string_view section, std::string_view name) {
-    std::string wanted = lower(fmt::format("{}.{}", section, name));
+    std::string wanted = ascii_lower(fmt::format("{}.{}", section, name));
     std::string best;
     size_t best_distance = 3;
     for (const auto& k : kKeys) {
         std::string full = fmt::format("{}.{}", k.section, k.name);
-        size_t d = k.name == lower(name) ? 1 : edit_distance(wanted, full);
+        size_t d = k.name == ascii_lower(name) ? 1 : edit_distance(wanted, full);
         if (d < best_distance) {
             best_distance = d;
             best = full;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/text.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_message.h"
 #include "dnsbl/zone_health.h"
@@ -114,13 +115,6 @@ DnsblReply dnsbl_reply(int status, const unsigned char* abuf, int alen, const dn
     return out;
 }
 
-std::string lower(std::string s) {
-    for (char& c : s) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return s;
-}
-
 // Postfix's valid_hostname(), minus its leniency for '_': labels of letters, digits and
 // inner hyphens, 1..63 long, at most 255 in all, and not all digits (a "name" such as
 // 1.2.3.4 would pass for an address).
@@ -159,7 +153,7 @@ std::vector<std::string> ptr_names(int status, const unsigned char* abuf, int al
     auto reply = read_reply(abuf, alen, asked, &error);
     if (!reply || reply->rcode != dns::kRcodeNoError) return names;
     for (const dns::Record* rec : dns::answers_to_question(*reply, dns::kTypePtr).records) {
-        names.push_back(lower(rec->target));
+        names.push_back(ascii_lower(rec->target));
     }
     return names;
 }
@@ -379,7 +373,7 @@ DnsSubscription DnsClient::Impl::subscribe(const std::shared_ptr<T>& pending, Cb
 }
 
 DnsSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb) {
-    const std::string zone_name = lower(zone);
+    const std::string zone_name = ascii_lower(zone);
     const std::string name = reverse_name(client) + "." + zone_name;
     if (auto it = in_flight_.find(name); it != in_flight_.end()) return subscribe(it->second, std::move(cb));
 

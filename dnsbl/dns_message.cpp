@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/text.h"
+
 namespace smtpscreen::dns {
 
 namespace {
@@ -18,8 +20,6 @@ constexpr std::size_t kSoaFixedSize = 20;     // serial, refresh, retry, expire,
 struct Malformed {
     std::string what;
 };
-
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 void append_escaped(std::string& out, unsigned char c) {
     if (c == '.' || c == '\\') {
@@ -300,10 +300,7 @@ std::optional<Message> parse_message(std::span<const unsigned char> wire, std::s
     return m;
 }
 
-bool same_name(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
-}
+bool same_name(std::string_view a, std::string_view b) { return iequals(a, b); }
 
 std::string mismatch(const Message& reply, const Question& asked, std::optional<uint16_t> id) {
     if (!reply.response) return "a query, not a response";

@@ -5,18 +5,13 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/text.h"
+
 namespace smtpscreen {
 
 namespace {
 
 constexpr std::string_view kSpace = " \t\r\n";
-
-std::string_view trim(std::string_view s) {
-    const auto first = s.find_first_not_of(kSpace);
-    if (first == std::string_view::npos) return {};
-    const auto last = s.find_last_not_of(kSpace);
-    return s.substr(first, last - first + 1);
-}
 
 // Splits on sep, but not inside [...], so "[2;4]" stays one piece of a ';'-list.
 std::vector<std::string_view> split_outside_brackets(std::string_view s, char sep) {
@@ -30,17 +25,6 @@ std::vector<std::string_view> split_outside_brackets(std::string_view s, char se
             parts.push_back(s.substr(start, i - start));
             start = i + 1;
         }
-    }
-    parts.push_back(s.substr(start));
-    return parts;
-}
-
-std::vector<std::string_view> split(std::string_view s, std::string_view sep) {
-    std::vector<std::string_view> parts;
-    std::size_t start = 0;
-    for (auto pos = s.find(sep); pos != std::string_view::npos; pos = s.find(sep, start)) {
-        parts.push_back(s.substr(start, pos - start));
-        start = pos + sep.size();
     }
     parts.push_back(s.substr(start));
     return parts;
@@ -137,8 +121,7 @@ bool valid_label_char(char c) {
 
 std::string parse_zone(std::string_view text, std::string& zone) {
     if (text.empty()) return "the DNS zone is missing (write e.g. zen.spamhaus.org)";
-    zone.clear();
-    for (char c : text) zone += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    zone = ascii_lower(text);
     if (zone.back() == '.') zone.pop_back();  // a fully qualified "zone." is the same zone
     if (zone.empty() || zone.size() > 253) return fmt::format("zone \"{}\" is not a valid domain name", text);
     for (auto label : split(zone, ".")) {
@@ -183,7 +166,7 @@ bool DnsblSite::matches(uint32_t ipv4_host_order) const {
 }
 
 std::optional<DnsblSite> parse_dnsbl_site(std::string_view text, std::string* error) {
-    text = trim(text);
+    text = trim(text, kSpace);
     DnsblSite site;
     site.text = std::string(text);
     std::string err = text.empty() ? "is empty (write zone[=filter][*weight])" : parse_site(text, site);

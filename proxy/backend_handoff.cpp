@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "core/text.h"
 #include "proxy/handoff_header.h"
 
 namespace smtpscreen {
@@ -38,10 +39,7 @@ bool offers_keyword(std::string_view ehlo_reply, std::string_view keyword) {
         std::string_view line = ehlo_reply.substr(pos, eol == std::string_view::npos ? eol : eol - pos);
         if (line.size() > 4) {
             std::string_view word = line.substr(4, keyword.size());
-            bool same = word.size() == keyword.size();
-            for (size_t i = 0; same && i < word.size(); ++i) {
-                same = std::toupper(static_cast<unsigned char>(word[i])) == keyword[i];
-            }
+            const bool same = iequals(word, keyword);
             size_t after = 4 + keyword.size();
             if (same && (line.size() == after || line[after] == ' ' || line[after] == '\r')) return true;
         }

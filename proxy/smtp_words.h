@@ -6,13 +6,12 @@
 #include <cctype>
 #include <string_view>
 
+#include "core/text.h"
+
 namespace smtpscreen::smtp_words {
 
-inline bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
-           });
-}
+// Verbs and keywords compare without regard to ASCII case (RFC 5321 §2.4).
+using smtpscreen::iequals;
 
 inline bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';

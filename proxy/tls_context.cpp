@@ -18,6 +18,8 @@
 #include <cstdio>
 #include <system_error>
 
+#include "core/text.h"
+
 namespace smtpscreen {
 
 const char* const kDefaultTlsCiphers =
@@ -99,14 +101,7 @@ constexpr SuiteName kOpensslNames[] = {
     {"TLS-RSA-WITH-CAMELLIA-128-CBC-SHA", "CAMELLIA128-SHA"},
 };
 
-std::string upper_trimmed(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    std::string out(s);
-    for (char& c : out)
-        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    return out;
-}
+std::string upper_trimmed(std::string_view s) { return ascii_upper(trim(s, " \t")); }
 
 // Why a suite may not be configured, or nullptr when it may.
 const char* weakness(const mbedtls_ssl_ciphersuite_t& info) {

@@ -2,17 +2,11 @@
 
 #include <fmt/format.h>
 
-#include <strings.h>
+#include "core/text.h"
 
 namespace smtpscreen {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-    return s;
-}
 
 std::vector<std::string_view> split_fields(std::string_view s) {
     std::vector<std::string_view> fields;
@@ -24,10 +18,6 @@ std::vector<std::string_view> split_fields(std::string_view s) {
         if (i > start) fields.push_back(s.substr(start, i - start));
     }
     return fields;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 std::optional<AccessVerdict> parse_verdict(std::string_view word) {
@@ -49,7 +39,7 @@ std::vector<AccessRule> parse_access_list(std::string_view text, const std::stri
         text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
         ++lineno;
 
-        line = trim(line.substr(0, line.find('#')));
+        line = trim(line.substr(0, line.find('#')), " \t\r");
         if (line.empty()) continue;
         auto fields = split_fields(line);
         auto where = fmt::format("{}:{}: ", filename, lineno);

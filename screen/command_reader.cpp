@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/text.h"
+
 namespace smtpscreen {
 namespace {
 
@@ -9,13 +11,6 @@ namespace {
 // §4.5.3.1.6 in the 1000-octet text line limit), so the text may hold two fewer.
 // A bare LF line is measured the same way: the client owes us a CR anyway.
 size_t text_limit(size_t max_line) { return max_line > 2 ? max_line - 2 : 1; }
-
-char ascii_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_upper(x) == ascii_upper(y); });
-}
 
 }  // namespace
 

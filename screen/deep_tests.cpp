@@ -4,19 +4,15 @@
 #include <array>
 #include <cstdio>
 
+#include "core/text.h"
+
 namespace smtpscreen {
 namespace {
 
 // postscreen cuts client text in its log lines at 100 octets (%.100s).
 constexpr size_t kExcerptMax = 100;
 
-char ascii_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
 bool is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_upper(x) == ascii_upper(y); });
-}
 
 std::string prefix(std::string_view event, std::string_view client, std::string_view after) {
     std::string out(event);
