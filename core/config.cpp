@@ -462,11 +462,7 @@ const KeyDef kKeys[] = {
                 return;
             }
             // SMTP verbs are case-insensitive (RFC 5321 §2.4); store them upper-case.
-            std::string w(item);
-            for (char& ch : w) {
-                if (ch >= 'a' && ch <= 'z') ch = static_cast<char>(ch - 'a' + 'A');
-            }
-            words.push_back(std::move(w));
+            words.push_back(ascii_upper(item));
         }
         c.cfg().deep_forbidden_commands = std::move(words);
     }},
