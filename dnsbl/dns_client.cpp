@@ -1,7 +1,6 @@
 #include "dnsbl/dns_client.h"
 
 #include <ares.h>
-#include <arpa/inet.h>
 #include <arpa/nameser.h>
 
 #include <algorithm>
