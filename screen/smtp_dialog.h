@@ -1,6 +1,6 @@
 #pragma once
 // The SMTP server smtpscreen speaks itself before any handoff, one engine for every
-// mode (docs/design.md, "the dialog"):
+// mode (docs/design.md, "The SMTP dialog"):
 //   Enforce  a client that failed a test under the `enforce` action: every command is
 //            answered correctly and every RCPT TO is rejected with the failed test's
 //            reply and postscreen's NOQUEUE line; never handed off.
