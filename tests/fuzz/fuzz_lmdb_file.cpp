@@ -23,14 +23,28 @@ using namespace smtpscreen;
 
 namespace {
 
-// One scratch file per process, reused by every input.
+// One scratch file per process, reused by every input, removed with its directory at exit.
+class ScratchFile {
+public:
+    ScratchFile() {
+        if (::mkdtemp(dir_.data()) == nullptr) std::abort();
+        path_ = dir_ + "/cache";
+    }
+    ~ScratchFile() {
+        ::unlink(path_.c_str());
+        ::unlink((path_ + "-lock").c_str());
+        ::rmdir(dir_.c_str());
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string dir_ = "/tmp/smtpscreen-fuzz-lmdb-XXXXXX";
+    std::string path_;
+};
+
 const std::string& scratch_path() {
-    static const std::string path = [] {
-        std::string dir = "/tmp/smtpscreen-fuzz-lmdb-XXXXXX";
-        if (::mkdtemp(dir.data()) == nullptr) std::abort();
-        return dir + "/cache";
-    }();
-    return path;
+    static const ScratchFile scratch;
+    return scratch.path();
 }
 
 void write_file(const std::string& path, const uint8_t* data, size_t size) {
