@@ -595,7 +595,7 @@ TEST_CASE("relay reads a multi-line 354 as the reply to DATA") {
 }
 
 // ---------------------------------------------------------------------------------
-// SMTP smuggling (SPEC §4, smuggling.bare_lf)
+// SMTP smuggling (the README's "SMTP smuggling" section, smuggling.bare_lf)
 
 namespace {
 
@@ -1070,7 +1070,7 @@ TEST_CASE("smuggling: long text runs match the reference model (the 16-octet sca
 }
 
 // ---------------------------------------------------------------------------------
-// terminate_starttls: smtpscreen is the client's TLS server (SPEC §3)
+// terminate_starttls: smtpscreen is the client's TLS server (the README's "STARTTLS" section)
 
 namespace {
 
