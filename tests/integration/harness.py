@@ -1130,7 +1130,7 @@ rfc1413_hosts =
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_data = acl_data
 log_selector = +smtp_protocol_error +smtp_syntax_error +incoming_port +outgoing_port \\
-  +smtp_connection +received_recipients +delivery_size +pipelining
+  +smtp_connection +received_recipients +delivery_size +pipelining +proxy
 tls_advertise_hosts =
 {self.main_extra}
 

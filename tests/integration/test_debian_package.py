@@ -81,12 +81,20 @@ def main(env):
 
     with open(os.path.join(control, "postinst")) as f:
         postinst = f.read()
-    harness.check_search(r"adduser --system .*_smtpscreen", postinst, "postinst")
+    adduser = harness.check_search(r"adduser --system[^\n]*(\\\n[^\n]*)*_smtpscreen", postinst, "postinst")
     for unit in ("smtpscreen.socket", "smtpscreen.service"):
-        harness.check_search(rf"deb-systemd-helper .*enable.*{re.escape(unit)}|"
-                             rf"deb-systemd-helper unmask '{re.escape(unit)}'", postinst, f"postinst enabling {unit}")
-        harness.check_search(rf"deb-systemd-invoke .*start .*{re.escape(unit)}", postinst,
-                             f"postinst starting {unit}")
+        harness.check_search(rf"deb-systemd-helper enable '{re.escape(unit)}'", postinst, f"postinst enabling {unit}")
+    starts = [(m.start(), m.group(0)) for m in
+              re.finditer(r"deb-systemd-invoke (start|\$_dh_action) [^\n]*", postinst)]
+    socket_start = [pos for pos, line in starts if "'smtpscreen.socket'" in line]
+    service_start = [pos for pos, line in starts if "'smtpscreen.service'" in line]
+    check(socket_start and service_start, f"postinst must start both units: {starts}")
+    check(socket_start[0] < service_start[0], "postinst must start smtpscreen.socket before smtpscreen.service")
+    check(adduser.start() < starts[0][0], "postinst must create _smtpscreen before it starts the units")
+    check(not re.search(r"restart[^\n]*'smtpscreen\.socket'|_dh_action[^\n]*'smtpscreen\.socket'", postinst),
+          "an upgrade must not restart smtpscreen.socket (that closes the port)")
+    check(postinst.count("exit 0") == 1 and postinst.count("adduser --system") == 1,
+          "postinst has its parts more than once (a #DEBHELPER# token in a comment?)")
 
     ini = os.path.join(extracted, "etc", "smtpscreen", "smtpscreen.ini")
     with open(ini) as f:
