@@ -88,13 +88,30 @@ void Session::read_proxy_header(std::string_view bytes) {
         worker_.events().proxy_header_error(client_ep_, header.error);
         return finish("proxy-error");
     }
-    if (!header.local) {
-        client_ep_ = header.source;
-        local_ep_ = header.destination;
-    }
     early_bytes_.erase(0, header.consumed);
+    if (header.local) return start_health_check();
+    client_ep_ = header.source;
+    local_ep_ = header.destination;
     client_.stop_reading();
     client_identified();
+}
+
+// A v2 LOCAL header or a v1 "PROXY UNKNOWN" names no client: the load balancer checks
+// that we are up. Answered here and never handed off (the backend would take it for a
+// client at the balancer's address, one its mynetworks may trust); it is no client
+// session, so it is not logged and takes no connection slot. The whole dialog gets
+// listen.proxy_timeout.
+void Session::start_health_check() {
+    phase_ = Phase::HealthCheck;
+    health_check_ = true;
+    client_send(replies::greeting(config_->banner));
+    dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_, worker_.hostname()));
+    arm_timer(config_->proxy_timeout);
+    if (!early_bytes_.empty()) {
+        std::string early = std::move(early_bytes_);
+        early_bytes_.clear();
+        on_dialog_events(dialog_->feed(early));
+    }
 }
 
 void Session::client_identified() {
@@ -261,11 +278,13 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
         switch (e.kind) {
         case DialogEvent::Kind::Reply:
             client_send(e.text);
-            arm_timer(config_->command_time_limit);
+            if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
         case DialogEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
-        case DialogEvent::Kind::LineStarted: arm_timer(config_->command_time_limit); break;
+        case DialogEvent::Kind::LineStarted:
+            if (!health_check_) arm_timer(config_->command_time_limit);
+            break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
         case DialogEvent::Kind::Handoff: return start_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
@@ -543,9 +562,10 @@ void Session::on_client_eof() {
     switch (phase_) {
     case Phase::Relay: return relay_half_closes();
     case Phase::Handoff: return;  // the relay starts with it (a close_notify read with the deep dialog)
+    case Phase::HealthCheck:
     case Phase::Enforce:
     case Phase::Deep:
-        // Both dialogs answer every line as it arrives: the replies to all the client
+        // The dialogs answer every line as it arrives: the replies to all the client
         // sent before its half-close are queued, and go out before the close.
         client_.close_after_flush();
         return finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
@@ -665,6 +685,7 @@ void Session::on_client_plaintext(std::string_view bytes) {
     case Phase::ProxyHeader: return read_proxy_header(bytes);
     case Phase::GreetWait:
     case Phase::DnsblWait: return on_pregreet(bytes);
+    case Phase::HealthCheck:
     case Phase::Enforce:
     case Phase::Deep: return on_dialog_events(dialog_->feed(bytes));
     case Phase::Relay:
@@ -716,6 +737,7 @@ void Session::on_timer() {
     case Phase::ProxyHeader:
         worker_.events().proxy_header_error(client_ep_, "no complete header within listen.proxy_timeout");
         return finish("timeout");
+    case Phase::HealthCheck: return finish("timeout");
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
         dnsbl_->expire();
@@ -740,7 +762,7 @@ void Session::abort(std::string_view outcome) { finish(outcome); }
 void Session::finish(std::string_view outcome) {
     if (phase_ == Phase::Done) return;
     phase_ = Phase::Done;
-    worker_.events().disconnect(client_ep_, outcome, elapsed());
+    if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
     timer_.close();
     client_.close();
     if (backend_) backend_->close();

@@ -39,12 +39,13 @@ public:
     void abort(std::string_view outcome);
 
 private:
-    enum class Phase { ProxyHeader, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
+    enum class Phase { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
     // §2 step 1: accept and optional PROXY header from a load balancer
     void read_proxy_header(std::string_view bytes);
     void client_identified();
+    void start_health_check();
     // §2 steps 2-3: access list and cache
     void screen_known_client();
     void on_cache_record(const std::optional<TestResults>& record);
@@ -116,6 +117,7 @@ private:
     std::string client_ip_;
     Endpoint local_ep_;
     bool admitted_ = false;
+    bool health_check_ = false;  // the load balancer's own connection: no client session to log
     std::optional<TestResults> cached_;
     uint64_t started_at_ = 0;  // uv_now, ms
     UvHandle<uv_timer_t> timer_;

@@ -39,6 +39,12 @@ std::string printable(std::string_view text) {
     return out;
 }
 
+// What a load balancer's SMTP check sends (HAProxy's smtpchk: EHLO or HELO, then QUIT;
+// others NOOP or RSET). Anything else is not for a health check to ask.
+bool health_check_verb(std::string_view verb) {
+    return verb == "EHLO" || verb == "HELO" || verb == "NOOP" || verb == "RSET" || verb == "QUIT";
+}
+
 DialogOptions common_options(const Config& config, std::string hostname, std::string client, bool tls_available) {
     DialogOptions options;
     options.command_count_limit = config.command_count_limit;
@@ -66,6 +72,12 @@ DialogOptions enforce_options(const Config& config, std::string hostname, std::s
     DialogOptions options = common_options(config, std::move(hostname), std::move(client), tls_available);
     options.mode = DialogMode::Enforce;
     options.reject_reply = std::move(reject_reply);
+    return options;
+}
+
+DialogOptions health_check_options(const Config& config, std::string hostname) {
+    DialogOptions options = common_options(config, std::move(hostname), "load balancer", false);
+    options.mode = DialogMode::HealthCheck;
     return options;
 }
 
@@ -249,6 +261,9 @@ bool SmtpDialog::fail(Test test, std::string log) {
 
 void SmtpDialog::execute(const CommandLine& line, const SmtpCommand& cmd) {
     if (line.too_long) return reply(replies::kLineTooLong);
+    if (options_.mode == DialogMode::HealthCheck && !health_check_verb(cmd.verb)) {
+        return reply(replies::kNotImplemented);
+    }
     for (const CommandRow& row : kCommands) {
         if (row.verb != cmd.verb) continue;
         if (!row.refusal.empty()) return reply(row.refusal);
@@ -350,6 +365,8 @@ void SmtpDialog::proceed_helo(const SmtpCommand& cmd, std::string_view) {
 void SmtpDialog::proceed_ehlo(const SmtpCommand& cmd, std::string_view) {
     record_helo(cmd);
     proto_ = "ESMTP";
+    // A health check is offered nothing it could go on to use.
+    if (options_.mode == DialogMode::HealthCheck) return reply(replies::helo(options_.hostname));
     emit(DialogEvent::Kind::Reply, replies::ehlo(options_.hostname, options_.tls_available && !tls_active_));
 }
 
@@ -370,6 +387,7 @@ void SmtpDialog::proceed_rcpt(const SmtpCommand& cmd, std::string_view line) {
     switch (options_.mode) {
     case DialogMode::Enforce: return reject_rcpt(cmd);
     case DialogMode::Deep: return hand_off(cmd, line);
+    case DialogMode::HealthCheck: return reply(replies::kNotImplemented);  // refused in execute()
     }
 }
 

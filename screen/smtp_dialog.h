@@ -9,6 +9,9 @@
 //            newline tests (screen/deep_tests.h) run on every line; then a handoff
 //            with the transaction recorded for replay (screen/smtp_transaction.h), or
 //            deep.action applied to the failure (`enforce` switches to Enforce mode).
+//   HealthCheck  a load balancer's own connection (PROXY v2 LOCAL, v1 UNKNOWN): 250 to
+//            HELO/EHLO/NOOP/RSET, 221 to QUIT, 502 to every other command; nothing
+//            is logged and nothing is ever handed off.
 // The tarpit and greylisting will be modes of it too: the modes share the command
 // table, the limits and the replies (screen/replies.h) and differ only where a row's
 // proceed step asks which mode it is in (today: RCPT TO).
@@ -55,7 +58,7 @@
 
 namespace smtpscreen {
 
-enum class DialogMode { Enforce, Deep };
+enum class DialogMode { Enforce, Deep, HealthCheck };
 
 struct DialogOptions {
     DialogMode mode = DialogMode::Deep;
@@ -79,6 +82,8 @@ DialogOptions deep_options(const Config& config, std::string hostname, std::stri
 // The enforce action's dialog for a client that failed a test before the handshake.
 DialogOptions enforce_options(const Config& config, std::string hostname, std::string client, bool tls_available,
                               std::string reject_reply);
+// The answer to a load balancer's health check: no TLS, no tests.
+DialogOptions health_check_options(const Config& config, std::string hostname);
 
 struct DialogEvent {
     enum class Kind { Reply, Violation, Log, LineStarted, StartTls, Handoff, Close };

@@ -276,3 +276,28 @@ TEST_CASE("enforce_options: the reject reply, and limits.command_count_limit fro
     CHECK_FALSE(o.non_smtp);
     CHECK_FALSE(o.bare_newline);
 }
+
+// The same engine in HealthCheck mode: a load balancer's own connection (PROXY v2 LOCAL,
+// v1 UNKNOWN) is answered, never handed off, and offered nothing.
+TEST_CASE("HealthCheck mode: 250 to EHLO/HELO/NOOP/RSET, 502 to the rest, 221 and close at QUIT") {
+    DialogOptions o;
+    o.mode = DialogMode::HealthCheck;
+    o.hostname = "mx.example.net";
+    o.tls_available = true;  // even so: a health check is offered no STARTTLS
+    Dialog d(o);
+    CHECK(d.say("EHLO lb.example").text == "250 mx.example.net\r\n");
+    CHECK(d.say("HELO lb.example").text == "250 mx.example.net\r\n");
+    CHECK(d.say("NOOP").text == "250 2.0.0 Ok\r\n");
+    CHECK(d.say("RSET").text == "250 2.0.0 Ok\r\n");
+    for (const char* line : {"MAIL FROM:<a@example.org>", "RCPT TO:<b@example.org>", "DATA", "STARTTLS",
+                             "VRFY root", "XCLIENT ADDR=192.0.2.1", "BDAT 10 LAST"}) {
+        const auto r = d.say(line);
+        CHECK_MESSAGE(r.text == "502 5.5.1 Error: command not implemented\r\n", line);
+        CHECK_FALSE(r.start_tls);
+    }
+    CHECK(d.logged.empty());
+    const auto quit = d.say("QUIT");
+    CHECK(quit.text == "221 2.0.0 Bye\r\n");
+    CHECK(quit.close);
+    CHECK(d.dialog.finished());
+}
