@@ -105,8 +105,10 @@ def main(env):
     held.bind(("127.0.0.1", 0))
     held.listen(4096)
     port = held.getsockname()[1]
+    # Two event loops: each accepts from the inherited socket through its own descriptor.
     activated = env.smtpscreen(start=False, name="activated",
-                               settings=dict(common, **{"listen.address": f"127.0.0.1:{port}"}))
+                               settings=dict(common, **{"listen.address": f"127.0.0.1:{port}",
+                                                        "process.threads": "2"}))
 
     def start_activated():
         activated.start(wait=False, listen_sockets=[held])
