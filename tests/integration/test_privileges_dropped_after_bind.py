@@ -7,7 +7,8 @@ through one of those groups (a TLS key 0640 root:GROUP, as with Debian's ssl-cer
     threads; /proc/PID/task/*/status of every thread shows the user's uid and gid in all
     four slots, the group among the supplementary groups (initgroups) and no root group,
     CapEff = CapPrm = CapBnd = CAP_NET_BIND_SERVICE alone, nothing inheritable or ambient.
-  - A new certificate and key (again 0640 root:GROUP) and SIGHUP: reloaded, no error.
+  - A new certificate and key (again 0640 root:GROUP) and a listen.address below 1024,
+    and SIGHUP: reloaded, no error, the new port accepts (CAP_NET_BIND_SERVICE kept).
   - A key that only root may read (0600) and SIGHUP: refused naming the key, and
     `--check` run as root warns that process.user cannot read it; with the key back to
     0640 root:GROUP, `--check` warns about nothing.
@@ -61,6 +62,19 @@ def install(cert, tls_dir, gid, key_mode=0o640):
         os.replace(dst + ".new", dst)
 
 
+def free_low_port():
+    """A port below 1024 that is free on 127.0.0.1 (only root or CAP_NET_BIND_SERVICE may bind it)."""
+    import socket
+    for port in range(1023, 600, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise harness.Skip("no free port below 1024 on 127.0.0.1")
+
+
 def main(env):
     user, uid, gid, keys_gid = make_user(env)
     ca = harness.make_test_ca(env)
@@ -99,12 +113,19 @@ def main(env):
         for field in ("CapInh", "CapAmb"):
             check(int(st[field][0], 16) == 0, f"thread {tid}: {field} {st[field]}, expected none")
 
-    # A new pair, the key readable through the group only: the reload works.
+    # A new pair, the key readable through the group only, and a privileged port: the
+    # reload works as the user.
     install(b, tls_dir, keys_gid)
+    low = free_low_port()
+    screen.settings["listen.address"] = f"127.0.0.1:{low}"
+    screen.write_config()
     since = screen.log_size()
     screen.signal(signal.SIGHUP)
     screen.wait_for_log(r"SIGHUP: reloaded ", since=since)
     screen.check_no_log(r"(?i)error|permission denied", since=since)
+    harness.wait_until(lambda: harness.port_listening("127.0.0.1", low), 10,
+                       what=f"the new listen.address 127.0.0.1:{low} open as {user}")
+    screen.port = low
 
     # A root-only key: refused, named; --check as root says process.user cannot read it.
     install(a, tls_dir, 0, key_mode=0o600)
