@@ -135,10 +135,12 @@ void BackendHandoff::on_reply(const std::string& reply) {
     int code = reply_code(reply);
     switch (step_) {
     case Step::Greeting:
-        // After the deep tests the client waits for its RCPT answer: a backend that
-        // refuses it outright (smtpd_delay_reject = no) is shown as that answer, so a
-        // permanent refusal bounces instead of being retried as our 421 would be.
-        if (code / 100 == 5 && !replay_.lines.empty()) return ready(reply);
+        // A 4xx or 5xx greeting is the backend's own policy for this client (anvil's
+        // connection limits, an access map with smtpd_delay_reject = no): the client
+        // gets it as it is, so a permanent refusal bounces and a temporary one is
+        // retried, as without smtpscreen in front. After the deep tests it answers the
+        // client's RCPT. Anything else is a backend we cannot talk to.
+        if (code >= 400 && code < 600) return refused(reply);
         if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
         greeting_ = reply;
         if (config_.tls_backend) {
@@ -212,6 +214,11 @@ void BackendHandoff::ready(const std::string& reply) {
     // Still reading: the listener takes the connection over within this call, and a
     // stop and restart would cost two epoll_ctl calls a session.
     listener_.handoff_ready(reply);
+}
+
+void BackendHandoff::refused(const std::string& reply) {
+    step_ = Step::Ready;
+    listener_.handoff_refused(reply);
 }
 
 void BackendHandoff::on_peer_eof(Connection&) { fail("backend closed the connection before its greeting"); }

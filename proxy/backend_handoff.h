@@ -1,8 +1,8 @@
 #pragma once
-// §2 step 8 up to the relay: connect to the backend (from backend.source_address),
-// announce the real client (PROXY v1/v2 header, or EHLO + XCLIENT), and wait for the
-// greeting the client will see. Each step is one function; replies are read whole
-// (bounded) before the next step.
+// The handoff up to the relay (README, "Handoff"): connect to the backend (from
+// backend.source_address), announce the real client (PROXY v1/v2 header, or EHLO +
+// XCLIENT), and wait for the greeting the client will see. Each step is one function;
+// replies are read whole (bounded) before the next step.
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,7 +17,7 @@ namespace smtpscreen {
 class BackendHandoff final : public ConnectionEvents {
 public:
     // A session that passed the deep tests already spoke SMTP with us: its EHLO/HELO,
-    // MAIL and first RCPT are replayed to the backend (SPEC §2 step 6).
+    // MAIL and first RCPT are replayed to the backend (README, "Deep protocol tests").
     struct Replay {
         std::vector<std::string> lines;  // CRLF-terminated, in order; the last one is the RCPT
         std::string helo;                // for XCLIENT HELO=
@@ -31,6 +31,11 @@ public:
         // (the client then sees that refusal as the answer to its RCPT). The backend leg
         // is still reading: take it over (take_connection, set_events) within this call.
         virtual void handoff_ready(std::string reply) = 0;
+        // The backend greeted with a 4xx or 5xx reply (Postfix's anvil "421 4.7.0 ...
+        // too many connections", an access map's 554): it refuses this client, it is not
+        // unavailable. reply: that whole greeting, for the client as it is. The backend
+        // leg is still reading, as with handoff_ready: take it over within this call.
+        virtual void handoff_refused(std::string reply) = 0;
         // why: for the log, e.g. "connect to 127.0.0.1:10025: connection refused".
         virtual void handoff_failed(std::string why) = 0;
 
@@ -69,6 +74,7 @@ private:
     void on_plaintext(std::string_view bytes);
     void continue_handshake();
     void ready(const std::string& reply);
+    void refused(const std::string& reply);
     void fail(std::string why);
 
     const Config& config_;

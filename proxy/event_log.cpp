@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace smtpscreen {
 
 std::string format_elapsed(Millis elapsed) {
@@ -44,6 +46,31 @@ void EventLog::too_many_connections(const Endpoint& client, std::string_view whi
 
 void EventLog::backend_unavailable(const Endpoint& client, std::string_view why) {
     log_.warn("backend unavailable for {}: {}", client.to_string(), why);
+}
+
+// Postfix's own wording for a client its greeting refuses, so that fail2ban and
+// pflogsumm count it as they would without smtpscreen in front. A multi-line reply is
+// logged on one line: the first line, then the text of the next few after their code.
+void EventLog::backend_refused(const Endpoint& client, std::string_view reply) {
+    constexpr int kMaxLines = 4;
+    std::string text;
+    int lines = 0;
+    while (!reply.empty()) {
+        size_t eol = reply.find('\n');
+        std::string_view line = reply.substr(0, eol);
+        reply.remove_prefix(eol == std::string_view::npos ? reply.size() : eol + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (++lines > kMaxLines) {
+            text += " ...";
+            break;
+        }
+        if (lines > 1) {
+            text += ' ';
+            line.remove_prefix(std::min<size_t>(line.size(), 4));  // "554-" or "554 "
+        }
+        text += log_excerpt(line);
+    }
+    log_.info("NOQUEUE: reject: CONNECT from {}: {}", client.to_string(), text);
 }
 
 void EventLog::proxy_header_error(const Endpoint& peer, std::string_view why) {

@@ -1,5 +1,5 @@
 #pragma once
-// Every log line of SPEC §7, one function per event, so postscreen's wording (which
+// Every log line of the README's "Log lines", one function per event, so postscreen's wording (which
 // pflogsumm and fail2ban's postfix filter parse) lives in one place.
 #include <string>
 #include <string_view>
@@ -28,6 +28,8 @@ public:
     void too_many_connections(const Endpoint& client, std::string_view which);
     void message_refused(const Endpoint& client, std::string_view why);
     void backend_unavailable(const Endpoint& client, std::string_view why);
+    // The backend greeted this client with a refusal (reply: the whole greeting).
+    void backend_refused(const Endpoint& client, std::string_view reply);
     void proxy_header_error(const Endpoint& peer, std::string_view why);
     void disconnect(const Endpoint& client, std::string_view outcome, Millis duration);
 

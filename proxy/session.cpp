@@ -409,6 +409,24 @@ void Session::handoff_failed(std::string why) {
     finish("backend-unavailable");
 }
 
+// The backend refuses this client: its reply goes to the client as it is, like any
+// greeting. After our "220-" line (the greet wait) the client then reads "220-host" and
+// the backend's "421 ..." or "554 ..." as one reply whose lines carry different codes,
+// which RFC 5321 4.2.1 does not allow. It is still the best shape available: the "220-"
+// cannot be taken back, ending the reply with a 220 would tell the client it may go on
+// (and turn a 5xx into a later, unrelated error), and holding the refusal for the
+// client's first command delays it and gives it to EHLO. postscreen itself sends its
+// "521" after the same "220-" line, and SMTP clients that read the code of the final
+// line (Postfix, sendmail, Python's smtplib) see the backend's code; the README says
+// which clients read the first line instead. A known client (PASS OLD, allowlisted)
+// gets no "220-" line and sees a well-formed reply.
+void Session::handoff_refused(std::string reply) {
+    if (phase_ != Phase::Handoff) return;
+    worker_.events().backend_refused(client_ep_, reply);
+    backend_refused_ = true;
+    handoff_ready(std::move(reply));
+}
+
 void Session::handoff_ready(std::string reply) {
     if (phase_ != Phase::Handoff) return;
     // Without deep tests: after our "220-" line the backend's 220 lines finish the same
@@ -469,7 +487,7 @@ void Session::relay_from_backend(std::string_view bytes) {
 
 void Session::relay_output(std::string_view to_client, std::string_view to_backend) {
     if (relay_->abandon_backend()) {
-        // SMTP smuggling defence (SPEC §4): the client's message had a bare LF/CR or an
+        // SMTP smuggling defence (README, "SMTP smuggling"): the client's message had a bare LF/CR or an
         // over-long line. The backend never sees an end of data for it, so closing its
         // connection abandons the half-sent message; the client gets the 550 and a 421.
         client_send(to_client);
@@ -525,7 +543,10 @@ void Session::relay_half_closes() {
     // client's QUIT, or once the client is owed a reply that can no longer come (a backend
     // that died mid-dialogue, or a command sent after the backend's half-close): the
     // client then gets what is queued and the close, not a wait for its own EOF.
-    const bool dialogue_over = backend_eof_ && (relay_->quit_answered() || relay_->replies_owed() > 0);
+    // A backend that refused the client at its greeting and closed (anvil's 421) has
+    // ended the dialogue too.
+    const bool dialogue_over =
+        backend_eof_ && (relay_->quit_answered() || relay_->replies_owed() > 0 || backend_refused_);
     // Otherwise the session ends once both directions are done. A client that half-closed
     // can never finish its TLS handshake, and no half-close can be passed on to a client
     // inside one.
@@ -553,7 +574,7 @@ void Session::end_relay() {
     if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
     backend_->close_after_flush();
     client_.close_after_flush();
-    finish("handoff");
+    finish(backend_refused_ ? "backend-refused" : "handoff");
 }
 
 void Session::on_client_eof() {

@@ -84,6 +84,7 @@ private:
     void connect_backend(BackendHandoff::Replay replay);
     void handoff_ready(std::string greeting) override;
     void handoff_failed(std::string why) override;
+    void handoff_refused(std::string reply) override;
     void start_relay();
     void relay_from_client(std::string_view bytes);
     void relay_from_backend(std::string_view bytes);
@@ -148,6 +149,9 @@ private:
     // The side sent its last byte: a FIN, or a TLS close_notify on its leg.
     bool client_eof_ = false;
     bool backend_eof_ = false;
+    // The backend greeted with a refusal: the session is relayed as usual (the backend
+    // answers the client's QUIT, or closes after its 421) and ends as backend-refused.
+    bool backend_refused_ = false;
 };
 
 }  // namespace smtpscreen
