@@ -114,5 +114,7 @@ int main(int argc, char** argv) {
                            config->log_stderr.value_or(smtpscreen::stderr_logging_for_auto(config->log_syslog)));
     for (const auto& w : smtpscreen::config_warnings(*config)) log.warn("{}", w);
     for (const auto& w : tls_warnings) log.warn("{}", w);
+    // Said at start, not at the first SIGHUP that fails on it.
+    for (const auto& w : unreadable_after_drop(*config, config_path)) log.warn("{}", w);
     return smtpscreen::run_server(config, config_path, log);
 }

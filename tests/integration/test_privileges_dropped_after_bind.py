@@ -10,8 +10,8 @@ through one of those groups (a TLS key 0640 root:GROUP, as with Debian's ssl-cer
   - A new certificate and key (again 0640 root:GROUP) and a listen.address below 1024,
     and SIGHUP: reloaded, no error, the new port accepts (CAP_NET_BIND_SERVICE kept).
   - A key that only root may read (0600) and SIGHUP: refused naming the key, and
-    `--check` run as root warns that process.user cannot read it; with the key back to
-    0640 root:GROUP, `--check` warns about nothing.
+    `--check` run as root warns that process.user cannot read it, and so does a start
+    with it; with the key back to 0640 root:GROUP, `--check` warns about nothing.
   - systemd's LoadCredential=: with $CREDENTIALS_DIRECTORY set, tls.cert and tls.key given
     as bare names are read from that directory."""
 import os
@@ -139,6 +139,12 @@ def main(env):
     harness.check_search(rf"^warning: {key_path}: Permission denied .*process.user \"{user}\"", r.stderr,
                          "--check run as root with a key process.user cannot read")
     check(cert_path not in r.stderr, f"--check must not warn about the readable certificate:\n{r.stderr}")
+
+    screen.stop()
+    screen.start(wait=False)
+    screen.wait_for_log(rf"warning: {key_path}: Permission denied .*process.user \"{user}\"",
+                        since=screen.log_offset_at_start)
+    screen.wait_for_log(r" started: ", since=screen.log_offset_at_start)
 
     install(a, tls_dir, keys_gid)
     r = screen.run_cli("-c", screen.config_path, "--check")
