@@ -31,7 +31,7 @@
 // and already active; bit 3: small limits, so short inputs reach them: the filter's
 // command line limit 64, Postfix-like 48, Exim-like 100). The rest is the client's bytes,
 // where 0xFF N C stands for the octet C repeated (N + 1) * 128 times, so that lines of
-// 16 KB and more are a few octets away.
+// 16 KB and more are a few octets away (64 KiB in all at most).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -49,7 +49,7 @@ using fuzz::escaped;
 
 namespace {
 
-constexpr size_t kMaxExpanded = 256 * 1024;
+constexpr size_t kMaxExpanded = 64 * 1024;   // room for a few lines over 16 KB
 constexpr std::string_view kBlocked = "XSMTPSCREEN-BLOCKED\r";
 
 struct Limits {
