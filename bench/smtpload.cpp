@@ -1,4 +1,4 @@
-// smtpload: an SMTP load generator for smtpscreen's bench (SPEC §8). It plays clean
+// smtpload: an SMTP load generator for smtpscreen's bench (bench/README.md). It plays clean
 // clients, pregreet bots, DNSBL-listed clients, idle holders and slow talkers from
 // source addresses spread over 127.0.0.0/8, and reports rate, latency, reply codes and
 // errors. See bench/README.md.

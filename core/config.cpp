@@ -80,7 +80,8 @@ std::optional<std::string> read_text_file(const std::string& path, std::string* 
 }
 
 // ---------------------------------------------------------------------------------
-// The keys of SPEC §5, in its order. Each entry validates one raw value into Config.
+// The keys in the order of smtpscreen.ini(5). Each entry validates one raw value into
+// Config.
 
 struct Problem {
     int line;  // line of the INI file it belongs to (0: the file as a whole), for sorting

@@ -1,6 +1,7 @@
 #pragma once
-// The effective configuration (SPEC §5): plain data, loaded once per start or SIGHUP and
-// shared read-only (std::shared_ptr<const Config>) by every session created under it.
+// The effective configuration (keys in smtpscreen.ini(5)): plain data, loaded once per
+// start or SIGHUP and shared read-only (std::shared_ptr<const Config>) by every session
+// created under it.
 #include <chrono>
 #include <map>
 #include <memory>
@@ -30,8 +31,8 @@ struct AccessRule {
     friend bool operator==(const AccessRule&, const AccessRule&) = default;
 };
 
-// Default member values are SPEC §5's defaults, so Config{} is the default configuration
-// (except banner, which load_config expands from banner_template).
+// Default member values are the defaults smtpscreen.ini(5) documents, so Config{} is the
+// default configuration (except banner, which load_config expands from banner_template).
 struct Config {
     std::string source_file;  // the INI it was loaded from, for messages
 

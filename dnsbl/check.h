@@ -36,7 +36,7 @@ public:
     int score() const { return score_; }
     bool complete() const { return pending_.empty(); }
     // True when the score has reached threshold and no unanswered zone carries a
-    // negative weight, so no later answer can bring it back below (SPEC §2 step 5).
+    // negative weight, so no later answer can bring it back below (docs/design.md, step 5).
     bool listed_for_sure(int threshold) const;
     // The listed site with the highest (positive) weight, for the reject reply; empty when none.
     std::string top_zone() const { return top_zone_; }
@@ -46,7 +46,7 @@ public:
     void expire();
     // Some zone failed, timed out, never answered or was skipped (the resolver answers a
     // skipped zone with Failed): "not listed" is then a guess, good enough to let the
-    // client in now (SPEC §2 step 5) but not to remember as a pass.
+    // client in now (docs/design.md, step 5) but not to remember as a pass.
     bool any_failed() const { return any_failed_; }
 
 private:

@@ -1,6 +1,7 @@
 #pragma once
-// Whether a DNSBL zone still answers, judged from how its lookups end (SPEC §5: "a zone
-// that keeps timing out is logged and skipped for a while, then tried again"). Plain
+// Whether a DNSBL zone still answers, judged from how its lookups end (docs/design.md,
+// step 5: a zone that keeps timing out is logged and skipped for a while, then tried
+// again). Plain
 // data and arithmetic on uv_now() milliseconds, no I/O, so the rule has its own tests.
 //
 // A timeout is evidence that the zone is down only if nothing came back from the zone

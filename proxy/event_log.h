@@ -1,6 +1,6 @@
 #pragma once
-// Every log line of the README's "Log lines", one function per event, so postscreen's wording (which
-// pflogsumm and fail2ban's postfix filter parse) lives in one place.
+// Every log line (docs/design.md, "Log lines"), one function per event, so postscreen's
+// wording (which pflogsumm and fail2ban's postfix filter parse) lives in one place.
 #include <string>
 #include <string_view>
 

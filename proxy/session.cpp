@@ -214,7 +214,7 @@ void Session::on_dnsbl_update() {
         return dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));
     }
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
-    // A listed client is acted on as soon as its verdict cannot change (SPEC §2 step 5):
+    // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
     if (config_->dnsbl_action != Action::Ignore && dnsbl_->listed_for_sure(config_->dnsbl_threshold)) {
         return conclude_screening();
@@ -487,9 +487,10 @@ void Session::relay_from_backend(std::string_view bytes) {
 
 void Session::relay_output(std::string_view to_client, std::string_view to_backend) {
     if (relay_->abandon_backend()) {
-        // SMTP smuggling defence (README, "SMTP smuggling"): the client's message had a bare LF/CR or an
-        // over-long line. The backend never sees an end of data for it, so closing its
-        // connection abandons the half-sent message; the client gets the 550 and a 421.
+        // SMTP smuggling defence (README, "SMTP smuggling"; docs/design.md, "Hostile
+        // input"): the client's message had a bare LF/CR or an over-long line. The
+        // backend never sees an end of data for it, so closing its connection abandons
+        // the half-sent message; the client gets the 550 and a 421.
         client_send(to_client);
         backend_->close();
         client_.close_after_flush();

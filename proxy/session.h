@@ -1,5 +1,5 @@
 #pragma once
-// One client connection from accept to DISCONNECT: the life of SPEC §2, read top to
+// One client connection from accept to DISCONNECT: the life in docs/design.md, read top to
 // bottom in session.cpp. One state machine; every event (read, timer, DNS answer,
 // backend reply) arrives as a callback and is dispatched on the current phase.
 #include <uv.h>

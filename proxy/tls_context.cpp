@@ -252,7 +252,8 @@ int setup_common(mbedtls_ssl_config* conf, mbedtls_entropy_context* entropy, mbe
         return ret;
     }
     mbedtls_ssl_conf_rng(conf, mbedtls_ctr_drbg_random, drbg);
-    // SPEC §3: TLS 1.2 only. mbedTLS 2.28 has no 1.3 for us; SSLv3, 1.0 and 1.1 are refused.
+    // TLS 1.2 only (docs/design.md, "TLS"): mbedTLS 2.28 has no 1.3 for us; SSLv3,
+    // 1.0 and 1.1 are refused.
     mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_ciphersuites(conf, suites.data());

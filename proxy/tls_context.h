@@ -1,5 +1,5 @@
 #pragma once
-// mbedTLS configurations for SPEC §3: the server side (STARTTLS offered to clients,
+// mbedTLS configurations for docs/design.md, "TLS": the server side (STARTTLS offered to clients,
 // tls.cert / tls.key / tls.ciphers) and the client side (backend.tls, backend.tls_ca).
 //
 // A context is built once per configuration load (start and SIGHUP) and shared, through

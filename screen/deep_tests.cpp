@@ -67,7 +67,7 @@ std::optional<std::string> check_non_smtp(std::string_view client, std::string_v
                                           const std::vector<std::string>& forbidden) {
     // Every SMTP verb starts with a letter; what does not (an empty line, a TLS
     // ClientHello, a binary probe, " EHLO" with a leading space) is not a client that
-    // speaks SMTP (SPEC §2 step 6).
+    // speaks SMTP (docs/design.md, step 6).
     bool fails = line.empty() || !is_letter(line.front());
     if (!fails) {
         const SmtpCommand cmd = parse_command(line);

@@ -79,7 +79,8 @@ LISTED_CLIENT = "127.0.0.2"
 
 
 class Failure(Exception):
-    """The product did not do what SPEC says (or the scenario could not be set up)."""
+    """The product did not do what docs/design.md and the man pages say (or the scenario
+    could not be set up)."""
 
 
 class Skip(Exception):
@@ -581,7 +582,7 @@ class Session:
 
 def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=None,
                   expect="new", tag="clean"):
-    """One clean client through smtpscreen, checked end to end against SPEC §2:
+    """One clean client through smtpscreen, checked end to end against docs/design.md, "The life of a connection":
     the first banner line `220-` at once; the final `220 ` line is the backend's greeting
     (`backend.test ESMTP`), after greet.wait for a new client (expect="new"), at once
     for a cached one (expect="old", PASS OLD), a DNSWL-allowlisted one
@@ -1543,7 +1544,7 @@ def duration_seconds(text):
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-# Regexes of SPEC §7's log lines, for one client address (and optionally its port).
+# Regexes of the log lines (docs/design.md, "Log lines"), for one client address (and optionally its port).
 def ip_port(ip, port=None):
     host = re.escape(ip)
     port_re = str(port) if port is not None else r"\d+"
@@ -1587,7 +1588,7 @@ def postfix_client_regex(ip, port=None):
 
 
 # --------------------------------------------------------------------------------------
-# TLS (SPEC §3) helpers, for the test_tls_*.py scenarios: a private test CA made with the
+# TLS (docs/design.md, "TLS") helpers, for the test_tls_*.py scenarios: a private test CA made with the
 # openssl command, Postfix's smtpd TLS settings, and STARTTLS clients (openssl s_client
 # driven line by line, Python's ssl over an SmtpClient's socket, posttls-finger).
 
@@ -2167,7 +2168,7 @@ def deep_settings(extra=None):
 
 def deep_greeting(client, screen):
     """Reads the greeting of a session in which smtpscreen runs the deep tests itself
-    (SPEC §2 step 6): the '220-' line at once, then, when greet.wait is over, the final
+    (docs/design.md, step 6): the '220-' line at once, then, when greet.wait is over, the final
     '220 <greet.banner>' line -- smtpscreen's own, never the backend's. Returns the Reply."""
     gw = duration_seconds(screen.settings.get("greet.wait", "6s"))
     first = client.read_line(timeout=gw + 5)
@@ -2355,7 +2356,7 @@ def disconnect_outcome(line):
 
 def check_one_disconnect(screen, ip, port, outcome=None, timeout=10, settle=0.3):
     """Waits for the session's DISCONNECT line, then checks that there is exactly one
-    (SPEC §2 step 9) and, with outcome (a regex), that it names that outcome. Returns
+    (docs/design.md, step 9) and, with outcome (a regex), that it names that outcome. Returns
     (outcome, seconds)."""
     screen.wait_for_log(re_disconnect_exact(ip, port), timeout=timeout)
     time.sleep(settle)

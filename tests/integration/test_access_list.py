@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""access.file (SPEC §2 step 2): the first matching CIDR line wins, IPv4 and IPv6.
+"""access.file (docs/design.md, step 2): the first matching CIDR line wins, IPv4 and IPv6.
   - permit: handed off at once, no greet wait, even when DNSBL-listed (127.0.0.30 is in
     bl.test); logs ALLOWLISTED; the mail arrives and Postfix logs the real address;
   - reject with access.action = drop: '521 5.3.2 Service currently unavailable' at once,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A backend that dies in the middle of a message (closes instead of answering the end
 of data) makes the client see the connection close (or an error), never a 250 for mail
-the backend did not accept (SPEC §2 step 8); the session still ends with one DISCONNECT."""
+the backend did not accept (docs/design.md, step 8); the session still ends with one DISCONNECT."""
 import os
 import sys
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""When the backend cannot take the client (SPEC §2 step 8) a client that passed gets
+"""When the backend cannot take the client (docs/design.md, step 8) a client that passed gets
 '421 4.3.2 Service temporarily unavailable' and the connection closes, and the session
 ends with 'DISCONNECT ... backend-unavailable':
   - nothing listens on backend.address (connection refused);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""backend.source_address (SPEC §5): smtpscreen connects to the backend from that
+"""backend.source_address (smtpscreen.ini(5)): smtpscreen connects to the backend from that
 address, so the MTA can trust PROXY/XCLIENT from it alone.
   - Postfix trusts XCLIENT only from 127.0.0.25: with source_address = 127.0.0.25 a clean
     client is handed off (Postfix logs the connection from 127.0.0.25 and the message

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cache file and its directory are owner-only whatever the umask (SPEC §4; the cache
+"""The cache file and its directory are owner-only whatever the umask (docs/design.md, "Hostile input"; the cache
 says which addresses connected): started with umask 000 and a cache.path whose directory
 does not exist yet, smtpscreen creates the directory 0700 and the file and its lock file
 0600, and a client's pass is stored there."""

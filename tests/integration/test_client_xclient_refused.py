@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A client can never pass XCLIENT, XFORWARD or a PROXY header through smtpscreen
-(SPEC §4). The backend is the Postfix port that trusts XCLIENT from 127.0.0.1, the
+(docs/design.md, "Hostile input"). The backend is the Postfix port that trusts XCLIENT from 127.0.0.1, the
 proxy's address, so a relayed XCLIENT would be believed:
   - after handoff, EHLO does not offer XCLIENT/XFORWARD; 'XCLIENT ADDR=127.0.0.1' and
     'XFORWARD ADDR=127.0.0.1' fail, and the client still cannot relay: Postfix refuses

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""When the backend cannot be reached at the end of the deep tests (SPEC §2 step 8), the
+"""When the backend cannot be reached at the end of the deep tests (docs/design.md, step 8), the
 client's RCPT -- the command that triggers the handoff -- gets
 '421 4.3.2 Service temporarily unavailable' and the connection is closed; smtpscreen
-logs DISCONNECT ... backend-unavailable. Never a 250 (SPEC: 'the proxy never answers 250
-to a message the backend did not accept'):
+logs DISCONNECT ... backend-unavailable. Never a 250 (docs/design.md, step 8: smtpscreen
+never answers 250 to a message the backend did not accept):
   - nothing listens on backend.address: at once;
   - the backend accepts and never greets: after backend.connect_timeout (2s)."""
 import os

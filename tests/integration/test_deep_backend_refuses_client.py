@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A backend that refuses the client itself at the replay is reported to the client as
-is (SPEC §2 step 6: 'checks that each backend reply matches ... A backend reply that
-differs is relayed to the client as is'; issue 5: 'If any replayed command gets a
+is (docs/design.md, step 6: each replayed reply is compared with the
+one the client saw, and a reply that differs goes to the client as it is; issue 5: 'If any replayed command gets a
 different class of answer than the client already saw, the client gets the backend's
 answer').
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""When the backend refuses a command smtpscreen replays at the handoff (SPEC §2 step 6:
-'a backend reply that differs is relayed to the client as is'), the client, which saw
+"""When the backend refuses a command smtpscreen replays at the handoff (docs/design.md, step 6:
+a reply that differs goes to the client as it is), the client, which saw
 smtpscreen's 250 to its EHLO and MAIL, gets the backend's refusal as the answer to its
 RCPT, and the session stays consistent: the backend has no transaction, so DATA is
 refused, and the client can start over (RSET/EHLO, MAIL, RCPT, DATA) and deliver.

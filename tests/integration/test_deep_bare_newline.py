@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""deep.bare_newline (SPEC §2 step 6, §7): a command line that ends in a bare LF instead
+"""deep.bare_newline (docs/design.md, step 6 and "Log lines"): a command line that ends in a bare LF instead
 of CRLF fails the test; smtpscreen logs 'BARE NEWLINE from [ip]:port after CMD' and
 applies deep.action:
   - drop: 'EHLO x\\n' as the first command gets '521 5.5.1 Protocol error' and close;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""With every deep protocol test on (SPEC §2 step 6), a well-behaved client delivers its
+"""With every deep protocol test on (docs/design.md, step 6), a well-behaved client delivers its
 message in its FIRST session: smtpscreen finishes the greeting itself ('220-' at once,
 then its own '220 screen.test ESMTP' after greet.wait), answers EHLO without
 PIPELINING/XCLIENT/XFORWARD, and at the first RCPT TO replays the session to Postfix

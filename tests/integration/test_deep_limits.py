@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The SMTP-level limits and refusals of smtpscreen's own SMTP engine during the deep
-tests (SPEC §4, §5 limits.*):
+tests (docs/design.md, "Hostile input"; limits.* in smtpscreen.ini(5)):
   - VRFY and EXPN get '502 5.5.1';
   - a 512-octet command line (CRLF included, RFC 5321 §4.5.3.1.4) is accepted, a
     513-octet and a 600-octet one get '500 5.5.2 Line too long', and the session goes on;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""deep.non_smtp_command (SPEC §2 step 6, §7): after smtpscreen's own greeting, a client
+"""deep.non_smtp_command (docs/design.md, step 6 and "Log lines"): after smtpscreen's own greeting, a client
 that sends a command from deep.forbidden_commands (default CONNECT, GET, POST, USER,
 PASS), a line that looks like an HTTP/mail header ('Host: x') or one that does not start
 with a letter (a TLS ClientHello in clear) is not an SMTP client.

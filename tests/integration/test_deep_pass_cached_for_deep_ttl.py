@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A deep-test pass is cached for cache.deep_ttl (SPEC §2 steps 3 and 6, §5): with
+"""A deep-test pass is cached for cache.deep_ttl (docs/design.md, steps 3 and 6; smtpscreen.ini(5)): with
 cache.deep_ttl = 3s, a client that passed in its first session is PASS OLD (handed off
 before any greeting of smtpscreen's own) on its next connection; once the deep pass has
 expired it gets smtpscreen's own greeting and the deep tests again, although its

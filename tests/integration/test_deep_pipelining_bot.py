@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""deep.pipelining (SPEC §2 step 6, §7): smtpscreen never offers PIPELINING, so a client
+"""deep.pipelining (docs/design.md, step 6 and "Log lines"): smtpscreen never offers PIPELINING, so a client
 that sends a command before the reply to the previous one is a spambot:
   - 'EHLO x\\r\\nMAIL FROM:<a@b>\\r\\nRCPT TO:<c@example.test>\\r\\n' in one write logs
     'COMMAND PIPELINING from [ip]:port after EHLO: MAIL FROM:<a@b>...';

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A client listed in a DNSBL (rbldnsd serving bl.test and bl2.test) is screened out
-(SPEC §2 step 5, §7):
+(docs/design.md, step 5 and "Log lines"):
   - dnsbl.action = enforce: 'DNSBL rank N' is logged, the proxy finishes the greeting
     itself without waiting out greet.wait (the verdict cannot change), and every RCPT
     gets '550 5.7.1 Service unavailable; client [ip] blocked using <zone>' naming the
@@ -51,7 +51,7 @@ def main(env):
             c.read_reply()
         c.expect("QUIT", 221)
         c.check_closed(5, "after QUIT")
-        # The verdict may be acted on as soon as the score reaches the threshold (SPEC §2
+        # The verdict may be acted on as soon as the score reaches the threshold (docs/design.md,
         # step 5), so the logged rank may be the sum of the answers in by then.
         enforce.wait_for_log(harness.re_connect(ip, port))
         enforce.wait_for_log(harness.re_dnsbl_rank(ip, rank, port))

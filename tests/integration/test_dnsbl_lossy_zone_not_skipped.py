@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A DNSBL server that drops some queries of a burst but answers the others is busy, not
-down: the zone must not be skipped (SPEC §5, "a zone that keeps timing out is logged and
-skipped"; bench/README.md, findings under load, item 1).
+down: the zone must not be skipped (docs/design.md, step 5: a zone that keeps timing out is
+logged and skipped; bench/README.md, findings under load, item 1).
 
 A burst of new clients overflows rbldnsd's receive buffer, so some queries are lost while
 the rest are answered. Their timeouts come in a row, one dnsbl.timeout later; counted as

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A DNSBL zone that stops answering is skipped, its clients are let in (fail open, SPEC
-§2 step 5), but a lookup that timed out or was skipped earns no cached DNSBL pass: once
+"""A DNSBL zone that stops answering is skipped, its clients are let in (fail open,
+docs/design.md, step 5), but a lookup that timed out or was skipped earns no cached DNSBL pass: once
 the zone answers again, a listed client is rejected (bench/README.md, findings under
 load, item 1).
 

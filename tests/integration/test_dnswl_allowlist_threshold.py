@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""dnsbl.allowlist_threshold works as postscreen_dnsbl_allowlist_threshold (SPEC §2
+"""dnsbl.allowlist_threshold works as postscreen_dnsbl_allowlist_threshold (docs/design.md,
 step 5). Sites: bl.test*2 and wl.test=127.0.0.3*-5; threshold 1.
   - allowlist_threshold = -1: a client in wl.test only (score -5) passes at once,
     without waiting out greet.wait, is handed off and its mail arrives; a client in

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A backend that fails a client that was already handed off (SPEC §2 step 8, issue 6):
+"""A backend that fails a client that was already handed off (docs/design.md, step 8, issue 6):
 the client sees 4xx/5xx or a closed connection, never a 250 for a message the backend
 did not accept, and the session ends with exactly one DISCONNECT line.
   - refuses connections (nothing listens): 421 4.3.2 at the end of the greet wait;

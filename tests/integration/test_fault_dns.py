@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DNS faults (SPEC §2 step 5, issue 6): whatever the DNSBL server does, a lookup that
+"""DNS faults (docs/design.md, step 5, issue 6): whatever the DNSBL server does, a lookup that
 fails counts as not listed, is logged once ('dnsbl query <name> failed: <reason>'), and
 no session waits longer than dnsbl.timeout (2s here; greet.wait 1s).
 A scripted UDP DNS server answers each zone its own way; one smtpscreen per zone, one

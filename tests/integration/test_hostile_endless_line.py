@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""An endless line (10 MB without CRLF) and peers that stop reading (SPEC §4 "every
-buffer per connection is bounded", issue 6). For each case: the answer smtpscreen gives,
+"""An endless line (10 MB without CRLF) and peers that stop reading (docs/design.md, "Hostile input":
+every buffer per connection is bounded; issue 6). For each case: the answer smtpscreen gives,
 exactly one DISCONNECT line, and smtpscreen's RSS (VmRSS) grows by less than 30 MiB
 over its level before the case:
   1. before the greeting (greet.action = enforce): one PREGREET line (its excerpt is
@@ -13,10 +13,10 @@ over its level before the case:
   4. after a plain handoff, as a command: none of it reaches Postfix, smtpscreen answers
      '500 5.5.2 Line too long' itself (the relay forwards only whole command lines);
   5. after a plain handoff, in DATA (one 10 MB line): smtpscreen's relay refuses the
-     message itself ('550 5.5.2 Message line too long', then 421; SPEC §4 asks it after
+     message itself ('550 5.5.2 Message line too long', then 421; docs/design.md, "Hostile input" asks it after
      a deep-tested handoff, the relay does it after every handoff);
   6. after a deep-tested handoff, in DATA: '550 5.5.2 Message line too long' then 421
-     (smtpscreen reads DATA itself there: SPEC §4), the message is not delivered;
+     (smtpscreen reads DATA itself there: docs/design.md, "Hostile input"), the message is not delivered;
   7. a backend that never reads while the client sends 20 MB of DATA: smtpscreen stops
      reading the client (the client's send stalls), memory stays bounded, and the
      session ends by backend.idle_timeout (5s) once the client has gone;

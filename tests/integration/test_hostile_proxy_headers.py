@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PROXY headers where they do not belong, and bogus ones where they do (SPEC §2 step 1,
+"""PROXY headers where they do not belong, and bogus ones where they do (docs/design.md, step 1,
 §4, issue 6). For each: the answer smtpscreen gives, exactly one DISCONNECT line, and
 the backend never sees the header's claims.
 On a listener without listen.proxy_protocol:

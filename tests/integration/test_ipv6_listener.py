@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""smtpscreen listens on every listen.address, IPv6 included (SPEC §5): with
+"""smtpscreen listens on every listen.address, IPv6 included (smtpscreen.ini(5)): with
 '[::1]:p6, 127.0.0.1:p4', a client on ::1 is logged as [::1]:port, handed off and its
 mail arrives with Postfix logging ::1 and its port (PROXY v2 TCP6 and XCLIENT
 ADDR=IPV6:...); the IPv4 listener of the same process works too."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""limits.max_connections and limits.per_client_connections (SPEC §2 step 1, issue 6):
+"""limits.max_connections and limits.per_client_connections (docs/design.md, step 1, issue 6):
 a connection over either limit gets '421 4.7.0' at once (no '220-' banner first) and is
 closed, logs 'NOQUEUE: reject: CONNECT ... too many connections (<key>)' and one
 'DISCONNECT ... too-many-connections', and never reaches the backend (the private

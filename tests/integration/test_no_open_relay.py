@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""smtpscreen does not turn Postfix into an open relay (SPEC §4): a client outside
+"""smtpscreen does not turn Postfix into an open relay (docs/design.md, "Hostile input"): a client outside
 mynetworks (127.0.0.7; mynetworks = 127.0.0.1/32) that passes screening and asks to
 relay to an outside domain is refused by Postfix with '554 5.7.1 ... Relay access
 denied', with each handoff mode (proxy-v2, proxy-v1, xclient), and Postfix's log names

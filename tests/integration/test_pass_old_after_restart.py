@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A client that passed every test is remembered in the LMDB cache file (SPEC §2 step 3):
+"""A client that passed every test is remembered in the LMDB cache file (docs/design.md, step 3):
 after smtpscreen is stopped (SIGTERM, exit 0) and started again on the same
 cache.path, the client is logged PASS OLD and handed off at once, without the greet
 wait, and its mail arrives. Another client, never seen, still gets the greet wait."""

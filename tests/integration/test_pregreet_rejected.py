@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A client that talks before the greet wait ends (a spambot that does not wait for the
-banner) is a pregreet violation (SPEC §2 step 4, §7):
+banner) is a pregreet violation (docs/design.md, step 4 and "Log lines"):
   - greet.action = enforce: smtpscreen logs PREGREET, finishes the greeting itself
     (never the backend's 220), answers EHLO and MAIL, rejects every RCPT with
     '550 5.5.1 Protocol error' and logs 'NOQUEUE: reject: RCPT from ...', never hands

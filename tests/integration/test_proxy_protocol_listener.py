@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""listen.proxy_protocol (SPEC §2 step 1): behind a load balancer the PROXY header is
+"""listen.proxy_protocol (docs/design.md, step 1): behind a load balancer the PROXY header is
 mandatory and its source address is the client.
   - v2: a header naming 192.0.2.7:4242 makes smtpscreen log CONNECT/PASS NEW for
     [192.0.2.7]:4242, hand that address to Postfix (which logs it) and deliver; a header

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SIGTERM (SPEC §6): smtpscreen stops accepting at once, lets the sessions in progress
+"""SIGTERM (smtpscreen(8), SIGNALS): smtpscreen stops accepting at once, lets the sessions in progress
 finish for up to limits.shutdown_grace, then closes them and exits 0.
   - grace 10s, one handed-off session: after SIGTERM new connections are refused, the
     session carries on (its message arrives), and when it ends smtpscreen exits 0

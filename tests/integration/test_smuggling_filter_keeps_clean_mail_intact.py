@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The smuggling filter on DATA (SPEC §4) refuses what it must and nothing else, however
+"""The smuggling filter on DATA (docs/design.md, "Hostile input") refuses what it must and nothing else, however
 the client's bytes are cut into TCP segments. Postfix runs with
 smtpd_forbid_bare_newline = no, so only smtpscreen can refuse anything here.
   - A clean message with client dot-stuffing ('..hidden' for '.hidden', '...two'),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The README tells admins to set 'smtpd_forbid_bare_newline = reject' on the backend
-Postfix (SPEC §5), which closes the SMTP smuggling gap on its own for whatever reaches
+Postfix (smtpscreen.ini(5)), which closes the SMTP smuggling gap on its own for whatever reaches
 it. This proves the advice against the installed Postfix, sending straight to the
 backend ports (no smtpscreen in the way):
   - with 'reject', a DATA with a bare-LF end-of-data vector (<LF>.<LF>, <LF>.<CR><LF>,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SMTP smuggling (SPEC §4): the end-of-data variants published in 2023 (<LF>.<LF>,
+"""SMTP smuggling (docs/design.md, "Hostile input"): the end-of-data variants published in 2023 (<LF>.<LF>,
 <LF>.<CR><LF>, <CR>.<CR><LF>, <CR><LF>.<CR>, <CR><LF>.<LF>), each followed by a whole
 smuggled MAIL/RCPT/DATA transaction and then the client's real <CR><LF>.<CR><LF>, never
 make Postfix accept a second message through smtpscreen.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Backend connect and greeting timeouts and bad greetings (SPEC §2 step 8, issue 6):
+"""Backend connect and greeting timeouts and bad greetings (docs/design.md, step 8, issue 6):
 whenever the backend cannot take a client that passed, the client gets '421 4.3.2
 Service temporarily unavailable' and the connection closes; the log says why
 ('backend unavailable for [ip]:port: ...') and the session ends with one

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""limits.command_time_limit (SPEC §5, issue 6) while smtpscreen speaks SMTP itself:
+"""limits.command_time_limit (smtpscreen.ini(5), issue 6) while smtpscreen speaks SMTP itself:
 the most time one command line may take, from its first byte (or from our last reply)
 to its end. 2s here.
   - deep tests, a client that says nothing after the greeting: '421 4.4.2 <host> Error:

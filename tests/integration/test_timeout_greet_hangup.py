@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The greet wait and clients that hang up during it (SPEC §2 step 4, §7, issue 6):
+"""The greet wait and clients that hang up during it (docs/design.md, step 4 and "Log lines", issue 6):
   - a quiet client gets the '220-' line at once and the final 220 when greet.wait ends
     (2s here: not before, and not much after);
   - a client that hangs up during the greet wait logs 'HANGUP after t from [ip]:port in

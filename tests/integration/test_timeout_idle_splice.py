@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""backend.idle_timeout (SPEC §2 step 8, issue 6): once a client is handed off, the
+"""backend.idle_timeout (docs/design.md, step 8, issue 6): once a client is handed off, the
 relay ends when neither side has sent anything for idle_timeout (2s here).
   - a handed-off client that goes quiet is closed about 2s after the last byte either
     way; the backend's connection is closed too; one 'DISCONNECT ... idle-timeout';

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3 / issue 4: `backend.tls = on` makes smtpscreen itself do STARTTLS towards the
+"""docs/design.md, "TLS"; issue 4: `backend.tls = on` makes smtpscreen itself do STARTTLS towards the
 backend. The private Postfix's smtpd ports offer STARTTLS with a certificate of the test
 CA (smtpd_tls_security_level = may, smtpd_tls_loglevel = 1, tlsmgr).
   - backend.tls = on, backend.tls_ca = the test CA: a plain client (first session, PASS

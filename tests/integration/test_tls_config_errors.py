@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3 / issue 4: tls.cert/tls.key problems are `--check` errors that name the file.
+"""docs/design.md, "TLS"; issue 4: tls.cert/tls.key problems are `--check` errors that name the file.
 `smtpscreen --check` exits 1, its output naming the key and the file, for:
   - a missing tls.cert file, a missing tls.key file;
   - an unreadable tls.key (mode 0000, --check run as nobody) and a directory as tls.cert;

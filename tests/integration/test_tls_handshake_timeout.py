@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3: a TLS handshake that stalls is closed after tls.handshake_timeout (2s here).
+"""docs/design.md, "TLS": a TLS handshake that stalls is closed after tls.handshake_timeout (2s here).
   - A client that says STARTTLS, gets the 220 and then sends nothing is closed after
     about 2s (not before 1.5s, before 5s); smtpscreen logs `TLS handshake timeout for
     [ip]:port (tls.handshake_timeout)` and DISCONNECT for it.

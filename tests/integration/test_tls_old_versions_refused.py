@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3: TLS 1.2 only, no weak suites. Through smtpscreen's STARTTLS (after handoff):
+"""docs/design.md, "TLS": TLS 1.2 only, no weak suites. Through smtpscreen's STARTTLS (after handoff):
   - `openssl s_client -starttls smtp -tls1_1` and `-tls1` (with @SECLEVEL=0 so that the
     client really sends its TLS 1.1/1.0 ClientHello) fail the handshake with a
     protocol_version alert from smtpscreen; smtpscreen logs `SSL_accept error from

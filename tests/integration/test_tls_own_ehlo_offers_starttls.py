@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3 / issue 4: STARTTLS is offered in smtpscreen's OWN EHLO reply too, before any
+"""docs/design.md, "TLS"; issue 4: STARTTLS is offered in smtpscreen's OWN EHLO reply too, before any
 handoff: "(enforce mode and deep tests)".
   - Deep tests (deep.pipelining = on): a new client gets smtpscreen's greeting and its
     EHLO reply (not the backend's) offering STARTTLS; STARTTLS gets `220 2.0.0 Ready to

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3 seen by Postfix's own TLS client: `posttls-finger -l secure -F CA` against
+"""docs/design.md, "TLS" seen by Postfix's own TLS client: `posttls-finger -l secure -F CA` against
 smtpscreen (tls.cert a chain file: leaf + intermediate, the test root as the only trust
 anchor) verifies smtpscreen's certificate (subject CN, issuer the intermediate) and
 reports TLSv1.2 with an ECDHE suite; the same for an ECDSA certificate. A first session

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3 / issue 4: SIGHUP reloads tls.cert/tls.key for new connections.
+"""docs/design.md, "TLS"; issue 4: SIGHUP reloads tls.cert/tls.key for new connections.
   - smtpscreen starts with certificate A (RSA, CN mx-a.test) in tls/cert.pem and
     tls/key.pem; `openssl s_client -starttls smtp` sees CN mx-a.test.
   - A client opens a TLS session (certificate A) and stays. The files are replaced by

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3, the CVE-2011-0411 class: commands a client pipelines after STARTTLS, before
+"""docs/design.md, "TLS", the CVE-2011-0411 class: commands a client pipelines after STARTTLS, before
 the handshake, are discarded, never run inside the TLS session.
   - A client (handed off to the private Postfix) sends `STARTTLS\\r\\nRSET\\r\\n` in ONE
     packet. It gets `220 2.0.0 Ready to start TLS` and nothing else in clear; after the

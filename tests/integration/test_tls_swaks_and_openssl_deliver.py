@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SPEC §3: smtpscreen terminates STARTTLS for its clients. With a test CA made by the
+"""docs/design.md, "TLS": smtpscreen terminates STARTTLS for its clients. With a test CA made by the
 openssl command and smtpscreen's tls.cert/tls.key set:
   - `swaks --tls --tls-verify` and a scripted `openssl s_client -starttls smtp -crlf`
     (EHLO, MAIL, RCPT, DATA, QUIT typed line by line inside TLS) deliver through

@@ -75,7 +75,7 @@ std::string all(const std::vector<std::string>& errors) {
 
 }  // namespace
 
-TEST_CASE("config: an empty file gives SPEC §5's defaults") {
+TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     TempDir dir;
     auto l = load(dir, "");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
@@ -541,7 +541,7 @@ TEST_CASE("config: process.user must exist") {
     CHECK(root.errors.empty());
 }
 
-TEST_CASE("print_config lists every section and key in SPEC order") {
+TEST_CASE("print_config lists every section and key in the man page's order") {
     Config c;
     std::string text = print_config(c);
     std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",

@@ -1,4 +1,4 @@
-// TLS engine (SPEC §3): contexts, in-memory streams, resumption, refusals, log lines.
+// TLS engine (docs/design.md, "TLS"): contexts, in-memory streams, resumption, refusals, log lines.
 // Certificates are made per run with the openssl command in a temporary directory.
 #include <doctest/doctest.h>
 #include <malloc.h>
