@@ -1,5 +1,5 @@
 #pragma once
-// The handoff up to the relay (README, "Handoff"): connect to the backend (from
+// Step 8 of docs/design.md up to the relay: connect to the backend (from
 // backend.source_address), announce the real client (PROXY v1/v2 header, or EHLO +
 // XCLIENT), and wait for the greeting the client will see. Each step is one function;
 // replies are read whole (bounded) before the next step.

@@ -47,7 +47,7 @@ Session::Session(Worker& worker, std::shared_ptr<const Config> config)
 
 Session::~Session() = default;
 
-// ---------------------------------------------------------------- §2 step 1: accept
+// ---------------------------------------------------------------- step 1: accept
 
 int Session::start(uv_stream_t* listener, const std::optional<Endpoint>& listen_local) {
     started_at_ = uv_now(worker_.loop());
@@ -138,7 +138,7 @@ void Session::client_identified() {
     finish("too-many-connections");
 }
 
-// ---------------------------------------------------------------- §2 steps 2-3: access list, cache
+// ---------------------------------------------------------------- steps 2-3: access list, cache
 
 void Session::screen_known_client() {
     if (auto verdict = match_access(config_->access_rules, client_ep_)) {
@@ -178,7 +178,7 @@ bool Session::deep_passes_valid(const TestResults& record, int64_t now) const {
            (!config_->deep_bare_newline || record.passed(Test::BareNewline, now));
 }
 
-// ---------------------------------------------------------------- §2 steps 4-5: greet wait, verdict
+// ---------------------------------------------------------------- steps 4-5: greet wait, verdict
 
 void Session::start_greet_wait() {
     phase_ = Phase::GreetWait;
@@ -258,7 +258,7 @@ void Session::conclude_screening() {
     start_handoff();
 }
 
-// ---------------------------------------------------------------- §2 step 6: deep protocol tests
+// ---------------------------------------------------------------- step 6: deep protocol tests
 
 bool Session::deep_tests_pending() const {
     return config_->deep_tests_enabled() && !deep_passes_valid(cached_.value_or(TestResults{}), unix_now());
@@ -325,7 +325,7 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
     cached_ = record;
 }
 
-// ---------------------------------------------------------------- §2 step 7: actions
+// ---------------------------------------------------------------- step 7: actions
 
 std::string Session::reject_reply(Failure failure) const {
     switch (failure) {
@@ -364,7 +364,7 @@ void Session::start_enforce(Failure failure) {
     client_.start_reading();
 }
 
-// ---------------------------------------------------------------- §2 step 8: handoff and relay
+// ---------------------------------------------------------------- step 8: handoff and relay
 
 void Session::start_name_lookup() {
     resolver_ = worker_.resolver();
@@ -637,7 +637,7 @@ void Session::backend_send(std::string_view text) {
     backend_->write(backend_tls_->encrypt(text));
 }
 
-// ---------------------------------------------------------------- §3: the client leg in TLS
+// ---------------------------------------------------------------- the client leg in TLS
 
 void Session::client_send(std::string_view text) {
     if (!client_tls_ || !client_tls_->handshake_done()) return client_.write(text);
@@ -777,7 +777,7 @@ void Session::on_timer() {
     }
 }
 
-// ---------------------------------------------------------------- §2 step 9: close
+// ---------------------------------------------------------------- step 9: close
 
 void Session::abort(std::string_view outcome) { finish(outcome); }
 

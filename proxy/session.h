@@ -1,6 +1,7 @@
 #pragma once
-// One client connection from accept to DISCONNECT: the life in docs/design.md, read top to
-// bottom in session.cpp. One state machine; every event (read, timer, DNS answer,
+// One client connection from accept to DISCONNECT: "The life of a connection" in
+// docs/design.md (its step numbers head the sections below), read top to bottom in
+// session.cpp. One state machine; every event (read, timer, DNS answer,
 // backend reply) arrives as a callback and is dispatched on the current phase.
 #include <uv.h>
 
@@ -42,16 +43,16 @@ private:
     enum class Phase { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
-    // §2 step 1: accept and optional PROXY header from a load balancer
+    // step 1: accept and optional PROXY header from a load balancer
     void read_proxy_header(std::string_view bytes);
     void client_identified();
     void start_health_check();
-    // §2 steps 2-3: access list and cache
+    // steps 2-3: access list and cache
     void screen_known_client();
     void on_cache_record(const std::optional<TestResults>& record);
     bool passed_all_enabled_tests(const TestResults& record) const;
     bool deep_passes_valid(const TestResults& record, int64_t now) const;
-    // §2 steps 4-5: greet wait, pregreet, DNSBL verdict
+    // steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);
     void on_dnsbl_update();
@@ -59,18 +60,18 @@ private:
     void conclude_screening();
     void record_passes(bool pregreet_ok, bool dnsbl_ok);
     bool dnsbl_listed() const;
-    // §2 step 7: actions
+    // step 7: actions
     void act_on_failure(Failure failure, Action action);
     void drop(Failure failure);
     void start_enforce(Failure failure);
-    // §2 step 6: deep protocol tests, then a handoff that replays the transaction
+    // step 6: deep protocol tests, then a handoff that replays the transaction
     bool deep_tests_pending() const;
     void start_deep();
     // Both the enforce action and the deep tests talk to the client through dialog_.
     void on_dialog_events(std::vector<DialogEvent> events);
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
-    // §3: the client leg in TLS; everything above reads and writes plaintext
+    // the client leg in TLS (docs/design.md, "TLS"); everything above reads and writes plaintext
     void client_send(std::string_view text);
     void on_client_bytes(std::string_view bytes);
     void on_client_plaintext(std::string_view bytes);
@@ -78,7 +79,7 @@ private:
     void client_tls_established();
     void backend_send(std::string_view text);
     void on_backend_bytes(std::string_view bytes);
-    // §2 step 8: handoff and relay
+    // step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
     void start_name_lookup();
     void connect_backend(BackendHandoff::Replay replay);
@@ -95,7 +96,7 @@ private:
     void on_backend_eof();
     void relay_half_closes();
     void end_relay();
-    // §2 step 9
+    // step 9
     void finish(std::string_view outcome);
 
     // ConnectionEvents

@@ -5,7 +5,7 @@
   - a missing file, a missing access.file, a bad access.file line are errors that name
     the file (and line);
   - `--check` on a clean file exits 0; the shipped conf/smtpscreen.ini passes;
-  - `--print-config` prints every key of §5 in §5's order with defaults filled in, and
+  - `--print-config` prints every key of smtpscreen.ini(5) in its order with defaults filled in, and
     its output passes `--check`;
   - backend.handoff = none is refused unless backend.i_know_this_is_an_open_relay =
     yes, and then it warns when it starts;
@@ -130,7 +130,7 @@ def main(env):
     else:
         fail(f"{shipped} is missing (the README's run command starts with it)")
 
-    # --print-config: every key, §5's order, values, accepted by --check.
+    # --print-config: every key, in smtpscreen.ini(5)'s order, values, accepted by --check.
     r = harness.run_smtpscreen(["--print-config", "-c", good])
     check(r.returncode == 0, f"--print-config exited {r.returncode}:\n{r.stdout}{r.stderr}")
     printed, section, values = [], None, {}
