@@ -5,8 +5,8 @@
   - a missing file, a missing access.file, a bad access.file line are errors that name
     the file (and line);
   - `--check` on a clean file exits 0; the shipped conf/smtpscreen.ini passes;
-  - `--print-config` prints every key of smtpscreen.ini(5) in its order with defaults filled in, and
-    its output passes `--check`;
+  - `--print-config` prints every key of smtpscreen.ini(5) in its order with defaults
+    filled in, and its output passes `--check`;
   - backend.handoff = none is refused unless backend.i_know_this_is_an_open_relay =
     yes, and then it warns when it starts;
   - starting with a bad file fails (non-zero exit) without listening."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PROXY headers where they do not belong, and bogus ones where they do (docs/design.md,
-step 1 and "Hostile input"; issue 6). For each: the answer smtpscreen gives, exactly one DISCONNECT line, and
-the backend never sees the header's claims.
+step 1 and "Hostile input"; issue 6). For each: the answer smtpscreen gives, exactly
+one DISCONNECT line, and the backend never sees the header's claims.
 On a listener without listen.proxy_protocol:
   1. a PROXY v1 line before the greeting: a pregreet violation (PREGREET logged with the
      line), enforce rejects RCPT with 550 5.5.1; with greet.action = drop: 521;
