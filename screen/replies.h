@@ -81,12 +81,12 @@ inline constexpr std::string_view kNeedRcpt = "503 5.5.1 Error: need RCPT comman
 inline constexpr std::string_view kNoValidRecipients = "554 5.5.1 Error: no valid recipients";
 inline constexpr std::string_view kStarttlsSyntax = "501 5.5.4 Syntax: STARTTLS";
 inline constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active";
-// VRFY as postscreen with postscreen_disable_vrfy_command = yes: the README's security
-// rules want VRFY refused, not answered with the reject reply (postscreen's default).
+// VRFY as postscreen with postscreen_disable_vrfy_command = yes: docs/design.md,
+// "Hostile input", wants VRFY refused, not answered with the reject reply (postscreen's default).
 inline constexpr std::string_view kVrfySyntax = "501 5.5.4 Syntax: VRFY address";
 inline constexpr std::string_view kVrfyDisabled = "502 5.5.1 VRFY command is disabled";
-// postscreen has no EXPN (it answers "command not recognized"); the security rules ask
-// for 502 5.5.1 for both VRFY and EXPN, so EXPN is worded like VRFY.
+// postscreen has no EXPN (it answers "command not recognized"); docs/design.md,
+// "Hostile input", asks for 502 5.5.1 for both VRFY and EXPN, so EXPN is worded like VRFY.
 inline constexpr std::string_view kExpnDisabled = "502 5.5.1 EXPN command is disabled";
 inline constexpr std::string_view kEtrnSyntax = "500 Syntax: ETRN domain";
 inline constexpr std::string_view kEtrnRefused = "458 Unable to queue messages";

@@ -113,7 +113,7 @@ const SmtpDialog::CommandRow SmtpDialog::kCommands[] = {
     // Offered, and refused with a temporary error as postscreen does: only the
     // backend's queue could run it.
     {"ETRN", Needs::Helo, replies::kSendHeloFirst, &SmtpDialog::check_etrn, nullptr, {}},
-    // Not offered in our EHLO reply and never passed on (README, security rules):
+    // Not offered in our EHLO reply and never passed on (docs/design.md, "Hostile input"):
     // XCLIENT/XFORWARD would let a client forge its address at the backend; AUTH
     // belongs to the submission port; BDAT needs CHUNKING (RFC 3030).
     {"AUTH", Needs::Nothing, {}, nullptr, nullptr, replies::kNotImplemented},

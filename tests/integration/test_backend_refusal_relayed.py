@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A backend that greets a client with a refusal is refusing that client, not
-unavailable (README, "Handoff"): its reply reaches the client as it is (a 5xx stays a
+unavailable (docs/design.md, step 8): its reply reaches the client as it is (a 5xx stays a
 5xx, anvil's 421 stays anvil's 421), smtpscreen logs Postfix's
 'NOQUEUE: reject: CONNECT from [ip]:port: <reply>', and the session ends as
 'DISCONNECT ... backend-refused', never 'backend-unavailable' with a 421 4.3.2 of its own.
