@@ -1,5 +1,6 @@
 // The `lmdb` cache backend: one memory-mapped file that survives restarts, shared by
 // every loop thread of the process (and by other processes on the same file).
+#include <fmt/format.h>
 #include <lmdb.h>
 #include <sys/stat.h>
 
@@ -187,7 +188,98 @@ public:
         return removed;
     }
 
+    void cleanup_step(int64_t now, size_t limit, Cleanup& cleanup) override {
+        size_t retained = 0;
+        size_t deleted = 0;
+        std::string next;
+        if (!delete_expired(now, cleanup.next_key, limit, next, deleted, retained, "cleanup")) {
+            cleanup.done = true;
+            return;
+        }
+        cleanup.retained += retained;
+        cleanup.dropped += deleted;
+        cleanup.next_key = std::move(next);
+        cleanup.done = cleanup.next_key.empty();
+    }
+
+    void for_each(const RecordVisitor& visit) override {
+        Txn txn(env_.get(), MDB_RDONLY);
+        if (txn.begin_error() != 0) throw std::runtime_error(failure("read", txn.begin_error()));
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) throw std::runtime_error(failure("read", rc));
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        MDB_val key, val;
+        int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST);
+        for (; rc == 0; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
+            if (auto r = decode_lmdb_record(as_view(val))) visit(std::string(as_view(key)), *r);
+        }
+        if (rc != MDB_NOTFOUND) throw std::runtime_error(failure("read", rc));
+    }
+
+    bool erase(const std::string& client_ip) override {
+        Txn txn(env_.get(), 0);
+        if (txn.begin_error() != 0) throw std::runtime_error(failure("delete", txn.begin_error()));
+        MDB_val key = as_val(client_ip);
+        const int rc = mdb_del(txn.get(), dbi_, &key, nullptr);
+        if (rc == MDB_NOTFOUND) return false;
+        if (rc != 0) throw std::runtime_error(failure("delete", rc));
+        if (int c = txn.commit(); c != 0) throw std::runtime_error(failure("delete", c));
+        return true;
+    }
+
+    size_t erase_all() override {
+        Txn txn(env_.get(), 0);
+        if (txn.begin_error() != 0) throw std::runtime_error(failure("flush", txn.begin_error()));
+        MDB_stat st{};
+        if (int rc = mdb_stat(txn.get(), dbi_, &st); rc != 0) throw std::runtime_error(failure("flush", rc));
+        // mdb_drop with del = 0 empties the database and keeps it: the daemon's handle
+        // to it stays valid.
+        if (int rc = mdb_drop(txn.get(), dbi_, 0); rc != 0) throw std::runtime_error(failure("flush", rc));
+        if (int c = txn.commit(); c != 0) throw std::runtime_error(failure("flush", c));
+        return st.ms_entries;
+    }
+
 private:
+    std::string failure(const char* op, int rc) const {
+        return fmt::format("verdict cache {}: {}: {}", path_, op, mdb_strerror(rc));
+    }
+
+    // Looks at up to `limit` records from `from` (empty: the first) and deletes the
+    // expired ones, in one write transaction. `next`: the key the next step starts at,
+    // empty when this one reached the last record. False after an error (logged).
+    bool delete_expired(int64_t now, const std::string& from, size_t limit, std::string& next, size_t& deleted,
+                        size_t& retained, const char* op) {
+        next.clear();
+        Txn txn(env_.get(), 0);
+        if (txn.begin_error() != 0) return report(op, "", txn.begin_error()), false;
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return report(op, "", rc), false;
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        MDB_val key = as_val(from), val;
+        int rc = mdb_cursor_get(raw, &key, &val, from.empty() ? MDB_FIRST : MDB_SET_RANGE);
+        for (size_t seen = 0; rc == 0; ++seen) {
+            if (seen == limit) {
+                next.assign(as_view(key));
+                break;
+            }
+            const auto r = decode_lmdb_record(as_view(val));
+            if (!r || all_passes_expired(*r, now)) {
+                // The cursor then stands on the following record, which MDB_NEXT returns.
+                if (int del = mdb_cursor_del(raw, 0); del != 0) return report(op, "", del), false;
+                ++deleted;
+            } else {
+                ++retained;
+            }
+            rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT);
+        }
+        if (rc != 0 && rc != MDB_NOTFOUND) return report(op, "", rc), false;
+        cursor.reset();  // a write cursor must be closed before its commit
+        if (deleted > 0) {
+            if (int c = txn.commit(); c != 0) return report(op, "", c), false;
+        }
+        return true;
+    }
+
     // Every record through LMDB's own cursor; returns what is wrong, or "".
     std::string walk_records() {
         Txn txn(env_.get(), MDB_RDONLY);
@@ -215,33 +307,10 @@ private:
     void sweep_expired(int64_t now, size_t limit) {
         std::lock_guard<std::mutex> lock(sweep_mutex_);
         if (now < sweep_pause_until_) return;
-        Txn txn(env_.get(), 0);
-        if (txn.begin_error() != 0) return report("sweep", "", txn.begin_error());
-        MDB_cursor* raw = nullptr;
-        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return report("sweep", "", rc);
-        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
-        MDB_val key = as_val(sweep_from_), val;
-        int rc = mdb_cursor_get(raw, &key, &val, sweep_from_.empty() ? MDB_FIRST : MDB_SET_RANGE);
-        std::string next_from;  // empty when this step reaches the last record
+        std::string next_from;
         size_t deleted = 0;
-        for (size_t seen = 0; rc == 0; ++seen) {
-            if (seen == limit) {
-                next_from.assign(as_view(key));
-                break;
-            }
-            const auto r = decode_lmdb_record(as_view(val));
-            if (!r || all_passes_expired(*r, now)) {
-                // The cursor then stands on the following record, which MDB_NEXT returns.
-                if (int del = mdb_cursor_del(raw, 0); del != 0) return report("sweep", "", del);
-                ++deleted;
-            }
-            rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT);
-        }
-        if (rc != 0 && rc != MDB_NOTFOUND) return report("sweep", "", rc);
-        cursor.reset();  // a write cursor must be closed before its commit
-        if (deleted > 0) {
-            if (int c = txn.commit(); c != 0) return report("sweep", "", c);
-        }
+        size_t retained = 0;
+        if (!delete_expired(now, sweep_from_, limit, next_from, deleted, retained, "sweep")) return;
         sweep_from_ = std::move(next_from);
         cycle_deleted_ += deleted;
         if (sweep_from_.empty()) {

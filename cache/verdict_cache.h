@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "core/config.h"
@@ -33,6 +34,35 @@ public:
         (void)now;
         return 0;
     }
+
+    // cache.cleanup_interval: one full pass over the records, made of bounded steps so
+    // that no step holds the write lock (or the loop) for long. Each step looks at up to
+    // `limit` records from `next_key` on, deletes the expired ones, and counts both.
+    struct Cleanup {
+        std::string next_key;  // where the next step starts; empty at the first
+        size_t retained = 0;
+        size_t dropped = 0;
+        bool done = false;
+    };
+    virtual void cleanup_step(int64_t now, size_t limit, Cleanup& cleanup) {
+        (void)now;
+        (void)limit;
+        cleanup.done = true;
+    }
+
+    // For `smtpscreen cache` beside a running daemon (README, "Cache tools"): every
+    // record in key order, one record, removing one or all. Only a cache another
+    // process can open (lmdb) has them; the others throw std::runtime_error.
+    using RecordVisitor = std::function<void(const std::string& client_ip, const TestResults& results)>;
+    virtual void for_each(const RecordVisitor& visit) {
+        (void)visit;
+        throw std::runtime_error("this cache backend cannot be listed from another process");
+    }
+    virtual bool erase(const std::string& client_ip) {
+        (void)client_ip;
+        throw std::runtime_error("this cache backend cannot be edited from another process");
+    }
+    virtual size_t erase_all() { throw std::runtime_error("this cache backend cannot be edited from another process"); }
 };
 
 // Embedded backends are safe to share between loop threads. Throws std::runtime_error

@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "proxy/cache_command.h"
 #include "proxy/privileges.h"
 #include "proxy/server.h"
 #include "proxy/tls_config.h"
@@ -18,6 +19,7 @@ constexpr const char* kDefaultConfig = "/etc/smtpscreen/smtpscreen.ini";
 
 constexpr const char* kUsage =
     "usage: smtpscreen [-c FILE] [--check | --print-config]\n"
+    "       smtpscreen [-c FILE] cache list | show IP | delete IP | flush | stats\n"
     "       smtpscreen --version | --help\n"
     "\n"
     "  -c FILE          the INI configuration (default /etc/smtpscreen/smtpscreen.ini;\n"
@@ -25,6 +27,8 @@ constexpr const char* kUsage =
     "  --check          validate FILE, print every error, exit 1 if there is one; run as\n"
     "                   root, also warn about files process.user could not read\n"
     "  --print-config   print the effective configuration, defaults included\n"
+    "  cache ...        list, show, delete or flush the verdict cache (lmdb) or count\n"
+    "                   its records, also while the daemon runs\n"
     "\n"
     "Runs in the foreground (under systemd: Type=notify, socket activation).\n"
     "Signals:\n"
@@ -65,6 +69,8 @@ int main(int argc, char** argv) {
     std::string config_path;
     bool check = false;
     bool print = false;
+    bool cache_command = false;
+    std::vector<std::string> cache_args;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "-c" || arg == "--config") {
@@ -74,6 +80,10 @@ int main(int argc, char** argv) {
             check = true;
         } else if (arg == "--print-config") {
             print = true;
+        } else if (arg == "cache") {
+            cache_args.assign(argv + i + 1, argv + argc);
+            cache_command = true;
+            break;
         } else if (arg == "--version") {
             std::printf("smtpscreen %s\n", SMTPSCREEN_VERSION);
             return 0;
@@ -89,6 +99,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> errors;
     std::vector<std::string> tls_warnings;
     auto config = smtpscreen::load_config(config_path, errors);
+    // The cache tools need no certificate: a key only the daemon's user can read must
+    // not stop them.
+    if (cache_command && config && errors.empty()) return smtpscreen::run_cache_command(*config, config_path, cache_args);
     if (config && errors.empty()) smtpscreen::load_tls_contexts(*config, errors, tls_warnings);
     if (!errors.empty() || !config) {
         for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());

@@ -131,6 +131,53 @@ TEST_CASE("lmdb cache: store, lookup, and the records survive a reopen") {
     }
 }
 
+TEST_CASE("lmdb cache: the cache tools list, erase and empty it; a second handle sees the first's records") {
+    TempDir dir;
+    Logger log(false, "smtpscreen-test", false);
+    const std::string path = (dir.path / "c").string();
+    auto daemon = open_lmdb_cache(path, log);
+    daemon->store("192.0.2.2", results(100, 0));
+    daemon->store("192.0.2.1", results(100, 50));
+    daemon->store("2001:db8::1", results(300, 0));
+    std::vector<std::string> keys;
+    daemon->for_each([&](const std::string& ip, const TestResults& r) {
+        keys.push_back(ip);
+        CHECK(r[Test::Pregreet] > 0);
+    });
+    CHECK(keys == std::vector<std::string>{"192.0.2.1", "192.0.2.2", "2001:db8::1"});
+    CHECK(daemon->erase("192.0.2.1"));
+    CHECK_FALSE(daemon->erase("192.0.2.1"));
+    CHECK_FALSE(lookup(*daemon, "192.0.2.1"));
+    CHECK(lookup(*daemon, "192.0.2.2"));
+    CHECK(daemon->erase_all() == 2);
+    CHECK_FALSE(lookup(*daemon, "192.0.2.2"));
+    daemon->store("192.0.2.9", results(100, 0));  // the database is still usable after the flush
+    CHECK(lookup(*daemon, "192.0.2.9"));
+}
+
+TEST_CASE("lmdb cache: a full cleanup in bounded steps drops the expired records and counts both") {
+    TempDir dir;
+    Logger log(false, "smtpscreen-test", false);
+    auto cache = open_lmdb_cache((dir.path / "c").string(), log);
+    for (int i = 0; i < 25; ++i) cache->store("10.0.0." + std::to_string(i), results(i % 5 == 0 ? 300 : 100, 0));
+    VerdictCache::Cleanup cleanup;
+    int steps = 0;
+    while (!cleanup.done && steps < 100) {
+        cache->cleanup_step(200, 4, cleanup);
+        ++steps;
+    }
+    CHECK(cleanup.dropped == 20);
+    CHECK(cleanup.retained == 5);
+    CHECK(steps == 7);  // 25 records, 4 at a time
+    CHECK(lookup(*cache, "10.0.0.5"));
+    CHECK_FALSE(lookup(*cache, "10.0.0.6"));
+}
+
+TEST_CASE("memory cache: not editable from another process") {
+    auto cache = open_memory_cache();
+    CHECK_THROWS_AS(cache->erase("192.0.2.1"), std::runtime_error);
+}
+
 TEST_CASE("lmdb cache: purge_expired removes only records with nothing left") {
     TempDir dir;
     Logger log(false, "smtpscreen-test", false);

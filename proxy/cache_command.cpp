@@ -1,0 +1,176 @@
+#include "proxy/cache_command.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <ctime>
+#include <exception>
+
+#include "cache/cache_file.h"
+#include "cache/verdict_cache.h"
+#include "core/address.h"
+#include "core/log.h"
+
+namespace smtpscreen {
+namespace {
+
+constexpr const char* kCacheUsage =
+    "usage: smtpscreen [-c FILE] cache list | show IP | delete IP | flush | stats\n";
+
+int fail(const std::string& what) {
+    std::fprintf(stderr, "smtpscreen cache: %s\n", what.c_str());
+    return 1;
+}
+
+// "2026-12-07T16:42:05Z": sortable, the same in every time zone.
+std::string utc(int64_t t) {
+    const std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::string list_line(const std::string& ip, const TestResults& r) {
+    std::string line = ip;
+    for (size_t i = 0; i < kTestCount; ++i) {
+        const auto t = static_cast<Test>(i);
+        line += fmt::format(" {}={}", test_name(t), r[t] == 0 ? std::string("-") : utc(r[t]));
+    }
+    return line;
+}
+
+std::string show_text(const std::string& ip, const TestResults& r, int64_t now) {
+    std::string out = ip + "\n";
+    for (size_t i = 0; i < kTestCount; ++i) {
+        const auto t = static_cast<Test>(i);
+        std::string state;
+        if (r[t] == 0) state = "never passed";
+        else if (r[t] > now) state = fmt::format("passed, valid until {} ({}s left)", utc(r[t]), r[t] - now);
+        else state = fmt::format("expired at {}", utc(r[t]));
+        out += fmt::format("  {:<14}{}\n", test_name(t), state);
+    }
+    return out;
+}
+
+// The key the daemon uses: the address as it formats it ("2001:db8::1", never
+// "2001:DB8:0::1").
+std::optional<std::string> client_key(const std::string& text) {
+    auto ep = Endpoint::parse_ip(text);
+    if (!ep) return std::nullopt;
+    return ep->ip();
+}
+
+// Run as root beside a daemon that runs as process.user, LMDB would create a missing
+// lock file owned by root, which the daemon could then not open: give it the cache
+// file's owner.
+void match_lock_owner(const std::string& path, bool lock_existed) {
+    if (lock_existed || ::geteuid() != 0) return;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return;
+    if (::chown(lmdb_lock_path(path).c_str(), st.st_uid, st.st_gid) != 0) {
+        std::fprintf(stderr, "smtpscreen cache: warning: cannot give %s to the owner of %s\n",
+                     lmdb_lock_path(path).c_str(), path.c_str());
+    }
+}
+
+}  // namespace
+
+int run_cache_command(const Config& config, const std::string& config_path, const std::vector<std::string>& args) {
+    if (args.empty()) {
+        std::fputs(kCacheUsage, stderr);
+        return 2;
+    }
+    const std::string& verb = args[0];
+    const bool takes_ip = verb == "show" || verb == "delete";
+    if ((verb != "list" && verb != "flush" && verb != "stats" && !takes_ip) || args.size() != (takes_ip ? 2u : 1u)) {
+        std::fputs(kCacheUsage, stderr);
+        return 2;
+    }
+    std::string ip;
+    if (takes_ip) {
+        auto key = client_key(args[1]);
+        if (!key) {
+            std::fprintf(stderr, "smtpscreen cache: \"%s\" is not an IPv4 or IPv6 address\n%s", args[1].c_str(),
+                         kCacheUsage);
+            return 2;
+        }
+        ip = *key;
+    }
+
+    switch (config.cache_backend) {
+    case CacheBackend::Lmdb: break;
+    case CacheBackend::Memory:
+        return fail(fmt::format("{} sets cache.backend = memory: the records live inside the running daemon and "
+                                "nothing outside it can read or change them (they are gone at its next restart); "
+                                "use cache.backend = lmdb to edit the cache while it runs",
+                                config_path));
+    case CacheBackend::Redis:
+        return fail("cache.backend = redis is not available in this version; use lmdb");
+    }
+    const std::string& path = config.cache_path;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return fail(fmt::format("there is no cache file {} (cache.path in {}): the daemon has not run with it yet, "
+                                "or the path is relative to the directory the daemon runs in",
+                                path, config_path));
+    }
+    const bool lock_existed = ::access(lmdb_lock_path(path).c_str(), F_OK) == 0;
+    try {
+        Logger log(false, "smtpscreen", true);
+        auto cache = open_lmdb_cache(path, log);
+        match_lock_owner(path, lock_existed);
+        const auto now = static_cast<int64_t>(std::time(nullptr));
+        if (verb == "list") {
+            cache->for_each([](const std::string& key, const TestResults& r) {
+                std::printf("%s\n", list_line(key, r).c_str());
+            });
+        } else if (verb == "show") {
+            std::optional<TestResults> found;
+            cache->lookup(ip, [&found](std::optional<TestResults> r) { found = r; });
+            if (!found) return fail(fmt::format("{} is not in the cache {}", ip, path));
+            std::fputs(show_text(ip, *found, now).c_str(), stdout);
+        } else if (verb == "delete") {
+            if (!cache->erase(ip)) return fail(fmt::format("{} is not in the cache {}", ip, path));
+            std::printf("deleted %s from %s: its next connection goes through the tests again\n", ip.c_str(),
+                        path.c_str());
+        } else if (verb == "flush") {
+            const size_t n = cache->erase_all();
+            std::printf("flushed %s: %zu record%s deleted; every client goes through the tests again\n", path.c_str(),
+                        n, n == 1 ? "" : "s");
+        } else {
+            size_t records = 0;
+            size_t live = 0;
+            std::array<size_t, kTestCount> passes{};
+            cache->for_each([&](const std::string&, const TestResults& r) {
+                ++records;
+                bool any = false;
+                for (size_t i = 0; i < kTestCount; ++i) {
+                    if (r.pass_until[i] > now) {
+                        ++passes[i];
+                        any = true;
+                    }
+                }
+                if (any) ++live;
+            });
+            std::printf("cache: lmdb:%s\n", path.c_str());
+            std::printf("file size: %lld bytes\n", static_cast<long long>(st.st_size));
+            std::printf("records: %zu\n", records);
+            std::printf("records with a valid pass: %zu\n", live);
+            std::printf("records with every pass expired: %zu\n", records - live);
+            for (size_t i = 0; i < kTestCount; ++i) {
+                std::printf("valid %s passes: %zu\n", std::string(test_name(static_cast<Test>(i))).c_str(), passes[i]);
+            }
+        }
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+    std::fflush(stdout);
+    return 0;
+}
+
+}  // namespace smtpscreen
