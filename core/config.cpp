@@ -516,6 +516,9 @@ const KeyDef kKeys[] = {
     {"tls", "handshake_timeout", [](KeyContext& c, std::string_view v) {
         if (auto d = c.duration(v, Zero::Refused)) c.cfg().tls_handshake_timeout = *d;
     }},
+    {"tls", "passthrough", [](KeyContext& c, std::string_view v) {
+        if (auto b = c.boolean(v)) c.cfg().tls_passthrough = *b;
+    }},
 
     {"limits", "max_connections", [](KeyContext& c, std::string_view v) {
         if (auto n = c.integer(v, 1, INT_MAX)) c.cfg().max_connections = *n;
@@ -954,6 +957,15 @@ std::vector<std::string> config_warnings(const Config& c) {
     }
     if (c.cache_backend == CacheBackend::Redis) {
         warn("cache.backend", "redis is not built into this version yet; smtpscreen will refuse to start (use lmdb)");
+    }
+    if (c.tls_passthrough && c.tls_cert.empty() && !c.backend_tls &&
+        (c.handoff == Handoff::ProxyV2 || c.handoff == Handoff::ProxyV1)) {
+        warn("tls.passthrough",
+             "on and tls.cert is empty: a client's STARTTLS goes through to the backend, and inside that TLS "
+             "smtpscreen's relay filter sees nothing, so the defence against SMTP smuggling is then the backend's "
+             "own (Postfix: smtpd_forbid_bare_newline = reject). Set tls.cert and tls.key so that smtpscreen "
+             "terminates STARTTLS and filters every session, or tls.passthrough = off to hide the backend's "
+             "STARTTLS from clients");
     }
     if (!c.backend_tls_ca.empty() && !c.backend_tls) {
         warn("backend.tls_ca", "set but backend.tls is off, so it is not used (set backend.tls = on)");

@@ -96,6 +96,9 @@ struct Config {
     std::string tls_ciphers;                            // empty: secure default
     std::string tls_min_version = "1.2";
     Millis tls_handshake_timeout{30000};
+    // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
+    // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.
+    bool tls_passthrough = true;
     // Loaded from the files above by the proxy (proxy/tls_config.h), once per load or
     // reload, so sessions keep the certificate they started with. Null: no STARTTLS.
     std::shared_ptr<const TlsServerContext> tls_server;

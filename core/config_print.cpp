@@ -236,6 +236,7 @@ std::vector<PrintedValue> printed_values(const Config& c) {
     put("ciphers", c.tls_ciphers);
     put("min_version", c.tls_min_version);
     put("handshake_timeout", ms(c.tls_handshake_timeout));
+    put("passthrough", on_off(c.tls_passthrough));
 
     section = "limits";
     put("max_connections", std::to_string(c.max_connections));

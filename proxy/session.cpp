@@ -451,8 +451,11 @@ void Session::start_relay() {
     }
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
-    // would hide the client's commands from the filter that keeps XCLIENT out.
-    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None;
+    // would hide the client's commands from the filter that keeps XCLIENT out. With
+    // tls.passthrough = off the admin wants the filter to see every session (the README,
+    // "SMTP smuggling"): the backend's STARTTLS is hidden the same way.
+    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None ||
+                             !config_->tls_passthrough;
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = config_->tls_server != nullptr;
     options.tls_already_active = client_tls_ != nullptr;

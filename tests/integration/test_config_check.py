@@ -30,7 +30,7 @@ deep.pipelining deep.non_smtp_command deep.bare_newline deep.action deep.forbidd
 access.file access.action
 cache.backend cache.path cache.redis cache.pregreet_ttl cache.dnsbl_min_ttl
 cache.dnsbl_max_ttl cache.deep_ttl
-tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout
+tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.passthrough
 limits.max_connections limits.per_client_connections limits.command_time_limit
 limits.command_count_limit limits.shutdown_grace
 smuggling.bare_lf

@@ -120,7 +120,34 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     CHECK_FALSE(c.log_stderr.has_value());
     CHECK_FALSE(c.stats_listen);
     CHECK(c.process_threads == 1);
-    CHECK(config_warnings(c).empty());
+    CHECK(c.tls_passthrough);
+    // The one warning of the defaults: without a certificate the backend's STARTTLS
+    // passes through, and the smuggling defence inside it is the backend's.
+    const auto warnings = config_warnings(c);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("tls.passthrough: on") != std::string::npos);
+    CHECK(warnings[0].find("smtpd_forbid_bare_newline = reject") != std::string::npos);
+    CHECK(warnings[0].find("tls.passthrough = off") != std::string::npos);
+}
+
+TEST_CASE("config: the tls.passthrough warning only where STARTTLS can pass through unseen") {
+    TempDir dir;
+    auto warned = [&](const std::string& text) {
+        auto l = load(dir, text);
+        REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+        return all(config_warnings(*l.config)).find("tls.passthrough") != std::string::npos;
+    };
+    CHECK(warned(""));
+    CHECK(warned("[backend]\nhandoff = proxy-v1\n"));
+    CHECK_FALSE(warned("[tls]\npassthrough = off\n"));
+    CHECK_FALSE(warned("[backend]\nhandoff = xclient\n"));   // STARTTLS is always hidden then
+    CHECK_FALSE(warned("[backend]\ntls = on\n"));            // the backend's STARTTLS is ours
+    auto cert = dir.write("c.pem", "x");
+    CHECK_FALSE(warned("[tls]\ncert = " + cert + "\nkey = " + cert + "\n"));
+    auto l = load(dir, "[tls]\npassthrough = off\n");
+    CHECK_FALSE(l.config->tls_passthrough);
+    auto bad = load(dir, "[tls]\npassthrough = maybe\n");
+    CHECK(bad.at(2, "tls.passthrough") != "");
 }
 
 TEST_CASE("config: a full file sets every kind of value") {
@@ -500,7 +527,8 @@ TEST_CASE("config: other warnings that do not stop the start") {
     TempDir dir;
     auto l = load(dir,
                   "[dnsbl]\nsites = bl.example*1\nthreshold = 2\nallowlist_threshold = -1\n"
-                  "[limits]\nmax_connections = 10\nper_client_connections = 20\n");
+                  "[limits]\nmax_connections = 10\nper_client_connections = 20\n"
+                  "[tls]\npassthrough = off\n");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
     auto warnings = config_warnings(*l.config);
     CHECK(warnings.size() == 3);
@@ -564,7 +592,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 53);
+    CHECK(keys == 54);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -683,7 +711,10 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
     std::vector<std::string> errors;
     auto c = load_config(shipped, errors);
     REQUIRE_MESSAGE(errors.empty(), all(errors));
-    CHECK(config_warnings(*c).empty());
+    // Shipped without a certificate: only the tls.passthrough warning.
+    const auto warnings = config_warnings(*c);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("tls.passthrough") != std::string::npos);
     CHECK(c->listen_addresses.at(0).ip_port() == "127.0.0.1:2525");
     CHECK(c->backend_address.ip_port() == "127.0.0.1:10025");
     CHECK(c->handoff == Handoff::ProxyV2);
@@ -703,5 +734,5 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 53);
+    CHECK(keys == 54);
 }
