@@ -1,10 +1,54 @@
 #include "proxy/connection.h"
 
+#include <sys/socket.h>
+
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace smtpscreen {
+
+// Both handles live in one block, freed when the last of them is closed. `owner` is the
+// Connection while there is one; a socket closing after its flush has none, and closes
+// itself when its last write is done or resets itself at its deadline.
+struct Connection::Socket {
+    uv_tcp_t tcp{};
+    uv_timer_t deadline{};
+    Connection* owner = nullptr;
+    ReadBuffer* buffer = nullptr;
+    ResetNote on_reset;  // a socket closing after its flush: told when it is reset
+    bool deadline_ready = false;  // `deadline` initialised
+    bool closing = false;
+    int open_handles = 0;
+
+    static Socket* of(uv_handle_t* h) { return static_cast<Socket*>(h->data); }
+    static Socket* of(uv_stream_t* s) { return of(reinterpret_cast<uv_handle_t*>(s)); }
+
+    // reset: SO_LINGER 0, so close(2) sends an RST and the kernel drops what it still
+    // holds to send, instead of the FIN after it (uv_tcp_close_reset refuses a socket
+    // with a shutdown under way, so the option is set here).
+    void close(bool reset) {
+        if (closing) return;
+        closing = true;
+        owner = nullptr;
+        if (reset) {
+            uv_os_fd_t fd;
+            if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp), &fd) == 0) {
+                linger off{1, 0};
+                ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
+            }
+        }
+        uv_close(reinterpret_cast<uv_handle_t*>(&tcp), &Socket::on_closed);
+        if (deadline_ready) uv_close(reinterpret_cast<uv_handle_t*>(&deadline), &Socket::on_closed);
+    }
+
+    static void on_closed(uv_handle_t* h) {
+        Socket* s = of(h);
+        if (--s->open_handles == 0) delete s;
+    }
+};
+
 namespace {
 
 // A queued write owns its bytes until libuv is done with them.
@@ -13,70 +57,70 @@ struct WriteRequest {
     std::string bytes;
 };
 
-Connection* owner(uv_handle_t* h) { return static_cast<Connection*>(h->data); }
-
-// Marks a socket that no Connection owns any more and that closes once its queued
-// writes are done; read-only, its address is all that is used.
-const char kFlushing = 0;
-
-void close_and_free(uv_handle_t* h) {
-    if (!uv_is_closing(h)) uv_close(h, [](uv_handle_t* x) { delete reinterpret_cast<uv_tcp_t*>(x); });
-}
-
 }  // namespace
 
 Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events)
-    : tcp_([loop](uv_tcp_t* t) { return uv_tcp_init(loop, t); }), buffer_(buffer), events_(&events) {
-    if (tcp_) tcp_.get()->data = this;
+    : buffer_(buffer), events_(&events) {
+    auto* s = new Socket{};
+    if (uv_tcp_init(loop, &s->tcp) != 0) {
+        delete s;  // never initialised: libuv knows nothing of it
+        return;
+    }
+    s->open_handles = 1;
+    s->tcp.data = s;
+    s->owner = this;
+    s->buffer = &buffer;
+    socket_ = s;
 }
 
 Connection::~Connection() { close(); }
 
+uv_tcp_t* Connection::tcp() const { return &socket_->tcp; }
+uv_stream_t* Connection::stream() const { return reinterpret_cast<uv_stream_t*>(&socket_->tcp); }
+
 int Connection::accept(uv_stream_t* listener) {
-    if (!tcp_) return UV_ENOMEM;
+    if (!socket_) return UV_ENOMEM;
     // TCP_NODELAY comes with the socket: Linux copies it from the listener (server.cpp).
-    return uv_accept(listener, tcp_.stream());
+    return uv_accept(listener, stream());
 }
 
 
 int Connection::connect(const Endpoint& to, const std::optional<Endpoint>& from) {
-    if (!tcp_) return UV_ENOMEM;
+    if (!socket_) return UV_ENOMEM;
     if (from) {
-        if (int rc = uv_tcp_bind(tcp_.get(), from->sa(), 0); rc != 0) return rc;
+        if (int rc = uv_tcp_bind(tcp(), from->sa(), 0); rc != 0) return rc;
     }
     auto* req = new uv_connect_t{};
-    int rc = uv_tcp_connect(req, tcp_.get(), to.sa(), &Connection::on_connect);
+    int rc = uv_tcp_connect(req, tcp(), to.sa(), &Connection::on_connect);
     if (rc != 0) delete req;
-    else uv_tcp_nodelay(tcp_.get(), 1);
+    else uv_tcp_nodelay(tcp(), 1);
     return rc;
 }
 
 void Connection::on_connect(uv_connect_t* req, int status) {
     std::unique_ptr<uv_connect_t> owned(req);
-    if (Connection* self = owner(reinterpret_cast<uv_handle_t*>(req->handle))) {
-        self->events_->on_connected(*self, status);
-    }
+    if (Connection* self = Socket::of(req->handle)->owner) self->events_->on_connected(*self, status);
 }
 
 void Connection::start_reading() {
-    if (!tcp_ || reading_ || peer_eof_) return;
-    if (uv_read_start(tcp_.stream(), &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
+    if (!socket_ || reading_ || peer_eof_) return;
+    if (uv_read_start(stream(), &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
 }
 
 void Connection::stop_reading() {
-    if (!tcp_ || !reading_) return;
-    uv_read_stop(tcp_.stream());
+    if (!socket_ || !reading_) return;
+    uv_read_stop(stream());
     reading_ = false;
 }
 
 void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    Connection* self = owner(h);
-    buf->base = self->buffer_.bytes.data();
-    buf->len = self->buffer_.bytes.size();
+    ReadBuffer& buffer = *Socket::of(h)->buffer;
+    buf->base = buffer.bytes.data();
+    buf->len = buffer.bytes.size();
 }
 
 void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    Connection* self = owner(reinterpret_cast<uv_handle_t*>(s));
+    Connection* self = Socket::of(s)->owner;
     if (self == nullptr || n == 0) return;
     if (n < 0) {
         self->stop_reading();
@@ -92,11 +136,11 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 }
 
 void Connection::write(std::string_view bytes) {
-    if (!tcp_ || bytes.empty() || write_shut_) return;
+    if (!socket_ || bytes.empty() || write_shut_) return;
     if (pending_bytes_ == 0) {
         // Nothing queued, so writing directly cannot reorder bytes.
         uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
-        int n = uv_try_write(tcp_.stream(), &b, 1);
+        int n = uv_try_write(stream(), &b, 1);
         if (n > 0) bytes.remove_prefix(static_cast<size_t>(n));
         else if (n != UV_EAGAIN && n != UV_ENOSYS) return;  // broken socket: the read side reports it
         if (bytes.empty()) return;
@@ -108,7 +152,7 @@ void Connection::queue_write(std::string_view bytes) {
     auto* w = new WriteRequest{};
     w->bytes.assign(bytes);
     uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
-    if (uv_write(&w->req, tcp_.stream(), &b, 1, &Connection::on_write) != 0) {
+    if (uv_write(&w->req, stream(), &b, 1, &Connection::on_write) != 0) {
         delete w;
         return;
     }
@@ -117,13 +161,13 @@ void Connection::queue_write(std::string_view bytes) {
 
 void Connection::on_write(uv_write_t* req, int status) {
     std::unique_ptr<WriteRequest> w(reinterpret_cast<WriteRequest*>(req));
-    auto* tcp = reinterpret_cast<uv_tcp_t*>(req->handle);
-    if (tcp->data == &kFlushing) {
-        if (status < 0 || req->handle->write_queue_size == 0) close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
+    Socket* s = Socket::of(req->handle);
+    Connection* self = s->owner;
+    if (self == nullptr) {
+        // Closing after its flush: done once the last write is (or the socket failed).
+        if (status < 0 || req->handle->write_queue_size == 0) s->close(false);
         return;
     }
-    Connection* self = owner(reinterpret_cast<uv_handle_t*>(tcp));
-    if (self == nullptr) return;
     self->pending_bytes_ -= w->bytes.size();
     if (status < 0) {
         self->events_->on_socket_error(*self, status);
@@ -132,47 +176,85 @@ void Connection::on_write(uv_write_t* req, int status) {
     if (self->pending_bytes_ == 0) self->events_->on_drained(*self);
 }
 
+void Connection::start_deadline(Socket* s) {
+    if (!s->deadline_ready) {
+        if (uv_timer_init(s->tcp.loop, &s->deadline) != 0) return;
+        s->deadline.data = s;
+        s->deadline_ready = true;
+        ++s->open_handles;
+    }
+    // A deadline already running (a half-close, then the close) is not pushed back.
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&s->deadline))) return;
+    uv_timer_start(&s->deadline, &Connection::on_deadline, kFlushDeadlineMs, 0);
+}
+
+void Connection::on_deadline(uv_timer_t* t) {
+    Socket* s = Socket::of(reinterpret_cast<uv_handle_t*>(t));
+    Connection* self = s->owner;
+    if (self == nullptr) {
+        if (s->on_reset) s->on_reset(s->tcp.write_queue_size);
+        return s->close(true);
+    }
+    // A half-close that did not get out: the Connection is closed, and its owner told.
+    self->socket_ = nullptr;
+    self->reading_ = false;
+    s->close(true);
+    self->events_->on_socket_error(*self, UV_ETIMEDOUT);
+}
+
 void Connection::shutdown_after_flush() {
-    if (!tcp_ || write_shut_) return;
+    if (!socket_ || write_shut_) return;
     write_shut_ = true;
     // libuv sends the FIN once every queued write is done, so nothing is cut off.
     auto* req = new uv_shutdown_t{};
-    if (uv_shutdown(req, tcp_.stream(), &Connection::on_shutdown) != 0) delete req;
+    if (uv_shutdown(req, stream(), &Connection::on_shutdown) != 0) {
+        delete req;
+        return;
+    }
+    start_deadline(socket_);
 }
 
 void Connection::on_shutdown(uv_shutdown_t* req, int status) {
     std::unique_ptr<uv_shutdown_t> owned(req);
-    auto* h = reinterpret_cast<uv_handle_t*>(req->handle);
+    Socket* s = Socket::of(req->handle);
     // UV_ECANCELED: the socket was closed meanwhile, and close(2) sent the FIN.
-    if (status >= 0 || status == UV_ECANCELED || h->data == &kFlushing) return;
-    if (Connection* self = owner(h)) self->events_->on_socket_error(*self, status);
+    if (s->closing || status == UV_ECANCELED) return;
+    // The FIN is the kernel's now: the flush is over.
+    if (s->deadline_ready) uv_timer_stop(&s->deadline);
+    if (status >= 0) return;
+    if (Connection* self = s->owner) self->events_->on_socket_error(*self, status);
 }
 
-void Connection::close_after_flush() {
-    if (!tcp_) return;
+void Connection::close_after_flush(ResetNote note) {
+    if (!socket_) return;
     stop_reading();
-    uv_tcp_t* tcp = tcp_.release();
+    Socket* s = std::exchange(socket_, nullptr);
+    s->owner = nullptr;
     // close(2) sends the FIN after whatever the kernel still holds to send; a
     // shutdown(2) first would cost a system call and change nothing on the wire.
-    if (pending_bytes_ == 0) close_and_free(reinterpret_cast<uv_handle_t*>(tcp));
-    else tcp->data = const_cast<char*>(&kFlushing);
+    if (pending_bytes_ == 0) return s->close(false);
+    s->on_reset = std::move(note);
+    start_deadline(s);
 }
 
-void Connection::close() { tcp_.close(); }
+void Connection::close() {
+    if (Socket* s = std::exchange(socket_, nullptr)) s->close(false);
+    reading_ = false;
+}
 
 std::optional<Endpoint> Connection::peer() const {
-    if (!tcp_) return std::nullopt;
+    if (!socket_) return std::nullopt;
     sockaddr_storage ss{};
     int len = sizeof ss;
-    if (uv_tcp_getpeername(tcp_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+    if (uv_tcp_getpeername(tcp(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
     return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
 }
 
 std::optional<Endpoint> Connection::local() const {
-    if (!tcp_) return std::nullopt;
+    if (!socket_) return std::nullopt;
     sockaddr_storage ss{};
     int len = sizeof ss;
-    if (uv_tcp_getsockname(tcp_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
+    if (uv_tcp_getsockname(tcp(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
     return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
 }
 

@@ -2,15 +2,19 @@
 // One TCP leg (client or backend) on a libuv loop: reads into the worker's shared read
 // buffer (an idle connection holds no buffer of its own), writes with uv_try_write
 // first and queues only what the kernel did not take, so the common case copies nothing.
+// What is queued is bounded by the callers (output_full(), docs/design.md "Bounded
+// output"); a socket that closes or half-closes gets kFlushDeadline to send it, then a
+// reset.
 #include <uv.h>
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
 
 #include "core/address.h"
-#include "core/uv_handle.h"
 
 namespace smtpscreen {
 
@@ -42,6 +46,19 @@ protected:
 
 class Connection {
 public:
+    // Unsent bytes past which whoever writes to this connection stops producing more
+    // until it drains (it stops reading the peer whose commands make the output). A
+    // peer that reads never gets near it: the kernel's send buffer takes every reply
+    // at once, and the relay queues at most one read (ReadBuffer::kSize) per direction.
+    // So only a peer that has left the kernel's buffers full is held to it.
+    static constexpr size_t kOutputCap = 64 * 1024;
+    // How long a closing or half-closing socket may take to hand what is queued to the
+    // kernel: a peer that leaves its replies unread that long is reset (SO_LINGER 0), so
+    // neither its descriptor nor its queue outlives the session by more than this.
+    static constexpr uint64_t kFlushDeadlineMs = 5000;
+    // Told the unsent byte count when a closing socket is reset at its deadline.
+    using ResetNote = std::function<void(size_t unsent)>;
+
     Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events);
     ~Connection();
     Connection(const Connection&) = delete;
@@ -59,15 +76,19 @@ public:
     // Ignored after shutdown_after_flush().
     void write(std::string_view bytes);
     size_t pending_bytes() const { return pending_bytes_; }
+    bool output_full() const { return pending_bytes_ >= kOutputCap; }
     // Half-close: sends what is queued, then the FIN (shutdown(2), SHUT_WR). Reading goes
-    // on and the peer may still send; every later write() is dropped.
+    // on and the peer may still send; every later write() is dropped. When the queue is
+    // not sent within kFlushDeadlineMs the socket is reset and closed, and the events get
+    // on_socket_error(UV_ETIMEDOUT).
     void shutdown_after_flush();
     bool write_shut() const { return write_shut_; }
     // Sends what is queued, then closes. The socket leaves this object at once: no more
-    // events are delivered, and the Connection may be destroyed.
-    void close_after_flush();
+    // events are delivered, and the Connection may be destroyed. When the queue is not
+    // sent within kFlushDeadlineMs the socket is reset, and `note` is told.
+    void close_after_flush(ResetNote note = {});
     void close();
-    bool closed() const { return !tcp_; }
+    bool closed() const { return socket_ == nullptr; }
 
     // The relay takes over a backend leg that the handoff opened.
     void set_events(ConnectionEvents& events) { events_ = &events; }
@@ -76,6 +97,14 @@ public:
     std::optional<Endpoint> local() const;
 
 private:
+    // The libuv handles, apart from the Connection: a socket that closes after a flush
+    // outlives it (docs/design.md, "Bounded output").
+    struct Socket;
+    static void on_deadline(uv_timer_t* t);
+    static void start_deadline(Socket* s);
+    uv_stream_t* stream() const;
+    uv_tcp_t* tcp() const;
+
     static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
     static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
     static void on_write(uv_write_t* req, int status);
@@ -83,7 +112,7 @@ private:
     static void on_shutdown(uv_shutdown_t* req, int status);
     void queue_write(std::string_view bytes);
 
-    UvHandle<uv_tcp_t> tcp_;
+    Socket* socket_ = nullptr;  // null once closed; frees itself when its handles are closed
     ReadBuffer& buffer_;
     ConnectionEvents* events_;
     size_t pending_bytes_ = 0;

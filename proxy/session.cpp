@@ -110,7 +110,7 @@ void Session::start_health_check() {
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
         early_bytes_.clear();
-        on_dialog_events(dialog_->feed(early));
+        feed_dialog(early);
     }
 }
 
@@ -134,7 +134,7 @@ void Session::client_identified() {
         client_send(replies::crlf(replies::too_many_connections_from(client_ip_)));
         break;
     }
-    client_.close_after_flush();
+    close_client_after_flush();
     finish("too-many-connections");
 }
 
@@ -288,10 +288,51 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
         case DialogEvent::Kind::Handoff: return start_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
-            client_.close_after_flush();
+            close_client_after_flush();
             return finish(e.text);
         }
     }
+}
+
+// Every output is bounded (docs/design.md, "Bounded output"): the dialog gets room for
+// what the client has not yet taken up to Connection::kOutputCap, and the client is not
+// read while its replies fill that, or while lines it sent wait for room. Its commands
+// wait in its own socket buffers; limits.command_time_limit, restarted by our last
+// reply, closes a client that never takes its replies.
+void Session::feed_dialog(std::string_view bytes) {
+    on_dialog_events(dialog_->feed(bytes, reply_room()));
+    pace_dialog();
+}
+
+bool Session::in_dialog() const {
+    return phase_ == Phase::Enforce || phase_ == Phase::Deep || phase_ == Phase::HealthCheck;
+}
+
+void Session::pace_dialog() {
+    while (in_dialog() && dialog_->has_unhandled_lines() && !client_.output_full()) {
+        on_dialog_events(dialog_->feed({}, reply_room()));
+    }
+    if (!in_dialog()) return;
+    if (dialog_->has_unhandled_lines() || client_.output_full()) client_.stop_reading();
+    else client_.start_reading();
+}
+
+// Never 0 while the output is not full, so that each feed in pace_dialog answers a line.
+size_t Session::reply_room() const {
+    return client_.output_full() ? 0 : Connection::kOutputCap - client_.pending_bytes();
+}
+
+void Session::close_client_after_flush() {
+    client_.close_after_flush(reset_note(client_ep_.to_string()));
+}
+
+// A peer that has not taken what was queued for it kFlushDeadlineMs after its session
+// closed it: its socket is reset, said once in the log.
+Connection::ResetNote Session::reset_note(std::string who) const {
+    return [&log = worker_.events().logger(), who = std::move(who)](size_t unsent) {
+        log.warn("{} left {} byte(s) unread {}s after its connection was closed; reset", who, unsent,
+                 Connection::kFlushDeadlineMs / 1000);
+    };
 }
 
 void Session::start_deep_handoff(const SmtpTransaction& tx) {
@@ -350,7 +391,7 @@ void Session::drop(Failure failure) {
     case Failure::AccessList: client_send(replies::crlf(replies::kDropAccess)); break;
     default: client_send(replies::crlf(replies::kDropProtocol)); break;
     }
-    client_.close_after_flush();
+    close_client_after_flush();
     finish("dropped");
 }
 
@@ -405,7 +446,7 @@ void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
     client_send(replies::crlf(replies::kBackendUnavailable));
-    client_.close_after_flush();
+    close_client_after_flush();
     finish("backend-unavailable");
 }
 
@@ -496,7 +537,7 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         // the half-sent message; the client gets the 550 and a 421.
         client_send(to_client);
         backend_->close();
-        client_.close_after_flush();
+        close_client_after_flush();
         worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
         return finish("bad-message");
     }
@@ -525,7 +566,7 @@ void Session::update_backpressure() {
     const bool handshaking = client_tls_ && !client_tls_->handshake_done();
     const bool holding = relay_->client_held() && relay_->held_bytes() > 0;
     if (client_eof_) client_.stop_reading();
-    else if (handshaking || (backend_->pending_bytes() == 0 && !holding)) client_.start_reading();
+    else if (handshaking || (backend_->pending_bytes() == 0 && !holding && !client_.output_full())) client_.start_reading();
     else client_.stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
@@ -576,8 +617,8 @@ void Session::relay_half_closes() {
 void Session::end_relay() {
     if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
     if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
-    backend_->close_after_flush();
-    client_.close_after_flush();
+    backend_->close_after_flush(reset_note("backend " + config_->backend_address.ip_port()));
+    close_client_after_flush();
     finish(backend_refused_ ? "backend-refused" : "handoff");
 }
 
@@ -592,7 +633,7 @@ void Session::on_client_eof() {
     case Phase::Deep:
         // The dialogs answer every line as it arrives: the replies to all the client
         // sent before its half-close are queued, and go out before the close.
-        client_.close_after_flush();
+        close_client_after_flush();
         return finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
     case Phase::GreetWait:
     case Phase::DnsblWait:
@@ -652,7 +693,7 @@ void Session::start_client_tls() {
     client_tls_ = TlsStream::server(config_->tls_server, &error);
     if (!client_tls_) {
         worker_.events().logger().warn("cannot start TLS for {}: {}", client_ep_.to_string(), error);
-        client_.close_after_flush();
+        close_client_after_flush();
         return finish("tls-failed");
     }
     arm_timer(config_->tls_handshake_timeout);
@@ -672,7 +713,7 @@ void Session::on_client_bytes(std::string_view bytes) {
         client_.write(ciphertext);  // the alert, on failure
         if (step == TlsStream::Handshake::Failed) {
             worker_.events().logger().warn("SSL_accept error from {}: {}", client_ep_.to_string(), client_tls_->error());
-            client_.close_after_flush();
+            close_client_after_flush();
             return finish("tls-failed");
         }
         if (step == TlsStream::Handshake::NeedMore) return;
@@ -712,7 +753,7 @@ void Session::on_client_plaintext(std::string_view bytes) {
     case Phase::DnsblWait: return on_pregreet(bytes);
     case Phase::HealthCheck:
     case Phase::Enforce:
-    case Phase::Deep: return on_dialog_events(dialog_->feed(bytes));
+    case Phase::Deep: return feed_dialog(bytes);
     case Phase::Relay:
         last_activity_ = uv_now(worker_.loop());
         return relay_from_client(bytes);
@@ -736,8 +777,9 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
     finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
 }
 
-void Session::on_drained(Connection&) {
+void Session::on_drained(Connection& conn) {
     if (phase_ == Phase::Done) return;
+    if (&conn == &client_ && in_dialog()) return pace_dialog();
     update_backpressure();
 }
 
@@ -768,7 +810,12 @@ void Session::on_timer() {
         dnsbl_->expire();
         return conclude_screening();
     case Phase::Enforce:
-    case Phase::Deep: return on_dialog_events(dialog_->time_limit_exceeded());
+    case Phase::Deep:
+        if (client_.pending_bytes() > 0) {  // the kernel's buffers for it are full
+            worker_.events().logger().warn("{} did not read its replies ({} byte(s) unsent) within limits.command_time_limit",
+                                           client_ep_.to_string(), client_.pending_bytes());
+        }
+        return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
     case Phase::Relay: {
         uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());

@@ -69,6 +69,10 @@ private:
     void start_deep();
     // Both the enforce action and the deep tests talk to the client through dialog_.
     void on_dialog_events(std::vector<DialogEvent> events);
+    void feed_dialog(std::string_view bytes);
+    void pace_dialog();
+    bool in_dialog() const;  // Enforce, Deep or HealthCheck: the client talks to dialog_
+    size_t reply_room() const;
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
     // the client leg in TLS (docs/design.md, "TLS"); everything above reads and writes plaintext
@@ -98,6 +102,8 @@ private:
     void end_relay();
     // step 9
     void finish(std::string_view outcome);
+    void close_client_after_flush();
+    Connection::ResetNote reset_note(std::string who) const;
 
     // ConnectionEvents
     void on_data(Connection& conn, std::string_view bytes) override;

@@ -126,8 +126,10 @@ const SmtpDialog::CommandRow SmtpDialog::kCommands[] = {
 
 SmtpDialog::SmtpDialog(DialogOptions options) : options_(std::move(options)), reader_(kMaxCommandLine) {}
 
-std::vector<DialogEvent> SmtpDialog::feed(std::string_view bytes) {
+std::vector<DialogEvent> SmtpDialog::feed(std::string_view bytes, size_t reply_room) {
     out_.clear();
+    unhandled_lines_ = false;
+    replied_ = 0;
     if (state_ == State::HandedOff) {
         // The session stops reading at Handoff; anything it still passes belongs to the backend.
         input_.append(bytes);
@@ -144,6 +146,13 @@ std::vector<DialogEvent> SmtpDialog::feed(std::string_view bytes) {
         const std::string_view rest = std::string_view(input_).substr(consumed_);
         const size_t lf = rest.find('\n');
         if (lf == std::string_view::npos) break;
+        // The replies so far fill the room the session has for them: the lines left
+        // wait, raw (so the pipelining test still sees what was sent behind each), until
+        // the client has read enough to make room (docs/design.md, "Bounded output").
+        if (replied_ >= reply_room) {
+            unhandled_lines_ = true;
+            break;
+        }
         // One line at a time through the reader, so that what follows the line is
         // still here, raw, for the pipelining test and for the handoff.
         reader_.feed(rest.substr(0, lf + 1));
@@ -160,11 +169,11 @@ std::vector<DialogEvent> SmtpDialog::feed(std::string_view bytes) {
     } else if (state_ == State::Command) {
         // A line without its LF is held by the reader, which keeps at most 512 octets
         // of it and marks it too long: a client cannot make us hold more.
-        if (input_.size() > kMaxCommandLine) {
+        if (!unhandled_lines_ && input_.size() > kMaxCommandLine) {
             reader_.feed(input_);
             input_.clear();
         }
-        if (has_partial_line() && (!line_was_open || line_ended)) emit(DialogEvent::Kind::LineStarted, {});
+        if (!unhandled_lines_ && has_partial_line() && (!line_was_open || line_ended)) emit(DialogEvent::Kind::LineStarted, {});
     }
     return std::move(out_);
 }
@@ -286,6 +295,7 @@ bool SmtpDialog::in_phase(Needs needs) const {
 }
 
 void SmtpDialog::emit(DialogEvent::Kind kind, std::string text, Test test) {
+    if (kind == DialogEvent::Kind::Reply) replied_ += text.size();
     out_.push_back(DialogEvent{kind, std::move(text), test, {}});
 }
 

@@ -47,6 +47,7 @@
 // engine does: a client that streams commands without reading the replies is closed
 // after that many, whatever it failed.
 #include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -101,7 +102,13 @@ public:
     // The bytes of one read from the client. Every complete line in them is handled
     // before this returns, which is what the pipelining test relies on: a line that
     // arrives in the same read behind another one was sent before our reply to it.
-    std::vector<DialogEvent> feed(std::string_view bytes);
+    // Unless the replies reach reply_room octets first: the lines left are kept, raw,
+    // and has_unhandled_lines() is true until a later feed (with no new bytes, once the
+    // client has read its replies) handles them, still judged by what was sent behind
+    // them. So a client that pipelines without reading gets at most reply_room octets
+    // of replies (and one more reply) per call.
+    std::vector<DialogEvent> feed(std::string_view bytes, size_t reply_room = SIZE_MAX);
+    bool has_unhandled_lines() const { return unhandled_lines_; }
 
     // The TLS handshake that StartTls asked for succeeded. RFC 3207 §4.2: the client
     // starts over, so the HELO/EHLO and any MAIL FROM from before it are forgotten.
@@ -173,6 +180,8 @@ private:
     CommandReader reader_;
     std::string input_;    // raw client bytes not yet split into lines (bounded, see feed)
     size_t consumed_ = 0;  // of input_, during feed()
+    size_t replied_ = 0;  // octets of Reply text, counted against reply_room, during feed()
+    bool unhandled_lines_ = false;
     std::vector<DialogEvent> out_;
     std::array<bool, kTestCount> failed_{};
 

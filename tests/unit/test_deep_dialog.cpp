@@ -523,3 +523,17 @@ TEST_CASE("deep_options takes the deep and limits keys from the configuration") 
     CHECK(o.client == kClient);
     CHECK(o.tls_available);
 }
+
+TEST_CASE("pipelining: a line kept for want of reply room is answered later, and the pipelined client is never handed off") {
+    SmtpDialog d(all_tests());
+    // The EHLO reply fills a room of 1 octet: the RCPT waits for the next feed, and is
+    // still pipelined (it came in the same read as the EHLO), so it never hands off.
+    auto events = d.feed("EHLO c.example\r\nRCPT TO:<b@example.org>\r\n", 1);
+    CHECK(d.has_unhandled_lines());
+    CHECK(texts(events, Kind::Reply).size() == 1);
+    events = d.feed({});
+    CHECK_FALSE(find(events, Kind::Handoff));
+    CHECK(d.failed(Test::Pipelining));
+    CHECK(texts(events, Kind::Reply) == std::vector<std::string>{"503 5.5.1 Error: need MAIL command\r\n"});
+    CHECK_FALSE(d.has_unhandled_lines());
+}

@@ -301,3 +301,48 @@ TEST_CASE("HealthCheck mode: 250 to EHLO/HELO/NOOP/RSET, 502 to the rest, 221 an
     CHECK(quit.close);
     CHECK(d.dialog.finished());
 }
+
+TEST_CASE("reply_room: lines past the room wait, raw, and a later feed answers them in order") {
+    // A client that pipelines without reading: the session gives the dialog the room its
+    // client has left (Connection::kOutputCap minus what is unsent).
+    SmtpDialog d(enforce(100000));
+    std::string lines;
+    for (int i = 0; i < 100; ++i) lines += "NOOP " + std::to_string(i) + "\r\n";
+    lines += "QUIT\r\n";
+    auto replies_of = [](const std::vector<DialogEvent>& events, bool* closed) {
+        std::string text;
+        for (const DialogEvent& e : events) {
+            if (e.kind == Kind::Reply) text += e.text;
+            if (e.kind == Kind::Close) *closed = true;
+            CHECK(e.kind != Kind::LineStarted);  // a waiting line is no slow drip
+        }
+        return text;
+    };
+    bool closed = false;
+    std::string got = replies_of(d.feed(lines, 100), &closed);
+    // "250 2.0.0 Ok\r\n" is 14 octets: the room is full after the 8th reply.
+    CHECK(got.size() == 8 * 14);
+    CHECK(d.has_unhandled_lines());
+    CHECK_FALSE(closed);
+    CHECK(d.command_count() == 8);
+    int feeds = 1;
+    while (d.has_unhandled_lines() && feeds < 100) {
+        got += replies_of(d.feed({}, 100), &closed);
+        ++feeds;
+    }
+    CHECK(closed);
+    CHECK(feeds == 13);  // 101 lines, 8 replies a feed
+    CHECK(got.size() == 100 * 14 + std::string("221 2.0.0 Bye\r\n").size());
+    CHECK(got.substr(got.size() - 15) == "221 2.0.0 Bye\r\n");
+}
+
+TEST_CASE("reply_room 0: nothing is answered and nothing is lost") {
+    SmtpDialog d(enforce());
+    auto events = d.feed("NOOP\r\nNOOP\r\n", 0);
+    CHECK(events.empty());
+    CHECK(d.has_unhandled_lines());
+    std::string text;
+    for (const DialogEvent& e : d.feed({})) text += e.text;
+    CHECK(text == "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n");
+    CHECK_FALSE(d.has_unhandled_lines());
+}
