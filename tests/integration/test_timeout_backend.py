@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Backend connect and greeting timeouts and bad greetings (docs/design.md, step 8, issue 6):
-whenever the backend cannot take a client that passed, the client gets '421 4.3.2
+whenever the backend cannot be reached or does not greet in time, the client gets '421 4.3.2
 Service temporarily unavailable' and the connection closes; the log says why
 ('backend unavailable for [ip]:port: ...') and the session ends with one
 'DISCONNECT ... backend-unavailable'. backend.connect_timeout = 2s.
   - accepts and never greets: the 421 comes connect_timeout after the greet wait (not
     before, and not much after);
   - sends '220-' and never the final line: the same;
-  - greets with 421 (4xx) or 554 (5xx): 421 4.3.2 at once (the backend's own text is not
-    relayed as if it were a greeting);
+  - greets with 421 (4xx) or 554 (5xx): that is the backend refusing this client, not
+    being unavailable: its reply reaches the client at once, as it is, logged as
+    'NOQUEUE: reject: CONNECT from [ip]:port: <reply>', outcome backend-refused
+    (test_backend_refusal_relayed has the real Postfix's anvil refusals);
   - the same silent backend after the deep tests: the 421 answers the client's RCPT,
     connect_timeout after it."""
 import os
@@ -23,16 +25,26 @@ CONNECT_TIMEOUT = 2.0
 GREET_WAIT = 1.0
 
 
-def run_case(screen, backend, source, what, lo, hi, why):
+def run_case(screen, backend, source, what, lo, hi, why, greeting):
     c = harness.SmtpClient(screen.port, source=source, timeout=10)
     port = c.local_port
     reply, _, t = harness.read_full_greeting(c, timeout=8)
+    check(reply.lines[0].startswith("220-"), f"{what}: the greeting must start with our '220-': {reply.text!r}")
+    check(lo <= t <= hi, f"{what}: the reply came {t:.2f}s after connect (expected {lo}..{hi}s)")
+    if not greeting.startswith("220"):
+        check(reply.final == greeting, f"{what}: the backend's refusal must reach the client as it is, "
+                                       f"got {reply.text!r}")
+        m = screen.wait_for_log(rf"NOQUEUE: reject: CONNECT from {harness.ip_port(source, port)}: (.*)")
+        check(m.group(1) == greeting, f"{what}: the log must quote the backend's reply: {m.group(0)!r}")
+        c.send("QUIT\r\n")   # a 554 greeter waits for it (RFC 5321 3.1); the scripted one too
+        c.close()
+        harness.check_one_disconnect(screen, source, port, outcome="backend-refused")
+        harness.log(f"{what}: {reply.final!r} after {t:.2f}s, relayed")
+        return
     check(reply.code == 421 and reply.final.startswith("421 4.3.2 Service temporarily unavailable"),
           f"{what}: expected '421 4.3.2 Service temporarily unavailable', got {reply.text!r}")
-    check(reply.lines[0].startswith("220-"), f"{what}: the greeting must start with our '220-': {reply.text!r}")
     check(not any("scripted.test" in ln for ln in reply.lines),
           f"{what}: the backend's bad greeting was relayed to the client: {reply.text!r}")
-    check(lo <= t <= hi, f"{what}: the 421 came {t:.2f}s after connect (expected {lo}..{hi}s)")
     c.check_closed(3, f"{what}: after the 421")
     m = screen.wait_for_log(rf"backend unavailable for {harness.ip_port(source, port)}: (.*)")
     if why:
@@ -40,7 +52,6 @@ def run_case(screen, backend, source, what, lo, hi, why):
     harness.check_one_disconnect(screen, source, port, outcome="backend-unavailable")
     backend.wait_connections(1)
     harness.log(f"{what}: {reply.final!r} after {t:.2f}s; log: {m.group(1)!r}")
-    return m.group(1)
 
 
 def main(env):
@@ -60,7 +71,7 @@ def main(env):
         screen = env.smtpscreen(name=f"screen{i}", settings={
             "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
             "backend.connect_timeout": "2s"})
-        run_case(screen, backend, source, f"backend {mode} ({greeting[:3]})", lo, hi, why)
+        run_case(screen, backend, source, f"backend {mode} ({greeting[:3]})", lo, hi, why, greeting)
         screen.stop()
 
     # After the deep tests: the 421 answers the RCPT.
