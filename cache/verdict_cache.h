@@ -2,6 +2,7 @@
 // Where passes are remembered across connections and restarts. The interface is
 // asynchronous so that a networked backend (Redis) fits without touching sessions;
 // the embedded backends answer inline.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -9,12 +10,18 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
-#include "core/config.h"
 #include "core/log.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
+
+// cache.backend: an embedded LMDB file, or memory (lost at exit).
+enum class CacheBackend { Lmdb, Memory };
+inline constexpr std::array<std::pair<std::string_view, CacheBackend>, 2> kCacheBackendNames{{
+    {"lmdb", CacheBackend::Lmdb}, {"memory", CacheBackend::Memory}}};
 
 class VerdictCache {
 public:

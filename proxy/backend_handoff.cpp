@@ -57,8 +57,10 @@ std::string first_line(std::string_view reply) {
 }  // namespace
 
 BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config,
-                               const std::string& hostname, Listener& listener)
+                               std::shared_ptr<const TlsClientContext> tls, const std::string& hostname,
+                               Listener& listener)
     : config_(config),
+      tls_context_(std::move(tls)),
       hostname_(hostname),
       listener_(listener),
       backend_(std::make_unique<Connection>(loop, buffer, *this)) {}
@@ -143,7 +145,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         if (code >= 400 && code < 600) return refused(reply);
         if (code != 220) return fail("backend greeting is not 220: " + first_line(reply));
         greeting_ = reply;
-        if (config_.tls_backend) {
+        if (tls_context_) {
             step_ = Step::TlsEhlo;
             return send(fmt::format("EHLO {}\r\n", hostname_));
         }
@@ -161,7 +163,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         discarded_ = reply_.size();
         reply_.clear();
         std::string error;
-        tls_ = TlsStream::client(config_.tls_backend, "", nullptr, &error);
+        tls_ = TlsStream::client(tls_context_, "", nullptr, &error);
         if (!tls_) return fail("backend TLS: " + error);
         step_ = Step::TlsHandshake;
         return continue_handshake();

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "proxy/connection.h"
 #include "proxy/tls_stream.h"
 
@@ -43,8 +43,9 @@ public:
         ~Listener() = default;
     };
 
-    BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config, const std::string& hostname,
-                   Listener& listener);
+    // tls: the backend leg's context when backend.tls = on, null otherwise.
+    BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config,
+                   std::shared_ptr<const TlsClientContext> tls, const std::string& hostname, Listener& listener);
 
     // client_name: the verified reverse name for XCLIENT NAME=, empty when there is none.
     void start(const Endpoint& client, const Endpoint& local, std::string client_name, Replay replay = {});
@@ -78,6 +79,7 @@ private:
     void fail(std::string why);
 
     const Config& config_;
+    std::shared_ptr<const TlsClientContext> tls_context_;
     const std::string& hostname_;
     Listener& listener_;
     std::unique_ptr<Connection> backend_;

@@ -2,14 +2,27 @@
 // What the backend is told about the real client: PROXY v1/v2 headers (haproxy's
 // proxy-protocol.txt) and XCLIENT (Postfix XCLIENT_README). Pure functions over bytes;
 // the same parser reads the PROXY header a load balancer sends us.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "core/address.h"
-#include "core/config.h"
 
 namespace smtpscreen {
+
+// backend.handoff: how the backend learns the client's address.
+enum class Handoff { ProxyV2, ProxyV1, Xclient, None };
+inline constexpr std::array<std::pair<std::string_view, Handoff>, 4> kHandoffNames{{
+    {"proxy-v2", Handoff::ProxyV2}, {"proxy-v1", Handoff::ProxyV1}, {"xclient", Handoff::Xclient},
+    {"none", Handoff::None}}};
+
+// listen.proxy_protocol: the PROXY header a load balancer in front sends us.
+enum class ProxyProtocol { Off, V1, V2, Auto };
+inline constexpr std::array<std::pair<std::string_view, ProxyProtocol>, 4> kProxyProtocolNames{{
+    {"off", ProxyProtocol::Off}, {"v1", ProxyProtocol::V1}, {"v2", ProxyProtocol::V2},
+    {"auto", ProxyProtocol::Auto}}};
 
 std::string encode_proxy_v1(const Endpoint& client, const Endpoint& local);
 std::string encode_proxy_v2(const Endpoint& client, const Endpoint& local);

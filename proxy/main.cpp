@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
 #include "proxy/cache_command.h"
 #include "proxy/privileges.h"
@@ -20,13 +20,14 @@ constexpr const char* kDefaultConfig = "/etc/smtpscreen/smtpscreen.ini";
 constexpr const char* kUsage =
     "usage: smtpscreen [-c FILE] [--check | --print-config]\n"
     "       smtpscreen [-c FILE] cache list | show IP | delete IP | flush | stats\n"
-    "       smtpscreen --version | --help\n"
+    "       smtpscreen --list-keys | --version | --help\n"
     "\n"
     "  -c FILE          the INI configuration (default /etc/smtpscreen/smtpscreen.ini;\n"
     "                   every key is in smtpscreen.ini(5))\n"
     "  --check          validate FILE, print every error, exit 1 if there is one; run as\n"
     "                   root, also warn about files process.user could not read\n"
     "  --print-config   print the effective configuration, defaults included\n"
+    "  --list-keys      print every key: section.key, its default and what it is\n"
     "  cache ...        list, show, delete or flush the verdict cache (lmdb) or count\n"
     "                   its records, also while the daemon runs\n"
     "\n"
@@ -80,6 +81,9 @@ int main(int argc, char** argv) {
             check = true;
         } else if (arg == "--print-config") {
             print = true;
+        } else if (arg == "--list-keys") {
+            std::fputs(smtpscreen::list_config_keys().c_str(), stdout);
+            return 0;
         } else if (arg == "cache") {
             cache_args.assign(argv + i + 1, argv + argc);
             cache_command = true;
@@ -102,7 +106,8 @@ int main(int argc, char** argv) {
     // The cache tools need no certificate: a key only the daemon's user can read must
     // not stop them.
     if (cache_command && config && errors.empty()) return smtpscreen::run_cache_command(*config, config_path, cache_args);
-    if (config && errors.empty()) smtpscreen::load_tls_contexts(*config, errors, tls_warnings);
+    std::shared_ptr<const smtpscreen::TlsContexts> tls;
+    if (config && errors.empty()) tls = smtpscreen::load_tls_contexts(*config, errors, tls_warnings);
     if (!errors.empty() || !config) {
         for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
         std::fprintf(stderr, "smtpscreen: %zu error%s in %s\n", errors.size(), errors.size() == 1 ? "" : "s",
@@ -129,5 +134,5 @@ int main(int argc, char** argv) {
     for (const auto& w : tls_warnings) log.warn("{}", w);
     // Said at start, not at the first SIGHUP that fails on it.
     for (const auto& w : unreadable_after_drop(*config, config_path)) log.warn("{}", w);
-    return smtpscreen::run_server(config, config_path, log);
+    return smtpscreen::run_server(config, tls, config_path, log);
 }

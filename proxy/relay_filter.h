@@ -48,7 +48,6 @@
 #include <string>
 #include <string_view>
 
-#include "core/config.h"   // BareLf
 #include "proxy/command_pairing.h"
 #include "proxy/ehlo_rewriter.h"
 #include "proxy/smuggling_scanner.h"

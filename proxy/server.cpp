@@ -29,12 +29,8 @@ std::string host_name() {
 }
 
 std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
-    switch (config.cache_backend) {
-    case CacheBackend::Lmdb: return open_lmdb_cache(config.cache_path, log);
-    case CacheBackend::Memory: return open_memory_cache();
-    case CacheBackend::Redis: break;
-    }
-    throw std::runtime_error("cache.backend = redis is not available in this version; use lmdb or memory");
+    if (config.cache_backend == CacheBackend::Memory) return open_memory_cache();
+    return open_lmdb_cache(config.cache_path, log);
 }
 
 std::string user_name() {
@@ -78,8 +74,7 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
     std::vector<std::string> keys;
     if (old.process_threads != next.process_threads) keys.push_back("process.threads");
     if (old.process_user != next.process_user) keys.push_back("process.user");
-    if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path ||
-        !(old.cache_redis == next.cache_redis)) {
+    if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path) {
         keys.push_back("cache.*");
     }
     if (old.log_syslog != next.log_syslog || old.log_syslog_name != next.log_syslog_name ||
@@ -158,7 +153,8 @@ private:
         std::vector<std::string> errors;
         std::vector<std::string> warnings;
         auto next = load_config(config_path_, errors);
-        if (next && errors.empty()) load_tls_contexts(*next, errors, warnings);
+        std::shared_ptr<const TlsContexts> next_tls;
+        if (next && errors.empty()) next_tls = load_tls_contexts(*next, errors, warnings);
         if (!errors.empty() || !next) {
             refuse(errors.size(), errors.empty() ? std::string("cannot be read") : errors.front());
             return;
@@ -178,7 +174,8 @@ private:
         for (const auto& w : warnings) log_.warn("{}", w);
         config_ = next;
         for (size_t i = 0; i < workers_.size(); ++i) {
-            workers_[i]->request_reload(next, listen_fds ? std::optional((*listen_fds)[i]) : std::nullopt);
+            workers_[i]->request_reload(next, next_tls,
+                                        listen_fds ? std::optional((*listen_fds)[i]) : std::nullopt);
         }
         if (listen_fds) log_.info("SIGHUP: listening on {}", listeners_.describe());
         log_.info("SIGHUP: reloaded {}; new connections use it, sessions in progress keep their settings",
@@ -197,7 +194,8 @@ private:
 
 }  // namespace
 
-int run_server(std::shared_ptr<const Config> config, const std::string& config_path, Logger& log) {
+int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+               const std::string& config_path, Logger& log) {
     ::signal(SIGPIPE, SIG_IGN);
     // Until the signal loop below takes it, a SIGHUP must not kill the process (its
     // default action); the file is being read right now anyway.
@@ -211,7 +209,7 @@ int run_server(std::shared_ptr<const Config> config, const std::string& config_p
         drop_privileges(config->process_user);
         shared = std::make_unique<SharedServices>(log, open_cache(*config, log), host_name());
         for (size_t i = 0; i < static_cast<size_t>(threads); ++i) {
-            workers.push_back(std::make_unique<Worker>(*shared, config, listeners->for_thread(i)));
+            workers.push_back(std::make_unique<Worker>(*shared, config, tls, listeners->for_thread(i)));
         }
     } catch (const std::exception& e) {
         log.error("{}", e.what());

@@ -4,14 +4,16 @@
 #include <memory>
 #include <string>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
+#include "proxy/tls_config.h"
 
 namespace smtpscreen {
 
 // Runs until SIGTERM/SIGINT and the shutdown grace are over. Returns the exit code;
 // startup failures are logged with what to do about them.
-// config_path is read again on SIGHUP.
-int run_server(std::shared_ptr<const Config> config, const std::string& config_path, Logger& log);
+// config_path is read again on SIGHUP; tls was built from config.
+int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+               const std::string& config_path, Logger& log);
 
 }  // namespace smtpscreen

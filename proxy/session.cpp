@@ -39,9 +39,10 @@ std::string tls_goodbye(TlsStream& tls) {
 
 }  // namespace
 
-Session::Session(Worker& worker, std::shared_ptr<const Config> config)
+Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls)
     : worker_(worker),
       config_(std::move(config)),
+      tls_(std::move(tls)),
       client_(worker.loop(), worker.read_buffer(), *this),
       timer_([&worker](uv_timer_t* t) { return uv_timer_init(worker.loop(), t); }, this) {}
 
@@ -268,7 +269,7 @@ void Session::start_deep() {
     phase_ = Phase::Deep;
     client_send(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(
-        deep_options(*config_, worker_.hostname(), client_ep_.to_string(), config_->tls_server != nullptr));
+        deep_options(*config_, worker_.hostname(), client_ep_.to_string(), tls_->server != nullptr));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
 }
@@ -400,7 +401,7 @@ void Session::start_enforce(Failure failure) {
     enforced_ = failure;
     client_send(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, worker_.hostname(), client_ep_.to_string(),
-                                                           config_->tls_server != nullptr, reject_reply(failure)));
+                                                           tls_->server != nullptr, reject_reply(failure)));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
 }
@@ -436,8 +437,8 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
-    handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, worker_.hostname(),
-                                                *this);
+    handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, tls_->backend,
+                                                worker_.hostname(), *this);
     ++worker_.backend_legs();
     handoff_->start(client_ep_, local_ep_, client_name_, std::move(replay));
 }
@@ -498,7 +499,7 @@ void Session::start_relay() {
     options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None ||
                              !config_->tls_passthrough;
     options.bare_lf = config_->smuggling_bare_lf;
-    options.terminate_starttls = config_->tls_server != nullptr;
+    options.terminate_starttls = tls_->server != nullptr;
     options.tls_already_active = client_tls_ != nullptr;
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
@@ -690,7 +691,7 @@ void Session::client_send(std::string_view text) {
 
 void Session::start_client_tls() {
     std::string error;
-    client_tls_ = TlsStream::server(config_->tls_server, &error);
+    client_tls_ = TlsStream::server(tls_->server, &error);
     if (!client_tls_) {
         worker_.events().logger().warn("cannot start TLS for {}: {}", client_ep_.to_string(), error);
         close_client_after_flush();

@@ -9,11 +9,12 @@
 #include <optional>
 #include <string>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
+#include "proxy/tls_config.h"
 #include "screen/smtp_dialog.h"
 #include "screen/test_results.h"
 
@@ -26,7 +27,7 @@ class Worker;
 
 class Session final : public ConnectionEvents, public BackendHandoff::Listener {
 public:
-    Session(Worker& worker, std::shared_ptr<const Config> config);
+    Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -119,6 +120,7 @@ private:
 
     Worker& worker_;
     std::shared_ptr<const Config> config_;
+    std::shared_ptr<const TlsContexts> tls_;
     Phase phase_ = Phase::ProxyHeader;
     Connection client_;
     Endpoint client_ep_;

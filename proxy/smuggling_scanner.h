@@ -20,15 +20,20 @@
 // few state variables, whatever the message size.
 //
 // Pure: bytes in, bytes out; no I/O, no clock, no global state.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include "core/config.h"   // BareLf
+#include <utility>
 
 namespace smtpscreen {
+
+// smuggling.bare_lf: what a bare LF or CR in relayed DATA does (see above).
+enum class BareLf { Reject, Normalize };
+inline constexpr std::array<std::pair<std::string_view, BareLf>, 2> kBareLfNames{{
+    {"reject", BareLf::Reject}, {"normalize", BareLf::Normalize}}};
 
 class SmugglingScanner {
 public:

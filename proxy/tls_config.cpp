@@ -4,7 +4,9 @@
 
 namespace smtpscreen {
 
-void load_tls_contexts(Config& config, std::vector<std::string>& errors, std::vector<std::string>& warnings) {
+std::shared_ptr<const TlsContexts> load_tls_contexts(const Config& config, std::vector<std::string>& errors,
+                                                     std::vector<std::string>& warnings) {
+    auto tls = std::make_shared<TlsContexts>();
     if (!config.tls_cert.empty() && !config.tls_key.empty()) {
         std::string error;
         auto server = TlsServerContext::load(config.tls_cert, config.tls_key, config.tls_ciphers, &error);
@@ -12,15 +14,16 @@ void load_tls_contexts(Config& config, std::vector<std::string>& errors, std::ve
             errors.push_back(config.source_file + ": tls: " + error);
         } else {
             for (const auto& w : server->warnings()) warnings.push_back(config.source_file + ": tls: " + w);
-            config.tls_server = std::move(server);
+            tls->server = std::move(server);
         }
     }
     if (config.backend_tls) {
         std::string error;
         auto client = TlsClientContext::load(config.backend_tls_ca, config.tls_ciphers, &error);
         if (!client) errors.push_back(config.source_file + ": backend.tls: " + error);
-        else config.tls_backend = std::move(client);
+        else tls->backend = std::move(client);
     }
+    return tls;
 }
 
 }  // namespace smtpscreen

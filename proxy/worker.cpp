@@ -27,8 +27,9 @@ std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
 
 }  // namespace
 
-Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::vector<uv_os_sock_t> listen_fds)
-    : shared_(shared), config_(std::move(config)), events_(shared.log) {
+Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+               std::vector<uv_os_sock_t> listen_fds)
+    : shared_(shared), config_(std::move(config)), tls_(std::move(tls)), events_(shared.log) {
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
@@ -125,10 +126,12 @@ void Worker::request_stop() {
     if (stop_signal_) uv_async_send(stop_signal_.get());
 }
 
-void Worker::request_reload(std::shared_ptr<const Config> config, std::optional<std::vector<uv_os_sock_t>> listen_fds) {
+void Worker::request_reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+                            std::optional<std::vector<uv_os_sock_t>> listen_fds) {
     {
         std::lock_guard lock(reload_mutex_);
         pending_config_ = std::move(config);
+        pending_tls_ = std::move(tls);
         if (listen_fds) pending_listen_fds_ = std::move(listen_fds);
     }
     if (reload_signal_) uv_async_send(reload_signal_.get());
@@ -136,10 +139,12 @@ void Worker::request_reload(std::shared_ptr<const Config> config, std::optional<
 
 void Worker::on_reload_requested() {
     std::shared_ptr<const Config> next;
+    std::shared_ptr<const TlsContexts> next_tls;
     std::optional<std::vector<uv_os_sock_t>> listen_fds;
     {
         std::lock_guard lock(reload_mutex_);
         next = std::move(pending_config_);
+        next_tls = std::move(pending_tls_);
         listen_fds = std::exchange(pending_listen_fds_, std::nullopt);
     }
     // The sockets change even if the rest of the reload fails below: the server has
@@ -155,6 +160,7 @@ void Worker::on_reload_requested() {
         }
     }
     config_ = std::move(next);
+    tls_ = std::move(next_tls);
 }
 
 void Worker::on_connection(uv_stream_t* listener, int status) {
@@ -167,7 +173,7 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
         return;
     }
     ++accepted_this_turn_;
-    auto session = std::make_unique<Session>(*this, config_);
+    auto session = std::make_unique<Session>(*this, config_, tls_);
     // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
     // reserve descriptor, so the loop does not spin, and then reports either the error
     // or a connection that is not there: uv_accept finds nothing.

@@ -11,13 +11,14 @@
 #include <vector>
 
 #include "cache/verdict_cache.h"
-#include "core/config.h"
+#include "config/config.h"
 #include "core/log.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
+#include "proxy/tls_config.h"
 
 namespace smtpscreen {
 
@@ -36,7 +37,8 @@ struct SharedServices {
 
 class Worker {
 public:
-    Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::vector<uv_os_sock_t> listen_fds);
+    Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+           std::vector<uv_os_sock_t> listen_fds);
     ~Worker();
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
@@ -45,11 +47,11 @@ public:
     void run();
     // From any thread: stop accepting, give sessions limits.shutdown_grace, then return from run().
     void request_stop();
-    // From any thread: new connections get this configuration; sessions in progress keep
-    // theirs. With listen_fds, the loop accepts on those from now on: a descriptor it
-    // already listens on is kept, a new one is adopted, one not in the list is closed
-    // (sessions accepted on it go on).
-    void request_reload(std::shared_ptr<const Config> config,
+    // From any thread: new connections get this configuration (and the TLS contexts built
+    // from it); sessions in progress keep theirs. With listen_fds, the loop accepts on
+    // those from now on: a descriptor it already listens on is kept, a new one is
+    // adopted, one not in the list is closed (sessions accepted on it go on).
+    void request_reload(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
                         std::optional<std::vector<uv_os_sock_t>> listen_fds = std::nullopt);
 
     uv_loop_t* loop() { return &loop_; }
@@ -88,6 +90,7 @@ private:
 
     SharedServices& shared_;
     std::shared_ptr<const Config> config_;
+    std::shared_ptr<const TlsContexts> tls_;
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     EventLog events_;
@@ -105,6 +108,7 @@ private:
     std::mutex reload_mutex_;
     std::shared_ptr<const Config> pending_config_;  // guarded by reload_mutex_
     std::optional<std::vector<uv_os_sock_t>> pending_listen_fds_;  // guarded by reload_mutex_
+    std::shared_ptr<const TlsContexts> pending_tls_;  // guarded by reload_mutex_
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
     UvHandle<uv_timer_t> fd_watch_;

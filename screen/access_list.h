@@ -5,9 +5,16 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
+#include "core/address.h"
 
 namespace smtpscreen {
+
+enum class AccessVerdict { Permit, Reject };
+struct AccessRule {
+    Cidr network;
+    AccessVerdict verdict;
+    friend bool operator==(const AccessRule&, const AccessRule&) = default;
+};
 
 // Parses the file's text; each problem is appended to errors as "FILE:LINE: what is wrong".
 std::vector<AccessRule> parse_access_list(std::string_view text, const std::string& filename,

@@ -52,7 +52,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "screen/command_reader.h"
 #include "screen/smtp_transaction.h"
 #include "screen/test_results.h"

@@ -1,4 +1,4 @@
-// Fuzz target: core/config.h. The input is an INI file. load_config takes a path, so the
+// Fuzz target: config/config.h. The input is an INI file. load_config takes a path, so the
 // input is written to one temporary file per process (made once, overwritten for every
 // input). Errors are expected; crashes and undefined behaviour are not. A file that
 // loads cleanly must survive print_config: the printed text loads without errors to an
@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
+#include "config/config.h"
 #include "tests/fuzz/fuzz_support.h"
 
 using namespace smtpscreen;

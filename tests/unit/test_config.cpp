@@ -6,7 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/config.h"
+#include "config/config.h"
+#include "config/ini_lines.h"
 
 using namespace smtpscreen;
 
@@ -107,7 +108,6 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     CHECK(c.access_action == Action::Drop);
     CHECK(c.cache_backend == CacheBackend::Lmdb);
     CHECK(c.cache_path == "smtpscreen.cache");
-    CHECK(c.cache_redis.ip_port() == "127.0.0.1:6379");
     CHECK(c.cache_deep_ttl == Millis(30LL * 86400000));
     CHECK(c.tls_min_version == "1.2");
     CHECK(c.max_connections == 10000);
@@ -118,7 +118,6 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     CHECK(c.log_syslog);
     CHECK(c.log_syslog_name == "smtpscreen");
     CHECK_FALSE(c.log_stderr.has_value());
-    CHECK_FALSE(c.stats_listen);
     CHECK(c.process_threads == 1);
     CHECK(c.tls_passthrough);
     // The one warning of the defaults: without a certificate the backend's STARTTLS
@@ -184,8 +183,7 @@ TEST_CASE("config: a full file sets every kind of value") {
                   "file = " + access + "\n"
                   "action = enforce\n"
                   "[cache]\n"
-                  "backend = redis\n"
-                  "redis = 192.0.2.6\n"
+                  "backend = memory\n"
                   "dnsbl_min_ttl = 0\n"
                   "[limits]\n"
                   "max_connections = 500\n"
@@ -195,8 +193,6 @@ TEST_CASE("config: a full file sets every kind of value") {
                   "syslog = false\n"
                   "syslog_name = postfix/postscreen\n"
                   "stderr = on\n"
-                  "[stats]\n"
-                  "listen = 127.0.0.1:9100\n"
                   "[process]\n"
                   "threads = 4\n");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
@@ -227,16 +223,13 @@ TEST_CASE("config: a full file sets every kind of value") {
     CHECK(c.deep_forbidden_commands == std::vector<std::string>{"CONNECT", "GET"});
     CHECK(c.access_rules.size() == 2);
     CHECK(c.access_action == Action::Enforce);
-    CHECK(c.cache_backend == CacheBackend::Redis);
-    CHECK(c.cache_redis.ip_port() == "192.0.2.6:6379");
+    CHECK(c.cache_backend == CacheBackend::Memory);
     CHECK(c.cache_dnsbl_min_ttl == Millis(0));
     CHECK(c.max_connections == 500);
     CHECK(c.smuggling_bare_lf == BareLf::Normalize);
     CHECK_FALSE(c.log_syslog);
     CHECK(c.log_syslog_name == "postfix/postscreen");
     CHECK(c.log_stderr == true);
-    REQUIRE(c.stats_listen);
-    CHECK(c.stats_listen->port() == 9100);
     CHECK(c.process_threads == 4);
 }
 
@@ -286,7 +279,7 @@ TEST_CASE("config: bad booleans, enums and actions") {
           std::string::npos);
     CHECK(l.at(5, "listen.proxy_protocol").find("(use off, v1, v2 or auto)") != std::string::npos);
     CHECK(l.at(7, "backend.handoff").find("(use proxy-v2, proxy-v1, xclient or none)") != std::string::npos);
-    CHECK(l.at(9, "cache.backend").find("(use lmdb, redis or memory)") != std::string::npos);
+    CHECK(l.at(9, "cache.backend").find("(use lmdb or memory)") != std::string::npos);
     CHECK(l.at(11, "smuggling.bare_lf").find("(use reject or normalize)") != std::string::npos);
     CHECK(l.at(13, "log.stderr").find("auto") != std::string::npos);
 }
@@ -322,17 +315,14 @@ TEST_CASE("config: addresses, ports and CIDR lists") {
                   "address = 127.0.0.1:0\n"
                   "source_address = 127.0.0.25:25\n"
                   "[dnsbl]\n"
-                  "servers = 192.0.2.53, dns.example\n"
-                  "[stats]\n"
-                  "listen = 127.0.0.1:9100, 127.0.0.1:9101\n");
-    CHECK(l.errors.size() == 7);
+                  "servers = 192.0.2.53, dns.example\n");
+    CHECK(l.errors.size() == 6);
     CHECK(l.at(2, "listen.address").find("is not an ip:port") != std::string::npos);
     CHECK(l.at(3, "listen.proxy_from").find("prefix length") != std::string::npos);
     CHECK(l.has(l.file + ":3: listen.proxy_from: \"192.0.2.1/24\" has address bits set beyond the prefix (use 192.0.2.0/24)"));
     CHECK(l.at(5, "backend.address").find("port 0") != std::string::npos);
     CHECK(l.at(6, "backend.source_address").find("without a port") != std::string::npos);
     CHECK(l.at(8, "dnsbl.servers").find("\"dns.example\"") != std::string::npos);
-    CHECK_FALSE(l.at(10, "stats.listen").empty());
 }
 
 TEST_CASE("config: listen.address may not be empty or list an address twice") {
@@ -573,7 +563,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     Config c;
     std::string text = print_config(c);
     std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",
-                                      "[cache]", "[tls]", "[limits]", "[smuggling]", "[log]", "[stats]",
+                                      "[cache]", "[tls]", "[limits]", "[smuggling]", "[log]",
                                       "[process]"};
     size_t pos = 0;
     for (const auto& s : order) {
@@ -592,7 +582,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 54);
+    CHECK(keys == 52);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -625,7 +615,7 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "[deep]\npipelining = on\nnon_smtp_command = on\nbare_newline = on\naction = drop\n"
                       "forbidden_commands =\n"
                       "[access]\nfile = " + access + "\naction = ignore\n"
-                      "[cache]\nbackend = memory\npath = /var/tmp/x.lmdb\nredis = [::1]:6380\n"
+                      "[cache]\nbackend = memory\npath = /var/tmp/x.lmdb\n"
                       "pregreet_ttl = 2h\ndnsbl_min_ttl = 0\ndnsbl_max_ttl = 2d\ndeep_ttl = 1w\n"
                       "[tls]\ncert = " + crt + "\nkey = " + key + "\nciphers = TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
                       "handshake_timeout = 10s\n"
@@ -633,7 +623,6 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "command_count_limit = 7\nshutdown_grace = 0\n"
                       "[smuggling]\nbare_lf = normalize\n"
                       "[log]\nsyslog = off\nsyslog_name = postfix/postscreen\nstderr = off\n"
-                      "[stats]\nlisten = [::1]:9100\n"
                       "[process]\nuser = root\nthreads = 64\n");
     REQUIRE_MESSAGE(first.errors.empty(), all(first.errors));
     std::string printed = print_config(*first.config);
@@ -646,7 +635,7 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
     const Config& a = *first.config;
     const Config& b = *second.config;
     CHECK(b.dnsbl_sites.size() == 7);
-    CHECK(b.dnsbl_sites_text == a.dnsbl_sites_text);
+    CHECK(b.dnsbl_sites == a.dnsbl_sites);
     CHECK(b.access_rules.size() == 1);
     CHECK(b.dnsbl_reply_map == a.dnsbl_reply_map);
     CHECK(b.deep_forbidden_commands.empty());
@@ -734,5 +723,5 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 54);
+    CHECK(keys == 52);
 }

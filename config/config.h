@@ -1,38 +1,32 @@
 #pragma once
-// The effective configuration (keys in smtpscreen.ini(5)): plain data, loaded once per
-// start or SIGHUP and shared read-only (std::shared_ptr<const Config>) by every session
-// created under it.
-#include <chrono>
+// The effective configuration: plain data, loaded once per start or SIGHUP and shared
+// read-only (std::shared_ptr<const Config>) by every session created under it.
+//
+// This layer sits above the modules: each module owns the types of its settings
+// (Action in screen/, DnsblSite in dnsbl/, Handoff in proxy/...), and config/keys.cpp
+// holds the one table of keys that loads, checks, prints and lists them. What the
+// proxy builds from a Config at start or reload (TLS contexts, the cache) is not kept
+// here.
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "cache/verdict_cache.h"
 #include "core/address.h"
 #include "core/duration.h"
 #include "dnsbl/site.h"
+#include "proxy/handoff_header.h"
+#include "proxy/relay_filter.h"
+#include "screen/access_list.h"
+#include "screen/action.h"
 
 namespace smtpscreen {
 
-class TlsServerContext;
-class TlsClientContext;
-
-enum class Action { Ignore, Enforce, Drop };
-enum class ProxyProtocol { Off, V1, V2, Auto };
-enum class Handoff { ProxyV2, ProxyV1, Xclient, None };
-enum class CacheBackend { Lmdb, Redis, Memory };
-enum class BareLf { Reject, Normalize };
-
-enum class AccessVerdict { Permit, Reject };
-struct AccessRule {
-    Cidr network;
-    AccessVerdict verdict;
-    friend bool operator==(const AccessRule&, const AccessRule&) = default;
-};
-
-// Default member values are the defaults smtpscreen.ini(5) documents, so Config{} is the
-// default configuration (except banner, which load_config expands from banner_template).
+// Default member values are the defaults that smtpscreen.ini(5) and the key table
+// document, so Config{} is the default configuration (except banner, which
+// load_config expands from banner_template).
 struct Config {
     std::string source_file;  // the INI it was loaded from, for messages
 
@@ -59,7 +53,6 @@ struct Config {
     Action greet_action = Action::Enforce;
 
     // [dnsbl]
-    std::string dnsbl_sites_text;
     std::vector<DnsblSite> dnsbl_sites;
     int dnsbl_threshold = 1;
     int dnsbl_allowlist_threshold = 0;
@@ -84,7 +77,6 @@ struct Config {
     // [cache]
     CacheBackend cache_backend = CacheBackend::Lmdb;
     std::string cache_path = "smtpscreen.cache";
-    Endpoint cache_redis = *Endpoint::parse("127.0.0.1:6379");
     Millis cache_pregreet_ttl{86400000};
     Millis cache_dnsbl_min_ttl{60000};
     Millis cache_dnsbl_max_ttl{3600000};
@@ -99,10 +91,6 @@ struct Config {
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
     // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.
     bool tls_passthrough = true;
-    // Loaded from the files above by the proxy (proxy/tls_config.h), once per load or
-    // reload, so sessions keep the certificate they started with. Null: no STARTTLS.
-    std::shared_ptr<const TlsServerContext> tls_server;
-    std::shared_ptr<const TlsClientContext> tls_backend;  // backend.tls = on
 
     // [limits]
     int max_connections = 10000;
@@ -119,9 +107,6 @@ struct Config {
     std::string log_syslog_name = "smtpscreen";
     std::optional<bool> log_stderr;                     // unset: on when in the foreground
 
-    // [stats]
-    std::optional<Endpoint> stats_listen;
-
     // [process]
     std::string process_user;
     int process_threads = 1;
@@ -136,37 +121,15 @@ struct Config {
 // checks readability of tls.cert / tls.key when set.
 std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::string>& errors);
 
-// INI text of every key in conf/smtpscreen.ini's order, defaults included. For every Config that
-// load_config returns without errors, load_config reads this text back to an equal
-// Config (load_config refuses the rare value that could not be written back).
+// INI text of every key in the key table's order (conf/smtpscreen.ini's), defaults
+// included. For every Config that load_config returns without errors, load_config
+// reads this text back to an equal Config (load_config refuses the rare value that
+// could not be written back).
 std::string print_config(const Config& config);
 
-// The longest line load_config reads: inih's line buffer (INI_MAX_LINE, 200 bytes in
-// Debian's build) less the newline and the terminating NUL.
-constexpr size_t kIniMaxLine = 198;
-
-// Whether an indented line reading `text`, inside [section], continues the value before
-// it, as load_config reads it: not a comment, a section header or a key of that section.
-bool ini_line_continues(std::string_view section, std::string_view text);
-
-// Whether `piece`, written as the value of a key line or as an indented continuation
-// line, reads back as exactly itself: no white space at either end (the INI reader
-// strips it) and no ';' after white space (it starts a comment).
-bool ini_piece_reads_back(std::string_view piece);
-
-// "key = value" as INI lines that load_config reads back to exactly `value`: one line
-// when it fits, otherwise wrapped at single spaces onto indented continuation lines
-// (which load_config joins with one space). Nullopt when no such lines exist (a word
-// longer than a line, or one that would read as a key or a comment at a line's start).
-std::optional<std::string> ini_key_lines(std::string_view section, std::string_view key, std::string_view value);
-
-// Each key's value as print_config writes it, in print_config's order.
-struct PrintedValue {
-    std::string_view section;
-    std::string_view key;
-    std::string value;
-};
-std::vector<PrintedValue> printed_values(const Config& config);
+// One line per key of the table: "section.key<TAB>default<TAB>what it is", in the
+// table's order (smtpscreen --list-keys; docs/config-keys.txt is its output).
+std::string list_config_keys();
 
 // Warnings that do not stop the start (e.g. handoff = none with the override).
 std::vector<std::string> config_warnings(const Config& config);
