@@ -354,7 +354,7 @@ std::vector<ConfigKey> make_keys() {
              c.cfg().log_syslog_name = std::string(v);
          },
          [](const Config& c) { return c.log_syslog_name; }},
-        {"log", "stderr", "log to stderr: on, off or auto (on in the foreground)",
+        {"log", "stderr", "log to stderr: on, off or auto (on, unless stderr is the journal and log.syslog is on)",
          [](KeyContext& c, std::string_view v) {
              // "auto" is the written form of the default (on in the foreground), so that
              // --print-config can say it and load its own output.

@@ -38,18 +38,17 @@ std::string user_name() {
     return fmt::format("uid {}", ::geteuid());
 }
 
-const char* action_name(Action a) {
-    switch (a) {
-    case Action::Ignore: return "ignore";
-    case Action::Enforce: return "enforce";
-    case Action::Drop: return "drop";
+std::string_view action_name(Action a) {
+    for (const auto& [name, action] : kActionNames) {
+        if (action == a) return name;
     }
     return "?";
 }
 
 // The one line an admin reads first: what runs, from which file, as whom, where, and
 // which tests are on.
-std::string startup_line(const Config& c, const std::string& config_path, const ListenSockets& listeners) {
+std::string startup_line(const Config& c, const TlsContexts& tls, const std::string& config_path,
+                         const ListenSockets& listeners) {
     std::vector<std::string> tests{fmt::format("pregreet ({})", action_name(c.greet_action))};
     if (!c.dnsbl_sites.empty()) {
         std::string zones;
@@ -65,7 +64,7 @@ std::string startup_line(const Config& c, const std::string& config_path, const 
     return fmt::format("smtpscreen {} started: config {}, user {}, listening on {}{}, tests: {}{}", SMTPSCREEN_VERSION,
                        config_path, user_name(), listeners.describe(),
                        listeners.inherited() ? " (socket activation)" : "", fmt::join(tests, ", "),
-                       c.tls_server ? ", STARTTLS on" : "");
+                       tls.server ? ", STARTTLS on" : "");
 }
 
 // SIGTERM/SIGINT on a small loop of the main thread; the workers run their own.
@@ -224,7 +223,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     {
         SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log);
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.
-        log.info("{}", startup_line(*config, config_path, *listeners));
+        log.info("{}", startup_line(*config, *tls, config_path, *listeners));
         service_notify::ready(fmt::format("listening on {}", listeners->describe()));
         std::thread signals_thread([&signal_loop] { uv_run(&signal_loop, UV_RUN_DEFAULT); });
         workers[0]->run();
