@@ -266,7 +266,7 @@ std::vector<ConfigKey> make_keys() {
                      c.fail(quote(item) + " is not a command word (use one word per entry, e.g. CONNECT, GET)");
                      return;
                  }
-                  // SMTP verbs are case-insensitive (RFC 5321 §2.4); store them upper-case.
+                 // SMTP verbs are case-insensitive (RFC 5321 §2.4); store them upper-case.
                  words.push_back(ascii_upper(item));
              }
              c.cfg().deep_forbidden_commands = std::move(words);
