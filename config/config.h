@@ -18,7 +18,7 @@
 #include "core/duration.h"
 #include "dnsbl/site.h"
 #include "proxy/handoff_header.h"
-#include "proxy/relay_filter.h"
+#include "proxy/smuggling_scanner.h"
 #include "screen/access_list.h"
 #include "screen/action.h"
 
