@@ -109,8 +109,6 @@ int run_cache_command(const Config& config, const std::string& config_path, cons
                                 "nothing outside it can read or change them (they are gone at its next restart); "
                                 "use cache.backend = lmdb to edit the cache while it runs",
                                 config_path));
-    case CacheBackend::Redis:
-        return fail("cache.backend = redis is not available in this version; use lmdb");
     }
     const std::string& path = config.cache_path;
     struct stat st {};
