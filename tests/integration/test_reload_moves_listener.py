@@ -55,6 +55,11 @@ def main(env):
     harness.wait_until(lambda: {marker_old, marker_new} <= {m for m, _ in sink.records()}, 10,
                        what="both messages at the sink")
 
+    # Both sessions have ended (a half-closed session may end after its message is
+    # queued), so that the reload's line is the only one to come.
+    for source in ("127.0.0.7", "127.0.0.8"):
+        screen.wait_for_log(harness.re_disconnect(source))
+
     # A broken file: one line, naming the file and the line.
     text = screen.config_text().rstrip("\n").split("\n")
     text += ["", "[limits]", "max_connections = plenty"]
