@@ -77,6 +77,7 @@ struct Config {
     // [cache]
     CacheBackend cache_backend = CacheBackend::Lmdb;
     std::string cache_path = "smtpscreen.cache";
+    Millis cache_cleanup_interval{12LL * 3600000};  // 0: never
     Millis cache_pregreet_ttl{86400000};
     Millis cache_dnsbl_min_ttl{60000};
     Millis cache_dnsbl_max_ttl{3600000};

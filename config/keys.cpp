@@ -288,6 +288,8 @@ std::vector<ConfigKey> make_keys() {
         choice_key("cache", "backend", &Config::cache_backend, kCacheBackendNames, "a cache backend",
                    "where passes are remembered: lmdb (a file) or memory (lost at exit)"),
         text_key("cache", "path", &Config::cache_path, "the lmdb file"),
+        duration_key("cache", "cleanup_interval", &Config::cache_cleanup_interval, Zero::Allowed,
+                     "how often expired records are removed from an lmdb cache (0: never)"),
         duration_key("cache", "pregreet_ttl", &Config::cache_pregreet_ttl, Zero::Allowed,
                      "how long a pregreet pass is remembered"),
         duration_key("cache", "dnsbl_min_ttl", &Config::cache_dnsbl_min_ttl, Zero::Allowed,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/verdict_cache.h"
+#include "proxy/cache_cleanup.h"
 #include "proxy/listen_sockets.h"
 #include "proxy/privileges.h"
 #include "proxy/service_notify.h"
@@ -86,12 +87,19 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
 class SignalWatch {
 public:
     SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, ListenSockets& listeners,
-                std::shared_ptr<const Config> config, std::string config_path, Logger& log)
+                std::shared_ptr<const Config> config, std::string config_path, Logger& log,
+                std::shared_ptr<VerdictCache> cache)
         : workers_(workers),
           listeners_(listeners),
           config_(std::move(config)),
           config_path_(std::move(config_path)),
           log_(log) {
+        // Only an lmdb file keeps expired records around: memory drops them when full,
+        // Redis expires its keys itself.
+        if (config_->cache_backend == CacheBackend::Lmdb) {
+            cleanup_ = std::make_unique<CacheCleanup>(loop, std::move(cache), "lmdb:" + config_->cache_path,
+                                                      config_->cache_cleanup_interval, log);
+        }
         done_ = UvHandle<uv_async_t>(
             [loop](uv_async_t* a) {
                 return uv_async_init(loop, a, [](uv_async_t* h) {
@@ -115,6 +123,7 @@ public:
 
 private:
     void close() {
+        if (cleanup_) cleanup_->stop();
         handles_.clear();
         done_.close();
     }
@@ -172,6 +181,7 @@ private:
         for (const auto& w : config_warnings(*next)) log_.warn("{}", w);
         for (const auto& w : warnings) log_.warn("{}", w);
         config_ = next;
+        if (cleanup_) cleanup_->set_interval(next->cache_cleanup_interval);
         for (size_t i = 0; i < workers_.size(); ++i) {
             workers_[i]->request_reload(next, next_tls,
                                         listen_fds ? std::optional((*listen_fds)[i]) : std::nullopt);
@@ -188,6 +198,7 @@ private:
     Logger& log_;
     std::vector<UvHandle<uv_signal_t>> handles_;
     UvHandle<uv_async_t> done_;
+    std::unique_ptr<CacheCleanup> cleanup_;
     bool stopping_ = false;
 };
 
@@ -221,7 +232,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     uv_loop_t signal_loop;
     uv_loop_init(&signal_loop);
     {
-        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log);
+        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache);
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.
         log.info("{}", startup_line(*config, *tls, config_path, *listeners));
         service_notify::ready(fmt::format("listening on {}", listeners->describe()));
