@@ -1003,7 +1003,9 @@ EXIM_CACHE = os.environ.get("SMTPSCREEN_EXIM_CACHE", "/var/cache/smtpscreen-test
 EXIM_PACKAGES = ("exim4-daemon-heavy", "exim4-base", "exim4-config")
 # Shared libraries the heavy daemon links that a machine with Postfix usually lacks;
 # installed with apt-get (libraries only, no MTA).
-EXIM_LIBRARIES = ("libmariadb3", "libidn12", "libspf2-2")
+EXIM_LIBRARIES = ("libcrypt1", "libdb5.3", "libgnutls-dane0", "libgnutls30", "libidn12", "libidn2-0",
+                  "libldap-2.5-0", "libmariadb3", "libnsl2", "libpam0g", "libpcre2-8-0", "libperl5.36",
+                  "libpq5", "libsasl2-2", "libspf2-2", "libsqlite3-0")
 EXIM_USER = "Debian-exim"   # compiled into Debian's binary; looked up at every start
 
 
