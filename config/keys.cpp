@@ -118,6 +118,32 @@ ConfigKey text_key(std::string_view section, std::string_view name, std::string 
             [=](const Config& c) { return c.*field; }};
 }
 
+// A file of rules read at load: the key keeps the file's name (as --print-config
+// writes it) and `read` parses the text into the Config. Empty names no file.
+using FileReader = void (*)(KeyContext&, const std::string& filename, std::string_view text);
+ConfigKey rules_file_key(std::string_view section, std::string_view name, std::string Config::*field,
+                         FileReader read, std::string_view doc) {
+    return {section, name, doc,
+            [=](KeyContext& c, std::string_view v) {
+                c.cfg().*field = std::string(v);
+                if (v.empty()) return;
+                if (auto text = c.file(v)) read(c, std::string(v), *text);
+            },
+            [=](const Config& c) { return c.*field; }};
+}
+
+// A PEM file the TLS setup opens later; a bare name may come from systemd's
+// $CREDENTIALS_DIRECTORY. Loading only checks that it can be read.
+ConfigKey credential_file_key(std::string_view section, std::string_view name, std::string Config::*field,
+                              std::string_view doc) {
+    return {section, name, doc,
+            [=](KeyContext& c, std::string_view v) {
+                c.cfg().*field = credential_path(v);
+                if (!v.empty()) c.file(c.cfg().*field);
+            },
+            [=](const Config& c) { return c.*field; }};
+}
+
 template <typename T, typename F>
 std::string join(const std::vector<T>& items, F&& text) {
     std::string out;
@@ -241,13 +267,8 @@ std::vector<ConfigKey> make_keys() {
              if (auto list = c.endpoints(v, uint16_t{53})) c.cfg().dnsbl_servers = *list;
          },
          [](const Config& c) { return endpoint_list(c.dnsbl_servers); }},
-        {"dnsbl", "reply_map", "file of \"zone  public-name\" lines: the name clients see instead of the zone",
-         [](KeyContext& c, std::string_view v) {
-             c.cfg().dnsbl_reply_map_file = std::string(v);
-             if (v.empty()) return;
-             if (auto text = c.file(v)) load_reply_map(c, std::string(v), *text);
-         },
-         [](const Config& c) { return c.dnsbl_reply_map_file; }},
+        rules_file_key("dnsbl", "reply_map", &Config::dnsbl_reply_map_file, load_reply_map,
+                       "file of \"zone  public-name\" lines: the name clients see instead of the zone"),
 
         // [deep]
         switch_key("deep", "pipelining", &Config::deep_pipelining,
@@ -274,13 +295,8 @@ std::vector<ConfigKey> make_keys() {
          [](const Config& c) { return join(c.deep_forbidden_commands, [](const std::string& s) { return s; }); }},
 
         // [access]
-        {"access", "file", "file of \"ip[/len] permit|reject\" lines, first match wins (empty: none)",
-         [](KeyContext& c, std::string_view v) {
-             c.cfg().access_file = std::string(v);
-             if (v.empty()) return;
-             if (auto text = c.file(v)) load_access_file(c, std::string(v), *text);
-         },
-         [](const Config& c) { return c.access_file; }},
+        rules_file_key("access", "file", &Config::access_file, load_access_file,
+                       "file of \"ip[/len] permit|reject\" lines, first match wins (empty: none)"),
         action_key("access", "action", &Config::access_action,
                    "for a client that a reject rule matches: ignore, enforce or drop"),
 
@@ -300,18 +316,9 @@ std::vector<ConfigKey> make_keys() {
                      "how long a deep-test pass is remembered"),
 
         // [tls]
-        {"tls", "cert", "PEM certificate chain for STARTTLS towards clients (with tls.key)",
-         [](KeyContext& c, std::string_view v) {
-             c.cfg().tls_cert = credential_path(v);
-             if (!v.empty()) c.file(c.cfg().tls_cert);
-         },
-         [](const Config& c) { return c.tls_cert; }},
-        {"tls", "key", "PEM private key of tls.cert",
-         [](KeyContext& c, std::string_view v) {
-             c.cfg().tls_key = credential_path(v);
-             if (!v.empty()) c.file(c.cfg().tls_key);
-         },
-         [](const Config& c) { return c.tls_key; }},
+        credential_file_key("tls", "cert", &Config::tls_cert,
+                            "PEM certificate chain for STARTTLS towards clients (with tls.key)"),
+        credential_file_key("tls", "key", &Config::tls_key, "PEM private key of tls.cert"),
         text_key("tls", "ciphers", &Config::tls_ciphers,
                  "mbedTLS cipher suite names, comma list (empty: a secure default)"),
         {"tls", "min_version", "lowest TLS version accepted: 1.2 (the packaged mbedTLS offers no other)",
