@@ -1539,6 +1539,23 @@ def ini_text(settings):
     return "\n".join(out) + "\n"
 
 
+def ini_keys(text):
+    """The "section.key" of every "key = value" line of INI text, in order (comments,
+    blank lines and indented lines, which continue a value, are not keys)."""
+    keys, section = [], None
+    for line in text.splitlines():
+        if not line.strip() or line[0] in "#; \t":
+            continue
+        m = re.match(r"\[(\w+)\]", line)
+        if m:
+            section = m.group(1)
+            continue
+        m = re.match(r"(\w+)\s*=", line)
+        if m and section:
+            keys.append(f"{section}.{m.group(1)}")
+    return keys
+
+
 def duration_seconds(text):
     m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
     if not m:
