@@ -44,6 +44,7 @@ struct Config {
     Millis backend_idle_timeout{300000};
     bool i_know_this_is_an_open_relay = false;
     bool backend_tls = false;
+    std::string backend_tls_name;                       // empty: the host of backend_address
     std::string backend_tls_ca;
 
     // [greet]
@@ -112,6 +113,11 @@ struct Config {
     std::string process_user;
     int process_threads = 1;
 
+    // The name the backend's certificate must carry (backend.tls_name, or the IP address
+    // of backend.address when it is empty).
+    std::string backend_certificate_name() const {
+        return backend_tls_name.empty() ? backend_address.ip() : backend_tls_name;
+    }
     bool deep_tests_enabled() const { return deep_pipelining || deep_non_smtp_command || deep_bare_newline; }
     friend bool operator==(const Config&, const Config&) = default;
 };

@@ -207,6 +207,24 @@ std::vector<ConfigKey> make_keys() {
          },
          [](const Config& c) { return std::string(c.i_know_this_is_an_open_relay ? "yes" : "no"); }},
         switch_key("backend", "tls", &Config::backend_tls, "STARTTLS towards the MTA: on or off"),
+        {"backend", "tls_name", "the name the MTA's certificate must carry (empty: backend.address's IP address)",
+         [](KeyContext& c, std::string_view v) {
+             // A DNS name (letters, digits, '-', '.'; a "*." is no name to expect) or an
+             // IP address, which the certificate must list as an iPAddress.
+             const bool ip = Endpoint::parse_ip(v).has_value();
+             const bool dns = !v.empty() && v.size() <= 253 && v.front() != '.' && v.front() != '-' &&
+                              std::all_of(v.begin(), v.end(), [](char ch) {
+                                  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                                         (ch >= '0' && ch <= '9') || ch == '-' || ch == '.';
+                              });
+             if (!v.empty() && !ip && !dns) {
+                 c.fail(quote(v) + " is neither a host name nor an IP address (use the name in the backend's "
+                        "certificate, e.g. mx.example.org; empty: the address of backend.address)");
+                 return;
+             }
+             c.cfg().backend_tls_name = std::string(v);
+         },
+         [](const Config& c) { return c.backend_tls_name; }},
         {"backend", "tls_ca", "PEM CA file the MTA's certificate must verify against (empty: not verified)",
          [](KeyContext& c, std::string_view v) {
              c.cfg().backend_tls_ca = std::string(v);

@@ -112,7 +112,12 @@ void BackendHandoff::continue_handshake() {
     std::string ciphertext;
     tls_->take_ciphertext(ciphertext);
     backend_->write(ciphertext);
-    if (result == TlsStream::Handshake::Failed) return fail("backend TLS handshake: " + tls_->error());
+    if (result == TlsStream::Handshake::Failed) {
+        if (!tls_->name_mismatch()) return fail("backend TLS handshake: " + tls_->error());
+        return fail(fmt::format("backend TLS handshake: {}; the certificate does not name \"{}\" (set "
+                                "backend.tls_name to a name the backend's certificate carries)",
+                                tls_->error(), config_.backend_certificate_name()));
+    }
     if (result == TlsStream::Handshake::NeedMore) return;
     log_line_ = postfix_tls_backend_log_line(config_.backend_address, *tls_);
     // RFC 3207 §4.2: the session starts over; Postfix wants a new EHLO, which the client
@@ -163,7 +168,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         discarded_ = reply_.size();
         reply_.clear();
         std::string error;
-        tls_ = TlsStream::client(tls_context_, "", nullptr, &error);
+        tls_ = TlsStream::client(tls_context_, config_.backend_certificate_name(), nullptr, &error);
         if (!tls_) return fail("backend TLS: " + error);
         step_ = Step::TlsHandshake;
         return continue_handshake();

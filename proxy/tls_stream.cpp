@@ -1,6 +1,8 @@
 #include "proxy/tls_stream.h"
 
+#include <mbedtls/asn1.h>
 #include <mbedtls/cipher.h>
+#include <mbedtls/oid.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/x509_crt.h>
 
@@ -10,9 +12,60 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/address.h"
+
 namespace smtpscreen {
 
 namespace {
+
+// Whether the certificate's subjectAltName lists `ip` (4 or 16 octets) as an iPAddress
+// ([7] OCTET STRING, RFC 5280 §4.2.1.6). mbedTLS 2.28 keeps only the DNS names of the
+// extension, so it is read here from the DER of the extensions, which mbedTLS has
+// already parsed and verified; every length is still checked against its container.
+bool subject_alt_name_lists_ip(const mbedtls_x509_crt& crt, std::string_view ip) {
+    unsigned char* p = crt.v3_ext.p;
+    if (p == nullptr || crt.v3_ext.len == 0) return false;
+    const unsigned char* end = p + crt.v3_ext.len;
+    size_t len = 0;
+    // Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension
+    if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) return false;
+    end = p + len;
+    while (p < end) {
+        // Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
+        if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) return false;
+        unsigned char* const extension_end = p + len;
+        mbedtls_asn1_buf oid{};
+        oid.tag = MBEDTLS_ASN1_OID;
+        if (mbedtls_asn1_get_tag(&p, extension_end, &oid.len, MBEDTLS_ASN1_OID) != 0) return false;
+        oid.p = p;
+        p += oid.len;
+        int critical = 0;
+        if (p < extension_end && *p == MBEDTLS_ASN1_BOOLEAN && mbedtls_asn1_get_bool(&p, extension_end, &critical) != 0) {
+            return false;
+        }
+        if (mbedtls_asn1_get_tag(&p, extension_end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0) return false;
+        if (MBEDTLS_OID_CMP(MBEDTLS_OID_SUBJECT_ALT_NAME, &oid) == 0) {
+            // GeneralNames ::= SEQUENCE SIZE (1..MAX) OF GeneralName
+            const unsigned char* const value_end = p + len;
+            if (mbedtls_asn1_get_tag(&p, value_end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) {
+                return false;
+            }
+            const unsigned char* const names_end = p + len;
+            while (p < names_end) {
+                const unsigned char tag = *p++;
+                if (mbedtls_asn1_get_len(&p, names_end, &len) != 0) return false;
+                if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && len == ip.size() &&
+                    std::memcmp(p, ip.data(), len) == 0) {
+                    return true;
+                }
+                p += len;
+            }
+            return false;
+        }
+        p = extension_end;
+    }
+    return false;
+}
 
 // The handshake step mbedTLS was in, for "handshake failed in <step>" log lines.
 const char* step_name(int state, bool client) {
@@ -100,7 +153,11 @@ std::unique_ptr<TlsStream> TlsStream::client(std::shared_ptr<const TlsClientCont
     s->client_context_ = std::move(context);
     s->is_client_ = true;
     if (!s->setup(conf, error)) return nullptr;
-    if (!server_name.empty()) {
+    s->server_name_ = server_name;
+    if (auto ip = Endpoint::parse_ip(server_name)) {
+        s->expected_ip_ = std::string(ip->raw());
+        s->name_checked_ = true;
+    } else if (!server_name.empty()) {
         const int ret = mbedtls_ssl_set_hostname(&s->ssl_, server_name.c_str());
         if (ret != 0) {
             *error = "TLS server name " + server_name + ": " + mbedtls_error_text(ret);
@@ -195,6 +252,7 @@ void TlsStream::fail(const std::string& what, int ret) {
     if (ret == MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION)
         error_ += "; the peer does not speak TLS 1.2 (SSLv3, TLS 1.0 and 1.1 are refused)";
     if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) {
+        name_mismatch_ = (mbedtls_ssl_get_verify_result(&ssl_) & MBEDTLS_X509_BADCERT_CN_MISMATCH) != 0;
         char buf[512];
         const int n = mbedtls_x509_crt_verify_info(buf, sizeof buf, "", mbedtls_ssl_get_verify_result(&ssl_));
         if (n > 0) {
@@ -224,6 +282,17 @@ TlsStream::Handshake TlsStream::handshake() {
         if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) return Handshake::NeedMore;
         if (ret != 0) {
             fail(fmt::format("TLS handshake failed in {}", step_name(step, is_client_)), ret);
+            return Handshake::Failed;
+        }
+    }
+    if (is_client_ && !expected_ip_.empty() && client_context_->verifies()) {
+        const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl_);
+        if (peer == nullptr || !subject_alt_name_lists_ip(*peer, expected_ip_)) {
+            state_ = State::Failed;
+            name_mismatch_ = true;
+            error_ = fmt::format("TLS handshake failed: the certificate does not list IP address {} in its "
+                                 "subjectAltName",
+                                 server_name_);
             return Handshake::Failed;
         }
     }

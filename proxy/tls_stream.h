@@ -75,11 +75,15 @@ public:
     // Server side of a session (a client did STARTTLS with us). nullptr and *error on
     // failure (allocation in mbedtls_ssl_setup).
     static std::unique_ptr<TlsStream> server(std::shared_ptr<const TlsServerContext> context, std::string* error);
-    // Client side (we did STARTTLS with the backend). server_name: when not empty, sent
-    // as SNI and, if the context verifies, matched against the certificate's names;
-    // empty: the chain alone is verified. Give a DNS name, never an IP literal (mbedTLS
-    // 2.28 matches no IP addresses, so verification would fail). resume: a session saved by save_session() from
-    // an earlier stream of the same context, offered for resumption (may be nullptr).
+    // Client side (we did STARTTLS with the backend). server_name: when not empty and the
+    // context verifies, the certificate must name it, or the handshake fails (and
+    // name_mismatch() is true). A host name is sent as SNI and matched by mbedTLS
+    // against the certificate's DNS names (or its CN without any); an IP address is not
+    // sent (RFC 6066 §3) and must be one of the certificate's subjectAltName iPAddress
+    // entries (RFC 6125 §6.2.1), which mbedTLS 2.28 does not check: the stream does
+    // after the handshake. Empty: the chain alone is verified. resume: a session saved by
+    // save_session() from an earlier stream of the same context, offered for resumption
+    // (may be nullptr).
     static std::unique_ptr<TlsStream> client(std::shared_ptr<const TlsClientContext> context,
                                              const std::string& server_name, const TlsSession* resume,
                                              std::string* error);
@@ -126,6 +130,9 @@ public:
     bool peer_verified() const;
     // Client side: a server name was given, so verification also matched it.
     bool name_checked() const { return name_checked_; }
+    // Client side, after Failed: the chain may have verified, but the certificate does
+    // not name server_name.
+    bool name_mismatch() const { return name_mismatch_; }
     // Client side: the session to pass to client() for the next connection. False when
     // there is none (handshake not done, or server side).
     bool save_session(TlsSession& out) const;
@@ -146,6 +153,9 @@ private:
     bool ssl_initialized_ = false;
     bool is_client_ = false;
     bool name_checked_ = false;
+    bool name_mismatch_ = false;
+    std::string expected_ip_;    // server_name as an IP address: its 4 or 16 octets
+    std::string server_name_;
     bool close_sent_ = false;
     bool got_bytes_ = false;           // first_bytes_ is set
     bool first_byte_is_text_ = false;  // a letter where a TLS record type belongs

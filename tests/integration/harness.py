@@ -1684,9 +1684,10 @@ class TestCA:
             self._intermediate = (cert, key)
         return self._intermediate
 
-    def issue(self, cn, kind="rsa", chain=False, sans=None, name=None):
+    def issue(self, cn, kind="rsa", chain=False, sans=None, name=None, ips=("127.0.0.1",)):
         """A server certificate for cn: ServerCert with cert/key paths in the CA dir.
-        sans: extra DNS names (cn, localhost and IP 127.0.0.1 are always in)."""
+        sans: extra DNS names (cn and localhost are always in); ips: the IP addresses
+        in its subjectAltName (127.0.0.1 unless told otherwise)."""
         name = name or f"{cn}-{kind}{'-chain' if chain else ''}"
         key = os.path.join(self.dir, f"{name}.key")
         csr = os.path.join(self.dir, f"{name}.csr")
@@ -1695,7 +1696,7 @@ class TestCA:
         _openssl("req", "-new", *_openssl_newkey_args(kind), "-nodes", "-keyout", key,
                  "-out", csr, "-subj", f"/O=smtpscreen tests/CN={cn}")
         names = [cn, "localhost"] + list(sans or [])
-        alt = ",".join(f"DNS:{n}" for n in dict.fromkeys(names)) + ",IP:127.0.0.1"
+        alt = ",".join([f"DNS:{n}" for n in dict.fromkeys(names)] + [f"IP:{ip}" for ip in ips])
         exts = ("basicConstraints=critical,CA:FALSE\n"
                 f"keyUsage=critical,digitalSignature{',keyEncipherment' if kind == 'rsa' else ''}\n"
                 "extendedKeyUsage=serverAuth\n"

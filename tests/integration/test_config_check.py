@@ -22,7 +22,7 @@ from harness import check, fail  # noqa: E402
 DOCUMENTED_KEYS = """
 listen.address listen.proxy_protocol listen.proxy_from listen.proxy_timeout
 backend.address backend.handoff backend.source_address backend.connect_timeout
-backend.idle_timeout backend.i_know_this_is_an_open_relay backend.tls backend.tls_ca
+backend.idle_timeout backend.i_know_this_is_an_open_relay backend.tls backend.tls_name backend.tls_ca
 greet.banner greet.wait greet.action
 dnsbl.sites dnsbl.threshold dnsbl.allowlist_threshold dnsbl.action dnsbl.timeout
 dnsbl.servers dnsbl.reply_map

@@ -582,7 +582,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 53);
+    CHECK(keys == 54);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -723,5 +723,24 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 53);
+    CHECK(keys == 54);
+}
+
+TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {
+    TempDir dir;
+    auto l = load(dir, "[backend]\naddress = 192.0.2.25:10025\n");
+    REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
+    CHECK(l.config->backend_tls_name.empty());
+    CHECK(l.config->backend_certificate_name() == "192.0.2.25");
+    for (const char* name : {"mx.example.org", "MX-1.example.org", "192.0.2.26", "2001:db8::25"}) {
+        auto named = load(dir, std::string("[backend]\ntls_name = ") + name + "\n");
+        REQUIRE_MESSAGE(named.errors.empty(), all(named.errors));
+        CHECK(named.config->backend_certificate_name() == name);
+    }
+    for (const char* bad : {"*.example.org", "mx example.org", "mx_1.example.org", ".example.org", "[::1]"}) {
+        auto refused = load(dir, std::string("[backend]\ntls_name = ") + bad + "\n");
+        CHECK_MESSAGE(refused.at(2, "backend.tls_name").find("neither a host name nor an IP address") !=
+                          std::string::npos,
+                      bad);
+    }
 }
