@@ -4,9 +4,12 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iostream>
+#include <iterator>
 #include <string>
 
 #include "config/config.h"
+#include "config/from_postconf.h"
 #include "core/log.h"
 #include "proxy/cache_command.h"
 #include "proxy/privileges.h"
@@ -20,6 +23,7 @@ constexpr const char* kDefaultConfig = "/etc/smtpscreen/smtpscreen.ini";
 constexpr const char* kUsage =
     "usage: smtpscreen [-c FILE] [--check | --print-config]\n"
     "       smtpscreen [-c FILE] cache list | show IP | delete IP | flush | stats\n"
+    "       smtpscreen --from-postconf < postconf-n-output\n"
     "       smtpscreen --list-keys | --version | --help\n"
     "\n"
     "  -c FILE          the INI configuration (default /etc/smtpscreen/smtpscreen.ini;\n"
@@ -28,6 +32,9 @@ constexpr const char* kUsage =
     "                   root, also warn about files process.user could not read\n"
     "  --print-config   print the effective configuration, defaults included\n"
     "  --list-keys      print every key: section.key, its default and what it is\n"
+    "  --from-postconf  read postscreen's settings (the output of `postconf -n`) on\n"
+    "                   standard input and write them as smtpscreen's INI on standard\n"
+    "                   output; each parameter it cannot map is a comment naming it\n"
     "  cache ...        list, show, delete or flush the verdict cache (lmdb) or count\n"
     "                   its records, also while the daemon runs\n"
     "\n"
@@ -59,6 +66,18 @@ std::vector<std::string> unreadable_after_drop(const smtpscreen::Config& config,
     return warnings;
 }
 
+// postconf -n on stdin, the INI on stdout.
+int from_postconf() {
+    std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    if (text.find("postscreen_") == std::string::npos) {
+        std::fputs("smtpscreen: no postscreen_* parameter on standard input; the INI below carries postscreen's "
+                   "defaults only (pipe in the output of `postconf -n`, or `postconf -c DIR -n`)\n",
+                   stderr);
+    }
+    std::fputs(smtpscreen::ini_from_postconf(text).c_str(), stdout);
+    return std::ferror(stdout) != 0 ? 1 : 0;
+}
+
 int usage_error(const char* what) {
     std::fprintf(stderr, "smtpscreen: %s\n%s", what, kUsage);
     return 2;
@@ -84,6 +103,8 @@ int main(int argc, char** argv) {
         } else if (arg == "--list-keys") {
             std::fputs(smtpscreen::list_config_keys().c_str(), stdout);
             return 0;
+        } else if (arg == "--from-postconf") {
+            return from_postconf();
         } else if (arg == "cache") {
             cache_args.assign(argv + i + 1, argv + argc);
             cache_command = true;
