@@ -19,26 +19,13 @@
 #include "cache/lmdb_file_check.h"
 #include "cache/lmdb_record.h"
 #include "cache/verdict_cache.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
+using namespace smtpscreen::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with its contents at scope end.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        std::string tmpl = (fs::temp_directory_path() / "smtpscreen-cache-XXXXXX").string();
-        REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::permissions(path, fs::perms::owner_all, ec);
-        fs::remove_all(path, ec);
-    }
-};
 
 std::optional<TestResults> lookup(VerdictCache& cache, const std::string& ip) {
     std::optional<TestResults> got;
@@ -98,8 +85,8 @@ TEST_CASE("test_name gives the names used in logs") {
 }
 
 TEST_CASE("lmdb cache: store, lookup, and the records survive a reopen") {
-    TempDir dir;
-    const std::string path = (dir.path / "smtpscreen.cache").string();
+    TempDir dir("smtpscreen-cache");
+    const std::string path = dir.path("smtpscreen.cache");
     Logger log(false, "smtpscreen-test", false);
     const int64_t later = 4'000'000'000;
     {
@@ -132,9 +119,9 @@ TEST_CASE("lmdb cache: store, lookup, and the records survive a reopen") {
 }
 
 TEST_CASE("lmdb cache: the cache tools list, erase and empty it; a second handle sees the first's records") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    const std::string path = (dir.path / "c").string();
+    const std::string path = dir.path("c");
     auto daemon = open_lmdb_cache(path, log);
     daemon->store("192.0.2.2", results(100, 0));
     daemon->store("192.0.2.1", results(100, 50));
@@ -156,9 +143,9 @@ TEST_CASE("lmdb cache: the cache tools list, erase and empty it; a second handle
 }
 
 TEST_CASE("lmdb cache: a full cleanup in bounded steps drops the expired records and counts both") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    auto cache = open_lmdb_cache((dir.path / "c").string(), log);
+    auto cache = open_lmdb_cache(dir.path("c"), log);
     for (int i = 0; i < 25; ++i) cache->store("10.0.0." + std::to_string(i), results(i % 5 == 0 ? 300 : 100, 0));
     VerdictCache::Cleanup cleanup;
     int steps = 0;
@@ -179,9 +166,9 @@ TEST_CASE("memory cache: not editable from another process") {
 }
 
 TEST_CASE("lmdb cache: purge_expired removes only records with nothing left") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    auto cache = open_lmdb_cache((dir.path / "c").string(), log);
+    auto cache = open_lmdb_cache(dir.path("c"), log);
     cache->store("192.0.2.1", results(100, 50));
     cache->store("192.0.2.2", results(100, 300));
     cache->store("192.0.2.3", results(0, 0));
@@ -195,9 +182,9 @@ TEST_CASE("lmdb cache: purge_expired removes only records with nothing left") {
 }
 
 TEST_CASE("lmdb cache: loop threads share one environment") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    auto cache = open_lmdb_cache((dir.path / "c").string(), log);
+    auto cache = open_lmdb_cache(dir.path("c"), log);
     std::vector<std::thread> threads;
     std::atomic<int> lost{0};
     for (int t = 0; t < 4; ++t) {
@@ -217,11 +204,11 @@ TEST_CASE("lmdb cache: loop threads share one environment") {
 }
 
 TEST_CASE("lmdb cache: errors name the file and say what to do") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
     SUBCASE("missing directory") {
         // The last directory of cache.path is created; the ones above it must exist.
-        const std::string path = (dir.path / "no-such-dir" / "sub" / "c").string();
+        const std::string path = dir.path("no-such-dir/sub/c");
         try {
             open_lmdb_cache(path, log);
             FAIL("expected an exception");
@@ -232,7 +219,7 @@ TEST_CASE("lmdb cache: errors name the file and say what to do") {
         }
     }
     SUBCASE("not an LMDB file") {
-        const std::string path = (dir.path / "junk").string();
+        const std::string path = dir.path("junk");
         {
             std::FILE* f = std::fopen(path.c_str(), "w");
             REQUIRE(f);
@@ -250,8 +237,8 @@ TEST_CASE("lmdb cache: errors name the file and say what to do") {
     }
     SUBCASE("directory not writable") {
         if (geteuid() == 0) return;  // root ignores the permission bits
-        fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);
-        const std::string path = (dir.path / "c").string();
+        fs::permissions(dir.dir(), fs::perms::owner_read | fs::perms::owner_exec);
+        const std::string path = dir.path("c");
         try {
             open_lmdb_cache(path, log);
             FAIL("expected an exception");
@@ -315,9 +302,9 @@ TEST_CASE("memory cache: purge_expired") {
 // ------------------------------------------------------------------ corrupt and truncated files
 
 TEST_CASE("lmdb file check: files smtpscreen writes pass, also after churn") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    const std::string path = (dir.path / "c").string();
+    const std::string path = dir.path("c");
     CHECK(check_lmdb_file(path).verdict == LmdbFileCheck::Verdict::Usable);  // absent: a new cache
     spit(path, "");
     CHECK(check_lmdb_file(path).verdict == LmdbFileCheck::Verdict::Usable);  // empty: LMDB initialises it
@@ -380,9 +367,9 @@ TEST_CASE("lmdb file check: files smtpscreen writes pass, also after churn") {
 }
 
 TEST_CASE("lmdb file check: crafted damage is found without touching a page past the end") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    const std::string path = (dir.path / "c").string();
+    const std::string path = dir.path("c");
     write_cache(path, 2000, log);
     const std::string good = slurp(path);
     const size_t psize = 4096;
@@ -429,7 +416,7 @@ TEST_CASE("lmdb file check: crafted damage is found without touching a page past
                 found += lookup(*cache, "10.1." + std::to_string(i / 250) + "." + std::to_string(i % 250)) ? 1 : 0;
             }
             CHECK(found == 2000);
-            CHECK(moved_aside(dir.path).empty());
+            CHECK(moved_aside(dir.dir()).empty());
         }
         CHECK(damaged >= 2000 / 100);  // at least the leaves, ~60 clients a page
     }
@@ -491,9 +478,9 @@ TEST_CASE("lmdb file check: crafted damage is found without touching a page past
 }
 
 TEST_CASE("lmdb cache: a corrupt file is moved aside and the cache starts empty") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    const std::string path = (dir.path / "c").string();
+    const std::string path = dir.path("c");
     write_cache(path, 2000, log);
     const std::string good = slurp(path);
     SUBCASE("truncated") { spit(path, good.substr(0, good.size() / 2)); }
@@ -506,7 +493,7 @@ TEST_CASE("lmdb cache: a corrupt file is moved aside and the cache starts empty"
     CHECK_FALSE(lookup(*cache, "10.1.0.1"));
     cache->store("192.0.2.77", results(4'000'000'000, 0));
     CHECK(lookup(*cache, "192.0.2.77"));
-    auto aside = moved_aside(dir.path);
+    auto aside = moved_aside(dir.dir());
     std::sort(aside.begin(), aside.end());
     REQUIRE(aside.size() == 2);  // PATH.corrupt-<time> and PATH.corrupt-<time>-lock
     CHECK(aside[1].string() == aside[0].string() + "-lock");
@@ -519,9 +506,9 @@ TEST_CASE("lmdb cache: a corrupt file is moved aside and the cache starts empty"
 // --------------------------------------------------------------------------- a full map
 
 TEST_CASE("lmdb cache: a full map is cleaned a bounded step per store, resuming where it stopped") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    auto cache = open_lmdb_cache((dir.path / "c").string(), log, size_t{256} << 10);
+    auto cache = open_lmdb_cache(dir.path("c"), log, size_t{256} << 10);
     auto old_key = [](int i) { return "old-" + std::to_string(100000 + i); };
     auto count_old = [&](int n) {
         int present = 0;
@@ -562,11 +549,11 @@ TEST_CASE("lmdb cache: a full map is cleaned a bounded step per store, resuming 
 // ------------------------------------------------------------------------------ file modes
 
 TEST_CASE("lmdb cache: its directory is 0700 and its files 0600 whatever the umask") {
-    TempDir dir;
+    TempDir dir("smtpscreen-cache");
     Logger log(false, "smtpscreen-test", false);
-    const std::string path = (dir.path / "state" / "cache.lmdb").string();
+    const std::string path = dir.path("state/cache.lmdb");
     for (mode_t mask : {mode_t{0}, mode_t{0277}}) {
-        fs::remove_all(dir.path / "state");
+        fs::remove_all(dir.path("state"));
         const mode_t old = ::umask(mask);
         {
             auto cache = open_lmdb_cache(path, log);
@@ -574,7 +561,7 @@ TEST_CASE("lmdb cache: its directory is 0700 and its files 0600 whatever the uma
         }
         ::umask(old);
         struct stat st {};
-        REQUIRE(::stat((dir.path / "state").c_str(), &st) == 0);
+        REQUIRE(::stat(dir.path("state").c_str(), &st) == 0);
         CHECK((st.st_mode & 07777) == 0700);
         REQUIRE(::stat(path.c_str(), &st) == 0);
         CHECK((st.st_mode & 07777) == 0600);

@@ -8,36 +8,13 @@
 
 #include "config/config.h"
 #include "config/ini_lines.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
+using namespace smtpscreen::test;
 
 namespace {
 
-// A scratch directory for INI, access and map files, removed with everything in it.
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "smtpscreen-config-XXXXXX").string();
-        REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string write(const std::string& name, const std::string& text) const {
-        std::string p = (path_ / name).string();
-        std::ofstream(p) << text;
-        return p;
-    }
-    std::string path(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    std::filesystem::path path_;
-};
 
 struct Loaded {
     std::string file;
@@ -77,7 +54,7 @@ std::string all(const std::vector<std::string>& errors) {
 }  // namespace
 
 TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
     const Config& c = *l.config;
@@ -130,7 +107,7 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
 }
 
 TEST_CASE("config: the tls.passthrough warning only where STARTTLS can pass through unseen") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto warned = [&](const std::string& text) {
         auto l = load(dir, text);
         REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
@@ -150,7 +127,7 @@ TEST_CASE("config: the tls.passthrough warning only where STARTTLS can pass thro
 }
 
 TEST_CASE("config: a full file sets every kind of value") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto access = dir.write("access.cidr", "192.0.2.0/24 permit\n2001:db8::/32 reject\n");
     auto map = dir.write("reply.map", "# public names\n\nZen.Spamhaus.Org.   zen.example\n");
     auto l = load(dir,
@@ -234,7 +211,7 @@ TEST_CASE("config: a full file sets every kind of value") {
 }
 
 TEST_CASE("config: $hostname in greet.banner expands to the host name") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     char host[256] = "";
     REQUIRE(gethostname(host, sizeof host - 1) == 0);
     auto l = load(dir, "[greet]\nbanner = $hostname ESMTP (${hostname})\n");
@@ -244,21 +221,21 @@ TEST_CASE("config: $hostname in greet.banner expands to the host name") {
 }
 
 TEST_CASE("config: a bad duration names file, line and key, and what to write") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[greet]\n\nwait = 6x\n");
     REQUIRE(l.errors.size() == 1);
     CHECK(l.errors[0] == l.file + ":3: greet.wait: \"6x\" is not a duration (use 6s, 2m, 1h)");
 }
 
 TEST_CASE("config: zero is refused for timeouts but allowed for TTLs and the shutdown grace") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[backend]\nconnect_timeout = 0\n[cache]\ndeep_ttl = 0s\n[limits]\nshutdown_grace = 0\n");
     REQUIRE(l.errors.size() == 1);
     CHECK(l.at(2, "backend.connect_timeout").find("zero") != std::string::npos);
 }
 
 TEST_CASE("config: bad booleans, enums and actions") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[deep]\n"
                   "pipelining = maybe\n"
@@ -285,7 +262,7 @@ TEST_CASE("config: bad booleans, enums and actions") {
 }
 
 TEST_CASE("config: integers must be whole and within range") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[process]\n"
                   "threads = 65\n"
@@ -306,7 +283,7 @@ TEST_CASE("config: integers must be whole and within range") {
 }
 
 TEST_CASE("config: addresses, ports and CIDR lists") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[listen]\n"
                   "address = 127.0.0.1\n"
@@ -326,7 +303,7 @@ TEST_CASE("config: addresses, ports and CIDR lists") {
 }
 
 TEST_CASE("config: listen.address may not be empty or list an address twice") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[listen]\naddress =\n");
     CHECK(l.at(2, "listen.address").find("empty") != std::string::npos);
     auto d = load(dir, "[listen]\naddress = 127.0.0.1:25, 127.0.0.1:25\n");
@@ -334,7 +311,7 @@ TEST_CASE("config: listen.address may not be empty or list an address twice") {
 }
 
 TEST_CASE("config: dnsbl.sites syntax errors carry file, line and key") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[dnsbl]\nsites = zen.spamhaus.org*x, bl.example=127.0.0.[9..2]\n");
     CHECK(l.errors.size() == 2);
     CHECK(l.at(2, "dnsbl.sites").find("zen.spamhaus.org*x") != std::string::npos);
@@ -342,7 +319,7 @@ TEST_CASE("config: dnsbl.sites syntax errors carry file, line and key") {
 }
 
 TEST_CASE("config: unknown sections and keys, with a hint") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[greet]\n"
                   "wiat = 6s\n"
@@ -362,14 +339,14 @@ TEST_CASE("config: unknown sections and keys, with a hint") {
 }
 
 TEST_CASE("config: a key set twice is an error on the second line, naming the first") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[greet]\nwait = 6s\naction = drop\n[greet]\nwait = 2s\n");
     REQUIRE(l.errors.size() == 1);
     CHECK(l.errors[0] == l.file + ":5: greet.wait: is set twice, first on line 2 (keep one)");
 }
 
 TEST_CASE("config: malformed lines are all reported, with their line numbers") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "threads = 2\n"
                   "[process\n"
@@ -388,7 +365,7 @@ TEST_CASE("config: malformed lines are all reported, with their line numbers") {
 }
 
 TEST_CASE("config: errors come in file order, every one of them") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[process]\n"
                   "threads = 0\n"
@@ -403,7 +380,7 @@ TEST_CASE("config: errors come in file order, every one of them") {
 }
 
 TEST_CASE("config: a line too long for the INI reader is refused, not split") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     std::string sites(250, 'a');
     auto l = load(dir, "[dnsbl]\nsites = " + sites + ".example\n");
     REQUIRE(l.errors.size() == 1);
@@ -411,7 +388,7 @@ TEST_CASE("config: a line too long for the INI reader is refused, not split") {
 }
 
 TEST_CASE("config: indented continuation lines extend a value; indented keys stay keys") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[dnsbl]\n"
                   "sites = zen.spamhaus.org=127.0.0.[2..11]*3,\n"
@@ -427,7 +404,7 @@ TEST_CASE("config: indented continuation lines extend a value; indented keys sta
 }
 
 TEST_CASE("config: the config file itself missing") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     std::vector<std::string> errors;
     auto path = dir.path("nope.ini");
     auto c = load_config(path, errors);
@@ -437,7 +414,7 @@ TEST_CASE("config: the config file itself missing") {
 }
 
 TEST_CASE("config: missing or unreadable files named by keys") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[access]\n"
                   "file = " + dir.path("missing.cidr") + "\n"
@@ -458,7 +435,7 @@ TEST_CASE("config: missing or unreadable files named by keys") {
 }
 
 TEST_CASE("config: tls.cert and tls.key go together; readable files pass") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto crt = dir.write("server.crt", "-----BEGIN CERTIFICATE-----\n");
     auto key = dir.write("server.key", "-----BEGIN PRIVATE KEY-----\n");
     auto alone = load(dir, "[tls]\ncert = " + crt + "\n");
@@ -470,13 +447,13 @@ TEST_CASE("config: tls.cert and tls.key go together; readable files pass") {
 }
 
 TEST_CASE("config: tls.min_version only 1.2") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[tls]\nmin_version = 1.3\n");
     CHECK(l.at(2, "tls.min_version").find("use 1.2") != std::string::npos);
 }
 
 TEST_CASE("config: cache.dnsbl_min_ttl may not exceed cache.dnsbl_max_ttl") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[cache]\ndnsbl_max_ttl = 30s\ndnsbl_min_ttl = 2m\n");
     REQUIRE(l.errors.size() == 1);
     CHECK(l.at(3, "cache.dnsbl_min_ttl").find("longer than dnsbl_max_ttl") != std::string::npos);
@@ -485,7 +462,7 @@ TEST_CASE("config: cache.dnsbl_min_ttl may not exceed cache.dnsbl_max_ttl") {
 }
 
 TEST_CASE("config: proxy_protocol with nobody allowed to send it") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[listen]\nproxy_protocol = auto\nproxy_from =\n");
     CHECK(l.at(3, "listen.proxy_from").find("every connection would be closed") != std::string::npos);
     auto off = load(dir, "[listen]\nproxy_from =\n");
@@ -493,7 +470,7 @@ TEST_CASE("config: proxy_protocol with nobody allowed to send it") {
 }
 
 TEST_CASE("config: handoff = none is refused, explaining the open relay") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[backend]\nhandoff = none\n");
     REQUIRE(l.errors.size() == 1);
     std::string e = l.at(2, "backend.handoff");
@@ -503,7 +480,7 @@ TEST_CASE("config: handoff = none is refused, explaining the open relay") {
 }
 
 TEST_CASE("config: handoff = none with the override starts, with a warning") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[backend]\nhandoff = none\ni_know_this_is_an_open_relay = yes\n");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
     CHECK(l.config->handoff == Handoff::None);
@@ -514,7 +491,7 @@ TEST_CASE("config: handoff = none with the override starts, with a warning") {
 }
 
 TEST_CASE("config: other warnings that do not stop the start") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir,
                   "[dnsbl]\nsites = bl.example*1\nthreshold = 2\nallowlist_threshold = -1\n"
                   "[limits]\nmax_connections = 10\nper_client_connections = 20\n"
@@ -528,7 +505,7 @@ TEST_CASE("config: other warnings that do not stop the start") {
 }
 
 TEST_CASE("config: access.file is loaded into access_rules, its errors located in it") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto good = dir.write("good.cidr", "# allow the office\n192.0.2.0/24 permit\n0.0.0.0/0 reject\n");
     auto l = load(dir, "[access]\nfile = " + good + "\n");
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
@@ -543,7 +520,7 @@ TEST_CASE("config: access.file is loaded into access_rules, its errors located i
 }
 
 TEST_CASE("config: dnsbl.reply_map problems are located in the map file") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto map = dir.write("reply.map", "zen.spamhaus.org zen\nbl.example\nzen.spamhaus.org. other\n");
     auto l = load(dir, "[dnsbl]\nreply_map = " + map + "\n");
     REQUIRE(l.errors.size() == 2);
@@ -552,7 +529,7 @@ TEST_CASE("config: dnsbl.reply_map problems are located in the map file") {
 }
 
 TEST_CASE("config: process.user must exist") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto l = load(dir, "[process]\nuser = no-such-user-smtpscreen\n");
     CHECK(l.at(2, "process.user").find("is not a user") != std::string::npos);
     auto root = load(dir, "[process]\nuser = root\n");
@@ -586,7 +563,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
 }
 
 TEST_CASE("print_config round trip: defaults") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     Config defaults;
     auto l = load(dir, print_config(defaults));
     REQUIRE_MESSAGE(l.errors.empty(), all(l.errors));
@@ -594,7 +571,7 @@ TEST_CASE("print_config round trip: defaults") {
 }
 
 TEST_CASE("print_config round trip: a config far from the defaults, long lists wrapped") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     auto access = dir.write("access.cidr", "192.0.2.0/24 permit\n");
     auto map = dir.write("reply.map", "zen.spamhaus.org zen\n");
     auto crt = dir.write("c.pem", "x");
@@ -661,7 +638,7 @@ void check_round_trip(const TempDir& dir, const std::string& text) {
 }
 
 TEST_CASE("print_config round trip: lines as long as the reader takes, where the readable form does not fit") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     // fuzz_config's find (corpus/config/crash-config-print-long-continuation): a
     // continuation line of 198 characters, which four spaces of indent would overflow.
     check_round_trip(dir, "[greet]\nbanner = $hostname\n " + std::string(197, '\xff') + "\n");
@@ -675,7 +652,7 @@ TEST_CASE("print_config round trip: lines as long as the reader takes, where the
 }
 
 TEST_CASE("config: a value --print-config could not write back is refused, naming its line") {
-    TempDir dir;
+    TempDir dir("smtpscreen-config");
     // The vertical tab hides "path=b" from the continuation rule (it trims spaces and
     // tabs) but not from the INI reader (it trims isspace()): joined, the value has no
     // line of its own where "path=b" does not read as the key cache.path.

@@ -33,8 +33,10 @@
 #include "core/uv_handle.h"
 #include "dnsbl/check.h"
 #include "dnsbl/dns_client.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
+using namespace smtpscreen::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
@@ -44,50 +46,21 @@ constexpr const char* kRbldnsd = "/usr/sbin/rbldnsd";
 
 constexpr uint32_t ip(unsigned a, unsigned b, unsigned c, unsigned d) { return a << 24 | b << 16 | c << 8 | d; }
 
-// A UDP socket bound to 127.0.0.1:0 that nobody reads: the DNS server that never answers.
-// Also used briefly to find a free port for rbldnsd.
-class SilentUdp {
-public:
-    SilentUdp() {
-        fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port_ = ntohs(addr.sin_port);
-    }
-    ~SilentUdp() { ::close(fd_); }
-    SilentUdp(const SilentUdp&) = delete;
-    SilentUdp& operator=(const SilentUdp&) = delete;
-    uint16_t port() const { return port_; }
-    Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
-
-private:
-    int fd_ = -1;
-    uint16_t port_ = 0;
-};
-
 // rbldnsd serving bl.example (two datasets, so one address has two A records) and
 // wl.example, from a temporary directory. Killed by its PID in the destructor.
 class Rbldnsd {
 public:
     Rbldnsd() {
-        char tmpl[] = "/tmp/smtpscreen-rbldnsd-XXXXXX";
-        REQUIRE(::mkdtemp(tmpl) != nullptr);
-        dir_ = tmpl;
-        write("bl.zone",
+        dir_.write("bl.zone",
               "$SOA 300 ns.bl.example hostmaster.bl.example 1 600 300 86400 120\n"
               "$TTL 900\n"
               "127.0.0.2 :127.0.0.2:listed\n"
               "127.0.0.3 :127.0.0.4:listed in the first set\n"
               "192.0.2.0/24 :127.0.0.2:test network\n");
-        write("bl2.zone", "$TTL 600\n127.0.0.3 :127.0.0.10:listed in the second set\n");
-        write("wl.zone", "$TTL 3600\n127.0.0.2 :127.0.10.2:allowlisted\n");
+        dir_.write("bl2.zone", "$TTL 600\n127.0.0.3 :127.0.0.10:listed in the second set\n");
+        dir_.write("wl.zone", "$TTL 3600\n127.0.0.2 :127.0.10.2:allowlisted\n");
         // rbldnsd drops root to -u and then writes its query log inside the chroot.
-        fs::permissions(dir_, fs::perms::all);
+        fs::permissions(dir_.dir(), fs::perms::all);
         for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) start();
     }
     ~Rbldnsd() {
@@ -97,8 +70,6 @@ public:
             ::waitpid(pid_, &status, 0);
         }
         if (out_fd_ >= 0) ::close(out_fd_);
-        std::error_code ec;
-        fs::remove_all(dir_, ec);
     }
     Rbldnsd(const Rbldnsd&) = delete;
     Rbldnsd& operator=(const Rbldnsd&) = delete;
@@ -107,7 +78,7 @@ public:
     Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
     // Queries rbldnsd has logged for name ("-l" log: one line per query).
     int queries(const std::string& name) const {
-        std::ifstream in(dir_ / "queries.log");
+        std::ifstream in(dir_.path("queries.log"));
         std::string line;
         int n = 0;
         while (std::getline(in, line)) {
@@ -117,15 +88,9 @@ public:
     }
 
 private:
-    void write(const std::string& file, const std::string& text) {
-        std::ofstream(dir_ / file) << text;
-        fs::permissions(dir_ / file, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                         fs::perms::others_read);
-    }
-
     void start() {
         {
-            SilentUdp probe;  // a free port, released just before rbldnsd binds it
+            LoopbackUdp probe;  // a free port, released just before rbldnsd binds it
             port_ = probe.port();
         }
         int out[2];
@@ -133,9 +98,9 @@ private:
         std::vector<std::string> args{kRbldnsd, "-n", "-b", "127.0.0.1/" + std::to_string(port_), "-c", "0"};
         if (::geteuid() == 0) {
             // rbldnsd refuses to run as root: chroot into the data and drop to nobody.
-            args.insert(args.end(), {"-u", "nobody", "-r", dir_.string(), "-w", "/", "-l", "+/queries.log"});
+            args.insert(args.end(), {"-u", "nobody", "-r", dir_.dir().string(), "-w", "/", "-l", "+/queries.log"});
         } else {
-            args.insert(args.end(), {"-w", dir_.string(), "-l", "+queries.log"});
+            args.insert(args.end(), {"-w", dir_.dir().string(), "-l", "+queries.log"});
         }
         args.insert(args.end(), {"bl.example:ip4set:bl.zone", "bl.example:ip4set:bl2.zone",
                                  "wl.example:ip4set:wl.zone"});
@@ -180,66 +145,11 @@ private:
         return false;
     }
 
-    fs::path dir_;
+    TempDir dir_{"smtpscreen-rbldnsd"};
     uint16_t port_ = 0;
     pid_t pid_ = -1;
     int out_fd_ = -1;
     std::string output_;
-};
-
-// Sends this process's stderr (where the Logger writes) to a file while alive.
-class StderrCapture {
-public:
-    StderrCapture() {
-        std::fflush(stderr);
-        file_ = std::tmpfile();
-        REQUIRE(file_ != nullptr);
-        saved_ = ::dup(STDERR_FILENO);
-        ::dup2(::fileno(file_), STDERR_FILENO);
-    }
-    ~StderrCapture() {
-        ::dup2(saved_, STDERR_FILENO);
-        ::close(saved_);
-        std::fclose(file_);
-    }
-    StderrCapture(const StderrCapture&) = delete;
-    StderrCapture& operator=(const StderrCapture&) = delete;
-
-    std::string text() const {
-        std::string out;
-        char buf[4096];
-        std::rewind(file_);
-        for (size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
-        return out;
-    }
-    int count(const std::string& needle) const {
-        const auto all = text();
-        int n = 0;
-        for (auto pos = all.find(needle); pos != std::string::npos; pos = all.find(needle, pos + 1)) ++n;
-        return n;
-    }
-
-private:
-    std::FILE* file_ = nullptr;
-    int saved_ = -1;
-};
-
-struct Loop {
-    uv_loop_t loop{};
-    Loop() { uv_loop_init(&loop); }
-    ~Loop() {
-        uv_run(&loop, UV_RUN_DEFAULT);
-        CHECK(uv_loop_close(&loop) == 0);
-    }
-
-    template <typename Pred>
-    bool run_until(Pred done, std::chrono::milliseconds limit = 3000ms) {
-        UvHandle<uv_timer_t> tick([this](uv_timer_t* t) { return uv_timer_init(&loop, t); });
-        uv_timer_start(tick.get(), [](uv_timer_t*) {}, 5, 5);
-        const auto end = std::chrono::steady_clock::now() + limit;
-        while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
-        return done();
-    }
 };
 
 struct Received {
@@ -282,26 +192,16 @@ public:
         for (auto& r : records_) r.owner = lower(r.owner);
         for (auto& d : drop_) d = lower(d);
         for (auto& d : drop_once_) d = lower(d);
-        fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-        socklen_t len = sizeof addr;
-        REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-        port_ = ntohs(addr.sin_port);
         thread_ = std::thread([this] { serve(); });
     }
     ~FakeDns() {
         stop_ = true;
         thread_.join();
-        ::close(fd_);
     }
     FakeDns(const FakeDns&) = delete;
     FakeDns& operator=(const FakeDns&) = delete;
 
-    Endpoint endpoint() const { return *Endpoint::parse_ip("127.0.0.1", port_); }
+    Endpoint endpoint() const { return socket_.endpoint(); }
     // Questions received for (name, type).
     int queries(const std::string& name, uint16_t type) const {
         std::lock_guard lock(mutex_);
@@ -315,34 +215,26 @@ public:
 private:
     void serve() {
         while (!stop_) {
-            pollfd p{fd_, POLLIN, 0};
+            pollfd p{socket_.fd(), POLLIN, 0};
             if (::poll(&p, 1, 20) <= 0) continue;
-            unsigned char buf[512];
+            char buf[512];
             sockaddr_in from{};
             socklen_t from_len = sizeof from;
-            const ssize_t n = ::recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+            const ssize_t n =
+                ::recvfrom(socket_.fd(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
             if (n < HFIXEDSZ) continue;
-            const std::string reply = answer(buf, static_cast<size_t>(n));
+            const std::string reply = answer(std::string_view(buf, static_cast<size_t>(n)));
             if (!reply.empty()) {
-                ::sendto(fd_, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), from_len);
+                ::sendto(socket_.fd(), reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), from_len);
             }
         }
     }
 
-    std::string answer(const unsigned char* q, size_t n) {
-        size_t pos = HFIXEDSZ;
-        std::string name;
-        while (pos < n && q[pos] != 0) {
-            const size_t len = q[pos];
-            if (len > 63 || pos + 1 + len > n) return {};
-            if (!name.empty()) name += '.';
-            name.append(reinterpret_cast<const char*>(q) + pos + 1, len);
-            pos += 1 + len;
-        }
-        if (pos + 1 + QFIXEDSZ > n) return {};
-        const uint16_t qtype = static_cast<uint16_t>(q[pos + 1] << 8 | q[pos + 2]);
-        const size_t question_end = pos + 1 + QFIXEDSZ;
-        const std::string qname = lower(name);
+    std::string answer(std::string_view query) {
+        const auto question = read_question(query);
+        if (!question) return {};
+        const std::string qname = lower(question->name);
+        const uint16_t qtype = question->type;
         {
             std::lock_guard lock(mutex_);
             asked_.emplace_back(qname, qtype);
@@ -353,8 +245,8 @@ private:
             return {};
         }
 
-        std::string answers;
-        int count = 0;
+        DnsWire answers;
+        unsigned count = 0;
         bool known = false;
         std::string current = qname;
         for (int hop = 0; hop < 8; ++hop) {
@@ -364,7 +256,7 @@ private:
                 if (r.owner != current) continue;
                 known = true;
                 if (r.type == qtype) {
-                    answers += record(r);
+                    add_record(answers, r);
                     ++count;
                     found = true;
                 } else if (r.type == ns_t_cname) {
@@ -372,44 +264,32 @@ private:
                 }
             }
             if (found || cname == nullptr) break;
-            answers += record(*cname);
+            add_record(answers, *cname);
             ++count;
             current = lower(cname->data);
         }
-        std::string out;
-        out += static_cast<char>(q[0]);  // id
-        out += static_cast<char>(q[1]);
-        out += static_cast<char>(0x84 | (q[2] & 0x01));  // QR, AA, the question's RD
-        out += static_cast<char>(0x80 | (known ? 0 : 3));  // RA, NOERROR or NXDOMAIN
-        out += std::string("\0\1\0", 3) + static_cast<char>(count) + std::string(4, '\0');
-        out.append(reinterpret_cast<const char*>(q) + HFIXEDSZ, question_end - HFIXEDSZ);
-        return out + answers;
+        DnsWire out;
+        out.header(question->id, answer_flags(static_cast<unsigned char>(query[2]), known ? 0 : 3), 1, count);
+        out.raw(query.substr(HFIXEDSZ, question->end - HFIXEDSZ));
+        return out.bytes + answers.bytes;
     }
 
-    static std::string wire_name(const std::string& name) {
-        std::string out;
-        std::istringstream in(name);
-        for (std::string label; std::getline(in, label, '.');) out += static_cast<char>(label.size()) + label;
-        return out + '\0';
-    }
-    static std::string u16(unsigned v) { return {static_cast<char>(v >> 8), static_cast<char>(v & 0xff)}; }
-    static std::string record(const Record& r) {
-        std::string rdata;
+    static void add_record(DnsWire& w, const Record& r) {
+        DnsWire rdata;
         if (r.type == ns_t_a || r.type == ns_t_aaaa) {
             unsigned char addr[16];
             REQUIRE(::inet_pton(r.type == ns_t_a ? AF_INET : AF_INET6, r.data.c_str(), addr) == 1);
-            rdata.assign(reinterpret_cast<char*>(addr), r.type == ns_t_a ? 4 : 16);
+            rdata.raw(std::string_view(reinterpret_cast<char*>(addr), r.type == ns_t_a ? 4 : 16));
         } else {
-            rdata = wire_name(r.data);
+            rdata.name(r.data);
         }
-        return wire_name(r.owner) + u16(r.type) + u16(ns_c_in) + u16(0) + u16(300) + u16(rdata.size()) + rdata;
+        w.name(r.owner).record_head(r.type, 300).rdata(rdata.bytes);
     }
 
     std::vector<Record> records_;
     std::vector<std::string> drop_;
     std::vector<std::string> drop_once_;  // only touched by the server thread
-    int fd_ = -1;
-    uint16_t port_ = 0;
+    LoopbackUdp socket_;
     std::atomic<bool> stop_{false};
     mutable std::mutex mutex_;
     std::vector<std::pair<std::string, uint16_t>> asked_;
@@ -493,7 +373,7 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
         MESSAGE("skipped: cannot start ", kRbldnsd);
         return;
     }
-    Loop loop;
+    UvLoop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
@@ -595,7 +475,7 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
         MESSAGE("skipped: cannot start ", kRbldnsd);
         return;
     }
-    Loop loop;
+    UvLoop loop;
     Logger log(false, "smtpscreen", false);
     DnsClient resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
     std::vector<std::string> errors;
@@ -621,8 +501,8 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
 }
 
 TEST_CASE("dns client: a server that never answers fails within the timeout, logged once") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
@@ -643,8 +523,8 @@ TEST_CASE("dns client: a server that never answers fails within the timeout, log
 }
 
 TEST_CASE("dns client: a zone that keeps timing out is skipped, logged once") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {silent.endpoint()}, 200ms, log);
@@ -681,7 +561,7 @@ TEST_CASE("dns client: answers that came while the loop was busy are read before
     // A burst of accepts can keep the loop away from the DNS socket for longer than
     // dnsbl.timeout. libuv then runs the timer before it polls: the answers waiting in
     // the socket must count as answers, not as timeouts that switch the zone off.
-    Loop loop;
+    UvLoop loop;
     constexpr int kClients = 8;
     std::vector<FakeDns::Record> records;
     for (int i = 1; i <= kClients; ++i) records.push_back({std::to_string(i) + ".2.0.192.busy.example", kA, "127.0.0.2"});
@@ -715,8 +595,8 @@ TEST_CASE("dns client: answers that came while the loop was busy are read before
 }
 
 TEST_CASE("dns client: close() fails pending lookups and lets the loop end") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     Logger log(false, "smtpscreen", false);
     Received r, cancelled;
     {
@@ -738,8 +618,8 @@ TEST_CASE("dns client: close() fails pending lookups and lets the loop end") {
 }
 
 TEST_CASE("dns client: destroyed without close() while a query is pending") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     Logger log(false, "smtpscreen", false);
     Received r;
     DnsSubscription sub;
@@ -754,11 +634,11 @@ TEST_CASE("dns client: destroyed without close() while a query is pending") {
 }
 
 TEST_CASE("dns client: a closed port fails fast") {
-    Loop loop;
+    UvLoop loop;
     Logger log(false, "smtpscreen", false);
     uint16_t port;
     {
-        SilentUdp probe;
+        LoopbackUdp probe;
         port = probe.port();
     }
     DnsClient resolver(&loop.loop, {*Endpoint::parse_ip("127.0.0.1", port)}, 3000ms, log);
@@ -772,7 +652,7 @@ TEST_CASE("dns client: a closed port fails fast") {
 
 TEST_CASE("dns client: verified client name (PTR, then A or AAAA back to the client)") {
     FakeDns dns(rdns_records(), {"slow.example.test"});
-    Loop loop;
+    UvLoop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {dns.endpoint()}, 2000ms, log);
@@ -874,7 +754,7 @@ TEST_CASE("dns client: verified client name when the forward question is never a
     // the A question never. c-ares alone would give up on the A question a whole
     // timeout after asking it: 1600 ms in. One timeout bounds both steps: 1200 ms.
     FakeDns dns(rdns_records(), {"slow.example.test"}, {"16.0.0.127.in-addr.arpa"});
-    Loop loop;
+    UvLoop loop;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {dns.endpoint()}, 1200ms, log);
@@ -894,8 +774,8 @@ TEST_CASE("dns client: verified client name when the forward question is never a
 }
 
 TEST_CASE("dns client: verified client name from a server that never answers") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     StderrCapture stderr_log;
     Logger log(false, "smtpscreen", true);
     DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
@@ -915,8 +795,8 @@ TEST_CASE("dns client: verified client name from a server that never answers") {
 }
 
 TEST_CASE("dns client: close() answers pending verified-name lookups with no name") {
-    Loop loop;
-    SilentUdp silent;
+    UvLoop loop;
+    LoopbackUdp silent;
     Logger log(false, "smtpscreen", false);
     ReceivedName r, cancelled;
     {

@@ -7,51 +7,13 @@
 #include <vector>
 
 #include "dnsbl/dns_message.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
 using namespace smtpscreen::dns;
+using namespace smtpscreen::test;
 
 namespace {
-
-// Builds DNS messages byte by byte, the way a server (or an attacker) would send them.
-struct Wire {
-    std::string bytes;
-
-    Wire& u8(unsigned v) {
-        bytes += static_cast<char>(v & 0xFF);
-        return *this;
-    }
-    Wire& u16(unsigned v) { return u8(v >> 8).u8(v); }
-    Wire& u32(uint32_t v) { return u16(v >> 16).u16(v & 0xFFFF); }
-    Wire& raw(std::string_view s) {
-        bytes += s;
-        return *this;
-    }
-    // Plain labels, then the root label.
-    Wire& name(std::string_view dotted) {
-        labels(dotted);
-        return u8(0);
-    }
-    // Plain labels without the root label (for a name that ends in a pointer).
-    Wire& labels(std::string_view dotted) {
-        std::size_t start = 0;
-        while (start <= dotted.size() && !dotted.empty()) {
-            auto dot = dotted.find('.', start);
-            if (dot == std::string_view::npos) dot = dotted.size();
-            u8(static_cast<unsigned>(dot - start)).raw(dotted.substr(start, dot - start));
-            start = dot + 1;
-        }
-        return *this;
-    }
-    Wire& pointer(unsigned offset) { return u16(0xC000 | offset); }
-    Wire& header(uint16_t id, uint16_t flags, unsigned qd, unsigned an, unsigned ns = 0, unsigned ar = 0) {
-        return u16(id).u16(flags).u16(qd).u16(an).u16(ns).u16(ar);
-    }
-    Wire& question(std::string_view qname, uint16_t type) { return name(qname).u16(type).u16(kClassIn); }
-    // Owner, type, class IN, TTL, then RDLENGTH and the RDATA.
-    Wire& record_head(uint16_t type, uint32_t ttl) { return u16(type).u16(kClassIn).u32(ttl); }
-    Wire& a_rdata(unsigned a, unsigned b, unsigned c, unsigned d) { return u16(4).u8(a).u8(b).u8(c).u8(d); }
-};
 
 constexpr uint16_t kResponse = 0x8180;  // QR, RD, RA, NOERROR
 constexpr unsigned kQuestionAt = 12;
@@ -71,7 +33,7 @@ std::string parse_error(const std::string& bytes) {
 
 // A listed DNSBL reply: two A records whose owners point back at the question.
 std::string listed_reply() {
-    Wire w;
+    DnsWire w;
     w.header(0x1234, kResponse, 1, 2).question("2.0.0.127.bl.example", kTypeA);
     w.pointer(kQuestionAt).record_head(kTypeA, 300).a_rdata(127, 0, 0, 2);
     w.pointer(kQuestionAt).record_head(kTypeA, 60).a_rdata(127, 0, 0, 4);
@@ -91,11 +53,11 @@ TEST_CASE("dns build_query: a standard recursive query, byte for byte") {
     std::string error;
     auto q = build_query(0x1234, "2.0.0.127.bl.example", kTypeA, &error);
     REQUIRE(q);
-    Wire expected;
+    DnsWire expected;
     expected.header(0x1234, 0x0100, 1, 0).question("2.0.0.127.bl.example", kTypeA);
     CHECK(*q == expected.bytes);
     CHECK(build_query(0x1234, "2.0.0.127.bl.example.", kTypeA, &error) == q);  // a final dot is the same name
-    CHECK(*build_query(7, ".", kTypePtr, &error) == Wire().header(7, 0x0100, 1, 0).question("", kTypePtr).bytes);
+    CHECK(*build_query(7, ".", kTypePtr, &error) == DnsWire().header(7, 0x0100, 1, 0).question("", kTypePtr).bytes);
 }
 
 TEST_CASE("dns build_query: names that cannot be DNS names are refused with the reason") {
@@ -124,7 +86,7 @@ TEST_CASE("dns names: escaped bytes survive a round trip, and a dot inside a lab
     std::string error;
     auto q = build_query(9, "a\\.b\\032\\\\c.example", kTypePtr, &error);
     REQUIRE(q);
-    Wire expected;
+    DnsWire expected;
     expected.header(9, 0x0100, 1, 0).u8(6).raw("a.b \\c").u8(7).raw("example").u8(0).u16(kTypePtr).u16(kClassIn);
     CHECK(*q == expected.bytes);
     auto m = parse(*q);
@@ -136,7 +98,7 @@ TEST_CASE("dns names: escaped bytes survive a round trip, and a dot inside a lab
     CHECK(m->id == 9);
 
     // Control and 8-bit bytes come out as \DDD.
-    Wire w;
+    DnsWire w;
     w.header(1, kResponse, 1, 0).u8(3).raw(std::string("\x00\x7f\xff", 3)).u8(0).u16(kTypeA).u16(kClassIn);
     m = parse(w.bytes);
     REQUIRE(m);
@@ -167,12 +129,12 @@ TEST_CASE("dns parse: a listed reply with compressed owners gives its addresses 
 }
 
 TEST_CASE("dns parse: NXDOMAIN and an empty answer carry the SOA's negative TTL") {
-    Wire w;
+    DnsWire w;
     w.header(1, 0x8183, 1, 0, 1).question("9.0.0.127.bl.example", kTypeA);
     // The zone's SOA: owner bl.example (a pointer into the question), TTL 900, MINIMUM 300.
     const unsigned zone_at = kQuestionAt + 10;  // past the labels "9", "0", "0", "127"
     w.pointer(zone_at).record_head(kTypeSoa, 900);
-    Wire rdata;
+    DnsWire rdata;
     rdata.labels("ns")
         .pointer(zone_at)
         .labels("hostmaster")
@@ -199,7 +161,7 @@ TEST_CASE("dns parse: NXDOMAIN and an empty answer carry the SOA's negative TTL"
     CHECK(negative_ttl(*m) == 132);
 
     // No SOA: nothing to cache by.
-    Wire bare;
+    DnsWire bare;
     bare.header(1, 0x8183, 1, 0).question("9.0.0.127.bl.example", kTypeA);
     CHECK(negative_ttl(*parse(bare.bytes)) == 0);
 }
@@ -207,7 +169,7 @@ TEST_CASE("dns parse: NXDOMAIN and an empty answer carry the SOA's negative TTL"
 TEST_CASE("dns parse: CNAME chains are followed from the question, in any order, at most 8 hops") {
     // RFC 2317: 4.3.2.1.in-addr.arpa CNAME 4.0-25.3.2.1.in-addr.arpa, whose PTR comes
     // first in the answer.
-    Wire ok;
+    DnsWire ok;
     ok.header(1, kResponse, 1, 2).question("4.3.2.1.in-addr.arpa", kTypePtr);
     const unsigned ptr_owner_at = static_cast<unsigned>(ok.bytes.size());
     ok.name("4.0-25.3.2.1.in-addr.arpa").record_head(kTypePtr, 50).u16(14).name("mail.example");
@@ -221,11 +183,11 @@ TEST_CASE("dns parse: CNAME chains are followed from the question, in any order,
 
     // A chain of 9 CNAMEs is one too many; 8 are followed.
     for (int hops : {8, 9}) {
-        Wire c;
+        DnsWire c;
         c.header(1, kResponse, 1, static_cast<unsigned>(hops + 1)).question("n0.example", kTypeA);
         for (int i = 0; i < hops; ++i) {
             const std::string next = "n" + std::to_string(i + 1) + ".example";
-            Wire rdata;
+            DnsWire rdata;
             rdata.name(next);
             c.name("n" + std::to_string(i) + ".example").record_head(kTypeCname, 300);
             c.u16(static_cast<unsigned>(rdata.bytes.size())).raw(rdata.bytes);
@@ -237,7 +199,7 @@ TEST_CASE("dns parse: CNAME chains are followed from the question, in any order,
     }
 
     // A CNAME loop ends at the hop limit with no answer.
-    Wire loop;
+    DnsWire loop;
     loop.header(1, kResponse, 1, 2).question("a.example", kTypeA);
     const unsigned b_at = static_cast<unsigned>(loop.bytes.size()) + 2 + 8 + 2;  // pointer, head, RDLENGTH
     loop.pointer(kQuestionAt).record_head(kTypeCname, 300).u16(11).name("b.example");
@@ -249,7 +211,7 @@ TEST_CASE("dns parse: CNAME chains are followed from the question, in any order,
 }
 
 TEST_CASE("dns parse: TTLs with the top bit set read as 0; other classes are kept but answer nothing") {
-    Wire w;
+    DnsWire w;
     w.header(1, kResponse, 1, 2).question("x.example", kTypeA);
     w.pointer(kQuestionAt).record_head(kTypeA, 0x80000000u).a_rdata(127, 0, 0, 2);
     w.pointer(kQuestionAt).u16(kTypeA).u16(3).u32(60).u16(3).raw("abc");  // class CH: not an address
@@ -296,23 +258,23 @@ TEST_CASE("dns parse: counts that promise more than the message holds are refuse
 
 TEST_CASE("dns parse: compression pointers must point back, so loops are impossible") {
     // A pointer to itself.
-    Wire self;
+    DnsWire self;
     self.header(1, kResponse, 1, 0).pointer(kQuestionAt).u16(kTypeA).u16(kClassIn);
     CHECK(parse_error(self.bytes) ==
           "question 1 of 1: a compression pointer at offset 12 points to 12, not back to an earlier name");
     // Forward, to a name later in the message.
-    Wire forward;
+    DnsWire forward;
     forward.header(1, kResponse, 1, 0).pointer(18).u16(kTypeA).u16(kClassIn).name("x");
     CHECK(parse_error(forward.bytes).find("not back to an earlier name") != std::string::npos);
     // Two names that point at each other: the answer's owner points back into a label
     // run that itself ends in a pointer to the answer's owner.
-    Wire pair;
+    DnsWire pair;
     pair.header(1, kResponse, 1, 1);
     pair.labels("a").pointer(kQuestionAt + 2 + 2 + 4).u16(kTypeA).u16(kClassIn);  // points at the answer
     pair.pointer(kQuestionAt).record_head(kTypeA, 1).a_rdata(127, 0, 0, 2);
     CHECK(parse_error(pair.bytes).find("not back to an earlier name") != std::string::npos);
     // Back into the middle of the same run of labels: a -> b -> (pointer to a) loops.
-    Wire run;
+    DnsWire run;
     run.header(1, kResponse, 1, 1).question("x.example", kTypeA);
     const unsigned owner_at = static_cast<unsigned>(run.bytes.size());
     run.labels("a.b").pointer(owner_at).record_head(kTypeA, 1).a_rdata(127, 0, 0, 2);
@@ -320,31 +282,31 @@ TEST_CASE("dns parse: compression pointers must point back, so loops are impossi
     // Back, but to labels that run on past the name that points to them (here: the
     // question's type 0x0A00 read as a 10-octet label that covers the pointer itself and
     // the record after it). Found by fuzz_dns_reply: the name was made of later bytes.
-    Wire overlap;
+    DnsWire overlap;
     overlap.header(1, kResponse, 1, 1).name("hello").u16(0x0A00).u16(kClassIn);
     overlap.pointer(19).record_head(kTypeA, 1).a_rdata(127, 0, 0, 2);
     CHECK(parse_error(overlap.bytes) ==
           "answer 1 of 1: the labels at offset 19, reached by a compression pointer, run past the name that points to "
           "them");
     // A pointer cut short at the end of the message.
-    Wire cut;
+    DnsWire cut;
     cut.header(1, kResponse, 1, 0).u8(0xC0);
     CHECK(parse_error(cut.bytes) == "question 1 of 1: a compression pointer is cut short");
     // Extended label types (0x40, 0x80) do not exist any more.
-    Wire ext;
+    DnsWire ext;
     ext.header(1, kResponse, 1, 0).u8(0x41).u8(0).u16(kTypeA).u16(kClassIn);
     CHECK(parse_error(ext.bytes).find("a label of type 0x40") != std::string::npos);
 }
 
 TEST_CASE("dns parse: names over 255 octets are refused, also when pointers build them") {
     // In place: five labels of 63 and the root, 321 octets.
-    Wire flat;
+    DnsWire flat;
     flat.header(1, kResponse, 1, 0);
     for (int i = 0; i < 5; ++i) flat.u8(63).raw(std::string(63, 'a'));
     flat.u8(0).u16(kTypeA).u16(kClassIn);
     CHECK(parse_error(flat.bytes) == "question 1 of 1: a name is longer than 255 octets");
     // 255 octets exactly is a name.
-    Wire max;
+    DnsWire max;
     max.header(1, kResponse, 1, 0);
     for (int i = 0; i < 3; ++i) max.u8(63).raw(std::string(63, 'a'));
     max.u8(61).raw(std::string(61, 'b')).u8(0).u16(kTypeA).u16(kClassIn);
@@ -353,7 +315,7 @@ TEST_CASE("dns parse: names over 255 octets are refused, also when pointers buil
     CHECK(m->questions[0].name.size() == 253);
     // Built by pointers: each answer owner adds a 63-octet label before a pointer to the
     // previous one; the fifth is 5 * 64 + the question's octets long.
-    Wire chain;
+    DnsWire chain;
     chain.header(1, kResponse, 1, 5).question("x", kTypeA);
     unsigned previous = kQuestionAt;
     for (int i = 0; i < 5; ++i) {
@@ -370,7 +332,7 @@ TEST_CASE("dns parse: names over 255 octets are refused, also when pointers buil
 
 TEST_CASE("dns parse: records whose RDATA is not what their type says are refused") {
     auto with_answer = [](uint16_t type, const std::string& rdata) {
-        Wire w;
+        DnsWire w;
         w.header(1, kResponse, 1, 1).question("x.example", type);
         w.pointer(kQuestionAt).record_head(type, 60).u16(static_cast<unsigned>(rdata.size())).raw(rdata);
         return w.bytes;
@@ -382,15 +344,15 @@ TEST_CASE("dns parse: records whose RDATA is not what their type says are refuse
     CHECK(parse_error(with_answer(kTypeAaaa, std::string(4, '\0'))) ==
           "answer 1 of 1: an AAAA record of 4 bytes (it holds 16)");
     CHECK(parse(with_answer(kTypeAaaa, std::string(16, '\1'))));
-    CHECK(parse_error(with_answer(kTypePtr, Wire().name("mail.example").bytes + "x")) ==
+    CHECK(parse_error(with_answer(kTypePtr, DnsWire().name("mail.example").bytes + "x")) ==
           "answer 1 of 1: bytes after the name in the RDATA");
     // A name in RDATA must end inside it, even when the message goes on.
-    std::string ptr = with_answer(kTypePtr, Wire().name("mail.example").bytes);
+    std::string ptr = with_answer(kTypePtr, DnsWire().name("mail.example").bytes);
     const std::size_t rdlength_at = ptr.size() - 14 - 2;
     ptr[rdlength_at + 1] = 10;  // RDLENGTH 10 of a 14-byte name
     ptr += "xxxx";
     CHECK(parse_error(ptr) == "answer 1 of 1: a name runs past the end of the RDATA");
-    CHECK(parse_error(with_answer(kTypeSoa, Wire().name("ns").name("hm").u32(1).bytes)) ==
+    CHECK(parse_error(with_answer(kTypeSoa, DnsWire().name("ns").name("hm").u32(1).bytes)) ==
           "answer 1 of 1: an SOA record whose RDATA is not two names and 20 bytes");
     // An unknown type keeps its RDATA as it came.
     auto m = parse(with_answer(99, "anything"));
@@ -417,7 +379,7 @@ TEST_CASE("dns mismatch: a reply to another question, id, or no reply at all") {
     r[2] = static_cast<char>(0x80 | 2 << 3);  // opcode 2 (STATUS)
     CHECK(mismatch(*parse(r), asked, std::nullopt) == "opcode 2, not a standard query's response");
 
-    Wire none;
+    DnsWire none;
     none.header(0x1234, kResponse, 0, 0);
     CHECK(mismatch(*parse(none.bytes), asked, std::nullopt) == "0 questions, not the one asked");
 }

@@ -10,8 +10,10 @@
 
 #include "core/uv_handle.h"
 #include "dnsbl/check.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
+using namespace smtpscreen::test;
 
 namespace {
 
@@ -73,39 +75,22 @@ private:
     }
 
     void answer(const std::string& query, const sockaddr* from) {
-        if (query.size() < 12) return;
-        std::string name;
-        size_t pos = 12;
-        while (pos < query.size() && query[pos] != 0) {
-            const auto len = static_cast<uint8_t>(query[pos]);
-            if (!name.empty()) name += '.';
-            name += query.substr(pos + 1, len);
-            pos += 1 + len;
-        }
-        const size_t question_end = pos + 1 + 4;  // root label, type, class
-        if (question_end > query.size()) return;
-        ++queries_[name];
+        const auto question = read_question(query);
+        if (!question) return;
+        ++queries_[question->name];
 
         Answer a;
         a.rcode = 3;
-        if (auto it = answers_.find(name); it != answers_.end()) a = it->second;
+        if (auto it = answers_.find(question->name); it != answers_.end()) a = it->second;
         if (a.silent) return;
 
-        std::string reply = query.substr(0, 2);
-        reply += static_cast<char>(0x84 | (query[2] & 0x01));  // QR, AA, copy RD
-        reply += static_cast<char>(0x80 | a.rcode);           // RA
-        const auto n = static_cast<char>(a.rcode == 0 ? a.addresses.size() : 0);
-        reply += std::string{0, 1, 0, n, 0, 0, 0, 0};
-        reply += query.substr(12, question_end - 12);
-        for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
-            const uint32_t addr = a.addresses[i];
-            reply += std::string{'\xc0', '\x0c', 0, 1, 0, 1};
-            for (int shift = 24; shift >= 0; shift -= 8) reply += static_cast<char>(a.ttl >> shift);
-            reply += std::string{0, 4};
-            for (int shift = 24; shift >= 0; shift -= 8) reply += static_cast<char>(addr >> shift);
-        }
-        if (a.truncated) reply.resize(reply.size() - 2);
-        auto* send = new Send{{}, std::move(reply)};
+        const unsigned n = a.rcode == 0 ? static_cast<unsigned>(a.addresses.size()) : 0;
+        DnsWire reply;
+        reply.header(question->id, answer_flags(static_cast<unsigned char>(query[2]), a.rcode), 1, n);
+        reply.raw(std::string_view(query).substr(12, question->end - 12));
+        for (size_t i = 0; i < n; ++i) reply.pointer(12).record_head(1, a.ttl).a_rdata(a.addresses[i]);
+        if (a.truncated) reply.bytes.resize(reply.bytes.size() - 2);
+        auto* send = new Send{{}, std::move(reply.bytes)};
         uv_buf_t buf = uv_buf_init(send->data.data(), static_cast<unsigned>(send->data.size()));
         if (uv_udp_send(&send->req, udp_.get(), &buf, 1, from,
                         [](uv_udp_send_t* req, int) { delete reinterpret_cast<Send*>(req); }) != 0) {
@@ -119,32 +104,8 @@ private:
     std::map<std::string, int> queries_;
 };
 
-// One loop per test case; closing it checks that every handle was closed.
-struct Loop {
-    uv_loop_t loop{};
-    Loop() { uv_loop_init(&loop); }
-    ~Loop() {
-        uv_run(&loop, UV_RUN_DEFAULT);
-        CHECK(uv_loop_close(&loop) == 0);
-    }
-
-    // Runs until done() or the limit; a ticking timer keeps each UV_RUN_ONCE short.
-    template <typename Pred>
-    bool run_until(Pred done, std::chrono::milliseconds limit = std::chrono::milliseconds(3000)) {
-        UvHandle<uv_timer_t> tick([this](uv_timer_t* t) { return uv_timer_init(&loop, t); });
-        uv_timer_start(tick.get(), [](uv_timer_t*) {}, 5, 5);
-        const auto end = std::chrono::steady_clock::now() + limit;
-        while (!done() && std::chrono::steady_clock::now() < end) uv_run(&loop, UV_RUN_ONCE);
-        return done();
-    }
-    void run_for(std::chrono::milliseconds d) {
-        const auto end = std::chrono::steady_clock::now() + d;
-        run_until([&] { return std::chrono::steady_clock::now() >= end; }, d + std::chrono::milliseconds(100));
-    }
-};
-
 struct Harness {
-    Loop loop;
+    UvLoop loop;
     FakeDns dns{&loop.loop};
     Logger log{false, "test", false};
     DnsClient resolver{&loop.loop, {dns.endpoint()}, std::chrono::milliseconds(400), log};

@@ -22,8 +22,10 @@
 #include "core/address.h"
 #include "proxy/tls_context.h"
 #include "proxy/tls_stream.h"
+#include "fixtures.h"
 
 using namespace smtpscreen;
+using namespace smtpscreen::test;
 
 namespace {
 
@@ -34,23 +36,16 @@ public:
         static TestPki pki;
         return pki;
     }
-    std::string path(const std::string& name) const { return dir_ + "/" + name; }
+    std::string path(const std::string& name) const { return dir_.path(name); }
     bool ok() const { return ok_; }
     const std::string& log() const { return log_; }
 
     TestPki(const TestPki&) = delete;
     TestPki& operator=(const TestPki&) = delete;
-    ~TestPki() {
-        std::error_code ec;
-        if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
-    }
 
 private:
     TestPki() {
-        std::string tmpl = "/tmp/smtpscreen-tls-XXXXXX";
-        if (!mkdtemp(tmpl.data())) return;
-        dir_ = tmpl;
-        write("server.ext",
+        dir_.write("server.ext",
               "subjectAltName=DNS:mx.test\nbasicConstraints=CA:FALSE\n"
               "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
         const std::string ca_ext = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign";
@@ -80,17 +75,15 @@ private:
                    "-days 2 -extfile server.ext -out " + name + ".crt");
     }
     bool run(const std::string& command) {
-        const std::string full = "cd '" + dir_ + "' && ( " + command + " ) >>openssl.log 2>&1";
+        const std::string full = "cd '" + dir_.dir().string() + "' && ( " + command + " ) >>openssl.log 2>&1";
         if (std::system(full.c_str()) == 0) return true;
-        std::ifstream in(dir_ + "/openssl.log");
+        std::ifstream in(dir_.path("openssl.log"));
         std::stringstream ss;
         ss << in.rdbuf();
         log_ = "failed: " + command + "\n" + ss.str();
         return false;
     }
-    void write(const std::string& name, const std::string& text) { std::ofstream(dir_ + "/" + name) << text; }
-
-    std::string dir_;
+    TempDir dir_{"smtpscreen-tls"};
     std::string log_;
     bool ok_ = false;
 };
