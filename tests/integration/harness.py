@@ -537,15 +537,17 @@ class SmtpClient:
               f"the last line was cut off by the EOF: {data[-120:]!r}; {self.transcript_text()}")
         return parse_replies(data)
 
+    def send_then_half_close(self, data, timeout=None):
+        """Sends data (the last commands, pipelined) and then shutdown(SHUT_WR), as Exim
+        does; returns every reply up to the server's EOF."""
+        self.send(data)
+        self.half_close()
+        return self.replies_until_eof(timeout)
+
     def send_mail(self, marker, mail_from="sender@example.org", rcpts=("user@example.test",),
                   helo="client.example.org", body_lines=(), quit=True, ehlo=True):
         """A whole transaction after the greeting; fails on any unexpected reply."""
-        if ehlo:
-            self.ehlo(helo)
-        self.expect(f"MAIL FROM:<{mail_from}>", 250)
-        for r in rcpts:
-            self.expect(f"RCPT TO:<{r}>", 250)
-        self.expect("DATA", 354)
+        open_data(self, mail_from, rcpts, helo, ehlo)
         text = (f"From: <{mail_from}>\r\nTo: <{rcpts[0]}>\r\nSubject: {marker}\r\n"
                 f"Message-ID: <{marker}@example.org>\r\n\r\nbody of {marker}\r\n")
         for line in body_lines:
@@ -569,6 +571,25 @@ class SmtpClient:
             except OSError:
                 pass
             self.sock = None
+
+
+def open_data(client, mail_from="sender@example.org", rcpts=("user@example.test",),
+              helo="client.example.org", ehlo=True):
+    """EHLO (unless ehlo is False), MAIL, RCPT and DATA, each reply read before the next
+    command: the client may send the message now. client: anything with expect(line,
+    code), an SmtpClient or an SMTP client inside TLS."""
+    if ehlo:
+        client.expect(f"EHLO {helo}", 250)
+    client.expect(f"MAIL FROM:<{mail_from}>", 250)
+    for r in rcpts:
+        client.expect(f"RCPT TO:<{r}>", 250)
+    client.expect("DATA", 354)
+
+
+def check_codes(replies, want, what):
+    """The codes of replies are want (a list), or Failure naming what and every reply."""
+    got = [r.code for r in replies]
+    check(got == want, f"{what}: expected {want}, got {[r.text for r in replies]}")
 
 
 class Session:
@@ -2852,6 +2873,13 @@ class ScriptedBackend:
     def wait_connections(self, n, timeout=5):
         return wait_until(lambda: len(self.connections) >= n, timeout,
                           what=f"{n} connection(s) to the scripted backend on port {self.port}")
+
+    def wait_closed(self, index, timeout=10):
+        """The record of connection index once the proxy's side of it has ended."""
+        rec = self.wait_connections(index + 1, timeout) and self.connections[index]
+        wait_until(lambda: rec["closed"], timeout, what=f"the scripted backend to read the proxy's EOF "
+                                                        f"on connection {index}")
+        return rec
 
     def stop(self):
         """Stops listening and closes every connection (a backend that dies)."""

@@ -24,6 +24,13 @@ def codes(replies):
     return [r.code for r in replies]
 
 
+def half_close_after(c, data, want, what, timeout=10):
+    """Sends data, half-closes, and checks the codes of every reply up to the EOF."""
+    replies = c.send_then_half_close(data, timeout)
+    harness.check_codes(replies, want, f"{what} then a half-close")
+    return replies
+
+
 def enforce(env):
     screen = env.smtpscreen(name="enforce", settings={
         "greet.action": "enforce", "greet.wait": "1s", "cache.backend": "memory", "cache.path": None})
@@ -41,11 +48,7 @@ def enforce(env):
         greeting = c.read_reply(timeout=5)
         check(greeting.code == 220, f"enforce: greeting {greeting.text!r}")
         c.drain(0.5)                                     # whatever answers the early EHLO
-        c.send(commands)
-        c.half_close()
-        replies = c.replies_until_eof(timeout=10)
-        check(codes(replies) == want, f"enforce, {commands!r} then a half-close: expected {want}, "
-                                      f"got {[r.text for r in replies]}")
+        replies = half_close_after(c, commands, want, f"enforce, {commands!r}")
         check(replies[2].final.startswith("550 5.5.1 Protocol error"), f"enforce: RCPT reply {replies[2].text!r}")
         c.close()
         harness.check_one_disconnect(screen, source, port, "rejected")
@@ -59,10 +62,7 @@ def deep(env, pf):
     c = harness.deep_client(screen, "127.0.0.7")
     port = c.local_port
     c.expect("EHLO client.example.org", 250)
-    c.send("MAIL FROM:<sender@example.org>\r\n")
-    c.half_close()
-    replies = c.replies_until_eof(timeout=10)
-    check(codes(replies) == [250], f"deep, MAIL then a half-close: expected [250], got {[r.text for r in replies]}")
+    half_close_after(c, "MAIL FROM:<sender@example.org>\r\n", [250], "deep, MAIL")
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.7", port)
 
@@ -71,10 +71,7 @@ def deep(env, pf):
     port = c.local_port
     c.expect("EHLO client.example.org", 250)
     c.expect("MAIL FROM:<sender@example.org>", 250)
-    c.send("QUIT\r\n")
-    c.half_close()
-    replies = c.replies_until_eof(timeout=10)
-    check(codes(replies) == [221], f"deep, QUIT then a half-close: expected [221], got {[r.text for r in replies]}")
+    half_close_after(c, "QUIT\r\n", [221], "deep, QUIT")
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.7", port)
     check("[127.0.0.7]" not in pf.log(), "Postfix saw a client that never sent a RCPT")
@@ -83,15 +80,9 @@ def deep(env, pf):
     marker = harness.unique_marker("deep-halfclose")
     c = harness.deep_client(screen, "127.0.0.8")
     port = c.local_port
-    c.expect("EHLO client.example.org", 250)
-    c.expect("MAIL FROM:<sender@example.org>", 250)
-    c.expect("RCPT TO:<user@example.test>", 250)
-    c.expect("DATA", 354)
-    c.send(harness.message_text(marker) + ".\r\nQUIT\r\n")
-    c.half_close()
-    replies = c.replies_until_eof(timeout=15)
-    check(codes(replies) == [250, 221], f"deep handoff, '.' + QUIT then a half-close: expected [250, 221], "
-                                        f"got {[r.text for r in replies]}")
+    harness.open_data(c)
+    half_close_after(c, harness.message_text(marker) + ".\r\nQUIT\r\n", [250, 221],
+                     "deep handoff, '.' + QUIT", timeout=15)
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.8", port, "handoff")
     pf.wait_for_delivery(marker)
@@ -104,12 +95,8 @@ def deep(env, pf):
     c = harness.deep_client(callout, "127.0.0.11")
     port = c.local_port
     c.expect("EHLO client.example.org", 250)
-    c.send("MAIL FROM:<>\r\nRCPT TO:<user@example.test>\r\nQUIT\r\n")
-    c.half_close()
-    replies = c.replies_until_eof(timeout=15)
-    check(codes(replies) == [250, 250, 221],
-          f"deep, MAIL + RCPT (the handoff) + QUIT then a half-close: expected [250, 250, 221], "
-          f"got {[r.text for r in replies]}")
+    replies = half_close_after(c, "MAIL FROM:<>\r\nRCPT TO:<user@example.test>\r\nQUIT\r\n", [250, 250, 221],
+                               "deep, MAIL + RCPT (the handoff) + QUIT", timeout=15)
     c.close()
     harness.check_one_disconnect(callout, "127.0.0.11", port, "handoff")
     pf.wait_for_log(harness.postfix_client_regex("127.0.0.11", port))

@@ -25,27 +25,34 @@ from harness import check  # noqa: E402
 CLIENT = "127.0.0.7"
 
 
-def transaction_up_to_data(c, marker):
-    """EHLO, MAIL, RCPT, DATA (354) as separate commands; returns the message text."""
-    c.ehlo()
-    c.expect("MAIL FROM:<sender@example.org>", 250)
-    c.expect("RCPT TO:<user@example.test>", 250)
-    c.expect("DATA", 354)
-    return harness.message_text(marker)
+def dot_quit_half_close(c, marker):
+    """What Exim does: EHLO, MAIL, RCPT, DATA, then the message, its end of data and a
+    pipelined QUIT in one write, then shutdown(SHUT_WR); returns every reply up to the
+    server's EOF, which must be 250 and 221."""
+    harness.open_data(c)
+    replies = c.send_then_half_close(harness.message_text(marker) + ".\r\nQUIT\r\n", timeout=15)
+    harness.check_codes(replies, [250, 221], "after '.' + QUIT + half-close (then the EOF)")
+    return replies
 
 
-def dot_quit_half_close(c, text):
-    """What Exim does: the message, its end of data and a pipelined QUIT in one write,
-    then shutdown(SHUT_WR); returns every reply up to the server's EOF."""
-    c.send(text + ".\r\nQUIT\r\n")
-    c.half_close()
-    return c.replies_until_eof(timeout=15)
+def in_front_of(env, backend, name):
+    """A smtpscreen relaying to a scripted backend, with no cache to remember anyone."""
+    return env.smtpscreen(name=name, settings={
+        "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
+        "cache.backend": "memory", "cache.path": None})
 
 
-def check_250_221(replies, what):
-    codes = [r.code for r in replies]
-    check(codes == [250, 221], f"{what}: after '.' + QUIT + half-close the client must get 250 and 221, "
-                               f"then the EOF; got {[r.text for r in replies]}")
+def greeted(screen, source):
+    """(client from source that has read the whole greeting, its port)."""
+    c = harness.SmtpClient(screen.port, source=source, timeout=15)
+    c.read_greeting()
+    return c, c.local_port
+
+
+def check_passed_on(c, what):
+    """The backend's half-close (what) reached the client as an EOF, not a reset."""
+    check(c.wait_closed(5), f"{what} was not passed on: {c.transcript_text()}")
+    check(not c.reset, f"{what} reached the client as a reset")
 
 
 def postfix_relay(env, pf):
@@ -57,8 +64,7 @@ def postfix_relay(env, pf):
     port = c.local_port
     greeting = c.read_reply(timeout=5)
     check(greeting.final.startswith("220 backend.test"), f"PASS OLD greeting: {greeting.text!r}")
-    replies = dot_quit_half_close(c, transaction_up_to_data(c, marker))
-    check_250_221(replies, "PASS OLD client, real Postfix")
+    replies = dot_quit_half_close(c, marker)
     check(re.search(r"queued as", replies[0].text), f"the 250 is not Postfix's: {replies[0].text!r}")
     check(not c.reset, "smtpscreen reset the connection instead of passing Postfix's close on")
     c.close()
@@ -79,10 +85,9 @@ def tls_backend_relay(env):
     marker = harness.unique_marker("halfclose-tls")
     c = harness.SmtpClient(screen.port, source="127.0.0.8", timeout=15)
     port = c.local_port
-    greeting = harness.read_full_greeting(c)[0]
+    greeting = c.read_greeting()
     check(greeting.code == 220, f"greeting over the TLS backend leg: {greeting.text!r}")
-    replies = dot_quit_half_close(c, transaction_up_to_data(c, marker))
-    check_250_221(replies, "TLS backend leg")
+    replies = dot_quit_half_close(c, marker)
     c.close()
     screen.wait_for_log(r"TLS connection established to \[127\.0\.0\.1\]")
     harness.check_one_disconnect(screen, "127.0.0.8", port, "handoff")
@@ -92,33 +97,22 @@ def tls_backend_relay(env):
 
 def scripted_relay(env):
     backend = harness.scripted_backend(env, "half-close-after-quit")
-    screen = env.smtpscreen(name="scripted-relay", settings={
-        "backend.address": f"127.0.0.1:{backend.port}", "greet.wait": "1s",
-        "cache.backend": "memory", "cache.path": None})
+    screen = in_front_of(env, backend, "scripted-relay")
 
     # The backend half-closes after its 221; the client has not: it reads the 221, then
     # the EOF, and the backend reads the EOF passed on after the session.
-    c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=15)
-    port = c.local_port
-    harness.read_full_greeting(c)
+    c, port = greeted(screen, "127.0.0.9")
     c.ehlo()
     c.expect("QUIT", 221)
-    check(c.wait_closed(5), f"the backend's half-close after its 221 was not passed on: {c.transcript_text()}")
-    check(not c.reset, "the backend's half-close reached the client as a reset")
+    check_passed_on(c, "the backend's half-close after its 221")
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.9", port, "handoff")
-    rec = backend.connections[0]
-    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
-    check(rec["eof"], "the backend's read ended in a reset, not in an EOF")
+    check(backend.wait_closed(0)["eof"], "the backend's read ended in a reset, not in an EOF")
 
     # Both half-close: the client after "." and QUIT, the backend after its 221.
-    c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=15)
-    port = c.local_port
-    harness.read_full_greeting(c)
-    replies = dot_quit_half_close(c, transaction_up_to_data(c, "both-half-close"))
-    check_250_221(replies, "scripted backend that half-closes after its 221")
-    rec = backend.connections[1]
-    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
+    c, port = greeted(screen, "127.0.0.9")
+    dot_quit_half_close(c, "both-half-close")
+    rec = backend.wait_closed(1)
     check(rec["eof"] and rec["data"].endswith(b".\r\nQUIT\r\n"),
           f"the backend must read '.', QUIT and then the EOF; it got ...{rec['data'][-40:]!r}")
     check(len(backend.messages()) == 1, f"the backend must accept one message, got {len(backend.messages())}")
@@ -129,22 +123,16 @@ def scripted_relay(env):
     # client reads them and the EOF; a half-close is not a close, so what the client
     # sends afterwards still reaches the backend, followed by the EOF.
     early = harness.scripted_backend(env, "smtp", half_close_after=2)
-    screen2 = env.smtpscreen(name="scripted-early", settings={
-        "backend.address": f"127.0.0.1:{early.port}", "greet.wait": "1s",
-        "cache.backend": "memory", "cache.path": None})
-    c = harness.SmtpClient(screen2.port, source="127.0.0.10", timeout=15)
-    port = c.local_port
-    harness.read_full_greeting(c)
+    screen2 = in_front_of(env, early, "scripted-early")
+    c, port = greeted(screen2, "127.0.0.10")
     c.ehlo()
     c.expect("NOOP", 250)
-    check(c.wait_closed(5), f"the backend's half-close was not passed on: {c.transcript_text()}")
-    check(not c.reset, "the backend's half-close reached the client as a reset")
+    check_passed_on(c, "the backend's half-close")
     try:
         c.send("RSET\r\n")
     except OSError as e:
         harness.fail(f"the client could not send after the backend's half-close: {e}")
-    rec = early.connections[0]
-    harness.wait_until(lambda: rec["closed"], 10, what="the backend to read the proxy's EOF")
+    rec = early.wait_closed(0)
     check(rec["eof"], "the backend's read ended in a reset, not in an EOF")
     check(rec["data"].endswith(b"NOOP\r\nRSET\r\n"),
           f"the client's RSET after the backend's half-close must reach the backend; it got "

@@ -120,6 +120,15 @@ class TlsBioClient:
         self._until(self._read_plain, "the server's close_notify or EOF")
         return harness.parse_replies(self.plain)
 
+    def send_then_close_notify(self, text, want, what):
+        """Sends text, then close_notify and shutdown(SHUT_WR); checks the codes of every
+        reply up to the server's close_notify or EOF."""
+        self.send(text)
+        self.close_notify_and_half_close()
+        replies = self.replies_until_close()
+        harness.check_codes(replies, want, f"{what} then close_notify")
+        return replies
+
 
 def starttls(c, ca_file):
     c.expect("STARTTLS", 220)
@@ -136,15 +145,9 @@ def relay(env, pf, ca, cert):
     check(c.read_reply().final.startswith("220 backend.test"), "PASS OLD greeting")
     check(harness.ehlo_offers(c.ehlo(), "STARTTLS"), "the relayed EHLO reply must offer smtpscreen's STARTTLS")
     t = starttls(c, ca.ca_file)
-    t.expect("EHLO client.example.org", 250)
-    t.expect("MAIL FROM:<sender@example.org>", 250)
-    t.expect("RCPT TO:<user@example.test>", 250)
-    t.expect("DATA", 354)
-    t.send(harness.message_text(marker) + ".\r\nQUIT\r\n")
-    t.close_notify_and_half_close()
-    replies = t.replies_until_close()
-    check([r.code for r in replies] == [250, 221],
-          f"TLS relay, '.' + QUIT then close_notify: expected [250, 221], got {[r.text for r in replies]}")
+    harness.open_data(t)
+    replies = t.send_then_close_notify(harness.message_text(marker) + ".\r\nQUIT\r\n", [250, 221],
+                                       "TLS relay, '.' + QUIT")
     check(t.peer_close_notify, "smtpscreen must end its TLS direction with a close_notify")
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.7", port, "handoff")
@@ -162,12 +165,8 @@ def deep(env, pf, ca, cert):
     t = starttls(c, ca.ca_file)
     t.expect("EHLO client.example.org", 250)
     t.expect("MAIL FROM:<sender@example.org>", 250)
-    t.send("RCPT TO:<user@example.test>\r\nQUIT\r\n")
-    t.close_notify_and_half_close()
-    replies = t.replies_until_close()
-    check([r.code for r in replies] == [250, 221],
-          f"deep tests in TLS, RCPT (the handoff) + QUIT then close_notify: expected [250, 221], "
-          f"got {[r.text for r in replies]}")
+    replies = t.send_then_close_notify("RCPT TO:<user@example.test>\r\nQUIT\r\n", [250, 221],
+                                       "deep tests in TLS, RCPT (the handoff) + QUIT")
     c.close()
     harness.check_one_disconnect(screen, "127.0.0.8", port, "handoff")
     pf.wait_for_log(harness.postfix_client_regex("127.0.0.8", port))
