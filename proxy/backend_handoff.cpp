@@ -187,7 +187,13 @@ void BackendHandoff::on_reply(const std::string& reply) {
             {client_, client_name_.empty() ? "[UNAVAILABLE]" : client_name_, replay_.helo, replay_.proto}));
         return;
     case Step::XclientReply:
-        // XCLIENT is answered with a new greeting (Postfix XCLIENT_README).
+        // XCLIENT is answered with a new greeting (Postfix XCLIENT_README). Postfix
+        // applies its connection policy to the announced client there, not at our
+        // connect: anvil's "421 4.7.0 ... too many connections from <client>" comes as
+        // the answer to XCLIENT, and is the client's to see, as in the greeting step.
+        // Other refusals (550 insufficient authorization, 501) are ours to fix, never
+        // the client's: a generic 421 and the reason in the log.
+        if (code / 100 == 4) return refused(reply);
         if (code != 220) return fail("backend refused XCLIENT: " + first_line(reply));
         return greeted(reply);
     case Step::Replaying:

@@ -32,7 +32,8 @@ public:
         // is still reading: take it over (take_connection, set_events) within this call.
         virtual void handoff_ready(std::string reply) = 0;
         // The backend greeted with a 4xx or 5xx reply (Postfix's anvil "421 4.7.0 ...
-        // too many connections", an access map's 554): it refuses this client, it is not
+        // too many connections", an access map's 554), or answered XCLIENT with a 4xx
+        // (anvil's limits for the announced client): it refuses this client, it is not
         // unavailable. reply: that whole greeting, for the client as it is. The backend
         // leg is still reading, as with handoff_ready: take it over within this call.
         virtual void handoff_refused(std::string reply) = 0;

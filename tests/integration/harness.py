@@ -256,6 +256,42 @@ def which(name):
     return path
 
 
+def reexec_in_private_mount_namespace():
+    """Runs this test again in a mount namespace of its own (unshare -m, private
+    propagation), once, so that bind_resolv_conf changes what this test and the programs
+    it starts (a Postfix master and the policy servers it spawns) see as /etc/resolv.conf,
+    and nothing else on the host. Call before harness.run; without root nothing happens
+    (the test then skips as usual)."""
+    if os.environ.get("SMTPSCREEN_IT_MOUNT_NS") == "1" or os.geteuid() != 0:
+        return
+    unshare = shutil.which("unshare", path=os.environ.get("PATH", "") + ":/usr/bin:/bin")
+    if not unshare:
+        return
+    os.environ["SMTPSCREEN_IT_MOUNT_NS"] = "1"
+    sys.stdout.flush()
+    os.execv(unshare, [unshare, "--mount", "--propagation", "private", sys.executable,
+                       os.path.abspath(sys.argv[0])] + sys.argv[1:])
+
+
+def bind_resolv_conf(env, nameserver):
+    """/etc/resolv.conf naming only `nameserver` (port 53), for this test's mount
+    namespace (reexec_in_private_mount_namespace), for programs that read the system
+    resolver's configuration and take no DNS server of their own (pyspf in policyd-spf)."""
+    if os.environ.get("SMTPSCREEN_IT_MOUNT_NS") != "1":
+        raise Skip("needs a private mount namespace (root and unshare(1)) to give the test its own resolv.conf")
+    if not os.path.exists("/etc/resolv.conf"):
+        raise Skip("/etc/resolv.conf does not exist, so there is nothing to bind a test resolv.conf over")
+    path = os.path.join(env.dir, "resolv.conf")
+    with open(path, "w") as f:
+        f.write(f"nameserver {nameserver}\noptions timeout:2 attempts:2\n")
+    os.chmod(path, 0o644)
+    r = subprocess.run(["mount", "--bind", path, "/etc/resolv.conf"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Failure(f"mount --bind {path} /etc/resolv.conf failed: {r.stderr.strip()}")
+    env.add_cleanup(lambda: subprocess.run(["umount", "/etc/resolv.conf"], capture_output=True))
+    log(f"/etc/resolv.conf in this test's mount namespace: nameserver {nameserver}")
+
+
 # --------------------------------------------------------------------------------------
 # PROXY protocol headers (what a load balancer sends; used to test the listener and to
 # hand-check Postfix's haproxy port)
@@ -818,7 +854,7 @@ class Postfix:
     everything else is relayed only for mynetworks."""
 
     def __init__(self, env, name="postfix", xclient_hosts="127.0.0.1/32",
-                 bare_newline="reject", main_extra=None, inet_protocols="all"):
+                 bare_newline="reject", main_extra=None, inet_protocols="all", master_extra=""):
         self.env = env
         self.base = os.path.join(env.dir, name)
         self.config_dir = os.path.join(self.base, "etc")
@@ -831,6 +867,7 @@ class Postfix:
         self.bare_newline = bare_newline
         self.main_extra = dict(main_extra or {})
         self.inet_protocols = inet_protocols
+        self.master_extra = master_extra  # more master.cf lines (a policy service, ...)
         self.proxy_port = free_port()
         self.xclient_port = free_port()
         self.plain_port = free_port()
@@ -915,7 +952,7 @@ class Postfix:
   -o smtpd_authorized_xclient_hosts={self.xclient_hosts}
 127.0.0.1:{self.plain_port} inet n - n - - smtpd
   -o syslog_name=postfix-it/plain
-""" + INTERNAL_SERVICES
+""" + INTERNAL_SERVICES + self.master_extra
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
             f.write(master)
 
@@ -1270,13 +1307,16 @@ def _read(path):
 
 
 class Rbldnsd:
-    """rbldnsd on 127.0.0.1:port (UDP) serving zones {name: [ip4set lines]}."""
+    """rbldnsd on host:port (UDP; 127.0.0.1 and an ephemeral port unless given) serving
+    zones {name: [ip4set lines]}; a zone given as (dataset, [lines]) uses that rbldnsd
+    dataset instead, e.g. ("generic", ['@ TXT "v=spf1 -all"']) for TXT records."""
 
-    def __init__(self, env, zones=None, name="rbldnsd"):
+    def __init__(self, env, zones=None, name="rbldnsd", host="127.0.0.1", port=None):
         self.env = env
         self.dir = os.path.join(env.dir, name)
         self.zones = zones if zones is not None else DEFAULT_ZONES
-        self.port = free_udp_tcp_port()
+        self.host = host
+        self.port = port or free_udp_tcp_port()
         self.proc = None
         self.log_path = os.path.join(self.dir, "rbldnsd.log")
         self.exe = which("rbldnsd")
@@ -1286,12 +1326,15 @@ class Rbldnsd:
         os.chmod(self.dir, 0o755)
         specs = []
         for zone, lines in self.zones.items():
+            dataset = "ip4set"
+            if isinstance(lines, tuple):
+                dataset, lines = lines
             fname = zone.replace(".", "_") + ".zone"
             with open(os.path.join(self.dir, fname), "w") as f:
                 f.write("\n".join(lines) + "\n")
             os.chmod(os.path.join(self.dir, fname), 0o644)
-            specs.append(f"{zone}:ip4set:{fname}")
-        cmd = [self.exe, "-n", "-b", f"127.0.0.1/{self.port}", "-w", self.dir, "-t", "60",
+            specs.append(f"{zone}:{dataset}:{fname}")
+        cmd = [self.exe, "-n", "-b", f"{self.host}/{self.port}", "-w", self.dir, "-t", "60",
                "-c", "1h"]
         if os.geteuid() == 0:
             cmd += ["-u", "rbldns" if _user_exists("rbldns") else "nobody"]
@@ -1306,17 +1349,18 @@ class Rbldnsd:
             if self.proc.poll() is not None:
                 raise Failure(f"rbldnsd exited with {self.proc.returncode}: {_read(self.log_path)}")
             try:
-                dns_query(reverse_name("127.0.0.254", probe_zone), port=self.port, timeout=0.2)
+                dns_query(reverse_name("127.0.0.254", probe_zone), server=self.host, port=self.port,
+                          timeout=0.2)
                 return True
             except OSError:
                 return False
 
-        wait_until(answers, 10, what=f"rbldnsd answering on 127.0.0.1:{self.port}")
-        log(f"rbldnsd pid {self.proc.pid} on 127.0.0.1:{self.port}, zones {', '.join(self.zones)}")
+        wait_until(answers, 10, what=f"rbldnsd answering on {self.host}:{self.port}")
+        log(f"rbldnsd pid {self.proc.pid} on {self.host}:{self.port}, zones {', '.join(self.zones)}")
         return self
 
     def lookup(self, ip, zone):
-        return dns_query(reverse_name(ip, zone), port=self.port)
+        return dns_query(reverse_name(ip, zone), server=self.host, port=self.port)
 
     def stop(self):
         terminate(self.proc)
@@ -2062,8 +2106,8 @@ class Env:
         self.add_log(f"Postfix log ({name})", pf.maillog)
         return pf.start() if start else pf
 
-    def rbldnsd(self, zones=None, start=True):
-        d = Rbldnsd(self, zones)
+    def rbldnsd(self, zones=None, start=True, **kw):
+        d = Rbldnsd(self, zones, **kw)
         return d.start() if start else d
 
     def smtpscreen(self, start=True, **kw):
