@@ -11,7 +11,7 @@ from harness import check  # noqa: E402
 
 
 def main(env):
-    backend = env.fake_backend("close-at-dot")
+    backend = harness.scripted_backend(env, "close-at-dot")
     screen = env.smtpscreen(settings={"backend.address": f"127.0.0.1:{backend.port}",
                                       "backend.handoff": "proxy-v2"})
     c = harness.SmtpClient(screen.port, source="127.0.0.7")

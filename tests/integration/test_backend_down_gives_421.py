@@ -34,14 +34,14 @@ def main(env):
         "backend.address": f"127.0.0.1:{dead_port}", "greet.wait": "1s"})
     expect_421(refused, "127.0.0.7", 4, "backend refuses connections")
 
-    silent = env.fake_backend("silent")
+    silent = harness.scripted_backend(env, "silent")
     slow = env.smtpscreen(name="slow", settings={
         "backend.address": f"127.0.0.1:{silent.port}", "backend.connect_timeout": "1s",
         "greet.wait": "1s"})
     expect_421(slow, "127.0.0.8", 5, "backend never greets (connect_timeout 1s)")
     check(len(silent.connections) >= 1, "the proxy never connected to the silent backend")
 
-    picky = env.fake_backend("refuse-xclient")
+    picky = harness.scripted_backend(env, "refuse-xclient")
     noxclient = env.smtpscreen(name="noxclient", settings={
         "backend.address": f"127.0.0.1:{picky.port}", "backend.handoff": "xclient",
         "greet.wait": "1s"})

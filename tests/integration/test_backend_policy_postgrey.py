@@ -47,7 +47,7 @@ class Postgrey:
         exe = harness.which("postgrey")
         os.makedirs(self.db)
         os.chmod(self.dir, 0o755)
-        user = "postgrey" if harness._user_exists("postgrey") else "nobody"
+        user = "postgrey" if harness.user_exists("postgrey") else "nobody"
         pw = pwd.getpwnam(user)
         os.chown(self.db, pw.pw_uid, pw.pw_gid)
         empty = os.path.join(self.dir, "empty")
@@ -64,7 +64,7 @@ class Postgrey:
 
         def up():
             if self.proc.poll() is not None:
-                raise harness.Failure(f"postgrey exited with {self.proc.returncode}: {harness._read(self.log_path)}")
+                raise harness.Failure(f"postgrey exited with {self.proc.returncode}: {harness.read_text(self.log_path)}")
             return harness.port_listening("127.0.0.1", self.port)
 
         harness.wait_until(up, 20, what=f"postgrey listening on 127.0.0.1:{self.port}")
@@ -72,7 +72,7 @@ class Postgrey:
         return self
 
     def log(self):
-        return harness._read(self.log_path)
+        return harness.read_text(self.log_path)
 
     def wait_for_log(self, regex, timeout=10):
         return harness.wait_until(lambda: re.search(regex, self.log(), re.M), timeout,

@@ -49,7 +49,7 @@ def policyd_spf(env):
     with open(conf, "w") as f:
         f.write(POLICYD_SPF_CONF)
     os.chmod(conf, 0o644)
-    user = "policyd-spf" if harness._user_exists("policyd-spf") else "nobody"
+    user = "policyd-spf" if harness.user_exists("policyd-spf") else "nobody"
     master = (f"policyd-spf unix - n n - 0 spawn\n"
               f"  user={user} argv={exe} {conf}\n")
     main_extra = {

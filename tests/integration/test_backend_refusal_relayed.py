@@ -88,7 +88,7 @@ def anvil(env):
 
 
 def fake_554(env):
-    backend = env.fake_backend(
+    backend = harness.scripted_backend(env,
         greeting="554-fake.test does not take mail from you\r\n554 5.7.1 Client host rejected: Access denied")
     screen = env.smtpscreen(name="fake554", settings={"backend.address": f"127.0.0.1:{backend.port}"})
 

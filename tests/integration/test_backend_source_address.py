@@ -37,13 +37,13 @@ def main(env):
     untrusted.wait_for_log(harness.re_disconnect("127.0.0.8", port))
     check("[127.0.0.8]" not in pf.log(), "Postfix accepted the XCLIENT from an untrusted address")
 
-    backend = env.fake_backend("smtp")
+    backend = harness.scripted_backend(env, "smtp")
     v2 = env.smtpscreen(dns=dns, name="proxy-v2", settings={
         "backend.address": f"127.0.0.1:{backend.port}", "backend.handoff": "proxy-v2",
         "backend.source_address": "127.0.0.25"})
     c = harness.SmtpClient(v2.port, source="127.0.0.9")
     port = c.local_port
-    c.expect(None, 220, r"fake\.test")
+    c.expect(None, 220, r"scripted\.test")
     c.expect("QUIT", 221)
     backend.wait_connections(1)
     conn = backend.connections[0]

@@ -171,7 +171,7 @@ def main(env):
           f"handoff = none without the override: --check must exit 1 naming {none}:2 backend.handoff, got rc {rc}:\n{out}")
     check(re.search(r"open.relay|i_know_this_is_an_open_relay", out, re.I),
           f"the handoff = none error must say why (open relay) and what to set:\n{out}")
-    backend = env.fake_backend("smtp")
+    backend = harness.scripted_backend(env, "smtp")
     screen = env.smtpscreen(start=False, name="none", settings={
         "backend.handoff": "none", "backend.i_know_this_is_an_open_relay": "yes",
         "backend.address": f"127.0.0.1:{backend.port}"})

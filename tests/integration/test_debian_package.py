@@ -49,7 +49,7 @@ def main(env):
             env=dict(os.environ, DEB_BUILD_OPTIONS="parallel=2"))
     with open(os.path.join(env.dir, "dpkg-buildpackage.log"), "w") as f:
         f.write(r.stdout + r.stderr)
-    check(r.returncode == 0, f"dpkg-buildpackage failed ({r.returncode}):\n{harness._tail(r.stdout + r.stderr, 60)}")
+    check(r.returncode == 0, f"dpkg-buildpackage failed ({r.returncode}):\n{harness.tail(r.stdout + r.stderr, 60)}")
     debs = glob.glob(os.path.join(env.dir, "smtpscreen_*.deb"))
     check(len(debs) == 1, f"expected one smtpscreen_*.deb, found {debs}")
     deb = debs[0]

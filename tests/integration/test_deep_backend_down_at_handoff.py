@@ -32,7 +32,7 @@ def rcpt_gets_421(screen, src, min_t, max_t, tag):
 
 def main(env):
     dns = env.rbldnsd()
-    silent = env.fake_backend("silent")
+    silent = harness.scripted_backend(env, "silent")
     down = env.smtpscreen(dns=dns, name="down", settings=harness.deep_settings({
         "backend.address": f"127.0.0.1:{harness.free_port()}", "greet.wait": "1s"}))
     mute = env.smtpscreen(dns=dns, name="mute", settings=harness.deep_settings({

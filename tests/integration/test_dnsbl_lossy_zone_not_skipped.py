@@ -47,7 +47,8 @@ def asked(dns, ip):
 def connect(screen, source, out):
     try:
         c = harness.SmtpClient(screen.port, source=source, timeout=10)
-        reply, _, t_final = harness.read_full_greeting(c, timeout=10)
+        reply = c.read_greeting(timeout=10)
+        t_final = reply.t_final
         out[source] = (reply, t_final)
         c.close()
     except Exception as e:  # reported by the main thread
@@ -92,7 +93,8 @@ def main(env):
     for i in range(1, AFTER + 1):
         ip = f"127.0.19.{i * DROP_EVERY + 1}"
         c = harness.SmtpClient(screen.port, source=ip, timeout=10)
-        reply, _, t_final = harness.read_full_greeting(c, timeout=10)
+        reply = c.read_greeting(timeout=10)
+        t_final = reply.t_final
         c.close()
         check(reply.code == 521,
               f"listed client {ip} after a burst with {len(dropped)} lost queries got {reply.text!r} after "

@@ -29,7 +29,8 @@ LISTED = "127.0.20.50"
 def greet(screen, source):
     c = harness.SmtpClient(screen.port, source=source, timeout=10)
     port = c.local_port
-    reply, _, t_final = harness.read_full_greeting(c, timeout=10)
+    reply = c.read_greeting(timeout=10)
+    t_final = reply.t_final
     c.close()
     return reply, t_final, port
 

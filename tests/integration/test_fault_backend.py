@@ -33,7 +33,7 @@ def start_transaction(screen, source, deep):
         c = harness.deep_client(screen, source, timeout=10)
     else:
         c = harness.SmtpClient(screen.port, source=source, timeout=10)
-        reply, _, _ = harness.read_full_greeting(c)
+        reply = c.read_greeting()
         check(reply.code == 220 and "scripted.test" in reply.final, f"expected the backend's 220, got {reply.text!r}")
     c.expect("EHLO client.example.org", 250)
     c.expect("MAIL FROM:<a@example.org>", 250)
@@ -70,7 +70,8 @@ def main(env):
     screen = screen_for(env, "refused", dead, deep=False)
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=10)
     port = c.local_port
-    reply, _, t = harness.read_full_greeting(c)
+    reply = c.read_greeting()
+    t = reply.t_final
     check(reply.code == 421 and reply.final.startswith("421 4.3.2"), f"refused: expected 421 4.3.2, got {reply.text!r}")
     check(t < 2.0, f"refused: the 421 took {t:.2f}s (greet.wait 1s)")
     c.check_closed(3, "refused: after the 421")
@@ -91,7 +92,7 @@ def main(env):
     screen = screen_for(env, "greet-close", backend.port, deep=False)
     c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=10)
     port = c.local_port
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     closed = c.wait_closed(5)
     check(closed, f"greet-then-close: the client was not closed; got {reply.text!r} {c.buf!r}")
     results["greet-then-close"] = (reply.final, harness.check_one_disconnect(screen, "127.0.0.9", port)[0])

@@ -35,7 +35,7 @@ class Client(threading.Thread):
         port = c.local_port
         stage = "greeting"
         try:
-            reply, _, _ = harness.read_full_greeting(c, timeout=8)
+            reply = c.read_greeting(timeout=8)
             if reply.code != 220:
                 return marker, f"{reply.code}", f"{stage}: {reply.final}", port
             for stage, line, code in (("ehlo", "EHLO client.example.org", 250),
@@ -89,7 +89,7 @@ def main(env):
     time.sleep(0.3)
     # While it is down: a new client gets 421 4.3.2.
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=8)
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check(reply.code == 421 and reply.final.startswith("421 4.3.2 Service temporarily unavailable"),
           f"backend down: expected 421 4.3.2, got {reply.text!r}")
     c.close()

@@ -57,7 +57,7 @@ def main(env):
     pf.wait_for_log(harness.postfix_client_regex("::1", 4245))
 
     # The scripted backend answers and records.
-    fb = env.fake_backend()
+    fb = harness.scripted_backend(env)
     c = harness.SmtpClient(fb.port, source="127.0.0.25")
     c.expect(None, 220)
     c.send_mail("fake")

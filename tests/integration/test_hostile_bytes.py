@@ -94,7 +94,7 @@ def main(env):
     # 4. After a handoff: byte for byte to the backend and back.
     c = harness.SmtpClient(screen.port, source="127.0.14.6", timeout=10)
     port = c.local_port
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check("scripted.test" in reply.final, f"expected the backend's 220, got {reply.text!r}")
     commands = b"EHLO cl\x00ient\xff\r\nNOOP \x00\x01\x02" + EIGHT_BIT + b"\r\n"
     c.send(commands)

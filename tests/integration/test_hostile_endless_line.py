@@ -135,7 +135,7 @@ def main(env):
     def handoff_command():
         c = harness.SmtpClient(screen.port, source="127.0.13.4", timeout=20)
         port = c.local_port
-        harness.read_full_greeting(c)
+        c.read_greeting()
         c.ehlo()
         sent, how = harness.pump_bytes(c.sock, TEN_MB, pattern=b"D", stall=5, limit=30)
         try:
@@ -161,7 +161,7 @@ def main(env):
         marker = harness.unique_marker("longline")
         c = harness.SmtpClient(screen.port, source="127.0.13.5", timeout=20)
         port = c.local_port
-        harness.read_full_greeting(c)
+        c.read_greeting()
         c.ehlo()
         c.expect("MAIL FROM:<sender@example.org>", 250)
         c.expect("RCPT TO:<user@example.test>", 250)
@@ -211,7 +211,7 @@ def main(env):
     def backend_never_reads():
         c = harness.SmtpClient(stuck.port, source="127.0.13.7", timeout=20)
         port = c.local_port
-        reply, _, _ = harness.read_full_greeting(c)
+        reply = c.read_greeting()
         check("scripted.test" in reply.final, f"expected the backend's 220, got {reply.text!r}")
         c.send("DATA\r\n")   # never answered: the backend does not read
         sent, how = harness.pump_bytes(c.sock, 2 * TEN_MB, pattern=b"line of text\r\n", stall=3, limit=30)
@@ -230,7 +230,7 @@ def main(env):
     def client_never_reads():
         c = harness.SmtpClient(deaf.port, source="127.0.13.8", timeout=20)
         port = c.local_port
-        harness.read_full_greeting(c)
+        c.read_greeting()
         sent, how = harness.pump_bytes(c.sock, 300000 * 6, pattern=b"NOOP\r\n", stall=3, limit=30)
         rec = harness.wait_until(
             lambda: next((r for r in chatty.connections if r["proxy"] and r["proxy"][1] == port), None), 10,

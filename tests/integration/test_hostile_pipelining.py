@@ -90,7 +90,7 @@ def main(env):
     # 4. After a handoff.
     c = harness.SmtpClient(screen.port, source="127.0.15.4", timeout=20)
     port = c.local_port
-    harness.read_full_greeting(c)
+    c.read_greeting()
     c.send(b"NOOP\r\n" * N)
     got = b""
     for _ in range(200):

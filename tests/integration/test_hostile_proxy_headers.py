@@ -103,7 +103,7 @@ def main(env):
     # 3. After the handoff.
     c = harness.SmtpClient(plain.port, source="127.0.16.3", timeout=10)
     port = c.local_port
-    harness.read_full_greeting(c)
+    c.read_greeting()
     r = c.cmd("PROXY TCP4 127.0.0.99 127.0.0.1 4242 25")
     check(r.code >= 500, f"PROXY line after the handoff: expected an error, got {r.text!r}")
     c.expect("QUIT", 221)
@@ -155,7 +155,7 @@ def main(env):
     # A valid header still works afterwards.
     c = harness.SmtpClient(v2l.port, source="127.0.0.1", timeout=10)
     c.send(harness.proxy_v2_header("127.0.16.5", 4343, "127.0.0.1", 25))
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check(reply.code == 220 and "scripted.test" in reply.final, f"a valid header afterwards: {reply.text!r}")
     c.expect("QUIT", 221)
     harness.check_one_disconnect(v2l, "127.0.16.5", 4343, outcome="handoff")

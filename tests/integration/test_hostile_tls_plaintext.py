@@ -107,7 +107,7 @@ def main(env):
     # 4. After the handoff.
     c = harness.SmtpClient(enforce.port, source="127.0.17.5", timeout=10)
     port = c.local_port
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check("scripted.test" in reply.final, f"expected the backend's 220, got {reply.text!r}")
     records = (CLIENT_HELLO + b"\x17\x03\x03\x40\x00" + bytes(range(256)) * 64) * 16
     sent, how = harness.pump_bytes(c.sock, len(records), pattern=records, chunk=len(records), stall=3)

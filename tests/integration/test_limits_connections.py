@@ -45,7 +45,7 @@ def main(env):
         c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=10)
         holders.append(c)
     for c in holders:
-        reply, _, _ = harness.read_full_greeting(c, timeout=8)
+        reply = c.read_greeting(timeout=8)
         check(reply.code == 220 and "backend.test" in reply.final,
               f"holder: expected the backend's 220 after the greet wait, got {reply.text!r}")
         c.ehlo()
@@ -77,7 +77,7 @@ def main(env):
     for src in ("127.0.0.11", "127.0.0.12", "127.0.5.1"):
         check(f"[{src}]" not in plog, f"Postfix saw refused client {src}")
     check(len(re.findall(r"\bconnect from ", plog)) <= 4,
-          f"Postfix logged more connections than the 4 holders:\n{harness._tail(plog, 20)}")
+          f"Postfix logged more connections than the 4 holders:\n{harness.tail(plog, 20)}")
 
     # One holder from .7 leaves: .7 may connect again (per-client slot freed, total 3 -> 4).
     holders[0].expect("QUIT", 221)

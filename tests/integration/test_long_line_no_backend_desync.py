@@ -157,14 +157,15 @@ def attack(screen, source, backend_name, marker):
     opens a transaction and sends the two long lines, the body and QUIT. Returns (body,
     what the client got after the first long line, after the second, its source port)."""
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
-    greeting, _, _ = harness.read_full_greeting(c)
+    greeting = c.read_greeting()
     check(backend_name in greeting.final, f"expected the backend's greeting, got {greeting.text!r}")
     c.expect("QUIT", 221)
     c.close()
 
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
     port = c.local_port
-    greeting, _, t_final = harness.read_full_greeting(c)
+    greeting = c.read_greeting()
+    t_final = greeting.t_final
     check(backend_name in greeting.final and t_final < 1.0,
           f"the second session must be handed off at once (PASS OLD), got {greeting.text!r} after {t_final:.2f}s")
     screen.wait_for_log(harness.re_pass_old(source, port))
@@ -219,9 +220,9 @@ def main(env):
     _, first, rest, port = attack(real, "127.0.21.2", "exim.test", marker)
     time.sleep(1)   # Exim writes its log as it goes: let the session's last lines land
     log = exim.log()
-    harness.log("Exim's log of the session:\n" + harness._tail(log, 20))
-    check("XCLIENT" not in log, f"Exim read the XCLIENT as a command:\n{harness._tail(log, 30)}")
-    check(not exim.message_ids(), f"Exim received a message the relay never scanned:\n{harness._tail(log, 30)}")
+    harness.log("Exim's log of the session:\n" + harness.tail(log, 20))
+    check("XCLIENT" not in log, f"Exim read the XCLIENT as a command:\n{harness.tail(log, 30)}")
+    check(not exim.message_ids(), f"Exim received a message the relay never scanned:\n{harness.tail(log, 30)}")
     check(not exim.delivered(marker), "Exim delivered the smuggled message")
     check(first.startswith("500 5.5.2 Line too long\r\n"),
           f"real Exim, first long line: expected smtpscreen's '500 5.5.2 Line too long', got {first!r}")

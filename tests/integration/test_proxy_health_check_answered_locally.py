@@ -44,8 +44,7 @@ def health_check(screen, header, what):
 
 
 def main(env):
-    backend = harness.FakeBackend()
-    env.add_cleanup(backend.stop)
+    backend = harness.scripted_backend(env)
     screen = env.smtpscreen(name="lb", settings={
         "backend.address": f"127.0.0.1:{backend.port}",
         "listen.proxy_protocol": "auto",
@@ -72,7 +71,7 @@ def main(env):
     real = harness.SmtpClient(screen.port, source="127.0.0.1")
     real.send(harness.proxy_v2_header("192.0.2.40", 4040, "127.0.0.1", 25))
     greeting = real.read_reply(timeout=8)
-    check(greeting.code == 220 and "fake.test" in greeting.text,
+    check(greeting.code == 220 and "scripted.test" in greeting.text,
           f"a client behind a held-open health check was not handed off: {greeting.text!r}")
     real.expect("QUIT", 221)
     real.check_closed(3, "the real client after QUIT")

@@ -229,7 +229,7 @@ async def load(port, stats, seconds, concurrency, events):
 
 def send_one(screen, source, marker):
     c = harness.SmtpClient(screen.port, source=source, timeout=10)
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check(reply.code == 220 and "sink.test" in reply.final, f"expected the sink's 220, got {reply.text!r}")
     c.ehlo()
     c.expect("MAIL FROM:<soak@example.org>", 250)

@@ -28,7 +28,8 @@ GREET_WAIT = 1.0
 def run_case(screen, backend, source, what, lo, hi, why, greeting):
     c = harness.SmtpClient(screen.port, source=source, timeout=10)
     port = c.local_port
-    reply, _, t = harness.read_full_greeting(c, timeout=8)
+    reply = c.read_greeting(timeout=8)
+    t = reply.t_final
     check(reply.lines[0].startswith("220-"), f"{what}: the greeting must start with our '220-': {reply.text!r}")
     check(lo <= t <= hi, f"{what}: the reply came {t:.2f}s after connect (expected {lo}..{hi}s)")
     if not greeting.startswith("220"):

@@ -41,13 +41,13 @@ def main(env):
 
     # Quiet after the greeting.
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=10)
-    reply, _, _ = harness.read_full_greeting(c)
+    reply = c.read_greeting()
     check("scripted.test" in reply.final, f"expected the backend's 220, got {reply.text!r}")
     quiet_client_closed(screen, backend, c, "127.0.0.7", "quiet after the greeting")
 
     # Quiet after a few commands.
     c = harness.SmtpClient(screen.port, source="127.0.0.8", timeout=10)
-    harness.read_full_greeting(c)
+    c.read_greeting()
     c.ehlo()
     c.expect("MAIL FROM:<a@example.org>", 250)
     quiet_client_closed(screen, backend, c, "127.0.0.8", "quiet after MAIL")
@@ -55,7 +55,7 @@ def main(env):
     # Busy: a NOOP every 0.8s for 5s, then a message.
     c = harness.SmtpClient(screen.port, source="127.0.0.9", timeout=10)
     port = c.local_port
-    harness.read_full_greeting(c)
+    c.read_greeting()
     c.ehlo()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 5:
@@ -80,7 +80,7 @@ def main(env):
         "backend.address": f"127.0.0.1:{stalled.port}", "greet.wait": "1s",
         "backend.idle_timeout": "2s"})
     c = harness.SmtpClient(stall.port, source="127.0.0.12", timeout=10)
-    harness.read_full_greeting(c)
+    c.read_greeting()
     c.ehlo()
     c.expect("MAIL FROM:<a@example.org>", 250)
     c.expect("RCPT TO:<b@example.test>", 250)

@@ -182,7 +182,7 @@ def main(env):
     wrong.stop()
 
     # 5. A backend without STARTTLS: 421, nothing in clear.
-    plain = env.fake_backend("smtp")
+    plain = harness.scripted_backend(env, "smtp")
     nostarttls = env.smtpscreen(dns=dns, name="smtpscreen-nostarttls", settings={
         "backend.address": f"127.0.0.1:{plain.port}", "backend.tls": "on", "backend.tls_ca": ca.ca_file})
     c = harness.SmtpClient(nostarttls.port, source="127.0.0.12", timeout=15)
@@ -202,7 +202,7 @@ def main(env):
     injected = env.smtpscreen(dns=dns, name="smtpscreen-inject", settings={
         "backend.address": f"127.0.0.1:{inj.port}", "backend.tls": "on", "backend.tls_ca": ca.ca_file})
     c = harness.SmtpClient(injected.port, source="127.0.0.13", timeout=15)
-    greeting = harness.read_greeting_full(c)
+    greeting = c.read_greeting(code=220)
     e = c.expect("EHLO client.example.org", 250)
     n = c.expect("NOOP", 250)
     c.expect("QUIT", 221)

@@ -124,7 +124,7 @@ def main(env):
     expect_error("garbage tls.key", check_run(ini(env, "garbage.ini", {"tls.cert": rsa.cert, "tls.key": garbage})),
                  rf"tls\.key.*{E(garbage)}")
     enc = os.path.join(env.dir, "encrypted.key")
-    harness._openssl("pkey", "-in", rsa.key, "-out", enc, "-aes256", "-passout", "pass:secret")
+    harness.openssl("pkey", "-in", rsa.key, "-out", enc, "-aes256", "-passout", "pass:secret")
     os.chmod(enc, 0o644)
     expect_error("passphrase-protected tls.key", check_run(ini(env, "enc.ini", {"tls.cert": rsa.cert, "tls.key": enc})),
                  rf"tls\.key.*{E(enc)}", r"(?i)pass")

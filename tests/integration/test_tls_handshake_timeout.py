@@ -27,7 +27,7 @@ def stalled(screen, source, after_220, what):
     since = screen.log_size()
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
     port = c.local_port
-    harness.read_greeting_full(c)
+    c.read_greeting(code=220)
     ehlo = c.expect("EHLO client.example.org", 250)
     check(harness.ehlo_offers(ehlo, "STARTTLS"), f"EHLO does not offer STARTTLS: {ehlo.text!r}")
     c.expect("STARTTLS", 220)
@@ -62,7 +62,7 @@ def main(env):
 
     # A slow but live client is not cut off: 1s of silence, then the handshake.
     c = harness.SmtpClient(screen.port, source="127.0.0.8", timeout=15)
-    harness.read_greeting_full(c)
+    c.read_greeting(code=220)
     c.expect("EHLO client.example.org", 250)
     c.expect("STARTTLS", 220)
     time.sleep(1.0)

@@ -24,7 +24,7 @@ def own_dialog_starttls(screen, ca, cert, source):
     handshake; returns (client, port, EHLO reply inside TLS)."""
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
     port = c.local_port
-    g = harness.read_greeting_full(c)
+    g = c.read_greeting(code=220)
     check(g.final.startswith("220 screen.test"), f"expected smtpscreen's own greeting, got {g.text!r}")
     ehlo = c.expect("EHLO client.example.org", 250)
     check("backend.test" not in ehlo.text, f"expected smtpscreen's own EHLO reply, got the backend's: {ehlo.text!r}")

@@ -40,7 +40,7 @@ def main(env):
     harness.check_search(WARNING, r.stderr, "--check with tls.passthrough = on and no tls.cert")
 
     c = harness.SmtpClient(on.port, source="127.0.0.7")
-    harness.read_greeting_full(c)
+    c.read_greeting(code=220)
     ehlo = c.ehlo()
     check(offers_starttls(ehlo), f"passthrough on: the backend's STARTTLS must be offered, got {ehlo.text!r}")
     c.expect("STARTTLS", 220, r"Ready to start TLS")
@@ -57,7 +57,7 @@ def main(env):
 
     c = harness.SmtpClient(off.port, source="127.0.0.8")
     port = c.local_port
-    harness.read_greeting_full(c)
+    c.read_greeting(code=220)
     ehlo = c.ehlo()
     check(not offers_starttls(ehlo), f"passthrough off: STARTTLS must not be offered, got {ehlo.text!r}")
     refused = c.cmd("STARTTLS")

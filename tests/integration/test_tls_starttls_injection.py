@@ -38,7 +38,7 @@ def injected_session(screen, pf, ca, source, injected, tag):
     since = screen.log_size()
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
     port = c.local_port
-    harness.read_greeting_full(c)
+    c.read_greeting(code=220)
     ehlo = c.expect("EHLO client.example.org", 250)
     check(harness.ehlo_offers(ehlo, "STARTTLS"), f"EHLO does not offer STARTTLS: {ehlo.text!r}")
     c.send(b"STARTTLS\r\n" + injected)          # one send, one segment on loopback

@@ -1,7 +1,7 @@
 """The internal services a private Postfix instance needs in its master.cf, besides the
-listeners it is run for. Shared by the integration harness (harness.py) and the bench
-(bench/postscreen_env.py). chroot is "n" everywhere: a chroot would need copies of /etc
-files in the queue directory."""
+listeners it is run for. Shared by the tests' private Postfix (postfix.py) and the
+bench's postscreen (bench/postscreen_env.py). chroot is "n" everywhere: a chroot would
+need copies of /etc files in the queue directory."""
 
 INTERNAL_SERVICES = """\
 pickup    unix  n       -       n       60      1       pickup
