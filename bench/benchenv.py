@@ -1,6 +1,8 @@
 """The bench's loopback world: rbldnsd with a test zone, Postfix's smtp-sink as the
 backend MTA, and smtpscreen in front of it, each in one temporary directory on
 ephemeral ports. Used by bench/run-bench and bench/instructions (Python 3 stdlib only).
+Ports, rbldnsd, /proc figures and the INI writer are the test library's
+(tests/lib/smtptest/), the same the integration tests use.
 
 Every process is started here and stopped here, by PID, whatever happens.
 """
@@ -8,8 +10,6 @@ Every process is started here and stopped here, by PID, whatever happens.
 import os
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +17,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+
+# What the library raises when a step fails is the bench's error too.
+from smtptest.checks import Failure as BenchError, Skip, wait_until  # noqa: E402
+from smtptest.dns import Rbldnsd  # noqa: E402
+from smtptest.ports import free_port, port_listening  # noqa: E402
+from smtptest.processes import terminate  # noqa: E402
+from smtptest.smtpscreen import ini_text  # noqa: E402
 
 # Source address plan (smtpload binds each session to one of these; see README):
 CLEAN_SOURCES = "127.1.0.0/22"     # clean clients, warmed into the cache (PASS OLD)
@@ -33,10 +41,6 @@ ZONE_LINES = [
 ]
 
 
-class BenchError(Exception):
-    pass
-
-
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -44,7 +48,8 @@ def log(msg):
 def find_binaries(build_dir=None):
     """(smtpscreen, smtpload) from build_dir, or from the first of build-bench/, build/
     that has both."""
-    candidates = [build_dir] if build_dir else [os.path.join(ROOT, d) for d in ("build-bench", "build")]
+    # Absolute: smtpscreen runs in the bench's temporary directory.
+    candidates = [os.path.abspath(build_dir)] if build_dir else [os.path.join(ROOT, d) for d in ("build-bench", "build")]
     for d in candidates:
         screen = os.path.join(d, "smtpscreen")
         load = os.path.join(d, "bench", "smtpload")
@@ -72,92 +77,6 @@ def raise_fd_limit(want=1 << 20):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def free_port(udp_too=False):
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not udp_too:
-            return port
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-    raise BenchError("no free port")
-
-
-def listening(port):
-    """True when a socket listens on the port (from /proc/net/tcp: no connection made,
-    so nothing shows in the server's counters or logs)."""
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
-def proc_cpu_split(pid):
-    """(user, system) CPU seconds of the whole process, all threads (/proc/PID/stat
-    utime and stime)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-def proc_cpu_seconds(pid):
-    return sum(proc_cpu_split(pid))
-
-
-def proc_sched_seconds(pid):
-    """(on CPU, waiting for a CPU) seconds summed over the process's threads, from
-    /proc/PID/task/*/schedstat. The waiting time tells a slow server from a server that
-    another program kept off its core (the bench shares a small machine)."""
-    run = wait = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                fields = f.read().split()
-        except OSError:
-            continue  # the thread ended
-        run += int(fields[0])
-        wait += int(fields[1])
-    return run / 1e9, wait / 1e9
-
-
-def proc_status_kb(pid, key):
-    """VmRSS / VmHWM ... in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def proc_fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def dns_answers(port, name, timeout=0.3, host="127.0.0.1"):
-    """One A query over UDP to host:port; True when any reply comes back."""
-    qid = os.getpid() & 0xFFFF
-    q = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\x00\x00\x01\x00\x01"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(q, (host, port))
-        try:
-            return len(s.recv(512)) > 12
-        except OSError:
-            return False
-
-
 class Process:
     """One child: started with its output in a file, stopped by PID."""
 
@@ -178,14 +97,8 @@ class Process:
         return self.proc.poll() is None
 
     def stop(self, grace=10):
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        terminate(self.proc, grace)
+        return self.proc.returncode
 
     def log_tail(self, lines=20):
         try:
@@ -203,22 +116,18 @@ def pin_to(cpus):
 
 
 def wait_for(what, predicate, timeout, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Waits for predicate; BenchError when proc exits first or after timeout seconds."""
+    def ready():
         if proc is not None and not proc.alive():
             raise BenchError(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise BenchError(f"timed out after {timeout}s waiting for {what}")
+        return predicate()
+    wait_until(ready, timeout, what=what)
 
 
-def ini_text(settings):
-    sections = {}
-    for key, value in settings.items():
-        section, name = key.split(".", 1)
-        sections.setdefault(section, []).append(f"{name} = {value}")
-    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n\n" for s, lines in sections.items())
+def listening(port):
+    """True when a socket listens on 127.0.0.1's port (from /proc/net: no connection made,
+    so nothing shows in the server's counters or logs)."""
+    return port_listening("127.0.0.1", port)
 
 
 class BenchEnv:
@@ -231,6 +140,7 @@ class BenchEnv:
         self.dir = tempfile.mkdtemp(prefix="smtpscreen-bench-")
         os.chmod(self.dir, 0o755)  # rbldnsd and smtp-sink drop privileges and still read here
         self.procs = []
+        self.cleanups = []  # stops of what the library started (rbldnsd)
         self.dns_port = None
         self.sink_port = None
         self.sink = None
@@ -250,10 +160,15 @@ class BenchEnv:
     def __exit__(self, *exc):
         self.close()
 
+    def add_cleanup(self, fn):
+        self.cleanups.append(fn)
+
     def close(self):
         for p in reversed(self.procs):
             p.stop(grace=5)
         self.procs.clear()
+        while self.cleanups:
+            self.cleanups.pop()()
         if self.keep:
             log(f"kept {self.dir}")
         else:
@@ -273,26 +188,16 @@ class BenchEnv:
     def start_rbldnsd(self, address="127.0.0.1", port=None, name="rbldnsd"):
         """rbldnsd with the bl.test zone on address:port (default: 127.0.0.1 on a free
         port, which becomes self.dns_port). postscreen_env starts a second one on port 53."""
-        exe = shutil.which("rbldnsd")
-        if not exe:
-            raise BenchError("rbldnsd not found (apt-get install rbldnsd)")
-        zdir = os.path.join(self.dir, "zones")
-        os.makedirs(zdir, exist_ok=True)
-        os.chmod(zdir, 0o755)
-        zfile = os.path.join(zdir, "bl.zone")
-        with open(zfile, "w") as f:
-            f.write("\n".join(ZONE_LINES) + "\n")
-        os.chmod(zfile, 0o644)
+        # TTL an hour: a cached DNSBL pass outlasts the whole run.
+        dns = Rbldnsd(self, {ZONE: ZONE_LINES}, name=name, host=address, port=port, ttl=3600,
+                      preexec_fn=pin_to(self.client_cpus))
+        try:
+            dns.start()
+        except Skip as e:
+            raise BenchError(str(e)) from None
         if port is None:
-            port = self.dns_port = free_port(udp_too=True)
-        # -t: answers live an hour, so a cached DNSBL pass outlasts the whole run.
-        cmd = [exe, "-n", "-b", f"{address}/{port}", "-w", zdir, "-t", "3600", "-c", "1h"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]
-        cmd += [f"{ZONE}:ip4set:bl.zone"]
-        p = self._start(name, cmd, cpus=self.client_cpus)
-        wait_for(name, lambda: dns_answers(port, "2.0.0.127." + ZONE, host=address), 10, p)
-        return p
+            self.dns_port = dns.port
+        return dns
 
     def start_sink(self, max_sessions=8000):
         exe = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"

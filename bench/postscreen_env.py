@@ -26,13 +26,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-import benchenv as be
-
-sys.path.insert(0, os.path.join(be.ROOT, "tests", "integration"))
-from postfix_services import INTERNAL_SERVICES  # noqa: E402
+import benchenv as be  # puts tests/lib on sys.path
+from smtptest.ports import free_port, port_listening  # noqa: E402
+from smtptest.postfix_services import INTERNAL_SERVICES  # noqa: E402
 from benchenv import log
 
 POSTFIX = "/usr/sbin/postfix"
@@ -243,11 +241,11 @@ class PostscreenInstance:
         self.queue_dir = os.path.join(self.base, "queue")
         self.data_dir = os.path.join(self.base, "data")
         self.maillog = os.path.join(self.base, "postfix.log")
-        self.port = be.free_port()
+        self.port = free_port()
         # Plain smtpd listeners in the same instance: the MTA alone (the direct legs of
         # the postfix-* workloads), and the same smtpd behind smtpscreen (PROXY v2).
-        self.smtpd_port = be.free_port()
-        self.smtpd_proxy_port = be.free_port()
+        self.smtpd_port = free_port()
+        self.smtpd_proxy_port = free_port()
         self.master = None
         self.starts = 0
         self.log_offset = 0  # where the current start's lines begin in maillog
@@ -363,7 +361,7 @@ tlsproxy  unix  -       -       n       -       0       tlsproxy
         self.env.procs.append(p)
         self.master = p
         be.wait_for(f"postscreen ({self.name}) listening on 127.0.0.1:{self.port}",
-                    lambda: be.listening(self.port) and _comm(p.pid) == "master", 20, p)
+                    lambda: port_listening("127.0.0.1", self.port) and _comm(p.pid) == "master", 20, p)
         return p
 
     def stop(self):
