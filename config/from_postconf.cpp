@@ -503,6 +503,21 @@ private:
                             : "postscreen_dnsbl_max_ttl";
         consumed_.insert("postscreen_dnsbl_ttl");
         simple_duration(max_name, "cache.dnsbl_max_ttl", 'h');
+
+        // postscreen takes a minimum above the maximum (the minimum wins); smtpscreen
+        // refuses it, so the maximum is raised to the minimum, which is what postscreen did.
+        Config ttl;
+        for (auto name : {"dnsbl_min_ttl", "dnsbl_max_ttl"}) {
+            auto it = written_.find(fmt::format("cache.{}", name));
+            if (it != written_.end()) load_problem(*find_config_key("cache", name), it->second.value, ttl);
+        }
+        if (ttl.cache_dnsbl_min_ttl > ttl.cache_dnsbl_max_ttl) {
+            auto min = written_.at("cache.dnsbl_min_ttl");
+            written_["cache.dnsbl_max_ttl"] = Written{
+                min.value, fmt::format("{} (raised to postscreen_dnsbl_min_ttl, which wins in postscreen; "
+                                       "smtpscreen refuses a minimum above the maximum)",
+                                       set_here(max_name) ? as_written(max_name) : origin(max_name, "cache.dnsbl_max_ttl"))};
+        }
     }
 
     void listen() {

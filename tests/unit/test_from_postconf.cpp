@@ -1,43 +1,16 @@
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-
 #include "config/config.h"
 #include "config/from_postconf.h"
 #include "config/keys.h"
 #include "config/postfix_params.h"
 
+#include "fixtures.h"
+
 using namespace smtpscreen;
+using smtpscreen::test::TempDir;
 
 namespace {
-
-class TempDir {
-public:
-    TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "smtpscreen-postconf-XXXXXX").string();
-        REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-        path_ = tmpl;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string write(const std::string& name, const std::string& text) const {
-        std::string p = (path_ / name).string();
-        std::ofstream(p) << text;
-        return p;
-    }
-
-private:
-    std::filesystem::path path_;
-};
 
 // The INI that --from-postconf writes for `postconf_n`, loaded as smtpscreen loads it.
 struct Migrated {
@@ -267,4 +240,18 @@ TEST_CASE("from-postconf: the reply map's source file and deep tests that disagr
     CHECK(m.config->deep_action == Action::Enforce);
     CHECK(!m.config->deep_non_smtp_command);
     CHECK(m.says("postscreen_pipelining_action = enforce, postscreen_bare_newline_action = ignore"));
+}
+
+TEST_CASE("from-postconf: a DNSBL minimum TTL above the maximum still loads, as postscreen's minimum wins") {
+    TempDir dir;
+    auto m = migrate(dir, "postscreen_dnsbl_min_ttl = 2h\n");
+    INFO(m.ini);
+    REQUIRE(m.errors.empty());
+    CHECK(m.config->cache_dnsbl_min_ttl == Millis{7200000});
+    CHECK(m.config->cache_dnsbl_max_ttl == Millis{7200000});
+    auto legacy = migrate(dir, "postscreen_dnsbl_ttl = 30m\npostscreen_dnsbl_min_ttl = 1h\n");
+    INFO(legacy.ini);
+    REQUIRE(legacy.errors.empty());
+    CHECK(legacy.config->cache_dnsbl_max_ttl == Millis{3600000});
+    CHECK(legacy.says("# postscreen_dnsbl_ttl = 30m (raised to postscreen_dnsbl_min_ttl"));
 }
