@@ -58,6 +58,9 @@ public:
     const std::string& tls_log_line() const { return log_line_; }
     // Plain-text bytes the backend sent after its 220 to our STARTTLS; dropped.
     size_t discarded_after_starttls() const { return discarded_; }
+    // After handoff_ready: the replay's MAIL was accepted (its RCPT was sent), so the
+    // backend holds a mail transaction that the relay must know of.
+    bool transaction_open() const { return !replay_.lines.empty() && replayed_ == replay_.lines.size(); }
 
 private:
     enum class Step { Connecting, Greeting, TlsEhlo, TlsStarttls, TlsHandshake, XclientEhlo, XclientReply, Replaying, Ready, Failed };

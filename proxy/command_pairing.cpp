@@ -26,6 +26,11 @@ constexpr std::string_view kBlockedCommand = "XSMTPSCREEN-BLOCKED\r\n";
 constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS\r\n";
 constexpr std::string_view kStartTlsSyntax = "501 5.5.4 Syntax: STARTTLS\r\n";
 constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active\r\n";
+// smtpd's words for a command a transaction forbids (its AUTH; the deep tests' dialog says
+// the same, screen/replies.h).
+constexpr std::string_view kMailInProgress = "503 5.5.1 Error: MAIL transaction in progress\r\n";
+// What the backend gets after the client's handshake (see the top of command_pairing.h).
+constexpr std::string_view kResetAfterTls = "RSET\r\n";
 // A command line over max_line (the deep tests' wording).
 constexpr std::string_view kLineTooLong = "500 5.5.2 Line too long\r\n";
 
@@ -41,7 +46,8 @@ bool has_argument(std::string_view line, std::string_view verb) {
 
 }  // namespace
 
-CommandPairing::CommandPairing(Options options) : options_(options), tls_active_(options.tls_already_active) {
+CommandPairing::CommandPairing(Options options)
+    : options_(options), tls_active_(options.tls_already_active), in_transaction_(options.in_transaction) {
     options_.max_line = std::max(options_.max_line, kMinLine);
 }
 
@@ -106,6 +112,15 @@ CommandPairing::Awaits CommandPairing::forward_command(std::string_view line, st
     case Verb::Ehlo:
         to_backend.append(line);
         return Awaits::Ehlo;
+    case Verb::Helo:
+        to_backend.append(line);
+        return Awaits::Helo;
+    case Verb::Mail:
+        to_backend.append(line);
+        return Awaits::Mail;
+    case Verb::Rset:
+        to_backend.append(line);
+        return Awaits::Rset;
     case Verb::Data:
         to_backend.append(line);
         return Awaits::Data;
@@ -128,8 +143,9 @@ void CommandPairing::command_forwarded(Awaits awaits, std::string& to_client) {
     awaiting_.push_back(awaits);
     switch (awaits) {
     case Awaits::LocalStartTls:
-        // Nothing after STARTTLS is a command (RFC 3207 §4: it must be the last command of
-        // a pipelined group); the 220 goes out once the replies owed before it have.
+        // Nothing after STARTTLS is a command until we know we refuse it (RFC 3207 §4: it
+        // must be the last command of a pipelined group); our reply goes out once the
+        // replies owed before it have, which also tell whether a transaction is open.
         phase_ = Phase::TlsWaiting;
         emit_local_replies(to_client);
         return;
@@ -167,6 +183,9 @@ CommandPairing::Verb CommandPairing::classify(std::string_view line) const {
         return options_.strip_starttls ? Verb::Blocked : Verb::StartTls;
     }
     if (iequals(verb, "EHLO")) return Verb::Ehlo;
+    if (iequals(verb, "HELO")) return Verb::Helo;
+    if (iequals(verb, "MAIL")) return Verb::Mail;
+    if (iequals(verb, "RSET")) return Verb::Rset;
     if (iequals(verb, "DATA")) return Verb::Data;
     if (iequals(verb, "QUIT")) return Verb::Quit;
     return Verb::Other;
@@ -183,7 +202,7 @@ std::string CommandPairing::take_held() {
 void CommandPairing::message_ended() {
     ++messages_sent_;
     phase_ = Phase::Command;
-    awaiting_.push_back(Awaits::Other);
+    awaiting_.push_back(Awaits::EndOfData);
 }
 
 // ---------------------------------------------------------------------------------
@@ -202,6 +221,7 @@ CommandPairing::ReplyPiece CommandPairing::reply_piece(std::string_view segment)
     }
     if (reply_head_.size() < 4) reply_head_.append(segment.substr(0, 4 - reply_head_.size()));
     piece.answers_ehlo = reply_awaits_ == Awaits::Ehlo;
+    piece.ours = reply_awaits_ == Awaits::OwnReset;
     piece.line_ends = !segment.empty() && segment.back() == '\n';
     piece.final = piece.line_ends && is_final_line(reply_head_);
     piece.head = reply_head_;
@@ -222,6 +242,7 @@ CommandPairing::Completed CommandPairing::reply_complete(std::string_view code, 
     in_reply_ = false;
 
     Completed done;
+    track_transaction(awaits, code);
     if (awaits == Awaits::Quit && code == "221") quit_answered_ = true;
     if (awaits == Awaits::Data) {
         if (code == "354") {
@@ -249,6 +270,26 @@ CommandPairing::Completed CommandPairing::reply_complete(std::string_view code, 
     return done;
 }
 
+// RFC 5321: a 2xx to MAIL opens a transaction (§4.1.1.2); RSET (§4.1.1.5) and an
+// accepted HELO/EHLO (§4.1.4) end it, and so does the reply to the end of data, whatever
+// it says (§4.1.1.4). A refused DATA or RCPT leaves it open.
+void CommandPairing::track_transaction(Awaits awaits, std::string_view code) {
+    const bool positive = !code.empty() && code.front() == '2';
+    switch (awaits) {
+    case Awaits::Mail:
+        if (positive) in_transaction_ = true;
+        return;
+    case Awaits::Rset:
+    case Awaits::OwnReset:
+    case Awaits::Helo:
+    case Awaits::Ehlo:
+        if (positive) in_transaction_ = false;
+        return;
+    case Awaits::EndOfData: in_transaction_ = false; return;
+    default: return;
+    }
+}
+
 // Our own reply for an entry of awaiting_ (apart from the 220, which starts TLS), or
 // empty for the backend's.
 std::string_view CommandPairing::local_reply(Awaits awaits) {
@@ -270,8 +311,18 @@ bool CommandPairing::emit_local_replies(std::string& to_client) {
         Awaits awaits = awaiting_.front();
         if (awaits == Awaits::LocalStartTls) {
             awaiting_.pop_front();
+            if (in_transaction_) {
+                // Refused (see the top of command_pairing.h): what the client sent after
+                // it is commands again. Nothing was taken in behind it, so nothing is owed.
+                to_client.append(kMailInProgress);
+                phase_ = Phase::Command;
+                release = !held_.empty();
+                continue;
+            }
             to_client.append(kReadyToStartTls);
-            phase_ = Phase::TlsStarting;   // nothing was taken in after the STARTTLS
+            discard_after_starttls(held_.size());
+            held_.clear();
+            phase_ = Phase::TlsStarting;
             return release;
         }
         std::string_view reply = local_reply(awaits);
@@ -292,6 +343,14 @@ void CommandPairing::tls_established() {
     if (phase_ != Phase::TlsStarting) return;
     phase_ = Phase::Command;
     tls_active_ = true;
+}
+
+// Nothing is owed when the handshake ends (our 220 went out last), so the backend's next
+// reply is this RSET's, before any to the client's commands in TLS.
+void CommandPairing::reset_backend(std::string& to_backend) {
+    to_backend.append(kResetAfterTls);
+    ++commands_sent_;
+    awaiting_.push_back(Awaits::OwnReset);
 }
 
 }  // namespace smtpscreen

@@ -28,8 +28,18 @@
 // terminate_starttls: smtpscreen is the client's TLS server. The client's STARTTLS never
 // reaches the backend; it is answered here ("220 2.0.0 Ready to start TLS", or "501 5.5.4
 // Syntax: STARTTLS" to one with an argument, "554 5.5.1 Error: TLS already active" to one
-// inside TLS), in the order of the client's commands: after every reply owed for the
-// commands sent before it. Until then the client's later bytes are held.
+// inside TLS, "503 5.5.1 Error: MAIL transaction in progress" to one inside a mail
+// transaction), in the order of the client's commands: after every reply owed for the
+// commands sent before it. Until then the client's later bytes are held; after the 220
+// they are discarded, after a refusal they are commands again.
+//
+// RFC 3207 §4.2: after the handshake both sides forget what they knew before it. The
+// backend never saw the STARTTLS, so it would keep a sender given in clear (which a man
+// in the middle could have sent) for the TLS session. Hence the two rules: no STARTTLS
+// while the backend holds a transaction (the pairing follows it from the replies: a 2xx
+// to MAIL opens one; a 2xx to RSET, HELO or EHLO and any reply to the end of data close
+// it), and an RSET to the backend right after the handshake (tls_established), whose
+// reply is the pairing's own and never reaches the client.
 //
 // Pure: bytes in, bytes out; no I/O, no clock, no global state.
 #include <cstddef>
@@ -47,6 +57,8 @@ public:
         bool terminate_starttls = false;   // answer the client's STARTTLS here (see above)
         bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS
                                            // with us before the handoff
+        bool in_transaction = false;       // the backend holds a mail transaction from the
+                                           // start (the deep tests' replayed MAIL it accepted)
         size_t max_line = kMaxCommandLine;  // longest command line forwarded, its LF included
                                             // (at least 64)
     };
@@ -67,7 +79,8 @@ public:
         Data,          // message content, up to the client's end of data
         Transparent,   // after the backend's 220 to STARTTLS: encrypted, passed untouched
         Refused,       // a message was refused: nothing more goes either way
-        TlsWaiting,    // our STARTTLS awaits the replies owed before our 220: discarded
+        TlsWaiting,    // our STARTTLS awaits the replies owed before it: kept (hold),
+                       // discarded after our 220, commands again after our refusal
         TlsStarting,   // our 220 is out, the handshake is the session's: discarded
     };
 
@@ -77,6 +90,7 @@ public:
         bool answers_ehlo = false;   // the reply answers an EHLO the client sent
         bool line_ends = false;      // the piece ends with the line's LF
         bool final = false;          // ... and that line is the reply's last
+        bool ours = false;           // the reply answers the pairing's own RSET: not the client's
         std::string_view head;       // the line's first (up to) 4 octets so far: code, separator
     };
 
@@ -96,12 +110,13 @@ public:
     // its reply must be; the pairing's own replies go to `to_client`. Stops when the phase
     // changes; returns the bytes consumed.
     size_t command_bytes(std::string_view in, std::string& to_backend, std::string& to_client);
-    // Client bytes in the Held phase.
+    // Client bytes in the Held and TlsWaiting phases.
     void hold(std::string_view in) { held_.append(in); }
     std::string take_held();
-    // Client bytes in the TlsWaiting/TlsStarting phases: RFC 3207 §4.2 / CVE-2011-0411,
-    // what the client sent after STARTTLS and before the handshake is plain text that a
-    // man in the middle may have injected into what will look like the TLS session.
+    // Client bytes in the TlsStarting phase (and those held in TlsWaiting once our 220 is
+    // out): RFC 3207 §4.2 / CVE-2011-0411, what the client sent after STARTTLS and before
+    // the handshake is plain text that a man in the middle may have injected into what
+    // will look like the TLS session.
     void discard_after_starttls(size_t n) { discarded_after_starttls_ += n; }
     // The client's end of data went to the backend: its reply (the message's fate) is owed.
     void message_ended();
@@ -129,22 +144,32 @@ public:
     // the pairing's own replies that are now next in line.
     Completed line_complete(std::string& to_client);
 
-    // terminate_starttls: the handshake after our 220 is done.
+    // terminate_starttls: the handshake after our 220 is done; commands are read again.
     void tls_established();
+    // Right after tls_established: appends the RSET that makes the backend forget its
+    // state from before TLS (RFC 3207 §4.2) to `to_backend`; its reply is ours (ReplyPiece::ours).
+    void reset_backend(std::string& to_backend);
     bool tls_active() const { return tls_active_; }
+    // The backend holds a mail transaction, as far as the replies so far tell.
+    bool in_transaction() const { return in_transaction_; }
     size_t discarded_after_starttls() const { return discarded_after_starttls_; }
 
 private:
     // What a forwarded command needs from its reply. The Local* entries are our own
     // replies, which go out once every entry before them is answered.
-    enum class Awaits : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, LocalSyntax, LocalTlsActive, LocalTooLong };
-    enum class Verb : uint8_t { Other, Ehlo, Data, StartTls, Quit, LocalStartTls, Blocked };
+    // OwnReset is the RSET the pairing itself sent after the handshake.
+    enum class Awaits : uint8_t {
+        Other, Ehlo, Helo, Mail, Rset, Data, EndOfData, StartTls, Quit, OwnReset,
+        LocalStartTls, LocalSyntax, LocalTlsActive, LocalTooLong
+    };
+    enum class Verb : uint8_t { Other, Ehlo, Helo, Mail, Rset, Data, StartTls, Quit, LocalStartTls, Blocked };
 
     Awaits forward_command(std::string_view line, std::string& to_backend);
     void line_forwarded();
     void command_forwarded(Awaits awaits, std::string& to_client);
     Verb classify(std::string_view line) const;
     Completed reply_complete(std::string_view code, std::string& to_client);
+    void track_transaction(Awaits awaits, std::string_view code);
     bool emit_local_replies(std::string& to_client);
     static std::string_view local_reply(Awaits awaits);
 
@@ -170,6 +195,7 @@ private:
     std::string reply_head_;                     // first 4 octets of the current line
 
     bool tls_active_ = false;
+    bool in_transaction_ = false;
     size_t discarded_after_starttls_ = 0;
     bool quit_answered_ = false;
 };

@@ -15,6 +15,7 @@ CommandPairing::Options pairing_options(const RelayFilter::Options& o) {
     p.strip_starttls = o.strip_starttls;
     p.terminate_starttls = o.terminate_starttls;
     p.tls_already_active = o.tls_already_active;
+    p.in_transaction = o.in_transaction;
     p.max_line = o.max_command_line;
     return p;
 }
@@ -51,6 +52,9 @@ void RelayFilter::from_client(std::string_view in, std::string& to_backend, std:
         case Phase::Refused:
             return;
         case Phase::TlsWaiting:
+            // Discarded if our 220 follows, commands again if we refuse the STARTTLS.
+            pairing_.hold(in);
+            return;
         case Phase::TlsStarting:
             pairing_.discard_after_starttls(in.size());
             return;
@@ -99,7 +103,9 @@ void RelayFilter::from_backend(std::string_view in, std::string& to_client, std:
         in.remove_prefix(segment.size());
 
         CommandPairing::ReplyPiece piece = pairing_.reply_piece(segment);
-        if (piece.answers_ehlo) {
+        if (piece.ours) {
+            // The reply to our RSET after the handshake: the client never asked.
+        } else if (piece.answers_ehlo) {
             if (piece.starts_reply) ehlo_.begin(options_.terminate_starttls && !pairing_.tls_active());
             ehlo_.bytes(segment, piece.head, piece.line_ends, piece.final, to_client);
         } else {
@@ -116,6 +122,15 @@ void RelayFilter::after_reply_line(CommandPairing::Completed done, std::string& 
         std::string held = pairing_.take_held();
         from_client(held, to_backend, to_client);
     }
+}
+
+void RelayFilter::tls_established(std::string& to_client, std::string& to_backend) {
+    if (!start_tls_now()) return;
+    pairing_.tls_established();
+    // What the backend said during the handshake was unsolicited: it goes out before the
+    // RSET is owed a reply, so it is never taken for that reply.
+    flush_backend_stash(to_client, to_backend);
+    pairing_.reset_backend(to_backend);
 }
 
 void RelayFilter::flush_backend_stash(std::string& to_client, std::string& to_backend) {

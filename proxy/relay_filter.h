@@ -31,14 +31,18 @@
 //      meanwhile are kept by the filter, at most max_line octets).
 //      discarded_after_starttls() is how many plain-text bytes the client sent after its
 //      STARTTLS line; they were dropped (CVE-2011-0411 class). Log it when not 0.
-//   3. Once the handshake is done, call tls_established(); from then on feed the decrypted
+//   3. Once the handshake is done, call tls_established() and write its to_backend (an
+//      RSET: RFC 3207 §4.2, the backend forgets its state from before TLS, see
+//      proxy/command_pairing.h; its reply never reaches the client) and its to_client
+//      (backend output kept during the handshake); from then on feed the decrypted
 //      client bytes to from_client() and encrypt everything the filter puts in to_client.
 //      The client sends EHLO again, which goes to the backend as any command (the
-//      backend just sees a second EHLO). Backend output kept during the handshake comes
-//      out in to_client of the next from_client()/from_backend() call.
+//      backend just sees a second EHLO).
 //   A handshake failure or timeout ends the session; the filter has nothing to undo.
 // The filter's own replies (220, and "501 5.5.4 Syntax: STARTTLS" to a STARTTLS with an
-// argument, "554 5.5.1 Error: TLS already active" to one inside TLS, and in every mode
+// argument, "554 5.5.1 Error: TLS already active" to one inside TLS, "503 5.5.1 Error:
+// MAIL transaction in progress" to one while the backend holds a transaction (what the
+// client sent behind it is then read as commands), and in every mode
 // "500 5.5.2 Line too long" to a command line over max_command_line) come out in
 // to_client in the order of the client's commands: after every reply owed for the
 // commands sent before it (RFC 2920). Until then client_held() is true and later client
@@ -64,6 +68,8 @@ public:
         bool tls_already_active = false;   // with terminate_starttls: the client did STARTTLS with us
                                            // before the handoff (deep tests), so none is offered and
                                            // another gets 554
+        bool in_transaction = false;       // the backend accepted the deep tests' replayed MAIL:
+                                           // a STARTTLS gets 503 until the transaction ends
         size_t max_command_line = CommandPairing::kMaxCommandLine;   // longest command line forwarded,
                                        // its line end included; a longer one is answered
                                        // "500 5.5.2 Line too long" and dropped (see
@@ -95,7 +101,7 @@ public:
     // the client (back-pressure); bytes already given to from_client are kept and released
     // by from_backend. Bytes held behind a STARTTLS that the backend accepts are discarded,
     // not released (CVE-2011-0411 class); so are the bytes after a STARTTLS the filter
-    // answers itself (terminate_starttls).
+    // answers itself with 220 (terminate_starttls).
     bool client_held() const {
         return pairing_.phase() == CommandPairing::Phase::Held || pairing_.phase() == CommandPairing::Phase::TlsWaiting;
     }
@@ -144,9 +150,10 @@ public:
     // client byte given to from_client meanwhile is discarded.
     bool start_tls_now() const { return pairing_.phase() == CommandPairing::Phase::TlsStarting; }
     // The handshake is done: the filter reads commands again (the decrypted ones), offers
-    // no more STARTTLS and answers another STARTTLS with 554. Only valid while
-    // start_tls_now(); otherwise it does nothing.
-    void tls_established() { pairing_.tls_established(); }
+    // no more STARTTLS and answers another STARTTLS with 554. Appends the RSET for the
+    // backend to `to_backend`, and the backend output kept during the handshake to
+    // `to_client`. Only valid while start_tls_now(); otherwise it does nothing.
+    void tls_established(std::string& to_client, std::string& to_backend);
     bool tls_active() const { return pairing_.tls_active(); }
     // Client bytes discarded after the STARTTLS line before the handshake (never reset:
     // there is at most one STARTTLS per session).

@@ -501,6 +501,7 @@ void Session::start_relay() {
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = tls_->server != nullptr;
     options.tls_already_active = client_tls_ != nullptr;
+    options.in_transaction = handoff_->transaction_open();
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
@@ -740,7 +741,12 @@ void Session::client_tls_established() {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
     } else if (phase_ == Phase::Relay) {
-        relay_->tls_established();
+        // The backend's RSET (RFC 3207 §4.2) goes before anything the client sends in TLS.
+        std::string to_client;
+        std::string to_backend;
+        relay_->tls_established(to_client, to_backend);
+        backend_send(to_backend);
+        client_send(to_client);
         last_activity_ = uv_now(worker_.loop());
         arm_timer(config_->backend_idle_timeout);
         update_backpressure();

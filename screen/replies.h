@@ -81,6 +81,10 @@ inline constexpr std::string_view kNeedRcpt = "503 5.5.1 Error: need RCPT comman
 inline constexpr std::string_view kNoValidRecipients = "554 5.5.1 Error: no valid recipients";
 inline constexpr std::string_view kStarttlsSyntax = "501 5.5.4 Syntax: STARTTLS";
 inline constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active";
+// STARTTLS between MAIL and the end of its transaction. smtpd(8) takes it there and
+// forgets the transaction; behind smtpscreen the backend would not, so it is refused
+// (docs/design.md, "TLS"), in smtpd's words for a command that a transaction forbids (AUTH).
+inline constexpr std::string_view kMailInProgress = "503 5.5.1 Error: MAIL transaction in progress";
 // VRFY as postscreen with postscreen_disable_vrfy_command = yes: docs/design.md,
 // "Hostile input", wants VRFY refused, not answered with the reject reply (postscreen's default).
 inline constexpr std::string_view kVrfySyntax = "501 5.5.4 Syntax: VRFY address";

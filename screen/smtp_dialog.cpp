@@ -313,11 +313,14 @@ std::string SmtpDialog::check_helo(const SmtpCommand& cmd) const {
     return {};
 }
 
-// postscreen's order: syntax, then TLS already on, then TLS not available.
+// postscreen's order: syntax, then TLS already on, then TLS not available; then a
+// transaction in progress (RFC 3207 §4.2: TLS would silently drop it, and the relay
+// refuses it the same way, see proxy/command_pairing.h).
 std::string SmtpDialog::check_starttls(const SmtpCommand& cmd) const {
     if (has_argument(cmd.args)) return std::string(replies::kStarttlsSyntax);
     if (tls_active_) return std::string(replies::kTlsAlreadyActive);
     if (!options_.tls_available) return std::string(replies::kNotImplemented);
+    if (have_mail_) return std::string(replies::kMailInProgress);
     return {};
 }
 

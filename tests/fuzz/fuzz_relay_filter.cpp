@@ -21,7 +21,8 @@
 //     command or the data ends, the backends and the filter disagree;
 //   - either ran XCLIENT, XFORWARD, BDAT or PROXY, or a STARTTLS the filter must keep
 //     from the backend; or a command that is not a whole line the client sent (or the
-//     filter's XSMTPSCREEN-BLOCKED); or the Exim-like one met a line over 16,384 octets;
+//     filter's XSMTPSCREEN-BLOCKED, or its RSET after the client's TLS handshake); or the
+//     Exim-like one met a line over 16,384 octets;
 //   - a bare CR or bare LF reached a backend inside DATA;
 //   - the client was shown XCLIENT, XFORWARD or CHUNKING;
 //   - the filter keeps more than a command line's worth of bytes while not holding.
@@ -29,7 +30,8 @@
 // Input: the first octet picks the options (bit 0: smuggling.bare_lf = normalize; bits
 // 1-2: STARTTLS passed to the backend, blocked, terminated by smtpscreen, or terminated
 // and already active; bit 3: small limits, so short inputs reach them: the filter's
-// command line limit 64, Postfix-like 48, Exim-like 100). The rest is the client's bytes,
+// command line limit 64, Postfix-like 48, Exim-like 100; bit 4: the backend holds a
+// transaction from the start, as after the deep tests' replay). The rest is the client's bytes,
 // where 0xFF N C stands for the octet C repeated (N + 1) * 128 times, so that lines of
 // 16 KB and more are a few octets away (64 KiB in all at most).
 #include <algorithm>
@@ -51,6 +53,7 @@ namespace {
 
 constexpr size_t kMaxExpanded = 64 * 1024;   // room for a few lines over 16 KB
 constexpr std::string_view kBlocked = "XSMTPSCREEN-BLOCKED\r";
+constexpr std::string_view kOwnReset = "RSET\r";   // the filter's, after the client's handshake
 
 struct Limits {
     size_t filter;    // RelayFilter::Options::max_command_line
@@ -141,7 +144,7 @@ private:
         ++commands_;
         events_.push_back("C:" + line_.substr(0, 32));
         if (!skipping_) {
-            FUZZ_CHECK(line_ == kBlocked || ctx_.client_lines.count(line_) == 1,
+            FUZZ_CHECK(line_ == kBlocked || line_ == kOwnReset || ctx_.client_lines.count(line_) == 1,
                        std::string(name()) + " ran " + escaped(line_, 80) +
                            ", which the client never sent as a whole line" + ctx_.where() + " input " +
                            escaped(ctx_.input));
@@ -293,10 +296,14 @@ private:
                        "the client was shown " + std::string(hidden) + ": " + escaped(to_client) + ctx_.where() +
                            " input " + escaped(ctx_.input));
         }
-        // The client's TLS handshake, done at once.
+        // The client's TLS handshake, done at once; the filter's RSET goes to the backends.
         if (filter_.start_tls_now()) {
-            filter_.tls_established();
+            std::string reset, stashed;
+            filter_.tls_established(stashed, reset);
             tls_started_ = true;
+            FUZZ_CHECK(reset == "RSET\r\n", "after the handshake the filter sent " + escaped(reset) +
+                                                 " to the backend, not RSET" + ctx_.where());
+            return after_filter(reset, stashed);
         }
 
         // Only the events since the last comparison: the older ones were equal.
@@ -357,6 +364,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
     }
     ctx.limits = (mode & 8) ? kSmall : kProduction;
+    ctx.options.in_transaction = (mode & 16) != 0;
     ctx.options.max_command_line = ctx.limits.filter;
 
     const std::string client = expand(in.substr(1));

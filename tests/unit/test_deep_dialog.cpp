@@ -460,14 +460,13 @@ TEST_CASE("STARTTLS: 220, handshake, then the client starts over and the replay 
     o.tls_available = true;
     SmtpDialog d(o);
     d.feed("EHLO before-tls.example\r\n");
-    d.feed("MAIL FROM:<a@example.org>\r\n");
     auto events = d.feed("STARTTLS\r\n");
     CHECK(kinds(events) == std::vector<Kind>{Kind::Reply, Kind::StartTls});
     CHECK(events[0].text == "220 2.0.0 Ready to start TLS\r\n");
     // Nothing is read between our 220 and the end of the handshake.
     CHECK(d.feed("MAIL FROM:<evil@example.org>\r\n").empty());
     d.tls_established();
-    // RFC 3207 §4.2: the pre-TLS EHLO and MAIL are forgotten.
+    // RFC 3207 §4.2: the pre-TLS EHLO is forgotten.
     CHECK(replies(d.feed("MAIL FROM:<a@example.org>\r\n")) == "503 5.5.1 Error: send HELO/EHLO first\r\n");
     CHECK(replies(d.feed("EHLO after-tls.example\r\n")) == kEhloReply);  // no STARTTLS any more
     CHECK(replies(d.feed("STARTTLS\r\n")) == "554 5.5.1 Error: TLS already active\r\n");
@@ -493,6 +492,37 @@ TEST_CASE("STARTTLS: bytes pipelined behind it are discarded (CVE-2011-0411)") {
     d.tls_established();
     CHECK(replies(d.feed("EHLO c.example\r\n")) == kEhloReply);
     CHECK(replies(d.feed("RCPT TO:<b@example.net>\r\n")) == "503 5.5.1 Error: need MAIL command\r\n");
+}
+
+TEST_CASE("STARTTLS: refused inside a mail transaction, which goes on (RFC 3207 §4.2, docs/design.md \"TLS\")") {
+    DialogOptions o = all_tests();
+    o.tls_available = true;
+    SmtpDialog d(o);
+    d.feed("EHLO c.example\r\n");
+    d.feed("MAIL FROM:<a@example.org>\r\n");
+    auto events = d.feed("STARTTLS\r\n");
+    CHECK(kinds(events) == std::vector<Kind>{Kind::Reply});
+    CHECK(events[0].text == "503 5.5.1 Error: MAIL transaction in progress\r\n");
+    // A syntax error is still a syntax error first, as in smtpd.
+    CHECK(replies(d.feed("STARTTLS now\r\n")) == "501 5.5.4 Syntax: STARTTLS\r\n");
+    // The transaction goes on in clear, and the handoff replays it.
+    events = d.feed("RCPT TO:<b@example.net>\r\n");
+    const DialogEvent* handoff = find(events, Kind::Handoff);
+    REQUIRE(handoff);
+    CHECK_FALSE(handoff->tx.tls);
+    CHECK(handoff->tx.mail_line == "MAIL FROM:<a@example.org>");
+    CHECK(d.passed());   // not a protocol error: no test fails for it
+
+    SUBCASE("RSET or a new EHLO ends the transaction: STARTTLS is taken again") {
+        for (const char* end : {"RSET\r\n", "EHLO again.example\r\n", "HELO again.example\r\n"}) {
+            INFO("ended by ", end);
+            SmtpDialog t(o);
+            t.feed("EHLO c.example\r\n");
+            t.feed("MAIL FROM:<a@example.org>\r\n");
+            t.feed(end);
+            CHECK(kinds(t.feed("STARTTLS\r\n")) == std::vector<Kind>{Kind::Reply, Kind::StartTls});
+        }
+    }
 }
 
 TEST_CASE("STARTTLS: refused without a certificate and with an argument") {

@@ -231,6 +231,13 @@ TEST_CASE("with a certificate, STARTTLS is offered and answered, and TLS starts 
     CHECK(d.say("EHLO c.example").text.find("250-STARTTLS\r\n") != std::string::npos);
     CHECK(d.say("MAIL FROM:<a@example.org>").text == "250 2.1.0 Ok\r\n");
     CHECK(d.say("STARTTLS now").text == "501 5.5.4 Syntax: STARTTLS\r\n");
+    // Not inside a transaction (docs/design.md, "TLS"); RSET ends it.
+    Reply refused = d.say("STARTTLS");
+    CHECK(refused.text == "503 5.5.1 Error: MAIL transaction in progress\r\n");
+    CHECK_FALSE(refused.start_tls);
+    CHECK(d.say("RSET").text == "250 2.0.0 Ok\r\n");
+    CHECK(d.say("MAIL FROM:<a@example.org>").text == "250 2.1.0 Ok\r\n");
+    CHECK(d.say("RSET").text == "250 2.0.0 Ok\r\n");
     Reply ready = d.say("STARTTLS");
     CHECK(ready.text == "220 2.0.0 Ready to start TLS\r\n");
     CHECK(ready.start_tls);
@@ -238,6 +245,7 @@ TEST_CASE("with a certificate, STARTTLS is offered and answered, and TLS starts 
     d.dialog.tls_established();
     // RFC 3207 §4.2: nothing learned before TLS survives it.
     CHECK(d.say("MAIL FROM:<a@example.org>").text == "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    CHECK(d.say("RCPT TO:<b@example.net>").text == "503 5.5.1 Error: need MAIL command\r\n");
     CHECK(d.say("EHLO c.example").text.find("STARTTLS") == std::string::npos);
     CHECK(d.say("STARTTLS").text == "554 5.5.1 Error: TLS already active\r\n");
 }

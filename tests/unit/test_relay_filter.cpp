@@ -52,6 +52,12 @@ struct Relay {
     }
     std::string take_released() { return std::exchange(released, {}); }
     std::string take_replies() { return std::exchange(replies, {}); }
+    // The session's handshake is done; returns what went to the backend (the RSET).
+    std::string tls_established() {
+        std::string out;
+        filter.tls_established(replies, out);
+        return out;
+    }
 
     RelayFilter filter;
     std::string released;
@@ -1110,7 +1116,8 @@ void establish_tls(Relay& relay) {
     REQUIRE(relay.client("STARTTLS\r\n").empty());
     REQUIRE(relay.take_replies() == kReady);
     REQUIRE(relay.filter.start_tls_now());
-    relay.filter.tls_established();
+    REQUIRE(relay.tls_established() == "RSET\r\n");
+    REQUIRE(relay.backend("250 2.0.0 Ok\r\n").empty());   // our RSET's reply
     REQUIRE_FALSE(relay.filter.start_tls_now());
     REQUIRE(relay.filter.tls_active());
 }
@@ -1208,12 +1215,13 @@ TEST_CASE("terminate_starttls: STARTTLS alone gets our 220 and starts TLS") {
     CHECK_FALSE(relay.filter.tls_active());
     CHECK(relay.filter.discarded_after_starttls() == 0);
 
-    relay.filter.tls_established();
+    CHECK(relay.tls_established() == "RSET\r\n");
     CHECK_FALSE(relay.filter.start_tls_now());
     CHECK(relay.filter.tls_active());
     // The client's new EHLO goes to the backend; its reply offers no STARTTLS any more.
+    // The RSET's reply comes first, and is not the client's.
     CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
-    CHECK(relay.backend(kEhloReply) == kEhloInTls);
+    CHECK(relay.backend("250 2.0.0 Ok\r\n" + kEhloReply) == kEhloInTls);
     relay.client("EHLO client.example\r\n");
     CHECK(relay.backend("250 mx.example.org\r\n") == "250 mx.example.org\r\n");
     CHECK(relay.replies.empty());
@@ -1243,10 +1251,12 @@ TEST_CASE("terminate_starttls: bytes pipelined after STARTTLS are discarded and 
         CHECK(relay.filter.discarded_after_starttls() == 6 + more.size());
         CHECK(relay.replies.empty());
 
-        relay.filter.tls_established();
+        CHECK(relay.tls_established() == "RSET\r\n");
         CHECK(relay.filter.discarded_after_starttls() == 6 + more.size());
-        // Nothing of the discarded RSET was forwarded: the first backend reply answers EHLO.
+        // Nothing of the discarded RSET was forwarded: the backend's replies answer our
+        // own RSET, then the EHLO.
         CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+        CHECK(relay.backend("250 2.0.0 Ok\r\n").empty());
         CHECK(relay.backend(kEhloReply) == kEhloInTls);
         CHECK(relay.replies.empty());
     }
@@ -1264,9 +1274,11 @@ TEST_CASE("terminate_starttls: STARTTLS after a pipelined command waits for that
     CHECK(relay.replies.empty());
     CHECK_FALSE(relay.filter.start_tls_now());
     CHECK(relay.filter.client_held());
-    CHECK(relay.filter.discarded_after_starttls() == 6);
-    CHECK(relay.client("QUIT\r\n").empty());   // still before our 220: discarded
-    CHECK(relay.filter.discarded_after_starttls() == 12);
+    // Held until our reply: a 503 would make them commands again, our 220 drops them.
+    CHECK(relay.filter.held_bytes() == 6);
+    CHECK(relay.client("QUIT\r\n").empty());
+    CHECK(relay.filter.held_bytes() == 12);
+    CHECK(relay.filter.discarded_after_starttls() == 0);
 
     // A reply half-way out is not the end of it.
     CHECK(relay.backend("250-2.0.0 Ok\r\n250 2.0.0") == "250-2.0.0 Ok\r\n250 2.0.0");
@@ -1276,12 +1288,18 @@ TEST_CASE("terminate_starttls: STARTTLS after a pipelined command waits for that
           " still Ok\r\n" + std::string(kReady));
     CHECK(relay.filter.start_tls_now());
     CHECK_FALSE(relay.filter.client_held());
+    CHECK(relay.filter.discarded_after_starttls() == 12);
+    CHECK(relay.filter.held_bytes() == 0);
     CHECK(relay.backend("more\r\n").empty());
     CHECK(relay.take_released().empty());
 
-    relay.filter.tls_established();
-    CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+    // What the backend said meanwhile goes out with the handshake, before the RSET is
+    // owed a reply, so it is never taken for that reply.
+    relay.take_replies();
+    CHECK(relay.tls_established() == "RSET\r\n");
     CHECK(relay.take_replies() == "421 4.4.2 mx.example.org Error: timeout exceeded\r\nmore\r\n");
+    CHECK(relay.client("EHLO client.example\r\n") == "EHLO client.example\r\n");
+    CHECK(relay.backend("250 2.0.0 Ok\r\n").empty());
     CHECK(relay.backend(kEhloReply) == kEhloInTls);
 }
 
@@ -1368,14 +1386,152 @@ TEST_CASE("terminate_starttls: STARTTLS inside TLS gets our 554, in order") {
 
 TEST_CASE("terminate_starttls: tls_established does nothing before our 220") {
     Relay relay(terminate_tls());
-    relay.filter.tls_established();
+    CHECK(relay.tls_established().empty());
     CHECK_FALSE(relay.filter.tls_active());
     relay.client("NOOP\r\nSTARTTLS\r\n");
-    relay.filter.tls_established();   // the 220 is not out yet
+    CHECK(relay.tls_established().empty());   // the 220 is not out yet
     CHECK_FALSE(relay.filter.tls_active());
     CHECK(relay.filter.client_held());
     relay.backend("250 2.0.0 Ok\r\n");
     CHECK(relay.filter.start_tls_now());
+}
+
+// RFC 3207 §4.2 and docs/design.md, "TLS": the backend never sees the client's STARTTLS,
+// so it must never carry a transaction from before the handshake into the TLS session.
+
+constexpr std::string_view kInTransaction = "503 5.5.1 Error: MAIL transaction in progress\r\n";
+
+TEST_CASE("terminate_starttls: STARTTLS inside a mail transaction gets our 503 and the session goes on") {
+    Relay relay(terminate_tls());
+    CHECK(relay.client("MAIL FROM:<a@example.org>\r\n") == "MAIL FROM:<a@example.org>\r\n");
+    CHECK(relay.backend("250 2.1.0 Ok\r\n") == "250 2.1.0 Ok\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kInTransaction);
+    CHECK_FALSE(relay.filter.start_tls_now());
+    CHECK_FALSE(relay.filter.client_held());
+    CHECK_FALSE(relay.filter.tls_active());
+    // The transaction goes on in clear.
+    CHECK(relay.client("RCPT TO:<b@example.net>\r\n") == "RCPT TO:<b@example.net>\r\n");
+    CHECK(relay.backend("250 2.1.5 Ok\r\n") == "250 2.1.5 Ok\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kInTransaction);
+    // RSET ends it: now STARTTLS is taken.
+    CHECK(relay.client("RSET\r\n") == "RSET\r\n");
+    CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kReady);
+    CHECK(relay.filter.start_tls_now());
+}
+
+TEST_CASE("terminate_starttls: pipelined behind MAIL, STARTTLS waits for its reply; what follows is kept") {
+    SUBCASE("MAIL accepted: 503, and the bytes behind the STARTTLS are commands") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client("MAIL FROM:<a@example.org>\r\nSTARTTLS\r\nRCPT TO:<b@example.net>\r\n") ==
+              "MAIL FROM:<a@example.org>\r\n");
+        CHECK(relay.filter.client_held());
+        CHECK(relay.replies.empty());
+        CHECK(relay.backend("250 2.1.0 Ok\r\n") == "250 2.1.0 Ok\r\n" + std::string(kInTransaction));
+        CHECK(relay.take_released() == "RCPT TO:<b@example.net>\r\n");
+        CHECK_FALSE(relay.filter.client_held());
+        CHECK(relay.filter.discarded_after_starttls() == 0);
+        CHECK(relay.backend("250 2.1.5 Ok\r\n") == "250 2.1.5 Ok\r\n");
+    }
+    SUBCASE("MAIL refused: no transaction, our 220, and the bytes behind it are dropped") {
+        Relay relay(terminate_tls());
+        CHECK(relay.client("MAIL FROM:<a@example.org>\r\nSTARTTLS\r\nRCPT TO:<b@example.net>\r\n") ==
+              "MAIL FROM:<a@example.org>\r\n");
+        CHECK(relay.backend("553 5.7.1 no\r\n") == "553 5.7.1 no\r\n" + std::string(kReady));
+        CHECK(relay.take_released().empty());
+        CHECK(relay.filter.start_tls_now());
+        CHECK(relay.filter.discarded_after_starttls() == std::string_view("RCPT TO:<b@example.net>\r\n").size());
+    }
+}
+
+TEST_CASE("terminate_starttls: what ends a transaction, as the backend's replies say") {
+    auto in_transaction = [](Relay& relay) {
+        relay.take_replies();
+        relay.client("STARTTLS\r\n");
+        return relay.take_replies() == kInTransaction;
+    };
+    auto open = [](Relay& relay) {
+        relay.client("MAIL FROM:<a@example.org>\r\n");
+        relay.backend("250 2.1.0 Ok\r\n");
+    };
+    SUBCASE("an accepted EHLO or HELO; a refused one does not") {
+        Relay relay(terminate_tls());
+        open(relay);
+        relay.client("EHLO\r\n");
+        relay.backend("501 Syntax: EHLO hostname\r\n");
+        CHECK(in_transaction(relay));
+        relay.client("HELO client.example\r\n");
+        relay.backend("250 mx.example.org\r\n");
+        CHECK_FALSE(in_transaction(relay));
+    }
+    SUBCASE("the reply to the end of data, whatever it says; not a refused DATA") {
+        for (std::string_view fate : {"250 2.0.0 Ok: queued as 4Q\r\n", "554 5.7.1 rejected\r\n",
+                                      "451 4.3.0 try again\r\n"}) {
+            INFO("fate: ", fate);
+            Relay relay(terminate_tls());
+            open(relay);
+            relay.client("DATA\r\n");
+            relay.backend("554 5.5.1 Error: no valid recipients\r\n");
+            CHECK(in_transaction(relay));
+            relay.client("RCPT TO:<b@example.net>\r\n");
+            relay.backend("250 2.1.5 Ok\r\n");
+            relay.client("DATA\r\n");
+            relay.backend("354 go ahead\r\n");
+            relay.client("Subject: x\r\n\r\nhello\r\n.\r\n");
+            CHECK(relay.filter.replies_owed() == 1);
+            relay.backend(fate);
+            CHECK_FALSE(in_transaction(relay));
+        }
+    }
+    SUBCASE("a refused RSET does not") {
+        Relay relay(terminate_tls());
+        open(relay);
+        relay.client("RSET\r\n");
+        relay.backend("421 4.4.2 going down\r\n");
+        CHECK(in_transaction(relay));
+    }
+}
+
+TEST_CASE("terminate_starttls: after the deep tests' replay the backend holds a transaction") {
+    RelayFilter::Options options = terminate_tls();
+    options.in_transaction = true;
+    Relay relay(options);
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kInTransaction);
+    relay.client("RSET\r\n");
+    relay.backend("250 2.0.0 Ok\r\n");
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kReady);
+}
+
+TEST_CASE("terminate_starttls: after the handshake the backend gets an RSET whose reply is ours") {
+    Relay relay(terminate_tls());
+    relay.client("EHLO before.example\r\n");
+    relay.backend(kEhloReply);
+    establish_tls(relay);   // the RSET, and its 250 kept from the client
+    CHECK(relay.replies.empty());
+    CHECK(relay.filter.replies_owed() == 0);
+    // Pipelined right behind the handshake, before the RSET's reply: paired in order.
+    Relay fast(terminate_tls());
+    fast.client("STARTTLS\r\n");
+    fast.take_replies();
+    CHECK(fast.tls_established() == "RSET\r\n");
+    CHECK(fast.client("EHLO after.example\r\nMAIL FROM:<a@example.org>\r\n") ==
+          "EHLO after.example\r\nMAIL FROM:<a@example.org>\r\n");
+    CHECK(fast.backend_drip("250 2.0.0 Ok\r\n" + kEhloReply + "250 2.1.0 Ok\r\n") == kEhloInTls + "250 2.1.0 Ok\r\n");
+    CHECK(fast.filter.replies_owed() == 0);
+    CHECK(fast.replies.empty());
+    // Whatever the backend answers to the RSET (a 421: it is going away, and its close
+    // tells the client), the client is never shown it as the answer to a command of its own.
+    Relay refused(terminate_tls());
+    refused.client("STARTTLS\r\n");
+    refused.take_replies();
+    refused.tls_established();
+    refused.client("NOOP\r\n");
+    CHECK(refused.backend("421 4.3.2 shutting down\r\n250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n");
 }
 
 TEST_CASE("terminate_starttls overrides strip_starttls for the client's STARTTLS") {
