@@ -10,6 +10,8 @@
 //   - nothing after Close, Handoff or StartTls, and feed() returns nothing afterwards;
 //   - Handoff only in Deep mode, never once the dialog enforces, with a transaction
 //     whose replay is a HELO/EHLO, a MAIL and a RCPT line;
+//   - HealthCheck mode (a load balancer's check) never starts TLS, never hands off,
+//     runs no test and answers only 250, 221, 421, 500, 501 or 502;
 //   - without the pipelining test, the events do not depend on how TCP cut the stream
 //     (LineStarted aside: it marks the cuts);
 //   - time_limit_exceeded() on a dialog still talking gives Log, Reply 421, Close.
@@ -31,16 +33,17 @@ namespace {
 
 constexpr Action kActions[] = {Action::Ignore, Action::Enforce, Action::Drop};
 
+// Bit 0: Deep; otherwise bit 1: HealthCheck, else Enforce.
 DialogOptions options_from(uint8_t pick) {
     DialogOptions o;
-    o.mode = (pick & 1) ? DialogMode::Deep : DialogMode::Enforce;
+    o.mode = (pick & 1) ? DialogMode::Deep : (pick & 2) ? DialogMode::HealthCheck : DialogMode::Enforce;
     if (o.mode == DialogMode::Deep) {
         o.pipelining = pick & 2;
         o.non_smtp = pick & 4;
         o.bare_newline = pick & 8;
         o.action = kActions[(pick >> 4) % 3];
     }
-    o.tls_available = pick & 0x40;
+    o.tls_available = (pick & 0x40) && o.mode != DialogMode::HealthCheck;   // as health_check_options
     o.command_count_limit = (pick & 0x80) ? 3 : 20;
     o.hostname = "mx.example.net";
     o.client = "[192.0.2.1]:5678";
@@ -87,6 +90,12 @@ void take(Transcript& t, std::vector<DialogEvent> events, const SmtpDialog& dial
         switch (e.kind) {
         case Kind::Reply:
             check_reply(e.text);
+            if (o.mode == DialogMode::HealthCheck) {
+                const std::string code = e.text.substr(0, 3);
+                FUZZ_CHECK(code == "250" || code == "221" || code == "421" || code == "500" || code == "501" ||
+                               code == "502",
+                           "health check answered " + escaped(e.text) + " for input " + escaped(in));
+            }
             ++t.replies;
             FUZZ_CHECK(t.replies <= static_cast<size_t>(o.command_count_limit) + 1,
                        std::to_string(t.replies) + " replies for input " + escaped(in));
