@@ -3,9 +3,10 @@
 "Backend policies behind smtpscreen").
 
 The domain spf.test publishes "v=spf1 ip4:127.0.0.56 -all" from rbldnsd (a generic
-zone) on DNS_ADDR:53. policyd-spf (Debian's postfix-policyd-spf-python) reads the system
+zone) on port 53 of a loopback address of its own (a free one of 127.53.x.y, so that
+two runs side by side do not collide). policyd-spf (Debian's postfix-policyd-spf-python) reads the system
 resolver's configuration only, so the test runs in a mount namespace of its own where
-/etc/resolv.conf names DNS_ADDR; the host's file is never touched. A private Postfix
+/etc/resolv.conf names that address; the host's file is never touched. A private Postfix
 spawns policyd-spf as its README says (spawn(8) in master.cf,
 check_policy_service unix:private/policyd-spf in smtpd_recipient_restrictions), with a
 configuration whose skip_addresses leaves loopback clients checked (Debian's default
@@ -17,7 +18,9 @@ skips 127.0.0.0/8). For each handoff, PROXY v2 and XCLIENT:
    and the message carries policyd-spf's "Received-SPF: Pass" with client-ip=127.0.0.56.
 Were smtpscreen's own 127.0.0.1 what the backend saw, both would fail alike."""
 import os
+import random
 import re
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +29,6 @@ from harness import check  # noqa: E402
 
 harness.reexec_in_private_mount_namespace()
 
-DNS_ADDR = "127.0.83.53"
 REFUSED = "127.0.0.55"
 LISTED = "127.0.0.56"
 SENDER = "alice@spf.test"
@@ -91,10 +93,24 @@ def run(env, pf, handoff, port):
     screen.stop()
 
 
+def free_dns_address():
+    """A loopback address whose UDP port 53 nothing holds: resolv.conf takes no port."""
+    for _ in range(50):
+        addr = f"127.53.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((addr, 53))
+                return addr
+            except OSError:
+                continue
+    raise harness.Failure("no loopback address 127.53.x.y with a free UDP port 53")
+
+
 def main(env):
+    dns_addr = free_dns_address()
     dns = env.rbldnsd(zones={"spf.test": ("generic", ['@ TXT "v=spf1 ip4:127.0.0.56 -all"'])},
-                      host=DNS_ADDR, port=53, name="spf-dns")
-    harness.bind_resolv_conf(env, DNS_ADDR)
+                      host=dns_addr, port=53, name="spf-dns")
+    harness.bind_resolv_conf(env, dns_addr)
     master, main_extra = policyd_spf(env)
     pf = env.postfix(main_extra=main_extra, master_extra=master)
     check(dns.proc.poll() is None, "rbldnsd for spf.test must be running")
