@@ -1,5 +1,6 @@
 #include "config/postfix_params.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "core/text.h"
@@ -9,6 +10,9 @@ namespace smtpscreen {
 namespace {
 
 constexpr int kMaxExpansionDepth = 20;
+// Bounds on one expansion: "a = $b$b", "b = $c$c", ... doubles at every level.
+constexpr int kMaxLookups = 10000;
+constexpr size_t kMaxExpandedLength = 64 * 1024;
 
 bool is_name_char(char ch) {
     return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_';
@@ -32,7 +36,7 @@ public:
     std::string expand(std::string_view v, int depth) const {
         std::string out;
         size_t i = 0;
-        while (i < v.size()) {
+        while (i < v.size() && out.size() <= kMaxExpandedLength) {
             if (v[i] != '$' || i + 1 == v.size()) {
                 out += v[i++];
                 continue;
@@ -64,9 +68,16 @@ public:
 private:
     std::string value_of(std::string_view name, int depth) const {
         if (auto it = literal_.find(name); it != literal_.end()) return it->second;
-        if (depth >= kMaxExpansionDepth) return {};
+        // A name inside its own expansion is empty, as Postfix refuses the recursion.
+        if (depth >= kMaxExpansionDepth || ++lookups_ > kMaxLookups) return {};
+        if (std::find(active_.begin(), active_.end(), name) != active_.end()) return {};
         auto raw = lookup_(name);
-        return raw ? expand(*raw, depth + 1) : std::string();
+        if (!raw) return {};
+        active_.emplace_back(name);
+        auto out = expand(*raw, depth + 1);
+        active_.pop_back();
+        if (out.size() > kMaxExpandedLength) out.resize(kMaxExpandedLength);
+        return out;
     }
 
     // The inside of ${...}: "name", "name?text", "name:text", "name?{text}:{text}".
@@ -100,6 +111,8 @@ private:
 
     const ParamLookup& lookup_;
     const std::map<std::string, std::string, std::less<>>& literal_;
+    mutable int lookups_ = 0;
+    mutable std::vector<std::string> active_;  // the names being expanded, outermost first
 };
 
 }  // namespace

@@ -40,8 +40,9 @@ using ParamLookup = std::function<std::optional<std::string>(std::string_view na
 // ${name?{text}:{text}} expanded as Postfix does (postconf(5), "Parameter expansion");
 // "$$" is a literal '$'. A name in `literal` becomes its text as it is, not expanded
 // further (--from-postconf keeps $myhostname as smtpscreen's own $hostname). A name
-// the lookup does not know expands to nothing, as in Postfix. Self-references stop at
-// a depth of 20.
+// the lookup does not know expands to nothing, as in Postfix; so does a name inside its
+// own expansion. Nesting stops at a depth of 20, and one expansion at 10,000 lookups and
+// 64 KiB of text, so that no main.cf makes it run away.
 std::string expand_postfix_value(std::string_view value, const ParamLookup& lookup,
                                  const std::map<std::string, std::string, std::less<>>& literal = {});
 

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <fmt/format.h>
+
 #include "config/config.h"
 #include "config/from_postconf.h"
 #include "config/keys.h"
@@ -47,6 +49,13 @@ TEST_CASE("postconf: Postfix's $name expansion, as postscreen's defaults use it"
     CHECK(expand_postfix_value("$a-${a}-$(a)", lookup) == "xy-xy-xy");
     CHECK(expand_postfix_value("$$5 $unknown.", lookup) == "$5 .");
     CHECK(expand_postfix_value("$loop", lookup).empty());  // stops, no endless recursion
+    // Doubling at every level would be 2^30 lookups and a gigabyte of text: bounded.
+    for (int i = 0; i < 30; ++i) main["d" + std::to_string(i)] = fmt::format("$d{0}$d{0}", i + 1);
+    main["d30"] = "x";
+    main["wide"] = "$wide$wide$wide$wide$wide";
+    auto doubled = expand_postfix_value("$d0", lookup);
+    CHECK(doubled.size() <= 70 * 1024);
+    CHECK(expand_postfix_value("$wide", lookup).empty());
     CHECK(expand_postfix_value("$myhostname ESMTP $a", lookup, {{"myhostname", "$hostname"}}) ==
           "$hostname ESMTP xy");
     CHECK(expand_postfix_value("${unbalanced", no_params) == "${unbalanced");
