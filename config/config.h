@@ -109,6 +109,9 @@ struct Config {
     std::string log_syslog_name = "smtpscreen";
     std::optional<bool> log_stderr;                     // unset: on when in the foreground
 
+    // [stats]
+    std::optional<Endpoint> stats_listen;               // unset: no metrics endpoint
+
     // [process]
     std::string process_user;
     int process_threads = 1;

@@ -393,6 +393,17 @@ std::vector<ConfigKey> make_keys() {
          },
          [](const Config& c) { return std::string(!c.log_stderr ? "auto" : *c.log_stderr ? "on" : "off"); }},
 
+        // [stats]
+        {"stats", "listen", "ip:port of the Prometheus /metrics endpoint, never an SMTP port (empty: none)",
+         [](KeyContext& c, std::string_view v) {
+             if (v.empty()) {
+                 c.cfg().stats_listen.reset();
+             } else if (auto e = c.endpoint(v, std::nullopt)) {
+                 c.cfg().stats_listen = *e;
+             }
+         },
+         [](const Config& c) { return c.stats_listen ? c.stats_listen->ip_port() : std::string(); }},
+
         // [process]
         {"process", "user", "user to run as after binding the listen addresses (empty: stay)",
          [](KeyContext& c, std::string_view v) {

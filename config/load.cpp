@@ -49,6 +49,15 @@ void check_combinations(LoadState& s) {
                           c.backend_source_address->ip(), c.backend_address.ip_port(),
                           c.backend_address.is_v6() ? 6 : 4));
     }
+    // The metrics endpoint speaks HTTP on a listener of its own (smtpscreen(8), METRICS):
+    // on an SMTP address one of the two would fail to bind, or share it through
+    // SO_REUSEPORT and hand SMTP clients to the HTTP parser.
+    if (c.stats_listen && std::find(c.listen_addresses.begin(), c.listen_addresses.end(), *c.stats_listen) !=
+                              c.listen_addresses.end()) {
+        s.add(s.line_of("stats.listen"), "stats.listen",
+              fmt::format("{} is also in listen.address (give the metrics a port of their own, e.g. 127.0.0.1:9425)",
+                          c.stats_listen->ip_port()));
+    }
     if (c.cache_backend == CacheBackend::Lmdb && c.cache_path.empty()) {
         s.add(s.line_of("cache.path"), "cache.path",
               "is empty but cache.backend is lmdb (give a file path, e.g. /var/lib/smtpscreen/cache.lmdb)");

@@ -32,8 +32,8 @@ std::string top_listed_zone(const std::vector<DnsblSite>& sites,
 }
 
 DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
-                       std::function<void()> on_update)
-    : sites_(sites), on_update_(std::move(on_update)) {
+                       std::function<void()> on_update, AnswerObserver on_answer)
+    : sites_(sites), on_update_(std::move(on_update)), on_answer_(std::move(on_answer)) {
     for (const auto& site : sites_) {
         if (pending_.count(site.zone)) continue;
         // The resolver never calls back from inside lookup(), so pending_ is complete
@@ -52,6 +52,9 @@ bool DnsblCheck::listed_for_sure(int threshold) const {
 
 void DnsblCheck::expire() {
     if (!pending_.empty()) any_failed_ = true;
+    if (on_answer_) {
+        for (const auto& [zone, lookup] : pending_) on_answer_(zone, DnsblReply::Status::Failed);
+    }
     // Destroying the subscriptions guarantees no late answer reaches on_reply.
     pending_.clear();
 }
@@ -67,6 +70,8 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
         score_ = score_answers(sites_, listed_);
         top_zone_ = top_listed_zone(sites_, listed_);
     }
+    // Before the erase: zone may live in the subscription's callback.
+    if (on_answer_) on_answer_(zone, reply.status);
     pending_.erase(it);
     // The owner may destroy this check from on_update: touch no member after the call.
     auto on_update = on_update_;

@@ -28,8 +28,11 @@ public:
     // on_update runs (from the loop) after each zone answers. sites must outlive the
     // check (they belong to the Config the session holds). Sites that share a zone
     // share one lookup. on_update may destroy the check.
+    // on_answer (optional) hears each zone's result first, for the metrics: an answer,
+    // or Failed for a zone still unanswered at expire(). It must not destroy the check.
+    using AnswerObserver = std::function<void(const std::string& zone, DnsblReply::Status status)>;
     DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
-               std::function<void()> on_update);
+               std::function<void()> on_update, AnswerObserver on_answer = {});
     DnsblCheck(const DnsblCheck&) = delete;
     DnsblCheck& operator=(const DnsblCheck&) = delete;
 
@@ -56,6 +59,7 @@ private:
 
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;
+    AnswerObserver on_answer_;
     std::map<std::string, DnsSubscription> pending_;       // unanswered zone -> its lookup
     std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
     int score_ = 0;

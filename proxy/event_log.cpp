@@ -18,6 +18,7 @@ void EventLog::connect(const Endpoint& client, const Endpoint& local) {
 }
 
 void EventLog::pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text) {
+    metrics_.test_failures[static_cast<size_t>(Test::Pregreet)].add();
     log_.info("PREGREET {} after {} from {}: {}", bytes, format_elapsed(after), client.to_string(),
               log_excerpt(text));
 }
@@ -30,10 +31,25 @@ void EventLog::dnsbl_rank(const Endpoint& client, int rank) {
     log_.info("DNSBL rank {} for {}", rank, client.to_string());
 }
 
-void EventLog::pass_new(const Endpoint& client) { log_.info("PASS NEW {}", client.to_string()); }
-void EventLog::pass_old(const Endpoint& client) { log_.info("PASS OLD {}", client.to_string()); }
-void EventLog::allowlisted(const Endpoint& client) { log_.info("ALLOWLISTED {}", client.to_string()); }
-void EventLog::denylisted(const Endpoint& client) { log_.info("DENYLISTED {}", client.to_string()); }
+void EventLog::pass_new(const Endpoint& client) {
+    metrics_.passes[static_cast<size_t>(Pass::New)].add();
+    log_.info("PASS NEW {}", client.to_string());
+}
+
+void EventLog::pass_old(const Endpoint& client) {
+    metrics_.passes[static_cast<size_t>(Pass::Old)].add();
+    log_.info("PASS OLD {}", client.to_string());
+}
+
+void EventLog::allowlisted(const Endpoint& client) {
+    metrics_.passes[static_cast<size_t>(Pass::Allowlisted)].add();
+    log_.info("ALLOWLISTED {}", client.to_string());
+}
+
+void EventLog::denylisted(const Endpoint& client) {
+    metrics_.test_failures[kAccessFailure].add();
+    log_.info("DENYLISTED {}", client.to_string());
+}
 
 void EventLog::message_refused(const Endpoint& client, std::string_view why) {
     log_.info("NOQUEUE: reject: DATA from {}: 550 5.5.2 {}; message abandoned, backend connection closed",
@@ -45,6 +61,7 @@ void EventLog::too_many_connections(const Endpoint& client, std::string_view whi
 }
 
 void EventLog::backend_unavailable(const Endpoint& client, std::string_view why) {
+    metrics_.backend_connect_failures.add();
     log_.warn("backend unavailable for {}: {}", client.to_string(), why);
 }
 
@@ -52,6 +69,7 @@ void EventLog::backend_unavailable(const Endpoint& client, std::string_view why)
 // pflogsumm count it as they would without smtpscreen in front. A multi-line reply is
 // logged on one line: the first line, then the text of the next few after their code.
 void EventLog::backend_refused(const Endpoint& client, std::string_view reply) {
+    metrics_.backend_refusals.add();
     constexpr int kMaxLines = 4;
     std::string text;
     int lines = 0;
@@ -79,6 +97,7 @@ void EventLog::proxy_header_error(const Endpoint& peer, std::string_view why) {
 }
 
 void EventLog::disconnect(const Endpoint& client, std::string_view outcome, Millis duration) {
+    metrics_.session_ended(outcome);
     log_.info("DISCONNECT {} {} after {}", client.to_string(), outcome, format_elapsed(duration));
 }
 

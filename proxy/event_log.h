@@ -1,12 +1,15 @@
 #pragma once
 // Every log line (docs/design.md, "Log lines"), one function per event, so postscreen's
-// wording (which pflogsumm and fail2ban's postfix filter parse) lives in one place.
+// wording (which pflogsumm and fail2ban's postfix filter parse) lives in one place. The
+// same function counts the event for the metrics endpoint, so a counter and its log
+// line never disagree.
 #include <string>
 #include <string_view>
 
 #include "core/address.h"
 #include "core/duration.h"
 #include "core/log.h"
+#include "proxy/metrics.h"
 
 namespace smtpscreen {
 
@@ -15,7 +18,7 @@ std::string format_elapsed(Millis elapsed);
 
 class EventLog {
 public:
-    explicit EventLog(Logger& log) : log_(log) {}
+    EventLog(Logger& log, WorkerMetrics& metrics) : log_(log), metrics_(metrics) {}
 
     void connect(const Endpoint& client, const Endpoint& local);
     void pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text);
@@ -34,9 +37,11 @@ public:
     void disconnect(const Endpoint& client, std::string_view outcome, Millis duration);
 
     Logger& logger() { return log_; }
+    WorkerMetrics& metrics() { return metrics_; }
 
 private:
     Logger& log_;
+    WorkerMetrics& metrics_;
 };
 
 }  // namespace smtpscreen

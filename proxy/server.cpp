@@ -19,6 +19,7 @@
 #include "proxy/service_notify.h"
 #include "proxy/tls_config.h"
 #include "proxy/worker.h"
+#include "stats/metrics_endpoint.h"
 
 namespace smtpscreen {
 namespace {
@@ -62,10 +63,12 @@ std::string startup_line(const Config& c, const TlsContexts& tls, const std::str
     if (c.deep_non_smtp_command) deep.push_back("non_smtp_command");
     if (c.deep_bare_newline) deep.push_back("bare_newline");
     if (!deep.empty()) tests.push_back(fmt::format("deep {} ({})", fmt::join(deep, "+"), action_name(c.deep_action)));
-    return fmt::format("smtpscreen {} started: config {}, user {}, listening on {}{}, tests: {}{}", SMTPSCREEN_VERSION,
+    return fmt::format("smtpscreen {} started: config {}, user {}, listening on {}{}, tests: {}{}{}", SMTPSCREEN_VERSION,
                        config_path, user_name(), listeners.describe(),
                        listeners.inherited() ? " (socket activation)" : "", fmt::join(tests, ", "),
-                       tls.server ? ", STARTTLS on" : "");
+                       tls.server ? ", STARTTLS on" : "",
+                       c.stats_listen ? fmt::format(", metrics on http://{}/metrics", c.stats_listen->ip_port())
+                                      : std::string());
 }
 
 // SIGTERM/SIGINT on a small loop of the main thread; the workers run their own.
@@ -74,6 +77,7 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
     std::vector<std::string> keys;
     if (old.process_threads != next.process_threads) keys.push_back("process.threads");
     if (old.process_user != next.process_user) keys.push_back("process.user");
+    if (old.stats_listen != next.stats_listen) keys.push_back("stats.listen");
     if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path) {
         keys.push_back("cache.*");
     }
@@ -88,8 +92,9 @@ class SignalWatch {
 public:
     SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, ListenSockets& listeners,
                 std::shared_ptr<const Config> config, std::string config_path, Logger& log,
-                std::shared_ptr<VerdictCache> cache)
-        : workers_(workers),
+                std::shared_ptr<VerdictCache> cache, std::unique_ptr<MetricsEndpoint> metrics)
+        : metrics_(std::move(metrics)),
+          workers_(workers),
           listeners_(listeners),
           config_(std::move(config)),
           config_path_(std::move(config_path)),
@@ -123,6 +128,7 @@ public:
 
 private:
     void close() {
+        metrics_.reset();
         if (cleanup_) cleanup_->stop();
         handles_.clear();
         done_.close();
@@ -191,6 +197,8 @@ private:
                   config_path_);
     }
 
+    // On this loop, not a worker's: a scraper never delays an SMTP session.
+    std::unique_ptr<MetricsEndpoint> metrics_;
     std::vector<std::unique_ptr<Worker>>& workers_;
     ListenSockets& listeners_;
     std::shared_ptr<const Config> config_;
@@ -214,6 +222,11 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<SharedServices> shared;
     std::unique_ptr<ListenSockets> listeners;
+    // Signals get a loop and a thread of their own, so that worker 0 can run on the main
+    // thread; the metrics endpoint runs there too.
+    uv_loop_t signal_loop;
+    uv_loop_init(&signal_loop);
+    std::unique_ptr<MetricsEndpoint> metrics;
     try {
         listeners = std::make_unique<ListenSockets>(config->listen_addresses, threads, log);
         drop_privileges(config->process_user);
@@ -221,18 +234,27 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
         for (size_t i = 0; i < static_cast<size_t>(threads); ++i) {
             workers.push_back(std::make_unique<Worker>(*shared, config, tls, listeners->for_thread(i)));
         }
+        if (config->stats_listen) {
+            std::vector<const WorkerMetrics*> counted;
+            for (const auto& w : workers) counted.push_back(&w->metrics());
+            // CAP_NET_BIND_SERVICE is kept, so a port below 1024 still binds here.
+            metrics = std::make_unique<MetricsEndpoint>(&signal_loop, *config->stats_listen, [counted] {
+                return format_metrics(counted, read_process_figures());
+            });
+        }
     } catch (const std::exception& e) {
         log.error("{}", e.what());
+        metrics.reset();
+        uv_run(&signal_loop, UV_RUN_DEFAULT);
+        uv_loop_close(&signal_loop);
         return 1;
     }
     std::vector<std::thread> running;
     for (size_t i = 1; i < workers.size(); ++i) running.emplace_back([w = workers[i].get()] { w->run(); });
 
-    // Signals get a loop and a thread of their own, so that worker 0 can run on the main thread.
-    uv_loop_t signal_loop;
-    uv_loop_init(&signal_loop);
     {
-        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache);
+        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache,
+                          std::move(metrics));
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.
         log.info("{}", startup_line(*config, *tls, config_path, *listeners));
         service_notify::ready(fmt::format("listening on {}", listeners->describe()));

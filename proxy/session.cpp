@@ -58,6 +58,9 @@ int Session::start(uv_stream_t* listener, const std::optional<Endpoint>& listen_
     if (!peer || !local) return UV_ENOTCONN;  // reset before we got to it
     client_ep_ = *peer;
     local_ep_ = *local;
+    counted_ = true;
+    worker_.metrics().connections.add();
+    worker_.metrics().enter_phase(SessionPhase::Count, SessionPhase::ProxyHeader);
 
     if (config_->proxy_protocol == ProxyProtocol::Off) {
         client_identified();
@@ -72,7 +75,7 @@ int Session::start(uv_stream_t* listener, const std::optional<Endpoint>& listen_
         return 0;
     }
     // No banner and no greet wait until the load balancer has said who the client is.
-    phase_ = Phase::ProxyHeader;
+    enter(Phase::ProxyHeader);
     arm_timer(config_->proxy_timeout);
     client_.start_reading();
     return 0;
@@ -103,7 +106,7 @@ void Session::read_proxy_header(std::string_view bytes) {
 // session, so it is not logged and takes no connection slot. The whole dialog gets
 // listen.proxy_timeout.
 void Session::start_health_check() {
-    phase_ = Phase::HealthCheck;
+    enter(Phase::HealthCheck);
     health_check_ = true;
     client_send(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_, worker_.hostname()));
@@ -150,7 +153,7 @@ void Session::screen_known_client() {
         worker_.events().denylisted(client_ep_);
         if (config_->access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config_->access_action);
     }
-    phase_ = Phase::Cache;
+    enter(Phase::Cache);
     std::weak_ptr<int> alive = alive_;
     worker_.cache().lookup(client_ip_, [this, alive](std::optional<TestResults> record) {
         if (!alive.expired() && phase_ == Phase::Cache) on_cache_record(record);
@@ -159,7 +162,12 @@ void Session::screen_known_client() {
 
 void Session::on_cache_record(const std::optional<TestResults>& record) {
     cached_ = record;
-    if (record && passed_all_enabled_tests(*record)) {
+    const bool known = record && passed_all_enabled_tests(*record);
+    worker_.metrics().cache_lookups[static_cast<size_t>(known    ? CacheResult::Hit
+                                                        : record ? CacheResult::Expired
+                                                                 : CacheResult::Miss)]
+        .add();
+    if (known) {
         worker_.events().pass_old(client_ep_);
         return start_handoff();
     }
@@ -182,7 +190,7 @@ bool Session::deep_passes_valid(const TestResults& record, int64_t now) const {
 // ---------------------------------------------------------------- steps 4-5: greet wait, verdict
 
 void Session::start_greet_wait() {
-    phase_ = Phase::GreetWait;
+    enter(Phase::GreetWait);
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
     client_send(replies::greeting_first_line(config_->banner));
@@ -190,8 +198,12 @@ void Session::start_greet_wait() {
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
         if (!resolver_) resolver_ = worker_.resolver();
-        dnsbl_ = std::make_unique<DnsblCheck>(*resolver_, config_->dnsbl_sites, client_ep_,
-                                              [this] { on_dnsbl_update(); });
+        const uint64_t asked_at = uv_now(worker_.loop());
+        dnsbl_ = std::make_unique<DnsblCheck>(
+            *resolver_, config_->dnsbl_sites, client_ep_, [this] { on_dnsbl_update(); },
+            [this, asked_at](const std::string& zone, DnsblReply::Status status) {
+                worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
+            });
     }
     arm_timer(config_->greet_wait);
     client_.start_reading();
@@ -229,7 +241,7 @@ void Session::on_greet_wait_over() {
     if (dnsbl_ && !dnsbl_->complete()) {
         uint64_t now = uv_now(worker_.loop());
         if (now < dnsbl_deadline_) {
-            phase_ = Phase::DnsblWait;
+            enter(Phase::DnsblWait);
             return arm_timer(Millis(dnsbl_deadline_ - now));
         }
         dnsbl_->expire();
@@ -245,6 +257,7 @@ void Session::conclude_screening() {
     const bool listed = dnsbl_listed();
     const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && dnsbl_ && score <= config_->dnsbl_allowlist_threshold;
     if (listed || dnswl) worker_.events().dnsbl_rank(client_ep_, score);
+    if (listed) worker_.metrics().test_failures[static_cast<size_t>(Test::Dnsbl)].add();
 
     if (pregreet_seen_ && config_->greet_action != Action::Ignore) {
         return act_on_failure(Failure::Pregreet, config_->greet_action);
@@ -266,7 +279,7 @@ bool Session::deep_tests_pending() const {
 }
 
 void Session::start_deep() {
-    phase_ = Phase::Deep;
+    enter(Phase::Deep);
     client_send(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(
         deep_options(*config_, worker_.hostname(), client_ep_.to_string(), tls_->server != nullptr));
@@ -282,6 +295,9 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
+            if (e.test != Test::Count) worker_.metrics().test_failures[static_cast<size_t>(e.test)].add();
+            worker_.events().logger().info("{}", e.text);
+            break;
         case DialogEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
         case DialogEvent::Kind::LineStarted:
             if (!health_check_) arm_timer(config_->command_time_limit);
@@ -397,7 +413,7 @@ void Session::drop(Failure failure) {
 }
 
 void Session::start_enforce(Failure failure) {
-    phase_ = Phase::Enforce;
+    enter(Phase::Enforce);
     enforced_ = failure;
     client_send(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, worker_.hostname(), client_ep_.to_string(),
@@ -423,7 +439,7 @@ void Session::start_name_lookup() {
 }
 
 void Session::start_handoff(BackendHandoff::Replay replay) {
-    phase_ = Phase::Handoff;
+    enter(Phase::Handoff);
     client_.stop_reading();  // the kernel holds what the client sends until the relay starts
     uv_timer_stop(timer_.get());
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
@@ -482,7 +498,7 @@ void Session::handoff_ready(std::string reply) {
 }
 
 void Session::start_relay() {
-    phase_ = Phase::Relay;
+    enter(Phase::Relay);
     backend_ = handoff_->take_connection();
     backend_tls_ = handoff_->take_tls();
     backend_->set_events(*this);
@@ -706,6 +722,7 @@ void Session::on_client_bytes(std::string_view bytes) {
     if (!client_tls_) return on_client_plaintext(bytes);
     std::string ciphertext;
     if (!client_tls_->feed_ciphertext(bytes)) {
+        if (!client_tls_->handshake_done()) worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
         worker_.events().logger().warn("TLS from {}: {}", client_ep_.to_string(), client_tls_->error());
         return finish("tls-failed");
     }
@@ -714,6 +731,7 @@ void Session::on_client_bytes(std::string_view bytes) {
         client_tls_->take_ciphertext(ciphertext);
         client_.write(ciphertext);  // the alert, on failure
         if (step == TlsStream::Handshake::Failed) {
+            worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
             worker_.events().logger().warn("SSL_accept error from {}: {}", client_ep_.to_string(), client_tls_->error());
             close_client_after_flush();
             return finish("tls-failed");
@@ -736,6 +754,8 @@ void Session::on_client_bytes(std::string_view bytes) {
 }
 
 void Session::client_tls_established() {
+    worker_.metrics().tls_handshakes[static_cast<size_t>(client_tls_->resumed() ? TlsResult::Resumed : TlsResult::Full)]
+        .add();
     worker_.events().logger().info("{}", postfix_tls_log_line(client_ep_, *client_tls_));
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
         dialog_->tls_established();
@@ -804,6 +824,7 @@ void Session::arm_timer(Millis after) {
 
 void Session::on_timer() {
     if (client_tls_ && !client_tls_->handshake_done()) {
+        worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
         worker_.events().logger().warn("TLS handshake timeout for {} (tls.handshake_timeout)", client_ep_.to_string());
         return finish("tls-timeout");
     }
@@ -840,7 +861,7 @@ void Session::abort(std::string_view outcome) { finish(outcome); }
 
 void Session::finish(std::string_view outcome) {
     if (phase_ == Phase::Done) return;
-    phase_ = Phase::Done;
+    enter(Phase::Done);
     if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
     timer_.close();
     client_.close();
@@ -851,6 +872,16 @@ void Session::finish(std::string_view outcome) {
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
     worker_.session_done(this);
+}
+
+// The gauge of sessions by step follows every change of phase_.
+void Session::enter(Phase next) {
+    static_assert(static_cast<int>(Phase::Done) == static_cast<int>(SessionPhase::Count),
+                  "Session::Phase and SessionPhase list the same steps");
+    if (counted_) {
+        worker_.metrics().enter_phase(static_cast<SessionPhase>(phase_), static_cast<SessionPhase>(next));
+    }
+    phase_ = next;
 }
 
 Millis Session::elapsed() const { return Millis(uv_now(worker_.loop()) - started_at_); }

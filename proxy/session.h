@@ -113,6 +113,7 @@ private:
     void on_drained(Connection& conn) override;
     void on_connected(Connection& conn, int status) override;
 
+    void enter(Phase next);
     void arm_timer(Millis after);
     void on_timer();
     Millis elapsed() const;
@@ -122,6 +123,7 @@ private:
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const TlsContexts> tls_;
     Phase phase_ = Phase::ProxyHeader;
+    bool counted_ = false;  // in the metrics' connections and sessions gauge (accepted for good)
     Connection client_;
     Endpoint client_ep_;
     std::string client_ip_;

@@ -29,7 +29,7 @@ std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
 
 Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
                std::vector<uv_os_sock_t> listen_fds)
-    : shared_(shared), config_(std::move(config)), tls_(std::move(tls)), events_(shared.log) {
+    : shared_(shared), config_(std::move(config)), tls_(std::move(tls)), events_(shared.log, metrics_) {
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }

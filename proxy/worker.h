@@ -18,6 +18,7 @@
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
+#include "proxy/metrics.h"
 #include "proxy/tls_config.h"
 
 namespace smtpscreen {
@@ -60,6 +61,9 @@ public:
     // dnsbl.servers does not pull it from under their pending lookups.
     std::shared_ptr<DnsClient> resolver() { return resolver_; }
     EventLog& events() { return events_; }
+    // Written by this loop's thread only; read by the metrics endpoint's at a scrape.
+    WorkerMetrics& metrics() { return metrics_; }
+    const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
@@ -93,6 +97,7 @@ private:
     std::shared_ptr<const TlsContexts> tls_;
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
+    WorkerMetrics metrics_;  // before events_, which counts into it
     EventLog events_;
     std::shared_ptr<DnsClient> resolver_;
     struct Listener {

@@ -35,6 +35,7 @@ limits.max_connections limits.per_client_connections limits.command_time_limit
 limits.command_count_limit limits.shutdown_grace
 smuggling.bare_lf
 log.syslog log.syslog_name log.stderr
+stats.listen
 process.user process.threads
 """.split()
 

@@ -310,6 +310,26 @@ TEST_CASE("config: listen.address may not be empty or list an address twice") {
     CHECK(d.at(2, "listen.address").find("twice") != std::string::npos);
 }
 
+TEST_CASE("config: stats.listen is an ip:port of its own, empty for none") {
+    TempDir dir;
+    CHECK_FALSE(Config{}.stats_listen.has_value());
+    auto ok = load(dir, "[stats]\nlisten = 127.0.0.1:9425\n");
+    CHECK(ok.errors.empty());
+    REQUIRE(ok.config->stats_listen.has_value());
+    CHECK(ok.config->stats_listen->ip_port() == "127.0.0.1:9425");
+    CHECK(print_config(*ok.config).find("[stats]\nlisten = 127.0.0.1:9425\n") != std::string::npos);
+    auto v6 = load(dir, "[stats]\nlisten = [::1]:9425\n");
+    CHECK(v6.errors.empty());
+    auto none = load(dir, "[stats]\nlisten =\n");
+    CHECK(none.errors.empty());
+    CHECK_FALSE(none.config->stats_listen.has_value());
+    auto no_port = load(dir, "[stats]\nlisten = 127.0.0.1\n");
+    CHECK_FALSE(no_port.at(2, "stats.listen").empty());
+    // One of the SMTP addresses: refused, naming both keys.
+    auto same = load(dir, "[listen]\naddress = 127.0.0.1:2500, 127.0.0.1:2501\n[stats]\nlisten = 127.0.0.1:2501\n");
+    CHECK(same.at(4, "stats.listen").find("also in listen.address") != std::string::npos);
+}
+
 TEST_CASE("config: dnsbl.sites syntax errors carry file, line and key") {
     TempDir dir("smtpscreen-config");
     auto l = load(dir, "[dnsbl]\nsites = zen.spamhaus.org*x, bl.example=127.0.0.[9..2]\n");
@@ -541,7 +561,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     std::string text = print_config(c);
     std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",
                                       "[cache]", "[tls]", "[limits]", "[smuggling]", "[log]",
-                                      "[process]"};
+                                      "[stats]", "[process]"};
     size_t pos = 0;
     for (const auto& s : order) {
         CAPTURE(s);
@@ -559,7 +579,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 54);
+    CHECK(keys == 55);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -700,7 +720,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 54);
+    CHECK(keys == 55);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {

@@ -16,6 +16,7 @@ One module per job:
     tls             a test CA, STARTTLS clients, posttls-finger
     env             Env and run(main): one test's directory, cleanup and verdict
     scenarios       clean_session, deep_client, HostileTargets, smuggling payloads
+    metrics         http_request, scrape_metrics (the stats.listen endpoint)
 
 Everything public is importable from the package itself (from smtptest import
 SmtpClient); tests/integration/harness.py re-exports it for the tests that
@@ -35,3 +36,4 @@ from .log_lines import *  # noqa: F401,F403
 from .tls import *  # noqa: F401,F403
 from .env import *  # noqa: F401,F403
 from .scenarios import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403
