@@ -512,9 +512,10 @@ private:
             if (it != written_.end()) load_problem(*find_config_key("cache", name), it->second.value, ttl);
         }
         if (ttl.cache_dnsbl_min_ttl > ttl.cache_dnsbl_max_ttl) {
-            auto min = written_.at("cache.dnsbl_min_ttl");
+            auto min = written_.find("cache.dnsbl_min_ttl");
             written_["cache.dnsbl_max_ttl"] = Written{
-                min.value, fmt::format("{} (raised to postscreen_dnsbl_min_ttl, which wins in postscreen; "
+                min != written_.end() ? min->second.value : find_config_key("cache", "dnsbl_min_ttl")->default_value(),
+                fmt::format("{} (raised to postscreen_dnsbl_min_ttl, which wins in postscreen; "
                                        "smtpscreen refuses a minimum above the maximum)",
                                        set_here(max_name) ? as_written(max_name) : origin(max_name, "cache.dnsbl_max_ttl"))};
         }

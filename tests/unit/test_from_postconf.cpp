@@ -263,4 +263,9 @@ TEST_CASE("from-postconf: a DNSBL minimum TTL above the maximum still loads, as 
     REQUIRE(legacy.errors.empty());
     CHECK(legacy.config->cache_dnsbl_max_ttl == Millis{3600000});
     CHECK(legacy.says("# postscreen_dnsbl_ttl = 30m (raised to postscreen_dnsbl_min_ttl"));
+    // Only the maximum set, below postscreen's (and smtpscreen's) default minimum of 60s.
+    auto zero = migrate(dir, "postscreen_dnsbl_max_ttl = 0\n");
+    INFO(zero.ini);
+    REQUIRE(zero.errors.empty());
+    CHECK(zero.config->cache_dnsbl_max_ttl == Millis{60000});
 }
