@@ -10,7 +10,9 @@ as its DNSBL. Between a scrape before and a scrape after, a scripted run:
     back and is handed off at once (PASS OLD);
 and, on a second smtpscreen whose backend refuses every client (a 421 greeting) and then
 is stopped, one client relayed the refusal (backend-refused) and one that finds no
-backend (backend-unavailable). Every counter of the scrape after differs from the one
+backend (backend-unavailable); on a third, with the deep tests and STARTTLS, a
+pipelining bot (rejected) and a client that does STARTTLS in smtpscreen's own dialog
+and quits there (one full handshake). Every counter of the scrape after differs from the one
 before by exactly what the run did, and by nothing else; the sessions gauge is back
 to 0; GET /metrics is served on its own port, never on the SMTP one."""
 import os
@@ -137,6 +139,38 @@ def main(env):
     }, "refusing")
     screen.stop()
     refusing.stop()
+
+    # Deep tests and STARTTLS: a pipelining bot, and a client that starts TLS in
+    # smtpscreen's own dialog and quits there.
+    ca = harness.make_test_ca(env)
+    cert = ca.issue("mx-rsa.test", "rsa")
+    deep_stats = harness.free_port()
+    deep = env.smtpscreen(name="deep", postfix=pf, settings=harness.tls_settings(cert, **harness.deep_settings({
+        "stats.listen": f"127.0.0.1:{deep_stats}", "deep.action": "enforce", "greet.wait": "1s"})))
+    before = harness.scrape_metrics(deep_stats)
+    c = harness.deep_client(deep, "127.0.0.44")
+    port = c.local_port
+    c.send("EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@example.test>\r\n")
+    for _ in range(3):
+        c.read_reply()
+    c.expect("QUIT", 221)
+    c.check_closed(5, "the pipelining bot, after QUIT")
+    deep.wait_for_log(harness.re_disconnect("127.0.0.44", port) + r" rejected")
+    c, _ = harness.starttls_client(deep.port, source="127.0.0.45", ca_file=ca.ca_file)
+    port = c.local_port
+    c.expect("QUIT", 221)
+    c.close()
+    deep.wait_for_log(harness.re_disconnect("127.0.0.45", port))
+    after = harness.scrape_metrics(deep_stats)
+    check_exact(before, after, {
+        "smtpscreen_connections_total": 2,
+        "smtpscreen_sessions_total{outcome=\"rejected\"}": 1,
+        "smtpscreen_sessions_total{outcome=\"quit\"}": 1,
+        "smtpscreen_test_failures_total{test=\"pipelining\"}": 1,
+        "smtpscreen_tls_handshakes_total{result=\"full\"}": 1,
+        "smtpscreen_cache_lookups_total{result=\"miss\"}": 2,
+    }, "deep")
+    deep.stop()
 
 
 harness.run(main, timeout=150)
