@@ -152,6 +152,18 @@ private:
     std::string output_;
 };
 
+// What most cases here start from: a DnsClient asking one server, on a loop of its own,
+// with what it logs captured; a case takes it apart into loop, stderr_log, log, resolver.
+struct ResolverSetup {
+    UvLoop loop;
+    StderrCapture stderr_log;
+    Logger log{false, "smtpscreen", true};
+    DnsClient resolver;
+
+    ResolverSetup(const Endpoint& server, std::chrono::milliseconds timeout)
+        : resolver(&loop.loop, {server}, timeout, log) {}
+};
+
 struct Received {
     int calls = 0;
     DnsblReply reply;
@@ -373,10 +385,8 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
         MESSAGE("skipped: cannot start ", kRbldnsd);
         return;
     }
-    UvLoop loop;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {rbldnsd.endpoint()}, 2000ms, log);
+    ResolverSetup setup(rbldnsd.endpoint(), 2000ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     SUBCASE("a listed address gets its A record and TTL, never from inside lookup()") {
         Received r;
@@ -501,11 +511,9 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
 }
 
 TEST_CASE("dns client: a server that never answers fails within the timeout, logged once") {
-    UvLoop loop;
     LoopbackUdp silent;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+    ResolverSetup setup(silent.endpoint(), 600ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     Received a, b;
     const auto start = std::chrono::steady_clock::now();
@@ -523,11 +531,9 @@ TEST_CASE("dns client: a server that never answers fails within the timeout, log
 }
 
 TEST_CASE("dns client: a zone that keeps timing out is skipped, logged once") {
-    UvLoop loop;
     LoopbackUdp silent;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {silent.endpoint()}, 200ms, log);
+    ResolverSetup setup(silent.endpoint(), 200ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     std::vector<Received> replies(5);
     std::vector<DnsSubscription> subs;
@@ -561,14 +567,12 @@ TEST_CASE("dns client: answers that came while the loop was busy are read before
     // A burst of accepts can keep the loop away from the DNS socket for longer than
     // dnsbl.timeout. libuv then runs the timer before it polls: the answers waiting in
     // the socket must count as answers, not as timeouts that switch the zone off.
-    UvLoop loop;
     constexpr int kClients = 8;
     std::vector<FakeDns::Record> records;
     for (int i = 1; i <= kClients; ++i) records.push_back({std::to_string(i) + ".2.0.192.busy.example", kA, "127.0.0.2"});
     FakeDns dns(records);
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {dns.endpoint()}, 300ms, log);
+    ResolverSetup setup(dns.endpoint(), 300ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     std::vector<Received> replies(kClients);
     std::vector<DnsSubscription> subs;
@@ -652,10 +656,8 @@ TEST_CASE("dns client: a closed port fails fast") {
 
 TEST_CASE("dns client: verified client name (PTR, then A or AAAA back to the client)") {
     FakeDns dns(rdns_records(), {"slow.example.test"});
-    UvLoop loop;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {dns.endpoint()}, 2000ms, log);
+    ResolverSetup setup(dns.endpoint(), 2000ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     auto resolve = [&](const char* ip) {
         ReceivedName r;
@@ -754,10 +756,8 @@ TEST_CASE("dns client: verified client name when the forward question is never a
     // the A question never. c-ares alone would give up on the A question a whole
     // timeout after asking it: 1600 ms in. One timeout bounds both steps: 1200 ms.
     FakeDns dns(rdns_records(), {"slow.example.test"}, {"16.0.0.127.in-addr.arpa"});
-    UvLoop loop;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {dns.endpoint()}, 1200ms, log);
+    ResolverSetup setup(dns.endpoint(), 1200ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     ReceivedName r;
     const auto start = std::chrono::steady_clock::now();
@@ -774,11 +774,9 @@ TEST_CASE("dns client: verified client name when the forward question is never a
 }
 
 TEST_CASE("dns client: verified client name from a server that never answers") {
-    UvLoop loop;
     LoopbackUdp silent;
-    StderrCapture stderr_log;
-    Logger log(false, "smtpscreen", true);
-    DnsClient resolver(&loop.loop, {silent.endpoint()}, 600ms, log);
+    ResolverSetup setup(silent.endpoint(), 600ms);
+    [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     ReceivedName a, b;
     const auto start = std::chrono::steady_clock::now();
