@@ -34,7 +34,7 @@ def find_smtpscreen():
 
 # smtpscreen.ini(5)'s order of the sections (smtpscreen --list-keys).
 SECTION_ORDER = ["listen", "backend", "greet", "dnsbl", "deep", "access", "cache", "tls",
-                 "limits", "smuggling", "log", "process"]
+                 "limits", "smuggling", "log", "stats", "process"]
 
 
 class Smtpscreen:
