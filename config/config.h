@@ -25,8 +25,8 @@
 namespace smtpscreen {
 
 // Default member values are the defaults that smtpscreen.ini(5) and the key table
-// document, so Config{} is the default configuration (except banner, which
-// load_config expands from banner_template).
+// document, so Config{} is the default configuration (except banner and hostname,
+// which load_config works out from banner_template and greet_hostname).
 struct Config {
     std::string source_file;  // the INI it was loaded from, for messages
 
@@ -50,6 +50,11 @@ struct Config {
     // [greet]
     std::string banner_template = "$hostname ESMTP";
     std::string banner;                                 // with $hostname expanded (by load_config)
+    // The one name the proxy gives itself: in the banner's $hostname, its EHLO/HELO,
+    // 221 and 421 replies, and its EHLO to the backend. As written; empty: the host's
+    // name (gethostname), which load_config puts in hostname.
+    std::string greet_hostname;
+    std::string hostname;                               // what is used (by load_config)
     Millis greet_wait{6000};
     Action greet_action = Action::Enforce;
 
@@ -69,6 +74,9 @@ struct Config {
     bool deep_bare_newline = false;
     Action deep_action = Action::Enforce;
     std::vector<std::string> deep_forbidden_commands{"CONNECT", "GET", "POST", "USER", "PASS"};
+    // What the dialog's EHLO reply offers (EHLO lines, "SIZE 10240000"); unset: auto,
+    // what the backend offers less what the dialog cannot keep (screen/ehlo_keywords.h).
+    std::optional<std::vector<std::string>> deep_ehlo_keywords;
 
     // [access]
     std::string access_file;
@@ -144,7 +152,9 @@ std::string list_config_keys();
 // Warnings that do not stop the start (e.g. handoff = none with the override).
 std::vector<std::string> config_warnings(const Config& config);
 
-// banner_template with "$hostname" / "${hostname}" replaced by gethostname().
-std::string expand_banner(const std::string& banner_template);
+// greet.hostname as it is used: the configured name, or the host's own when it is empty.
+std::string effective_hostname(const std::string& greet_hostname);
+// banner_template with "$hostname" / "${hostname}" replaced by hostname.
+std::string expand_banner(const std::string& banner_template, const std::string& hostname);
 
 }  // namespace smtpscreen

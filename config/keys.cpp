@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <climits>
 #include <utility>
 
 #include "core/credentials.h"
 #include "core/text.h"
+#include "screen/ehlo_keywords.h"
 
 namespace smtpscreen {
 
@@ -59,6 +61,23 @@ bool is_printable_word(std::string_view s) {
         auto u = static_cast<unsigned char>(ch);
         return u > 0x20 && u < 0x7f;
     });
+}
+
+// RFC 5321 4.1.2 Domain: dot-separated labels of letters, digits and inner hyphens.
+// A name clients see in every greeting and EHLO reply must be one they can parse.
+bool is_domain_name(std::string_view name) {
+    if (name.empty() || name.size() > 253) return false;
+    size_t start = 0;
+    for (;;) {
+        size_t dot = name.find('.', start);
+        std::string_view label = name.substr(start, dot == std::string_view::npos ? dot : dot - start);
+        if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+        for (char ch : label) {
+            if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') return false;
+        }
+        if (dot == std::string_view::npos) return true;
+        start = dot + 1;
+    }
 }
 
 bool user_exists(const std::string& name) {
@@ -233,7 +252,7 @@ std::vector<ConfigKey> make_keys() {
          [](const Config& c) { return c.backend_tls_ca; }},
 
         // [greet]
-        {"greet", "banner", "text of the 220 greeting; $hostname becomes the host name",
+        {"greet", "banner", "text of the 220 greeting; $hostname becomes greet.hostname",
          [](KeyContext& c, std::string_view v) {
              if (v.empty()) {
                  c.fail("is empty (use e.g. $hostname ESMTP)");
@@ -250,6 +269,16 @@ std::vector<ConfigKey> make_keys() {
              c.cfg().banner_template = std::string(v);
          },
          [](const Config& c) { return c.banner_template; }},
+        {"greet", "hostname", "the name in the banner and the proxy's own replies (empty: the host's name)",
+         [](KeyContext& c, std::string_view v) {
+             if (!v.empty() && !is_domain_name(v)) {
+                 c.fail(quote(v) + " is not a host name (use letters, digits, hyphens and dots, e.g. "
+                                   "mx.example.org, or leave it empty for the host's own name)");
+                 return;
+             }
+             c.cfg().greet_hostname = std::string(v);
+         },
+         [](const Config& c) { return c.greet_hostname; }},
         duration_key("greet", "wait", &Config::greet_wait, Zero::Refused,
                      "how long to watch for a client that talks before its turn"),
         action_key("greet", "action", &Config::greet_action,
@@ -311,6 +340,40 @@ std::vector<ConfigKey> make_keys() {
              c.cfg().deep_forbidden_commands = std::move(words);
          },
          [](const Config& c) { return join(c.deep_forbidden_commands, [](const std::string& s) { return s; }); }},
+        {"deep", "ehlo_keywords",
+         "what the EHLO reply offers during the deep tests: auto (what the backend offers) or a comma list",
+         [](KeyContext& c, std::string_view v) {
+             if (ascii_lower(v) == "auto") {
+                 c.cfg().deep_ehlo_keywords.reset();
+                 return;
+             }
+             std::vector<std::string> lines;
+             for (auto item : split_list(v)) {
+                 if (!valid_ehlo_line(item)) {
+                     c.fail(quote(item) + " is not an EHLO keyword (use a keyword and its parameters, e.g. "
+                                          "SIZE 10240000, 8BITMIME; or auto)");
+                     return;
+                 }
+                 if (auto why = unofferable_reason(item); !why.empty()) {
+                     c.fail(fmt::format("{} cannot be offered: {} (leave it out)", quote(item), why));
+                     return;
+                 }
+                 // One space between words, as an EHLO reply writes them (and as a
+                 // wrapped --print-config line reads back).
+                 std::string line;
+                 for (auto word : split(item, " ")) {
+                     if (word.empty()) continue;
+                     line += line.empty() ? "" : " ";
+                     line += word;
+                 }
+                 lines.push_back(std::move(line));
+             }
+             c.cfg().deep_ehlo_keywords = std::move(lines);
+         },
+         [](const Config& c) {
+             if (!c.deep_ehlo_keywords) return std::string("auto");
+             return join(*c.deep_ehlo_keywords, [](const std::string& s) { return s; });
+         }},
 
         // [access]
         rules_file_key("access", "file", &Config::access_file, load_access_file,

@@ -82,9 +82,14 @@ void check_printable(LoadState& s) {
 
 }  // namespace
 
-std::string expand_banner(const std::string& banner_template) {
+std::string effective_hostname(const std::string& greet_hostname) {
+    if (!greet_hostname.empty()) return greet_hostname;
     char host[256] = "";
     if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::strcpy(host, "localhost");
+    return host;
+}
+
+std::string expand_banner(const std::string& banner_template, const std::string& host) {
     std::string out;
     std::string_view rest = banner_template;
     while (!rest.empty()) {
@@ -105,7 +110,8 @@ std::string expand_banner(const std::string& banner_template) {
 std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::string>& errors) {
     auto cfg = std::make_shared<Config>();
     cfg->source_file = path;
-    cfg->banner = expand_banner(cfg->banner_template);
+    cfg->hostname = effective_hostname(cfg->greet_hostname);
+    cfg->banner = expand_banner(cfg->banner_template, cfg->hostname);
 
     std::string why;
     auto text = read_text_file(path, &why);
@@ -125,7 +131,8 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
         key.load(ctx, trim(it->second.value));
     }
     check_combinations(state);
-    cfg->banner = expand_banner(cfg->banner_template);
+    cfg->hostname = effective_hostname(cfg->greet_hostname);
+    cfg->banner = expand_banner(cfg->banner_template, cfg->hostname);
     check_printable(state);
 
     // Errors in file order, whatever stage found them, so a reader can walk down the file.

@@ -200,6 +200,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         // The client saw 250 to its EHLO and MAIL; a backend that refuses one of them
         // has its refusal shown as the answer to the RCPT, so the client never
         // believes a recipient was taken that the backend has no transaction for.
+        if (replayed_ == 1 && replay_.proto == "ESMTP" && code == 250) listener_.backend_ehlo(reply);
         if (replayed_ == replay_.lines.size() || code / 100 != 2) return ready(reply);
         send(replay_.lines[replayed_++]);
         return;

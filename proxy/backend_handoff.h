@@ -37,6 +37,9 @@ public:
         // unavailable. reply: that whole greeting, for the client as it is. The backend
         // leg is still reading, as with handoff_ready: take it over within this call.
         virtual void handoff_refused(std::string reply) = 0;
+        // The backend's 250 reply to the replayed EHLO (deep.ehlo_keywords = auto learns
+        // from it); before handoff_ready.
+        virtual void backend_ehlo(std::string reply) = 0;
         // why: for the log, e.g. "connect to 127.0.0.1:10025: connection refused".
         virtual void handoff_failed(std::string why) = 0;
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/verdict_cache.h"
+#include "proxy/backend_probe.h"
 #include "proxy/cache_cleanup.h"
 #include "proxy/listen_sockets.h"
 #include "proxy/privileges.h"
@@ -23,12 +24,6 @@
 
 namespace smtpscreen {
 namespace {
-
-std::string host_name() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-    return buf;
-}
 
 std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
     if (config.cache_backend == CacheBackend::Memory) return open_memory_cache();
@@ -92,7 +87,8 @@ class SignalWatch {
 public:
     SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, ListenSockets& listeners,
                 std::shared_ptr<const Config> config, std::string config_path, Logger& log,
-                std::shared_ptr<VerdictCache> cache, std::unique_ptr<MetricsEndpoint> metrics)
+                std::shared_ptr<VerdictCache> cache, std::unique_ptr<MetricsEndpoint> metrics,
+                BackendOffer& offer)
         : metrics_(std::move(metrics)),
           workers_(workers),
           listeners_(listeners),
@@ -105,6 +101,8 @@ public:
             cleanup_ = std::make_unique<CacheCleanup>(loop, std::move(cache), "lmdb:" + config_->cache_path,
                                                       config_->cache_cleanup_interval, log);
         }
+        probe_ = std::make_unique<BackendProbe>(loop, offer, log);
+        probe_->start(config_);
         done_ = UvHandle<uv_async_t>(
             [loop](uv_async_t* a) {
                 return uv_async_init(loop, a, [](uv_async_t* h) {
@@ -130,6 +128,7 @@ private:
     void close() {
         metrics_.reset();
         if (cleanup_) cleanup_->stop();
+        probe_->stop();
         handles_.clear();
         done_.close();
     }
@@ -188,6 +187,7 @@ private:
         for (const auto& w : warnings) log_.warn("{}", w);
         config_ = next;
         if (cleanup_) cleanup_->set_interval(next->cache_cleanup_interval);
+        probe_->start(next);
         for (size_t i = 0; i < workers_.size(); ++i) {
             workers_[i]->request_reload(next, next_tls,
                                         listen_fds ? std::optional((*listen_fds)[i]) : std::nullopt);
@@ -207,6 +207,7 @@ private:
     std::vector<UvHandle<uv_signal_t>> handles_;
     UvHandle<uv_async_t> done_;
     std::unique_ptr<CacheCleanup> cleanup_;
+    std::unique_ptr<BackendProbe> probe_;
     bool stopping_ = false;
 };
 
@@ -230,7 +231,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     try {
         listeners = std::make_unique<ListenSockets>(config->listen_addresses, threads, log);
         drop_privileges(config->process_user);
-        shared = std::make_unique<SharedServices>(log, open_cache(*config, log), host_name());
+        shared = std::make_unique<SharedServices>(log, open_cache(*config, log));
         for (size_t i = 0; i < static_cast<size_t>(threads); ++i) {
             workers.push_back(std::make_unique<Worker>(*shared, config, tls, listeners->for_thread(i)));
         }
@@ -254,7 +255,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
 
     {
         SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache,
-                          std::move(metrics));
+                          std::move(metrics), shared->backend_offer);
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.
         log.info("{}", startup_line(*config, *tls, config_path, *listeners));
         service_notify::ready(fmt::format("listening on {}", listeners->describe()));

@@ -109,7 +109,7 @@ void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
     client_send(replies::greeting(config_->banner));
-    dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_, worker_.hostname()));
+    dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
@@ -131,11 +131,11 @@ void Session::client_identified() {
         if (max_total < config_->max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
             client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_send(replies::crlf(replies::kTooManyConnections));
+        client_send(replies::crlf(replies::too_many_connections(config_->hostname)));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_send(replies::crlf(replies::too_many_connections_from(client_ip_)));
+        client_send(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
         break;
     }
     close_client_after_flush();
@@ -281,8 +281,11 @@ bool Session::deep_tests_pending() const {
 void Session::start_deep() {
     enter(Phase::Deep);
     client_send(replies::greeting(config_->banner));
+    // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
+    std::vector<std::string> offer =
+        config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
     dialog_ = std::make_unique<SmtpDialog>(
-        deep_options(*config_, worker_.hostname(), client_ep_.to_string(), tls_->server != nullptr));
+        deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
 }
@@ -416,7 +419,7 @@ void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
     client_send(replies::greeting(config_->banner));
-    dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, worker_.hostname(), client_ep_.to_string(),
+    dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, client_ep_.to_string(),
                                                            tls_->server != nullptr, reject_reply(failure)));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
@@ -454,9 +457,15 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
     handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, tls_->backend,
-                                                worker_.hostname(), *this);
+                                                config_->hostname, *this);
     ++worker_.backend_legs();
     handoff_->start(client_ep_, local_ep_, client_name_, std::move(replay));
+}
+
+// What the backend answered this client's replayed EHLO is what it offers a client
+// like this one now: deep.ehlo_keywords = auto offers that from here on.
+void Session::backend_ehlo(std::string reply) {
+    if (!config_->deep_ehlo_keywords) worker_.backend_offer().learn(reply, "a replayed client's EHLO");
 }
 
 void Session::handoff_failed(std::string why) {

@@ -91,6 +91,7 @@ private:
     void handoff_ready(std::string greeting) override;
     void handoff_failed(std::string why) override;
     void handoff_refused(std::string reply) override;
+    void backend_ehlo(std::string reply) override;
     void start_relay();
     void relay_from_client(std::string_view bytes);
     void relay_from_backend(std::string_view bytes);

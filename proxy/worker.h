@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
+#include "proxy/backend_offer.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
@@ -27,12 +28,11 @@ class Session;
 
 // What every loop thread shares; owned by the server, outlives the workers.
 struct SharedServices {
-    SharedServices(Logger& l, std::shared_ptr<VerdictCache> c, std::string host)
-        : log(l), cache(std::move(c)), hostname(std::move(host)) {}
+    SharedServices(Logger& l, std::shared_ptr<VerdictCache> c) : log(l), cache(std::move(c)), backend_offer(l) {}
     Logger& log;
     std::shared_ptr<VerdictCache> cache;
+    BackendOffer backend_offer;  // deep.ehlo_keywords = auto
     ConnectionLimits limits;
-    std::string hostname;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
 };
 
@@ -66,8 +66,8 @@ public:
     const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
+    BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
-    const std::string& hostname() const { return shared_.hostname; }
     size_t session_count() const { return sessions_.size(); }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,

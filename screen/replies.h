@@ -9,6 +9,7 @@
 // whole reply say so. The relay filter's own replies (after handoff) live with it.
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace smtpscreen::replies {
 
@@ -25,9 +26,12 @@ inline std::string crlf(std::string_view line) {
 inline std::string greeting_first_line(std::string_view banner) { return crlf("220-" + std::string(banner)); }
 inline std::string greeting(std::string_view banner) { return crlf("220 " + std::string(banner)); }
 
-inline constexpr std::string_view kTooManyConnections = "421 4.7.0 Error: too many connections";
-inline std::string too_many_connections_from(std::string_view ip) {
-    return std::string(kTooManyConnections) + " from " + std::string(ip);
+// smtpd(8)'s words for its own connection limits, our name (greet.hostname) included.
+inline std::string too_many_connections(std::string_view hostname) {
+    return "421 4.7.0 " + std::string(hostname) + " Error: too many connections";
+}
+inline std::string too_many_connections_from(std::string_view hostname, std::string_view ip) {
+    return too_many_connections(hostname) + " from " + std::string(ip);
 }
 inline constexpr std::string_view kBackendUnavailable = "421 4.3.2 Service temporarily unavailable";
 
@@ -48,22 +52,28 @@ inline constexpr std::string_view kDropAccess = "521 5.3.2 Service currently una
 
 inline std::string helo(std::string_view hostname) { return "250 " + std::string(hostname); }
 
-// The whole multi-line EHLO reply, CRLFs included. postscreen's list and order, less:
-// VRFY (disabled, see below), CHUNKING (BDAT is refused) and, of course, PIPELINING,
-// which is never offered, so that a client that pipelines anyway shows itself.
-// SMTPUTF8 is offered as postscreen does, because the backends the deep tests replay
-// to (Postfix >= 3.0, Exim with I18N) offer it; a backend that does not refuses the
-// replayed MAIL and the client gets that refusal.
-inline std::string ehlo(std::string_view hostname, bool starttls) {
-    std::string text = "250-" + std::string(hostname) + "\r\n250-SIZE\r\n250-ETRN\r\n";
-    if (starttls) text += "250-STARTTLS\r\n";
-    text += "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n";
+// The whole multi-line EHLO reply, CRLFs included: our name, then each keyword line
+// (deep.ehlo_keywords: by default the backend's own, screen/ehlo_keywords.h), STARTTLS
+// first when tls.cert is set. PIPELINING is never among them, so that a client
+// that pipelines anyway shows itself.
+inline std::string ehlo(std::string_view hostname, const std::vector<std::string>& keywords, bool starttls) {
+    std::vector<std::string_view> lines;
+    if (starttls) lines.emplace_back("STARTTLS");
+    lines.insert(lines.end(), keywords.begin(), keywords.end());
+    std::string text = std::string(lines.empty() ? "250 " : "250-") + std::string(hostname) + "\r\n";
+    for (size_t i = 0; i < lines.size(); ++i) {
+        text += i + 1 == lines.size() ? "250 " : "250-";
+        text += lines[i];
+        text += "\r\n";
+    }
     return text;
 }
 
 inline constexpr std::string_view kOk = "250 2.0.0 Ok";
 inline constexpr std::string_view kSenderOk = "250 2.1.0 Ok";
-inline constexpr std::string_view kBye = "221 2.0.0 Bye";
+// Postfix says "221 2.0.0 Bye"; RFC 5321 4.2.2 has the server name itself in its 221,
+// so a client's transcript names one server from banner to goodbye.
+inline std::string bye(std::string_view hostname) { return "221 2.0.0 " + std::string(hostname) + " Bye"; }
 inline constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS";
 
 inline std::string helo_syntax(std::string_view verb) { return "501 Syntax: " + std::string(verb) + " hostname"; }

@@ -45,10 +45,10 @@ bool health_check_verb(std::string_view verb) {
     return verb == "EHLO" || verb == "HELO" || verb == "NOOP" || verb == "RSET" || verb == "QUIT";
 }
 
-DialogOptions common_options(const Config& config, std::string hostname, std::string client, bool tls_available) {
+DialogOptions common_options(const Config& config, std::string client, bool tls_available) {
     DialogOptions options;
     options.command_count_limit = config.command_count_limit;
-    options.hostname = std::move(hostname);
+    options.hostname = config.hostname;
     options.client = std::move(client);
     options.tls_available = tls_available;
     return options;
@@ -56,8 +56,10 @@ DialogOptions common_options(const Config& config, std::string hostname, std::st
 
 }  // namespace
 
-DialogOptions deep_options(const Config& config, std::string hostname, std::string client, bool tls_available) {
-    DialogOptions options = common_options(config, std::move(hostname), std::move(client), tls_available);
+DialogOptions deep_options(const Config& config, std::vector<std::string> ehlo_keywords, std::string client,
+                           bool tls_available) {
+    DialogOptions options = common_options(config, std::move(client), tls_available);
+    options.ehlo_keywords = std::move(ehlo_keywords);
     options.mode = DialogMode::Deep;
     options.pipelining = config.deep_pipelining;
     options.non_smtp = config.deep_non_smtp_command;
@@ -67,16 +69,16 @@ DialogOptions deep_options(const Config& config, std::string hostname, std::stri
     return options;
 }
 
-DialogOptions enforce_options(const Config& config, std::string hostname, std::string client, bool tls_available,
+DialogOptions enforce_options(const Config& config, std::string client, bool tls_available,
                               std::string reject_reply) {
-    DialogOptions options = common_options(config, std::move(hostname), std::move(client), tls_available);
+    DialogOptions options = common_options(config, std::move(client), tls_available);
     options.mode = DialogMode::Enforce;
     options.reject_reply = std::move(reject_reply);
     return options;
 }
 
-DialogOptions health_check_options(const Config& config, std::string hostname) {
-    DialogOptions options = common_options(config, std::move(hostname), "load balancer", false);
+DialogOptions health_check_options(const Config& config) {
+    DialogOptions options = common_options(config, "load balancer", false);
     options.mode = DialogMode::HealthCheck;
     return options;
 }
@@ -380,7 +382,8 @@ void SmtpDialog::proceed_ehlo(const SmtpCommand& cmd, std::string_view) {
     proto_ = "ESMTP";
     // A health check is offered nothing it could go on to use.
     if (options_.mode == DialogMode::HealthCheck) return reply(replies::helo(options_.hostname));
-    emit(DialogEvent::Kind::Reply, replies::ehlo(options_.hostname, options_.tls_available && !tls_active_));
+    emit(DialogEvent::Kind::Reply,
+         replies::ehlo(options_.hostname, options_.ehlo_keywords, options_.tls_available && !tls_active_));
 }
 
 void SmtpDialog::proceed_starttls(const SmtpCommand&, std::string_view) {
@@ -436,7 +439,7 @@ void SmtpDialog::proceed_rset(const SmtpCommand&, std::string_view) {
 void SmtpDialog::proceed_noop(const SmtpCommand&, std::string_view) { reply(replies::kOk); }
 
 void SmtpDialog::proceed_quit(const SmtpCommand&, std::string_view) {
-    reply(replies::kBye);
+    reply(replies::bye(options_.hostname));
     // A client we enforced on is logged as rejected, however politely it leaves.
     close(options_.mode == DialogMode::Enforce ? "rejected" : "quit");
 }

@@ -54,6 +54,7 @@
 
 #include "config/config.h"
 #include "screen/command_reader.h"
+#include "screen/ehlo_keywords.h"
 #include "screen/smtp_transaction.h"
 #include "screen/test_results.h"
 
@@ -69,22 +70,28 @@ struct DialogOptions {
     Action action = Action::Enforce;  // deep.action, for whichever deep test fails
     std::vector<std::string> forbidden{"CONNECT", "GET", "POST", "USER", "PASS"};  // deep.forbidden_commands
     int command_count_limit = 20;  // limits.command_count_limit; 0 or less: no limit
-    std::string hostname;          // our name, in the EHLO/HELO and 421 replies
+    std::string hostname;          // greet.hostname: in the EHLO/HELO, 221 and 421 replies
     std::string client;            // "[ip]:port", in log lines
     bool tls_available = false;    // tls.cert and tls.key are set: offer STARTTLS
+    // The EHLO reply's keyword lines (deep.ehlo_keywords, as the session resolved it).
+    std::vector<std::string> ehlo_keywords = postscreen_ehlo_keywords();
     // Enforce: the answer to every RCPT TO, without CRLF, e.g. "550 5.7.1 Service
     // unavailable; client [1.2.3.4] blocked using zen.example". Deep mode uses
     // "550 5.5.1 Protocol error" once a test fails under `enforce`.
     std::string reject_reply;
 };
 
-// The deep tests as the configuration sets them.
-DialogOptions deep_options(const Config& config, std::string hostname, std::string client, bool tls_available);
+// The deep tests as the configuration sets them (greet.hostname names us in every mode).
+// ehlo_keywords: what the EHLO reply offers, deep.ehlo_keywords resolved (the list
+// itself, or what the backend offers when it is auto).
+DialogOptions deep_options(const Config& config, std::vector<std::string> ehlo_keywords, std::string client,
+                           bool tls_available);
 // The enforce action's dialog for a client that failed a test before the handshake.
-DialogOptions enforce_options(const Config& config, std::string hostname, std::string client, bool tls_available,
-                              std::string reject_reply);
+// It never hands off, so its EHLO reply keeps postscreen's list: it promises nothing
+// a backend would have to keep.
+DialogOptions enforce_options(const Config& config, std::string client, bool tls_available, std::string reject_reply);
 // The answer to a load balancer's health check: no TLS, no tests.
-DialogOptions health_check_options(const Config& config, std::string hostname);
+DialogOptions health_check_options(const Config& config);
 
 struct DialogEvent {
     enum class Kind { Reply, Violation, Log, LineStarted, StartTls, Handoff, Close };

@@ -23,10 +23,11 @@ DOCUMENTED_KEYS = """
 listen.address listen.proxy_protocol listen.proxy_from listen.proxy_timeout
 backend.address backend.handoff backend.source_address backend.connect_timeout
 backend.idle_timeout backend.i_know_this_is_an_open_relay backend.tls backend.tls_name backend.tls_ca
-greet.banner greet.wait greet.action
+greet.banner greet.hostname greet.wait greet.action
 dnsbl.sites dnsbl.threshold dnsbl.allowlist_threshold dnsbl.action dnsbl.timeout
 dnsbl.servers dnsbl.reply_map
 deep.pipelining deep.non_smtp_command deep.bare_newline deep.action deep.forbidden_commands
+deep.ehlo_keywords
 access.file access.action
 cache.backend cache.path cache.cleanup_interval cache.pregreet_ttl cache.dnsbl_min_ttl
 cache.dnsbl_max_ttl cache.deep_ttl

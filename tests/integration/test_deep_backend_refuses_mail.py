@@ -10,8 +10,9 @@ EHLO) command itself:
     '554 5.7.1 <bad@example.org>: Sender address rejected', through proxy-v2 and xclient;
   - MAIL FROM:<...> SIZE=999999999 (over message_size_limit): RCPT gets '552 5.3.4',
     which also proves the MAIL parameters are replayed;
-  - MAIL FROM:<...> SMTPUTF8, which smtpscreen offers but this Postfix
-    (smtputf8_enable = no) does not: RCPT gets '555 5.5.4 Unsupported option: SMTPUTF8';
+  - MAIL FROM:<...> SMTPUTF8 from a client that sends it unoffered (this Postfix has
+    smtputf8_enable = no, so smtpscreen's EHLO does not offer it either): RCPT gets
+    '555 5.5.4 Unsupported option: SMTPUTF8';
   - EHLO bad.helo.test (check_helo_access REJECT): RCPT gets the EHLO refusal;
   - the replayed RCPT itself is refused (RCPT to an outside domain: '554 5.7.1 Relay
     access denied', through proxy-v2 and xclient): the client's next RCPT goes to the
@@ -93,7 +94,7 @@ def main(env):
     start_over_and_deliver(c, pf, src, port, "size")
     deliveries += 1
 
-    # --- SMTPUTF8: offered by smtpscreen, refused by this backend
+    # --- SMTPUTF8: sent unoffered, refused by this backend
     src = "127.0.0.65"
     c, port = refused_at_rcpt(v2, src, "client.example.org", "MAIL FROM:<sender@example.org> SMTPUTF8",
                               r"^555 5\.5\.4 Unsupported option: SMTPUTF8", "smtputf8")

@@ -6,7 +6,7 @@ connection with a PROXY v2 LOCAL header (no addresses), and `send-proxy` sends t
 line `PROXY UNKNOWN`. Neither names a client: the connection is the balancer's own.
 smtpscreen must answer it itself:
   - `220 <banner>` at once (no greet wait), 250 to EHLO/HELO/NOOP/RSET, 502 to any
-    other command, `221 2.0.0 Bye` to QUIT and then the close;
+    other command, `221 2.0.0 <greet.hostname> Bye` to QUIT and then the close;
   - the backend never sees a connection (it once got the check as 127.0.0.1);
   - no client session is logged (no CONNECT, no DISCONNECT, no PASS NEW);
   - it takes no limits.max_connections slot: with max_connections = 1 and a health
@@ -39,7 +39,7 @@ def health_check(screen, header, what):
     c.expect("RSET", 250)
     c.expect("MAIL FROM:<check@example.org>", 502)
     c.expect("XCLIENT ADDR=192.0.2.1", 502)
-    c.expect("QUIT", 221, r"^221 2\.0\.0 Bye$")
+    c.expect("QUIT", 221, r"^221 2\.0\.0 \S+ Bye$")
     c.check_closed(3, f"{what} after QUIT")
 
 

@@ -220,6 +220,34 @@ TEST_CASE("config: $hostname in greet.banner expands to the host name") {
     CHECK(l.config->banner_template == "$hostname ESMTP (${hostname})");
 }
 
+TEST_CASE("config: greet.hostname is the name in the banner's $hostname; empty is the host's name") {
+    TempDir dir;
+    char host[256] = "";
+    REQUIRE(gethostname(host, sizeof host - 1) == 0);
+    auto l = load(dir, "[greet]\nbanner = ${hostname} ESMTP\nhostname = mx1.example-mail.org\n");
+    REQUIRE(l.errors.empty());
+    CHECK(l.config->greet_hostname == "mx1.example-mail.org");
+    CHECK(l.config->hostname == "mx1.example-mail.org");
+    CHECK(l.config->banner == "mx1.example-mail.org ESMTP");
+    CHECK(print_config(*l.config).find("hostname = mx1.example-mail.org\n") != std::string::npos);
+
+    auto unset = load(dir, "[greet]\nhostname =\n");
+    REQUIRE(unset.errors.empty());
+    CHECK(unset.config->greet_hostname.empty());
+    CHECK(unset.config->hostname == host);
+    CHECK(unset.config->banner == std::string(host) + " ESMTP");
+}
+
+TEST_CASE("config: a greet.hostname that is no host name is refused") {
+    TempDir dir;
+    for (const char* bad : {"mx example.org", "mx..example.org", "-mx.example.org", "mx.example.org.", "mx_1.example",
+                            "[192.0.2.1]"}) {
+        auto l = load(dir, std::string("[greet]\nhostname = ") + bad + "\n");
+        REQUIRE_MESSAGE(l.errors.size() == 1, bad);
+        CHECK_MESSAGE(l.at(2, "greet.hostname").find("is not a host name") != std::string::npos, bad);
+    }
+}
+
 TEST_CASE("config: a bad duration names file, line and key, and what to write") {
     TempDir dir("smtpscreen-config");
     auto l = load(dir, "[greet]\n\nwait = 6x\n");
@@ -579,7 +607,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 55);
+    CHECK(keys == 57);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -720,7 +748,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 55);
+    CHECK(keys == 57);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {

@@ -123,7 +123,7 @@ TEST_CASE("the EHLO reply never offers PIPELINING, and STARTTLS only while TLS i
     o.tls_available = true;
     SmtpDialog tls(o);
     CHECK(replies(tls.feed("EHLO c.example\r\n")) ==
-          "250-mx.example.net\r\n250-SIZE\r\n250-ETRN\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n"
+          "250-mx.example.net\r\n250-STARTTLS\r\n250-SIZE\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n"
           "250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n");
 }
 
@@ -196,7 +196,7 @@ TEST_CASE("QUIT is answered and closes") {
     SmtpDialog d(all_tests());
     const auto events = d.feed("QUIT\r\n");
     CHECK(kinds(events) == std::vector<Kind>{Kind::Reply, Kind::Close});
-    CHECK(events[0].text == "221 2.0.0 Bye\r\n");
+    CHECK(events[0].text == "221 2.0.0 mx.example.net Bye\r\n");
     CHECK(events[1].text == "quit");
     CHECK(d.finished());
     CHECK(d.feed("EHLO c.example\r\n").empty());
@@ -353,7 +353,7 @@ TEST_CASE("enforce: the client keeps talking, every RCPT gets 550 5.5.1 and the 
     CHECK(texts(events, Kind::Log).size() == 1);
     CHECK(replies(d.feed("DATA\r\n")) == "554 5.5.1 Error: no valid recipients\r\n");
     events = d.feed("QUIT\r\n");
-    CHECK(replies(events) == "221 2.0.0 Bye\r\n");
+    CHECK(replies(events) == "221 2.0.0 mx.example.net Bye\r\n");
     CHECK(texts(events, Kind::Close) == std::vector<std::string>{"rejected"});
 }
 
@@ -417,7 +417,7 @@ TEST_CASE("command_count_limit: QUIT is always answered, and the RCPT counts") {
         SmtpDialog d(o);
         d.feed("NOOP\r\n");
         d.feed("NOOP\r\n");
-        CHECK(replies(d.feed("QUIT\r\n")) == "221 2.0.0 Bye\r\n");
+        CHECK(replies(d.feed("QUIT\r\n")) == "221 2.0.0 mx.example.net Bye\r\n");
     }
     SUBCASE("RCPT beyond the limit is not handed off") {
         SmtpDialog d(o);
@@ -541,7 +541,8 @@ TEST_CASE("deep_options takes the deep and limits keys from the configuration") 
     c.deep_action = Action::Drop;
     c.deep_forbidden_commands = {"FOO"};
     c.command_count_limit = 7;
-    const DialogOptions o = deep_options(c, "mx.example.net", kClient, true);
+    c.hostname = "mx.example.net";
+    const DialogOptions o = deep_options(c, {"SIZE 1000", "8BITMIME"}, kClient, true);
     CHECK(o.mode == DialogMode::Deep);
     CHECK(o.pipelining);
     CHECK_FALSE(o.non_smtp);
@@ -550,6 +551,7 @@ TEST_CASE("deep_options takes the deep and limits keys from the configuration") 
     CHECK(o.forbidden == std::vector<std::string>{"FOO"});
     CHECK(o.command_count_limit == 7);
     CHECK(o.hostname == "mx.example.net");
+    CHECK(o.ehlo_keywords == std::vector<std::string>{"SIZE 1000", "8BITMIME"});
     CHECK(o.client == kClient);
     CHECK(o.tls_available);
 }

@@ -80,7 +80,7 @@ TEST_CASE("a whole enforced session: every RCPT is rejected and logged as postsc
     CHECK(d.say("DATA").text == "554 5.5.1 Error: no valid recipients\r\n");
     CHECK(d.say("RSET").text == "250 2.0.0 Ok\r\n");
     const auto bye = d.say("QUIT");
-    CHECK(bye.text == "221 2.0.0 Bye\r\n");
+    CHECK(bye.text == "221 2.0.0 mx.example.net Bye\r\n");
     CHECK(bye.close);
 }
 
@@ -183,7 +183,7 @@ TEST_CASE("rejected RCPTs count as commands, and QUIT is always answered") {
         d.say("NOOP");
         d.say("NOOP");
         const auto bye = d.say("QUIT");
-        CHECK(bye.text == "221 2.0.0 Bye\r\n");
+        CHECK(bye.text == "221 2.0.0 mx.example.net Bye\r\n");
         CHECK(bye.close);
     }
 }
@@ -275,10 +275,12 @@ TEST_CASE("enforce_options: the reject reply, and limits.command_count_limit fro
     Config c;
     c.command_count_limit = 7;
     c.deep_pipelining = true;  // the deep tests are not run on a client we enforce on
-    const DialogOptions o = enforce_options(c, "mx.example.net", "[192.0.2.1]:5678", true, kReject);
+    c.hostname = "mx.example.net";
+    const DialogOptions o = enforce_options(c, "[192.0.2.1]:5678", true, kReject);
     CHECK(o.mode == DialogMode::Enforce);
     CHECK(o.command_count_limit == 7);
     CHECK(o.reject_reply == kReject);
+    CHECK(o.hostname == "mx.example.net");
     CHECK(o.tls_available);
     CHECK_FALSE(o.pipelining);
     CHECK_FALSE(o.non_smtp);
@@ -305,7 +307,7 @@ TEST_CASE("HealthCheck mode: 250 to EHLO/HELO/NOOP/RSET, 502 to the rest, 221 an
     }
     CHECK(d.logged.empty());
     const auto quit = d.say("QUIT");
-    CHECK(quit.text == "221 2.0.0 Bye\r\n");
+    CHECK(quit.text == "221 2.0.0 mx.example.net Bye\r\n");
     CHECK(quit.close);
     CHECK(d.dialog.finished());
 }
@@ -340,8 +342,8 @@ TEST_CASE("reply_room: lines past the room wait, raw, and a later feed answers t
     }
     CHECK(closed);
     CHECK(feeds == 13);  // 101 lines, 8 replies a feed
-    CHECK(got.size() == 100 * 14 + std::string("221 2.0.0 Bye\r\n").size());
-    CHECK(got.substr(got.size() - 15) == "221 2.0.0 Bye\r\n");
+    CHECK(got.size() == 100 * 14 + std::string("221 2.0.0 mx.example.net Bye\r\n").size());
+    CHECK(got.substr(got.size() - 30) == "221 2.0.0 mx.example.net Bye\r\n");
 }
 
 TEST_CASE("reply_room 0: nothing is answered and nothing is lost") {
