@@ -12,7 +12,7 @@
   - The packaged binary accepts the packaged configuration (--check) and the installed
     configuration keeps its cache in the unit's StateDirectory.
   - Installed on a booted Debian 12 (a minbase root with systemd 252 as pid 1 of its own
-    namespaces, see booted_debian.py), `apt-get install ./smtpscreen_*.deb` pulls its
+    namespaces, see tests/lib/smtptest/debian_machine.py), `apt-get install ./smtpscreen_*.deb` pulls its
     Depends, creates _smtpscreen, and starts smtpscreen.socket and smtpscreen.service:
     both are active, the process runs as _smtpscreen with only CAP_NET_BIND_SERVICE, its
     start logs no warning, and `systemd-analyze verify` and `security` pass on the
@@ -31,7 +31,6 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import booted_debian  # noqa: E402
 import harness  # noqa: E402
 from harness import check  # noqa: E402
 
@@ -81,7 +80,7 @@ def unit_properties(machine, unit, *names):
 
 
 def starts_under_systemd(env, root, deb, limit):
-    with booted_debian.BootedDebian(env, root, deb, limit) as machine:
+    with harness.BootedDebian(env, root, deb, limit) as machine:
         check_installed_service(env, machine, deb)
 
 
@@ -98,7 +97,7 @@ def check_installed_service(env, machine, deb):
     with open(os.path.join(env.dir, "apt-get-install.log"), "w") as f:
         f.write(r.stdout + r.stderr)
     check(r.returncode == 0, f"apt-get install of the package failed ({r.returncode}):\n"
-                             f"{harness._tail(r.stdout + r.stderr, 40)}")
+                             f"{harness.tail(r.stdout + r.stderr, 40)}")
     harness.log("apt-get install ./" + os.path.basename(deb) + ": done")
 
     active = machine.run("systemctl", "is-active", "smtpscreen.socket", "smtpscreen.service").stdout.split()
@@ -176,12 +175,12 @@ def check_installed_service(env, machine, deb):
     # The drop-in is the admin's; purge removes what the package put there.
     machine.must("rm", "-r", "/etc/systemd/system/smtpscreen.socket.d")
     r = machine.run("apt-get", "purge", "-y", "smtpscreen", timeout=120)
-    check(r.returncode == 0, f"apt-get purge failed:\n{harness._tail(r.stdout + r.stderr, 30)}")
+    check(r.returncode == 0, f"apt-get purge failed:\n{harness.tail(r.stdout + r.stderr, 30)}")
     left = machine.run("find", "/etc", "/lib/systemd", "/usr", "/var/lib", "-xdev", "-name",
                        "*smtpscreen*").stdout.split()
     check(not left, f"after apt-get purge these are left: {left}")
     check(machine.poweroff(), f"the machine's systemd did not power off cleanly:\n"
-                              f"{harness._tail(harness._read(machine.log_path), 10)}")
+                              f"{harness.tail(harness.read_text(machine.log_path), 10)}")
     harness.log("installed, started, greeted on port 25, reloaded, stopped, purged, powered off")
 
 
@@ -194,7 +193,7 @@ def main(env):
         harness.which(prog)
     started = time.monotonic()
     # The machine's root is built (first time only) while the package builds.
-    root_build = booted_debian.RootBuild(env)
+    root_build = harness.DebianRootBuild(env)
     src = os.path.join(env.dir, "smtpscreen")
     shutil.copytree(ROOT, src, symlinks=True,
                     ignore=lambda d, names: [n for n in names if d == ROOT and (n.startswith("build") or
@@ -269,5 +268,5 @@ def main(env):
     starts_under_systemd(env, root, deb, limit=int(max(120, TIME_LIMIT - 20 - (time.monotonic() - started))))
 
 
-TIME_LIMIT = 1070
+TIME_LIMIT = 1190
 harness.run(main, timeout=TIME_LIMIT)

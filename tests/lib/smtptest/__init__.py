@@ -17,6 +17,7 @@ One module per job:
     env             Env and run(main): one test's directory, cleanup and verdict
     scenarios       clean_session, deep_client, HostileTargets, smuggling payloads
     metrics         http_request, scrape_metrics (the stats.listen endpoint)
+    debian_machine  a Debian 12 root with systemd, booted in namespaces of its own
 
 Everything public is importable from the package itself (from smtptest import
 SmtpClient); tests/integration/harness.py re-exports it for the tests that
@@ -37,3 +38,4 @@ from .tls import *  # noqa: F401,F403
 from .env import *  # noqa: F401,F403
 from .scenarios import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
+from .debian_machine import *  # noqa: F401,F403

@@ -1,4 +1,5 @@
-"""A throwaway Debian 12 machine booted by a real systemd, for the package test.
+"""A throwaway Debian 12 machine booted by a real systemd (test_debian_package installs
+the .deb there).
 
 The host needs no systemd running: the machine is a minbase root with systemd 252
 (built once by mmdebstrap and cached, like the unpacked Exim), booted with systemd as
@@ -26,10 +27,12 @@ import signal
 import subprocess
 import time
 
-import harness
-from harness import check, fail
+from .checks import check, fail, log, tail, wait_until
+from .processes import read_text, which
 
-ROOT_CACHE = os.environ.get("SMTPSCREEN_DEBIAN_ROOT_CACHE", "/var/cache/smtpscreen-tests/bookworm-systemd")
+__all__ = ["DEBIAN_ROOT_CACHE", "DebianRootBuild", "BootedDebian"]
+
+DEBIAN_ROOT_CACHE = os.environ.get("SMTPSCREEN_DEBIAN_ROOT_CACHE", "/var/cache/smtpscreen-tests/bookworm-systemd")
 # What the cached root holds beyond minbase; bump RECIPE when this or the build changes.
 ROOT_INCLUDE = "systemd,systemd-sysv"
 ROOT_RECIPE = "1"
@@ -37,7 +40,7 @@ ROOT_RECIPE = "1"
 # files are past Valid-Until needs the first two; a proxy the others).
 HOST_APT_KEYS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date", "Acquire::http::Proxy",
                  "Acquire::https::Proxy")
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MACHINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _host_apt_options():
@@ -50,12 +53,12 @@ def _host_apt_options():
     return options
 
 
-class RootBuild:
+class DebianRootBuild:
     """The cached Debian 12 minbase root with systemd: ready at once when the cache holds
     it, otherwise built by mmdebstrap in the background (several minutes and the
     mirror), so that the caller can build its package meanwhile."""
 
-    def __init__(self, env, cache=ROOT_CACHE):
+    def __init__(self, env, cache=DEBIAN_ROOT_CACHE):
         self.cache = cache
         self.done_file = cache + ".done"
         self.log_path = os.path.join(env.dir, "mmdebstrap.log")
@@ -64,8 +67,8 @@ class RootBuild:
         env.add_cleanup(self.stop)
         if self._ready():
             return
-        mmdebstrap = harness.which("mmdebstrap")
-        harness.which("unshare")
+        mmdebstrap = which("mmdebstrap")
+        which("unshare")
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         # Two suites on one machine build it once: the second waits for the first.
         self._lock = open(cache + ".lock", "w")
@@ -79,7 +82,7 @@ class RootBuild:
                 # the package lists stay, so that an offline run can still resolve Depends
                 "--skip=cleanup/apt/lists"]
         args += [f"--aptopt={o}" for o in _host_apt_options()]
-        harness.log(f"building the Debian 12 root for the boot test into {cache} (mmdebstrap, log: {self.log_path})")
+        log(f"building the Debian 12 root for the boot test into {cache} (mmdebstrap, log: {self.log_path})")
         self._log = open(self.log_path, "w")
         # In a mount and pid namespace of its own: whatever it mounts or starts ends with it.
         self.proc = subprocess.Popen(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
@@ -111,7 +114,7 @@ class RootBuild:
         self._log.close()
         with open(self.log_path) as f:
             text = f.read()
-        check(rc == 0, f"mmdebstrap failed ({rc}):\n{harness._tail(text, 20)}")
+        check(rc == 0, f"mmdebstrap failed ({rc}):\n{tail(text, 20)}")
         partial = self.cache + ".partial"
         # The build hides service starts from its own installs; the booted machine must not.
         check(not os.path.exists(os.path.join(partial, "usr/sbin/policy-rc.d")),
@@ -121,7 +124,7 @@ class RootBuild:
         took = f"{float(took.group(1)):.0f}s" if took else "?"
         with open(self.done_file, "w") as f:
             f.write(f"recipe {ROOT_RECIPE} {ROOT_INCLUDE}\nbuilt by mmdebstrap in {took}\n")
-        harness.log(f"root built by mmdebstrap in {took}")
+        log(f"root built by mmdebstrap in {took}")
         self.proc = None
         self._unlock()
         return self.cache
@@ -190,7 +193,7 @@ rc=$?
 say "systemd ended with status $rc"
 find "$cg" -depth -type d -exec rmdir {} + && say "removed the cgroup $cg"
 exit "$rc"
-""".replace("__PATH__", PATH)
+""".replace("__PATH__", MACHINE_PATH)
 
 
 def _own_cgroup():
@@ -241,7 +244,7 @@ class BootedDebian:
         def pid1():
             if self.proc.poll() is not None:
                 fail(f"the boot script ended ({self.proc.returncode}) before systemd ran:\n"
-                     f"{harness._tail(harness._read(self.log_path), 20)}")
+                     f"{tail(read_text(self.log_path), 20)}")
             try:
                 with open(inner_pid_file) as f:
                     inner = int(f.read())
@@ -255,10 +258,10 @@ class BootedDebian:
                 except OSError:
                     pass
             return None
-        self.pid1 = harness.wait_until(pid1, timeout, interval=0.2, what="systemd as pid 1 of the machine")
+        self.pid1 = wait_until(pid1, timeout, interval=0.2, what="systemd as pid 1 of the machine")
         self.env.add_log("the machine's journal", os.path.join(self.work, "journal.txt"))
         # Until systemd has opened its private socket, systemctl cannot reach it.
-        harness.wait_until(lambda: self.run("systemctl", "is-system-running", timeout=10).stdout.strip(),
+        wait_until(lambda: self.run("systemctl", "is-system-running", timeout=10).stdout.strip(),
                            max(5, deadline - time.monotonic()), interval=0.2, what="systemd's control socket")
         r = self.run("systemctl", "is-system-running", "--wait", timeout=max(5, deadline - time.monotonic()))
         return r.stdout.strip()
@@ -267,7 +270,7 @@ class BootedDebian:
         """cmd inside the machine, as root, with a clean environment; returns the result."""
         check(self.pid1, "the machine is not running")
         full = ["nsenter", "--target", str(self.pid1), "--mount", "--uts", "--ipc", "--net", "--pid",
-                "--cgroup", "--root", "--wd", "--", "/usr/bin/env", "-i", f"PATH={PATH}", "LANG=C.UTF-8",
+                "--cgroup", "--root", "--wd", "--", "/usr/bin/env", "-i", f"PATH={MACHINE_PATH}", "LANG=C.UTF-8",
                 "DEBIAN_FRONTEND=noninteractive", *cmd]
         try:
             return subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input,
@@ -278,7 +281,7 @@ class BootedDebian:
     def must(self, *cmd, timeout=60):
         r = self.run(*cmd, timeout=timeout)
         check(r.returncode == 0, f"`{shlex.join(cmd)}` in the machine failed ({r.returncode}):\n"
-                                 f"{harness._tail(r.stdout + r.stderr, 30)}")
+                                 f"{tail(r.stdout + r.stderr, 30)}")
         return r.stdout
 
     def write_file(self, path, text):
