@@ -11,14 +11,16 @@
     starts smtpscreen.socket and smtpscreen.service (dh_installsystemd).
   - The packaged binary accepts the packaged configuration (--check) and the installed
     configuration keeps its cache in the unit's StateDirectory.
-  - Installed on a booted Debian 12 (a minbase root with systemd 252 as pid 1 of its own
-    namespaces, see tests/lib/smtptest/debian_machine.py), `apt-get install ./smtpscreen_*.deb` pulls its
-    Depends, creates _smtpscreen, and starts smtpscreen.socket and smtpscreen.service:
-    both are active, the process runs as _smtpscreen with only CAP_NET_BIND_SERVICE, its
-    start logs no warning, and `systemd-analyze verify` and `security` pass on the
-    installed units. With the README's drop-in for port 25 it greets 220 there (in the
-    machine's own network namespace), answers again after `systemctl reload`, stops
-    with status 0, and `apt-get purge` leaves none of its files behind.
+  - Installed on a booted Debian 12 (a minbase root with systemd 252 as pid 1 of its
+    own namespaces: tests/lib/smtptest/debian_machine.py), `apt-get install
+    ./smtpscreen_*.deb` pulls its Depends, creates _smtpscreen, and starts
+    smtpscreen.socket and smtpscreen.service: both are active, the process runs as
+    _smtpscreen with only CAP_NET_BIND_SERVICE, its start logs no warning but the
+    shipped INI's tls.passthrough advice (it has no certificate), and `systemd-analyze
+    verify` and `security` pass on the installed units. With the README's drop-in for
+    port 25 it greets 220 there (in the machine's own network namespace), answers again
+    after `systemctl reload`, stops with status 0, and `apt-get purge` leaves none of
+    its files behind.
 Slow (a full package build, and the first time a root file system from the mirror): it
 has its own timeout in meson, and runs only once per suite (skipped for the ASan
 build's binary)."""
