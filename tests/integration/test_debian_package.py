@@ -3,7 +3,8 @@
   - The package is built from a copy of the source tree (no build directories), with
     the unit tests as the build's check.
   - Its files: /usr/sbin/smtpscreen, smtpscreen(8) and smtpscreen.ini(5), the example
-    /etc/smtpscreen/smtpscreen.ini (a conffile), the units in /lib/systemd/system.
+    /etc/smtpscreen/smtpscreen.ini (a conffile), the units in /lib/systemd/system, the
+    fail2ban filter and jail in /etc/fail2ban/filter.d and jail.d (conffiles).
   - Depends comes from ${shlibs:Depends}: for every shared library the packaged binary
     needs (its DT_NEEDED entries), the Debian package that ships it is named; adduser
     is there for postinst.
@@ -215,7 +216,8 @@ def main(env):
     files = {line.split()[-1].lstrip(".") for line in listing.splitlines() if line.strip()}
     for path in ("/usr/sbin/smtpscreen", "/usr/share/man/man8/smtpscreen.8.gz",
                  "/usr/share/man/man5/smtpscreen.ini.5.gz", "/etc/smtpscreen/smtpscreen.ini",
-                 "/lib/systemd/system/smtpscreen.service", "/lib/systemd/system/smtpscreen.socket"):
+                 "/lib/systemd/system/smtpscreen.service", "/lib/systemd/system/smtpscreen.socket",
+                 "/etc/fail2ban/filter.d/smtpscreen.conf", "/etc/fail2ban/jail.d/smtpscreen.conf"):
         check(path in files, f"the package lacks {path}; it has:\n{listing}")
     strays = [f for f in files if re.search(r"unit_tests|smtpload|fuzz|/usr/local/|/include/", f)]
     check(not strays, f"the package ships files that are not for admins: {strays}")
@@ -225,7 +227,10 @@ def main(env):
     run(["dpkg-deb", "-e", deb, control])
     run(["dpkg-deb", "-x", deb, extracted])
     with open(os.path.join(control, "conffiles")) as f:
-        check("/etc/smtpscreen/smtpscreen.ini" in f.read().split(), "the INI is not a conffile")
+        conffiles = f.read().split()
+    for path in ("/etc/smtpscreen/smtpscreen.ini", "/etc/fail2ban/filter.d/smtpscreen.conf",
+                 "/etc/fail2ban/jail.d/smtpscreen.conf"):
+        check(path in conffiles, f"{path} is not a conffile: {conffiles}")
 
     depends = run(["dpkg-deb", "-f", deb, "Depends"]).stdout.strip()
     harness.log(f"Depends: {depends}")

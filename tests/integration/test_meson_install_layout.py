@@ -3,8 +3,10 @@
 binary in sbin, smtpscreen(8) and smtpscreen.ini(5) (rendered by scdoc) under
 share/man, the example configuration as /etc/smtpscreen/smtpscreen.ini with its cache
 in /var/lib/smtpscreen, and smtpscreen.service and smtpscreen.socket in the systemd
-unit directory (/lib/systemd/system on Debian 12); nothing else (no test programs, no
-bench). The installed binary runs and accepts the installed configuration."""
+unit directory (/lib/systemd/system on Debian 12), the fail2ban filter and jail in
+/etc/fail2ban/filter.d and /etc/fail2ban/jail.d (the jail off as shipped); nothing else
+(no test programs, no bench). The installed binary runs and accepts the installed
+configuration."""
 import os
 import subprocess
 import sys
@@ -34,10 +36,11 @@ def main(env):
     page8, page5 = one("share/man/man8/smtpscreen.8"), one("share/man/man5/smtpscreen.ini.5")
     ini = os.path.join(dest, "etc", "smtpscreen", "smtpscreen.ini")
     units = [os.path.join(dest, "lib", "systemd", "system", u) for u in ("smtpscreen.service", "smtpscreen.socket")]
-    for path in [ini] + units:
+    fail2ban = [os.path.join(dest, "etc", "fail2ban", d, "smtpscreen.conf") for d in ("filter.d", "jail.d")]
+    for path in [ini] + units + fail2ban:
         check(os.path.isfile(path), f"{os.path.relpath(path, dest)} is not installed; all: {files}")
-    expected = {os.path.relpath(p, dest) for p in [exe, page8, page5, ini] + units}
-    extra = [f for f in files if f not in expected and not f.startswith("etc/fail2ban/")]
+    expected = {os.path.relpath(p, dest) for p in [exe, page8, page5, ini] + units + fail2ban}
+    extra = [f for f in files if f not in expected]
     check(not extra, f"installed files that are not for admins: {extra}")
 
     for page in (page8, page5):
@@ -49,6 +52,10 @@ def main(env):
     with open(units[0]) as f:
         harness.check_search(r"^ExecStart=/usr/sbin/smtpscreen -c /etc/smtpscreen/smtpscreen\.ini$", f.read(),
                              "installed smtpscreen.service")
+    with open(fail2ban[1]) as f:
+        jail = f.read()
+    harness.check_search(r"^filter\s*=\s*smtpscreen\b", jail, "installed fail2ban jail")
+    harness.check_search(r"^enabled\s*=\s*false$", jail, "installed fail2ban jail (off as shipped)")
     r = subprocess.run([exe, "-c", ini, "--check"], capture_output=True, text=True, timeout=30)
     check(r.returncode == 0, f"the installed binary refuses the installed configuration:\n{r.stdout}{r.stderr}")
 
