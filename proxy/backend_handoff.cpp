@@ -92,40 +92,8 @@ void BackendHandoff::on_connected(Connection&, int status) {
     step_ = Step::Greeting;
 }
 
-void BackendHandoff::send(std::string_view text) {
-    if (!tls_ || !tls_->handshake_done()) return backend_->write(text);
-    backend_->write(tls_->encrypt(text));
-}
-
+// The leg moves plaintext only: in TLS (backend.tls = on) the connection encrypts.
 void BackendHandoff::on_data(Connection&, std::string_view bytes) {
-    if (!tls_) return on_plaintext(bytes);
-    if (!tls_->feed_ciphertext(bytes)) return fail("backend TLS: " + tls_->error());
-    if (!tls_->handshake_done()) return continue_handshake();
-    std::string plaintext;
-    bool open = tls_->read_plaintext(plaintext);
-    on_plaintext(plaintext);
-    if (!open && step_ != Step::Ready && step_ != Step::Failed) fail("backend closed TLS: " + tls_->error());
-}
-
-void BackendHandoff::continue_handshake() {
-    TlsStream::Handshake result = tls_->handshake();
-    std::string ciphertext;
-    tls_->take_ciphertext(ciphertext);
-    backend_->write(ciphertext);
-    if (result == TlsStream::Handshake::Failed) {
-        if (!tls_->name_mismatch()) return fail("backend TLS handshake: " + tls_->error());
-        return fail(fmt::format("backend TLS handshake: {}; the certificate does not name \"{}\" (set "
-                                "backend.tls_name to a name the backend's certificate carries)",
-                                tls_->error(), config_.backend_certificate_name()));
-    }
-    if (result == TlsStream::Handshake::NeedMore) return;
-    log_line_ = postfix_tls_backend_log_line(config_.backend_address, *tls_);
-    // RFC 3207 §4.2: the session starts over; Postfix wants a new EHLO, which the client
-    // (or the replay, or the XCLIENT step) sends.
-    announce_client();
-}
-
-void BackendHandoff::on_plaintext(std::string_view bytes) {
     reply_.append(bytes);
     for (;;) {
         size_t len = complete_reply_length(reply_);
@@ -136,6 +104,24 @@ void BackendHandoff::on_plaintext(std::string_view bytes) {
         if (step_ == Step::Ready || step_ == Step::Failed) return;
     }
     if (reply_.size() > kMaxReply) fail("backend reply longer than 16 KiB");
+}
+
+// RFC 3207 §4.2: the session starts over; Postfix wants a new EHLO, which the client
+// (or the replay, or the XCLIENT step) sends.
+void BackendHandoff::on_tls_ready(Connection&) { announce_client(); }
+
+void BackendHandoff::on_tls_failed(Connection&, TlsFailure failure) {
+    const TlsStream& tls = *backend_->tls();
+    const std::string& error = tls.error();
+    switch (failure) {
+    case TlsFailure::Handshake:
+        if (!tls.name_mismatch()) return fail("backend TLS handshake: " + error);
+        return fail(fmt::format("backend TLS handshake: {}; the certificate does not name \"{}\" (set "
+                                "backend.tls_name to a name the backend's certificate carries)",
+                                error, config_.backend_certificate_name()));
+    case TlsFailure::Overflow: return fail("backend TLS: " + error);
+    case TlsFailure::Record: return fail("backend closed TLS: " + error);
+    }
 }
 
 void BackendHandoff::on_reply(const std::string& reply) {
@@ -152,7 +138,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         greeting_ = reply;
         if (tls_context_) {
             step_ = Step::TlsEhlo;
-            return send(fmt::format("EHLO {}\r\n", hostname_));
+            return backend_->write(fmt::format("EHLO {}\r\n", hostname_));
         }
         return announce_client();
     case Step::TlsEhlo:
@@ -160,7 +146,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
             return fail("backend.tls = on but the backend does not offer STARTTLS (EHLO reply: " + first_line(reply) + ")");
         }
         step_ = Step::TlsStarttls;
-        return send("STARTTLS\r\n");
+        return backend_->write("STARTTLS\r\n");
     case Step::TlsStarttls: {
         if (code != 220) return fail("backend refused STARTTLS: " + first_line(reply));
         // Anything the backend sent after its 220 came in clear and is dropped
@@ -168,10 +154,10 @@ void BackendHandoff::on_reply(const std::string& reply) {
         discarded_ = reply_.size();
         reply_.clear();
         std::string error;
-        tls_ = TlsStream::client(tls_context_, config_.backend_certificate_name(), nullptr, &error);
-        if (!tls_) return fail("backend TLS: " + error);
+        auto tls = TlsStream::client(tls_context_, config_.backend_certificate_name(), nullptr, &error);
+        if (!tls) return fail("backend TLS: " + error);
         step_ = Step::TlsHandshake;
-        return continue_handshake();
+        return backend_->start_tls(std::move(tls));
     }
     case Step::XclientEhlo:
         if (code != 250 || !offers_keyword(reply, "XCLIENT")) {
@@ -183,7 +169,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         step_ = Step::XclientReply;
         // Postfix resets the session unless NAME is given: the forward-confirmed name,
         // or [UNAVAILABLE] as Postfix itself says when there is none.
-        send(encode_xclient(
+        backend_->write(encode_xclient(
             {client_, client_name_.empty() ? "[UNAVAILABLE]" : client_name_, replay_.helo, replay_.proto}));
         return;
     case Step::XclientReply:
@@ -202,7 +188,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         // believes a recipient was taken that the backend has no transaction for.
         if (replayed_ == 1 && replay_.proto == "ESMTP" && code == 250) listener_.backend_ehlo(reply);
         if (replayed_ == replay_.lines.size() || code / 100 != 2) return ready(reply);
-        send(replay_.lines[replayed_++]);
+        backend_->write(replay_.lines[replayed_++]);
         return;
     default:
         return;
@@ -214,13 +200,13 @@ void BackendHandoff::on_reply(const std::string& reply) {
 void BackendHandoff::announce_client() {
     if (config_.handoff != Handoff::Xclient) return greeted(greeting_);
     step_ = Step::XclientEhlo;
-    send(fmt::format("EHLO {}\r\n", hostname_));
+    backend_->write(fmt::format("EHLO {}\r\n", hostname_));
 }
 
 void BackendHandoff::greeted(const std::string& greeting) {
     if (replay_.lines.empty()) return ready(greeting);
     step_ = Step::Replaying;
-    send(replay_.lines[replayed_++]);
+    backend_->write(replay_.lines[replayed_++]);
 }
 
 void BackendHandoff::ready(const std::string& reply) {
@@ -235,7 +221,11 @@ void BackendHandoff::refused(const std::string& reply) {
     listener_.handoff_refused(reply);
 }
 
-void BackendHandoff::on_peer_eof(Connection&) { fail("backend closed the connection before its greeting"); }
+void BackendHandoff::on_peer_eof(Connection&) {
+    // A close_notify in the middle of the handoff is the backend's goodbye as much as a FIN.
+    if (const TlsStream* tls = backend_->tls(); tls && tls->closed()) return fail("backend closed TLS: " + tls->error());
+    fail("backend closed the connection before its greeting");
+}
 
 void BackendHandoff::on_socket_error(Connection&, int status) {
     fail(fmt::format("backend connection failed: {}", uv_strerror(status)));

@@ -53,12 +53,9 @@ public:
 
     // client_name: the verified reverse name for XCLIENT NAME=, empty when there is none.
     void start(const Endpoint& client, const Endpoint& local, std::string client_name, Replay replay = {});
-    // After handoff_ready: the connected backend leg, for the relay, and its TLS
-    // stream when backend.tls = on (null otherwise).
+    // After handoff_ready: the connected backend leg, for the relay, in TLS when
+    // backend.tls = on (Connection::tls()).
     std::unique_ptr<Connection> take_connection() { return std::move(backend_); }
-    std::unique_ptr<TlsStream> take_tls() { return std::move(tls_); }
-    // Postfix's "... TLS connection established to ..." line, once the backend leg is in TLS.
-    const std::string& tls_log_line() const { return log_line_; }
     // Plain-text bytes the backend sent after its 220 to our STARTTLS; dropped.
     size_t discarded_after_starttls() const { return discarded_; }
     // After handoff_ready: the replay's MAIL was accepted (its RCPT was sent), so the
@@ -74,13 +71,12 @@ private:
     void on_socket_error(Connection& conn, int status) override;
     void on_drained(Connection&) override {}
     void on_connected(Connection& conn, int status) override;
+    void on_tls_ready(Connection& conn) override;
+    void on_tls_failed(Connection& conn, TlsFailure failure) override;
 
     void on_reply(const std::string& reply);
     void greeted(const std::string& greeting);
     void announce_client();
-    void send(std::string_view text);
-    void on_plaintext(std::string_view bytes);
-    void continue_handshake();
     void ready(const std::string& reply);
     void refused(const std::string& reply);
     void fail(std::string why);
@@ -95,9 +91,7 @@ private:
     Endpoint local_;
     std::string client_name_;
     Replay replay_;
-    std::string greeting_;              // the backend's 220, what a client without a replay sees
-    std::unique_ptr<TlsStream> tls_;    // backend.tls = on
-    std::string log_line_;
+    std::string greeting_;  // the backend's 220, what a client without a replay sees
     size_t discarded_ = 0;
     size_t replayed_ = 0;  // lines of replay_ sent so far
     std::string reply_;

@@ -40,6 +40,9 @@ private:
     void on_socket_error(Connection& conn, int status) override;
     void on_drained(Connection&) override {}
     void on_connected(Connection& conn, int status) override;
+    // The probe reads the backend's EHLO reply in clear; it never starts TLS.
+    void on_tls_ready(Connection&) override {}
+    void on_tls_failed(Connection&, TlsFailure) override {}
 
     void on_reply(const std::string& reply);
     void on_timer();

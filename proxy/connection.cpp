@@ -1,5 +1,7 @@
 #include "proxy/connection.h"
 
+#include "proxy/tls_stream.h"
+
 #include <sys/socket.h>
 
 #include <cstring>
@@ -132,11 +134,20 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         }
         return;
     }
-    self->events_->on_data(*self, std::string_view(buf->base, static_cast<size_t>(n)));
+    std::string_view bytes(buf->base, static_cast<size_t>(n));
+    if (self->tls_) return self->read_tls(bytes);
+    self->events_->on_data(*self, bytes);
 }
 
 void Connection::write(std::string_view bytes) {
     if (!socket_ || bytes.empty() || write_shut_) return;
+    if (!tls_) return write_wire(bytes);  // the bulk path: no copy
+    if (tls_->handshake_done()) return write_wire(tls_->encrypt(bytes));
+    if (!tls_->failed()) held_.append(bytes);
+}
+
+void Connection::write_wire(std::string_view bytes) {
+    if (bytes.empty()) return;
     if (pending_bytes_ == 0) {
         // Nothing queued, so writing directly cannot reorder bytes.
         uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
@@ -204,6 +215,7 @@ void Connection::on_deadline(uv_timer_t* t) {
 
 void Connection::shutdown_after_flush() {
     if (!socket_ || write_shut_) return;
+    send_close_notify();
     write_shut_ = true;
     // libuv sends the FIN once every queued write is done, so nothing is cut off.
     auto* req = new uv_shutdown_t{};
@@ -228,6 +240,7 @@ void Connection::on_shutdown(uv_shutdown_t* req, int status) {
 void Connection::close_after_flush(ResetNote note) {
     if (!socket_) return;
     stop_reading();
+    if (!write_shut_) send_close_notify();
     Socket* s = std::exchange(socket_, nullptr);
     s->owner = nullptr;
     // close(2) sends the FIN after whatever the kernel still holds to send; a
@@ -240,6 +253,76 @@ void Connection::close_after_flush(ResetNote note) {
 void Connection::close() {
     if (Socket* s = std::exchange(socket_, nullptr)) s->close(false);
     reading_ = false;
+}
+
+// ---------------------------------------------------------------- TLS
+
+void Connection::start_tls(std::unique_ptr<TlsStream> stream) {
+    if (!socket_ || tls_) return;
+    tls_ = std::move(stream);
+    advance_handshake();
+}
+
+bool Connection::tls_handshaking() const { return tls_ && !tls_->handshake_done() && !tls_->failed(); }
+
+// The pattern of proxy/tls_stream.h: feed, advance, read, and after every step put what
+// the stream made (handshake messages, alerts) on the wire. An event may close the
+// socket or hand the connection to another owner: each step looks again.
+void Connection::read_tls(std::string_view ciphertext) {
+    if (!tls_->feed_ciphertext(ciphertext)) return tls_failed(TlsFailure::Overflow);
+    if (!tls_->handshake_done() && !advance_handshake()) return;
+    read_tls_records();
+}
+
+// True once the handshake is done and the socket still open.
+bool Connection::advance_handshake() {
+    TlsStream::Handshake step = tls_->handshake();
+    flush_tls();  // the alert, on failure
+    if (step == TlsStream::Handshake::Failed) {
+        tls_failed(TlsFailure::Handshake);
+        return false;
+    }
+    if (step == TlsStream::Handshake::NeedMore) return false;
+    if (!held_.empty()) write_wire(tls_->encrypt(std::exchange(held_, {})));
+    events_->on_tls_ready(*this);
+    return socket_ != nullptr;
+}
+
+// A resumed client's EHLO can arrive with its Finished: read right after the handshake.
+void Connection::read_tls_records() {
+    std::string plaintext;
+    const bool open = tls_->read_plaintext(plaintext);
+    flush_tls();
+    if (!plaintext.empty()) {
+        events_->on_data(*this, plaintext);
+        if (!socket_) return;
+    }
+    if (open) return;
+    stop_reading();
+    if (!tls_->closed()) return tls_failed(TlsFailure::Record);
+    // close_notify: the peer's half-close, as a FIN is (docs/design.md, "Half-close").
+    peer_eof_ = true;
+    events_->on_peer_eof(*this);
+}
+
+void Connection::flush_tls() {
+    std::string ciphertext;
+    tls_->take_ciphertext(ciphertext);
+    write_wire(ciphertext);
+}
+
+// Each TLS leg ends with a close_notify (RFC 5246 §7.2.1) so that the peer can tell a
+// complete session from a truncated one. A stream not (or no longer) open sends none.
+void Connection::send_close_notify() {
+    if (!tls_ || !tls_->handshake_done()) return;
+    tls_->close_notify();
+    flush_tls();
+}
+
+void Connection::tls_failed(TlsFailure failure) {
+    stop_reading();
+    held_.clear();
+    events_->on_tls_failed(*this, failure);
 }
 
 std::optional<Endpoint> Connection::peer() const {

@@ -5,13 +5,21 @@
 // What is queued is bounded by the callers (output_full(), docs/design.md "Bounded
 // output"); a socket that closes or half-closes gets kFlushDeadline to send it, then a
 // reset.
+//
+// The leg's TLS lives here too (docs/design.md, "TLS"): after start_tls() the
+// connection moves the ciphertext between the socket and its TlsStream itself, and
+// whoever owns it reads and writes plaintext only, as before the handshake. The peer's
+// close_notify is that leg's half-close (on_peer_eof); a graceful close or half-close
+// sends ours first.
 #include <uv.h>
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "core/address.h"
@@ -26,9 +34,18 @@ struct ReadBuffer {
 };
 
 class Connection;
+class TlsStream;
+
+// Why a TLS leg failed; the stream's error() says how (Connection::tls()).
+enum class TlsFailure {
+    Handshake,  // the handshake failed; the fatal alert, if any, is queued to the peer
+    Overflow,   // more ciphertext waits unconsumed than TlsStream::kMaxCiphertextIn
+    Record,     // a record after the handshake (a bad MAC, a fatal alert from the peer)
+};
 
 class ConnectionEvents {
 public:
+    // Plaintext: the bytes read, or after start_tls() the bytes decrypted.
     virtual void on_data(Connection& conn, std::string_view bytes) = 0;
     // The peer half-closed (UV_EOF): it sends nothing more, but it may still be reading.
     // Reading has stopped for good; writing goes on (docs/design.md, "Half-close").
@@ -39,6 +56,11 @@ public:
     // Every queued write has reached the kernel.
     virtual void on_drained(Connection& conn) = 0;
     virtual void on_connected(Connection& conn, int status) = 0;
+    // After start_tls(): the handshake is done. Application data that came with the
+    // peer's Finished follows as on_data, once this returns.
+    virtual void on_tls_ready(Connection& conn) = 0;
+    // After start_tls(): the TLS leg failed. Reading has stopped; the owner closes.
+    virtual void on_tls_failed(Connection& conn, TlsFailure failure) = 0;
 
 protected:
     ~ConnectionEvents() = default;
@@ -73,25 +95,40 @@ public:
     bool reading() const { return reading_; }
     bool peer_eof() const { return peer_eof_; }
 
-    // Ignored after shutdown_after_flush().
+    // Plaintext. Ignored after shutdown_after_flush(). In TLS it is encrypted; written
+    // while the handshake runs, it waits for the handshake's end.
     void write(std::string_view bytes);
-    size_t pending_bytes() const { return pending_bytes_; }
-    bool output_full() const { return pending_bytes_ >= kOutputCap; }
-    // Half-close: sends what is queued, then the FIN (shutdown(2), SHUT_WR). Reading goes
-    // on and the peer may still send; every later write() is dropped. When the queue is
-    // not sent within kFlushDeadlineMs the socket is reset and closed, and the events get
-    // on_socket_error(UV_ETIMEDOUT).
+    // Unsent bytes: ciphertext in TLS, so the cap holds a TLS leg the same way.
+    size_t pending_bytes() const { return pending_bytes_ + held_.size(); }
+    bool output_full() const { return pending_bytes() >= kOutputCap; }
+    // Half-close: sends what is queued (and in TLS a close_notify), then the FIN
+    // (shutdown(2), SHUT_WR). Reading goes on and the peer may still send; every later
+    // write() is dropped. When the queue is not sent within kFlushDeadlineMs the socket is
+    // reset and closed, and the events get on_socket_error(UV_ETIMEDOUT).
     void shutdown_after_flush();
     bool write_shut() const { return write_shut_; }
-    // Sends what is queued, then closes. The socket leaves this object at once: no more
-    // events are delivered, and the Connection may be destroyed. When the queue is not
-    // sent within kFlushDeadlineMs the socket is reset, and `note` is told.
+    // Sends what is queued (and in TLS a close_notify), then closes. The socket leaves
+    // this object at once: no more events are delivered, and the Connection may be
+    // destroyed. When the queue is not sent within kFlushDeadlineMs the socket is reset,
+    // and `note` is told.
     void close_after_flush(ResetNote note = {});
     void close();
     bool closed() const { return socket_ == nullptr; }
 
     // The relay takes over a backend leg that the handoff opened.
     void set_events(ConnectionEvents& events) { events_ = &events; }
+
+    // From now on every byte read is ciphertext for `stream` (TlsStream::server for the
+    // client leg after its STARTTLS, TlsStream::client for the backend leg after ours),
+    // and every write() is encrypted. Call it once the reply that starts TLS is written
+    // and nothing read after it has been kept (CVE-2011-0411). A client stream sends
+    // its hello at once (one that fails at that first step is reported from within this
+    // call). The handshake ends with on_tls_ready or on_tls_failed.
+    void start_tls(std::unique_ptr<TlsStream> stream);
+    // The leg's stream once start_tls() was called (its version and cipher for the log,
+    // error() after on_tls_failed), null before.
+    const TlsStream* tls() const { return tls_.get(); }
+    bool tls_handshaking() const;
 
     std::optional<Endpoint> peer() const;
     std::optional<Endpoint> local() const;
@@ -110,12 +147,22 @@ private:
     static void on_write(uv_write_t* req, int status);
     static void on_connect(uv_connect_t* req, int status);
     static void on_shutdown(uv_shutdown_t* req, int status);
+    void write_wire(std::string_view bytes);
     void queue_write(std::string_view bytes);
+    // TLS: ciphertext read, the handshake's next step, decrypted records, our goodbye.
+    void read_tls(std::string_view ciphertext);
+    bool advance_handshake();
+    void read_tls_records();
+    void flush_tls();
+    void send_close_notify();
+    void tls_failed(TlsFailure failure);
 
     Socket* socket_ = nullptr;  // null once closed; frees itself when its handles are closed
     ReadBuffer& buffer_;
     ConnectionEvents* events_;
     size_t pending_bytes_ = 0;
+    std::unique_ptr<TlsStream> tls_;
+    std::string held_;  // plaintext written while the handshake runs
     bool reading_ = false;
     bool peer_eof_ = false;
     bool write_shut_ = false;

@@ -1,5 +1,6 @@
 #include "proxy/event_log.h"
 
+#include "proxy/tls_stream.h"
 #include "screen/deep_tests.h"
 
 #include <fmt/format.h>
@@ -99,6 +100,63 @@ void EventLog::proxy_header_error(const Endpoint& peer, std::string_view why) {
 void EventLog::disconnect(const Endpoint& client, std::string_view outcome, Millis duration) {
     metrics_.session_ended(outcome);
     log_.info("DISCONNECT {} {} after {}", client.to_string(), outcome, format_elapsed(duration));
+}
+
+void EventLog::tls_established(const Endpoint& client, const TlsStream& stream) {
+    metrics_.tls_handshakes[static_cast<size_t>(stream.resumed() ? TlsResult::Resumed : TlsResult::Full)].add();
+    log_.info("{}", postfix_tls_log_line(client, stream));
+}
+
+void EventLog::tls_start_failed(const Endpoint& client, std::string_view why) {
+    log_.warn("cannot start TLS for {}: {}", client.to_string(), why);
+}
+
+void EventLog::tls_handshake_failed(const Endpoint& client, std::string_view why) {
+    metrics_.tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
+    log_.warn("SSL_accept error from {}: {}", client.to_string(), why);
+}
+
+void EventLog::tls_handshake_timeout(const Endpoint& client) {
+    metrics_.tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
+    log_.warn("TLS handshake timeout for {} (tls.handshake_timeout)", client.to_string());
+}
+
+void EventLog::tls_error(const Endpoint& client, std::string_view why, bool in_handshake) {
+    if (in_handshake) metrics_.tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
+    log_.warn("TLS from {}: {}", client.to_string(), why);
+}
+
+void EventLog::starttls_injection(const Endpoint& client, size_t bytes) {
+    log_.warn("{} sent {} byte(s) after STARTTLS before the handshake; discarded", client.to_string(), bytes);
+}
+
+void EventLog::backend_tls_established(const Endpoint& backend, const TlsStream& stream) {
+    log_.info("{}", postfix_tls_backend_log_line(backend, stream));
+}
+
+void EventLog::backend_tls_error(const Endpoint& backend, std::string_view why) {
+    log_.warn("TLS from backend {}: {}", backend.ip_port(), why);
+}
+
+void EventLog::backend_starttls_injection(const Endpoint& backend, size_t bytes) {
+    log_.warn("backend {} sent {} byte(s) after its 220 to STARTTLS before the handshake; discarded",
+              backend.ip_port(), bytes);
+}
+
+void EventLog::replies_unread(const Endpoint& client, size_t unsent) {
+    log_.warn("{} did not read its replies ({} byte(s) unsent) within limits.command_time_limit", client.to_string(),
+              unsent);
+}
+
+void EventLog::reset_after_close(std::string_view who, size_t unsent, uint64_t deadline_ms) {
+    log_.warn("{} left {} byte(s) unread {}s after its connection was closed; reset", who, unsent, deadline_ms / 1000);
+}
+
+void EventLog::dialog(std::string_view line) { log_.info("{}", line); }
+
+void EventLog::violation(Test test, std::string_view line) {
+    if (test != Test::Count) metrics_.test_failures[static_cast<size_t>(test)].add();
+    log_.info("{}", line);
 }
 
 }  // namespace smtpscreen

@@ -13,6 +13,8 @@
 
 namespace smtpscreen {
 
+class TlsStream;
+
 // "0.06" seconds, as postscreen prints elapsed times.
 std::string format_elapsed(Millis elapsed);
 
@@ -35,6 +37,30 @@ public:
     void backend_refused(const Endpoint& client, std::string_view reply);
     void proxy_header_error(const Endpoint& peer, std::string_view why);
     void disconnect(const Endpoint& client, std::string_view outcome, Millis duration);
+
+    // The client leg in TLS (docs/design.md, "TLS"), in Postfix smtpd's words where it has some.
+    void tls_established(const Endpoint& client, const TlsStream& stream);
+    void tls_start_failed(const Endpoint& client, std::string_view why);
+    void tls_handshake_failed(const Endpoint& client, std::string_view why);
+    void tls_handshake_timeout(const Endpoint& client);
+    // in_handshake: the failure ends a handshake (counted as a failed one).
+    void tls_error(const Endpoint& client, std::string_view why, bool in_handshake);
+    // Bytes a client pipelined behind its STARTTLS (CVE-2011-0411): thrown away.
+    void starttls_injection(const Endpoint& client, size_t bytes);
+    // The backend leg in TLS (backend.tls = on), in Postfix smtp's words.
+    void backend_tls_established(const Endpoint& backend, const TlsStream& stream);
+    void backend_tls_error(const Endpoint& backend, std::string_view why);
+    void backend_starttls_injection(const Endpoint& backend, size_t bytes);
+
+    // A client of the enforce or deep dialog that leaves its replies unread (docs/design.md,
+    // "Bounded output").
+    void replies_unread(const Endpoint& client, size_t unsent);
+    // who: "[ip]:port", or "backend [ip]:port".
+    void reset_after_close(std::string_view who, size_t unsent, uint64_t deadline_ms);
+    // A line the SMTP dialog words itself (NOQUEUE lines, the deep tests' notes).
+    void dialog(std::string_view line);
+    // A deep test the client failed (test: Test::Count for a violation of no test's).
+    void violation(Test test, std::string_view line);
 
     Logger& logger() { return log_; }
     WorkerMetrics& metrics() { return metrics_; }

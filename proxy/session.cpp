@@ -15,10 +15,6 @@
 namespace smtpscreen {
 namespace {
 
-constexpr size_t kMaxProxyHeader = kProxyHeaderMaxLength;
-// What the client sent after a PROXY header and before its greeting: kept for the relay.
-constexpr size_t kMaxEarlyBytes = 4096;
-
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 const char* refusal_text(RelayFilter::Refusal refusal) {
@@ -30,73 +26,28 @@ const char* refusal_text(RelayFilter::Refusal refusal) {
     }
 }
 
-std::string tls_goodbye(TlsStream& tls) {
-    tls.close_notify();
-    std::string ciphertext;
-    tls.take_ciphertext(ciphertext);
-    return ciphertext;
-}
-
 }  // namespace
 
 Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls)
     : worker_(worker),
       config_(std::move(config)),
       tls_(std::move(tls)),
-      client_(worker.loop(), worker.read_buffer(), *this),
       timer_([&worker](uv_timer_t* t) { return uv_timer_init(worker.loop(), t); }, this) {}
 
 Session::~Session() = default;
 
-// ---------------------------------------------------------------- step 1: accept
+// ---------------------------------------------------------------- step 1: accepted
 
-int Session::start(uv_stream_t* listener, const std::optional<Endpoint>& listen_local) {
-    started_at_ = uv_now(worker_.loop());
-    if (int rc = client_.accept(listener); rc != 0) return rc;
-    auto peer = client_.peer();
-    auto local = listen_local ? listen_local : client_.local();
-    if (!peer || !local) return UV_ENOTCONN;  // reset before we got to it
-    client_ep_ = *peer;
-    local_ep_ = *local;
-    counted_ = true;
-    worker_.metrics().connections.add();
-    worker_.metrics().enter_phase(SessionPhase::Count, SessionPhase::ProxyHeader);
-
-    if (config_->proxy_protocol == ProxyProtocol::Off) {
-        client_identified();
-        return 0;
-    }
-
-    bool trusted = std::any_of(config_->proxy_from.begin(), config_->proxy_from.end(),
-                               [&](const Cidr& c) { return c.contains(client_ep_); });
-    if (!trusted) {
-        worker_.events().proxy_header_error(client_ep_, "sender is not in listen.proxy_from");
-        finish("proxy-refused");
-        return 0;
-    }
-    // No banner and no greet wait until the load balancer has said who the client is.
-    enter(Phase::ProxyHeader);
-    arm_timer(config_->proxy_timeout);
-    client_.start_reading();
-    return 0;
-}
-
-void Session::read_proxy_header(std::string_view bytes) {
-    early_bytes_.append(bytes.substr(0, kMaxProxyHeader + kMaxEarlyBytes - early_bytes_.size()));
-    ProxyHeader header = parse_proxy_header(early_bytes_, config_->proxy_protocol);
-    if (header.status == ProxyHeader::Status::NeedMore) {
-        if (early_bytes_.size() < kMaxProxyHeader) return;
-        header.error = "header too long";
-    }
-    if (header.status != ProxyHeader::Status::Done) {
-        worker_.events().proxy_header_error(client_ep_, header.error);
-        return finish("proxy-error");
-    }
-    early_bytes_.erase(0, header.consumed);
-    if (header.local) return start_health_check();
-    client_ep_ = header.source;
-    local_ep_ = header.destination;
-    client_.stop_reading();
+// The connection arrives accepted, past the load balancer's PROXY header when the
+// listener takes one (proxy/accept_handshake.cpp): client_ep_ is the real client.
+void Session::start(AcceptedClient accepted) {
+    client_ = std::move(accepted.conn);
+    client_->set_events(*this);
+    client_ep_ = accepted.client;
+    local_ep_ = accepted.local;
+    started_at_ = accepted.accepted_at;
+    early_bytes_ = std::move(accepted.early_bytes);
+    if (accepted.health_check) return start_health_check();
     client_identified();
 }
 
@@ -108,9 +59,10 @@ void Session::read_proxy_header(std::string_view bytes) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
-    client_send(replies::greeting(config_->banner));
+    client_->write(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
+    client_->start_reading();
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
         early_bytes_.clear();
@@ -131,11 +83,11 @@ void Session::client_identified() {
         if (max_total < config_->max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
             client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_send(replies::crlf(replies::too_many_connections(config_->hostname)));
+        client_->write(replies::crlf(replies::too_many_connections(config_->hostname)));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_send(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
+        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
         break;
     }
     close_client_after_flush();
@@ -193,7 +145,7 @@ void Session::start_greet_wait() {
     enter(Phase::GreetWait);
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_send(replies::greeting_first_line(config_->banner));
+    client_->write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
@@ -206,7 +158,7 @@ void Session::start_greet_wait() {
             });
     }
     arm_timer(config_->greet_wait);
-    client_.start_reading();
+    client_->start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
@@ -280,28 +232,27 @@ bool Session::deep_tests_pending() const {
 
 void Session::start_deep() {
     enter(Phase::Deep);
-    client_send(replies::greeting(config_->banner));
+    client_->write(replies::greeting(config_->banner));
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
     dialog_ = std::make_unique<SmtpDialog>(
         deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr));
     arm_timer(config_->command_time_limit);
-    client_.start_reading();
+    client_->start_reading();
 }
 
 void Session::on_dialog_events(std::vector<DialogEvent> events) {
     for (DialogEvent& e : events) {
         switch (e.kind) {
         case DialogEvent::Kind::Reply:
-            client_send(e.text);
+            client_->write(e.text);
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
-            if (e.test != Test::Count) worker_.metrics().test_failures[static_cast<size_t>(e.test)].add();
-            worker_.events().logger().info("{}", e.text);
+            worker_.events().violation(e.test, e.text);
             break;
-        case DialogEvent::Kind::Log: worker_.events().logger().info("{}", e.text); break;
+        case DialogEvent::Kind::Log: worker_.events().dialog(e.text); break;
         case DialogEvent::Kind::LineStarted:
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
@@ -329,29 +280,28 @@ bool Session::in_dialog() const {
 }
 
 void Session::pace_dialog() {
-    while (in_dialog() && dialog_->has_unhandled_lines() && !client_.output_full()) {
+    while (in_dialog() && dialog_->has_unhandled_lines() && !client_->output_full()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
     }
     if (!in_dialog()) return;
-    if (dialog_->has_unhandled_lines() || client_.output_full()) client_.stop_reading();
-    else client_.start_reading();
+    if (dialog_->has_unhandled_lines() || client_->output_full()) client_->stop_reading();
+    else client_->start_reading();
 }
 
 // Never 0 while the output is not full, so that each feed in pace_dialog answers a line.
 size_t Session::reply_room() const {
-    return client_.output_full() ? 0 : Connection::kOutputCap - client_.pending_bytes();
+    return client_->output_full() ? 0 : Connection::kOutputCap - client_->pending_bytes();
 }
 
 void Session::close_client_after_flush() {
-    client_.close_after_flush(reset_note(client_ep_.to_string()));
+    client_->close_after_flush(reset_note(client_ep_.to_string()));
 }
 
 // A peer that has not taken what was queued for it kFlushDeadlineMs after its session
 // closed it: its socket is reset, said once in the log.
 Connection::ResetNote Session::reset_note(std::string who) const {
-    return [&log = worker_.events().logger(), who = std::move(who)](size_t unsent) {
-        log.warn("{} left {} byte(s) unread {}s after its connection was closed; reset", who, unsent,
-                 Connection::kFlushDeadlineMs / 1000);
+    return [&events = worker_.events(), who = std::move(who)](size_t unsent) {
+        events.reset_after_close(who, unsent, Connection::kFlushDeadlineMs);
     };
 }
 
@@ -407,9 +357,9 @@ void Session::act_on_failure(Failure failure, Action action) {
 
 void Session::drop(Failure failure) {
     switch (failure) {
-    case Failure::Dnsbl: client_send(replies::crlf(replies::kDropDnsbl)); break;
-    case Failure::AccessList: client_send(replies::crlf(replies::kDropAccess)); break;
-    default: client_send(replies::crlf(replies::kDropProtocol)); break;
+    case Failure::Dnsbl: client_->write(replies::crlf(replies::kDropDnsbl)); break;
+    case Failure::AccessList: client_->write(replies::crlf(replies::kDropAccess)); break;
+    default: client_->write(replies::crlf(replies::kDropProtocol)); break;
     }
     close_client_after_flush();
     finish("dropped");
@@ -418,11 +368,11 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
-    client_send(replies::greeting(config_->banner));
+    client_->write(replies::greeting(config_->banner));
     dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, client_ep_.to_string(),
                                                            tls_->server != nullptr, reject_reply(failure)));
     arm_timer(config_->command_time_limit);
-    client_.start_reading();
+    client_->start_reading();
 }
 
 // ---------------------------------------------------------------- step 8: handoff and relay
@@ -443,7 +393,7 @@ void Session::start_name_lookup() {
 
 void Session::start_handoff(BackendHandoff::Replay replay) {
     enter(Phase::Handoff);
-    client_.stop_reading();  // the kernel holds what the client sends until the relay starts
+    client_->stop_reading();  // the kernel holds what the client sends until the relay starts
     uv_timer_stop(timer_.get());
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
@@ -471,7 +421,7 @@ void Session::backend_ehlo(std::string reply) {
 void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
-    client_send(replies::crlf(replies::kBackendUnavailable));
+    client_->write(replies::crlf(replies::kBackendUnavailable));
     close_client_after_flush();
     finish("backend-unavailable");
 }
@@ -498,7 +448,7 @@ void Session::handoff_ready(std::string reply) {
     if (phase_ != Phase::Handoff) return;
     // Without deep tests: after our "220-" line the backend's 220 lines finish the same
     // multi-line reply. After them: the backend's answer to the client's RCPT.
-    client_send(reply);
+    client_->write(reply);
     if (dialog_) {  // only the deep tests hand off with a dialog behind them
         record_deep_passes();
         early_bytes_ = dialog_->take_unprocessed();
@@ -509,12 +459,10 @@ void Session::handoff_ready(std::string reply) {
 void Session::start_relay() {
     enter(Phase::Relay);
     backend_ = handoff_->take_connection();
-    backend_tls_ = handoff_->take_tls();
     backend_->set_events(*this);
-    if (backend_tls_) worker_.events().logger().info("{}", handoff_->tls_log_line());
+    if (const TlsStream* tls = backend_->tls()) worker_.events().backend_tls_established(config_->backend_address, *tls);
     if (size_t dropped = handoff_->discarded_after_starttls()) {
-        worker_.events().logger().warn("backend {} sent {} byte(s) after its 220 to STARTTLS before the handshake; discarded",
-                                       config_->backend_address.ip_port(), dropped);
+        worker_.events().backend_starttls_injection(config_->backend_address, dropped);
     }
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
@@ -525,7 +473,7 @@ void Session::start_relay() {
                              !config_->tls_passthrough;
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = tls_->server != nullptr;
-    options.tls_already_active = client_tls_ != nullptr;
+    options.tls_already_active = client_->tls() != nullptr;
     options.in_transaction = handoff_->transaction_open();
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
@@ -533,7 +481,7 @@ void Session::start_relay() {
     backend_->start_reading();
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
-    if (!client_eof_) client_.start_reading();
+    if (!client_eof_) client_->start_reading();
     if (!early_bytes_.empty()) {
         std::string early = std::move(early_bytes_);
         early_bytes_.clear();
@@ -562,21 +510,18 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         // input"): the client's message had a bare LF/CR or an over-long line. The
         // backend never sees an end of data for it, so closing its connection abandons
         // the half-sent message; the client gets the 550 and a 421.
-        client_send(to_client);
+        client_->write(to_client);
         backend_->close();
         close_client_after_flush();
         worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
         return finish("bad-message");
     }
-    backend_send(to_backend);
-    client_send(to_client);
-    if (relay_->start_tls_now() && !client_tls_) {
+    backend_->write(to_backend);
+    client_->write(to_client);
+    if (relay_->start_tls_now() && !client_->tls()) {
         // The 220 went out in clear; what the client pipelined after its STARTTLS was
         // dropped by the filter (CVE-2011-0411 class).
-        if (size_t dropped = relay_->discarded_after_starttls()) {
-            worker_.events().logger().warn("{} sent {} byte(s) after STARTTLS before the handshake; discarded",
-                                           client_ep_.to_string(), dropped);
-        }
+        if (size_t dropped = relay_->discarded_after_starttls()) worker_.events().starttls_injection(client_ep_, dropped);
         start_client_tls();
     }
     update_backpressure();
@@ -590,15 +535,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 // A side that has half-closed is never read again: there is nothing more to read.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
-    const bool handshaking = client_tls_ && !client_tls_->handshake_done();
+    const bool handshaking = client_->tls_handshaking();
     const bool holding = relay_->client_held() && relay_->held_bytes() > 0;
-    if (client_eof_) client_.stop_reading();
-    else if (handshaking || (backend_->pending_bytes() == 0 && !holding && !client_.output_full())) client_.start_reading();
-    else client_.stop_reading();
+    if (client_eof_) client_->stop_reading();
+    else if (handshaking || (backend_->pending_bytes() == 0 && !holding && !client_->output_full())) client_->start_reading();
+    else client_->stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
     if (backend_eof_) backend_->stop_reading();
-    else if (client_.pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
+    else if (client_->pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
     else backend_->stop_reading();
 }
 
@@ -610,7 +555,7 @@ void Session::update_backpressure() {
 // written; the session ends once both have ended (or on a reset, or the idle timeout).
 void Session::relay_half_closes() {
     if (phase_ != Phase::Relay) return;
-    const bool client_handshaking = client_tls_ && !client_tls_->handshake_done();
+    const bool client_handshaking = client_->tls_handshaking();
     // After the backend's EOF the SMTP dialogue is over once its 221 has answered the
     // client's QUIT, or once the client is owed a reply that can no longer come (a backend
     // that died mid-dialogue, or a command sent after the backend's half-close): the
@@ -627,23 +572,15 @@ void Session::relay_half_closes() {
     }
     // Held client bytes are whole commands (a pipelined QUIT behind a DATA): they go to
     // the backend when its reply releases them, and the half-close after them.
-    if (client_eof_ && !backend_->write_shut() && relay_->held_for_backend() == 0) {
-        if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
-        backend_->shutdown_after_flush();
-    }
-    if (backend_eof_ && !client_.write_shut()) {
-        if (client_tls_) client_.write(tls_goodbye(*client_tls_));
-        client_.shutdown_after_flush();
-    }
+    // Over TLS, the connection sends its close_notify first.
+    if (client_eof_ && !backend_->write_shut() && relay_->held_for_backend() == 0) backend_->shutdown_after_flush();
+    if (backend_eof_ && !client_->write_shut()) client_->shutdown_after_flush();
 }
 
 // Whatever one side still has queued reaches the other before it is closed: a backend
 // that dies mid-DATA leaves the client with a closed connection and no 250. Each TLS leg
-// ends with a close_notify (RFC 5246 §7.2.1) so that the peer can tell a complete
-// session from a truncated one.
+// ends with a close_notify (Connection::close_after_flush).
 void Session::end_relay() {
-    if (backend_tls_) backend_->write(tls_goodbye(*backend_tls_));
-    if (client_tls_ && client_tls_->handshake_done()) client_.write(tls_goodbye(*client_tls_));
     backend_->close_after_flush(reset_note("backend " + config_->backend_address.ip_port()));
     close_client_after_flush();
     finish(backend_refused_ ? "backend-refused" : "handoff");
@@ -651,7 +588,7 @@ void Session::end_relay() {
 
 void Session::on_client_eof() {
     client_eof_ = true;
-    client_.stop_reading();
+    client_->stop_reading();
     switch (phase_) {
     case Phase::Relay: return relay_half_closes();
     case Phase::Handoff: return;  // the relay starts with it (a close_notify read with the deep dialog)
@@ -663,8 +600,7 @@ void Session::on_client_eof() {
         close_client_after_flush();
         return finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
     case Phase::GreetWait:
-    case Phase::DnsblWait:
-    case Phase::ProxyHeader: worker_.events().hangup(client_ep_, elapsed()); break;
+    case Phase::DnsblWait: worker_.events().hangup(client_ep_, elapsed()); break;
     default: break;
     }
     finish("hangup");
@@ -681,91 +617,30 @@ void Session::on_backend_eof() {
 
 void Session::on_data(Connection& conn, std::string_view bytes) {
     if (phase_ == Phase::Done) return;
-    if (&conn != &client_) {
-        last_activity_ = uv_now(worker_.loop());
-        return on_backend_bytes(bytes);
-    }
-    on_client_bytes(bytes);
-}
-
-void Session::on_backend_bytes(std::string_view bytes) {
-    if (backend_eof_) return;  // after its close_notify
-    if (!backend_tls_) return relay_from_backend(bytes);
-    std::string plaintext;
-    bool open = backend_tls_->feed_ciphertext(bytes) && backend_tls_->read_plaintext(plaintext);
-    std::string ciphertext;
-    backend_tls_->take_ciphertext(ciphertext);
-    backend_->write(ciphertext);
-    if (!plaintext.empty()) relay_from_backend(plaintext);
-    if (open || phase_ == Phase::Done) return;
-    if (backend_tls_->closed()) return on_backend_eof();
-    worker_.events().logger().warn("TLS from backend {}: {}", config_->backend_address.ip_port(), backend_tls_->error());
-    on_socket_error(*backend_, UV_EPROTO);
-}
-
-void Session::backend_send(std::string_view text) {
-    if (!backend_tls_) return backend_->write(text);  // the bulk path: no copy
-    backend_->write(backend_tls_->encrypt(text));
+    if (&conn == client_.get()) return on_client_bytes(bytes);
+    last_activity_ = uv_now(worker_.loop());
+    relay_from_backend(bytes);
 }
 
 // ---------------------------------------------------------------- the client leg in TLS
 
-void Session::client_send(std::string_view text) {
-    if (!client_tls_ || !client_tls_->handshake_done()) return client_.write(text);
-    client_.write(client_tls_->encrypt(text));
-}
-
+// The connection does the handshake and the records (docs/design.md, "Transport"); the
+// session starts it, bounds it with tls.handshake_timeout, and goes on in plaintext.
 void Session::start_client_tls() {
     std::string error;
-    client_tls_ = TlsStream::server(tls_->server, &error);
-    if (!client_tls_) {
-        worker_.events().logger().warn("cannot start TLS for {}: {}", client_ep_.to_string(), error);
+    auto stream = TlsStream::server(tls_->server, &error);
+    if (!stream) {
+        worker_.events().tls_start_failed(client_ep_, error);
         close_client_after_flush();
         return finish("tls-failed");
     }
     arm_timer(config_->tls_handshake_timeout);
+    client_->start_tls(std::move(stream));
 }
 
-void Session::on_client_bytes(std::string_view bytes) {
-    if (client_eof_) return;  // after its close_notify
-    if (!client_tls_) return on_client_plaintext(bytes);
-    std::string ciphertext;
-    if (!client_tls_->feed_ciphertext(bytes)) {
-        if (!client_tls_->handshake_done()) worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
-        worker_.events().logger().warn("TLS from {}: {}", client_ep_.to_string(), client_tls_->error());
-        return finish("tls-failed");
-    }
-    if (!client_tls_->handshake_done()) {
-        TlsStream::Handshake step = client_tls_->handshake();
-        client_tls_->take_ciphertext(ciphertext);
-        client_.write(ciphertext);  // the alert, on failure
-        if (step == TlsStream::Handshake::Failed) {
-            worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
-            worker_.events().logger().warn("SSL_accept error from {}: {}", client_ep_.to_string(), client_tls_->error());
-            close_client_after_flush();
-            return finish("tls-failed");
-        }
-        if (step == TlsStream::Handshake::NeedMore) return;
-        client_tls_established();
-        if (phase_ == Phase::Done) return;
-    }
-    // A resumed client's EHLO can arrive with its Finished: read right after the handshake.
-    std::string plaintext;
-    bool open = client_tls_->read_plaintext(plaintext);
-    ciphertext.clear();
-    client_tls_->take_ciphertext(ciphertext);
-    client_.write(ciphertext);
-    if (!plaintext.empty()) on_client_plaintext(plaintext);
-    if (open || phase_ == Phase::Done) return;
-    if (client_tls_->closed()) return on_client_eof();
-    worker_.events().logger().warn("TLS from {}: {}", client_ep_.to_string(), client_tls_->error());
-    on_socket_error(client_, UV_EPROTO);
-}
-
-void Session::client_tls_established() {
-    worker_.metrics().tls_handshakes[static_cast<size_t>(client_tls_->resumed() ? TlsResult::Resumed : TlsResult::Full)]
-        .add();
-    worker_.events().logger().info("{}", postfix_tls_log_line(client_ep_, *client_tls_));
+void Session::on_tls_ready(Connection& conn) {
+    if (phase_ == Phase::Done || &conn != client_.get()) return;
+    worker_.events().tls_established(client_ep_, *client_->tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
@@ -774,17 +649,37 @@ void Session::client_tls_established() {
         std::string to_client;
         std::string to_backend;
         relay_->tls_established(to_client, to_backend);
-        backend_send(to_backend);
-        client_send(to_client);
+        backend_->write(to_backend);
+        client_->write(to_client);
         last_activity_ = uv_now(worker_.loop());
         arm_timer(config_->backend_idle_timeout);
         update_backpressure();
     }
 }
 
-void Session::on_client_plaintext(std::string_view bytes) {
+void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
+    if (phase_ == Phase::Done) return;
+    const std::string& error = conn.tls()->error();
+    if (&conn != client_.get()) {  // the backend leg, in the relay: the handoff did its handshake
+        worker_.events().backend_tls_error(config_->backend_address, error);
+        return on_socket_error(conn, UV_EPROTO);
+    }
+    switch (failure) {
+    case TlsFailure::Handshake:
+        worker_.events().tls_handshake_failed(client_ep_, error);
+        close_client_after_flush();  // with the alert
+        return finish("tls-failed");
+    case TlsFailure::Overflow:
+        worker_.events().tls_error(client_ep_, error, client_->tls_handshaking());
+        return finish("tls-failed");
+    case TlsFailure::Record:
+        worker_.events().tls_error(client_ep_, error, false);
+        return on_socket_error(conn, UV_EPROTO);
+    }
+}
+
+void Session::on_client_bytes(std::string_view bytes) {
     switch (phase_) {
-    case Phase::ProxyHeader: return read_proxy_header(bytes);
     case Phase::GreetWait:
     case Phase::DnsblWait: return on_pregreet(bytes);
     case Phase::HealthCheck:
@@ -799,7 +694,7 @@ void Session::on_client_plaintext(std::string_view bytes) {
 
 void Session::on_peer_eof(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == &client_) return on_client_eof();
+    if (&conn == client_.get()) return on_client_eof();
     on_backend_eof();
 }
 
@@ -807,7 +702,7 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
     if (phase_ == Phase::Done) return;
     // The broken side can take nothing more; the other still gets what is queued for it.
     if (phase_ == Phase::Relay) return end_relay();
-    if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait || phase_ == Phase::ProxyHeader) {
+    if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait) {
         worker_.events().hangup(client_ep_, elapsed());
     }
     finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
@@ -815,7 +710,7 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
 
 void Session::on_drained(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == &client_ && in_dialog()) return pace_dialog();
+    if (&conn == client_.get() && in_dialog()) return pace_dialog();
     update_backpressure();
 }
 
@@ -832,15 +727,11 @@ void Session::arm_timer(Millis after) {
 }
 
 void Session::on_timer() {
-    if (client_tls_ && !client_tls_->handshake_done()) {
-        worker_.metrics().tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
-        worker_.events().logger().warn("TLS handshake timeout for {} (tls.handshake_timeout)", client_ep_.to_string());
+    if (client_->tls_handshaking()) {
+        worker_.events().tls_handshake_timeout(client_ep_);
         return finish("tls-timeout");
     }
     switch (phase_) {
-    case Phase::ProxyHeader:
-        worker_.events().proxy_header_error(client_ep_, "no complete header within listen.proxy_timeout");
-        return finish("timeout");
     case Phase::HealthCheck: return finish("timeout");
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
@@ -848,9 +739,8 @@ void Session::on_timer() {
         return conclude_screening();
     case Phase::Enforce:
     case Phase::Deep:
-        if (client_.pending_bytes() > 0) {  // the kernel's buffers for it are full
-            worker_.events().logger().warn("{} did not read its replies ({} byte(s) unsent) within limits.command_time_limit",
-                                           client_ep_.to_string(), client_.pending_bytes());
+        if (client_->pending_bytes() > 0) {  // the kernel's buffers for it are full
+            worker_.events().replies_unread(client_ep_, client_->pending_bytes());
         }
         return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
@@ -873,23 +763,24 @@ void Session::finish(std::string_view outcome) {
     enter(Phase::Done);
     if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
     timer_.close();
-    client_.close();
+    client_->close();
     if (backend_) backend_->close();
     if (handoff_) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ip_);
     admitted_ = false;
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
-    worker_.session_done(this);
+    worker_.client_done(this);
 }
 
-// The gauge of sessions by step follows every change of phase_.
+// The gauge of sessions by step follows every change of phase_. The accept handshake
+// counted the connection in and left it in the first step, which the session takes over.
 void Session::enter(Phase next) {
     static_assert(static_cast<int>(Phase::Done) == static_cast<int>(SessionPhase::Count),
                   "Session::Phase and SessionPhase list the same steps");
-    if (counted_) {
-        worker_.metrics().enter_phase(static_cast<SessionPhase>(phase_), static_cast<SessionPhase>(next));
-    }
+    static_assert(static_cast<int>(Phase::Accepted) == static_cast<int>(SessionPhase::ProxyHeader),
+                  "a session starts where AcceptHandshake left the gauge");
+    worker_.metrics().enter_phase(static_cast<SessionPhase>(phase_), static_cast<SessionPhase>(next));
     phase_ = next;
 }
 

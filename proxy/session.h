@@ -12,8 +12,10 @@
 #include "config/config.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
+#include "proxy/accept_handshake.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
+#include "proxy/live_client.h"
 #include "proxy/tls_config.h"
 #include "screen/smtp_dialog.h"
 #include "screen/test_results.h"
@@ -22,30 +24,26 @@ namespace smtpscreen {
 
 class DnsblCheck;
 class RelayFilter;
-class TlsStream;
 class Worker;
 
-class Session final : public ConnectionEvents, public BackendHandoff::Listener {
+class Session final : public LiveClient, public ConnectionEvents, public BackendHandoff::Listener {
 public:
     Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
-    // Accepts the pending connection on `listener` and starts the session. A libuv error
-    // code when there was nothing to accept (the session is then discarded unlogged).
-    // listen_local: the listener's address when it is bound to one (not a wildcard).
-    int start(uv_stream_t* listener, const std::optional<Endpoint>& listen_local);
-    bool finished() const { return phase_ == Phase::Done; }
+    // Takes the accepted connection over (its PROXY header, if any, already read).
+    void start(AcceptedClient accepted);
+    bool finished() const override { return phase_ == Phase::Done; }
     // Shutdown grace is over: end the session now.
-    void abort(std::string_view outcome);
+    void abort(std::string_view outcome) override;
 
 private:
-    enum class Phase { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
+    enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
-    // step 1: accept and optional PROXY header from a load balancer
-    void read_proxy_header(std::string_view bytes);
+    // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h)
     void client_identified();
     void start_health_check();
     // steps 2-3: access list and cache
@@ -76,14 +74,10 @@ private:
     size_t reply_room() const;
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
-    // the client leg in TLS (docs/design.md, "TLS"); everything above reads and writes plaintext
-    void client_send(std::string_view text);
+    // the client leg in TLS (docs/design.md, "TLS"): the connection does the records,
+    // the session reads and writes plaintext only
     void on_client_bytes(std::string_view bytes);
-    void on_client_plaintext(std::string_view bytes);
     void start_client_tls();
-    void client_tls_established();
-    void backend_send(std::string_view text);
-    void on_backend_bytes(std::string_view bytes);
     // step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
     void start_name_lookup();
@@ -113,6 +107,8 @@ private:
     void on_socket_error(Connection& conn, int status) override;
     void on_drained(Connection& conn) override;
     void on_connected(Connection& conn, int status) override;
+    void on_tls_ready(Connection& conn) override;
+    void on_tls_failed(Connection& conn, TlsFailure failure) override;
 
     void enter(Phase next);
     void arm_timer(Millis after);
@@ -123,9 +119,8 @@ private:
     Worker& worker_;
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const TlsContexts> tls_;
-    Phase phase_ = Phase::ProxyHeader;
-    bool counted_ = false;  // in the metrics' connections and sessions gauge (accepted for good)
-    Connection client_;
+    Phase phase_ = Phase::Accepted;
+    std::unique_ptr<Connection> client_;
     Endpoint client_ep_;
     std::string client_ip_;
     Endpoint local_ep_;
@@ -134,7 +129,7 @@ private:
     std::optional<TestResults> cached_;
     uint64_t started_at_ = 0;  // uv_now, ms
     UvHandle<uv_timer_t> timer_;
-    std::string early_bytes_;  // PROXY header bytes, then anything the client sent right after it
+    std::string early_bytes_;  // what the client sent right behind a PROXY header, or behind its last deep-test command
     std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // for callbacks that may outlive us
 
     bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
@@ -151,11 +146,8 @@ private:
     std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce and Phase::Deep
     Failure enforced_ = Failure::None;
 
-    std::unique_ptr<TlsStream> client_tls_;
-
     std::unique_ptr<BackendHandoff> handoff_;
     std::unique_ptr<Connection> backend_;
-    std::unique_ptr<TlsStream> backend_tls_;  // backend.tls = on
     std::unique_ptr<RelayFilter> relay_;
     uint64_t last_activity_ = 0;
     // The side sent its last byte: a FIN, or a TLS close_notify on its leg.

@@ -1,7 +1,8 @@
 #pragma once
 // One TLS session with no I/O in it: the caller moves bytes between the socket and the
 // stream, the stream moves them through mbedTLS. Used for the client leg (server side,
-// after STARTTLS) and for the backend leg (client side, backend.tls = on).
+// after STARTTLS) and for the backend leg (client side, backend.tls = on); the caller is
+// the leg's Connection (Connection::start_tls), which follows the pattern below.
 //
 // Driving it from an event loop:
 //   on socket read:   stream.feed_ciphertext(bytes)   (false: over the bound, close)
@@ -19,10 +20,11 @@
 //
 // CVE-2011-0411 (STARTTLS command injection): plaintext bytes that arrived after the
 // STARTTLS command line and before the handshake started are NOT TLS and must never be
-// fed to this stream nor interpreted as commands after the handshake. The caller (the
-// session) discards and logs them; the stream only ever sees bytes read after the
-// "220 Ready to start TLS" reply was queued. Likewise on the backend leg: anything the
-// backend sent after its 220 to STARTTLS is discarded before the first feed.
+// fed to this stream nor interpreted as commands after the handshake. Whoever reads the
+// plaintext (the dialog, the relay filter) discards them and the session logs them; the
+// stream only ever sees bytes read after the "220 Ready to start TLS" reply was queued.
+// Likewise on the backend leg: anything the backend sent after its 220 to STARTTLS is
+// discarded before the first feed.
 //
 // Memory: mbedTLS 2.28 (built without MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) allocates one
 // input and one output record buffer of ~16.7 KiB each in mbedtls_ssl_setup, whatever the

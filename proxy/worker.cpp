@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "proxy/accept_handshake.h"
 #include "proxy/session.h"
 
 namespace smtpscreen {
@@ -173,7 +174,7 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
         return;
     }
     ++accepted_this_turn_;
-    auto session = std::make_unique<Session>(*this, config_, tls_);
+    auto handshake = std::make_unique<AcceptHandshake>(*this, config_, tls_);
     // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
     // reserve descriptor, so the loop does not spin, and then reports either the error
     // or a connection that is not there: uv_accept finds nothing.
@@ -182,11 +183,22 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
         for (const Listener& l : listeners_) {
             if (l.tcp.stream() == listener) from = &l;
         }
-        status = session->start(listener, from ? from->fixed_local : std::nullopt);
+        status = handshake->start(listener, from ? from->fixed_local : std::nullopt);
     }
     if (status != 0) return accept_failed(status);
+    // Without a PROXY header to wait for, the session has started and the handshake is over.
+    LiveClient* raw = handshake.get();
+    if (!raw->finished()) clients_.emplace(raw, std::move(handshake));
+}
+
+void Worker::start_session(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+                           AcceptedClient client) {
+    auto session = std::make_unique<Session>(*this, std::move(config), std::move(tls));
     Session* raw = session.get();
-    if (!raw->finished()) sessions_.emplace(raw, std::move(session));
+    // Kept before it starts: a session that ends at once (too many connections) is then
+    // destroyed after the callback, as every other one, not inside its connection's read.
+    clients_.emplace(raw, std::move(session));
+    raw->start(std::move(client));
 }
 
 namespace {
@@ -236,11 +248,11 @@ void Worker::accept_failed(int status) {
                      no_fds ? " (raise the open files limit, ulimit -n / LimitNOFILE, or lower limits.max_connections)" : "");
 }
 
-void Worker::session_done(Session* session) {
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return;
+void Worker::client_done(LiveClient* client) {
+    auto it = clients_.find(client);
+    if (it == clients_.end()) return;  // ended within Worker::on_connection, which drops it
     finished_.push_back(std::move(it->second));
-    sessions_.erase(it);
+    clients_.erase(it);
     uv_ref(reaper_.handle());
 }
 
@@ -258,7 +270,7 @@ void Worker::reap() {
     finished_.clear();
     // glibc keeps freed heap for reuse; after a burst, give it back once the loop
     // is idle again, so the resident size returns to its idle level.
-    if (had_finished && sessions_.empty()) {
+    if (had_finished && clients_.empty()) {
         uint64_t now = uv_now(&loop_);
         if (now - last_trim_ >= 1000) {
             last_trim_ = now;
@@ -266,7 +278,7 @@ void Worker::reap() {
         }
     }
     uv_unref(reaper_.handle());
-    if (stopping_ && sessions_.empty()) close_everything();
+    if (stopping_ && clients_.empty()) close_everything();
 }
 
 void Worker::on_stop_requested() {
@@ -274,7 +286,7 @@ void Worker::on_stop_requested() {
     stopping_ = true;
     listeners_.clear();  // stop accepting at once; sessions in progress go on
     deferred_.clear();
-    if (sessions_.empty()) return close_everything();
+    if (clients_.empty()) return close_everything();
     grace_timer_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     uv_timer_start(
         grace_timer_.get(),
@@ -294,9 +306,9 @@ void Worker::close_everything() {
     uv_unref(reload_signal_.handle());
     grace_timer_.close();
     fd_watch_.close();
-    // Sessions report back through session_done while aborting: take them out first.
-    auto left = std::move(sessions_);
-    sessions_.clear();
+    // Sessions report back through client_done while aborting: take them out first.
+    auto left = std::move(clients_);
+    clients_.clear();
     for (auto& [raw, owned] : left) owned->abort("shutdown");
     left.clear();
     finished_.clear();

@@ -20,11 +20,12 @@
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
 #include "proxy/metrics.h"
+#include "proxy/live_client.h"
 #include "proxy/tls_config.h"
 
 namespace smtpscreen {
 
-class Session;
+struct AcceptedClient;
 
 // What every loop thread shares; owned by the server, outlives the workers.
 struct SharedServices {
@@ -68,7 +69,6 @@ public:
     ConnectionLimits& limits() { return shared_.limits; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
-    size_t session_count() const { return sessions_.size(); }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
     // so smtpscreen keeps below the limit itself and answers 421 instead.
@@ -77,8 +77,12 @@ public:
     // A client was turned away because of fd_capacity(): logged at most once a second.
     void out_of_descriptors();
 
-    // The session is over; it is destroyed after the current callback returns.
-    void session_done(Session* session);
+    // An accepted connection is past its handshakes (proxy/accept_handshake.h): its
+    // session starts, with the configuration it was accepted under.
+    void start_session(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+                       AcceptedClient client);
+    // The handshake or session is over; it is destroyed after the current callback returns.
+    void client_done(LiveClient* client);
 
 private:
     void listen_on(uv_os_sock_t fd);
@@ -117,8 +121,9 @@ private:
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
     UvHandle<uv_timer_t> fd_watch_;
-    std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
-    std::vector<std::unique_ptr<Session>> finished_;
+    // Accepted connections in their handshakes, and sessions.
+    std::unordered_map<LiveClient*, std::unique_ptr<LiveClient>> clients_;
+    std::vector<std::unique_ptr<LiveClient>> finished_;
     bool stopping_ = false;
     uint64_t last_accept_error_log_ = 0;
     // Connections accepted in this turn of the loop, and the listeners with one waiting.
