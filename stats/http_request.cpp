@@ -15,7 +15,6 @@ constexpr int kStop = 1;
 HttpRequestReader& reader(http_parser* p) { return *static_cast<HttpRequestReader*>(p->data); }
 
 constexpr size_t kStartKept = 16;
-constexpr size_t kStep = 512;
 
 // An upper-case word up to the first space, as HTTP's methods are written (RFC 9110 9.1).
 bool looks_like_method(std::string_view start) {
@@ -113,21 +112,23 @@ void HttpRequestReader::decide() {
 }
 
 HttpRequestReader::State HttpRequestReader::feed(std::string_view bytes) {
-    if (state_ == State::Done || bytes.empty()) return state_;
-    if (start_.size() < kStartKept) start_.append(bytes.substr(0, kStartKept - start_.size()));
-    // In steps: http_parser hands a URL or header piece to its callback only at the end
-    // of each call, and stops at its own 80 KiB header limit first; small steps let our
-    // smaller limits decide, the same way however the scraper's bytes were cut.
-    while (!bytes.empty()) {
-        const std::string_view step = bytes.substr(0, kStep);
-        const size_t used = http_parser_execute(&parser_, &settings_, step.data(), step.size());
-        const size_t failed_at = fed_ + used;  // on an error, the octet the parser stopped at
-        fed_ += step.size();
-        bytes.remove_prefix(step.size());
-        if (state_ == State::Done) return state_;
-        if (parser_.http_errno != HPE_OK || used != step.size()) {
-            parser_failed(failed_at);
-            return state_;
+    // One octet per call: http_parser hands a URL or header piece to its callback only at
+    // the end of each call, so the limits here, and which of two faults is met first,
+    // would otherwise depend on how the scraper's bytes were cut. A request is a few
+    // hundred octets and the whole is bounded below, so the calls cost nothing.
+    for (size_t i = 0; i < bytes.size() && state_ == State::NeedMore; ++i) {
+        if (start_.size() < kStartKept) start_.push_back(bytes[i]);
+        const size_t used = http_parser_execute(&parser_, &settings_, bytes.data() + i, 1);
+        ++fed_;
+        if (state_ == State::Done) break;
+        if (parser_.http_errno != HPE_OK || used != 1) {
+            parser_failed(fed_ - 1);
+            break;
+        }
+        // http_parser skips empty lines before a request and white space in values
+        // without a callback: the request as a whole is bounded too.
+        if (fed_ > limits_.max_request_bytes) {
+            refuse(431, fmt::format("request head longer than {} octets", limits_.max_request_bytes));
         }
     }
     return state_;

@@ -8,7 +8,7 @@
 // The answer is decided as soon as the request line and headers are in: GET or HEAD
 // of /metrics (a query string is ignored) is 200; another path is 404; another method
 // 405; a request with a body 413; a URL over the limit 414; too many or too long
-// headers 431; anything the parser refuses (a bogus Content-Length included) 400. A
+// headers, or a request head over its limit, 431; anything the parser refuses (a bogus Content-Length included) 400. A
 // body is never read: every answer closes the connection.
 #include <http_parser.h>
 
@@ -22,6 +22,7 @@ struct HttpRequestLimits {
     size_t max_url = 1024;
     size_t max_headers = 64;
     size_t max_header_bytes = 8192;  // names and values together
+    size_t max_request_bytes = 16384;  // everything before the end of the headers
 };
 
 class HttpRequestReader {

@@ -53,6 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         limits.max_url = 16;
         limits.max_headers = 3;
         limits.max_header_bytes = 40;
+        limits.max_request_bytes = 120;
     }
     const std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
     fuzz::InputRandom rnd(in);
@@ -77,6 +78,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(finish(octets) == expect,
                "octet by octet " + describe(finish(octets)) + ", whole " + describe(expect) + ", input " + escaped(in));
 
+    // However the input goes on, the answer is known once the request head's limit is past.
+    FUZZ_CHECK(in.size() <= limits.max_request_bytes || expect.state == State::Done,
+               "no answer after " + std::to_string(in.size()) + " octets: " + escaped(in));
     if (expect.state == State::NeedMore) {
         FUZZ_CHECK(expect.status == 0, "a status before the request was read: " + describe(expect));
         return 0;
