@@ -35,8 +35,11 @@ def main(env):
     silent = harness.scripted_backend(env, "silent")
     down = env.smtpscreen(dns=dns, name="down", settings=harness.deep_settings({
         "backend.address": f"127.0.0.1:{harness.free_port()}", "greet.wait": "1s"}))
+    # An explicit EHLO offer: with 'auto' smtpscreen would also probe the silent backend's
+    # keywords, and the count below is of handoffs alone.
     mute = env.smtpscreen(dns=dns, name="mute", settings=harness.deep_settings({
-        "backend.address": f"127.0.0.1:{silent.port}", "backend.connect_timeout": "2s", "greet.wait": "1s"}))
+        "backend.address": f"127.0.0.1:{silent.port}", "backend.connect_timeout": "2s", "greet.wait": "1s",
+        "deep.ehlo_keywords": "SIZE 10240000, 8BITMIME"}))
     rcpt_gets_421(down, "127.0.0.106", 0.0, 1.0, "backend refuses connections")
     rcpt_gets_421(mute, "127.0.0.107", 1.8, 3.5, "backend never greets")
     check(len(silent.connections) == 1, f"the silent backend saw {len(silent.connections)} connections, expected 1")
