@@ -219,6 +219,15 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     // Until the signal loop below takes it, a SIGHUP must not kill the process (its
     // default action); the file is being read right now anyway.
     ::signal(SIGHUP, SIG_IGN);
+    // A SIGTERM or SIGINT that arrives once the port is open but before the signal loop
+    // watches for it would kill the process at once (its default action) with clients
+    // already queued: it waits, blocked, until the watch below is in place. Threads
+    // started meanwhile keep it blocked, so it reaches the signal loop's thread.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     const int threads = config->process_threads;
     std::vector<std::unique_ptr<Worker>> workers;
     std::unique_ptr<SharedServices> shared;
@@ -256,6 +265,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     {
         SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache,
                           std::move(metrics), shared->backend_offer);
+        pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.
         log.info("{}", startup_line(*config, *tls, config_path, *listeners));
         service_notify::ready(fmt::format("listening on {}", listeners->describe()));
