@@ -82,9 +82,21 @@ def unit_properties(machine, unit, *names):
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+HOST_NODES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+def node_owners():
+    return {path: (st.st_mode, st.st_uid, st.st_gid) for path in HOST_NODES for st in [os.stat(path)]}
+
+
 def starts_under_systemd(env, root, deb, limit):
+    # The machine sees these host nodes through bind mounts; its systemd must not
+    # re-own them (a console bound to /dev/null once left the host's 0620 root:tty).
+    before = node_owners()
     with harness.BootedDebian(env, root, deb, limit) as machine:
         check_installed_service(env, machine, deb)
+    after = node_owners()
+    check(after == before, f"the machine changed host device nodes: {before} -> {after}")
 
 
 def check_installed_service(env, machine, deb):

@@ -177,8 +177,9 @@ unshare --pid --fork --kill-child --net --uts --ipc -- /bin/bash -c '
   for node in null zero full random urandom tty; do
     : >"$root/dev/$node" && mount --bind "/dev/$node" "$root/dev/$node" || exit 74
   done
-  # systemd writes its status lines to the console; there is no one to read them
-  : >"$root/dev/console" && mount --bind /dev/null "$root/dev/console" || exit 74
+  # systemd writes its status lines to the console and makes it root:tty 0620: a file on
+  # the machine tmpfs takes them, as a bind of the host /dev/null changed the host node
+  : >"$root/dev/console" || exit 74
   mkdir -p "$root/dev/pts" "$root/dev/shm" && ln -s pts/ptmx "$root/dev/ptmx" &&
     ln -s /proc/self/fd "$root/dev/fd" || exit 74
   exec unshare --cgroup -- /bin/bash -c "
