@@ -153,8 +153,12 @@ void Connection::write_wire(std::string_view bytes) {
         uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
         int n = uv_try_write(stream(), &b, 1);
         if (n > 0) bytes.remove_prefix(static_cast<size_t>(n));
-        else if (n != UV_EAGAIN && n != UV_ENOSYS) return;  // broken socket: the read side reports it
         if (bytes.empty()) return;
+        // A broken socket (EPIPE, ECONNRESET) is queued all the same: libuv fails the
+        // write and reports it through on_write on the next turn of the loop. The read
+        // side cannot be trusted to tell: a side that half-closed is no longer read, and
+        // back-pressure stops reading too (a client gone after its FIN would otherwise
+        // keep the session relaying into the void until the backend is done).
     }
     queue_write(bytes);
 }

@@ -12,9 +12,15 @@ backend's 250 and 221 never came and Exim delivered the message again.
   - Both half-close: the client after ".\\r\\nQUIT\\r\\n", the scripted backend after its 221;
     the client reads 250 and 221, the backend reads the QUIT and then the EOF.
   - A backend that half-closes in mid-dialogue: the client reads its replies and the
-    EOF, and a command it sends afterwards still reaches the backend."""
+    EOF, and a command it sends afterwards still reaches the backend.
+  - A client that pipelines 400 NOOPs, half-closes and is gone before any reply (a slow
+    backend answers one every 25 ms): smtpscreen's writes to it fail, and that failure
+    ends the session at once, not when the backend has answered everything (10 s later):
+    the relay reads neither side of a client that half-closed, so the failed write is
+    the only news of it."""
 import os
 import re
+import socket
 import sys
 import time
 
@@ -141,8 +147,26 @@ def scripted_relay(env):
     harness.check_one_disconnect(screen2, "127.0.0.10", port, "handoff")
 
 
+def client_gone_after_half_close(env):
+    slow = harness.scripted_backend(env, "smtp", reply_delay=0.025)
+    screen = in_front_of(env, slow, "scripted-slow")
+    c, port = greeted(screen, "127.0.0.11")
+    c.send("NOOP\r\n" * 400)
+    c.sock.shutdown(socket.SHUT_WR)
+    c.close()   # gone: its kernel answers the replies to come with a reset
+    started = time.monotonic()
+    rec = slow.wait_connections(1) and slow.connections[0]
+    harness.wait_until(lambda: rec["replies"] >= 3, 5, what="the slow backend's first replies")
+    outcome, _ = harness.check_one_disconnect(screen, "127.0.0.11", port, "handoff", timeout=4)
+    waited = time.monotonic() - started
+    check(rec["replies"] < 200, f"the session ended only after the backend's {rec['replies']} replies "
+                                f"({waited:.1f}s): the failed writes to the gone client were not noticed")
+    return outcome
+
+
 def main(env):
     pf = env.postfix()
+    client_gone_after_half_close(env)
     postfix_relay(env, pf)
     scripted_relay(env)
     tls_backend_relay(env)

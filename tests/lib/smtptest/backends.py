@@ -54,6 +54,8 @@ class ScriptedBackend:
     greeting: the greeting line(s) (e.g. "421 4.3.2 busy" for a backend that greets 4xx).
     offers_xclient: its EHLO reply offers XCLIENT (smtpscreen's handoff = xclient sends
     XCLIENT only to a backend that does).
+    reply_delay: seconds the backend waits before each reply after its greeting (a slow
+    backend: a long pipelined batch keeps it answering for a while).
     half_close_after: when set (a number, read when a connection is accepted), the
     backend half-closes once it has sent that many replies after its greeting, answers
     nothing more and reads on until the proxy's EOF (any mode that answers).
@@ -65,8 +67,9 @@ class ScriptedBackend:
     closed the connection itself, as after QUIT)."""
 
     def __init__(self, mode="smtp", greeting="220 scripted.test ESMTP", port=0, host="127.0.0.1",
-                 half_close_after=None, offers_xclient=False):
+                 half_close_after=None, offers_xclient=False, reply_delay=0.0):
         self.mode, self.greeting, self.host, self.port = mode, greeting, host, port
+        self.reply_delay = reply_delay
         self.offers_xclient = offers_xclient or mode == "refuse-xclient"
         self.half_close_after = half_close_after
         self.connections = []
@@ -112,6 +115,8 @@ class ScriptedBackend:
     def _send(self, rec, text):
         if rec["half_closed"]:
             return False
+        if self.reply_delay and rec["replies"] > 0:
+            time.sleep(self.reply_delay)
         try:
             rec["sock"].sendall(text.encode() + b"\r\n")
             with self.lock:
