@@ -100,7 +100,7 @@ def starts_under_systemd(env, root, deb, limit):
 
 
 def check_installed_service(env, machine, deb):
-    state = machine.wait_booted(120)
+    state = machine.wait_booted(300)
     check(state == "running", f"the machine booted to {state!r}, not running; failed units:\n"
                               f"{machine.run('systemctl', '--failed', '--no-pager').stdout}")
     systemd_version = machine.must("systemctl", "--version").split("\n")[0]

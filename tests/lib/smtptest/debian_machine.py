@@ -27,7 +27,7 @@ import signal
 import subprocess
 import time
 
-from .checks import check, fail, log, tail, wait_until
+from .checks import Failure, check, fail, log, tail, wait_until
 from .processes import read_text, which
 
 __all__ = ["DEBIAN_ROOT_CACHE", "DebianRootBuild", "BootedDebian"]
@@ -41,6 +41,8 @@ ROOT_RECIPE = "1"
 HOST_APT_KEYS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date", "Acquire::http::Proxy",
                  "Acquire::https::Proxy")
 MACHINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What `systemctl is-system-running` answers once the boot has ended, well or not.
+BOOTED_STATES = ("running", "degraded", "maintenance", "stopping")
 
 
 def _host_apt_options():
@@ -237,7 +239,7 @@ class BootedDebian:
         env.add_cleanup(self.destroy)
 
     def wait_booted(self, timeout):
-        """Waits for pid 1 and for `systemctl is-system-running --wait`; returns its state."""
+        """Waits for pid 1 and for the end of its boot; returns `systemctl is-system-running`."""
         deadline = time.monotonic() + timeout
         inner_pid_file = os.path.join(self.work, "inner.pid")
         own_ns = os.readlink("/proc/self/ns/pid")
@@ -261,11 +263,25 @@ class BootedDebian:
             return None
         self.pid1 = wait_until(pid1, timeout, interval=0.2, what="systemd as pid 1 of the machine")
         self.env.add_log("the machine's journal", os.path.join(self.work, "journal.txt"))
-        # Until systemd has opened its private socket, systemctl cannot reach it.
-        wait_until(lambda: self.run("systemctl", "is-system-running", timeout=10).stdout.strip(),
-                           max(5, deadline - time.monotonic()), interval=0.2, what="systemd's control socket")
-        r = self.run("systemctl", "is-system-running", "--wait", timeout=max(5, deadline - time.monotonic()))
-        return r.stdout.strip()
+        # systemctl answers "offline" while pid 1 has not opened its private socket yet,
+        # and "initializing"/"starting" during the boot; `--wait` gives up at once (an
+        # empty answer) when it cannot reach pid 1, so the state is polled instead.
+        answers = []
+
+        def settled():
+            if not os.path.exists(f"/proc/{self.pid1}"):
+                fail(f"systemd (host pid {self.pid1}) ended during the boot; systemctl said {answers[-3:]}")
+            r = self.run("systemctl", "is-system-running", timeout=30)
+            state = r.stdout.strip()
+            if not answers or answers[-1][1] != state:
+                answers.append((round(time.monotonic() - started, 1), state, r.stderr.strip()[-200:]))
+            return state if state in BOOTED_STATES else None
+        started = time.monotonic()
+        try:
+            return wait_until(settled, max(5, deadline - time.monotonic()), interval=0.5,
+                              what="the machine's boot to end")
+        except Failure as e:
+            fail(f"{e}; systemctl is-system-running said, in turn (seconds, answer, stderr): {answers}")
 
     def run(self, *cmd, timeout=60, input=None):
         """cmd inside the machine, as root, with a clean environment; returns the result."""
