@@ -23,7 +23,6 @@ CA (smtpd_tls_security_level = may, smtpd_tls_loglevel = 1, tlsmgr).
     discarded bytes."""
 import os
 import re
-import socket
 import ssl
 import struct
 import sys
@@ -50,11 +49,7 @@ class InjectingTlsBackend:
     inside TLS and any error."""
 
     def __init__(self, cert):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert.cert, cert.key)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4)
+        self.ctx, self.listener = harness.tls_server_listener(cert, 4)
         self.port = self.listener.getsockname()[1]
         self.inside = []
         self.error = None

@@ -15,7 +15,6 @@ other.test that lists no IP address, once with one that lists 127.0.0.1:
   - tls_name = other.test: handed off, 'Verified TLS connection established to ...';
   - the certificate that lists IP 127.0.0.1, default tls_name: handed off, Verified."""
 import os
-import socket
 import ssl
 import struct
 import sys
@@ -31,11 +30,7 @@ class StarttlsBackend:
     thread per connection. Counts the connections that finished a TLS handshake."""
 
     def __init__(self, cert):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert.cert, cert.key)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
+        self.ctx, self.listener = harness.tls_server_listener(cert, 16)
         self.port = self.listener.getsockname()[1]
         self.tls_sessions = 0
         self.errors = []

@@ -13,7 +13,7 @@ from .processes import read_text, which
 from .smtp_client import SmtpClient, ehlo_offers, message_text
 
 __all__ = ["ServerCert", "openssl", "openssl_newkey_args", "TestCA", "make_test_ca",
-           "tls_settings", "python_tls_context", "tls_wrap", "peer_cn", "starttls_client",
+           "tls_settings", "python_tls_context", "tls_server_listener", "tls_wrap", "peer_cn", "starttls_client",
            "OpensslClient", "openssl_client", "openssl_handshake", "posttls_finger"]
 
 
@@ -145,6 +145,19 @@ def python_tls_context(ca_file=None, minimum=None, maximum=None):
     if maximum:
         ctx.maximum_version = maximum
     return ctx
+
+
+def tls_server_listener(cert, backlog=16):
+    """For a scripted STARTTLS backend: (a server SSLContext with cert's chain, a socket
+    listening on 127.0.0.1 at an ephemeral port)."""
+    import socket
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert.cert, cert.key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return ctx, listener
 
 
 def tls_wrap(client, ca_file=None, server_hostname="localhost", context=None, timeout=10):
