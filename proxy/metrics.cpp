@@ -106,6 +106,12 @@ public:
         if (labels.empty()) out_ += fmt::format("{} {}\n", name, value);
         else out_ += fmt::format("{}{{{}}} {}\n", name, labels, value);
     }
+    // One sample per value of `label`: names[i] with values[i].
+    template <size_t N>
+    void by_label(std::string_view name, std::string_view label, const std::array<std::string_view, N>& names,
+                  const std::array<uint64_t, N>& values) {
+        for (size_t i = 0; i < N; ++i) sample(name, fmt::format("{}=\"{}\"", label, names[i]), values[i]);
+    }
     std::string take() { return std::move(out_); }
 
 private:
@@ -161,10 +167,7 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
     e.sample("smtpscreen_connections_total", "", sum(workers, &WorkerMetrics::connections));
 
     e.family("smtpscreen_sessions_total", "counter", "Client sessions ended, by the outcome of their DISCONNECT line.");
-    auto ended = sum(workers, &WorkerMetrics::sessions_ended);
-    for (size_t i = 0; i < ended.size(); ++i) {
-        e.sample("smtpscreen_sessions_total", fmt::format("outcome=\"{}\"", kSessionOutcomes[i]), ended[i]);
-    }
+    e.by_label("smtpscreen_sessions_total", "outcome", kSessionOutcomes, sum(workers, &WorkerMetrics::sessions_ended));
 
     e.family("smtpscreen_sessions", "gauge", "Sessions in progress, by the step they are in.");
     auto now = sum(workers, &WorkerMetrics::sessions_now);
@@ -184,24 +187,17 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
 
     e.family("smtpscreen_passes_total", "counter",
              "Clients let through: new (PASS NEW), old (PASS OLD, from the cache), allowlisted (access.file permit).");
-    auto passes = sum(workers, &WorkerMetrics::passes);
-    for (size_t i = 0; i < passes.size(); ++i) {
-        e.sample("smtpscreen_passes_total", fmt::format("kind=\"{}\"", kPassNames[i]), passes[i]);
-    }
+    e.by_label("smtpscreen_passes_total", "kind", kPassNames, sum(workers, &WorkerMetrics::passes));
 
     e.family("smtpscreen_cache_lookups_total", "counter",
              "Verdict cache lookups: hit (every enabled test still passed), expired (a record, but a test is due), "
              "miss (no record).");
-    auto cache = sum(workers, &WorkerMetrics::cache_lookups);
-    for (size_t i = 0; i < cache.size(); ++i) {
-        e.sample("smtpscreen_cache_lookups_total", fmt::format("result=\"{}\"", kCacheResultNames[i]), cache[i]);
-    }
+    e.by_label("smtpscreen_cache_lookups_total", "result", kCacheResultNames,
+               sum(workers, &WorkerMetrics::cache_lookups));
 
     e.family("smtpscreen_tls_handshakes_total", "counter", "STARTTLS handshakes with clients: full, resumed, failed.");
-    auto tls = sum(workers, &WorkerMetrics::tls_handshakes);
-    for (size_t i = 0; i < tls.size(); ++i) {
-        e.sample("smtpscreen_tls_handshakes_total", fmt::format("result=\"{}\"", kTlsResultNames[i]), tls[i]);
-    }
+    e.by_label("smtpscreen_tls_handshakes_total", "result", kTlsResultNames,
+               sum(workers, &WorkerMetrics::tls_handshakes));
 
     e.family("smtpscreen_backend_errors_total", "counter",
              "Handoffs that did not reach a relay: unavailable (no connection or greeting in time), refused "
