@@ -4,7 +4,8 @@ binary in sbin, smtpscreen(8) and smtpscreen.ini(5) (rendered by scdoc) under
 share/man, the example configuration as /etc/smtpscreen/smtpscreen.ini with its cache
 in /var/lib/smtpscreen, and smtpscreen.service and smtpscreen.socket in the systemd
 unit directory (/lib/systemd/system on Debian 12), the fail2ban filter and jail in
-/etc/fail2ban/filter.d and /etc/fail2ban/jail.d (the jail off as shipped); nothing else
+/etc/fail2ban/filter.d and /etc/fail2ban/jail.d (the jail off as shipped), the HAProxy
+example in share/doc/smtpscreen/examples; nothing else
 (no test programs, no bench). The installed binary runs and accepts the installed
 configuration."""
 import os
@@ -37,9 +38,10 @@ def main(env):
     ini = os.path.join(dest, "etc", "smtpscreen", "smtpscreen.ini")
     units = [os.path.join(dest, "lib", "systemd", "system", u) for u in ("smtpscreen.service", "smtpscreen.socket")]
     fail2ban = [os.path.join(dest, "etc", "fail2ban", d, "smtpscreen.conf") for d in ("filter.d", "jail.d")]
+    haproxy = one("share/doc/smtpscreen/examples/haproxy.cfg")
     for path in [ini] + units + fail2ban:
         check(os.path.isfile(path), f"{os.path.relpath(path, dest)} is not installed; all: {files}")
-    expected = {os.path.relpath(p, dest) for p in [exe, page8, page5, ini] + units + fail2ban}
+    expected = {os.path.relpath(p, dest) for p in [exe, page8, page5, ini, haproxy] + units + fail2ban}
     extra = [f for f in files if f not in expected]
     check(not extra, f"installed files that are not for admins: {extra}")
 

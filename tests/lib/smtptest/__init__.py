@@ -11,6 +11,8 @@ One module per job:
     backends        ScriptedBackend, SinkProcess
     postfix         a private Postfix (and its TLS variant)
     exim            a private Exim
+    redis_server    RedisServer (freeze, kill, restart on its port; keys, command counts)
+    haproxy         Haproxy from conf/haproxy.cfg with test ports; its servers' check state
     smtpscreen      the binary under test, its INI and its log
     log_lines       regexes of smtpscreen's log lines, check_one_disconnect
     tls             a test CA, STARTTLS clients, posttls-finger
@@ -32,6 +34,8 @@ from .smtp_client import *  # noqa: F401,F403
 from .backends import *  # noqa: F401,F403
 from .postfix import *  # noqa: F401,F403
 from .exim import *  # noqa: F401,F403
+from .redis_server import *  # noqa: F401,F403
+from .haproxy import *  # noqa: F401,F403
 from .smtpscreen import *  # noqa: F401,F403
 from .log_lines import *  # noqa: F401,F403
 from .tls import *  # noqa: F401,F403

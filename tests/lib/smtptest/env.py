@@ -14,8 +14,10 @@ import traceback
 
 from .checks import Failure, SKIP_EXIT, Skip, log, tail
 from .dns import Rbldnsd
+from .haproxy import Haproxy
 from .postfix import Postfix
 from .processes import read_text
+from .redis_server import RedisServer
 from .smtpscreen import SANITIZER_REPORT, Smtpscreen
 
 __all__ = ["Env", "run", "reexec_in_private_mount_namespace", "bind_resolv_conf"]
@@ -48,6 +50,17 @@ class Env:
     def rbldnsd(self, zones=None, start=True, **kw):
         d = Rbldnsd(self, zones, **kw)
         return d.start() if start else d
+
+    def redis(self, start=True, **kw):
+        r = RedisServer(self, **kw)
+        self.add_log(f"{r.name} log", r.log_path)
+        return r.start() if start else r
+
+    def haproxy(self, servers, start=True, **kw):
+        """HAProxy from conf/haproxy.cfg in front of servers [(name, smtpscreen)]."""
+        h = Haproxy(self, servers, **kw)
+        self.add_log(f"{h.name} log", h.log_path)
+        return h.start() if start else h
 
     def smtpscreen(self, start=True, **kw):
         s = Smtpscreen(self, **kw)

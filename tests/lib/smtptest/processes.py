@@ -9,9 +9,23 @@ import time
 
 from .checks import Skip
 
-__all__ = ["pid_alive", "which", "need_programs", "terminate", "user_exists", "read_text",
+__all__ = ["ChildProcess", "pid_alive", "which", "need_programs", "terminate", "user_exists", "read_text",
            "CLK_TCK", "proc_status_kib", "rss_mib", "cpu_split", "cpu_seconds", "sched_seconds", "open_fd_count",
            "set_open_files_limit", "raise_own_open_files", "RssSampler"]
+
+
+class ChildProcess:
+    """What every helper that runs one program as self.proc (a Popen, None before its
+    start) answers: its PID and whether it still runs."""
+
+    proc = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
 
 
 def pid_alive(pid):

@@ -1,17 +1,21 @@
-"""Scenarios several tests share: a clean client end to end, a deep-tested client's
+"""Scenarios several tests share: a clean client end to end (straight to smtpscreen or
+through a load balancer in front of several instances), a deep-tested client's
 greeting, the hostile-input targets, SMTP smuggling payloads."""
 
 import re
+import time
 
 from .backends import scripted_backend
-from .checks import check, log, unique_marker
-from .log_lines import ip_port, re_connect, re_disconnect, re_pass_new, re_pass_old
+from .checks import check, log, unique_marker, wait_until
+from .log_lines import check_one_disconnect, ip_port, re_connect, re_disconnect, re_pass_new, re_pass_old
 from .postfix import postfix_client_regex
 from .processes import rss_mib
+from .proxy_protocol import proxy_v2_header
 from .smtp_client import SmtpClient
 from .smtpscreen import bound_asan_quarantine, duration_seconds
 
-__all__ = ["CLEAN_CLIENT", "LISTED_CLIENT", "Session", "clean_session", "DEEP_TESTS_ON",
+__all__ = ["CLEAN_CLIENT", "LISTED_CLIENT", "Session", "clean_session", "check_handoff_greeting",
+           "BalancedSession", "balanced_session", "DEEP_TESTS_ON",
            "HostileTargets", "deep_settings", "deep_greeting", "deep_client",
            "deep_clients", "SMUGGLING_VECTORS", "smuggling_payload"]
 
@@ -46,18 +50,8 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
     c = SmtpClient(port or screen.port, host=host, source=source, timeout=gw + 15)
     cport = c.local_port
     greeting = c.read_greeting(timeout=gw + 10)
+    check_handoff_greeting(greeting, gw, expect)
     first, t_first, t_final = greeting.lines[0], greeting.t_first, greeting.t_final
-    check(first.startswith(("220 ", "220-")), f"first banner line from smtpscreen: expected '220-...', got {first!r}")
-    check(greeting.code == 220, f"greeting: expected 220, got {greeting.text!r}")
-    check(re.match(r"220 backend\.test ESMTP", greeting.final),
-          f"the final 220 line must be the backend's greeting '220 backend.test ESMTP', got {greeting.final!r}")
-    if expect == "new":
-        check(first.startswith("220-"), f"a new client must get the '220-' first banner line, got {first!r}")
-        check(t_first < 1.0, f"the '220-' banner line took {t_first:.2f}s (must come at once)")
-        check(t_final >= gw - 0.15, f"the final 220 came after {t_final:.2f}s, before greet.wait ({gw}s) ended")
-    else:
-        check(t_final < min(1.0, gw * 0.6),
-              f"a cached (PASS OLD) client got the final 220 after {t_final:.2f}s; it must be handed off at once")
     ehlo = c.ehlo()
     for word in ("XCLIENT", "XFORWARD"):
         check(word not in ehlo.text.upper(), f"EHLO reply through smtpscreen offers {word}: {ehlo.text!r}")
@@ -74,6 +68,72 @@ def clean_session(screen, postfix, source=CLEAN_CLIENT, host="127.0.0.1", port=N
     postfix.wait_for_log(postfix_client_regex(source, cport))
     log(f"clean client [{source}]:{cport}: PASS {expect.upper()}, delivered {marker}")
     return Session(c, cport, marker, first, greeting, t_first, t_final, ehlo)
+
+
+def check_handoff_greeting(greeting, gw, expect, who="client"):
+    """The greeting of a client smtpscreen hands off (docs/design.md, "The life of a
+    connection"): the final line is the backend's `220 backend.test ESMTP`; a new client
+    (expect="new") gets `220-` at once and that final line once greet.wait (gw seconds)
+    is over, a cached or allowlisted one the final line at once."""
+    first, t_first, t_final = greeting.lines[0], greeting.t_first, greeting.t_final
+    check(first.startswith(("220 ", "220-")), f"{who}: first banner line from smtpscreen: expected '220-...', got {first!r}")
+    check(greeting.code == 220, f"{who}: greeting: expected 220, got {greeting.text!r}")
+    check(re.match(r"220 backend\.test ESMTP", greeting.final),
+          f"{who}: the final 220 line must be the backend's greeting '220 backend.test ESMTP', got {greeting.final!r}")
+    if expect == "new":
+        check(first.startswith("220-"), f"{who}: a new client must get the '220-' first banner line, got {first!r}")
+        check(t_first < 1.0, f"{who}: the '220-' banner line took {t_first:.2f}s (must come at once)")
+        check(t_final >= gw - 0.15, f"{who}: the final 220 came after {t_final:.2f}s, before greet.wait ({gw}s) ended")
+    else:
+        check(t_final < min(1.0, gw * 0.6),
+              f"{who}: a cached (PASS OLD) client got the final 220 after {t_final:.2f}s; it must be handed off at once")
+
+
+class BalancedSession:
+    """What balanced_session saw: the instance that served the client, the client's
+    address and port as smtpscreen and the backend logged them, the marker, the greeting."""
+
+    def __init__(self, screen, source, port, marker, greeting):
+        self.screen, self.source, self.port, self.marker, self.greeting = screen, source, port, marker, greeting
+
+
+def balanced_session(screens, postfix, source, balancer_port=None, via=None, expect="new", tag="lb"):
+    """One clean client end to end through a load balancer in front of screens (the
+    smtpscreen instances behind it, listen.proxy_protocol = v2): to HAProxy on
+    balancer_port from source, or, with via=<one of screens>, straight to that instance
+    from 127.0.0.1 with the PROXY v2 header a balancer would send for source (the test
+    plays the balancer, and picks the instance). Checks the greeting (new: the greet
+    wait; old: handed off at once), the delivery, smtpscreen's CONNECT (to the
+    balancer's frontend), PASS NEW/OLD and one DISCONNECT on exactly one instance,
+    and Postfix's line with the client's own address and port. Returns a BalancedSession."""
+    gw = duration_seconds(screens[0].settings.get("greet.wait", "6s"))
+    marker = unique_marker(tag)
+    if via is None:
+        c = SmtpClient(balancer_port, source=source, timeout=gw + 15)
+        cport, frontend = c.local_port, ("127.0.0.1", balancer_port)
+    else:
+        # A port no real connection from source uses: the header names it, smtpscreen logs it.
+        cport, frontend = 40000 + (int(time.time() * 1000) % 20000), ("127.0.0.1", balancer_port or via.port)
+        c = SmtpClient(via.port, source="127.0.0.1", timeout=gw + 15)
+        c.send(proxy_v2_header(source, cport, frontend[0], frontend[1]))
+    who = f"[{source}]:{cport}" + (f" via {via.name}" if via else " through the balancer")
+    greeting = c.read_greeting(timeout=gw + 10)
+    check_handoff_greeting(greeting, gw, expect, who)
+    c.send_mail(marker)
+    c.check_closed(10, f"{who} after QUIT")
+    c.close()
+    connect = re_connect(source, cport, to=frontend)
+    served = wait_until(lambda: [s for s in screens if re.search(connect, s.log_text(), re.M)], 5,
+                        what=f"a CONNECT line for {who} to the balancer's frontend")
+    check(len(served) == 1, f"{who} logged by {[s.name for s in served]}, expected one instance")
+    screen = served[0]
+    check(via is None or screen is via, f"{who} was logged by {screen.name}")
+    screen.wait_for_log((re_pass_old if expect == "old" else re_pass_new)(source, cport))
+    check_one_disconnect(screen, source, cport)
+    postfix.wait_for_delivery(marker)
+    postfix.wait_for_log(postfix_client_regex(source, cport))
+    log(f"{who}: served by {screen.name}, PASS {expect.upper()}, delivered {marker}")
+    return BalancedSession(screen, source, cport, marker, greeting)
 
 
 DEEP_TESTS_ON = {"deep.pipelining": "on", "deep.non_smtp_command": "on", "deep.bare_newline": "on"}

@@ -9,7 +9,7 @@ import sys
 
 from .checks import Failure, check, check_no_search, log, tail, wait_until
 from .ports import free_port, port_listening
-from .processes import read_text
+from .processes import ChildProcess, read_text
 
 __all__ = ["SOURCE_ROOT", "find_smtpscreen", "SECTION_ORDER", "Smtpscreen",
            "run_smtpscreen", "ini_text", "ini_keys", "duration_seconds",
@@ -37,7 +37,7 @@ SECTION_ORDER = ["listen", "backend", "greet", "dnsbl", "deep", "access", "cache
                  "limits", "smuggling", "log", "stats", "process"]
 
 
-class Smtpscreen:
+class Smtpscreen(ChildProcess):
     """smtpscreen under test, with an INI written from settings {"section.key": value}
     on top of test defaults (ephemeral listen port, greet.wait 1s, LMDB cache in the
     temp dir, logs to stderr only, the private Postfix's PROXY port as the backend,
@@ -135,13 +135,6 @@ class Smtpscreen:
             host, port = item.rsplit(":", 1)
             out.append((host.strip("[]"), int(port)))
         return out
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig):
         check(self.running(), f"{self.name} is not running (exit {self.proc.returncode if self.proc else None})")
