@@ -17,6 +17,7 @@
 #include "core/address.h"
 #include "core/duration.h"
 #include "dnsbl/site.h"
+#include "edge/rate_limit.h"
 #include "proxy/handoff_header.h"
 #include "proxy/smuggling_scanner.h"
 #include "screen/access_list.h"
@@ -105,6 +106,10 @@ struct Config {
     // [limits]
     int max_connections = 10000;
     int per_client_connections = 50;
+    RateLimit per_client_rate;                          // off
+    RateLimit per_network_rate;                         // off
+    NetworkPrefix network_prefix;
+    int rate_table_size = 100000;
     Millis command_time_limit{300000};
     int command_count_limit = 20;
     Millis shutdown_grace{30000};
@@ -128,6 +133,9 @@ struct Config {
     // of backend.address when it is empty).
     std::string backend_certificate_name() const {
         return backend_tls_name.empty() ? backend_address.ip() : backend_tls_name;
+    }
+    RateRules rate_rules() const {
+        return {per_client_rate, per_network_rate, network_prefix, static_cast<size_t>(rate_table_size)};
     }
     bool deep_tests_enabled() const { return deep_pipelining || deep_non_smtp_command || deep_bare_newline; }
     friend bool operator==(const Config&, const Config&) = default;

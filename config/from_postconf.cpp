@@ -62,6 +62,8 @@ const std::map<std::string, std::string, std::less<>> kPostfixDefaults = {
     {"smtpd_banner", "$myhostname ESMTP $mail_name"},
     {"mail_name", "Postfix"},
     {"smtpd_client_connection_count_limit", "50"},
+    {"smtpd_client_connection_rate_limit", "0"},
+    {"anvil_rate_time_unit", "60s"},
     {"smtpd_forbidden_commands", "CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}"},
     {"smtpd_tls_security_level", ""},
     {"smtpd_tls_cert_file", ""},
@@ -553,6 +555,29 @@ private:
         }
         simple_integer("postscreen_command_count_limit", "limits.command_count_limit");
         simple_duration("postscreen_command_time_limit", "limits.command_time_limit", 's');
+        client_rate();
+    }
+
+    // anvil's connection rate limit, which smtpd applies behind postscreen: smtpscreen
+    // can apply it where the connection arrives. Only when main.cf sets one (0 is off
+    // in both).
+    void client_rate() {
+        if (!set_here("smtpd_client_connection_rate_limit")) return;
+        auto count = value("smtpd_client_connection_rate_limit");
+        auto unit_text = value("anvil_rate_time_unit");
+        auto why = fmt::format("{}, {}", as_written("smtpd_client_connection_rate_limit"),
+                               set_here("anvil_rate_time_unit")
+                                   ? as_written("anvil_rate_time_unit")
+                                   : "anvil_rate_time_unit is not set: Postfix's default (60s)");
+        if (count == "0") return;
+        auto unit = postfix_duration(unit_text, 's');
+        if (!unit) {
+            not_mapped_.push_back(fmt::format("{}: not mapped, \"{}\" is not a Postfix time value", why, unit_text));
+            return;
+        }
+        why += " (smtpd's anvil limit, now at the edge as well; a client that an access.file permit line "
+               "allowlists is not counted, as smtpd_client_event_limit_exceptions = $mynetworks exempts it)";
+        put("limits.per_client_rate", fmt::format("{}/{}", count, *unit), why, true);
     }
 
     // postscreen offers STARTTLS through tlsproxy(8) with smtpd's certificate.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <climits>
 #include <utility>
 
@@ -128,6 +129,17 @@ ConfigKey choice_key(std::string_view section, std::string_view name, T Config::
 
 ConfigKey action_key(std::string_view section, std::string_view name, Action Config::*field, std::string_view doc) {
     return choice_key(section, name, field, kActionNames, "an action", doc);
+}
+
+// limits.per_client_rate and limits.per_network_rate.
+ConfigKey rate_key(std::string_view name, RateLimit Config::*field, std::string_view doc) {
+    return {"limits", name, doc,
+            [=](KeyContext& c, std::string_view v) {
+                std::string why;
+                if (auto rate = parse_rate_limit(v, &why)) c.cfg().*field = *rate;
+                else c.fail(why);
+            },
+            [=](const Config& c) { return format_rate_limit(c.*field); }};
 }
 
 // Taken as written (after trimming).
@@ -421,6 +433,32 @@ std::vector<ConfigKey> make_keys() {
                     "most connections at once; beyond it 421 and close"),
         integer_key("limits", "per_client_connections", &Config::per_client_connections, 1, INT_MAX,
                     "most connections at once from one client address"),
+        rate_key("per_client_rate", &Config::per_client_rate,
+                 "N/PERIOD: most new connections from one client address within PERIOD (0: off)"),
+        rate_key("per_network_rate", &Config::per_network_rate,
+                 "N/PERIOD: most new connections from one network (limits.network_prefix) within PERIOD (0: off)"),
+        {"limits", "network_prefix", "IPv4 and IPv6 prefix lengths of a network, for limits.per_network_rate",
+         [](KeyContext& c, std::string_view v) {
+             auto items = split_list(v);
+             auto bad = [&] {
+                 c.fail(quote(v) + " is not two prefix lengths (use the IPv4 one from 1 to 32, then the IPv6 one "
+                                   "from 1 to 128, e.g. 24, 64)");
+             };
+             if (items.size() != 2) return bad();
+             int lengths[2] = {0, 0};
+             const int most[2] = {32, 128};
+             for (size_t i = 0; i < 2; ++i) {
+                 auto [end, ec] = std::from_chars(items[i].data(), items[i].data() + items[i].size(), lengths[i]);
+                 if (ec != std::errc{} || end != items[i].data() + items[i].size() || lengths[i] < 1 ||
+                     lengths[i] > most[i]) {
+                     return bad();
+                 }
+             }
+             c.cfg().network_prefix = {lengths[0], lengths[1]};
+         },
+         [](const Config& c) { return fmt::format("{}, {}", c.network_prefix.v4, c.network_prefix.v6); }},
+        integer_key("limits", "rate_table_size", &Config::rate_table_size, 1, 10000000,
+                    "most client addresses and networks counted at once for the rate limits; the oldest go first"),
         duration_key("limits", "command_time_limit", &Config::command_time_limit, Zero::Refused,
                      "the most time one command line may take while smtpscreen speaks SMTP itself"),
         integer_key("limits", "command_count_limit", &Config::command_count_limit, 1, INT_MAX,

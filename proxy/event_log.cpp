@@ -61,6 +61,23 @@ void EventLog::too_many_connections(const Endpoint& client, std::string_view whi
     log_.warn("NOQUEUE: reject: CONNECT from {}: too many connections ({})", client.to_string(), which);
 }
 
+// Worded as postscreen words its limits ("COMMAND TIME LIMIT from [ip]:port"), with the
+// key that refused in brackets as the connection count limits name theirs. Counted at
+// every refusal, logged at the first of its period (verdict.first), so that a flood
+// costs one line per client or network and period, as anvil's warnings do.
+void EventLog::rate_limited(const Endpoint& client, const RateVerdict& verdict) {
+    const auto scope = verdict.refused.value_or(RateScope::Client);
+    metrics_.rate_limited[static_cast<size_t>(scope)].add();
+    if (!verdict.first) return;
+    if (scope == RateScope::Client) {
+        log_.info("RATE LIMIT {} from {} (limits.per_client_rate)", format_rate_limit(verdict.limit),
+                  client.to_string());
+    } else {
+        log_.info("RATE LIMIT {} from {} (limits.per_network_rate, {})", format_rate_limit(verdict.limit),
+                  client.to_string(), verdict.key.to_string());
+    }
+}
+
 void EventLog::backend_unavailable(const Endpoint& client, std::string_view why) {
     metrics_.backend_connect_failures.add();
     log_.warn("backend unavailable for {}: {}", client.to_string(), why);

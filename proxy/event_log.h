@@ -9,6 +9,7 @@
 #include "core/address.h"
 #include "core/duration.h"
 #include "core/log.h"
+#include "edge/connection_rates.h"
 #include "proxy/metrics.h"
 
 namespace smtpscreen {
@@ -31,6 +32,8 @@ public:
     void allowlisted(const Endpoint& client);
     void denylisted(const Endpoint& client);
     void too_many_connections(const Endpoint& client, std::string_view which);
+    // A connection refused by a rate limit: counted each time, logged when verdict.first.
+    void rate_limited(const Endpoint& client, const RateVerdict& verdict);
     void message_refused(const Endpoint& client, std::string_view why);
     void backend_unavailable(const Endpoint& client, std::string_view why);
     // The backend greeted this client with a refusal (reply: the whole greeting).

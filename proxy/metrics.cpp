@@ -206,6 +206,11 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
              sum(workers, &WorkerMetrics::backend_connect_failures));
     e.sample("smtpscreen_backend_errors_total", "kind=\"refused\"", sum(workers, &WorkerMetrics::backend_refusals));
 
+    e.family("smtpscreen_rate_limited_total", "counter",
+             "Connections refused with 421 at once for going over limits.per_client_rate (client) or "
+             "limits.per_network_rate (network).");
+    e.by_label("smtpscreen_rate_limited_total", "scope", kRateScopeNames, sum(workers, &WorkerMetrics::rate_limited));
+
     std::map<std::string, ZoneTotals> zones;
     for (const auto* w : workers) {
         const size_t n = w->zone_count();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "dnsbl/dns_client.h"
+#include "edge/rate_limit.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
@@ -32,10 +33,10 @@ private:
 
 // The DISCONNECT outcomes, in the order the endpoint lists them; one the list does not
 // name is counted as "other".
-inline constexpr std::array<std::string_view, 17> kSessionOutcomes{
+inline constexpr std::array<std::string_view, 18> kSessionOutcomes{
     "handoff",     "rejected",      "dropped",      "hangup",       "quit",       "timeout",
-    "idle-timeout", "backend-refused", "backend-unavailable", "too-many-connections", "tls-failed",
-    "tls-timeout", "bad-message",   "proxy-refused", "proxy-error", "shutdown",   "other"};
+    "idle-timeout", "backend-refused", "backend-unavailable", "too-many-connections", "rate-limit",
+    "tls-failed",  "tls-timeout",   "bad-message",  "proxy-refused", "proxy-error", "shutdown", "other"};
 
 // Where a session is now (docs/design.md, "The life of a connection").
 enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Count };
@@ -83,6 +84,9 @@ public:
     std::array<Counter, static_cast<size_t>(TlsResult::Count)> tls_handshakes;
     Counter backend_connect_failures;  // unreachable, or no greeting in time
     Counter backend_refusals;          // greeted with anything but 220
+    // The edge defences (docs/design.md, "Edge defences"): connections refused by
+    // limits.per_client_rate and limits.per_network_rate, by RateScope.
+    std::array<Counter, kRateScopeNames.size()> rate_limited;
 
     void session_ended(std::string_view outcome);
     void enter_phase(SessionPhase from, SessionPhase to);

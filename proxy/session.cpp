@@ -73,6 +73,24 @@ void Session::start_health_check() {
 void Session::client_identified() {
     client_ip_ = client_ep_.ip();  // formatted once: the cache, limits and replies all key on it
     worker_.events().connect(client_ep_, local_ep_);
+    access_ = match_access(config_->access_rules, client_ep_);
+    // The rate limits count every connection, before anything is spent on it, except an
+    // allowlisted client's, as Postfix exempts smtpd_client_event_limit_exceptions
+    // (docs/design.md, "Edge defences").
+    const RateRules rules = config_->rate_rules();
+    if (!rules.on() || access_ == AccessVerdict::Permit) return admit_connection();
+    std::weak_ptr<int> alive = alive_;
+    worker_.rates().count(client_ep_, rules, uv_now(worker_.loop()), [this, alive](const RateVerdict& verdict) {
+        if (alive.expired() || phase_ != Phase::Accepted) return;
+        if (!verdict.refused) return admit_connection();
+        worker_.events().rate_limited(client_ep_, verdict);
+        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
+        close_client_after_flush();
+        finish("rate-limit");
+    });
+}
+
+void Session::admit_connection() {
     const int max_total = std::min(config_->max_connections, worker_.fd_capacity());
     switch (worker_.limits().admit(client_ip_, max_total, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
@@ -97,7 +115,7 @@ void Session::client_identified() {
 // ---------------------------------------------------------------- steps 2-3: access list, cache
 
 void Session::screen_known_client() {
-    if (auto verdict = match_access(config_->access_rules, client_ep_)) {
+    if (const auto& verdict = access_) {
         if (*verdict == AccessVerdict::Permit) {
             worker_.events().allowlisted(client_ep_);
             return start_handoff();

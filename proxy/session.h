@@ -17,6 +17,7 @@
 #include "proxy/connection.h"
 #include "proxy/live_client.h"
 #include "proxy/tls_config.h"
+#include "screen/access_list.h"
 #include "screen/smtp_dialog.h"
 #include "screen/test_results.h"
 
@@ -43,8 +44,10 @@ private:
     enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
-    // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h)
+    // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
+    // the rate limits, then the connection count limits
     void client_identified();
+    void admit_connection();
     void start_health_check();
     // steps 2-3: access list and cache
     void screen_known_client();
@@ -124,6 +127,7 @@ private:
     Endpoint client_ep_;
     std::string client_ip_;
     Endpoint local_ep_;
+    std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
     bool admitted_ = false;
     bool health_check_ = false;  // the load balancer's own connection: no client session to log
     std::optional<TestResults> cached_;

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
+#include "edge/connection_rates.h"
 #include "proxy/backend_offer.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
@@ -34,6 +35,8 @@ struct SharedServices {
     std::shared_ptr<VerdictCache> cache;
     BackendOffer backend_offer;  // deep.ehlo_keywords = auto
     ConnectionLimits limits;
+    // limits.per_client_rate and limits.per_network_rate, counted across all loops.
+    std::unique_ptr<ConnectionRates> rates = std::make_unique<SharedRateTable>();
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
 };
 
@@ -67,6 +70,7 @@ public:
     const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *shared_.cache; }
     ConnectionLimits& limits() { return shared_.limits; }
+    ConnectionRates& rates() { return *shared_.rates; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     // How many client sockets the open files limit leaves room for, besides the backend

@@ -32,7 +32,8 @@ access.file access.action
 cache.backend cache.path cache.cleanup_interval cache.pregreet_ttl cache.dnsbl_min_ttl
 cache.dnsbl_max_ttl cache.deep_ttl
 tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.passthrough
-limits.max_connections limits.per_client_connections limits.command_time_limit
+limits.max_connections limits.per_client_connections limits.per_client_rate
+limits.per_network_rate limits.network_prefix limits.rate_table_size limits.command_time_limit
 limits.command_count_limit limits.shutdown_grace
 smuggling.bare_lf
 log.syslog log.syslog_name log.stderr

@@ -4,8 +4,9 @@ fail2ban-regex (Debian's fail2ban) reads it:
   - with the default tag, the shipped filter (filter.d/smtpscreen.conf, mode normal and
     aggressive) matches a DNSBL-listed client that smtpscreen rejected (its NOQUEUE
     line) and a pregreet bot (its PREGREET line), each with its own address, and never
-    a line of a clean client that passed and delivered its message; fail2ban's stock
-    postfix filter matches nothing there;
+    a line of a clean client that passed and delivered its message; in aggressive mode
+    only, a client refused by limits.per_client_rate (its RATE LIMIT line, once);
+    fail2ban's stock postfix filter matches nothing there;
   - with log.syslog_name = postfix/postscreen, fail2ban's stock filter
     postfix[mode=aggressive] matches the same two clients and never the clean one.
 The lines are the ones smtpscreen sends to syslog(3) (log.syslog = on): it runs in a
@@ -27,6 +28,7 @@ import harness  # noqa: E402
 from harness import check  # noqa: E402
 
 LISTED, BOT, CLEAN = "127.0.0.2", "127.0.0.8", "127.0.0.7"
+RATER = "127.0.0.9"  # over limits.per_client_rate = 2/1m on its third connection
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # smtpscreen with /dev/log pointing at the test's socket: a private mount namespace, and
@@ -79,12 +81,12 @@ class SyslogFile:
             return f.read()
 
 
-def start_screen(env, pf, dns, name, syslog_name):
+def start_screen(env, pf, dns, name, syslog_name, settings=None):
     log = SyslogFile(env, name)
     ns = os.path.join(env.dir, f"{name}.ns")
     os.makedirs(ns)
     screen = env.smtpscreen(postfix=pf, dns=dns, name=name, start=False, settings={
-        "log.syslog": "on", "log.syslog_name": syslog_name})
+        "log.syslog": "on", "log.syslog_name": syslog_name, **(settings or {})})
     wrapper = os.path.join(env.dir, f"{name}.sh")
     with open(wrapper, "w") as f:
         f.write(WRAPPER.format(ns=ns, sock=log.socket_path, exe=screen.exe))
@@ -112,6 +114,21 @@ def run_clients(screen, pf):
         screen.wait_for_log(harness.re_disconnect(ip), timeout=10)
 
 
+def run_rater(screen):
+    """Two sessions that pass and quit at the backend, then a third connection within
+    the minute, refused with 421 by limits.per_client_rate."""
+    sessions = [harness.SmtpClient(screen.port, source=RATER, timeout=15) for _ in range(2)]
+    for c in sessions:
+        c.read_greeting(timeout=10, code=220)
+    refused = harness.SmtpClient(screen.port, source=RATER, timeout=5)
+    check(refused.read_reply(timeout=3).code == 421, "the third connection a minute must get 421")
+    refused.close()
+    for c in sessions:
+        c.expect("QUIT", 221)
+        c.close()
+    screen.wait_for_log(rf"RATE LIMIT 2/1m from {harness.ip_port(RATER)} \(limits\.per_client_rate\)")
+
+
 def fail2ban_regex(confdir, logfile, filt):
     """The addresses fail2ban-regex finds in logfile with filt, one per matched line."""
     r = subprocess.run([harness.which("fail2ban-regex"), "--config", confdir, "-o", "ip", logfile, filt],
@@ -137,8 +154,9 @@ def main(env):
     dns = env.rbldnsd()
 
     # The default tag and the shipped filter.
-    screen, log = start_screen(env, pf, dns, "tagged", "smtpscreen")
+    screen, log = start_screen(env, pf, dns, "tagged", "smtpscreen", {"limits.per_client_rate": "2/1m"})
     run_clients(screen, pf)
+    run_rater(screen)
     wait_for_syslog(log, rf"^\w{{3}} [ \d]\d [\d:]+ \S+ smtpscreen\[{screen.pid}\]: DISCONNECT \[{re.escape(CLEAN)}\]")
     screen.stop()
     clean_lines = os.path.join(env.dir, "clean.syslog")
@@ -151,6 +169,10 @@ def main(env):
         for ip, what in ((LISTED, "the DNSBL-rejected client"), (BOT, "the pregreet bot")):
             check(ip in ips, f"smtpscreen[mode={mode}] does not match {what} ({ip}): {ips}\n{log.text()}")
         check(CLEAN not in ips, f"smtpscreen[mode={mode}] matches the clean client {CLEAN}: {ips}")
+        want = 1 if mode == "aggressive" else 0
+        check(ips.count(RATER) == want,
+              f"smtpscreen[mode={mode}] matches the rate-limited client {RATER} {ips.count(RATER)} time(s), "
+              f"expected {want}: {ips}")
         check(not fail2ban_regex(confdir, clean_lines, f"smtpscreen[mode={mode}]"),
               f"smtpscreen[mode={mode}] matches a line of the clean client")
     check(not fail2ban_regex(confdir, log.path, "postfix[mode=aggressive]"),

@@ -89,6 +89,10 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     CHECK(c.tls_min_version == "1.2");
     CHECK(c.max_connections == 10000);
     CHECK(c.per_client_connections == 50);
+    CHECK_FALSE(c.per_client_rate.on());
+    CHECK_FALSE(c.per_network_rate.on());
+    CHECK(c.network_prefix == NetworkPrefix{24, 64});
+    CHECK(c.rate_table_size == 100000);
     CHECK(c.command_count_limit == 20);
     CHECK(c.shutdown_grace == Millis(30000));
     CHECK(c.smuggling_bare_lf == BareLf::Reject);
@@ -308,6 +312,35 @@ TEST_CASE("config: integers must be whole and within range") {
     CHECK_FALSE(l.at(6, "limits.command_count_limit").empty());
     CHECK_FALSE(l.at(8, "dnsbl.threshold").empty());
     CHECK(l.at(9, "dnsbl.allowlist_threshold").find("negative") != std::string::npos);
+}
+
+TEST_CASE("config: the rate limits, their network and table size") {
+    TempDir dir("smtpscreen-config");
+    auto ok = load(dir, "[limits]\nper_client_rate = 30/1m\nper_network_rate = 200/5m\nnetwork_prefix = 20, 56\n"
+                        "rate_table_size = 1000\n");
+    REQUIRE_MESSAGE(ok.errors.empty(), all(ok.errors));
+    CHECK(ok.config->per_client_rate == RateLimit{30, Millis(60000)});
+    CHECK(ok.config->per_network_rate == RateLimit{200, Millis(300000)});
+    CHECK(ok.config->network_prefix == NetworkPrefix{20, 56});
+    CHECK(ok.config->rate_table_size == 1000);
+    CHECK(ok.config->rate_rules().on());
+    auto off = load(dir, "[limits]\nper_client_rate = 0\nper_network_rate = 0\n");
+    REQUIRE_MESSAGE(off.errors.empty(), all(off.errors));
+    CHECK_FALSE(off.config->rate_rules().on());
+
+    auto l = load(dir, "[limits]\nper_client_rate = 30\nper_network_rate = 0/1m\nnetwork_prefix = 24\n"
+                       "rate_table_size = 0\n");
+    CHECK(l.at(2, "limits.per_client_rate").find("\"30\" is not a rate (use N/PERIOD, e.g. 30/1m") !=
+          std::string::npos);
+    CHECK(l.at(3, "limits.per_network_rate").find("allows no connection at all (use N/PERIOD") != std::string::npos);
+    CHECK(l.at(4, "limits.network_prefix").find("is not two prefix lengths (use the IPv4 one from 1 to 32, then "
+                                                "the IPv6 one from 1 to 128, e.g. 24, 64)") != std::string::npos);
+    CHECK_FALSE(l.at(5, "limits.rate_table_size").empty());
+    for (const char* bad : {"33, 64", "24, 129", "0, 64", "24, x", "24, 64, 8", "24 64"}) {
+        CAPTURE(bad);
+        auto b = load(dir, std::string("[limits]\nnetwork_prefix = ") + bad + "\n");
+        CHECK_FALSE(b.at(2, "limits.network_prefix").empty());
+    }
 }
 
 TEST_CASE("config: addresses, ports and CIDR lists") {
@@ -607,7 +640,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 57);
+    CHECK(keys == 61);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -645,7 +678,8 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "[tls]\ncert = " + crt + "\nkey = " + key + "\nciphers = TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
                       "handshake_timeout = 10s\n"
                       "[limits]\nmax_connections = 100\nper_client_connections = 5\ncommand_time_limit = 1m\n"
-                      "command_count_limit = 7\nshutdown_grace = 0\n"
+                      "command_count_limit = 7\nshutdown_grace = 0\nper_client_rate = 30/60s\n"
+                      "per_network_rate = 1000/1h\nnetwork_prefix = 16, 48\nrate_table_size = 5000\n"
                       "[smuggling]\nbare_lf = normalize\n"
                       "[log]\nsyslog = off\nsyslog_name = postfix/postscreen\nstderr = off\n"
                       "[process]\nuser = root\nthreads = 64\n");
@@ -748,7 +782,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 57);
+    CHECK(keys == 61);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {

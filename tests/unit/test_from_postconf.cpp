@@ -269,3 +269,31 @@ TEST_CASE("from-postconf: a DNSBL minimum TTL above the maximum still loads, as 
     INFO(zero.ini);
     CHECK(zero.config->cache_dnsbl_max_ttl == Millis{60000});
 }
+
+TEST_CASE("from-postconf: anvil's connection rate limit becomes limits.per_client_rate") {
+    TempDir dir;
+    auto m = migrate(dir, "smtpd_client_connection_rate_limit = 30\n");
+    INFO(m.ini);
+    REQUIRE(m.errors.empty());
+    CHECK(m.config->per_client_rate == RateLimit{30, Millis(60000)});  // anvil_rate_time_unit's default, 60s
+    CHECK(m.says("# smtpd_client_connection_rate_limit = 30, anvil_rate_time_unit is not set: Postfix's default "
+                 "(60s)"));
+
+    auto m2 = migrate(dir, "smtpd_client_connection_rate_limit = 10\nanvil_rate_time_unit = 2m\n");
+    INFO(m2.ini);
+    REQUIRE(m2.errors.empty());
+    CHECK(m2.config->per_client_rate == RateLimit{10, Millis(120000)});
+
+    // 0 (Postfix's default) is off in both: nothing written.
+    auto m3 = migrate(dir, "smtpd_client_connection_rate_limit = 0\n");
+    REQUIRE(m3.errors.empty());
+    CHECK(!m3.says("per_client_rate"));
+    CHECK(!m3.config->per_client_rate.on());
+
+    // A value smtpscreen cannot take is said, not written.
+    auto m4 = migrate(dir, "smtpd_client_connection_rate_limit = 30\nanvil_rate_time_unit = soon\n");
+    INFO(m4.ini);
+    REQUIRE(m4.errors.empty());
+    CHECK(m4.says("\"soon\" is not a Postfix time value"));
+    CHECK(!m4.config->per_client_rate.on());
+}

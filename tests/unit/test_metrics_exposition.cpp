@@ -53,6 +53,9 @@ TEST_CASE("metrics: a fresh process shows every family at zero, in the text form
     CHECK(s.at("smtpscreen_cache_lookups_total{result=\"miss\"}") == "0");
     CHECK(s.at("smtpscreen_tls_handshakes_total{result=\"resumed\"}") == "0");
     CHECK(s.at("smtpscreen_backend_errors_total{kind=\"refused\"}") == "0");
+    CHECK(s.at("smtpscreen_sessions_total{outcome=\"rate-limit\"}") == "0");
+    CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "0");
+    CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "0");
     CHECK(s.at("process_resident_memory_bytes") == "12345678");
     CHECK(s.at("process_open_fds") == "9");
     CHECK(s.count("smtpscreen_build_info{version=\"" SMTPSCREEN_VERSION "\"}") == 1);
@@ -74,6 +77,9 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     b.cache_lookups[static_cast<size_t>(CacheResult::Hit)].add();
     a.tls_handshakes[static_cast<size_t>(TlsResult::Resumed)].add();
     b.backend_refusals.add();
+    a.session_ended("rate-limit");
+    a.rate_limited[static_cast<size_t>(RateScope::Client)].add();
+    b.rate_limited[static_cast<size_t>(RateScope::Network)].add(2);
     auto s = samples(format_metrics({&a, &b}, ProcessFigures{}));
     CHECK(s.at("smtpscreen_connections_total") == "7");
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"handoff\"}") == "2");
@@ -85,6 +91,9 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     CHECK(s.at("smtpscreen_cache_lookups_total{result=\"hit\"}") == "1");
     CHECK(s.at("smtpscreen_tls_handshakes_total{result=\"resumed\"}") == "1");
     CHECK(s.at("smtpscreen_backend_errors_total{kind=\"refused\"}") == "1");
+    CHECK(s.at("smtpscreen_sessions_total{outcome=\"rate-limit\"}") == "1");
+    CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "1");
+    CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "2");
 }
 
 TEST_CASE("metrics: sessions by phase follow each session from step to step") {
