@@ -2,6 +2,8 @@
 // Where passes are remembered across connections and restarts. The interface is
 // asynchronous so that a networked backend (Redis) fits without touching sessions;
 // the embedded backends answer inline.
+#include <uv.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -18,10 +20,11 @@
 
 namespace smtpscreen {
 
-// cache.backend: an embedded LMDB file, or memory (lost at exit).
-enum class CacheBackend { Lmdb, Memory };
-inline constexpr std::array<std::pair<std::string_view, CacheBackend>, 2> kCacheBackendNames{{
-    {"lmdb", CacheBackend::Lmdb}, {"memory", CacheBackend::Memory}}};
+// cache.backend: an embedded LMDB file, a Redis server that several instances share
+// (cache/redis_cache.h), or memory (lost at exit).
+enum class CacheBackend { Lmdb, Redis, Memory };
+inline constexpr std::array<std::pair<std::string_view, CacheBackend>, 3> kCacheBackendNames{{
+    {"lmdb", CacheBackend::Lmdb}, {"redis", CacheBackend::Redis}, {"memory", CacheBackend::Memory}}};
 
 class VerdictCache {
 public:
@@ -59,7 +62,8 @@ public:
 
     // For `smtpscreen cache` beside a running daemon (README, "Cache tools"): every
     // record in key order, one record, removing one or all. Only a cache another
-    // process can open (lmdb) has them; the others throw std::runtime_error.
+    // process can open (lmdb, and Redis through the cache tools' blocking client) has
+    // them; the others throw std::runtime_error.
     using RecordVisitor = std::function<void(const std::string& client_ip, const TestResults& results)>;
     virtual void for_each(const RecordVisitor& visit) {
         (void)visit;
@@ -70,6 +74,28 @@ public:
         throw std::runtime_error("this cache backend cannot be edited from another process");
     }
     virtual size_t erase_all() { throw std::runtime_error("this cache backend cannot be edited from another process"); }
+};
+
+// What the server opens once from cache.*: every event loop asks it for the cache its
+// sessions use, so that sessions never learn which backend they have. The embedded
+// backends hand every loop the same object (they are safe to share between threads);
+// Redis gives each loop a connection of its own, driven by that loop.
+class VerdictCacheSource {
+public:
+    virtual ~VerdictCacheSource() = default;
+    // Called on the loop's thread, or before the loop runs. The cache is then used on
+    // that thread only, and must be destroyed before the loop is closed.
+    virtual std::shared_ptr<VerdictCache> for_loop(uv_loop_t* loop) = 0;
+};
+
+// A source that hands every loop `cache` itself (lmdb, memory).
+class SharedVerdictCache final : public VerdictCacheSource {
+public:
+    explicit SharedVerdictCache(std::shared_ptr<VerdictCache> cache) : cache_(std::move(cache)) {}
+    std::shared_ptr<VerdictCache> for_loop(uv_loop_t*) override { return cache_; }
+
+private:
+    std::shared_ptr<VerdictCache> cache_;
 };
 
 // Embedded backends are safe to share between loop threads. Throws std::runtime_error

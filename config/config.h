@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/redis_settings.h"
 #include "cache/verdict_cache.h"
 #include "core/address.h"
 #include "core/duration.h"
@@ -87,6 +88,13 @@ struct Config {
     // [cache]
     CacheBackend cache_backend = CacheBackend::Lmdb;
     std::string cache_path = "smtpscreen.cache";
+    // For cache.backend = redis: "ip:port" ("[v6]:port") as the key table writes it, or a
+    // unix socket path (starting with '/').
+    std::string cache_redis = "127.0.0.1:6379";
+    Millis cache_redis_timeout{200};
+    std::string cache_redis_password;
+    int cache_redis_db = 0;
+    std::string cache_redis_prefix = "smtpscreen:";
     Millis cache_cleanup_interval{12LL * 3600000};  // 0: never
     Millis cache_pregreet_ttl{86400000};
     Millis cache_dnsbl_min_ttl{60000};
@@ -136,6 +144,16 @@ struct Config {
     }
     RateRules rate_rules() const {
         return {per_client_rate, per_network_rate, network_prefix, static_cast<size_t>(rate_table_size)};
+    }
+    // cache.redis* as the Redis cache takes them.
+    RedisSettings redis_settings() const {
+        RedisSettings s;
+        s.address = cache_redis;
+        s.timeout = cache_redis_timeout;
+        s.password = cache_redis_password;
+        s.db = cache_redis_db;
+        s.prefix = cache_redis_prefix;
+        return s;
     }
     bool deep_tests_enabled() const { return deep_pipelining || deep_non_smtp_command || deep_bare_newline; }
     friend bool operator==(const Config&, const Config&) = default;

@@ -149,6 +149,20 @@ ConfigKey text_key(std::string_view section, std::string_view name, std::string 
             [=](const Config& c) { return c.*field; }};
 }
 
+// One printable word, no spaces: `what` names it in the message, `example` shows one.
+ConfigKey word_key(std::string_view section, std::string_view name, std::string Config::*field,
+                   std::string_view what, std::string_view example, std::string_view doc) {
+    return {section, name, doc,
+            [=](KeyContext& c, std::string_view v) {
+                if (!is_printable_word(v)) {
+                    c.fail(fmt::format("{} is not {} (use one word without spaces, e.g. {})", quote(v), what, example));
+                    return;
+                }
+                c.cfg().*field = std::string(v);
+            },
+            [=](const Config& c) { return c.*field; }};
+}
+
 // A file of rules read at load: the key keeps the file's name (as --print-config
 // writes it) and `read` parses the text into the Config. Empty names no file.
 using FileReader = void (*)(KeyContext&, const std::string& filename, std::string_view text);
@@ -395,8 +409,38 @@ std::vector<ConfigKey> make_keys() {
 
         // [cache]
         choice_key("cache", "backend", &Config::cache_backend, kCacheBackendNames, "a cache backend",
-                   "where passes are remembered: lmdb (a file) or memory (lost at exit)"),
+                   "where passes are remembered: lmdb (a file), redis (shared by instances) or memory (lost at exit)"),
         text_key("cache", "path", &Config::cache_path, "the lmdb file"),
+        {"cache", "redis", "for cache.backend = redis: the server's ip:port, or a unix socket path (/...)",
+         [](KeyContext& c, std::string_view v) {
+             if (!v.empty() && v.front() == '/') {
+                 // sun_path holds 108 bytes with its terminating NUL.
+                 if (v.size() > 107) {
+                     c.fail(quote(v) + " is longer than a unix socket path may be (107 bytes; use a shorter path)");
+                     return;
+                 }
+                 c.cfg().cache_redis = std::string(v);
+                 return;
+             }
+             // An address, never a host name: resolving one would block the event loop
+             // at every reconnect.
+             if (!Endpoint::parse(v)) {
+                 c.fail(quote(v) + " is not an ip:port or a unix socket path (use e.g. 127.0.0.1:6379, "
+                                   "[::1]:6379 or /run/redis/redis-server.sock; a host name is not resolved)");
+                 return;
+             }
+             if (auto e = c.endpoint(v, std::nullopt)) c.cfg().cache_redis = e->ip_port();
+         },
+         [](const Config& c) { return c.cache_redis; }},
+        duration_key("cache", "redis_timeout", &Config::cache_redis_timeout, Zero::Refused,
+                     "the longest a session waits for Redis; then it carries on as a cache miss"),
+        text_key("cache", "redis_password", &Config::cache_redis_password,
+                 "sent with AUTH on every connection to Redis (empty: no AUTH)"),
+        integer_key("cache", "redis_db", &Config::cache_redis_db, 0, INT_MAX,
+                    "the Redis database, chosen with SELECT on every connection"),
+        // Never empty: `smtpscreen cache flush` would then delete every key of the database.
+        word_key("cache", "redis_prefix", &Config::cache_redis_prefix, "a key prefix", "smtpscreen:",
+                 "the start of every Redis key smtpscreen writes, lists and flushes"),
         duration_key("cache", "cleanup_interval", &Config::cache_cleanup_interval, Zero::Allowed,
                      "how often expired records are removed from an lmdb cache (0: never)"),
         duration_key("cache", "pregreet_ttl", &Config::cache_pregreet_ttl, Zero::Allowed,
@@ -472,16 +516,8 @@ std::vector<ConfigKey> make_keys() {
 
         // [log]
         switch_key("log", "syslog", &Config::log_syslog, "log to syslog (facility mail): on or off"),
-        {"log", "syslog_name", "the syslog tag (postfix/postscreen for fail2ban's postfix filter)",
-         [](KeyContext& c, std::string_view v) {
-             if (!is_printable_word(v)) {
-                 c.fail(quote(v) +
-                        " is not a syslog tag (use one word without spaces, e.g. smtpscreen or postfix/postscreen)");
-                 return;
-             }
-             c.cfg().log_syslog_name = std::string(v);
-         },
-         [](const Config& c) { return c.log_syslog_name; }},
+        word_key("log", "syslog_name", &Config::log_syslog_name, "a syslog tag", "smtpscreen or postfix/postscreen",
+                 "the syslog tag (postfix/postscreen for fail2ban's postfix filter)"),
         {"log", "stderr", "log to stderr: on, off or auto (on, unless stderr is the journal and log.syslog is on)",
          [](KeyContext& c, std::string_view v) {
              // "auto" is the written form of the default (on in the foreground), so that

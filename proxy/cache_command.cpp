@@ -4,12 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <exception>
 
 #include "cache/cache_file.h"
+#include "cache/redis_blocking.h"
 #include "cache/verdict_cache.h"
 #include "core/address.h"
 #include "core/log.h"
@@ -78,6 +81,92 @@ void match_lock_owner(const std::string& path, bool lock_existed) {
     }
 }
 
+// One verb on an open cache. where: how messages name the cache ("/var/lib/...",
+// "redis:127.0.0.1:6379"); about: the lines `stats` prints after naming it.
+int carry_out(VerdictCache& cache, const std::string& verb, const std::string& ip, const std::string& where,
+              const std::vector<std::string>& about) {
+    const auto now = static_cast<int64_t>(std::time(nullptr));
+    if (verb == "list") {
+        cache.for_each([](const std::string& key, const TestResults& r) {
+            std::printf("%s\n", list_line(key, r).c_str());
+        });
+    } else if (verb == "show") {
+        std::optional<TestResults> found;
+        cache.lookup(ip, [&found](std::optional<TestResults> r) { found = r; });
+        if (!found) return fail(fmt::format("{} is not in the cache {}", ip, where));
+        std::fputs(show_text(ip, *found, now).c_str(), stdout);
+    } else if (verb == "delete") {
+        if (!cache.erase(ip)) return fail(fmt::format("{} is not in the cache {}", ip, where));
+        std::printf("deleted %s from %s: its next connection goes through the tests again\n", ip.c_str(),
+                    where.c_str());
+    } else if (verb == "flush") {
+        const size_t n = cache.erase_all();
+        std::printf("flushed %s: %zu record%s deleted; every client goes through the tests again\n", where.c_str(), n,
+                    n == 1 ? "" : "s");
+    } else {
+        size_t records = 0;
+        size_t live = 0;
+        std::array<size_t, kTestCount> passes{};
+        cache.for_each([&](const std::string&, const TestResults& r) {
+            ++records;
+            bool any = false;
+            for (size_t i = 0; i < kTestCount; ++i) {
+                if (r.pass_until[i] > now) {
+                    ++passes[i];
+                    any = true;
+                }
+            }
+            if (any) ++live;
+        });
+        for (const auto& line : about) std::printf("%s\n", line.c_str());
+        std::printf("records: %zu\n", records);
+        std::printf("records with a valid pass: %zu\n", live);
+        std::printf("records with every pass expired: %zu\n", records - live);
+        for (size_t i = 0; i < kTestCount; ++i) {
+            std::printf("valid %s passes: %zu\n", std::string(test_name(static_cast<Test>(i))).c_str(), passes[i]);
+        }
+    }
+    std::fflush(stdout);
+    return 0;
+}
+
+int on_lmdb(const Config& config, const std::string& config_path, const std::string& verb, const std::string& ip) {
+    const std::string& path = config.cache_path;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return fail(fmt::format("there is no cache file {} (cache.path in {}): the daemon has not run with it yet, "
+                                "or the path is relative to the directory the daemon runs in",
+                                path, config_path));
+    }
+    const bool lock_existed = ::access(lmdb_lock_path(path).c_str(), F_OK) == 0;
+    try {
+        Logger log(false, "smtpscreen", true);
+        auto cache = open_lmdb_cache(path, log);
+        match_lock_owner(path, lock_existed);
+        return carry_out(*cache, verb, ip, path,
+                         {"cache: lmdb:" + path, fmt::format("file size: {} bytes", static_cast<long long>(st.st_size))});
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+}
+
+// The daemon's own records through a blocking client; only keys with cache.redis_prefix
+// are listed or deleted, whatever else the database holds.
+int on_redis(const Config& config, const std::string& verb, const std::string& ip) {
+    const RedisSettings settings = config.redis_settings();
+    // hiredis writes with write(2): a connection Redis closed must be an error message.
+    ::signal(SIGPIPE, SIG_IGN);
+    try {
+        // Longer than a session would wait: a SCAN over a big cache takes a while.
+        auto cache = open_redis_cache_blocking(settings, std::max<Millis>(settings.timeout, Millis(5000)));
+        return carry_out(*cache, verb, ip, "redis:" + settings.address,
+                         {"cache: redis:" + settings.address,
+                          fmt::format("keys: {}<address> in database {}", settings.prefix, settings.db)});
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+}
+
 }  // namespace
 
 int run_cache_command(const Config& config, const std::string& config_path, const std::vector<std::string>& args) {
@@ -103,72 +192,15 @@ int run_cache_command(const Config& config, const std::string& config_path, cons
     }
 
     switch (config.cache_backend) {
-    case CacheBackend::Lmdb: break;
-    case CacheBackend::Memory:
-        return fail(fmt::format("{} sets cache.backend = memory: the records live inside the running daemon and "
-                                "nothing outside it can read or change them (they are gone at its next restart); "
-                                "use cache.backend = lmdb to edit the cache while it runs",
-                                config_path));
+    case CacheBackend::Lmdb: return on_lmdb(config, config_path, verb, ip);
+    case CacheBackend::Redis: return on_redis(config, verb, ip);
+    case CacheBackend::Memory: break;
     }
-    const std::string& path = config.cache_path;
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        return fail(fmt::format("there is no cache file {} (cache.path in {}): the daemon has not run with it yet, "
-                                "or the path is relative to the directory the daemon runs in",
-                                path, config_path));
-    }
-    const bool lock_existed = ::access(lmdb_lock_path(path).c_str(), F_OK) == 0;
-    try {
-        Logger log(false, "smtpscreen", true);
-        auto cache = open_lmdb_cache(path, log);
-        match_lock_owner(path, lock_existed);
-        const auto now = static_cast<int64_t>(std::time(nullptr));
-        if (verb == "list") {
-            cache->for_each([](const std::string& key, const TestResults& r) {
-                std::printf("%s\n", list_line(key, r).c_str());
-            });
-        } else if (verb == "show") {
-            std::optional<TestResults> found;
-            cache->lookup(ip, [&found](std::optional<TestResults> r) { found = r; });
-            if (!found) return fail(fmt::format("{} is not in the cache {}", ip, path));
-            std::fputs(show_text(ip, *found, now).c_str(), stdout);
-        } else if (verb == "delete") {
-            if (!cache->erase(ip)) return fail(fmt::format("{} is not in the cache {}", ip, path));
-            std::printf("deleted %s from %s: its next connection goes through the tests again\n", ip.c_str(),
-                        path.c_str());
-        } else if (verb == "flush") {
-            const size_t n = cache->erase_all();
-            std::printf("flushed %s: %zu record%s deleted; every client goes through the tests again\n", path.c_str(),
-                        n, n == 1 ? "" : "s");
-        } else {
-            size_t records = 0;
-            size_t live = 0;
-            std::array<size_t, kTestCount> passes{};
-            cache->for_each([&](const std::string&, const TestResults& r) {
-                ++records;
-                bool any = false;
-                for (size_t i = 0; i < kTestCount; ++i) {
-                    if (r.pass_until[i] > now) {
-                        ++passes[i];
-                        any = true;
-                    }
-                }
-                if (any) ++live;
-            });
-            std::printf("cache: lmdb:%s\n", path.c_str());
-            std::printf("file size: %lld bytes\n", static_cast<long long>(st.st_size));
-            std::printf("records: %zu\n", records);
-            std::printf("records with a valid pass: %zu\n", live);
-            std::printf("records with every pass expired: %zu\n", records - live);
-            for (size_t i = 0; i < kTestCount; ++i) {
-                std::printf("valid %s passes: %zu\n", std::string(test_name(static_cast<Test>(i))).c_str(), passes[i]);
-            }
-        }
-    } catch (const std::exception& e) {
-        return fail(e.what());
-    }
-    std::fflush(stdout);
-    return 0;
+    return fail(fmt::format("{} sets cache.backend = memory: the records live inside the running daemon and "
+                            "nothing outside it can read or change them (they are gone at its next restart); "
+                            "use cache.backend = lmdb or redis to edit the cache while it runs",
+                            config_path));
 }
+
 
 }  // namespace smtpscreen

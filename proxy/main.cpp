@@ -2,12 +2,15 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <string>
 
+#include "cache/redis_blocking.h"
 #include "config/config.h"
 #include "config/from_postconf.h"
 #include "core/log.h"
@@ -35,8 +38,8 @@ constexpr const char* kUsage =
     "  --from-postconf  read postscreen's settings (the output of `postconf -n`) on\n"
     "                   standard input and write them as smtpscreen's INI on standard\n"
     "                   output; each parameter it cannot map is a comment naming it\n"
-    "  cache ...        list, show, delete or flush the verdict cache (lmdb) or count\n"
-    "                   its records, also while the daemon runs\n"
+    "  cache ...        list, show, delete or flush the verdict cache (lmdb, redis) or\n"
+    "                   count its records, also while the daemon runs\n"
     "\n"
     "Runs in the foreground (under systemd: Type=notify, socket activation).\n"
     "Signals:\n"
@@ -64,6 +67,18 @@ std::vector<std::string> unreadable_after_drop(const smtpscreen::Config& config,
         warnings.push_back(e.what());
     }
     return warnings;
+}
+
+// With cache.backend = redis, --check asks Redis once (a blocking probe is fine here,
+// there is no session to delay). Only a warning: smtpscreen starts without Redis and
+// treats every lookup as a miss until it is back.
+std::optional<std::string> redis_unreachable(const smtpscreen::Config& config) {
+    if (config.cache_backend != smtpscreen::CacheBackend::Redis) return std::nullopt;
+    auto why = smtpscreen::probe_redis(config.redis_settings(), std::chrono::seconds(2));
+    if (!why) return std::nullopt;
+    return fmt::format("cache.backend = redis: {}; smtpscreen starts anyway and carries on without the cache "
+                       "(every client is screened) until Redis answers",
+                       *why);
 }
 
 // postconf -n on stdin, the INI on stdout.
@@ -139,6 +154,7 @@ int main(int argc, char** argv) {
         for (const auto& w : smtpscreen::config_warnings(*config)) std::fprintf(stderr, "warning: %s\n", w.c_str());
         for (const auto& w : tls_warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         for (const auto& w : unreadable_after_drop(*config, config_path)) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        if (auto w = redis_unreachable(*config)) std::fprintf(stderr, "warning: %s\n", w->c_str());
         std::printf("%s: OK\n", config_path.c_str());
         return 0;
     }

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/redis_cache.h"
 #include "cache/verdict_cache.h"
 #include "proxy/backend_probe.h"
 #include "proxy/cache_cleanup.h"
@@ -25,9 +26,13 @@
 namespace smtpscreen {
 namespace {
 
-std::shared_ptr<VerdictCache> open_cache(const Config& config, Logger& log) {
-    if (config.cache_backend == CacheBackend::Memory) return open_memory_cache();
-    return open_lmdb_cache(config.cache_path, log);
+std::unique_ptr<VerdictCacheSource> open_cache(const Config& config, Logger& log) {
+    switch (config.cache_backend) {
+    case CacheBackend::Memory: return std::make_unique<SharedVerdictCache>(open_memory_cache());
+    case CacheBackend::Redis: return open_redis_cache(config.redis_settings(), log);
+    case CacheBackend::Lmdb: break;
+    }
+    return std::make_unique<SharedVerdictCache>(open_lmdb_cache(config.cache_path, log));
 }
 
 std::string user_name() {
@@ -73,7 +78,8 @@ std::vector<std::string> restart_only_changes(const Config& old, const Config& n
     if (old.process_threads != next.process_threads) keys.push_back("process.threads");
     if (old.process_user != next.process_user) keys.push_back("process.user");
     if (old.stats_listen != next.stats_listen) keys.push_back("stats.listen");
-    if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path) {
+    if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path ||
+        old.redis_settings() != next.redis_settings()) {
         keys.push_back("cache.*");
     }
     if (old.log_syslog != next.log_syslog || old.log_syslog_name != next.log_syslog_name ||
@@ -87,7 +93,7 @@ class SignalWatch {
 public:
     SignalWatch(uv_loop_t* loop, std::vector<std::unique_ptr<Worker>>& workers, ListenSockets& listeners,
                 std::shared_ptr<const Config> config, std::string config_path, Logger& log,
-                std::shared_ptr<VerdictCache> cache, std::unique_ptr<MetricsEndpoint> metrics,
+                VerdictCacheSource& caches, std::unique_ptr<MetricsEndpoint> metrics,
                 BackendOffer& offer)
         : metrics_(std::move(metrics)),
           workers_(workers),
@@ -98,7 +104,7 @@ public:
         // Only an lmdb file keeps expired records around: memory drops them when full,
         // Redis expires its keys itself.
         if (config_->cache_backend == CacheBackend::Lmdb) {
-            cleanup_ = std::make_unique<CacheCleanup>(loop, std::move(cache), "lmdb:" + config_->cache_path,
+            cleanup_ = std::make_unique<CacheCleanup>(loop, caches.for_loop(loop), "lmdb:" + config_->cache_path,
                                                       config_->cache_cleanup_interval, log);
         }
         probe_ = std::make_unique<BackendProbe>(loop, offer, log);
@@ -263,7 +269,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     for (size_t i = 1; i < workers.size(); ++i) running.emplace_back([w = workers[i].get()] { w->run(); });
 
     {
-        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, shared->cache,
+        SignalWatch watch(&signal_loop, workers, *listeners, config, config_path, log, *shared->caches,
                           std::move(metrics), shared->backend_offer);
         pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
         // Only now: systemd may send SIGHUP as soon as it hears READY=1.

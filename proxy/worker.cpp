@@ -35,6 +35,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
     resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
+    cache_ = shared.caches->for_loop(&loop_);
     for (uv_os_sock_t fd : listen_fds) listen_on(fd);
     stop_signal_ = UvHandle<uv_async_t>(
         [this](uv_async_t* a) {
@@ -314,6 +315,7 @@ void Worker::close_everything() {
     finished_.clear();
     reaper_.close();
     if (resolver_) resolver_->close();
+    cache_.reset();
 }
 
 }  // namespace smtpscreen

@@ -30,9 +30,10 @@ struct AcceptedClient;
 
 // What every loop thread shares; owned by the server, outlives the workers.
 struct SharedServices {
-    SharedServices(Logger& l, std::shared_ptr<VerdictCache> c) : log(l), cache(std::move(c)), backend_offer(l) {}
+    SharedServices(Logger& l, std::unique_ptr<VerdictCacheSource> c)
+        : log(l), caches(std::move(c)), backend_offer(l) {}
     Logger& log;
-    std::shared_ptr<VerdictCache> cache;
+    std::unique_ptr<VerdictCacheSource> caches;  // each worker asks it for its loop's cache
     BackendOffer backend_offer;  // deep.ehlo_keywords = auto
     ConnectionLimits limits;
     // limits.per_client_rate and limits.per_network_rate, counted across all loops.
@@ -68,7 +69,7 @@ public:
     // Written by this loop's thread only; read by the metrics endpoint's at a scrape.
     WorkerMetrics& metrics() { return metrics_; }
     const WorkerMetrics& metrics() const { return metrics_; }
-    VerdictCache& cache() { return *shared_.cache; }
+    VerdictCache& cache() { return *cache_; }
     ConnectionLimits& limits() { return shared_.limits; }
     ConnectionRates& rates() { return *shared_.rates; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
@@ -108,6 +109,9 @@ private:
     WorkerMetrics metrics_;  // before events_, which counts into it
     EventLog events_;
     std::shared_ptr<DnsClient> resolver_;
+    // This loop's view of the cache (a connection of its own for Redis); closed with
+    // everything else, so that it does not keep the loop running.
+    std::shared_ptr<VerdictCache> cache_;
     struct Listener {
         UvHandle<uv_tcp_t> tcp;
         uv_os_sock_t fd;

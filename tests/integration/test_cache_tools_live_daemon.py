@@ -18,82 +18,49 @@ A, B, C = "127.0.0.80", "127.0.0.81", "127.0.0.82"
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
-def session(screen, ip):
-    """One session through to the backend's 220; returns (first line, port)."""
-    c = harness.SmtpClient(screen.port, source=ip)
-    first = c.read_line(timeout=10)
-    port = c.local_port
-    reply = c.read_reply(timeout=10) if first.startswith("220-") else None
-    check(first.startswith("220") and (reply is None or reply.code == 220),
-          f"{ip}: expected a 220 greeting, got {first!r} {reply!r}")
-    c.expect("QUIT", 221)
-    c.close()
-    screen.wait_for_log(harness.re_disconnect(ip, port))
-    return first, port
-
-
-def passes_new(screen, ip, what):
-    first, port = session(screen, ip)
-    check(first == "220-screen.test ESMTP", f"{what}: {ip} must get the greet wait's '220-' line, got {first!r}")
-    screen.wait_for_log(harness.re_pass_new(ip, port))
-
-
-def passes_old(screen, ip, what):
-    first, port = session(screen, ip)
-    screen.wait_for_log(harness.re_pass_old(ip, port))
-    check(not first.startswith("220-screen.test"), f"{what}: {ip} is cached and must not wait, got {first!r}")
-
-
-def cli(screen, *args, rc=0):
-    r = screen.run_cli("-c", screen.config_path, "cache", *args)
-    check(r.returncode == rc, f"cache {' '.join(args)}: exit {r.returncode} (expected {rc})\n"
-                              f"stdout: {r.stdout}\nstderr: {r.stderr}")
-    return r
-
-
 def main(env):
     pf = env.postfix()
     screen = env.smtpscreen(postfix=pf, settings={"dnsbl.sites": None})
-    passes_new(screen, A, "first visit")
-    passes_new(screen, B, "first visit")
-    passes_old(screen, A, "second visit")
+    harness.expect_pass_new(screen, A, "first visit")
+    harness.expect_pass_new(screen, B, "first visit")
+    harness.expect_pass_old(screen, A, "second visit")
 
-    listed = cli(screen, "list").stdout.splitlines()
+    listed = harness.cache_cli(screen, "list").stdout.splitlines()
     check(len(listed) == 2, f"cache list: expected 2 records, got {listed}")
     for ip, line in zip((A, B), listed):
         check(re.fullmatch(rf"{re.escape(ip)} pregreet={STAMP} dnsbl=(-|{STAMP}) pipelining=- non_smtp=- "
                            rf"bare_newline=-", line), f"cache list: unexpected line {line!r}")
 
-    shown = cli(screen, "show", A).stdout
+    shown = harness.cache_cli(screen, "show", A).stdout
     check(re.search(rf"^{re.escape(A)}\n  pregreet +passed, valid until {STAMP} \(\d+s left\)$", shown, re.M)
           and re.search(r"^  pipelining +never passed$", shown, re.M), f"cache show {A}: {shown!r}")
-    missing = cli(screen, "show", C, rc=1)
+    missing = harness.cache_cli(screen, "show", C, rc=1)
     check(f"{C} is not in the cache" in missing.stderr, f"cache show {C}: {missing.stderr!r}")
-    cli(screen, "show", "not-an-address", rc=2)
+    harness.cache_cli(screen, "show", "not-an-address", rc=2)
 
-    stats = cli(screen, "stats").stdout
+    stats = harness.cache_cli(screen, "stats").stdout
     check(re.search(r"^records: 2$", stats, re.M) and re.search(r"^records with a valid pass: 2$", stats, re.M)
           and re.search(r"^valid pregreet passes: 2$", stats, re.M), f"cache stats: {stats!r}")
 
-    deleted = cli(screen, "delete", A)
+    deleted = harness.cache_cli(screen, "delete", A)
     check(f"deleted {A}" in deleted.stdout, f"cache delete {A}: {deleted.stdout!r}")
-    cli(screen, "delete", A, rc=1)
-    check([l.split()[0] for l in cli(screen, "list").stdout.splitlines()] == [B],
+    harness.cache_cli(screen, "delete", A, rc=1)
+    check([l.split()[0] for l in harness.cache_cli(screen, "list").stdout.splitlines()] == [B],
           "after cache delete, only the other client may be listed")
-    passes_new(screen, A, "after cache delete")
-    passes_old(screen, B, "after deleting the other client")
+    harness.expect_pass_new(screen, A, "after cache delete")
+    harness.expect_pass_old(screen, B, "after deleting the other client")
 
-    flushed = cli(screen, "flush")
+    flushed = harness.cache_cli(screen, "flush")
     check(re.search(r"flushed .*: 2 records deleted", flushed.stdout), f"cache flush: {flushed.stdout!r}")
-    check(cli(screen, "list").stdout == "", "cache list after flush must print nothing")
-    check(re.search(r"^records: 0$", cli(screen, "stats").stdout, re.M), "cache stats after flush")
-    passes_new(screen, B, "after cache flush")
-    passes_old(screen, B, "after passing again")
+    check(harness.cache_cli(screen, "list").stdout == "", "cache list after flush must print nothing")
+    check(re.search(r"^records: 0$", harness.cache_cli(screen, "stats").stdout, re.M), "cache stats after flush")
+    harness.expect_pass_new(screen, B, "after cache flush")
+    harness.expect_pass_old(screen, B, "after passing again")
     screen.check_no_log(r"verdict cache .*(store|lookup)")   # the daemon never saw an LMDB error
     screen.stop()
 
     memory = env.smtpscreen(name="memory", postfix=pf, start=False, settings={"cache.backend": "memory"})
-    r = cli(memory, "list", rc=1)
+    r = harness.cache_cli(memory, "list", rc=1)
     check("cache.backend = memory" in r.stderr and "lmdb" in r.stderr,
           f"a memory cache must be refused with a clear reason: {r.stderr!r}")
 

@@ -29,7 +29,8 @@ dnsbl.servers dnsbl.reply_map
 deep.pipelining deep.non_smtp_command deep.bare_newline deep.action deep.forbidden_commands
 deep.ehlo_keywords
 access.file access.action
-cache.backend cache.path cache.cleanup_interval cache.pregreet_ttl cache.dnsbl_min_ttl
+cache.backend cache.path cache.redis cache.redis_timeout cache.redis_password cache.redis_db
+cache.redis_prefix cache.cleanup_interval cache.pregreet_ttl cache.dnsbl_min_ttl
 cache.dnsbl_max_ttl cache.deep_ttl
 tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.passthrough
 limits.max_connections limits.per_client_connections limits.per_client_rate

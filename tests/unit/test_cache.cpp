@@ -250,27 +250,6 @@ TEST_CASE("lmdb cache: errors name the file and say what to do") {
     }
 }
 
-TEST_CASE("memory cache: store, lookup, overwrite") {
-    auto cache = open_memory_cache();
-    const int64_t later = 4'000'000'000;
-    CHECK_FALSE(lookup(*cache, "192.0.2.1"));
-    cache->store("192.0.2.1", results(later, 0));
-    auto got = lookup(*cache, "192.0.2.1");
-    REQUIRE(got);
-    CHECK(got->passed(Test::Pregreet, later - 1));
-    cache->store("192.0.2.1", results(later, later));
-    CHECK(lookup(*cache, "192.0.2.1")->passed(Test::Dnsbl, later - 1));
-}
-
-TEST_CASE("memory cache: a lookup may store from its callback") {
-    auto cache = open_memory_cache();
-    cache->lookup("192.0.2.9", [&](std::optional<TestResults> r) {
-        CHECK_FALSE(r);
-        cache->store("192.0.2.9", results(4'000'000'000, 0));
-    });
-    CHECK(lookup(*cache, "192.0.2.9"));
-}
-
 TEST_CASE("memory cache: bounded, dropping expired records first, then the oldest") {
     const int64_t later = 4'000'000'000;
     auto cache = open_memory_cache(100);

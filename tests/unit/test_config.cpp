@@ -288,7 +288,7 @@ TEST_CASE("config: bad booleans, enums and actions") {
           std::string::npos);
     CHECK(l.at(5, "listen.proxy_protocol").find("(use off, v1, v2 or auto)") != std::string::npos);
     CHECK(l.at(7, "backend.handoff").find("(use proxy-v2, proxy-v1, xclient or none)") != std::string::npos);
-    CHECK(l.at(9, "cache.backend").find("(use lmdb or memory)") != std::string::npos);
+    CHECK(l.at(9, "cache.backend").find("(use lmdb, redis or memory)") != std::string::npos);
     CHECK(l.at(11, "smuggling.bare_lf").find("(use reject or normalize)") != std::string::npos);
     CHECK(l.at(13, "log.stderr").find("auto") != std::string::npos);
 }
@@ -673,7 +673,8 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "[deep]\npipelining = on\nnon_smtp_command = on\nbare_newline = on\naction = drop\n"
                       "forbidden_commands =\n"
                       "[access]\nfile = " + access + "\naction = ignore\n"
-                      "[cache]\nbackend = memory\npath = /var/tmp/x.lmdb\n"
+                      "[cache]\nbackend = memory\npath = /var/tmp/x.lmdb\nredis = [::1]:6380\n"
+                      "redis_timeout = 50ms\nredis_password = pass word\nredis_db = 7\nredis_prefix = mx1/\n"
                       "pregreet_ttl = 2h\ndnsbl_min_ttl = 0\ndnsbl_max_ttl = 2d\ndeep_ttl = 1w\n"
                       "[tls]\ncert = " + crt + "\nkey = " + key + "\nciphers = TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
                       "handshake_timeout = 10s\n"
@@ -802,4 +803,45 @@ TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means b
                           std::string::npos,
                       bad);
     }
+}
+
+TEST_CASE("config: the cache.redis keys") {
+    TempDir dir("smtpscreen-config");
+    auto defaults = load(dir, "");
+    const RedisSettings d = defaults.config->redis_settings();
+    CHECK(d.address == "127.0.0.1:6379");
+    CHECK(d.timeout == Millis(200));
+    CHECK(d.password.empty());
+    CHECK(d.db == 0);
+    CHECK(d.prefix == "smtpscreen:");
+
+    auto tcp = load(dir, "[cache]\nbackend = redis\nredis = 192.0.2.6:6380\nredis_timeout = 1s\n"
+                         "redis_password = s3cret\nredis_db = 2\nredis_prefix = mx:\n");
+    REQUIRE_MESSAGE(tcp.errors.empty(), all(tcp.errors));
+    CHECK(tcp.config->cache_backend == CacheBackend::Redis);
+    const RedisSettings t = tcp.config->redis_settings();
+    CHECK_FALSE(t.unix_socket());
+    CHECK(t.host() == "192.0.2.6");
+    CHECK(t.port() == 6380);
+    CHECK(t.timeout == Millis(1000));
+    CHECK(t.password == "s3cret");
+    CHECK(t.db == 2);
+    CHECK(t.prefix == "mx:");
+
+    auto v6 = load(dir, "[cache]\nredis = [2001:db8::1]:6379\n");
+    REQUIRE_MESSAGE(v6.errors.empty(), all(v6.errors));
+    CHECK(v6.config->redis_settings().host() == "2001:db8::1");
+    auto unix_socket = load(dir, "[cache]\nredis = /run/redis/redis-server.sock\n");
+    REQUIRE_MESSAGE(unix_socket.errors.empty(), all(unix_socket.errors));
+    CHECK(unix_socket.config->redis_settings().unix_socket());
+
+    auto bad = load(dir, "[cache]\nredis = redis.example.org:6379\nredis_timeout = 0\nredis_db = -1\n"
+                         "redis_prefix =\n");
+    CHECK(bad.errors.size() == 4);
+    CHECK(bad.at(2, "cache.redis").find("a host name is not resolved") != std::string::npos);
+    CHECK(bad.at(3, "cache.redis_timeout") != "");
+    CHECK(bad.at(4, "cache.redis_db") != "");
+    CHECK(bad.at(5, "cache.redis_prefix").find("e.g. smtpscreen:") != std::string::npos);
+    auto long_path = load(dir, "[cache]\nredis = /" + std::string(120, 'r') + "\n");
+    CHECK(long_path.at(2, "cache.redis").find("longer than a unix socket path") != std::string::npos);
 }

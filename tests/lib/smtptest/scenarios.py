@@ -17,7 +17,8 @@ from .smtpscreen import bound_asan_quarantine, duration_seconds
 __all__ = ["CLEAN_CLIENT", "LISTED_CLIENT", "Session", "clean_session", "check_handoff_greeting",
            "BalancedSession", "balanced_session", "DEEP_TESTS_ON",
            "HostileTargets", "deep_settings", "deep_greeting", "deep_client",
-           "deep_clients", "SMUGGLING_VECTORS", "smuggling_payload"]
+           "deep_clients", "SMUGGLING_VECTORS", "smuggling_payload", "greet_and_quit", "expect_pass_new",
+           "expect_pass_old", "cache_cli"]
 
 
 CLEAN_CLIENT = "127.0.0.7"
@@ -246,3 +247,41 @@ def smuggling_payload(vector, marker, smuggled_marker, rcpt="user@example.test",
               f"From: <{smuggled_from}>\r\nTo: <{rcpt}>\r\nSubject: {smuggled_marker}\r\n"
               f"Message-ID: <{smuggled_marker}@example.org>\r\n\r\nbody of {smuggled_marker}").encode()
     return first + vector + second + b"\r\n.\r\n"
+
+
+def greet_and_quit(screen, ip):
+    """One session from ip through to the backend's 220, then QUIT; returns (the first
+    line the client read, its source port) once smtpscreen has logged the DISCONNECT."""
+    c = SmtpClient(screen.port, source=ip)
+    first = c.read_line(timeout=10)
+    port = c.local_port
+    reply = c.read_reply(timeout=10) if first.startswith("220-") else None
+    check(first.startswith("220") and (reply is None or reply.code == 220),
+          f"{ip}: expected a 220 greeting, got {first!r} {reply!r}")
+    c.expect("QUIT", 221)
+    c.close()
+    screen.wait_for_log(re_disconnect(ip, port))
+    return first, port
+
+
+def expect_pass_new(screen, ip, what):
+    """ip is not in the cache: the greet wait's '220-' line first, then PASS NEW (the
+    harness's banner, screen.test)."""
+    first, port = greet_and_quit(screen, ip)
+    check(first == "220-screen.test ESMTP", f"{what}: {ip} must get the greet wait's '220-' line, got {first!r}")
+    screen.wait_for_log(re_pass_new(ip, port))
+
+
+def expect_pass_old(screen, ip, what):
+    """ip is in the cache: PASS OLD, and no greet wait."""
+    first, port = greet_and_quit(screen, ip)
+    screen.wait_for_log(re_pass_old(ip, port))
+    check(not first.startswith("220-screen.test"), f"{what}: {ip} is cached and must not wait, got {first!r}")
+
+
+def cache_cli(screen, *args, rc=0):
+    """`smtpscreen -c CONFIG cache ARGS...`, which must exit rc."""
+    r = screen.run_cli("-c", screen.config_path, "cache", *args)
+    check(r.returncode == rc, f"cache {' '.join(args)}: exit {r.returncode} (expected {rc})\n"
+                              f"stdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
