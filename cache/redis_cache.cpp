@@ -132,12 +132,13 @@ void RedisLoopCache::on_reply(uint64_t id, const redisReply& reply) {
 }
 
 void RedisLoopCache::on_lookup_reply(Waiting& w, const redisReply& reply) {
-    if (reply.type == REDIS_REPLY_ERROR && !wrong_type(reply)) {
-        // LOADING, NOAUTH after a restart with a password, MISCONF...: Redis as a whole
-        // cannot serve; the connection is set up afresh once it can.
-        fail(fmt::format("it answered {}", reply_text(reply)));
+    if (reply.type == REDIS_REPLY_ERROR) {
+        // LOADING after a restart, an ACL...: answered at once, so no session waits,
+        // and the connection stays (setting it up afresh would not help).
+        if (!wrong_type(reply)) outage_->refused(RedisOutage::Refused::Lookups, std::string(reply_text(reply)));
         return w.done(std::nullopt);
     }
+    outage_->accepted(RedisOutage::Refused::Lookups);
     std::vector<std::pair<std::string_view, std::string_view>> fields;
     if (reply.type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i + 1 < reply.elements; i += 2) {
@@ -157,8 +158,8 @@ void RedisLoopCache::on_store_reply(const redisReply& reply) {
     std::optional<std::string> why;
     if (reply.type == REDIS_REPLY_ERROR) why = std::string(reply_text(reply));
     else if (reply.type == REDIS_REPLY_ARRAY || reply.type == REDIS_REPLY_NIL) why = transaction_error(reply);
-    if (why) outage_->store_refused(*why);
-    else outage_->store_accepted();
+    if (why) outage_->refused(RedisOutage::Refused::Stores, *why);
+    else outage_->accepted(RedisOutage::Refused::Stores);
 }
 
 void RedisLoopCache::on_deadline() {

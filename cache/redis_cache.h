@@ -10,8 +10,9 @@
 // as a miss, counts as an outage and drops the connection (a frozen Redis keeps its TCP
 // connections up and answers nothing). While Redis is unreachable, lookups answer a
 // miss at once, stores are dropped, and the connection is retried after 100 ms, then
-// twice as late each time up to 10 s. Commands in flight are capped, so a Redis that
-// falls behind never makes anything queue without bound.
+// twice as late each time up to 10 s. An error reply (LOADING, OOM, an ACL) is a miss
+// or a lost store, at once, on a connection that stays. Commands in flight are capped,
+// so a Redis that falls behind never makes anything queue without bound.
 #include <uv.h>
 
 #include <cstdint>

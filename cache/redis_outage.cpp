@@ -14,19 +14,25 @@ void RedisOutage::loop_up() {
     if (loops_down_ > 0 && --loops_down_ == 0) log_.info("cache: Redis at {} is back; sessions use the cache again", where_);
 }
 
-void RedisOutage::store_refused(const std::string& why) {
+void RedisOutage::refused(Refused what, const std::string& why) {
+    auto& flag = refusing_[static_cast<size_t>(what)];
+    if (flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
-    if (stores_refused_) return;
-    stores_refused_ = true;
-    log_.warn("cache: Redis at {} refuses stores: {}; passes are not remembered until it takes them again", where_, why);
+    if (flag.exchange(true)) return;
+    if (what == Refused::Lookups) {
+        log_.warn("cache: Redis at {} refuses lookups: {}; sessions carry on as cache misses", where_, why);
+    } else {
+        log_.warn("cache: Redis at {} refuses stores: {}; passes are not remembered until it takes them again",
+                  where_, why);
+    }
 }
 
-void RedisOutage::store_accepted() {
-    if (!stores_refused_.load(std::memory_order_relaxed)) return;
+void RedisOutage::accepted(Refused what) {
+    auto& flag = refusing_[static_cast<size_t>(what)];
+    if (!flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
-    if (!stores_refused_) return;
-    stores_refused_ = false;
-    log_.info("cache: Redis at {} takes stores again", where_);
+    if (!flag.exchange(false)) return;
+    log_.info("cache: Redis at {} {} again", where_, what == Refused::Lookups ? "answers lookups" : "takes stores");
 }
 
 }  // namespace smtpscreen

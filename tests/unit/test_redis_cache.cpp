@@ -221,6 +221,92 @@ TEST_CASE("redis cache: smtpscreen starts while Redis is down and uses it once i
     CHECK(err.count("is back") == 1);
 }
 
+TEST_CASE("redis cache: error replies are misses at once, logged once when they start and once when they end") {
+    RedisServer server;
+    StderrCapture err;
+    LoopCache c(settings_for(server));
+    c.cache->store("192.0.2.1", passes(kLater, 0));
+    REQUIRE(c.lookup("192.0.2.1").first);
+
+    server.cli({"ACL", "SETUSER", "default", "-hgetall"});  // every lookup now answers NOPERM
+    for (int i = 0; i < 5; ++i) {
+        auto [r, t] = c.lookup("192.0.2.1");
+        CHECK_FALSE(r);
+        CHECK(t < milliseconds(1000));
+    }
+    CHECK(err.count("refuses lookups: NOPERM") == 1);
+    CHECK(c.cache->ready());  // the connection is fine: it stays
+    CHECK(c.cache->counters().connects == 1);
+    server.cli({"ACL", "SETUSER", "default", "+hgetall"});
+    CHECK(c.lookup("192.0.2.1").first);
+    CHECK(err.count("answers lookups again") == 1);
+
+    server.cli({"CONFIG", "SET", "maxmemory", "1"});  // every write now answers OOM
+    for (int i = 0; i < 3; ++i) {
+        c.cache->store("192.0.2.2", passes(kLater, 0));
+        CHECK_FALSE(c.lookup("192.0.2.2").first);
+    }
+    CHECK(err.count("refuses stores") == 1);
+    server.cli({"CONFIG", "SET", "maxmemory", "0"});
+    c.cache->store("192.0.2.2", passes(kLater, 0));
+    CHECK(c.lookup("192.0.2.2").first);
+    CHECK(err.count("takes stores again") == 1);
+    CHECK(err.count("unreachable") == 0);
+}
+
+TEST_CASE("redis cache: two loops, two connections, one line per outage") {
+    RedisServer server;
+    StderrCapture err;
+    const auto settings = settings_for(server, Millis(150));
+    Logger log{false, "smtpscreen-test", true};
+    auto outage = std::make_shared<RedisOutage>(settings.address, log);
+    UvLoop loop_a;
+    UvLoop loop_b;
+    auto a = std::make_shared<RedisLoopCache>(&loop_a.loop, settings, outage);
+    auto b = std::make_shared<RedisLoopCache>(&loop_b.loop, settings, outage);
+    auto run_both_until = [&](auto done) {
+        const auto end = steady_clock::now() + milliseconds(5000);
+        while (!done() && steady_clock::now() < end) {
+            uv_run(&loop_a.loop, UV_RUN_NOWAIT);
+            uv_run(&loop_b.loop, UV_RUN_NOWAIT);
+        }
+        return done();
+    };
+    REQUIRE(run_both_until([&] { return a->ready() && b->ready(); }));
+    CHECK(server.cli({"CLIENT", "LIST"}).find("cmd=ping") != std::string::npos);
+
+    server.freeze();
+    int answered = 0;
+    a->lookup("192.0.2.1", [&](std::optional<TestResults>) { ++answered; });
+    b->lookup("192.0.2.1", [&](std::optional<TestResults>) { ++answered; });
+    REQUIRE(run_both_until([&] { return answered == 2; }));
+    CHECK(a->counters().timeouts == 1);
+    CHECK(b->counters().timeouts == 1);
+    CHECK(err.count("unreachable") == 1);
+
+    server.thaw();
+    REQUIRE(run_both_until([&] { return a->ready() && b->ready(); }));
+    CHECK(err.count("is back") == 1);
+    a.reset();
+    b.reset();
+}
+
+TEST_CASE("redis outage: the first loop down says why, the last one back says so") {
+    StderrCapture err;
+    Logger log{false, "smtpscreen-test", true};
+    RedisOutage outage("127.0.0.1:6379", log);
+    outage.loop_down("Connection refused");
+    outage.loop_down("Connection reset by peer");
+    CHECK(err.count("unreachable: Connection refused; sessions carry on as cache misses") == 1);
+    CHECK(err.count("unreachable") == 1);
+    outage.loop_up();
+    CHECK(err.count("is back") == 0);
+    outage.loop_up();
+    CHECK(err.count("cache: Redis at 127.0.0.1:6379 is back; sessions use the cache again") == 1);
+    outage.loop_up();  // more ups than downs: nothing more
+    CHECK(err.count("is back") == 1);
+}
+
 TEST_CASE("redis cache: AUTH and SELECT on every connection; a wrong password is an outage that says why") {
     RedisServer server({"--requirepass", "s3cret"});
     auto settings = settings_for(server);
