@@ -25,7 +25,7 @@ void SharedRateTable::count(const Endpoint& client, const RateRules& rules, uint
     done(count_now(client, rules, now_ms));
 }
 
-size_t SharedRateTable::size() const {
+size_t SharedRateTable::keys_in_memory() const {
     std::lock_guard lock(mutex_);
     return table_ ? table_->size() : 0;
 }

@@ -37,6 +37,9 @@ public:
     // the loop; a store that asks over the network must answer within a bounded time
     // (letting the client in when it cannot tell), since the session waits for it.
     virtual void count(const Endpoint& client, const RateRules& rules, uint64_t now_ms, Done done) = 0;
+    // Addresses and networks counted in this process's memory now, for the metrics
+    // (a shared store keeps its counts elsewhere). Any thread.
+    virtual size_t keys_in_memory() const { return 0; }
 };
 
 // One table in this process, shared by every loop thread (a client's connections may
@@ -44,8 +47,7 @@ public:
 class SharedRateTable final : public ConnectionRates {
 public:
     void count(const Endpoint& client, const RateRules& rules, uint64_t now_ms, Done done) override;
-    // Keys counted now (for tests and the memory bound).
-    size_t size() const;
+    size_t keys_in_memory() const override;
 
     // The same count, answered here and now (what count() hands to `done`).
     RateVerdict count_now(const Endpoint& client, const RateRules& rules, uint64_t now_ms);

@@ -210,6 +210,9 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
              "Connections refused with 421 at once for going over limits.per_client_rate (client) or "
              "limits.per_network_rate (network).");
     e.by_label("smtpscreen_rate_limited_total", "scope", kRateScopeNames, sum(workers, &WorkerMetrics::rate_limited));
+    e.family("smtpscreen_rate_table_keys", "gauge",
+             "Client addresses and networks the rate limits count now (at most limits.rate_table_size).");
+    e.sample("smtpscreen_rate_table_keys", "", process.rate_table_keys);
 
     std::map<std::string, ZoneTotals> zones;
     for (const auto* w : workers) {

@@ -104,7 +104,8 @@ private:
     std::atomic<size_t> zone_count_{0};
 };
 
-// Read at a scrape from /proc/self, by the scraping thread.
+// Read at a scrape by the scraping thread: from /proc/self, and the size of the table
+// the loops share (edge/connection_rates.h).
 struct ProcessFigures {
     double cpu_seconds = 0;
     uint64_t resident_bytes = 0;
@@ -112,6 +113,7 @@ struct ProcessFigures {
     uint64_t open_fds = 0;
     uint64_t max_fds = 0;
     double start_time_seconds = 0;  // since the Unix epoch
+    uint64_t rate_table_keys = 0;   // addresses and networks in the rate limits' table now
 };
 ProcessFigures read_process_figures();
 

@@ -254,9 +254,12 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
             std::vector<const WorkerMetrics*> counted;
             for (const auto& w : workers) counted.push_back(&w->metrics());
             // CAP_NET_BIND_SERVICE is kept, so a port below 1024 still binds here.
-            metrics = std::make_unique<MetricsEndpoint>(&signal_loop, *config->stats_listen, [counted] {
-                return format_metrics(counted, read_process_figures());
-            });
+            metrics = std::make_unique<MetricsEndpoint>(&signal_loop, *config->stats_listen,
+                                                         [counted, rates = shared->rates.get()] {
+                                                             auto figures = read_process_figures();
+                                                             figures.rate_table_keys = rates->keys_in_memory();
+                                                             return format_metrics(counted, figures);
+                                                         });
         }
     } catch (const std::exception& e) {
         log.error("{}", e.what());

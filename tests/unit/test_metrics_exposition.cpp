@@ -56,6 +56,7 @@ TEST_CASE("metrics: a fresh process shows every family at zero, in the text form
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"rate-limit\"}") == "0");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "0");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "0");
+    CHECK(s.at("smtpscreen_rate_table_keys") == "0");
     CHECK(s.at("process_resident_memory_bytes") == "12345678");
     CHECK(s.at("process_open_fds") == "9");
     CHECK(s.count("smtpscreen_build_info{version=\"" SMTPSCREEN_VERSION "\"}") == 1);
