@@ -122,6 +122,7 @@ void RedisLoopCache::on_reply(uint64_t id, const redisReply& reply) {
         }
         if (w.kind == Kind::Ping) {
             ready_ = true;
+            ready_since_ = uv_now(loop_);
             retry_delay_ = settings_.first_retry;
             if (std::exchange(down_, false)) outage_->loop_up();
         }
@@ -179,7 +180,21 @@ void RedisLoopCache::on_deadline() {
     fail(fmt::format("no reply within {}", format_duration(settings_.timeout)));
 }
 
-void RedisLoopCache::on_lost(const std::string& why) { fail(why); }
+void RedisLoopCache::on_lost(const std::string& why) {
+    // An idle connection that Redis closed (its `timeout` setting, a client kill) is no
+    // outage: connect again at once, and only a failure of that is one. Once a second at
+    // most, so that a server that keeps closing still gets the backoff.
+    const bool idle = ready_ && waiting_.empty() && uv_now(loop_) - ready_since_ >= 1000;
+    if (!idle) return fail(why);
+    connection_.reset();
+    ready_ = false;
+    uv_timer_start(
+        retry_timer_.get(),
+        [](uv_timer_t* t) {
+            if (auto* self = static_cast<RedisLoopCache*>(t->data)) self->connect();
+        },
+        0, 0);
+}
 
 void RedisLoopCache::fail(const std::string& why) {
     // Its callbacks stop here; replies still on their way are never read.

@@ -87,6 +87,7 @@ private:
     std::deque<Waiting> waiting_;
     uint64_t next_id_ = 1;
     bool ready_ = false;
+    uint64_t ready_since_ = 0;  // uv_now() of the last PONG
     bool down_ = false;  // this loop counts as one that lost Redis (RedisOutage)
     Millis retry_delay_;
     UvHandle<uv_timer_t> deadline_timer_;

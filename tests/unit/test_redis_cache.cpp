@@ -207,6 +207,23 @@ TEST_CASE("redis cache: a killed redis-server is a miss at once, and the cache r
     CHECK(c.lookup("192.0.2.1").first);
 }
 
+TEST_CASE("redis cache: an idle connection that Redis closes is opened again without an outage") {
+    RedisServer server;
+    StderrCapture err;
+    LoopCache c(settings_for(server));
+    c.loop.run_for(milliseconds(1100));  // ready for more than a second
+    server.cli({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+    REQUIRE(c.loop.run_until([&] { return c.cache->counters().connects == 2 && c.cache->ready(); }));
+    CHECK(err.count("unreachable") == 0);
+    c.cache->store("192.0.2.1", passes(kLater, 0));
+    CHECK(c.lookup("192.0.2.1").first);
+    // At once again: a second close within a second of the PONG is an outage.
+    server.cli({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+    REQUIRE(c.loop.run_until([&] { return err.count("unreachable") == 1; }));
+    REQUIRE(c.loop.run_until([&] { return c.cache->ready(); }));
+    CHECK(err.count("is back") == 1);
+}
+
 TEST_CASE("redis cache: smtpscreen starts while Redis is down and uses it once it is up") {
     RedisServer server;
     server.kill();
