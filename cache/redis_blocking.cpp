@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/redis_rates.h"
 #include "cache/redis_record.h"
 
 namespace smtpscreen {
@@ -126,7 +127,9 @@ private:
         return decode_redis_record(fields);
     }
 
-    // Every key with the prefix, sorted (SCAN may return a key twice, in any order).
+    // Every client's key with the prefix, sorted (SCAN may return a key twice, in any
+    // order). The rate counts share the prefix and are no records: listing, removing one
+    // or all records leaves them alone.
     std::set<std::string> keys() {
         std::set<std::string> out;
         std::string cursor = "0";
@@ -138,7 +141,10 @@ private:
             }
             cursor = std::string(text_of(*reply->element[0]));
             const redisReply& batch = *reply->element[1];
-            for (size_t i = 0; i < batch.elements; ++i) out.emplace(text_of(*batch.element[i]));
+            for (size_t i = 0; i < batch.elements; ++i) {
+                const std::string_view key = text_of(*batch.element[i]);
+                if (key.substr(prefix_.size(), kRedisRateInfix.size()) != kRedisRateInfix) out.emplace(key);
+            }
         } while (cursor != "0");
         return out;
     }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/redis_rates.h"
 #include "cache/redis_record.h"
 
 namespace smtpscreen {
@@ -58,10 +59,11 @@ void RedisLoopCache::connect() {
     }
 }
 
-uint64_t RedisLoopCache::send(const RedisCommand& command, Kind kind, LookupDone&& done) {
+uint64_t RedisLoopCache::send(const RedisCommand& command, Kind kind, LookupDone&& done, ReplyDone&& answer) {
     const uint64_t id = next_id_++;
     if (!connection_->send(command, id)) return 0;
-    waiting_.push_back({id, uv_now(loop_) + static_cast<uint64_t>(settings_.timeout.count()), kind, std::move(done)});
+    waiting_.push_back({id, uv_now(loop_) + static_cast<uint64_t>(settings_.timeout.count()), kind, std::move(done),
+                        std::move(answer)});
     if (!uv_is_active(deadline_timer_.handle())) {
         uv_timer_start(
             deadline_timer_.get(),
@@ -107,6 +109,28 @@ void RedisLoopCache::store(const std::string& client_ip, const TestResults& resu
     ++counters_.stores;
 }
 
+void RedisLoopCache::request(const std::vector<RedisCommand>& commands, ReplyDone done) {
+    if (commands.empty() || !usable() || waiting_.size() >= settings_.max_in_flight) {
+        ++counters_.unavailable;
+        return done(nullptr);
+    }
+    for (size_t i = 0; i + 1 < commands.size(); ++i) {
+        if (!connection_->send(commands[i], 0)) {
+            ++counters_.unavailable;
+            return done(nullptr);
+        }
+    }
+    // send() takes `done` only when it queued the command.
+    if (send(commands.back(), Kind::Request, {}, std::move(done)) == 0) {
+        ++counters_.unavailable;
+        done(nullptr);
+    }
+}
+
+std::unique_ptr<ConnectionRates> RedisLoopCache::loop_rates(ConnectionRates& fallback) {
+    return std::make_unique<RedisConnectionRates>(*this, fallback);
+}
+
 void RedisLoopCache::on_reply(uint64_t id, const redisReply& reply) {
     // Redis answers in order, so the command answered is the oldest one waiting.
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [id](const Waiting& w) { return w.id == id; });
@@ -129,6 +153,7 @@ void RedisLoopCache::on_reply(uint64_t id, const redisReply& reply) {
         return;
     case Kind::Lookup: return on_lookup_reply(w, reply);
     case Kind::Store: return on_store_reply(reply);
+    case Kind::Request: return w.answer(&reply);
     }
 }
 
@@ -215,6 +240,7 @@ void RedisLoopCache::fail(const std::string& why) {
     waiting_.clear();
     for (auto& w : waiting) {
         if (w.done) w.done(std::nullopt);
+        if (w.answer) w.answer(nullptr);
     }
 }
 

@@ -13,18 +13,25 @@
 // twice as late each time up to 10 s. An error reply (LOADING, OOM, an ACL) is a miss
 // or a lost store, at once, on a connection that stays. Commands in flight are capped,
 // so a Redis that falls behind never makes anything queue without bound.
+//
+// The same connection carries the connection rate counts of limits.per_client_rate and
+// limits.per_network_rate (cache/redis_rates.h), so that the instances sharing the
+// cache count each client together: request() sends any transaction on it, with the
+// same deadline and outage handling.
 #include <uv.h>
 
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cache/redis_connection.h"
 #include "cache/redis_outage.h"
 #include "cache/redis_settings.h"
 #include "cache/verdict_cache.h"
 #include "core/uv_handle.h"
+#include "edge/connection_rates.h"
 
 namespace smtpscreen {
 
@@ -50,6 +57,18 @@ public:
 
     void lookup(const std::string& client_ip, LookupDone done) override;
     void store(const std::string& client_ip, const TestResults& results) override;
+    // The rate counts on this loop go through this connection (cache/redis_rates.h),
+    // falling back to `fallback` (this process's table) when Redis cannot answer.
+    std::unique_ptr<ConnectionRates> loop_rates(ConnectionRates& fallback) override;
+
+    // Sends `commands` pipelined and hands the reply to the last one to `done`, within
+    // cache.redis_timeout; nullptr when there is none: no connection, too many in flight,
+    // no reply in time, the connection lost (then at once, or when that is noticed).
+    // `done` runs exactly once, from the loop, inline when the commands cannot be sent.
+    using ReplyDone = std::function<void(const redisReply*)>;
+    void request(const std::vector<RedisCommand>& commands, ReplyDone done);
+    const RedisSettings& settings() const { return settings_; }
+    RedisOutage& outage() { return *outage_; }
 
     // Connected, and the connection's AUTH/SELECT/PING answered.
     bool ready() const { return ready_; }
@@ -57,18 +76,19 @@ public:
     const RedisCacheCounters& counters() const { return counters_; }
 
 private:
-    enum class Kind { Hello, Ping, Lookup, Store };
+    enum class Kind { Hello, Ping, Lookup, Store, Request };
     struct Waiting {
         uint64_t id;
         uint64_t deadline;  // uv_now() milliseconds
         Kind kind;
         LookupDone done;    // lookups only
+        ReplyDone answer;   // requests only
     };
 
     void connect();
     // Sends a command whose reply is waited for (its deadline starts now); 0 when it
     // could not be queued, and then `done` was not taken.
-    uint64_t send(const RedisCommand& command, Kind kind, LookupDone&& done);
+    uint64_t send(const RedisCommand& command, Kind kind, LookupDone&& done, ReplyDone&& answer = {});
     bool usable() const { return connection_ && connection_->alive() && !down_; }
     void on_reply(uint64_t id, const redisReply& reply) override;
     void on_lost(const std::string& why) override;

@@ -1,11 +1,14 @@
 #include "cache/redis_outage.h"
 
+#include <string_view>
+
 namespace smtpscreen {
 
 void RedisOutage::loop_down(const std::string& why) {
     std::lock_guard lock(mutex_);
     if (loops_down_++ == 0) {
-        log_.warn("cache: Redis at {} unreachable: {}; sessions carry on as cache misses", where_, why);
+        log_.warn("cache: Redis at {} unreachable: {}; sessions carry on as cache misses, and connection rates are "
+                  "counted by this instance alone", where_, why);
     }
 }
 
@@ -19,11 +22,18 @@ void RedisOutage::refused(Refused what, const std::string& why) {
     if (flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     if (flag.exchange(true)) return;
-    if (what == Refused::Lookups) {
+    switch (what) {
+    case Refused::Lookups:
         log_.warn("cache: Redis at {} refuses lookups: {}; sessions carry on as cache misses", where_, why);
-    } else {
+        break;
+    case Refused::Stores:
         log_.warn("cache: Redis at {} refuses stores: {}; passes are not remembered until it takes them again",
                   where_, why);
+        break;
+    case Refused::RateCounts:
+        log_.warn("cache: Redis at {} refuses rate counts: {}; connection rates are counted by this instance alone "
+                  "until it takes them again", where_, why);
+        break;
     }
 }
 
@@ -32,7 +42,8 @@ void RedisOutage::accepted(Refused what) {
     if (!flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     if (!flag.exchange(false)) return;
-    log_.info("cache: Redis at {} {} again", where_, what == Refused::Lookups ? "answers lookups" : "takes stores");
+    constexpr std::array<std::string_view, 3> kAgain{"answers lookups", "takes stores", "takes rate counts"};
+    log_.info("cache: Redis at {} {} again", where_, kAgain[static_cast<size_t>(what)]);
 }
 
 }  // namespace smtpscreen

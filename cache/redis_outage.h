@@ -3,7 +3,7 @@
 // and one when it is back, for the whole process, however many event loops (each with
 // its own connection) notice it and however many sessions carry on as cache misses
 // meanwhile; the same, once each way, for a Redis that is reachable but refuses
-// lookups or stores with error replies. Shared by the loops' caches, so it takes a
+// lookups, stores or rate counts with error replies. Shared by the loops' caches, so it takes a
 // lock, on changes only: a lookup or store that went well looks at one atomic flag.
 #include <array>
 #include <atomic>
@@ -16,7 +16,7 @@ namespace smtpscreen {
 
 class RedisOutage {
 public:
-    enum class Refused { Lookups, Stores };
+    enum class Refused { Lookups, Stores, RateCounts };
 
     // where: the server as cache.redis names it.
     RedisOutage(std::string where, Logger& log) : where_(std::move(where)), log_(log) {}
@@ -25,8 +25,9 @@ public:
     void loop_down(const std::string& why);
     // A loop has Redis again; the last one to get it back says so.
     void loop_up();
-    // Redis answered a lookup or a store with an error (LOADING, out of memory, a
-    // read-only replica, an ACL): said once until one of them succeeds again, on any loop.
+    // Redis answered a lookup, a store or a rate count with an error (LOADING, out of
+    // memory, a read-only replica, an ACL): said once until one of them succeeds again,
+    // on any loop.
     void refused(Refused what, const std::string& why);
     void accepted(Refused what);
 
@@ -35,7 +36,7 @@ private:
     Logger& log_;
     std::mutex mutex_;
     int loops_down_ = 0;                     // guarded by mutex_
-    std::array<std::atomic<bool>, 2> refusing_{};  // written under mutex_
+    std::array<std::atomic<bool>, 3> refusing_{};  // written under mutex_
 };
 
 }  // namespace smtpscreen

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "edge/connection_rates.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
@@ -74,6 +75,16 @@ public:
         throw std::runtime_error("this cache backend cannot be edited from another process");
     }
     virtual size_t erase_all() { throw std::runtime_error("this cache backend cannot be edited from another process"); }
+
+    // A backend that several instances share (Redis) counts the connection rate limits
+    // too, so that the instances count each client together: the counts of the loop
+    // this cache belongs to, to be destroyed before it, falling back to `fallback` when
+    // the backend cannot answer in time. nullptr: `fallback`, this process's memory, is
+    // where they are counted.
+    virtual std::unique_ptr<ConnectionRates> loop_rates(ConnectionRates& fallback) {
+        (void)fallback;
+        return nullptr;
+    }
 };
 
 // What the server opens once from cache.*: every event loop asks it for the cache its

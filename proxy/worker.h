@@ -36,7 +36,8 @@ struct SharedServices {
     std::unique_ptr<VerdictCacheSource> caches;  // each worker asks it for its loop's cache
     BackendOffer backend_offer;  // deep.ehlo_keywords = auto
     ConnectionLimits limits;
-    // limits.per_client_rate and limits.per_network_rate, counted across all loops.
+    // limits.per_client_rate and limits.per_network_rate, counted across all loops; with
+    // a cache shared by instances (Redis), where a loop counts when that cannot answer.
     std::unique_ptr<ConnectionRates> rates = std::make_unique<SharedRateTable>();
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
 };
@@ -71,7 +72,7 @@ public:
     const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *cache_; }
     ConnectionLimits& limits() { return shared_.limits; }
-    ConnectionRates& rates() { return *shared_.rates; }
+    ConnectionRates& rates() { return rates_ ? *rates_ : *shared_.rates; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     // How many client sockets the open files limit leaves room for, besides the backend
@@ -112,6 +113,9 @@ private:
     // This loop's view of the cache (a connection of its own for Redis); closed with
     // everything else, so that it does not keep the loop running.
     std::shared_ptr<VerdictCache> cache_;
+    // The rate counts through that cache's connection, when it is one the instances
+    // share (VerdictCache::loop_rates); destroyed before it.
+    std::unique_ptr<ConnectionRates> rates_;
     struct Listener {
         UvHandle<uv_tcp_t> tcp;
         uv_os_sock_t fd;

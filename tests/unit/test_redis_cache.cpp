@@ -367,11 +367,14 @@ TEST_CASE("redis cache: commands in flight are capped; beyond the cap a lookup i
     server.thaw();
 }
 
-TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix's keys") {
+TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix's records") {
     RedisServer server;
     auto settings = settings_for(server);
     server.cli({"SET", "other:192.0.2.1", "someone else's"});
     server.cli({"SET", "smtpscreen", "no prefix match"});
+    // The rate limits' counts share the prefix (cache/redis_rates.h) and are no records.
+    server.cli({"SET", "smtpscreen:rate:192.0.2.1", "3"});
+    server.cli({"SET", "smtpscreen:rate:192.0.2.0/24", "7"});
     auto tools = open_redis_cache_blocking(settings, Millis(2000));
     tools->store("192.0.2.2", passes(kLater, 0));
     tools->store("192.0.2.1", passes(kLater, kLater));
@@ -391,7 +394,8 @@ TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix
     CHECK(tools->erase_all() == 2);
     CHECK(server.cli({"GET", "other:192.0.2.1"}) == "someone else's\n");
     CHECK(server.cli({"GET", "smtpscreen"}) == "no prefix match\n");
-    CHECK(server.cli({"DBSIZE"}) == "2\n");
+    CHECK(server.cli({"GET", "smtpscreen:rate:192.0.2.0/24"}) == "7\n");
+    CHECK(server.cli({"DBSIZE"}) == "4\n");
 }
 
 TEST_CASE("redis probe: --check's question answers nothing when Redis is up and why when it is not") {
