@@ -5,7 +5,8 @@
 // connection (running the callbacks of unanswered commands with no reply first), and
 // this class then forgets it and reports the loss once; otherwise the destructor frees
 // it, and no callback reaches the owner after that. Nothing here blocks: the address
-// is an IP address or a unix socket path, never a name to resolve.
+// is an IP address (a host name in cache.redis was resolved when the configuration was
+// loaded) or a unix socket path, never a name to resolve.
 #include <uv.h>
 
 #include <cstdint>

@@ -9,9 +9,12 @@
 namespace smtpscreen {
 
 struct RedisSettings {
-    // "ip:port" or "[v6]:port" as the key table writes it, or a unix socket path
-    // (starting with '/').
+    // "ip:port" or "[v6]:port" as the key table writes it, "host:port" as written, or
+    // a unix socket path (starting with '/'): what the logs name.
     std::string address = "127.0.0.1:6379";
+    // Where to connect: the IP address a host name in `address` was resolved to when the
+    // configuration was loaded (never on an event loop); empty: `address` itself.
+    std::string connect_to;
     Millis timeout{200};       // the longest a session waits for a reply
     std::string password;      // AUTH on every connection when set
     int db = 0;                // SELECT on every connection when not 0
@@ -26,7 +29,7 @@ struct RedisSettings {
     Millis max_retry{10000};
 
     bool unix_socket() const { return !address.empty() && address.front() == '/'; }
-    // For TCP: the IP address (without brackets) and the port of `address`.
+    // For TCP: the IP address (without brackets) and the port to connect to.
     std::string host() const;
     int port() const;
 

@@ -88,9 +88,11 @@ struct Config {
     // [cache]
     CacheBackend cache_backend = CacheBackend::Lmdb;
     std::string cache_path = "smtpscreen.cache";
-    // For cache.backend = redis: "ip:port" ("[v6]:port") as the key table writes it, or a
-    // unix socket path (starting with '/').
+    // For cache.backend = redis: "ip:port" ("[v6]:port") as the key table writes it,
+    // "host:port" as written, or a unix socket path (starting with '/'); and the address
+    // it stands for, a host name resolved when the configuration was loaded.
     std::string cache_redis = "127.0.0.1:6379";
+    std::string cache_redis_resolved = "127.0.0.1:6379";
     Millis cache_redis_timeout{200};
     std::string cache_redis_password;
     int cache_redis_db = 0;
@@ -149,6 +151,7 @@ struct Config {
     RedisSettings redis_settings() const {
         RedisSettings s;
         s.address = cache_redis;
+        s.connect_to = cache_redis_resolved;
         s.timeout = cache_redis_timeout;
         s.password = cache_redis_password;
         s.db = cache_redis_db;

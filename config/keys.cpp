@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "core/credentials.h"
+#include "core/resolve.h"
 #include "core/text.h"
 #include "screen/ehlo_keywords.h"
 
@@ -411,7 +412,7 @@ std::vector<ConfigKey> make_keys() {
         choice_key("cache", "backend", &Config::cache_backend, kCacheBackendNames, "a cache backend",
                    "where passes are remembered: lmdb (a file), redis (shared by instances) or memory (lost at exit)"),
         text_key("cache", "path", &Config::cache_path, "the lmdb file"),
-        {"cache", "redis", "for cache.backend = redis: the server's ip:port, or a unix socket path (/...)",
+        {"cache", "redis", "for cache.backend = redis: the server's host:port, or a unix socket path (/...)",
          [](KeyContext& c, std::string_view v) {
              if (!v.empty() && v.front() == '/') {
                  // sun_path holds 108 bytes with its terminating NUL.
@@ -419,17 +420,38 @@ std::vector<ConfigKey> make_keys() {
                      c.fail(quote(v) + " is longer than a unix socket path may be (107 bytes; use a shorter path)");
                      return;
                  }
-                 c.cfg().cache_redis = std::string(v);
+                 c.cfg().cache_redis = c.cfg().cache_redis_resolved = std::string(v);
                  return;
              }
-             // An address, never a host name: resolving one would block the event loop
-             // at every reconnect.
-             if (!Endpoint::parse(v)) {
-                 c.fail(quote(v) + " is not an ip:port or a unix socket path (use e.g. 127.0.0.1:6379, "
-                                   "[::1]:6379 or /run/redis/redis-server.sock; a host name is not resolved)");
+             if (Endpoint::parse(v)) {
+                 if (auto e = c.endpoint(v, std::nullopt)) {
+                     c.cfg().cache_redis = c.cfg().cache_redis_resolved = e->ip_port();
+                 }
                  return;
              }
-             if (auto e = c.endpoint(v, std::nullopt)) c.cfg().cache_redis = e->ip_port();
+             // A host name is resolved here, while the configuration is loaded (start,
+             // --check, SIGHUP), so that no event loop ever waits for a resolver.
+             const size_t colon = v.rfind(':');
+             const std::string_view host = colon == std::string_view::npos ? v : v.substr(0, colon);
+             uint16_t port = 0;
+             const std::string_view digits = colon == std::string_view::npos ? std::string_view() : v.substr(colon + 1);
+             auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+             if (host.empty() || host.find_first_of(":[]") != std::string_view::npos || digits.empty() ||
+                 ec != std::errc{} || end != digits.data() + digits.size() || port == 0) {
+                 c.fail(quote(v) + " is not a host:port or a unix socket path (use e.g. 127.0.0.1:6379, "
+                                   "[::1]:6379, redis.example.org:6379 or /run/redis/redis-server.sock)");
+                 return;
+             }
+             std::string why;
+             auto e = resolve_host(std::string(host), port, why);
+             if (!e) {
+                 c.fail(fmt::format("{}: the host name {} does not resolve ({}); fix the name, add it to "
+                                    "/etc/hosts or DNS, or give Redis's IP address",
+                                    quote(v), host, why));
+                 return;
+             }
+             c.cfg().cache_redis = std::string(v);
+             c.cfg().cache_redis_resolved = e->ip_port();
          },
          [](const Config& c) { return c.cache_redis; }},
         duration_key("cache", "redis_timeout", &Config::cache_redis_timeout, Zero::Refused,

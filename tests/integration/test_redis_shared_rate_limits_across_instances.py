@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """limits.per_client_rate with cache.backend = redis (issue 18): two smtpscreen instances
 (two event loops each, so four Redis connections) share one real redis-server in front
-of one Postfix, limit 4/1m per client. A client that makes 6 connections, A and B in
+of one Postfix (one names it `localhost:PORT`, a host name resolved at start), limit 4/1m per client. A client that makes 6 connections, A and B in
 turn, gets 4 sessions and 2 immediate '421 4.7.0 ... too many connections from IP'
 replies: the instances count it together, not 3 each. Exactly one 'RATE LIMIT' line for
 the period, on whichever instance saw the 5th connection. The count is the documented
@@ -42,13 +42,15 @@ def refused(screen):
 
 
 def main(env):
-    redis = env.redis(unix=True)
+    redis = env.redis(unix=True, also_v6=True)
     postfix = env.postfix()
+    # screen1 names the server by host name (cache.redis = localhost:PORT, resolved when
+    # the configuration is loaded), screen2 by its unix socket.
+    via_name = dict(redis.cache_settings(), **{"cache.redis": f"localhost:{redis.port}"})
     screens = [env.smtpscreen(name=name, postfix=postfix, settings=dict(
         {"limits.per_client_rate": f"{LIMIT}/{PERIOD_S}s", "limits.per_network_rate": "50/1m",
-         "process.threads": "2", "greet.wait": "1s"},
-        **redis.cache_settings(use_unix=unix)))
-        for name, unix in (("screen1", False), ("screen2", True))]
+         "process.threads": "2", "greet.wait": "1s"}, **cache))
+        for name, cache in (("screen1", via_name), ("screen2", redis.cache_settings(use_unix=True)))]
 
     # A, B, A, B: the shared count lets 4 in; the 5th and the 6th (A, B) are over it.
     sessions = [admitted(screens[i % 2]) for i in range(LIMIT)]

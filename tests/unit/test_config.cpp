@@ -835,10 +835,30 @@ TEST_CASE("config: the cache.redis keys") {
     REQUIRE_MESSAGE(unix_socket.errors.empty(), all(unix_socket.errors));
     CHECK(unix_socket.config->redis_settings().unix_socket());
 
-    auto bad = load(dir, "[cache]\nredis = redis.example.org:6379\nredis_timeout = 0\nredis_db = -1\n"
+    // A host name is resolved as the configuration is loaded; the logs keep the name.
+    auto named = load(dir, "[cache]\nredis = localhost:6380\n");
+    REQUIRE_MESSAGE(named.errors.empty(), all(named.errors));
+    const RedisSettings n = named.config->redis_settings();
+    CHECK(n.address == "localhost:6380");
+    CHECK((n.host() == "127.0.0.1" || n.host() == "::1"));
+    CHECK(n.port() == 6380);
+    CHECK_FALSE(n.unix_socket());
+    CHECK(named.config->cache_redis == "localhost:6380");
+    auto unknown = load(dir, "[cache]\nredis = no-such-host.invalid:6379\n");
+    REQUIRE(unknown.errors.size() == 1);
+    CHECK(unknown.at(2, "cache.redis").find("the host name no-such-host.invalid does not resolve") !=
+          std::string::npos);
+    CHECK(unknown.at(2, "cache.redis").find("give Redis's IP address") != std::string::npos);
+    for (const char* wrong : {"localhost", "localhost:", "localhost:0", "localhost:70000", ":6379", "a:b:6379"}) {
+        auto r = load(dir, std::string("[cache]\nredis = ") + wrong + "\n");
+        REQUIRE_MESSAGE(r.errors.size() == 1, wrong);
+        CHECK_MESSAGE(r.at(2, "cache.redis").find("is not a host:port") != std::string::npos, wrong);
+    }
+
+    auto bad = load(dir, "[cache]\nredis = 192.0.2.1:http\nredis_timeout = 0\nredis_db = -1\n"
                          "redis_prefix =\n");
     CHECK(bad.errors.size() == 4);
-    CHECK(bad.at(2, "cache.redis").find("a host name is not resolved") != std::string::npos);
+    CHECK(bad.at(2, "cache.redis").find("is not a host:port or a unix socket path") != std::string::npos);
     CHECK(bad.at(3, "cache.redis_timeout") != "");
     CHECK(bad.at(4, "cache.redis_db") != "");
     CHECK(bad.at(5, "cache.redis_prefix").find("e.g. smtpscreen:") != std::string::npos);

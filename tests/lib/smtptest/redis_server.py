@@ -99,8 +99,11 @@ class RedisServer(ChildProcess):
     with .dir and add_cleanup(fn) (an Env or the bench's). preexec_fn: run in the child
     before exec (the bench pins it to a CPU)."""
 
-    def __init__(self, env, name="redis", unix=False, password=None, preexec_fn=None):
+    def __init__(self, env, name="redis", unix=False, password=None, preexec_fn=None, also_v6=False):
         self.env = env
+        # Listening on [::1] too (where the host has it), on the same port: for a client
+        # that names the server `localhost`, which may resolve to ::1 first.
+        self.also_v6 = also_v6
         self.name = name
         self.dir = os.path.join(env.dir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -119,7 +122,7 @@ class RedisServer(ChildProcess):
 
     def _write_config(self):
         lines = [
-            "bind 127.0.0.1",
+            "bind 127.0.0.1" + (" -::1" if self.also_v6 else ""),  # '-': skipped where ::1 is missing
             f"port {self.port}",
             "daemonize no",
             f"dir {self.dir}",
