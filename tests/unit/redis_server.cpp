@@ -127,4 +127,13 @@ std::string RedisServer::cli(const std::vector<std::string>& args) const {
     return out;
 }
 
+RedisSettings settings_for(const RedisServer& server, Millis timeout) {
+    RedisSettings s;
+    s.address = server.socket();
+    s.timeout = timeout;
+    s.first_retry = Millis(50);
+    s.max_retry = Millis(400);
+    return s;
+}
+
 }  // namespace smtpscreen::test

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/redis_settings.h"
 #include "fixtures.h"
 
 namespace smtpscreen::test {
@@ -40,5 +41,9 @@ private:
     std::string password_;
     pid_t pid_ = -1;
 };
+
+// Settings for a cache on `server`, with short reconnect delays so that the tests of an
+// outage do not wait for the production backoff.
+RedisSettings settings_for(const RedisServer& server, Millis timeout = Millis(2000));
 
 }  // namespace smtpscreen::test

@@ -34,15 +34,6 @@ TestResults passes(int64_t pregreet, int64_t dnsbl) {
     return r;
 }
 
-RedisSettings settings_for(const RedisServer& server, Millis timeout = Millis(2000)) {
-    RedisSettings s;
-    s.address = server.socket();
-    s.timeout = timeout;
-    s.first_retry = Millis(50);
-    s.max_retry = Millis(400);
-    return s;
-}
-
 // A loop with one RedisLoopCache on it, logging to stderr (for StderrCapture).
 struct LoopCache {
     Logger log{false, "smtpscreen-test", true};

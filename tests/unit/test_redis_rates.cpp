@@ -26,15 +26,6 @@ namespace {
 
 Endpoint ip(const char* text) { return *Endpoint::parse_ip(text); }
 
-RedisSettings settings_for(const RedisServer& server, Millis timeout = Millis(2000)) {
-    RedisSettings s;
-    s.address = server.socket();
-    s.timeout = timeout;
-    s.first_retry = Millis(50);
-    s.max_retry = Millis(400);
-    return s;
-}
-
 RateRules rules(RateLimit client, RateLimit network = {}) {
     RateRules r;
     r.per_client = client;
