@@ -40,19 +40,7 @@ def admitted(screen, source):
 
 
 def refused(screen, source):
-    """A connection over a limit: the 421 is the whole answer, at once, then the close.
-    Returns its port."""
-    c = harness.SmtpClient(screen.port, source=source, timeout=5)
-    port = c.local_port
-    reply = c.read_reply(timeout=3)
-    t = c.elapsed()
-    check(re.fullmatch(rf"421 4\.7\.0 \S+ Error: too many connections from {re.escape(source)}", reply.final),
-          f"[{source}]:{port}: expected anvil's 421, got {reply.text!r}")
-    check(len(reply.lines) == 1, f"[{source}]:{port}: the 421 must come alone (no '220-' first): {reply.text!r}")
-    check(t < 1.0, f"[{source}]:{port}: the 421 took {t:.2f}s; it must come at once")
-    c.check_closed(3, f"[{source}]:{port} after the 421")
-    c.close()
-    return port
+    return harness.refused_too_many_from(screen, source, "anvil's rate limit")
 
 
 def rate_lines(screen, source):

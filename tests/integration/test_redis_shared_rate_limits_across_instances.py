@@ -28,17 +28,7 @@ def admitted(screen):
 
 
 def refused(screen):
-    c = harness.SmtpClient(screen.port, source=CLIENT, timeout=5)
-    port = c.local_port
-    reply = c.read_reply(timeout=3)
-    t = c.elapsed()
-    check(re.fullmatch(rf"421 4\.7\.0 \S+ Error: too many connections from {re.escape(CLIENT)}", reply.final),
-          f"{screen.name} [{CLIENT}]:{port}: expected the 421 of the shared count, got {reply.text!r}")
-    check(len(reply.lines) == 1, f"{screen.name} [{CLIENT}]:{port}: the 421 must come alone: {reply.text!r}")
-    check(t < 1.0, f"{screen.name} [{CLIENT}]:{port}: the 421 took {t:.2f}s; it must come at once")
-    c.check_closed(3, f"{screen.name} [{CLIENT}]:{port} after the 421")
-    c.close()
-    return port
+    return harness.refused_too_many_from(screen, CLIENT, "the shared count")
 
 
 def main(env):

@@ -18,7 +18,7 @@ __all__ = ["CLEAN_CLIENT", "LISTED_CLIENT", "Session", "clean_session", "check_h
            "BalancedSession", "balanced_session", "DEEP_TESTS_ON",
            "HostileTargets", "deep_settings", "deep_greeting", "deep_client",
            "deep_clients", "SMUGGLING_VECTORS", "smuggling_payload", "greet_and_quit", "expect_pass_new",
-           "expect_pass_old", "cache_cli"]
+           "expect_pass_old", "cache_cli", "refused_too_many_from"]
 
 
 CLEAN_CLIENT = "127.0.0.7"
@@ -285,3 +285,21 @@ def cache_cli(screen, *args, rc=0):
     check(r.returncode == rc, f"cache {' '.join(args)}: exit {r.returncode} (expected {rc})\n"
                               f"stdout: {r.stdout}\nstderr: {r.stderr}")
     return r
+
+
+def refused_too_many_from(screen, source, what="a connection over a limit"):
+    """A connection from source that must be refused as a rate limit refuses: the
+    `421 4.7.0 ... too many connections from <source>` is the whole answer, at once, then
+    the close. Returns its port."""
+    c = SmtpClient(screen.port, source=source, timeout=5)
+    port = c.local_port
+    reply = c.read_reply(timeout=3)
+    t = c.elapsed()
+    who = f"{screen.name} [{source}]:{port}"
+    check(re.fullmatch(rf"421 4\.7\.0 \S+ Error: too many connections from {re.escape(source)}", reply.final),
+          f"{who}: expected the 421 of {what}, got {reply.text!r}")
+    check(len(reply.lines) == 1, f"{who}: the 421 must come alone (no '220-' first): {reply.text!r}")
+    check(t < 1.0, f"{who}: the 421 took {t:.2f}s; it must come at once")
+    c.check_closed(3, f"{who} after the 421")
+    c.close()
+    return port
