@@ -41,7 +41,7 @@ def refused(port, source):
 
 
 def main(env):
-    harness.bound_asan_quarantine()
+    harness.bound_asan_quarantine(mb=2)   # filled within the first addresses: what grows after is the table
     stats_port = harness.free_port()
     screen = env.smtpscreen(settings={
         "limits.per_client_rate": "1000/10m", "limits.per_network_rate": "1/10m",
