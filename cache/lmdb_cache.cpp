@@ -96,7 +96,12 @@ bool is_file_damage(int rc) {
            rc == MDB_PANIC;
 }
 
-class LmdbCache final : public VerdictCache {
+// Also greylisting's archive (edge/greylist.h): its triplets are records of their own
+// in the same file (cache/lmdb_record.h), so they share the map, the cleanup and the
+// check at open, and never a second environment on the file (see open_lmdb_cache).
+class LmdbCache final : public VerdictCache,
+                        public GreylistArchive,
+                        public std::enable_shared_from_this<LmdbCache> {
 public:
     // `verify`: walk every record through LMDB once it is open (the file was checked
     // and nobody else has it open).
@@ -145,18 +150,44 @@ public:
 
     void store(const std::string& client_ip, const TestResults& results) override {
         if (client_ip.empty()) return;
-        const auto now = static_cast<int64_t>(std::time(nullptr));
-        size_t pages = 0;
-        int rc = write(client_ip, results, pages);
-        if (rc == MDB_MAP_FULL) {
-            // The map is full of passes that have not expired (or the sweeps below
-            // have not reached the expired ones yet): one more bounded step, one retry.
-            sweep_expired(now, kLmdbSweepBatch);
-            rc = write(client_ip, results, pages);
-        } else if (rc == 0 && pages > map_pages_ / 4 * 3) {
-            sweep_expired(now, kLmdbSweepBatch);
+        store_bytes("store", client_ip, encode_lmdb_record(results));
+    }
+
+    std::shared_ptr<GreylistArchive> greylist_archive() override { return shared_from_this(); }
+
+    void load_triplets(const Visitor& visit) override {
+        Txn txn(env_.get(), MDB_RDONLY);
+        if (txn.begin_error() != 0) return report("greylist load", "", txn.begin_error());
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return report("greylist load", "", rc);
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        const std::string first(kLmdbGreylistPrefix);
+        MDB_val key = as_val(first), val;
+        int rc = mdb_cursor_get(raw, &key, &val, MDB_SET_RANGE);
+        for (; rc == 0 && is_lmdb_greylist_key(as_view(key)); rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
+            if (auto entry = decode_lmdb_greylist_entry(as_view(val))) {
+                visit(std::string(as_view(key).substr(kLmdbGreylistPrefix.size())), *entry);
+            }
         }
-        if (rc != 0) report("store", client_ip, rc);
+        if (rc != 0 && rc != MDB_NOTFOUND) report("greylist load", "", rc);
+    }
+
+    void keep_triplet(const std::string& triplet, const GreylistEntry& entry) override {
+        const std::string key = std::string(kLmdbGreylistPrefix) + triplet;
+        if (key.size() > kLmdbMaxKey) return;  // kept in memory only
+        store_bytes("greylist store", key, encode_lmdb_greylist_entry(entry));
+    }
+
+    void forget_triplet(const std::string& triplet) override {
+        const std::string key = std::string(kLmdbGreylistPrefix) + triplet;
+        if (key.size() > kLmdbMaxKey) return;
+        Txn txn(env_.get(), 0);
+        if (txn.begin_error() != 0) return report("greylist delete", key, txn.begin_error());
+        MDB_val k = as_val(key);
+        const int rc = mdb_del(txn.get(), dbi_, &k, nullptr);
+        if (rc == MDB_NOTFOUND) return;
+        if (rc != 0) return report("greylist delete", key, rc);
+        if (int c = txn.commit(); c != 0) report("greylist delete", key, c);
     }
 
     size_t purge_expired(int64_t now) override {
@@ -175,8 +206,7 @@ public:
         MDB_val key, val;
         for (int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
-            const auto r = decode_lmdb_record(as_view(val));
-            if (!r || all_passes_expired(*r, now)) {
+            if (lmdb_record_lapsed(as_view(key), as_view(val), now)) {
                 if (mdb_cursor_del(raw, 0) == 0) ++removed;
             }
         }
@@ -211,6 +241,7 @@ public:
         MDB_val key, val;
         int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST);
         for (; rc == 0; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
+            if (is_lmdb_greylist_key(as_view(key))) continue;  // triplets, not clients
             if (auto r = decode_lmdb_record(as_view(val))) visit(std::string(as_view(key)), *r);
         }
         if (rc != MDB_NOTFOUND) throw std::runtime_error(failure("read", rc));
@@ -262,8 +293,7 @@ private:
                 next.assign(as_view(key));
                 break;
             }
-            const auto r = decode_lmdb_record(as_view(val));
-            if (!r || all_passes_expired(*r, now)) {
+            if (lmdb_record_lapsed(as_view(key), as_view(val), now)) {
                 // The cursor then stands on the following record, which MDB_NEXT returns.
                 if (int del = mdb_cursor_del(raw, 0); del != 0) return report(op, "", del), false;
                 ++deleted;
@@ -290,7 +320,7 @@ private:
         MDB_val key, val;
         int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST);
         for (; rc == 0; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
-            if (key.mv_size == 0 || !decode_lmdb_record(as_view(val))) return "a record does not decode";
+            if (!lmdb_record_decodes(as_view(key), as_view(val))) return "a record does not decode";
         }
         return rc == MDB_NOTFOUND ? "" : mdb_strerror(rc);
     }
@@ -339,11 +369,25 @@ private:
         return decode_lmdb_record(as_view(val));
     }
 
+    void store_bytes(const char* op, const std::string& key, const std::string& record) {
+        const auto now = static_cast<int64_t>(std::time(nullptr));
+        size_t pages = 0;
+        int rc = write(key, record, pages);
+        if (rc == MDB_MAP_FULL) {
+            // The map is full of passes that have not expired (or the sweeps below
+            // have not reached the expired ones yet): one more bounded step, one retry.
+            sweep_expired(now, kLmdbSweepBatch);
+            rc = write(key, record, pages);
+        } else if (rc == 0 && pages > map_pages_ / 4 * 3) {
+            sweep_expired(now, kLmdbSweepBatch);
+        }
+        if (rc != 0) report(op, key, rc);
+    }
+
     // `pages`: how many pages the records take after this write.
-    int write(const std::string& client_ip, const TestResults& results, size_t& pages) {
+    int write(const std::string& client_ip, const std::string& record, size_t& pages) {
         Txn txn(env_.get(), 0);
         if (txn.begin_error() != 0) return txn.begin_error();
-        const std::string record = encode_lmdb_record(results);
         MDB_val key = as_val(client_ip), val = as_val(record);
         if (int rc = mdb_put(txn.get(), dbi_, &key, &val, 0); rc != 0) return rc;
         MDB_stat st{};

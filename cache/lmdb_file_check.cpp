@@ -279,7 +279,7 @@ private:
     }
 
     bool record_ok(std::string_view key, std::string_view data, uint64_t pgno) {
-        if (key.empty() || !decode_lmdb_record(data)) {
+        if (!lmdb_record_decodes(key, data)) {
             return fail(fmt::format("page {} holds a record that does not decode (key of {} bytes, {} bytes of data)",
                                     pgno, key.size(), data.size()));
         }

@@ -21,6 +21,8 @@
 
 namespace smtpscreen {
 
+class GreylistArchive;  // edge/greylist.h
+
 // cache.backend: an embedded LMDB file, a Redis server that several instances share
 // (cache/redis_cache.h), or memory (lost at exit).
 enum class CacheBackend { Lmdb, Redis, Memory };
@@ -85,6 +87,10 @@ public:
         (void)fallback;
         return nullptr;
     }
+
+    // Where greylisting's triplets outlive the process, when this backend keeps them
+    // (lmdb: in the same file); null: they live in memory only.
+    virtual std::shared_ptr<GreylistArchive> greylist_archive() { return nullptr; }
 };
 
 // What the server opens once from cache.*: every event loop asks it for the cache its
@@ -97,6 +103,9 @@ public:
     // Called on the loop's thread, or before the loop runs. The cache is then used on
     // that thread only, and must be destroyed before the loop is closed.
     virtual std::shared_ptr<VerdictCache> for_loop(uv_loop_t* loop) = 0;
+    // The cache's archive for greylisting's triplets (VerdictCache::greylist_archive),
+    // shared by every loop; null when they live in memory only.
+    virtual std::shared_ptr<GreylistArchive> greylist_archive() { return nullptr; }
 };
 
 // A source that hands every loop `cache` itself (lmdb, memory).
@@ -104,6 +113,7 @@ class SharedVerdictCache final : public VerdictCacheSource {
 public:
     explicit SharedVerdictCache(std::shared_ptr<VerdictCache> cache) : cache_(std::move(cache)) {}
     std::shared_ptr<VerdictCache> for_loop(uv_loop_t*) override { return cache_; }
+    std::shared_ptr<GreylistArchive> greylist_archive() override { return cache_->greylist_archive(); }
 
 private:
     std::shared_ptr<VerdictCache> cache_;

@@ -18,6 +18,7 @@
 #include "core/address.h"
 #include "core/duration.h"
 #include "dnsbl/site.h"
+#include "edge/greylist.h"
 #include "edge/rate_limit.h"
 #include "proxy/handoff_header.h"
 #include "proxy/smuggling_scanner.h"
@@ -124,6 +125,13 @@ struct Config {
     int command_count_limit = 20;
     Millis shutdown_grace{30000};
 
+    // [greylist]
+    bool greylist_enable = false;
+    Millis greylist_delay{5LL * 60000};
+    Millis greylist_retry_window{2LL * 86400000};
+    Millis greylist_ttl{35LL * 86400000};
+    int greylist_table_size = 100000;
+
     // [smuggling]
     BareLf smuggling_bare_lf = BareLf::Reject;
 
@@ -146,6 +154,10 @@ struct Config {
     }
     RateRules rate_rules() const {
         return {per_client_rate, per_network_rate, network_prefix, static_cast<size_t>(rate_table_size)};
+    }
+    GreylistRules greylist_rules() const {
+        return {greylist_delay, greylist_retry_window, greylist_ttl, network_prefix,
+                static_cast<size_t>(greylist_table_size)};
     }
     // cache.redis* as the Redis cache takes them.
     RedisSettings redis_settings() const {

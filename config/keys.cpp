@@ -532,6 +532,18 @@ std::vector<ConfigKey> make_keys() {
         duration_key("limits", "shutdown_grace", &Config::shutdown_grace, Zero::Allowed,
                      "how long SIGTERM lets sessions in progress go on"),
 
+        // [greylist]
+        switch_key("greylist", "enable", &Config::greylist_enable,
+                   "with deep tests: 450 at the first RCPT TO of a new (network, sender, recipient) triplet"),
+        duration_key("greylist", "delay", &Config::greylist_delay, Zero::Allowed,
+                     "a retry of the triplet passes this long after its first attempt"),
+        duration_key("greylist", "retry_window", &Config::greylist_retry_window, Zero::Refused,
+                     "a retry passes only this long after the first attempt; later ones start again"),
+        duration_key("greylist", "ttl", &Config::greylist_ttl, Zero::Refused,
+                     "how long a client that passed greylisting is remembered (renewed at each use)"),
+        integer_key("greylist", "table_size", &Config::greylist_table_size, 1, 10000000,
+                    "most triplets kept at once; the least recently seen go first"),
+
         // [smuggling]
         choice_key("smuggling", "bare_lf", &Config::smuggling_bare_lf, kBareLfNames, "a bare LF policy",
                    "a bare LF in relayed DATA: reject the message or normalize it to CRLF"),

@@ -32,6 +32,19 @@ void check_combinations(LoadState& s) {
               fmt::format("dnsbl_min_ttl ({}) is longer than dnsbl_max_ttl ({}) (make the minimum at most the maximum)",
                           format_duration(c.cache_dnsbl_min_ttl), format_duration(c.cache_dnsbl_max_ttl)));
     }
+    // smtpscreen sees a RCPT TO only in the deep tests' dialog (docs/design.md, step 6).
+    if (c.greylist_enable && !c.deep_tests_enabled()) {
+        s.add(s.line_of("greylist.enable"), "greylist.enable",
+              "is on but no deep test is, and only the deep tests' dialog sees a RCPT TO (turn on "
+              "deep.pipelining, deep.non_smtp_command or deep.bare_newline)");
+    }
+    if (c.greylist_retry_window <= c.greylist_delay) {
+        std::string key = s.is_set("greylist.retry_window") ? "greylist.retry_window" : "greylist.delay";
+        s.add(s.line_of(key), key,
+              fmt::format("retry_window ({}) is not longer than delay ({}), so no retry could ever pass (make the "
+                          "window longer than the delay)",
+                          format_duration(c.greylist_retry_window), format_duration(c.greylist_delay)));
+    }
     if (c.tls_cert.empty() != c.tls_key.empty()) {
         std::string key = c.tls_cert.empty() ? "tls.key" : "tls.cert";
         s.add(s.line_of(key), key,

@@ -87,6 +87,10 @@ public:
     // The edge defences (docs/design.md, "Edge defences"): connections refused by
     // limits.per_client_rate and limits.per_network_rate, by RateScope.
     std::array<Counter, kRateScopeNames.size()> rate_limited;
+    // greylist.enable: RCPTs refused with 450 (a new triplet, or a retry too early), and
+    // retries let through after greylist.delay.
+    Counter greylisted;
+    Counter greylist_passed;
 
     void session_ended(std::string_view outcome);
     void enter_phase(SessionPhase from, SessionPhase to);
@@ -114,6 +118,7 @@ struct ProcessFigures {
     uint64_t max_fds = 0;
     double start_time_seconds = 0;  // since the Unix epoch
     uint64_t rate_table_keys = 0;   // addresses and networks in the rate limits' table now
+    uint64_t greylist_triplets = 0; // triplets in the greylist's table now
 };
 ProcessFigures read_process_figures();
 

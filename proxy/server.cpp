@@ -63,6 +63,7 @@ std::string startup_line(const Config& c, const TlsContexts& tls, const std::str
     if (c.deep_non_smtp_command) deep.push_back("non_smtp_command");
     if (c.deep_bare_newline) deep.push_back("bare_newline");
     if (!deep.empty()) tests.push_back(fmt::format("deep {} ({})", fmt::join(deep, "+"), action_name(c.deep_action)));
+    if (c.greylist_enable) tests.push_back(fmt::format("greylist (delay {})", format_duration(c.greylist_delay)));
     return fmt::format("smtpscreen {} started: config {}, user {}, listening on {}{}, tests: {}{}{}", SMTPSCREEN_VERSION,
                        config_path, user_name(), listeners.describe(),
                        listeners.inherited() ? " (socket activation)" : "", fmt::join(tests, ", "),
@@ -255,9 +256,11 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
             for (const auto& w : workers) counted.push_back(&w->metrics());
             // CAP_NET_BIND_SERVICE is kept, so a port below 1024 still binds here.
             metrics = std::make_unique<MetricsEndpoint>(&signal_loop, *config->stats_listen,
-                                                         [counted, rates = shared->rates.get()] {
+                                                         [counted, rates = shared->rates.get(),
+                                                          greylist = shared->greylist.get()] {
                                                              auto figures = read_process_figures();
                                                              figures.rate_table_keys = rates->keys_in_memory();
+                                                             figures.greylist_triplets = greylist->entries_in_memory();
                                                              return format_metrics(counted, figures);
                                                          });
         }

@@ -1,9 +1,11 @@
 #include "proxy/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 
 #include "dnsbl/check.h"
+#include "edge/greylist.h"
 #include "proxy/handoff_header.h"
 #include "proxy/relay_filter.h"
 #include "proxy/tls_context.h"
@@ -16,6 +18,11 @@ namespace smtpscreen {
 namespace {
 
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+int64_t unix_now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
 
 const char* refusal_text(RelayFilter::Refusal refusal) {
     switch (refusal) {
@@ -154,7 +161,8 @@ bool Session::passed_all_enabled_tests(const TestResults& record) const {
 bool Session::deep_passes_valid(const TestResults& record, int64_t now) const {
     return (!config_->deep_pipelining || record.passed(Test::Pipelining, now)) &&
            (!config_->deep_non_smtp_command || record.passed(Test::NonSmtp, now)) &&
-           (!config_->deep_bare_newline || record.passed(Test::BareNewline, now));
+           (!config_->deep_bare_newline || record.passed(Test::BareNewline, now)) &&
+           (!config_->greylist_enable || record.passed(Test::Greylist, now));
 }
 
 // ---------------------------------------------------------------- steps 4-5: greet wait, verdict
@@ -275,7 +283,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
-        case DialogEvent::Kind::Handoff: return start_deep_handoff(e.tx);
+        case DialogEvent::Kind::Handoff: return on_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
             close_client_after_flush();
             return finish(e.text);
@@ -298,6 +306,8 @@ bool Session::in_dialog() const {
 }
 
 void Session::pace_dialog() {
+    // The greylist's store has the client's RCPT: nothing more is read until it answers.
+    if (greylist_pending_) return client_->stop_reading();
     while (in_dialog() && dialog_->has_unhandled_lines() && !client_->output_full()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
     }
@@ -323,19 +333,59 @@ Connection::ResetNote Session::reset_note(std::string who) const {
     };
 }
 
+// Greylisting (edge/greylist.h; docs/design.md, "Edge defences"): the RCPT that would
+// hand off is an attempt of its triplet, unless the client has a greylist pass, which
+// this handoff then renews (postgrey's auto-allowlist lasts while the client keeps
+// coming back).
+void Session::on_deep_handoff(const SmtpTransaction& tx) {
+    if (!config_->greylist_enable) return start_deep_handoff(tx);
+    if (cached_ && cached_->passed(Test::Greylist, unix_now())) {
+        greylist_passed_ = true;
+        return start_deep_handoff(tx);
+    }
+    const GreylistRules rules = config_->greylist_rules();
+    const std::string triplet = greylist_triplet(client_ep_, rules.network_prefix, tx.mail_from, tx.rcpt_to);
+    greylist_pending_ = true;
+    client_->stop_reading();
+    std::weak_ptr<int> alive = alive_;
+    worker_.greylist().attempt(triplet, rules, unix_now_ms(), [this, alive, tx](GreylistOutcome outcome) {
+        if (alive.expired() || phase_ != Phase::Deep || !greylist_pending_) return;
+        greylist_pending_ = false;
+        on_greylist_outcome(tx, outcome);
+    });
+}
+
+void Session::on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome outcome) {
+    if (!greylist_refuses(outcome)) {
+        if (outcome == GreylistOutcome::Retried) worker_.metrics().greylist_passed.add();
+        greylist_passed_ = true;
+        return start_deep_handoff(tx);
+    }
+    worker_.metrics().greylisted.add();
+    // The client stays in the dialog with its transaction open: it may QUIT, or try
+    // another recipient, whose triplet may already have passed.
+    on_dialog_events(dialog_->refuse_handoff(replies::kGreylisted));
+    if (phase_ == Phase::Deep) feed_dialog({});
+}
+
 void Session::start_deep_handoff(const SmtpTransaction& tx) {
     start_handoff({tx.replay_lines(), tx.helo_name, tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP"});
 }
 
 void Session::record_deep_passes() {
-    if (!dialog_->passed()) return;  // a failure under `ignore` earns no pass
+    const bool deep_pass = dialog_->passed();  // a failure under `ignore` earns no pass
+    if (!deep_pass && !greylist_passed_) return;
     TestResults record = cached_.value_or(TestResults{});
-    const int64_t until = unix_now() + config_->cache_deep_ttl.count() / 1000;
-    if (config_->deep_pipelining) record[Test::Pipelining] = until;
-    if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
-    if (config_->deep_bare_newline) record[Test::BareNewline] = until;
+    const int64_t now = unix_now();
+    if (deep_pass) {
+        const int64_t until = now + config_->cache_deep_ttl.count() / 1000;
+        if (config_->deep_pipelining) record[Test::Pipelining] = until;
+        if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
+        if (config_->deep_bare_newline) record[Test::BareNewline] = until;
+    }
+    if (greylist_passed_) record[Test::Greylist] = now + config_->greylist_ttl.count() / 1000;
     worker_.cache().store(client_ip_, record);
-    worker_.events().pass_new(client_ep_);
+    if (deep_pass) worker_.events().pass_new(client_ep_);
 }
 
 void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
@@ -757,6 +807,8 @@ void Session::on_timer() {
         return conclude_screening();
     case Phase::Enforce:
     case Phase::Deep:
+        // A greylist store that never answered: the session cannot go on without it.
+        if (greylist_pending_) return finish("timeout");
         if (client_->pending_bytes() > 0) {  // the kernel's buffers for it are full
             worker_.events().replies_unread(client_ep_, client_->pending_bytes());
         }

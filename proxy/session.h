@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
+#include "edge/greylist.h"
 #include "proxy/accept_handshake.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
@@ -75,6 +76,8 @@ private:
     void pace_dialog();
     bool in_dialog() const;  // Enforce, Deep or HealthCheck: the client talks to dialog_
     size_t reply_room() const;
+    void on_deep_handoff(const SmtpTransaction& tx);
+    void on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome outcome);
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
     // the client leg in TLS (docs/design.md, "TLS"): the connection does the records,
@@ -149,6 +152,8 @@ private:
 
     std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce and Phase::Deep
     Failure enforced_ = Failure::None;
+    bool greylist_pending_ = false;  // the greylist's store has the RCPT's triplet
+    bool greylist_passed_ = false;   // cache the greylist pass (renewed) at the handoff
 
     std::unique_ptr<BackendHandoff> handoff_;
     std::unique_ptr<Connection> backend_;

@@ -16,6 +16,7 @@
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
 #include "edge/connection_rates.h"
+#include "edge/greylist.h"
 #include "proxy/backend_offer.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
@@ -31,7 +32,10 @@ struct AcceptedClient;
 // What every loop thread shares; owned by the server, outlives the workers.
 struct SharedServices {
     SharedServices(Logger& l, std::unique_ptr<VerdictCacheSource> c)
-        : log(l), caches(std::move(c)), backend_offer(l) {}
+        : log(l),
+          caches(std::move(c)),
+          backend_offer(l),
+          greylist(std::make_unique<SharedGreylistTable>(caches->greylist_archive())) {}
     Logger& log;
     std::unique_ptr<VerdictCacheSource> caches;  // each worker asks it for its loop's cache
     BackendOffer backend_offer;  // deep.ehlo_keywords = auto
@@ -39,6 +43,9 @@ struct SharedServices {
     // limits.per_client_rate and limits.per_network_rate, counted across all loops; with
     // a cache shared by instances (Redis), where a loop counts when that cannot answer.
     std::unique_ptr<ConnectionRates> rates = std::make_unique<SharedRateTable>();
+    // greylist.enable: the triplets, shared by all loops (and kept in the lmdb cache's
+    // file with cache.backend = lmdb).
+    std::unique_ptr<GreylistStore> greylist;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
 };
 
@@ -73,6 +80,7 @@ public:
     VerdictCache& cache() { return *cache_; }
     ConnectionLimits& limits() { return shared_.limits; }
     ConnectionRates& rates() { return rates_ ? *rates_ : *shared_.rates; }
+    GreylistStore& greylist() { return *shared_.greylist; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     // How many client sockets the open files limit leaves room for, besides the backend

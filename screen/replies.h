@@ -48,6 +48,12 @@ inline constexpr std::string_view kDropDnsbl = "521 5.7.1 Service unavailable";
 inline constexpr std::string_view kDropProtocol = "521 5.5.1 Protocol error";
 inline constexpr std::string_view kDropAccess = "521 5.3.2 Service currently unavailable";
 
+// greylist.enable: the first RCPT TO of a new triplet (edge/greylist.h). postgrey's
+// default words are "450 4.2.0 <rcpt>: Recipient address rejected: Greylisted for 300
+// seconds"; these are the README's, and name neither the recipient nor the delay, which
+// would tell a bot how long to wait.
+inline constexpr std::string_view kGreylisted = "450 4.2.0 Greylisted, try again later";
+
 // ---------------------------------------------------------------- the dialog (screen/smtp_dialog.h)
 
 inline std::string helo(std::string_view hostname) { return "250 " + std::string(hostname); }

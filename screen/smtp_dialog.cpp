@@ -427,8 +427,22 @@ void SmtpDialog::hand_off(const SmtpCommand& cmd, std::string_view line) {
     handoff.tx.rcpt_line = std::string(line);
     handoff.tx.rcpt_to = mail_address(cmd.args, "TO").value_or(std::string());
     handoff.tx.tls = tls_active_;
+    handoff_rcpt_ = handoff.tx.rcpt_to;
     out_.push_back(std::move(handoff));
     state_ = State::HandedOff;
+}
+
+std::vector<DialogEvent> SmtpDialog::refuse_handoff(std::string_view reply_text) {
+    out_.clear();
+    replied_ = 0;
+    if (state_ != State::HandedOff) return {};
+    state_ = State::Command;
+    // The addresses as the NOQUEUE line shows them: printable, without a source route.
+    emit(DialogEvent::Kind::Log, "GREYLISTED " + options_.client + ": from=<" +
+                                     printable(without_source_route(mail_from_)) + ">, to=<" +
+                                     printable(without_source_route(handoff_rcpt_)) + ">");
+    reply(reply_text);
+    return std::move(out_);
 }
 
 void SmtpDialog::proceed_rset(const SmtpCommand&, std::string_view) {

@@ -12,9 +12,11 @@
 //   HealthCheck  a load balancer's own connection (PROXY v2 LOCAL, v1 UNKNOWN): 250 to
 //            HELO/EHLO/NOOP/RSET, 221 to QUIT, 502 to every other command; nothing
 //            is logged and nothing is ever handed off.
-// The tarpit and greylisting will be modes of it too: the modes share the command
-// table, the limits and the replies (screen/replies.h) and differ only where a row's
-// proceed step asks which mode it is in (today: RCPT TO).
+// The tarpit will be a mode of it too: the modes share the command table, the limits
+// and the replies (screen/replies.h) and differ only where a row's proceed step asks
+// which mode it is in (today: RCPT TO). Greylisting is no mode: the session asks its
+// store about the Handoff's triplet and, for a new one, has the dialog refuse that RCPT
+// instead (refuse_handoff) and carry on.
 //
 // No I/O, no clock: the session feeds it the bytes of each read and carries out the
 // events it returns, in order (see DialogEvent::Kind):
@@ -38,7 +40,8 @@
 //               reply class with what the client saw (250 for HELO/EHLO and MAIL),
 //               relay the backend's answer to the RCPT (or its refusal of an earlier
 //               replayed command), then send take_unprocessed() to the backend and
-//               splice. Cache a pass only when passed() is true.
+//               splice. Cache a pass only when passed() is true. Or, when greylisting
+//               refuses the recipient, call refuse_handoff() and carry out its events.
 //   Close       write the replies before it, then close; text is the DISCONNECT
 //               outcome ("quit", "rejected", "dropped", "timeout").
 // After Handoff or Close the dialog is finished and feed() returns nothing.
@@ -129,6 +132,12 @@ public:
     // the next RCPT reply names that one.
     void set_reject_reply(std::string reply) { options_.reject_reply = std::move(reply); }
 
+    // Greylisting (edge/greylist.h) refuses the RCPT TO of the last Handoff: Log
+    // "GREYLISTED [ip]:port: from=<s>, to=<r>", Reply `reply`, and the dialog is back in
+    // Deep mode with the transaction open, as after any refused RCPT (another RCPT may
+    // still hand off). Then feed({}) handles what the client sent behind that RCPT.
+    std::vector<DialogEvent> refuse_handoff(std::string_view reply);
+
     // A command line has started and not ended (for the command time limit).
     bool has_partial_line() const;
     // After Handoff: what the client sent behind its RCPT TO, raw, for the backend.
@@ -199,6 +208,7 @@ private:
     bool have_mail_ = false;
     std::string mail_line_;
     std::string mail_from_;
+    std::string handoff_rcpt_;  // the forward path of the RCPT that handed off
     std::string last_verb_ = "CONNECT";  // postscreen's "after CMD" before the first command
     int commands_ = 0;
 };

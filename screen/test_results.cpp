@@ -11,6 +11,7 @@ std::string_view test_name(Test t) {
         case Test::Pipelining: return "pipelining";
         case Test::NonSmtp: return "non_smtp";
         case Test::BareNewline: return "bare_newline";
+        case Test::Greylist: return "greylist";
         case Test::Count: break;
     }
     return "unknown";

@@ -7,10 +7,13 @@
 
 namespace smtpscreen {
 
-enum class Test : uint8_t { Pregreet = 0, Dnsbl, Pipelining, NonSmtp, BareNewline, Count };
+// Greylist is the client's pass of greylisting (edge/greylist.h): no test it fails,
+// but a pass the cache keeps like the others. New tests go at the end: the lmdb cache
+// stores passes by index.
+enum class Test : uint8_t { Pregreet = 0, Dnsbl, Pipelining, NonSmtp, BareNewline, Greylist, Count };
 constexpr size_t kTestCount = static_cast<size_t>(Test::Count);
 
-std::string_view test_name(Test t);  // "pregreet", "dnsbl", "pipelining", "non_smtp", "bare_newline"
+std::string_view test_name(Test t);  // "pregreet", "dnsbl", "pipelining", "non_smtp", "bare_newline", "greylist"
 
 // When each test's pass expires, in Unix seconds; 0 means "never passed".
 struct TestResults {

@@ -70,7 +70,9 @@ void exercise_with_lmdb(const std::string& path, size_t records) {
     int step = mdb_cursor_get(cursor, &key, &val, MDB_FIRST);
     for (; step == 0; step = mdb_cursor_get(cursor, &key, &val, MDB_NEXT)) {
         ++seen;
-        FUZZ_CHECK(decode_lmdb_record({static_cast<const char*>(val.mv_data), val.mv_size}), "a record that passed");
+        FUZZ_CHECK(lmdb_record_decodes({static_cast<const char*>(key.mv_data), key.mv_size},
+                                       {static_cast<const char*>(val.mv_data), val.mv_size}),
+                   "a record that passed");
     }
     FUZZ_CHECK(step == MDB_NOTFOUND, mdb_strerror(step));
     FUZZ_CHECK(seen == records, std::to_string(seen) + " records, the check counted " + std::to_string(records));

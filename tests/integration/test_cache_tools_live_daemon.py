@@ -29,7 +29,7 @@ def main(env):
     check(len(listed) == 2, f"cache list: expected 2 records, got {listed}")
     for ip, line in zip((A, B), listed):
         check(re.fullmatch(rf"{re.escape(ip)} pregreet={STAMP} dnsbl=(-|{STAMP}) pipelining=- non_smtp=- "
-                           rf"bare_newline=-", line), f"cache list: unexpected line {line!r}")
+                           rf"bare_newline=- greylist=-", line), f"cache list: unexpected line {line!r}")
 
     shown = harness.cache_cli(screen, "show", A).stdout
     check(re.search(rf"^{re.escape(A)}\n  pregreet +passed, valid until {STAMP} \(\d+s left\)$", shown, re.M)

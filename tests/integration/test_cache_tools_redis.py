@@ -41,7 +41,7 @@ def main(env):
     listed = harness.cache_cli(screen, "list").stdout.splitlines()
     check(len(listed) == 2, f"cache list: expected 2 records, got {listed}")
     for ip, line in zip((A, B), listed):
-        check(re.fullmatch(rf"{re.escape(ip)} pregreet={STAMP} dnsbl=- pipelining=- non_smtp=- bare_newline=-",
+        check(re.fullmatch(rf"{re.escape(ip)} pregreet={STAMP} dnsbl=- pipelining=- non_smtp=- bare_newline=- greylist=-",
                            line), f"cache list: unexpected line {line!r}")
     shown = harness.cache_cli(screen, "show", A).stdout
     check(re.search(rf"^  pregreet +passed, valid until {STAMP} \(\d+s left\)$", shown, re.M), f"show: {shown!r}")

@@ -82,6 +82,7 @@ TEST_CASE("test_name gives the names used in logs") {
     CHECK(test_name(Test::Pipelining) == "pipelining");
     CHECK(test_name(Test::NonSmtp) == "non_smtp");
     CHECK(test_name(Test::BareNewline) == "bare_newline");
+    CHECK(test_name(Test::Greylist) == "greylist");
 }
 
 TEST_CASE("lmdb cache: store, lookup, and the records survive a reopen") {

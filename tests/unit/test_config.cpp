@@ -621,7 +621,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     Config c;
     std::string text = print_config(c);
     std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",
-                                      "[cache]", "[tls]", "[limits]", "[smuggling]", "[log]",
+                                      "[cache]", "[tls]", "[limits]", "[greylist]", "[smuggling]", "[log]",
                                       "[stats]", "[process]"};
     size_t pos = 0;
     for (const auto& s : order) {
@@ -640,7 +640,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 66);
+    CHECK(keys == 71);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -681,6 +681,7 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "[limits]\nmax_connections = 100\nper_client_connections = 5\ncommand_time_limit = 1m\n"
                       "command_count_limit = 7\nshutdown_grace = 0\nper_client_rate = 30/60s\n"
                       "per_network_rate = 1000/1h\nnetwork_prefix = 16, 48\nrate_table_size = 5000\n"
+                      "[greylist]\nenable = on\ndelay = 90s\nretry_window = 12h\nttl = 7d\ntable_size = 2000\n"
                       "[smuggling]\nbare_lf = normalize\n"
                       "[log]\nsyslog = off\nsyslog_name = postfix/postscreen\nstderr = off\n"
                       "[process]\nuser = root\nthreads = 64\n");
@@ -701,6 +702,11 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
     CHECK(b.deep_forbidden_commands.empty());
     CHECK(b.log_stderr == false);
     CHECK(b.banner == a.banner);
+    CHECK(b.greylist_enable);
+    CHECK(b.greylist_delay == Millis(90000));
+    CHECK(b.greylist_retry_window == Millis(12LL * 3600000));
+    CHECK(b.greylist_ttl == Millis(7LL * 86400000));
+    CHECK(b.greylist_table_size == 2000);
     // Everything else compares through the printed form; only the source file differs.
     CHECK(print_config(b) == printed);
 }
@@ -783,7 +789,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 66);
+    CHECK(keys == 71);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {
@@ -864,4 +870,18 @@ TEST_CASE("config: the cache.redis keys") {
     CHECK(bad.at(5, "cache.redis_prefix").find("e.g. smtpscreen:") != std::string::npos);
     auto long_path = load(dir, "[cache]\nredis = /" + std::string(120, 'r') + "\n");
     CHECK(long_path.at(2, "cache.redis").find("longer than a unix socket path") != std::string::npos);
+}
+
+TEST_CASE("config: greylist.enable needs a deep test; the retry window must be longer than the delay") {
+    TempDir dir;
+    auto alone = load(dir, "[greylist]\nenable = on\n");
+    REQUIRE(alone.errors.size() == 1);
+    CHECK(alone.at(2, "greylist.enable").find("no deep test is") != std::string::npos);
+    CHECK(load(dir, "[deep]\nbare_newline = on\n[greylist]\nenable = on\n").errors.empty());
+    auto window = load(dir, "[greylist]\ndelay = 1h\nretry_window = 1h\n");
+    REQUIRE(window.errors.size() == 1);
+    CHECK(window.at(3, "greylist.retry_window").find("no retry could ever pass") != std::string::npos);
+    auto zero = load(dir, "[greylist]\nretry_window = 0\n");
+    CHECK_FALSE(zero.errors.empty());
+    CHECK(load(dir, "[greylist]\ndelay = 0\n").errors.empty());
 }

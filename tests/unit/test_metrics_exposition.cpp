@@ -57,6 +57,11 @@ TEST_CASE("metrics: a fresh process shows every family at zero, in the text form
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "0");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "0");
     CHECK(s.at("smtpscreen_rate_table_keys") == "0");
+    CHECK(s.at("smtpscreen_greylisted_total") == "0");
+    CHECK(s.at("smtpscreen_greylist_passed_total") == "0");
+    CHECK(s.at("smtpscreen_greylist_triplets") == "0");
+    // The greylist pass is cached like a test's, but greylisting fails no client.
+    CHECK(s.count("smtpscreen_test_failures_total{test=\"greylist\"}") == 0);
     CHECK(s.at("process_resident_memory_bytes") == "12345678");
     CHECK(s.at("process_open_fds") == "9");
     CHECK(s.count("smtpscreen_build_info{version=\"" SMTPSCREEN_VERSION "\"}") == 1);
@@ -81,7 +86,12 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     a.session_ended("rate-limit");
     a.rate_limited[static_cast<size_t>(RateScope::Client)].add();
     b.rate_limited[static_cast<size_t>(RateScope::Network)].add(2);
-    auto s = samples(format_metrics({&a, &b}, ProcessFigures{}));
+    a.greylisted.add(3);
+    b.greylisted.add();
+    b.greylist_passed.add();
+    ProcessFigures figures;
+    figures.greylist_triplets = 5;
+    auto s = samples(format_metrics({&a, &b}, figures));
     CHECK(s.at("smtpscreen_connections_total") == "7");
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"handoff\"}") == "2");
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"rejected\"}") == "1");
@@ -95,6 +105,9 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"rate-limit\"}") == "1");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "1");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "2");
+    CHECK(s.at("smtpscreen_greylisted_total") == "4");
+    CHECK(s.at("smtpscreen_greylist_passed_total") == "1");
+    CHECK(s.at("smtpscreen_greylist_triplets") == "5");
 }
 
 TEST_CASE("metrics: sessions by phase follow each session from step to step") {
