@@ -4,7 +4,7 @@ backend that is SIGKILLed and restarted in the middle; nothing is lost or duplic
 memory comes back.
 
 An asyncio load generator in this process keeps SOAK_CONCURRENCY sessions (default
-2000) in flight for SOAK_SECONDS (default 60; set it higher for a long run, e.g.
+2000) in flight for SOAK_SECONDS (default 40; set it higher for a long run, e.g.
 SOAK_SECONDS=1800 python3 tests/integration/test_soak.py). The mix:
   clean     70%  1-3 messages per session, each with a unique X-Soak-Marker header;
   pregreet  10%  talk before the banner; the enforce dialog rejects their RCPT;
@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "2000"))
 SESSION_TIMEOUT = 30.0
 ROLES = [("clean", 70), ("pregreet", 10), ("dropout", 15), ("idle", 5)]
