@@ -102,7 +102,10 @@ void ClientSession::on_connected(int status) {
             if (self == nullptr || self->step_ == Step::Done) return;
             if (nread > 0) {
                 self->heard_ = true;
-                self->replies_.feed(std::string_view(buf->base, static_cast<size_t>(nread)));
+                std::string_view bytes(buf->base, static_cast<size_t>(nread));
+                // From STARTTLS's 220 on, what the server sends is TLS records, not replies.
+                if (self->step_ == Step::Handshake) return self->on_tls_bytes(bytes);
+                self->replies_.feed(bytes);
             }
             self->on_read(nread);
         });
@@ -121,6 +124,8 @@ void ClientSession::on_connected(int status) {
         if (host_.options().hold) return arm_timer(*host_.options().hold);
         uv_timer_stop(timer_.get());  // held until run_ending()
         return;
+    case Role::Tls:
+        return begin_tls();
     default:
         step_ = Step::Greeting;
         return;
@@ -148,6 +153,10 @@ void ClientSession::on_reply(int code) {
         return send_command("EHLO " + o.helo + "\r\n");
     case Step::Ehlo:
         if (code != 250) return on_negative(code);
+        if (role_ == Role::Starttls) {
+            step_ = Step::StartTls;
+            return send_command("STARTTLS\r\n");
+        }
         step_ = Step::Mail;
         return send_command("MAIL FROM:<" + o.mail_from + ">\r\n");
     case Step::Mail:
@@ -169,6 +178,10 @@ void ClientSession::on_reply(int code) {
         return send_command("QUIT\r\n");
     case Step::Quit:
         return finish();
+    case Step::StartTls:
+        if (code != 220) return on_negative(code);
+        outcome_ = 220;
+        return begin_tls();
     case Step::Bot:
         // The greeting (or smtpscreen's "220-" followed by the backend's 220) is not the
         // answer to the bot's EHLO; the next reply is.
@@ -228,6 +241,36 @@ void ClientSession::run_ending() {
 
 void ClientSession::abort() {
     if (step_ != Step::Done) fail(ErrorKind::Timeout);
+}
+
+// ---------------------------------------------------------------- TLS
+
+void ClientSession::begin_tls() {
+    TlsSessionKeeper& kept = host_.tls_sessions();
+    tls_ = std::make_unique<TlsHandshake>(host_.tls(), host_.tls().resume() ? kept.session() : nullptr);
+    step_ = Step::Handshake;
+    on_tls_status(tls_->start());
+}
+
+void ClientSession::on_tls_bytes(std::string_view bytes) { on_tls_status(tls_->feed(bytes)); }
+
+void ClientSession::on_tls_status(TlsHandshake::Status status) {
+    if (status == TlsHandshake::Status::Failed) {
+        host_.tls().report_failure_once(tls_->failure());
+        return fail(ErrorKind::Protocol);
+    }
+    if (status == TlsHandshake::Status::Done) {
+        result_.tls_done = true;
+        result_.tls_resumed = tls_->resumed();
+        host_.tls().record_first(tls_->ssl());
+        if (host_.tls().resume()) host_.tls_sessions().keep_first(tls_->ssl());
+        // The server's last flight has been read; the client's last one (its Finished, in
+        // a resumed handshake) and a close_notify go out with this write.
+        tls_->close_notify();
+    }
+    std::string out = tls_->take_output();
+    if (!out.empty()) write_owned(std::move(out));
+    if (status == TlsHandshake::Status::Done && step_ != Step::Done) finish();
 }
 
 // ---------------------------------------------------------------- writing
@@ -332,6 +375,8 @@ void ClientSession::finish() {
         // A connect can complete in the kernel while the server never accepts it (listen
         // backlog overflow with SYN cookies): only a session the server greeted was held.
         case Role::Idle: result_.ok = held_to_end_ && heard_; break;
+        case Role::Starttls:
+        case Role::Tls: result_.ok = result_.tls_done; break;
         }
     }
     host_.session_done(*this, result_);

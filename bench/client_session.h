@@ -3,6 +3,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,6 +12,7 @@
 #include "bench/reply_parser.h"
 #include "bench/role.h"
 #include "bench/stats.h"
+#include "bench/tls_client.h"
 #include "core/uv_handle.h"
 
 namespace smtpload {
@@ -26,6 +28,8 @@ struct SessionResult {
     uint64_t latency_us = 0;  // connect start to session end
     uint64_t bytes_sent = 0;
     int source_retries = 0;
+    bool tls_done = false;     // starttls, tls: the handshake completed
+    bool tls_resumed = false;  // ... by resuming the offered session
 };
 
 // What a session needs from the event loop that runs it.
@@ -36,6 +40,9 @@ public:
     virtual std::string_view message() const = 0;
     virtual uint32_t next_source(Role role) = 0;
     virtual uv_buf_t read_buffer() = 0;
+    // starttls, tls: the run's TLS settings, and this loop's session to offer (--tls-resume).
+    virtual TlsContext& tls() = 0;
+    virtual TlsSessionKeeper& tls_sessions() = 0;
     virtual void session_connected() = 0;
     // Called exactly once per session. The host destroys the session later, never inside
     // this call: the session's own callback is still on the stack.
@@ -58,7 +65,9 @@ public:
     bool done() const { return step_ == Step::Done; }
 
 private:
-    enum class Step { Connecting, Greeting, Ehlo, Mail, Rcpt, Data, Body, Quit, AwaitClose, Bot, Holding, Done };
+    enum class Step {
+        Connecting, Greeting, Ehlo, Mail, Rcpt, Data, Body, Quit, AwaitClose, Bot, Holding, StartTls, Handshake, Done
+    };
 
     int open_and_connect(uint32_t source);
     void connect_from_next_source();
@@ -70,6 +79,9 @@ private:
     void on_write_error();
     void on_timer();
     void on_drip();
+    void begin_tls();
+    void on_tls_bytes(std::string_view bytes);
+    void on_tls_status(TlsHandshake::Status status);
 
     void send_command(std::string text);
     void write_owned(std::string text);
@@ -92,6 +104,7 @@ private:
     SessionResult result_;
     ReplyParser replies_;
     std::string drip_;  // slow role: the rest of the command being sent a byte at a time
+    std::unique_ptr<TlsHandshake> tls_;  // starttls, tls: from the handshake's start
     smtpscreen::UvHandle<uv_tcp_t> tcp_;
     smtpscreen::UvHandle<uv_timer_t> timer_;
     smtpscreen::UvHandle<uv_timer_t> drip_timer_;  // slow role only

@@ -19,7 +19,8 @@ comes first.
   --concurrency N         sessions in flight at once                [50]
   --sessions N            total sessions to start                   [10000]
   --duration D            stop starting sessions after D            [30s]
-  --mix ROLE=W,...        clean, pregreet, dnsbl, idle, slow        [clean=100]
+  --mix ROLE=W,...        clean, pregreet, dnsbl, idle, slow,       [clean=100]
+                            starttls, tls
   --message-size S        body octets for clean/dnsbl/slow (k, m)   [1k]
   --timeout D             per session, connect to end               [10s]
   --hold D                how long an idle session holds      [until the run ends]
@@ -33,7 +34,13 @@ comes first.
   --ROLE-sources LIST     source addresses for ROLE: IPs and CIDRs in 127.0.0.0/8
                             clean, slow: 127.1.0.0/16   pregreet: 127.3.0.0/16
                             dnsbl: 127.0.0.2,127.0.0.10 idle: 127.4.0.0/16
+                            starttls, tls: 127.5.0.0/16
   --helo NAME, --from ADDR, --to ADDR   the envelope the talking roles send
+  --tls-resume            starttls, tls: each thread offers the session (ticket)
+                            of its first handshake on every later one
+  --tls-ciphers LIST      OpenSSL cipher list, TLS 1.2 only
+                            [ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256]
+  --tls-groups LIST       key exchange groups offered                [X25519:P-256]
 
 Durations: 500ms, 30s, 2m, 1h. A run ends when every session has ended; sessions still
 open at --duration plus --timeout are aborted and counted as timeouts.
@@ -45,6 +52,8 @@ constexpr std::array<const char*, kRoleCount> kDefaultSources = {
     "127.0.0.2,127.0.0.10",    // dnsbl: listed in the integration tests' bl.test zone
     "127.4.0.0/16",            // idle
     "127.1.0.0/16",            // slow: a clean client, from clean addresses
+    "127.5.0.0/16",            // starttls
+    "127.5.0.0/16",            // tls
 };
 
 template <typename T>
@@ -124,6 +133,11 @@ bool apply(std::string_view name, std::string_view value, Options& o) {
         o.mix = *mix;
         return true;
     }
+    if (name == "tls-ciphers" || name == "tls-groups") {
+        if (value.empty()) return usage_error("--" + std::string(name) + " wants a list");
+        (name == "tls-ciphers" ? o.tls_ciphers : o.tls_groups) = std::string(value);
+        return true;
+    }
     if (name == "json") {
         o.json_path = std::string(value);
         return true;
@@ -187,6 +201,10 @@ ParsedOptions parse_options(int argc, char** argv) {
         }
         if (arg == "--quiet" || arg == "-q") {
             o.quiet = true;
+            continue;
+        }
+        if (arg == "--tls-resume") {
+            o.tls_resume = true;
             continue;
         }
         if (!arg.starts_with("--")) {

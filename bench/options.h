@@ -35,6 +35,10 @@ struct Options {
     std::string helo = "load.bench.test";
     std::string mail_from = "bench@load.bench.test";
     std::string rcpt_to = "sink@sink.bench.test";
+    // The starttls and tls roles (TLS 1.2 only; see bench/tls_client.h).
+    bool tls_resume = false;  // offer the loop's first session (its ticket) on every later handshake
+    std::string tls_ciphers = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256";
+    std::string tls_groups = "X25519:P-256";  // P-256 too: in TLS 1.2 it also bounds an ECDSA certificate's curve
 };
 
 struct ParsedOptions {

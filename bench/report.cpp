@@ -55,6 +55,8 @@ void json_role(std::string& out, const RoleStats& r, double elapsed_s, std::stri
         out += fmt::format("{}\"{}\": {}", i ? ", " : "", error_name(static_cast<ErrorKind>(i)), r.errors[i]);
     }
     out += "},\n";
+    out += fmt::format("{}\"tls_handshakes\": {},\n{}\"tls_resumed\": {},\n", indent, r.tls_handshakes, indent,
+                       r.tls_resumed);
     out += fmt::format("{}\"bytes_sent\": {}", indent, r.bytes_sent);
 }
 
@@ -78,7 +80,8 @@ CpuTime own_cpu_time() {
     return {seconds(ru.ru_utime), seconds(ru.ru_stime)};
 }
 
-std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu) {
+std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu,
+                         const std::optional<TlsFirstHandshake>& tls_first) {
     std::string out;
     out += fmt::format("{:<9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}  {:<22} {}\n", "role", "sessions", "ok",
                        "sessions/s", "p50 ms", "p99 ms", "max ms", "replies", "errors");
@@ -92,10 +95,17 @@ std::string format_table(const Options& options, const RunStats& stats, double e
                        "smtpload CPU {:.2f} s user + {:.2f} s sys\n",
                        options.target_text, options.concurrency, options.threads, options.mix.describe(), elapsed_s,
                        stats.source_retries, cpu.user_s, cpu.sys_s);
+    if (tls_first) {
+        const RoleStats t = stats.total();
+        out += fmt::format("TLS: {} handshakes, {} resumed; first: {} {} {}{}\n", t.tls_handshakes, t.tls_resumed,
+                           tls_first->version, tls_first->cipher, tls_first->group,
+                           options.tls_resume ? "" : " (no resumption offered)");
+    }
     return out;
 }
 
-std::string format_json(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu) {
+std::string format_json(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu,
+                        const std::optional<TlsFirstHandshake>& tls_first) {
     std::string out = "{\n";
     out += fmt::format("  \"target\": {},\n", json_string(options.target_text));
     out += fmt::format("  \"concurrency\": {},\n  \"threads\": {},\n", options.concurrency, options.threads);
@@ -104,6 +114,11 @@ std::string format_json(const Options& options, const RunStats& stats, double el
     out += fmt::format("  \"elapsed_s\": {:.3f},\n", elapsed_s);
     out += fmt::format("  \"source_retries\": {},\n", stats.source_retries);
     out += fmt::format("  \"cpu_user_s\": {:.3f},\n  \"cpu_sys_s\": {:.3f},\n", cpu.user_s, cpu.sys_s);
+    if (tls_first) {
+        out += fmt::format("  \"tls\": {{\"resume\": {}, \"version\": {}, \"cipher\": {}, \"group\": {}}},\n",
+                           options.tls_resume ? "true" : "false", json_string(tls_first->version),
+                           json_string(tls_first->cipher), json_string(tls_first->group));
+    }
     json_role(out, stats.total(), elapsed_s, "  ");
     out += ",\n  \"roles\": {";
     bool first = true;

@@ -1,9 +1,11 @@
 #pragma once
 // The end-of-run outputs: a table for people, JSON for scripts.
+#include <optional>
 #include <string>
 
 #include "bench/options.h"
 #include "bench/stats.h"
+#include "bench/tls_client.h"
 
 namespace smtpload {
 
@@ -16,7 +18,10 @@ struct CpuTime {
 CpuTime own_cpu_time();
 
 // elapsed_s: run start to the end of the last session (the rate's denominator).
-std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu);
-std::string format_json(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu);
+// tls_first: what the run's first TLS handshake negotiated (set when a role speaks TLS).
+std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu,
+                         const std::optional<TlsFirstHandshake>& tls_first);
+std::string format_json(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu,
+                        const std::optional<TlsFirstHandshake>& tls_first);
 
 }  // namespace smtpload

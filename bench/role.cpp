@@ -11,6 +11,8 @@ std::string_view role_name(Role role) {
     case Role::Dnsbl: return "dnsbl";
     case Role::Idle: return "idle";
     case Role::Slow: return "slow";
+    case Role::Starttls: return "starttls";
+    case Role::Tls: return "tls";
     }
     return "?";
 }
@@ -53,7 +55,7 @@ std::optional<Mix> Mix::parse(std::string_view text, std::string& error) {
         }
         auto role = role_from_name(name);
         if (!role) {
-            error = "unknown role \"" + std::string(name) + "\" in --mix (clean, pregreet, dnsbl, idle, slow)";
+            error = "unknown role \"" + std::string(name) + "\" in --mix (clean, pregreet, dnsbl, idle, slow, starttls, tls)";
             return std::nullopt;
         }
         m.weight_[index_of(*role)] = weight;

@@ -9,10 +9,14 @@
 
 namespace smtpload {
 
-enum class Role : uint8_t { Clean, Pregreet, Dnsbl, Idle, Slow };
-constexpr size_t kRoleCount = 5;
+// Starttls: greeting, EHLO, STARTTLS, a TLS handshake, close. Tls: a TLS handshake at once
+// (a server that speaks TLS from the first byte, such as `openssl s_server`), close.
+enum class Role : uint8_t { Clean, Pregreet, Dnsbl, Idle, Slow, Starttls, Tls };
+constexpr size_t kRoleCount = 7;
 constexpr std::array<Role, kRoleCount> kAllRoles = {Role::Clean, Role::Pregreet, Role::Dnsbl, Role::Idle,
-                                                     Role::Slow};
+                                                     Role::Slow,  Role::Starttls, Role::Tls};
+
+constexpr bool speaks_tls(Role r) { return r == Role::Starttls || r == Role::Tls; }
 
 constexpr size_t index_of(Role r) { return static_cast<size_t>(r); }
 std::string_view role_name(Role role);

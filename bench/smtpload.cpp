@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <memory>
+#include <optional>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "bench/progress.h"
 #include "bench/progress_reporter.h"
 #include "bench/report.h"
+#include "bench/tls_client.h"
 #include "bench/worker.h"
 
 namespace {
@@ -62,6 +65,16 @@ int main(int argc, char** argv) {
     const std::string message =
         talks ? build_message(options.message_size, options.mail_from, options.rcpt_to) : std::string(".\r\n");
 
+    std::unique_ptr<TlsContext> tls;
+    if (options.mix.weight(Role::Starttls) + options.mix.weight(Role::Tls) > 0) {
+        std::string error;
+        tls = TlsContext::create(options, error);
+        if (!tls) {
+            std::fprintf(stderr, "smtpload: %s\n", error.c_str());
+            return 2;
+        }
+    }
+
     Progress progress(options.sessions);
     const Clock::time_point start = Clock::now();
     std::vector<RunStats> results(static_cast<size_t>(options.threads));
@@ -70,7 +83,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < options.threads; ++i) {
         threads.emplace_back([&, i] {
             // Each loop is created, run and closed on its own thread.
-            Worker worker(i, options.threads, options, message, progress, start);
+            Worker worker(i, options.threads, options, message, progress, start, tls.get());
             worker.run();
             results[static_cast<size_t>(i)] = worker.stats();
             running.fetch_sub(1);
@@ -87,8 +100,11 @@ int main(int argc, char** argv) {
     double elapsed = stats.last_end_s > 0 ? stats.last_end_s : std::chrono::duration<double>(Clock::now() - start).count();
 
     const CpuTime cpu = own_cpu_time();
-    if (!options.quiet) std::fputs(format_table(options, stats, elapsed, cpu).c_str(), stdout);
-    if (!options.json_path.empty() && !write_file(options.json_path, format_json(options, stats, elapsed, cpu))) {
+    std::optional<TlsFirstHandshake> tls_first;
+    if (tls) tls_first = tls->first();
+    if (!options.quiet) std::fputs(format_table(options, stats, elapsed, cpu, tls_first).c_str(), stdout);
+    if (!options.json_path.empty() &&
+        !write_file(options.json_path, format_json(options, stats, elapsed, cpu, tls_first))) {
         std::fprintf(stderr, "smtpload: cannot write %s\n", options.json_path.c_str());
         return 1;
     }

@@ -69,6 +69,8 @@ void RoleStats::merge(const RoleStats& other) {
     sessions += other.sessions;
     ok += other.ok;
     bytes_sent += other.bytes_sent;
+    tls_handshakes += other.tls_handshakes;
+    tls_resumed += other.tls_resumed;
     latency.merge(other.latency);
     for (const auto& [code, n] : other.replies) replies[code] += n;
     for (size_t i = 0; i < errors.size(); ++i) errors[i] += other.errors[i];

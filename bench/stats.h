@@ -48,6 +48,8 @@ struct RoleStats {
     uint64_t sessions = 0;
     uint64_t ok = 0;  // the role's expected outcome (see README: "ok")
     uint64_t bytes_sent = 0;
+    uint64_t tls_handshakes = 0;  // completed (starttls, tls)
+    uint64_t tls_resumed = 0;     // of which the server resumed the offered session
     LatencyHistogram latency;
     std::map<int, uint64_t> replies;
     std::array<uint64_t, kErrorKinds> errors{};

@@ -12,10 +12,11 @@ constexpr auto kHardDeadlineSlack = std::chrono::seconds(1);
 }  // namespace
 
 Worker::Worker(int index, int count, const Options& options, std::string_view message, Progress& progress,
-               Clock::time_point run_start)
+               Clock::time_point run_start, TlsContext* tls)
     : options_(options),
       message_(message),
       progress_(progress),
+      tls_(tls),
       run_start_(run_start),
       deadline_(run_start + options.duration),
       hard_deadline_(run_start + options.duration + options.timeout + kHardDeadlineSlack),
@@ -153,6 +154,8 @@ void Worker::session_done(ClientSession& session, const SessionResult& result) {
     ++r.sessions;
     r.ok += result.ok ? 1 : 0;
     r.bytes_sent += result.bytes_sent;
+    r.tls_handshakes += result.tls_done ? 1 : 0;
+    r.tls_resumed += result.tls_resumed ? 1 : 0;
     ++r.replies[result.code];
     // Latency describes sessions that ran their course; errors are counted apart, so a
     // burst of 10 s timeouts shows as timeouts, not as a p99 that hides what happened.

@@ -23,8 +23,9 @@ class Worker final : public SessionHost {
 public:
     // index/count: this worker's place among the threads (its share of the concurrency
     // and of each source pool).
+    // tls: the run's shared TLS context (nullptr when no role speaks TLS).
     Worker(int index, int count, const Options& options, std::string_view message, Progress& progress,
-           Clock::time_point run_start);
+           Clock::time_point run_start, TlsContext* tls);
     ~Worker();
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
@@ -38,6 +39,8 @@ public:
     std::string_view message() const override { return message_; }
     uint32_t next_source(Role role) override { return sources_[index_of(role)].next(); }
     uv_buf_t read_buffer() override { return uv_buf_init(read_buffer_.data(), read_buffer_.size()); }
+    TlsContext& tls() override { return *tls_; }
+    TlsSessionKeeper& tls_sessions() override { return tls_sessions_; }
     void session_connected() override;
     void session_done(ClientSession& session, const SessionResult& result) override;
 
@@ -56,6 +59,8 @@ private:
     const Options& options_;
     const std::string_view message_;
     Progress& progress_;
+    TlsContext* const tls_;
+    TlsSessionKeeper tls_sessions_;
     const Clock::time_point run_start_;
     const Clock::time_point deadline_;
     const Clock::time_point hard_deadline_;
