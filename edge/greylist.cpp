@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/text.h"
+#include "edge/greylist_sender.h"
 
 namespace smtpscreen {
 
@@ -41,7 +42,7 @@ std::string greylist_triplet(const Endpoint& client, const NetworkPrefix& prefix
                              std::string_view recipient) {
     std::string key = RateKey::network(client, prefix).to_string();
     key += ':';
-    key += greylist_address(sender);
+    key += greylist_sender_key(greylist_address(sender));
     key += ':';
     key += greylist_address(recipient);
     return key;

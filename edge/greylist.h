@@ -49,6 +49,8 @@ std::string greylist_address(std::string_view address);
 // The triplet's key: "<network>:<sender>:<recipient>", the network of the client by
 // limits.network_prefix (postgrey's --lookup-by-subnet: a retry from the next
 // address of the same pool still counts), e.g. "192.0.2.0/24:a@example.org:b@example.net".
+// The sender is also rewritten as postgrey does (edge/greylist_sender.h: SRS, BATV,
+// extensions, numbers), so that "list-bounces+1234@" and "list-bounces+1235@" are one.
 std::string greylist_triplet(const Endpoint& client, const NetworkPrefix& prefix, std::string_view sender,
                              std::string_view recipient);
 
