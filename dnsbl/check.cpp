@@ -22,13 +22,13 @@ int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::strin
     return score;
 }
 
-std::string top_listed_zone(const std::vector<DnsblSite>& sites,
+std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
                             const std::map<std::string, std::vector<uint32_t>>& answers) {
     const DnsblSite* top = nullptr;
     for (const auto& site : sites) {
         if (site.weight > 0 && (!top || site.weight > top->weight) && site_matches(site, answers)) top = &site;
     }
-    return top ? top->zone : std::string();
+    return top ? std::string_view(top->zone) : std::string_view();
 }
 
 DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
@@ -45,13 +45,13 @@ DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites,
 }
 
 bool DnsblCheck::listed_for_sure(int threshold) const {
-    if (score_ < threshold) return false;
+    if (verdict_.score < threshold) return false;
     return std::none_of(sites_.begin(), sites_.end(),
                         [&](const DnsblSite& site) { return site.weight < 0 && pending_.count(site.zone); });
 }
 
 void DnsblCheck::expire() {
-    if (!pending_.empty()) any_failed_ = true;
+    if (!pending_.empty()) verdict_.any_failed = true;
     if (on_answer_) {
         for (const auto& [zone, lookup] : pending_) on_answer_(zone, DnsblReply::Status::Failed);
     }
@@ -63,12 +63,12 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
     auto it = pending_.find(zone);
     if (it == pending_.end()) return;
     // A failed lookup counts as not listed and says nothing about how long to cache.
-    if (reply.status != DnsblReply::Status::Failed) min_ttl_ = std::min(min_ttl_.value_or(reply.ttl), reply.ttl);
-    else any_failed_ = true;
+    if (reply.status != DnsblReply::Status::Failed) verdict_.min_ttl = std::min(verdict_.min_ttl.value_or(reply.ttl), reply.ttl);
+    else verdict_.any_failed = true;
     if (reply.status == DnsblReply::Status::Listed) {
         listed_[zone] = reply.addresses;
-        score_ = score_answers(sites_, listed_);
-        top_zone_ = top_listed_zone(sites_, listed_);
+        verdict_.score = score_answers(sites_, listed_);
+        verdict_.top_zone = top_listed_zone(sites_, listed_);
     }
     // Before the erase: zone may live in the subscription's callback.
     if (on_answer_) on_answer_(zone, reply.status);

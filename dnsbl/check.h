@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/address.h"
@@ -13,6 +14,16 @@
 
 namespace smtpscreen {
 
+// What the answers so far say: all a session needs once every zone has answered, so
+// that it can free the check and its lookups (docs/design.md, "Memory per connection").
+struct DnsblVerdict {
+    int score = 0;
+    // Some zone failed, timed out, never answered or was skipped: see any_failed().
+    bool any_failed = false;
+    std::optional<uint32_t> min_ttl;  // see min_ttl()
+    std::string_view top_zone;        // see top_zone(); a zone of the sites' (the Config's)
+};
+
 // Pure scoring, for DnsblCheck and its tests. answers: zone -> A records (host order)
 // of the zones that answered Listed. Each matching site adds its weight once, however
 // many of its zone's records match (postscreen applies a weight at most once).
@@ -20,7 +31,7 @@ int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::strin
 // The zone of the matching site with the highest positive weight (the first one on a
 // tie), for the reject reply; empty when no site with a positive weight matches. An
 // allowlist (negative weight) is never named as the reason for a rejection.
-std::string top_listed_zone(const std::vector<DnsblSite>& sites,
+std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
                             const std::map<std::string, std::vector<uint32_t>>& answers);
 
 class DnsblCheck {
@@ -36,35 +47,32 @@ public:
     DnsblCheck(const DnsblCheck&) = delete;
     DnsblCheck& operator=(const DnsblCheck&) = delete;
 
-    int score() const { return score_; }
+    int score() const { return verdict_.score; }
     bool complete() const { return pending_.empty(); }
     // True when the score has reached threshold and no unanswered zone carries a
     // negative weight, so no later answer can bring it back below (docs/design.md, step 5).
     bool listed_for_sure(int threshold) const;
     // The listed site with the highest (positive) weight, for the reject reply; empty when none.
-    std::string top_zone() const { return top_zone_; }
+    std::string top_zone() const { return std::string(verdict_.top_zone); }
     // Smallest TTL among the answers, seconds (for the cache); nullopt when nothing answered.
-    std::optional<uint32_t> min_ttl() const { return min_ttl_; }
+    std::optional<uint32_t> min_ttl() const { return verdict_.min_ttl; }
     // dnsbl.timeout has passed: unanswered zones count as not listed from now on.
     void expire();
     // Some zone failed, timed out, never answered or was skipped (the resolver answers a
     // skipped zone with Failed): "not listed" is then a guess, good enough to let the
     // client in now (docs/design.md, step 5) but not to remember as a pass.
-    bool any_failed() const { return any_failed_; }
+    bool any_failed() const { return verdict_.any_failed; }
+    const DnsblVerdict& verdict() const { return verdict_; }
 
 private:
     void on_reply(const std::string& zone, const DnsblReply& reply);
-
-    bool any_failed_ = false;
 
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;
     AnswerObserver on_answer_;
     std::map<std::string, DnsSubscription> pending_;       // unanswered zone -> its lookup
     std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
-    int score_ = 0;
-    std::optional<uint32_t> min_ttl_;
-    std::string top_zone_;
+    DnsblVerdict verdict_;
 };
 
 }  // namespace smtpscreen

@@ -11,16 +11,18 @@
 
 namespace smtpscreen {
 
-// Both handles live in one block, freed when the last of them is closed. `owner` is the
-// Connection while there is one; a socket closing after its flush has none, and closes
-// itself when its last write is done or resets itself at its deadline.
+// The socket and, once a flush needs one, its deadline timer; freed when the last of its
+// handles is closed. `owner` is the Connection while there is one; a socket closing
+// after its flush has none, and closes itself when its last write is done or resets
+// itself at its deadline. The timer is allocated only then: most sockets close with
+// nothing left to send, and an idle connection should cost as little as it can
+// (docs/design.md, "Memory per connection").
 struct Connection::Socket {
     uv_tcp_t tcp{};
-    uv_timer_t deadline{};
+    uv_timer_t* deadline = nullptr;
     Connection* owner = nullptr;
     ReadBuffer* buffer = nullptr;
     ResetNote on_reset;  // a socket closing after its flush: told when it is reset
-    bool deadline_ready = false;  // `deadline` initialised
     bool closing = false;
     int open_handles = 0;
 
@@ -42,11 +44,16 @@ struct Connection::Socket {
             }
         }
         uv_close(reinterpret_cast<uv_handle_t*>(&tcp), &Socket::on_closed);
-        if (deadline_ready) uv_close(reinterpret_cast<uv_handle_t*>(&deadline), &Socket::on_closed);
+        if (deadline) uv_close(reinterpret_cast<uv_handle_t*>(deadline), &Socket::on_deadline_closed);
     }
 
     static void on_closed(uv_handle_t* h) {
         Socket* s = of(h);
+        if (--s->open_handles == 0) delete s;
+    }
+    static void on_deadline_closed(uv_handle_t* h) {
+        Socket* s = of(h);
+        delete reinterpret_cast<uv_timer_t*>(h);
         if (--s->open_handles == 0) delete s;
     }
 };
@@ -192,15 +199,16 @@ void Connection::on_write(uv_write_t* req, int status) {
 }
 
 void Connection::start_deadline(Socket* s) {
-    if (!s->deadline_ready) {
-        if (uv_timer_init(s->tcp.loop, &s->deadline) != 0) return;
-        s->deadline.data = s;
-        s->deadline_ready = true;
+    if (!s->deadline) {
+        auto timer = std::make_unique<uv_timer_t>();
+        if (uv_timer_init(s->tcp.loop, timer.get()) != 0) return;
+        timer->data = s;
+        s->deadline = timer.release();
         ++s->open_handles;
     }
     // A deadline already running (a half-close, then the close) is not pushed back.
-    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&s->deadline))) return;
-    uv_timer_start(&s->deadline, &Connection::on_deadline, kFlushDeadlineMs, 0);
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(s->deadline))) return;
+    uv_timer_start(s->deadline, &Connection::on_deadline, kFlushDeadlineMs, 0);
 }
 
 void Connection::on_deadline(uv_timer_t* t) {
@@ -236,7 +244,7 @@ void Connection::on_shutdown(uv_shutdown_t* req, int status) {
     // UV_ECANCELED: the socket was closed meanwhile, and close(2) sent the FIN.
     if (s->closing || status == UV_ECANCELED) return;
     // The FIN is the kernel's now: the flush is over.
-    if (s->deadline_ready) uv_timer_stop(&s->deadline);
+    if (s->deadline) uv_timer_stop(s->deadline);
     if (status >= 0) return;
     if (Connection* self = s->owner) self->events_->on_socket_error(*self, status);
 }

@@ -201,39 +201,54 @@ void Session::on_pregreet(std::string_view bytes) {
 }
 
 void Session::on_dnsbl_update() {
+    // Every zone has answered: the verdict is all that is left to keep.
+    const bool complete = dnsbl_->complete();
+    if (complete) settle_dnsbl();
     if (phase_ == Phase::Enforce && enforced_ == Failure::Dnsbl) {
         return dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));
     }
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
-    if (config_->dnsbl_action != Action::Ignore && dnsbl_->listed_for_sure(config_->dnsbl_threshold)) {
+    if (config_->dnsbl_action != Action::Ignore &&
+        (complete ? dnsbl_listed() : dnsbl_->listed_for_sure(config_->dnsbl_threshold))) {
         return conclude_screening();
     }
-    bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && dnsbl_->complete() &&
-                       dnsbl_->score() <= config_->dnsbl_allowlist_threshold;
-    if (allowlisted || (phase_ == Phase::DnsblWait && dnsbl_->complete())) conclude_screening();
+    bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
+                       dnsbl_verdict_.score <= config_->dnsbl_allowlist_threshold;
+    if (allowlisted || (phase_ == Phase::DnsblWait && complete)) conclude_screening();
 }
 
+void Session::settle_dnsbl() {
+    dnsbl_verdict_ = dnsbl_->verdict();
+    dnsbl_.reset();
+}
+
+const DnsblVerdict& Session::dnsbl_verdict() const { return dnsbl_ ? dnsbl_->verdict() : dnsbl_verdict_; }
+
 void Session::on_greet_wait_over() {
-    if (dnsbl_ && !dnsbl_->complete()) {
+    if (dnsbl_) {
         uint64_t now = uv_now(worker_.loop());
         if (now < dnsbl_deadline_) {
             enter(Phase::DnsblWait);
             return arm_timer(Millis(dnsbl_deadline_ - now));
         }
         dnsbl_->expire();
+        settle_dnsbl();
     }
     conclude_screening();
 }
 
-bool Session::dnsbl_listed() const { return dnsbl_ && dnsbl_->score() >= config_->dnsbl_threshold; }
+bool Session::dnsbl_listed() const {
+    return !config_->dnsbl_sites.empty() && dnsbl_verdict().score >= config_->dnsbl_threshold;
+}
 
 void Session::conclude_screening() {
     uv_timer_stop(timer_.get());
-    const int score = dnsbl_ ? dnsbl_->score() : 0;
+    const int score = dnsbl_verdict().score;
     const bool listed = dnsbl_listed();
-    const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && dnsbl_ && score <= config_->dnsbl_allowlist_threshold;
+    const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && !config_->dnsbl_sites.empty() &&
+                       score <= config_->dnsbl_allowlist_threshold;
     if (listed || dnswl) worker_.events().dnsbl_rank(client_ep_, score);
     if (listed) worker_.metrics().test_failures[static_cast<size_t>(Test::Dnsbl)].add();
 
@@ -392,10 +407,10 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
     TestResults record = cached_.value_or(TestResults{});
     const int64_t now = unix_now();
     if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
-    dnsbl_ok = dnsbl_ok && dnsbl_ && !dnsbl_->any_failed();
+    dnsbl_ok = dnsbl_ok && !config_->dnsbl_sites.empty() && !dnsbl_verdict().any_failed;
     if (dnsbl_ok) {
         // The pass lasts as long as the DNS answers do, within the configured bounds.
-        int64_t ttl = dnsbl_->min_ttl().value_or(0);
+        int64_t ttl = dnsbl_verdict().min_ttl.value_or(0);
         ttl = std::clamp<int64_t>(ttl, config_->cache_dnsbl_min_ttl.count() / 1000,
                                   config_->cache_dnsbl_max_ttl.count() / 1000);
         record[Test::Dnsbl] = now + ttl;
@@ -409,7 +424,7 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
 std::string Session::reject_reply(Failure failure) const {
     switch (failure) {
     case Failure::Dnsbl: {
-        std::string zone = dnsbl_ ? dnsbl_->top_zone() : std::string();
+        std::string zone(dnsbl_verdict().top_zone);
         if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
         return replies::dnsbl_reject(client_ip_, zone);
     }
@@ -803,7 +818,10 @@ void Session::on_timer() {
     case Phase::HealthCheck: return finish("timeout");
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
-        dnsbl_->expire();
+        if (dnsbl_) {
+            dnsbl_->expire();
+            settle_dnsbl();
+        }
         return conclude_screening();
     case Phase::Enforce:
     case Phase::Deep:

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "core/uv_handle.h"
+#include "dnsbl/check.h"
 #include "dnsbl/dns_client.h"
 #include "edge/greylist.h"
 #include "proxy/accept_handshake.h"
@@ -24,7 +25,6 @@
 
 namespace smtpscreen {
 
-class DnsblCheck;
 class RelayFilter;
 class Worker;
 
@@ -63,6 +63,8 @@ private:
     void conclude_screening();
     void record_passes(bool pregreet_ok, bool dnsbl_ok);
     bool dnsbl_listed() const;
+    void settle_dnsbl();  // every zone answered or expired: keep the verdict, free the check
+    const DnsblVerdict& dnsbl_verdict() const;
     // step 7: actions
     void act_on_failure(Failure failure, Action action);
     void drop(Failure failure);
@@ -142,7 +144,8 @@ private:
     bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
     bool pregreet_seen_ = false;
     std::shared_ptr<DnsClient> resolver_;  // declared before dnsbl_ and name_lookup_, which use it
-    std::unique_ptr<DnsblCheck> dnsbl_;
+    std::unique_ptr<DnsblCheck> dnsbl_;  // while some zone is unanswered
+    DnsblVerdict dnsbl_verdict_;         // once every zone has answered (or expired)
     // XCLIENT NAME=: the verified reverse name, looked up from accept on.
     DnsSubscription name_lookup_;
     bool name_pending_ = false;

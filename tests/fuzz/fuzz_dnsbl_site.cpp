@@ -109,7 +109,7 @@ void check_scoring(const std::vector<DnsblSite>& sites, fuzz::InputRandom& rnd, 
     const int score = score_answers(sites, answers);
     FUZZ_CHECK(score == expected, "score " + std::to_string(score) + ", the weights add up to " +
                                       std::to_string(expected) + ": " + escaped(in));
-    const std::string top = top_listed_zone(sites, answers);
+    const std::string top(top_listed_zone(sites, answers));
     if (top_weight == 0) {
         FUZZ_CHECK(top.empty(), "zone " + escaped(top) + " named with no positive listing: " + escaped(in));
     } else {
