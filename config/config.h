@@ -125,6 +125,10 @@ struct Config {
     int command_count_limit = 20;
     Millis shutdown_grace{30000};
 
+    // [tarpit]
+    Millis tarpit_delay{1000};
+    int tarpit_max_connections = 1000;
+
     // [greylist]
     bool greylist_enable = false;
     Millis greylist_delay{5LL * 60000};

@@ -309,7 +309,7 @@ std::vector<ConfigKey> make_keys() {
         duration_key("greet", "wait", &Config::greet_wait, Zero::Refused,
                      "how long to watch for a client that talks before its turn"),
         action_key("greet", "action", &Config::greet_action,
-                   "for a client that talks before its turn: ignore, enforce or drop"),
+                   "for a client that talks before its turn: ignore, enforce, drop or tarpit"),
 
         // [dnsbl]
         {"dnsbl", "sites", "DNS lists, comma list of zone[=filter][*weight] (empty: no DNSBL test)",
@@ -334,7 +334,7 @@ std::vector<ConfigKey> make_keys() {
              }
          },
          [](const Config& c) { return std::to_string(c.dnsbl_allowlist_threshold); }},
-        action_key("dnsbl", "action", &Config::dnsbl_action, "for a listed client: ignore, enforce or drop"),
+        action_key("dnsbl", "action", &Config::dnsbl_action, "for a listed client: ignore, enforce, drop or tarpit"),
         duration_key("dnsbl", "timeout", &Config::dnsbl_timeout, Zero::Refused, "how long a DNSBL query may take"),
         {"dnsbl", "servers", "DNS servers, comma list of ip[:port] (empty: the system resolver)",
          [](KeyContext& c, std::string_view v) {
@@ -352,7 +352,7 @@ std::vector<ConfigKey> make_keys() {
         switch_key("deep", "bare_newline", &Config::deep_bare_newline,
                    "fail a client that ends a line with a bare LF: on or off"),
         action_key("deep", "action", &Config::deep_action,
-                   "for a client that fails a deep test: ignore, enforce or drop"),
+                   "for a client that fails a deep test: ignore, enforce, drop or tarpit"),
         {"deep", "forbidden_commands", "commands that fail the non-SMTP test, comma list",
          [](KeyContext& c, std::string_view v) {
              std::vector<std::string> words;
@@ -406,7 +406,7 @@ std::vector<ConfigKey> make_keys() {
         rules_file_key("access", "file", &Config::access_file, load_access_file,
                        "file of \"ip[/len] permit|reject\" lines, first match wins (empty: none)"),
         action_key("access", "action", &Config::access_action,
-                   "for a client that a reject rule matches: ignore, enforce or drop"),
+                   "for a client that a reject rule matches: ignore, enforce, drop or tarpit"),
 
         // [cache]
         choice_key("cache", "backend", &Config::cache_backend, kCacheBackendNames, "a cache backend",
@@ -531,6 +531,12 @@ std::vector<ConfigKey> make_keys() {
                     "during deep tests, the most commands before handoff"),
         duration_key("limits", "shutdown_grace", &Config::shutdown_grace, Zero::Allowed,
                      "how long SIGTERM lets sessions in progress go on"),
+
+        // [tarpit]
+        duration_key("tarpit", "delay", &Config::tarpit_delay, Zero::Refused,
+                     "a tarpitted client gets one byte of each reply per delay"),
+        integer_key("tarpit", "max_connections", &Config::tarpit_max_connections, 1, INT_MAX,
+                    "most clients tarpitted at once; the next one is dropped instead"),
 
         // [greylist]
         switch_key("greylist", "enable", &Config::greylist_enable,

@@ -119,6 +119,8 @@ void EventLog::disconnect(const Endpoint& client, std::string_view outcome, Mill
     log_.info("DISCONNECT {} {} after {}", client.to_string(), outcome, format_elapsed(duration));
 }
 
+void EventLog::tarpit(const Endpoint& client) { log_.info("TARPIT {}", client.to_string()); }
+
 void EventLog::tls_established(const Endpoint& client, const TlsStream& stream) {
     metrics_.tls_handshakes[static_cast<size_t>(stream.resumed() ? TlsResult::Resumed : TlsResult::Full)].add();
     log_.info("{}", postfix_tls_log_line(client, stream));

@@ -40,6 +40,8 @@ public:
     void backend_refused(const Endpoint& client, std::string_view reply);
     void proxy_header_error(const Endpoint& peer, std::string_view why);
     void disconnect(const Endpoint& client, std::string_view outcome, Millis duration);
+    // A client goes to the tarpit (edge/tarpit.h), after the line of the test it failed.
+    void tarpit(const Endpoint& client);
 
     // The client leg in TLS (docs/design.md, "TLS"), in Postfix smtpd's words where it has some.
     void tls_established(const Endpoint& client, const TlsStream& stream);

@@ -226,6 +226,13 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
              "Triplets the greylist keeps in memory now (at most greylist.table_size).");
     e.sample("smtpscreen_greylist_triplets", "", process.greylist_triplets);
 
+    e.family("smtpscreen_tarpit_connections", "gauge",
+             "Clients held in the tarpit now, every loop together (at most tarpit.max_connections).");
+    e.sample("smtpscreen_tarpit_connections", "", process.tarpitted);
+    e.family("smtpscreen_tarpit_full_total", "counter",
+             "Clients dropped (521) instead of tarpitted because tarpit.max_connections were held already.");
+    e.sample("smtpscreen_tarpit_full_total", "", sum(workers, &WorkerMetrics::tarpit_full));
+
     std::map<std::string, ZoneTotals> zones;
     for (const auto* w : workers) {
         const size_t n = w->zone_count();

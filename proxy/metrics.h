@@ -33,15 +33,15 @@ private:
 
 // The DISCONNECT outcomes, in the order the endpoint lists them; one the list does not
 // name is counted as "other".
-inline constexpr std::array<std::string_view, 18> kSessionOutcomes{
-    "handoff",     "rejected",      "dropped",      "hangup",       "quit",       "timeout",
+inline constexpr std::array<std::string_view, 19> kSessionOutcomes{
+    "handoff",     "rejected",      "dropped",      "tarpit",       "hangup",       "quit",       "timeout",
     "idle-timeout", "backend-refused", "backend-unavailable", "too-many-connections", "rate-limit",
     "tls-failed",  "tls-timeout",   "bad-message",  "proxy-refused", "proxy-error", "shutdown", "other"};
 
 // Where a session is now (docs/design.md, "The life of a connection").
-enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Count };
+enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Count };
 inline constexpr std::array<std::string_view, static_cast<size_t>(SessionPhase::Count)> kPhaseNames{
-    "proxy_header", "health_check", "cache", "greet_wait", "dnsbl_wait", "enforce", "deep", "handoff", "relay"};
+    "proxy_header", "health_check", "cache", "greet_wait", "dnsbl_wait", "enforce", "tarpit", "deep", "handoff", "relay"};
 
 // Tests a client can fail: the five of TestResults and the access list's reject.
 inline constexpr size_t kFailureKinds = kTestCount + 1;
@@ -91,6 +91,8 @@ public:
     // retries let through after greylist.delay.
     Counter greylisted;
     Counter greylist_passed;
+    // tarpit: clients dropped instead because tarpit.max_connections were held already.
+    Counter tarpit_full;
 
     void session_ended(std::string_view outcome);
     void enter_phase(SessionPhase from, SessionPhase to);
@@ -119,6 +121,7 @@ struct ProcessFigures {
     double start_time_seconds = 0;  // since the Unix epoch
     uint64_t rate_table_keys = 0;   // addresses and networks in the rate limits' table now
     uint64_t greylist_triplets = 0; // triplets in the greylist's table now
+    uint64_t tarpitted = 0;         // clients in the tarpit now (at most tarpit.max_connections)
 };
 ProcessFigures read_process_figures();
 

@@ -5,6 +5,7 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <optional>
 #include <cstring>
@@ -257,10 +258,13 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
             // CAP_NET_BIND_SERVICE is kept, so a port below 1024 still binds here.
             metrics = std::make_unique<MetricsEndpoint>(&signal_loop, *config->stats_listen,
                                                          [counted, rates = shared->rates.get(),
-                                                          greylist = shared->greylist.get()] {
+                                                          greylist = shared->greylist.get(),
+                                                          tarpit = &shared->tarpit] {
                                                              auto figures = read_process_figures();
                                                              figures.rate_table_keys = rates->keys_in_memory();
                                                              figures.greylist_triplets = greylist->entries_in_memory();
+                                                             figures.tarpitted = static_cast<uint64_t>(
+                                                                 std::max(tarpit->in_use(), 0));
                                                              return format_metrics(counted, figures);
                                                          });
         }

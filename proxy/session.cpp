@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <utility>
 
 #include "dnsbl/check.h"
 #include "edge/greylist.h"
@@ -204,7 +205,7 @@ void Session::on_dnsbl_update() {
     // Every zone has answered: the verdict is all that is left to keep.
     const bool complete = dnsbl_->complete();
     if (complete) settle_dnsbl();
-    if (phase_ == Phase::Enforce && enforced_ == Failure::Dnsbl) {
+    if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
         return dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));
     }
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
@@ -287,19 +288,33 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
     for (DialogEvent& e : events) {
         switch (e.kind) {
         case DialogEvent::Kind::Reply:
+            if (phase_ == Phase::Tarpit) {
+                stutter_->queue(e.text, uv_now(worker_.loop()));
+                break;
+            }
             client_->write(e.text);
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
             worker_.events().violation(e.test, e.text);
+            // deep.action = tarpit: the dialog enforces from now on, and what it says
+            // goes out slowly; or, with the tarpit full, the client is dropped.
+            if (phase_ == Phase::Deep && config_->deep_action == Action::Tarpit && !enter_tarpit()) {
+                client_->write(replies::crlf(replies::kDropProtocol));
+                close_client_after_flush();
+                return finish("dropped");
+            }
             break;
         case DialogEvent::Kind::Log: worker_.events().dialog(e.text); break;
         case DialogEvent::Kind::LineStarted:
-            if (!health_check_) arm_timer(config_->command_time_limit);
+            if (phase_ == Phase::Tarpit) stutter_->line_started(uv_now(worker_.loop()));
+            else if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
         case DialogEvent::Kind::Handoff: return on_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
+            // In the tarpit the session ends once the last reply is out (pace_tarpit).
+            if (phase_ == Phase::Tarpit) return stutter_->close_when_done();
             close_client_after_flush();
             return finish(e.text);
         }
@@ -313,6 +328,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
 // reply, closes a client that never takes its replies.
 void Session::feed_dialog(std::string_view bytes) {
     on_dialog_events(dialog_->feed(bytes, reply_room()));
+    if (phase_ == Phase::Tarpit) return pace_tarpit();
     pace_dialog();
 }
 
@@ -326,13 +342,17 @@ void Session::pace_dialog() {
     while (in_dialog() && dialog_->has_unhandled_lines() && !client_->output_full()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
     }
+    if (phase_ == Phase::Tarpit) return pace_tarpit();  // deep.action = tarpit took it there
     if (!in_dialog()) return;
     if (dialog_->has_unhandled_lines() || client_->output_full()) client_->stop_reading();
     else client_->start_reading();
 }
 
 // Never 0 while the output is not full, so that each feed in pace_dialog answers a line.
+// The tarpit answers one line at a time, each once the last reply is out, so that it
+// keeps one reply at most.
 size_t Session::reply_room() const {
+    if (phase_ == Phase::Tarpit) return 1;
     return client_->output_full() ? 0 : Connection::kOutputCap - client_->pending_bytes();
 }
 
@@ -435,6 +455,7 @@ std::string Session::reject_reply(Failure failure) const {
 
 void Session::act_on_failure(Failure failure, Action action) {
     if (action == Action::Drop) return drop(failure);
+    if (action == Action::Tarpit) return start_tarpit(failure);
     start_enforce(failure);
 }
 
@@ -456,6 +477,73 @@ void Session::start_enforce(Failure failure) {
                                                            tls_->server != nullptr, reject_reply(failure)));
     arm_timer(config_->command_time_limit);
     client_->start_reading();
+}
+
+// The tarpit (edge/tarpit.h; docs/design.md, "Edge defences"): OpenBSD spamd's
+// stutter. The client gets the enforce dialog (without STARTTLS), and each reply goes
+// out one byte per tarpit.delay from the session's one timer, which also keeps
+// limits.command_time_limit. While a reply is going out the client is not read: what it
+// sends waits in its socket buffers, not in ours. A full tarpit drops the client.
+void Session::start_tarpit(Failure failure) {
+    if (!enter_tarpit()) return drop(failure);
+    enforced_ = failure;
+    dialog_ = std::make_unique<SmtpDialog>(
+        enforce_options(*config_, client_ep_.to_string(), false, reject_reply(failure)));
+    stutter_->queue(replies::greeting(config_->banner), uv_now(worker_.loop()));
+    pace_tarpit();
+}
+
+bool Session::enter_tarpit() {
+    if (!worker_.tarpit().take(config_->tarpit_max_connections)) {
+        worker_.metrics().tarpit_full.add();
+        return false;
+    }
+    tarpit_slot_ = true;
+    enter(Phase::Tarpit);
+    worker_.events().tarpit(client_ep_);
+    stutter_ = std::make_unique<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
+    client_->stop_reading();
+    return true;
+}
+
+// After every change: the next line once the last reply is out, the end once the last
+// reply of a finished dialog is, and the timer for the next byte or the time limit.
+void Session::pace_tarpit() {
+    if (phase_ != Phase::Tarpit) return;
+    if (!stutter_->giving_out() && !stutter_->closing() && dialog_->has_unhandled_lines()) {
+        on_dialog_events(dialog_->feed({}, reply_room()));
+        if (phase_ != Phase::Tarpit) return;
+    }
+    if (!stutter_->giving_out() && stutter_->closing()) {
+        close_client_after_flush();
+        return finish("tarpit");
+    }
+    if (stutter_->giving_out() || stutter_->closing()) client_->stop_reading();
+    else client_->start_reading();
+    const uint64_t now = uv_now(worker_.loop());
+    const uint64_t at = stutter_->wake_at();
+    arm_timer(Millis(at > now ? at - now : 0));
+}
+
+void Session::on_tarpit_timer() {
+    // A byte the kernel did not take waits in the connection's queue: none goes on top.
+    const Stutter::Tick tick = stutter_->tick(uv_now(worker_.loop()), client_->pending_bytes() > 0);
+    if (tick.step == Stutter::Step::TimeLimit) return end_tarpit_at_time_limit();
+    if (tick.step == Stutter::Step::Byte) client_->write(std::string_view(&tick.byte, 1));
+    pace_tarpit();
+}
+
+// limits.command_time_limit ends a tarpitted session as it ends an enforced one
+// (COMMAND TIME LIMIT, 421), at once: the 421 goes whole, and what was left of a reply
+// the client did not take is not given out.
+void Session::end_tarpit_at_time_limit() {
+    if (client_->pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_->pending_bytes());
+    for (const DialogEvent& e : dialog_->time_limit_exceeded()) {
+        if (e.kind == DialogEvent::Kind::Log) worker_.events().dialog(e.text);
+        else if (e.kind == DialogEvent::Kind::Reply) client_->write(e.text);
+    }
+    close_client_after_flush();
+    finish("tarpit");
 }
 
 // ---------------------------------------------------------------- step 8: handoff and relay
@@ -682,6 +770,10 @@ void Session::on_client_eof() {
         // sent before its half-close are queued, and go out before the close.
         close_client_after_flush();
         return finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
+    case Phase::Tarpit:
+        // It is read only once its last reply is out: it is owed nothing more.
+        close_client_after_flush();
+        return finish("tarpit");
     case Phase::GreetWait:
     case Phase::DnsblWait: worker_.events().hangup(client_ep_, elapsed()); break;
     default: break;
@@ -767,6 +859,7 @@ void Session::on_client_bytes(std::string_view bytes) {
     case Phase::DnsblWait: return on_pregreet(bytes);
     case Phase::HealthCheck:
     case Phase::Enforce:
+    case Phase::Tarpit:
     case Phase::Deep: return feed_dialog(bytes);
     case Phase::Relay:
         last_activity_ = uv_now(worker_.loop());
@@ -788,7 +881,7 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
     if (phase_ == Phase::GreetWait || phase_ == Phase::DnsblWait) {
         worker_.events().hangup(client_ep_, elapsed());
     }
-    finish(phase_ == Phase::Enforce ? "rejected" : "hangup");
+    finish(phase_ == Phase::Enforce ? "rejected" : phase_ == Phase::Tarpit ? "tarpit" : "hangup");
 }
 
 void Session::on_drained(Connection& conn) {
@@ -816,6 +909,7 @@ void Session::on_timer() {
     }
     switch (phase_) {
     case Phase::HealthCheck: return finish("timeout");
+    case Phase::Tarpit: return on_tarpit_timer();
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
         if (dnsbl_) {
@@ -856,6 +950,7 @@ void Session::finish(std::string_view outcome) {
     if (handoff_) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ip_);
     admitted_ = false;
+    if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
     worker_.client_done(this);

@@ -14,6 +14,7 @@
 #include "dnsbl/check.h"
 #include "dnsbl/dns_client.h"
 #include "edge/greylist.h"
+#include "edge/tarpit.h"
 #include "proxy/accept_handshake.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
@@ -42,7 +43,7 @@ public:
     void abort(std::string_view outcome) override;
 
 private:
-    enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Deep, Handoff, Relay, Done };
+    enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Done };
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
     // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
@@ -69,6 +70,12 @@ private:
     void act_on_failure(Failure failure, Action action);
     void drop(Failure failure);
     void start_enforce(Failure failure);
+    // the tarpit (edge/tarpit.h): the enforce dialog, its replies given out slowly
+    void start_tarpit(Failure failure);
+    bool enter_tarpit();  // false: tarpit.max_connections are held already
+    void pace_tarpit();
+    void on_tarpit_timer();
+    void end_tarpit_at_time_limit();
     // step 6: deep protocol tests, then a handoff that replays the transaction
     bool deep_tests_pending() const;
     void start_deep();
@@ -153,8 +160,10 @@ private:
     std::unique_ptr<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup (rare: kept out of line)
     uint64_t dnsbl_deadline_ = 0;
 
-    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce and Phase::Deep
+    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit and Phase::Deep
     Failure enforced_ = Failure::None;
+    std::unique_ptr<Stutter> stutter_;  // Phase::Tarpit: the pace of its replies
+    bool tarpit_slot_ = false;          // one of tarpit.max_connections, given back at the end
     bool greylist_pending_ = false;  // the greylist's store has the RCPT's triplet
     bool greylist_passed_ = false;   // cache the greylist pass (renewed) at the handoff
 

@@ -17,6 +17,7 @@
 #include "dnsbl/dns_client.h"
 #include "edge/connection_rates.h"
 #include "edge/greylist.h"
+#include "edge/tarpit.h"
 #include "proxy/backend_offer.h"
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
@@ -47,6 +48,8 @@ struct SharedServices {
     // file with cache.backend = lmdb).
     std::unique_ptr<GreylistStore> greylist;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
+    // tarpit.max_connections is per process: every loop takes its slots here.
+    TarpitSlots tarpit;
 };
 
 class Worker {
@@ -83,6 +86,7 @@ public:
     GreylistStore& greylist() { return *shared_.greylist; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
+    TarpitSlots& tarpit() { return shared_.tarpit; }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
     // so smtpscreen keeps below the limit itself and answers 421 instead.

@@ -254,6 +254,7 @@ bool SmtpDialog::fail(Test test, std::string log) {
     switch (options_.action) {
     case Action::Ignore: return true;
     case Action::Enforce:
+    case Action::Tarpit:
         // From here on the client talks to the enforce action's dialog, as any client
         // that failed a test does; it keeps what the client already said, so that the
         // NOQUEUE line names its helo and sender.
@@ -261,6 +262,9 @@ bool SmtpDialog::fail(Test test, std::string log) {
             options_.mode = DialogMode::Enforce;
             options_.reject_reply = std::string(replies::kProtocolError);
         }
+        // The tarpit offers no STARTTLS: a handshake would cost it a TLS context and
+        // the CPU of one (docs/design.md, "Edge defences").
+        if (options_.action == Action::Tarpit) options_.tls_available = false;
         return true;
     case Action::Drop:
         reply(replies::kDropProtocol);

@@ -12,9 +12,11 @@
 //   HealthCheck  a load balancer's own connection (PROXY v2 LOCAL, v1 UNKNOWN): 250 to
 //            HELO/EHLO/NOOP/RSET, 221 to QUIT, 502 to every other command; nothing
 //            is logged and nothing is ever handed off.
-// The tarpit will be a mode of it too: the modes share the command table, the limits
-// and the replies (screen/replies.h) and differ only where a row's proceed step asks
-// which mode it is in (today: RCPT TO). Greylisting is no mode: the session asks its
+// The tarpit is no mode of it: a tarpitted client gets the Enforce mode (without
+// STARTTLS), and the session gives each reply out slowly (edge/tarpit.h). The modes
+// share the command table, the limits and the replies (screen/replies.h) and differ
+// only where a row's proceed step asks which mode it is in (today: RCPT TO), or
+// whether TLS is offered. Greylisting is no mode: the session asks its
 // store about the Handoff's triplet and, for a new one, has the dialog refuse that RCPT
 // instead (refuse_handoff) and carry on.
 //
@@ -24,8 +26,9 @@
 //   Violation   log text; the test failed, so no pass is cached for this session.
 //               deep.action has already been applied: `ignore` carries on, `enforce`
 //               turned the dialog into Enforce mode (every RCPT gets "550 5.5.1
-//               Protocol error" and a NOQUEUE Log event), `drop` is followed by Reply
-//               "521 5.5.1 Protocol error" and Close.
+//               Protocol error" and a NOQUEUE Log event), `tarpit` did the same and
+//               stopped offering STARTTLS (the session paces what follows), `drop` is
+//               followed by Reply "521 5.5.1 Protocol error" and Close.
 //   Log         log text (NOQUEUE reject, COMMAND COUNT LIMIT, COMMAND TIME LIMIT).
 //   LineStarted the first bytes of a command line arrived without its end: (re)start
 //               the limits.command_time_limit timer now. Also restart it after every

@@ -31,7 +31,7 @@ using Kind = DialogEvent::Kind;
 
 namespace {
 
-constexpr Action kActions[] = {Action::Ignore, Action::Enforce, Action::Drop};
+constexpr Action kActions[] = {Action::Ignore, Action::Enforce, Action::Drop, Action::Tarpit};
 
 // Bit 0: Deep; otherwise bit 1: HealthCheck, else Enforce.
 DialogOptions options_from(uint8_t pick) {
@@ -41,7 +41,7 @@ DialogOptions options_from(uint8_t pick) {
         o.pipelining = pick & 2;
         o.non_smtp = pick & 4;
         o.bare_newline = pick & 8;
-        o.action = kActions[(pick >> 4) % 3];
+        o.action = kActions[(pick >> 4) % 4];
     }
     o.tls_available = (pick & 0x40) && o.mode != DialogMode::HealthCheck;   // as health_check_options
     o.command_count_limit = (pick & 0x80) ? 3 : 20;

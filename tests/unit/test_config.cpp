@@ -284,7 +284,7 @@ TEST_CASE("config: bad booleans, enums and actions") {
                   "stderr = sometimes\n");
     CHECK(l.errors.size() == 7);
     CHECK(l.at(2, "deep.pipelining").find("(use on, off, yes, no, true or false)") != std::string::npos);
-    CHECK(l.at(3, "deep.action").find("\"reject\" is not an action (use ignore, enforce or drop)") !=
+    CHECK(l.at(3, "deep.action").find("\"reject\" is not an action (use ignore, enforce, drop or tarpit)") !=
           std::string::npos);
     CHECK(l.at(5, "listen.proxy_protocol").find("(use off, v1, v2 or auto)") != std::string::npos);
     CHECK(l.at(7, "backend.handoff").find("(use proxy-v2, proxy-v1, xclient or none)") != std::string::npos);
@@ -621,7 +621,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     Config c;
     std::string text = print_config(c);
     std::vector<std::string> order = {"[listen]", "[backend]", "[greet]", "[dnsbl]", "[deep]", "[access]",
-                                      "[cache]", "[tls]", "[limits]", "[greylist]", "[smuggling]", "[log]",
+                                      "[cache]", "[tls]", "[limits]", "[tarpit]", "[greylist]", "[smuggling]", "[log]",
                                       "[stats]", "[process]"};
     size_t pos = 0;
     for (const auto& s : order) {
@@ -640,7 +640,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 71);
+    CHECK(keys == 73);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -789,7 +789,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 71);
+    CHECK(keys == 73);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {

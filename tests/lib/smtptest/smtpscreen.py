@@ -258,9 +258,12 @@ def ini_keys(text):
 
 
 def duration_seconds(text):
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    """Seconds of an INI duration ("6s", "300ms", "5m"); 30 for what it cannot read."""
+    m = re.fullmatch(r"\s*(\d+)\s*(ms|[smhd]?)\s*", text)
     if not m:
         return 30
+    if m.group(2) == "ms":
+        return int(m.group(1)) / 1000
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
