@@ -491,6 +491,9 @@ std::vector<ConfigKey> make_keys() {
          [](const Config& c) { return c.tls_min_version; }},
         duration_key("tls", "handshake_timeout", &Config::tls_handshake_timeout, Zero::Refused,
                      "how long a TLS handshake may take"),
+        integer_key("tls", "max_pending_handshakes", &Config::tls_max_pending_handshakes, 1, 1000000,
+                    "most client TLS handshakes in progress at once; beyond it STARTTLS gets 454 and the "
+                    "session goes on in plain text"),
         switch_key("tls", "passthrough", &Config::tls_passthrough,
                    "without tls.cert: pass the backend's STARTTLS through (on) or hide it (off)"),
 

@@ -26,6 +26,7 @@ constexpr std::string_view kBlockedCommand = "XSMTPSCREEN-BLOCKED\r\n";
 constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS\r\n";
 constexpr std::string_view kStartTlsSyntax = "501 5.5.4 Syntax: STARTTLS\r\n";
 constexpr std::string_view kTlsAlreadyActive = "554 5.5.1 Error: TLS already active\r\n";
+constexpr std::string_view kTlsTemporarilyUnavailable = "454 4.7.0 TLS not available due to temporary reason\r\n";
 // smtpd's words for a command a transaction forbids (its AUTH; the deep tests' dialog says
 // the same, screen/replies.h).
 constexpr std::string_view kMailInProgress = "503 5.5.1 Error: MAIL transaction in progress\r\n";
@@ -311,10 +312,11 @@ bool CommandPairing::emit_local_replies(std::string& to_client) {
         Awaits awaits = awaiting_.front();
         if (awaits == Awaits::LocalStartTls) {
             awaiting_.pop_front();
-            if (in_transaction_) {
+            const bool busy = in_transaction_;
+            if (busy || (options_.take_tls_slot && !options_.take_tls_slot())) {
                 // Refused (see the top of command_pairing.h): what the client sent after
                 // it is commands again. Nothing was taken in behind it, so nothing is owed.
-                to_client.append(kMailInProgress);
+                to_client.append(busy ? kMailInProgress : kTlsTemporarilyUnavailable);
                 phase_ = Phase::Command;
                 release = !held_.empty();
                 continue;

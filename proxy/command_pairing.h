@@ -29,7 +29,8 @@
 // reaches the backend; it is answered here ("220 2.0.0 Ready to start TLS", or "501 5.5.4
 // Syntax: STARTTLS" to one with an argument, "554 5.5.1 Error: TLS already active" to one
 // inside TLS, "503 5.5.1 Error: MAIL transaction in progress" to one inside a mail
-// transaction), in the order of the client's commands: after every reply owed for the
+// transaction, "454 4.7.0 TLS not available due to temporary reason" when
+// take_tls_slot says no: tls.max_pending_handshakes), in the order of the client's commands: after every reply owed for the
 // commands sent before it. Until then the client's later bytes are held; after the 220
 // they are discarded, after a refusal they are commands again.
 //
@@ -41,10 +42,12 @@
 // it), and an RSET to the backend right after the handshake (tls_established), whose
 // reply is the pairing's own and never reaches the client.
 //
-// Pure: bytes in, bytes out; no I/O, no clock, no global state.
+// Pure: bytes in, bytes out; no I/O, no clock, no global state (take_tls_slot asks the
+// session).
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -61,6 +64,9 @@ public:
                                            // start (the deep tests' replayed MAIL it accepted)
         size_t max_line = kMaxCommandLine;  // longest command line forwarded, its LF included
                                             // (at least 64)
+        // With terminate_starttls: asked right before our 220; false refuses with 454
+        // instead. Unset: always yes.
+        std::function<bool()> take_tls_slot;
     };
 
     // RFC 4954 §4 makes servers take SASL responses (client lines in the command phase) of

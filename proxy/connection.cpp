@@ -1,5 +1,6 @@
 #include "proxy/connection.h"
 
+#include "proxy/handshake_step.h"
 #include "proxy/tls_stream.h"
 
 #include <sys/socket.h>
@@ -82,7 +83,11 @@ Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& ev
     socket_ = s;
 }
 
-Connection::~Connection() { close(); }
+Connection::~Connection() {
+    // A handshake step still on the pool keeps the stream, and frees it when it returns.
+    if (step_) step_->abandon();
+    close();
+}
 
 uv_tcp_t* Connection::tcp() const { return &socket_->tcp; }
 uv_stream_t* Connection::stream() const { return reinterpret_cast<uv_stream_t*>(&socket_->tcp); }
@@ -149,6 +154,10 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void Connection::write(std::string_view bytes) {
     if (!socket_ || bytes.empty() || write_shut_) return;
     if (!tls_) return write_wire(bytes);  // the bulk path: no copy
+    if (step_) {
+        held_.append(bytes);
+        return;
+    }
     if (tls_->handshake_done()) return write_wire(tls_->encrypt(bytes));
     if (!tls_->failed()) held_.append(bytes);
 }
@@ -272,35 +281,63 @@ void Connection::close() {
 void Connection::start_tls(std::unique_ptr<TlsStream> stream) {
     if (!socket_ || tls_) return;
     tls_ = std::move(stream);
-    advance_handshake();
+    // The first step has no peer bytes to work on: at most a ClientHello to write (the
+    // backend leg), no public-key operation. It runs here.
+    const TlsStream::Handshake step = tls_->handshake();
+    handshake_step_done(step);
 }
 
-bool Connection::tls_handshaking() const { return tls_ && !tls_->handshake_done() && !tls_->failed(); }
+bool Connection::tls_handshaking() const {
+    return tls_ && (step_ != nullptr || (!tls_->handshake_done() && !tls_->failed()));
+}
 
 // The pattern of proxy/tls_stream.h: feed, advance, read, and after every step put what
 // the stream made (handshake messages, alerts) on the wire. An event may close the
 // socket or hand the connection to another owner: each step looks again.
 void Connection::read_tls(std::string_view ciphertext) {
+    if (step_) {
+        // The stream is the pool thread's: keep the bytes for when the step returns. Past
+        // the stream's own bound, stop reading; feeding the backlog then fails the same way
+        // feeding the stream directly would have.
+        backlog_.append(ciphertext);
+        if (backlog_.size() > TlsStream::kMaxCiphertextIn) stop_reading();
+        return;
+    }
     if (!tls_->feed_ciphertext(ciphertext)) return tls_failed(TlsFailure::Overflow);
-    if (!tls_->handshake_done() && !advance_handshake()) return;
+    if (!tls_->handshake_done()) return run_handshake_step();
     read_tls_records();
 }
 
-// True once the handshake is done and the socket still open.
-bool Connection::advance_handshake() {
-    TlsStream::Handshake step = tls_->handshake();
-    flush_tls();  // the alert, on failure
-    if (step == TlsStream::Handshake::Failed) {
-        tls_failed(TlsFailure::Handshake);
-        return false;
-    }
-    if (step == TlsStream::Handshake::NeedMore) return false;
-    if (!held_.empty()) write_wire(tls_->encrypt(std::exchange(held_, {})));
-    events_->on_tls_ready(*this);
-    return socket_ != nullptr;
+void Connection::run_handshake_step() {
+    step_ = HandshakeStep::start(socket_->tcp.loop, tls_, [this](TlsStream::Handshake result) {
+        step_ = nullptr;
+        if (socket_) handshake_step_done(result);
+    });
+    // libuv refuses work only for a bad argument; the step is then run right here.
+    if (!step_) handshake_step_done(tls_->handshake());
 }
 
-// A resumed client's EHLO can arrive with its Finished: read right after the handshake.
+// The stream is the loop's again: what the step made goes on the wire, then the bytes
+// read meanwhile go to the stream.
+void Connection::handshake_step_done(TlsStream::Handshake step) {
+    flush_tls();  // the handshake's messages, or the alert on failure
+    if (step == TlsStream::Handshake::Failed) {
+        backlog_.clear();
+        return tls_failed(TlsFailure::Handshake);
+    }
+    if (!backlog_.empty()) {
+        // Past the bound (reading stopped then), the feed fails: an Overflow as ever.
+        const std::string bytes = std::exchange(backlog_, {});
+        if (!tls_->feed_ciphertext(bytes)) return tls_failed(TlsFailure::Overflow);
+        if (step == TlsStream::Handshake::NeedMore) return run_handshake_step();
+    }
+    if (step == TlsStream::Handshake::NeedMore) return;
+    if (!held_.empty()) write_wire(tls_->encrypt(std::exchange(held_, {})));
+    events_->on_tls_ready(*this);
+    // A resumed client's EHLO can arrive with its Finished, or in the backlog.
+    if (socket_) read_tls_records();
+}
+
 void Connection::read_tls_records() {
     std::string plaintext;
     const bool open = tls_->read_plaintext(plaintext);
@@ -326,7 +363,7 @@ void Connection::flush_tls() {
 // Each TLS leg ends with a close_notify (RFC 5246 §7.2.1) so that the peer can tell a
 // complete session from a truncated one. A stream not (or no longer) open sends none.
 void Connection::send_close_notify() {
-    if (!tls_ || !tls_->handshake_done()) return;
+    if (!tls_ || step_ || !tls_->handshake_done()) return;
     tls_->close_notify();
     flush_tls();
 }

@@ -10,7 +10,8 @@
 // connection moves the ciphertext between the socket and its TlsStream itself, and
 // whoever owns it reads and writes plaintext only, as before the handshake. The peer's
 // close_notify is that leg's half-close (on_peer_eof); a graceful close or half-close
-// sends ours first.
+// sends ours first. Each handshake step that consumes the peer's bytes runs on libuv's
+// thread pool (proxy/handshake_step.h); the bytes read meanwhile wait here.
 #include <uv.h>
 
 #include <array>
@@ -23,6 +24,7 @@
 #include <string_view>
 
 #include "core/address.h"
+#include "proxy/tls_stream.h"
 
 namespace smtpscreen {
 
@@ -34,7 +36,7 @@ struct ReadBuffer {
 };
 
 class Connection;
-class TlsStream;
+class HandshakeStep;
 
 // Why a TLS leg failed; the stream's error() says how (Connection::tls()).
 enum class TlsFailure {
@@ -126,7 +128,8 @@ public:
     // call). The handshake ends with on_tls_ready or on_tls_failed.
     void start_tls(std::unique_ptr<TlsStream> stream);
     // The leg's stream once start_tls() was called (its version and cipher for the log,
-    // error() after on_tls_failed), null before.
+    // error() after on_tls_failed), null before. While a handshake step runs on the pool
+    // (tls_handshaking() is true) the stream is not to be read: compare it with null only.
     const TlsStream* tls() const { return tls_.get(); }
     bool tls_handshaking() const;
 
@@ -151,7 +154,8 @@ private:
     void queue_write(std::string_view bytes);
     // TLS: ciphertext read, the handshake's next step, decrypted records, our goodbye.
     void read_tls(std::string_view ciphertext);
-    bool advance_handshake();
+    void run_handshake_step();
+    void handshake_step_done(TlsStream::Handshake result);
     void read_tls_records();
     void flush_tls();
     void send_close_notify();
@@ -161,7 +165,11 @@ private:
     ReadBuffer& buffer_;
     ConnectionEvents* events_;
     size_t pending_bytes_ = 0;
-    std::unique_ptr<TlsStream> tls_;
+    // Shared with the handshake step on the pool, which keeps the stream alive when this
+    // connection goes away while the step runs.
+    std::shared_ptr<TlsStream> tls_;
+    HandshakeStep* step_ = nullptr;  // the step on the pool; the stream is its thread's
+    std::string backlog_;            // ciphertext read while a step runs
     std::string held_;  // plaintext written while the handshake runs
     bool reading_ = false;
     bool peer_eof_ = false;

@@ -140,6 +140,11 @@ void EventLog::tls_handshake_timeout(const Endpoint& client) {
     log_.warn("TLS handshake timeout for {} (tls.handshake_timeout)", client.to_string());
 }
 
+void EventLog::tls_handshakes_busy(const Endpoint& client, int limit) {
+    log_.warn("TLS not started for {}: {} handshakes in progress (tls.max_pending_handshakes); answered 454",
+              client.to_string(), limit);
+}
+
 void EventLog::tls_error(const Endpoint& client, std::string_view why, bool in_handshake) {
     if (in_handshake) metrics_.tls_handshakes[static_cast<size_t>(TlsResult::Failed)].add();
     log_.warn("TLS from {}: {}", client.to_string(), why);

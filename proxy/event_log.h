@@ -48,6 +48,8 @@ public:
     void tls_start_failed(const Endpoint& client, std::string_view why);
     void tls_handshake_failed(const Endpoint& client, std::string_view why);
     void tls_handshake_timeout(const Endpoint& client);
+    // A STARTTLS answered 454: `limit` handshakes were in progress.
+    void tls_handshakes_busy(const Endpoint& client, int limit);
     // in_handshake: the failure ends a handshake (counted as a failed one).
     void tls_error(const Endpoint& client, std::string_view why, bool in_handshake);
     // Bytes a client pipelined behind its STARTTLS (CVE-2011-0411): thrown away.

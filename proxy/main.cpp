@@ -2,8 +2,10 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <iterator>
@@ -93,6 +95,17 @@ int from_postconf() {
     return std::ferror(stdout) != 0 ? 1 : 0;
 }
 
+// TLS handshake steps run on libuv's thread pool (docs/design.md, "TLS"), which libuv
+// sizes at 4 threads when it first queues work. One thread per CPU lets a bigger machine
+// use all its cores for handshakes; an administrator's UV_THREADPOOL_SIZE is kept. Set
+// before any thread exists, as setenv(3) must be.
+void size_thread_pool() {
+    if (std::getenv("UV_THREADPOOL_SIZE")) return;
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    const long threads = std::clamp(cpus, 4L, 1024L);  // libuv's own bounds
+    ::setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), 0);
+}
+
 int usage_error(const char* what) {
     std::fprintf(stderr, "smtpscreen: %s\n%s", what, kUsage);
     return 2;
@@ -163,6 +176,7 @@ int main(int argc, char** argv) {
         return 0;
     }
 
+    size_thread_pool();
     // smtpscreen always runs in the foreground (under systemd or a supervisor), so stderr
     // logging defaults to on, except into the journal that syslog already reaches.
     smtpscreen::Logger log(config->log_syslog, config->log_syslog_name,

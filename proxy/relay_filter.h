@@ -49,6 +49,7 @@
 // bytes wait.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -70,6 +71,7 @@ public:
                                            // another gets 554
         bool in_transaction = false;       // the backend accepted the deep tests' replayed MAIL:
                                            // a STARTTLS gets 503 until the transaction ends
+        std::function<bool()> take_tls_slot;  // with terminate_starttls: see CommandPairing::Options
         size_t max_command_line = CommandPairing::kMaxCommandLine;   // longest command line forwarded,
                                        // its line end included; a longer one is answered
                                        // "500 5.5.2 Line too long" and dropped (see

@@ -279,7 +279,7 @@ void Session::start_deep() {
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
     dialog_ = std::make_unique<SmtpDialog>(
-        deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr));
+        with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)));
     arm_timer(config_->command_time_limit);
     client_->start_reading();
 }
@@ -473,8 +473,8 @@ void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
     client_->write(replies::greeting(config_->banner));
-    dialog_ = std::make_unique<SmtpDialog>(enforce_options(*config_, client_ep_.to_string(),
-                                                           tls_->server != nullptr, reject_reply(failure)));
+    dialog_ = std::make_unique<SmtpDialog>(with_tls_slot(
+        enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
     arm_timer(config_->command_time_limit);
     client_->start_reading();
 }
@@ -646,6 +646,7 @@ void Session::start_relay() {
     options.terminate_starttls = tls_->server != nullptr;
     options.tls_already_active = client_->tls() != nullptr;
     options.in_transaction = handoff_->transaction_open();
+    options.take_tls_slot = [this] { return take_tls_slot(); };
     relay_ = std::make_unique<RelayFilter>(options);
     last_activity_ = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
@@ -801,6 +802,19 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
 
 // The connection does the handshake and the records (docs/design.md, "Transport"); the
 // session starts it, bounds it with tls.handshake_timeout, and goes on in plaintext.
+// Asked by the dialog or the relay right before our 220 to a STARTTLS. A refusal is
+// logged with the bound's name, so that an admin who sees 454s knows which key to raise.
+bool Session::take_tls_slot() {
+    tls_slot_ = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
+    if (!tls_slot_) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
+    return static_cast<bool>(tls_slot_);
+}
+
+DialogOptions Session::with_tls_slot(DialogOptions options) {
+    options.take_tls_slot = [this] { return take_tls_slot(); };
+    return options;
+}
+
 void Session::start_client_tls() {
     std::string error;
     auto stream = TlsStream::server(tls_->server, &error);
@@ -814,6 +828,7 @@ void Session::start_client_tls() {
 }
 
 void Session::on_tls_ready(Connection& conn) {
+    if (&conn == client_.get()) tls_slot_.reset();
     if (phase_ == Phase::Done || &conn != client_.get()) return;
     worker_.events().tls_established(client_ep_, *client_->tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
@@ -833,6 +848,7 @@ void Session::on_tls_ready(Connection& conn) {
 }
 
 void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
+    if (&conn == client_.get()) tls_slot_.reset();
     if (phase_ == Phase::Done) return;
     const std::string& error = conn.tls()->error();
     if (&conn != client_.get()) {  // the backend leg, in the relay: the handoff did its handshake

@@ -18,6 +18,7 @@
 #include "proxy/accept_handshake.h"
 #include "proxy/backend_handoff.h"
 #include "proxy/connection.h"
+#include "proxy/handshake_slots.h"
 #include "proxy/live_client.h"
 #include "proxy/tls_config.h"
 #include "screen/access_list.h"
@@ -93,6 +94,8 @@ private:
     // the session reads and writes plaintext only
     void on_client_bytes(std::string_view bytes);
     void start_client_tls();
+    bool take_tls_slot();
+    DialogOptions with_tls_slot(DialogOptions options);
     // step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
     void start_name_lookup();
@@ -161,6 +164,8 @@ private:
     uint64_t dnsbl_deadline_ = 0;
 
     std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit and Phase::Deep
+    // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
+    HandshakeSlots::Slot tls_slot_;
     Failure enforced_ = Failure::None;
     std::unique_ptr<Stutter> stutter_;  // Phase::Tarpit: the pace of its replies
     bool tarpit_slot_ = false;          // one of tarpit.max_connections, given back at the end

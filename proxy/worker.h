@@ -22,6 +22,7 @@
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
+#include "proxy/handshake_slots.h"
 #include "proxy/metrics.h"
 #include "proxy/live_client.h"
 #include "proxy/tls_config.h"
@@ -50,6 +51,7 @@ struct SharedServices {
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
     // tarpit.max_connections is per process: every loop takes its slots here.
     TarpitSlots tarpit;
+    HandshakeSlots tls_handshakes;     // tls.max_pending_handshakes, all threads
 };
 
 class Worker {
@@ -87,6 +89,7 @@ public:
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     TarpitSlots& tarpit() { return shared_.tarpit; }
+    HandshakeSlots& tls_handshakes() { return shared_.tls_handshakes; }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
     // so smtpscreen keeps below the limit itself and answers 421 instead.

@@ -81,6 +81,8 @@ inline constexpr std::string_view kSenderOk = "250 2.1.0 Ok";
 // so a client's transcript names one server from banner to goodbye.
 inline std::string bye(std::string_view hostname) { return "221 2.0.0 " + std::string(hostname) + " Bye"; }
 inline constexpr std::string_view kReadyToStartTls = "220 2.0.0 Ready to start TLS";
+// tls.max_pending_handshakes reached: the client may go on in plain text or come back.
+inline constexpr std::string_view kTlsTemporarilyUnavailable = "454 4.7.0 TLS not available due to temporary reason";
 
 inline std::string helo_syntax(std::string_view verb) { return "501 Syntax: " + std::string(verb) + " hostname"; }
 inline constexpr std::string_view kSendHeloFirst = "503 5.5.1 Error: send HELO/EHLO first";

@@ -391,6 +391,7 @@ void SmtpDialog::proceed_ehlo(const SmtpCommand& cmd, std::string_view) {
 }
 
 void SmtpDialog::proceed_starttls(const SmtpCommand&, std::string_view) {
+    if (options_.take_tls_slot && !options_.take_tls_slot()) return reply(replies::kTlsTemporarilyUnavailable);
     reply(replies::kReadyToStartTls);
     state_ = State::AwaitingTls;
     emit(DialogEvent::Kind::StartTls, {});

@@ -54,6 +54,7 @@
 // after that many, whatever it failed.
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,6 +80,9 @@ struct DialogOptions {
     std::string hostname;          // greet.hostname: in the EHLO/HELO, 221 and 421 replies
     std::string client;            // "[ip]:port", in log lines
     bool tls_available = false;    // tls.cert and tls.key are set: offer STARTTLS
+    // Asked at each STARTTLS the dialog accepts, before the 220: false answers 454 4.7.0
+    // (tls.max_pending_handshakes) and the dialog goes on in plain text. Unset: always.
+    std::function<bool()> take_tls_slot;
     // The EHLO reply's keyword lines (deep.ehlo_keywords, as the session resolved it).
     std::vector<std::string> ehlo_keywords = postscreen_ehlo_keywords();
     // Enforce: the answer to every RCPT TO, without CRLF, e.g. "550 5.7.1 Service

@@ -569,3 +569,26 @@ TEST_CASE("pipelining: a line kept for want of reply room is answered later, and
     CHECK(texts(events, Kind::Reply) == std::vector<std::string>{"503 5.5.1 Error: need MAIL command\r\n"});
     CHECK_FALSE(d.has_unhandled_lines());
 }
+
+TEST_CASE("STARTTLS: no handshake slot free (tls.max_pending_handshakes): 454, the dialog goes on in clear") {
+    DialogOptions o = all_tests();
+    o.tls_available = true;
+    bool free_slot = false;
+    o.take_tls_slot = [&] { return free_slot; };
+    SmtpDialog d(o);
+    d.feed("EHLO c.example\r\n");
+    auto events = d.feed("STARTTLS\r\n");
+    CHECK(kinds(events) == std::vector<Kind>{Kind::Reply});
+    CHECK(events[0].text == "454 4.7.0 TLS not available due to temporary reason\r\n");
+    // Still in clear, the transaction goes on and is handed off without TLS.
+    d.feed("MAIL FROM:<a@example.org>\r\n");
+    events = d.feed("RCPT TO:<b@example.net>\r\n");
+    const DialogEvent* handoff = find(events, Kind::Handoff);
+    REQUIRE(handoff);
+    CHECK_FALSE(handoff->tx.tls);
+
+    free_slot = true;
+    SmtpDialog again(o);
+    again.feed("EHLO c.example\r\n");
+    CHECK(kinds(again.feed("STARTTLS\r\n")) == std::vector<Kind>{Kind::Reply, Kind::StartTls});
+}

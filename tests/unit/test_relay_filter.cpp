@@ -1661,3 +1661,45 @@ TEST_CASE("relay: a QUIT that gets no 221 does not end the dialogue, and its rep
     relay.backend("221 2.0.0 Bye\r\n");
     CHECK(relay.filter.quit_answered());
 }
+
+// docs/design.md, "TLS": tls.max_pending_handshakes. The session's take_tls_slot says
+// whether a handshake may start; when it may not, the client hears 454 and goes on in clear.
+TEST_CASE("terminate_starttls: no handshake slot free: 454, and the session goes on in clear") {
+    RelayFilter::Options o = terminate_tls();
+    int asked = 0;
+    bool free_slot = false;
+    o.take_tls_slot = [&] {
+        ++asked;
+        return free_slot;
+    };
+    Relay relay(o);
+    const std::string to_backend = relay.client("STARTTLS\r\nNOOP\r\n");
+    CHECK(relay.take_replies() == "454 4.7.0 TLS not available due to temporary reason\r\n");
+    CHECK(asked == 1);
+    CHECK_FALSE(relay.filter.start_tls_now());
+    // What the client pipelined behind it is commands again, not thrown away.
+    CHECK(to_backend + relay.take_released() == "NOOP\r\n");
+    CHECK(relay.filter.discarded_after_starttls() == 0);
+    CHECK(relay.backend("250 2.0.0 Ok\r\n") == "250 2.0.0 Ok\r\n");
+    free_slot = true;
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kReady);
+    CHECK(asked == 2);
+    CHECK(relay.filter.start_tls_now());
+}
+
+TEST_CASE("terminate_starttls: inside a transaction the 503 comes first and no slot is taken") {
+    RelayFilter::Options o = terminate_tls();
+    int asked = 0;
+    o.take_tls_slot = [&] {
+        ++asked;
+        return true;
+    };
+    Relay relay(o);
+    relay.client("MAIL FROM:<a@example.org>\r\n");
+    relay.backend("250 2.1.0 Ok\r\n");
+    relay.take_replies();
+    CHECK(relay.client("STARTTLS\r\n").empty());
+    CHECK(relay.take_replies() == kInTransaction);
+    CHECK(asked == 0);
+}

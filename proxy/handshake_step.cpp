@@ -1,0 +1,36 @@
+#include "proxy/handshake_step.h"
+
+#include <utility>
+
+namespace smtpscreen {
+
+HandshakeStep* HandshakeStep::start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, Done done) {
+    auto* step = new HandshakeStep(std::move(stream), std::move(done));
+    step->req_.data = step;
+    if (uv_queue_work(loop, &step->req_, &HandshakeStep::work, &HandshakeStep::after_work) != 0) {
+        delete step;
+        return nullptr;
+    }
+    return step;
+}
+
+// On a pool thread: the stream is this thread's alone until after_work.
+void HandshakeStep::work(uv_work_t* req) {
+    auto* step = static_cast<HandshakeStep*>(req->data);
+    step->result_ = step->stream_->handshake();
+}
+
+// Back on the loop thread. status is UV_ECANCELED only for a uv_cancel, which nothing
+// calls; the result is whatever the step reached either way.
+void HandshakeStep::after_work(uv_work_t* req, int) {
+    std::unique_ptr<HandshakeStep> step(static_cast<HandshakeStep*>(req->data));
+    if (step->done_) {
+        Done done = std::move(step->done_);
+        const TlsStream::Handshake result = step->result_;
+        step.reset();  // the owner's stream pointer keeps the stream
+        done(result);
+    }
+    // Abandoned: the last reference to the stream goes here, on the loop thread.
+}
+
+}  // namespace smtpscreen

@@ -1,0 +1,51 @@
+#pragma once
+// One step of a TLS handshake (TlsStream::handshake()) run on libuv's thread pool, so
+// that the private-key operation and the ECDHE of a full handshake (about 5 ms of CPU
+// with mbedTLS 2.28 and RSA-2048) never stall the event loop that asked for it, and
+// every core does handshakes even with process.threads = 1 (docs/design.md, "TLS").
+//
+// While the step runs, the stream is the pool thread's: the loop does not touch it (no
+// feed, no take, not even a const look), which is the only rule mbedTLS needs for one
+// mbedtls_ssl_context (the shared configuration, RNG and ticket keys lock themselves:
+// proxy/tls_context.h). The stream's BIO is its own in-memory buffers, so the pool
+// thread never touches a socket. When the step returns, `done` is called on the loop
+// thread with the result.
+//
+// The owner may go away while the step runs (a timeout, a client that hung up): it
+// calls abandon(), and the stream is freed on the loop thread after the step returns,
+// never under the pool thread's feet.
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+
+#include "proxy/tls_stream.h"
+
+namespace smtpscreen {
+
+class HandshakeStep {
+public:
+    using Done = std::function<void(TlsStream::Handshake)>;
+
+    // Queues stream->handshake() on the pool of `loop`. Returns the step, owned by
+    // itself until `done` has been called (or, abandoned, until the pool returns); or
+    // nullptr when libuv refused the work (then nothing was queued, and the caller runs
+    // the step itself).
+    static HandshakeStep* start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, Done done);
+
+    // The owner is gone: `done` is never called, and the step frees the stream once the
+    // pool has returned it. The pointer is not to be used after this.
+    void abandon() { done_ = nullptr; }
+
+private:
+    HandshakeStep(std::shared_ptr<TlsStream> stream, Done done) : stream_(std::move(stream)), done_(std::move(done)) {}
+    static void work(uv_work_t* req);
+    static void after_work(uv_work_t* req, int status);
+
+    uv_work_t req_{};
+    std::shared_ptr<TlsStream> stream_;
+    Done done_;
+    TlsStream::Handshake result_ = TlsStream::Handshake::NeedMore;
+};
+
+}  // namespace smtpscreen
