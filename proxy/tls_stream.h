@@ -35,8 +35,10 @@
 // bounded by kMaxCiphertextIn and empty between reads when the caller follows the
 // pattern above, and ciphertext-out, which holds only what the caller has not taken.
 //
-// Not thread-safe; one stream belongs to one loop thread. Not movable: mbedTLS keeps a
-// pointer to it for the BIO callbacks; hold it in a std::unique_ptr.
+// Not thread-safe: one thread at a time, the loop's, or the pool thread that runs one
+// handshake() for it (proxy/handshake_step.h); the BIO is the in_/out_ buffers, never a
+// socket, so handshake() may run anywhere. Not movable: mbedTLS keeps a pointer to it for
+// the BIO callbacks; hold it in a smart pointer.
 #include <mbedtls/ssl.h>
 
 #include <cstddef>
