@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/redis_greylist.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
 
@@ -128,8 +129,8 @@ private:
     }
 
     // Every client's key with the prefix, sorted (SCAN may return a key twice, in any
-    // order). The rate counts share the prefix and are no records: listing, removing one
-    // or all records leaves them alone.
+    // order). The rate counts and greylisting's triplets share the prefix and are no
+    // records: listing, removing one or all records leaves them alone.
     std::set<std::string> keys() {
         std::set<std::string> out;
         std::string cursor = "0";
@@ -143,7 +144,10 @@ private:
             const redisReply& batch = *reply->element[1];
             for (size_t i = 0; i < batch.elements; ++i) {
                 const std::string_view key = text_of(*batch.element[i]);
-                if (key.substr(prefix_.size(), kRedisRateInfix.size()) != kRedisRateInfix) out.emplace(key);
+                const std::string_view rest = key.substr(prefix_.size());
+                if (rest.substr(0, kRedisRateInfix.size()) == kRedisRateInfix) continue;
+                if (rest.substr(0, kRedisGreylistInfix.size()) == kRedisGreylistInfix) continue;
+                out.emplace(key);
             }
         } while (cursor != "0");
         return out;

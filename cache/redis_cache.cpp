@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/redis_greylist.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
 
@@ -129,6 +130,10 @@ void RedisLoopCache::request(const std::vector<RedisCommand>& commands, ReplyDon
 
 std::unique_ptr<ConnectionRates> RedisLoopCache::loop_rates(ConnectionRates& fallback) {
     return std::make_unique<RedisConnectionRates>(*this, fallback);
+}
+
+std::unique_ptr<GreylistStore> RedisLoopCache::loop_greylist() {
+    return std::make_unique<RedisGreylist>(*this);
 }
 
 void RedisLoopCache::on_reply(uint64_t id, const redisReply& reply) {

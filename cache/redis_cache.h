@@ -15,8 +15,9 @@
 // so a Redis that falls behind never makes anything queue without bound.
 //
 // The same connection carries the connection rate counts of limits.per_client_rate and
-// limits.per_network_rate (cache/redis_rates.h), so that the instances sharing the
-// cache count each client together: request() sends any transaction on it, with the
+// limits.per_network_rate (cache/redis_rates.h) and greylisting's triplets
+// (cache/redis_greylist.h), so that the instances sharing the cache count each client
+// and greylist each triplet together: request() sends any transaction on it, with the
 // same deadline and outage handling.
 #include <uv.h>
 
@@ -60,6 +61,8 @@ public:
     // The rate counts on this loop go through this connection (cache/redis_rates.h),
     // falling back to `fallback` (this process's table) when Redis cannot answer.
     std::unique_ptr<ConnectionRates> loop_rates(ConnectionRates& fallback) override;
+    // Greylisting's triplets on this loop go through this connection too.
+    std::unique_ptr<GreylistStore> loop_greylist() override;
 
     // Sends `commands` pipelined and hands the reply to the last one to `done`, within
     // cache.redis_timeout; nullptr when there is none: no connection, too many in flight,

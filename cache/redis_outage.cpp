@@ -30,6 +30,10 @@ void RedisOutage::refused(Refused what, const std::string& why) {
         log_.warn("cache: Redis at {} refuses stores: {}; passes are not remembered until it takes them again",
                   where_, why);
         break;
+    case Refused::Greylist:
+        log_.warn("cache: Redis at {} cannot answer greylisting: {}; RCPTs pass without greylisting until it "
+                  "answers again", where_, why);
+        break;
     case Refused::RateCounts:
         log_.warn("cache: Redis at {} refuses rate counts: {}; connection rates are counted by this instance alone "
                   "until it takes them again", where_, why);
@@ -42,7 +46,8 @@ void RedisOutage::accepted(Refused what) {
     if (!flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     if (!flag.exchange(false)) return;
-    constexpr std::array<std::string_view, 3> kAgain{"answers lookups", "takes stores", "takes rate counts"};
+    constexpr std::array<std::string_view, 4> kAgain{"answers lookups", "takes stores", "takes rate counts",
+                                                     "answers greylisting"};
     log_.info("cache: Redis at {} {} again", where_, kAgain[static_cast<size_t>(what)]);
 }
 

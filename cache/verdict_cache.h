@@ -17,11 +17,10 @@
 
 #include "core/log.h"
 #include "edge/connection_rates.h"
+#include "edge/greylist.h"
 #include "screen/test_results.h"
 
 namespace smtpscreen {
-
-class GreylistArchive;  // edge/greylist.h
 
 // cache.backend: an embedded LMDB file, a Redis server that several instances share
 // (cache/redis_cache.h), or memory (lost at exit).
@@ -91,6 +90,12 @@ public:
     // Where greylisting's triplets outlive the process, when this backend keeps them
     // (lmdb: in the same file); null: they live in memory only.
     virtual std::shared_ptr<GreylistArchive> greylist_archive() { return nullptr; }
+
+    // A backend that several instances share (Redis) keeps greylisting's triplets too,
+    // so that a triplet first tried on one instance passes when retried on another: the
+    // store of the loop this cache belongs to, to be destroyed before it. nullptr: the
+    // triplets live in this process (SharedGreylistTable).
+    virtual std::unique_ptr<GreylistStore> loop_greylist() { return nullptr; }
 };
 
 // What the server opens once from cache.*: every event loop asks it for the cache its

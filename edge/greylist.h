@@ -68,6 +68,10 @@ enum class GreylistOutcome : uint8_t {
     TooEarly,  // retried before greylist.delay: 450, the wait still counts from the first attempt
     Retried,   // retried after the delay, within the window: pass
     Known,     // the triplet passed before (within greylist.ttl): pass
+    // The store could not tell in time (a shared store that is down or slow): pass this
+    // RCPT, as postgrey's users expect when its database fails, but cache no greylist
+    // pass, so that the client is greylisted once the store answers again.
+    Unanswered,
 };
 inline bool greylist_refuses(GreylistOutcome outcome) {
     return outcome == GreylistOutcome::New || outcome == GreylistOutcome::TooEarly;
@@ -126,8 +130,10 @@ private:
 };
 
 // Where triplets are kept. `done` runs exactly once, inline or later from the loop; a
-// store that asks over the network must answer within a bounded time (letting the
-// client through when it cannot tell: greylisting is a delay, never a verdict).
+// store that asks over the network must answer within a bounded time, with Unanswered
+// when it cannot tell (greylisting is a delay, never a verdict): in this process's
+// memory (SharedGreylistTable), or in the Redis several instances share
+// (cache/redis_greylist.h), one per loop (VerdictCache::loop_greylist).
 class GreylistStore {
 public:
     using Done = std::function<void(GreylistOutcome)>;

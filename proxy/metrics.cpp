@@ -222,8 +222,13 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
     e.family("smtpscreen_greylist_passed_total", "counter",
              "Retries of a greylisted triplet let through after greylist.delay, within greylist.retry_window.");
     e.sample("smtpscreen_greylist_passed_total", "", sum(workers, &WorkerMetrics::greylist_passed));
+    e.family("smtpscreen_greylist_unanswered_total", "counter",
+             "RCPT TO let through without greylisting because Redis (cache.backend = redis) could not answer "
+             "within cache.redis_timeout.");
+    e.sample("smtpscreen_greylist_unanswered_total", "", sum(workers, &WorkerMetrics::greylist_unanswered));
     e.family("smtpscreen_greylist_triplets", "gauge",
-             "Triplets the greylist keeps in memory now (at most greylist.table_size).");
+             "Triplets the greylist keeps in this process's memory now (at most greylist.table_size; 0 with "
+             "cache.backend = redis, which keeps them).");
     e.sample("smtpscreen_greylist_triplets", "", process.greylist_triplets);
 
     e.family("smtpscreen_tarpit_connections", "gauge",

@@ -87,10 +87,12 @@ public:
     // The edge defences (docs/design.md, "Edge defences"): connections refused by
     // limits.per_client_rate and limits.per_network_rate, by RateScope.
     std::array<Counter, kRateScopeNames.size()> rate_limited;
-    // greylist.enable: RCPTs refused with 450 (a new triplet, or a retry too early), and
-    // retries let through after greylist.delay.
+    // greylist.enable: RCPTs refused with 450 (a new triplet, or a retry too early),
+    // retries let through after greylist.delay, and RCPTs let through because the
+    // triplets' store (Redis) could not answer in time.
     Counter greylisted;
     Counter greylist_passed;
+    Counter greylist_unanswered;
     // tarpit: clients dropped instead because tarpit.max_connections were held already.
     Counter tarpit_full;
 

@@ -391,6 +391,12 @@ void Session::on_deep_handoff(const SmtpTransaction& tx) {
 }
 
 void Session::on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome outcome) {
+    if (outcome == GreylistOutcome::Unanswered) {
+        // The store could not tell (Redis down or slow, logged once per outage): the
+        // mail goes on, and no greylist pass is cached for it.
+        worker_.metrics().greylist_unanswered.add();
+        return start_deep_handoff(tx);
+    }
     if (!greylist_refuses(outcome)) {
         if (outcome == GreylistOutcome::Retried) worker_.metrics().greylist_passed.add();
         greylist_passed_ = true;

@@ -37,6 +37,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
     cache_ = shared.caches->for_loop(&loop_);
     rates_ = cache_->loop_rates(*shared.rates);
+    greylist_ = cache_->loop_greylist();
     for (uv_os_sock_t fd : listen_fds) listen_on(fd);
     stop_signal_ = UvHandle<uv_async_t>(
         [this](uv_async_t* a) {
@@ -317,6 +318,7 @@ void Worker::close_everything() {
     reaper_.close();
     if (resolver_) resolver_->close();
     rates_.reset();
+    greylist_.reset();
     cache_.reset();
 }
 

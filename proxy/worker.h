@@ -46,7 +46,8 @@ struct SharedServices {
     // a cache shared by instances (Redis), where a loop counts when that cannot answer.
     std::unique_ptr<ConnectionRates> rates = std::make_unique<SharedRateTable>();
     // greylist.enable: the triplets, shared by all loops (and kept in the lmdb cache's
-    // file with cache.backend = lmdb).
+    // file with cache.backend = lmdb); with a cache the instances share (Redis), the
+    // loops keep them there instead (Worker::greylist).
     std::unique_ptr<GreylistStore> greylist;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
     // tarpit.max_connections is per process: every loop takes its slots here.
@@ -85,7 +86,7 @@ public:
     VerdictCache& cache() { return *cache_; }
     ConnectionLimits& limits() { return shared_.limits; }
     ConnectionRates& rates() { return rates_ ? *rates_ : *shared_.rates; }
-    GreylistStore& greylist() { return *shared_.greylist; }
+    GreylistStore& greylist() { return greylist_ ? *greylist_ : *shared_.greylist; }
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     TarpitSlots& tarpit() { return shared_.tarpit; }
@@ -131,6 +132,9 @@ private:
     // The rate counts through that cache's connection, when it is one the instances
     // share (VerdictCache::loop_rates); destroyed before it.
     std::unique_ptr<ConnectionRates> rates_;
+    // Greylisting's triplets through that connection (VerdictCache::loop_greylist);
+    // destroyed before it.
+    std::unique_ptr<GreylistStore> greylist_;
     struct Listener {
         UvHandle<uv_tcp_t> tcp;
         uv_os_sock_t fd;

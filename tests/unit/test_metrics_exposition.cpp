@@ -59,6 +59,7 @@ TEST_CASE("metrics: a fresh process shows every family at zero, in the text form
     CHECK(s.at("smtpscreen_rate_table_keys") == "0");
     CHECK(s.at("smtpscreen_greylisted_total") == "0");
     CHECK(s.at("smtpscreen_greylist_passed_total") == "0");
+    CHECK(s.at("smtpscreen_greylist_unanswered_total") == "0");
     CHECK(s.at("smtpscreen_greylist_triplets") == "0");
     // The greylist pass is cached like a test's, but greylisting fails no client.
     CHECK(s.count("smtpscreen_test_failures_total{test=\"greylist\"}") == 0);
@@ -89,6 +90,7 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     a.greylisted.add(3);
     b.greylisted.add();
     b.greylist_passed.add();
+    a.greylist_unanswered.add(2);
     ProcessFigures figures;
     figures.greylist_triplets = 5;
     auto s = samples(format_metrics({&a, &b}, figures));
@@ -107,6 +109,7 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "2");
     CHECK(s.at("smtpscreen_greylisted_total") == "4");
     CHECK(s.at("smtpscreen_greylist_passed_total") == "1");
+    CHECK(s.at("smtpscreen_greylist_unanswered_total") == "2");
     CHECK(s.at("smtpscreen_greylist_triplets") == "5");
 }
 
