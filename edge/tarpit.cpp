@@ -14,6 +14,7 @@ void TarpitSlots::give_back() { in_use_.fetch_sub(1, std::memory_order_relaxed);
 
 Stutter::Stutter(Millis delay, Millis time_limit, uint64_t now)
     : delay_ms_(static_cast<uint64_t>(std::max<int64_t>(delay.count(), 1))),
+      grain_ms_(std::clamp<uint64_t>(delay_ms_ / 16, 1, 64)),
       limit_ms_(static_cast<uint64_t>(std::max<int64_t>(time_limit.count(), 0))),
       deadline_(now + limit_ms_) {}
 
@@ -22,7 +23,7 @@ void Stutter::queue(std::string_view reply, uint64_t now) {
     if (!giving_out()) {
         reply_.assign(reply);
         sent_ = 0;
-        next_byte_at_ = now + delay_ms_;
+        next_byte_at_ = due(now + delay_ms_);
         // Waiting for our byte is no time the client spends on a command.
         deadline_ = std::max(deadline_, next_byte_at_ + limit_ms_);
         return;
@@ -37,7 +38,7 @@ Stutter::Tick Stutter::tick(uint64_t now, bool backlog) {
     if (!giving_out() || now < next_byte_at_) return {};
     // Never faster than the delay: the next byte is due one delay after this tick,
     // whatever made it late.
-    next_byte_at_ = now + delay_ms_;
+    next_byte_at_ = due(now + delay_ms_);
     if (backlog) return {};
     Tick t{Step::Byte, reply_[sent_++]};
     if (giving_out()) {

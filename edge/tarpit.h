@@ -71,8 +71,17 @@ public:
     // When the timer must fire next (at or after now).
     uint64_t wake_at() const;
 
+    // Bytes fall due on a grid of delay/16 (1 to 64 ms): the ticks of thousands of
+    // tarpitted clients fall on the same few instants, so the loop wakes for a batch of
+    // them at once (at most 1000/grain times a second, 16 at the default delay) instead
+    // of once per client. A byte is never due sooner than one delay after the last.
+    uint64_t grain_ms() const { return grain_ms_; }
+
 private:
+    uint64_t due(uint64_t at) const { return (at + grain_ms_ - 1) / grain_ms_ * grain_ms_; }
+
     uint64_t delay_ms_;
+    uint64_t grain_ms_;
     uint64_t limit_ms_;
     std::string reply_;
     size_t sent_ = 0;

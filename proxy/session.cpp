@@ -206,7 +206,8 @@ void Session::on_dnsbl_update() {
     const bool complete = dnsbl_->complete();
     if (complete) settle_dnsbl();
     if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
-        return dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));
+        if (dialog_) dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));  // the tarpit's comes later
+        return;
     }
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
@@ -327,6 +328,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
 // wait in its own socket buffers; limits.command_time_limit, restarted by our last
 // reply, closes a client that never takes its replies.
 void Session::feed_dialog(std::string_view bytes) {
+    if (phase_ == Phase::Tarpit) tarpit_dialog();
     on_dialog_events(dialog_->feed(bytes, reply_room()));
     if (phase_ == Phase::Tarpit) return pace_tarpit();
     pace_dialog();
@@ -493,10 +495,18 @@ void Session::start_enforce(Failure failure) {
 void Session::start_tarpit(Failure failure) {
     if (!enter_tarpit()) return drop(failure);
     enforced_ = failure;
-    dialog_ = std::make_unique<SmtpDialog>(
-        enforce_options(*config_, client_ep_.to_string(), false, reject_reply(failure)));
     stutter_->queue(replies::greeting(config_->banner), uv_now(worker_.loop()));
     pace_tarpit();
+}
+
+// The dialog is made when the client first says something (or its time is up): a bot
+// that waits, or gives up during the greeting, never costs one.
+SmtpDialog& Session::tarpit_dialog() {
+    if (!dialog_) {
+        dialog_ = std::make_unique<SmtpDialog>(
+            enforce_options(*config_, client_ep_.to_string(), false, reject_reply(enforced_)));
+    }
+    return *dialog_;
 }
 
 bool Session::enter_tarpit() {
@@ -516,7 +526,7 @@ bool Session::enter_tarpit() {
 // reply of a finished dialog is, and the timer for the next byte or the time limit.
 void Session::pace_tarpit() {
     if (phase_ != Phase::Tarpit) return;
-    if (!stutter_->giving_out() && !stutter_->closing() && dialog_->has_unhandled_lines()) {
+    if (!stutter_->giving_out() && !stutter_->closing() && dialog_ && dialog_->has_unhandled_lines()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
         if (phase_ != Phase::Tarpit) return;
     }
@@ -544,7 +554,7 @@ void Session::on_tarpit_timer() {
 // the client did not take is not given out.
 void Session::end_tarpit_at_time_limit() {
     if (client_->pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_->pending_bytes());
-    for (const DialogEvent& e : dialog_->time_limit_exceeded()) {
+    for (const DialogEvent& e : tarpit_dialog().time_limit_exceeded()) {
         if (e.kind == DialogEvent::Kind::Log) worker_.events().dialog(e.text);
         else if (e.kind == DialogEvent::Kind::Reply) client_->write(e.text);
     }

@@ -74,6 +74,7 @@ private:
     // the tarpit (edge/tarpit.h): the enforce dialog, its replies given out slowly
     void start_tarpit(Failure failure);
     bool enter_tarpit();  // false: tarpit.max_connections are held already
+    SmtpDialog& tarpit_dialog();
     void pace_tarpit();
     void on_tarpit_timer();
     void end_tarpit_at_time_limit();

@@ -61,7 +61,7 @@ void CommandReader::feed(std::string_view bytes) {
 std::optional<CommandLine> CommandReader::next() {
     if (lines_.empty()) return std::nullopt;
     CommandLine line = std::move(lines_.front());
-    lines_.pop_front();
+    lines_.erase(lines_.begin());  // at most max_pending_lines move; the dialog keeps one
     return line;
 }
 

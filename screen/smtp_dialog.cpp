@@ -74,12 +74,14 @@ DialogOptions enforce_options(const Config& config, std::string client, bool tls
     DialogOptions options = common_options(config, std::move(client), tls_available);
     options.mode = DialogMode::Enforce;
     options.reject_reply = std::move(reject_reply);
+    options.forbidden = {};  // the deep tests' alone: an enforced client does not keep a copy
     return options;
 }
 
 DialogOptions health_check_options(const Config& config) {
     DialogOptions options = common_options(config, "load balancer", false);
     options.mode = DialogMode::HealthCheck;
+    options.forbidden = {};
     return options;
 }
 

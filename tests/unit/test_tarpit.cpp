@@ -41,30 +41,30 @@ std::string text_of(const std::vector<std::pair<uint64_t, char>>& bytes) {
 }  // namespace
 
 TEST_CASE("tarpit: each byte of a reply goes out one delay after the one before, in order") {
-    Stutter s(Millis(100), Millis(300000), 0);
+    Stutter s(Millis(160), Millis(300000), 0);  // a grain of 10 ms: these times are on it
     s.queue("220 mx.example ESMTP\r\n", 1000);
     CHECK(s.giving_out());
-    CHECK(s.wake_at() == 1100);
+    CHECK(s.wake_at() == 1160);
     // Nothing before its time, however often the timer is asked.
-    for (uint64_t t : {1000, 1050, 1099}) CHECK(s.tick(t, false).step == Stutter::Step::Wait);
+    for (uint64_t t : {1000, 1050, 1159}) CHECK(s.tick(t, false).step == Stutter::Step::Wait);
     const auto bytes = run(s, 1000);
     CHECK(text_of(bytes) == "220 mx.example ESMTP\r\n");
     REQUIRE(bytes.size() == 22);
-    CHECK(bytes.front().first == 1100);
-    for (size_t i = 1; i < bytes.size(); ++i) CHECK(bytes[i].first - bytes[i - 1].first == 100);
+    CHECK(bytes.front().first == 1160);
+    for (size_t i = 1; i < bytes.size(); ++i) CHECK(bytes[i].first - bytes[i - 1].first == 160);
     CHECK_FALSE(s.giving_out());
 }
 
 TEST_CASE("tarpit: a late timer gives out one byte, never two, and the next is a whole delay later") {
-    Stutter s(Millis(100), Millis(300000), 0);
+    Stutter s(Millis(160), Millis(300000), 0);
     s.queue("250 ok\r\n", 0);
-    auto t = s.tick(450, false);  // the loop was busy: 350 ms late
+    auto t = s.tick(450, false);  // the loop was busy: 290 ms late
     CHECK(t.step == Stutter::Step::Byte);
     CHECK(t.byte == '2');
     CHECK(s.tick(450, false).step == Stutter::Step::Wait);
-    CHECK(s.tick(549, false).step == Stutter::Step::Wait);
-    CHECK(s.wake_at() == 550);
-    t = s.tick(550, false);
+    CHECK(s.tick(609, false).step == Stutter::Step::Wait);
+    CHECK(s.wake_at() == 610);
+    t = s.tick(610, false);
     CHECK(t.step == Stutter::Step::Byte);
     CHECK(t.byte == '5');
 }
@@ -82,11 +82,11 @@ TEST_CASE("tarpit: replies queued while one goes out follow it, in order, at the
 }
 
 TEST_CASE("tarpit: a client that does not take its bytes gets no more, and the time limit ends it") {
-    Stutter s(Millis(100), Millis(1000), 0);
+    Stutter s(Millis(160), Millis(1600), 0);
     s.queue("250 ok\r\n", 0);
-    CHECK(s.tick(100, false).step == Stutter::Step::Byte);
+    CHECK(s.tick(160, false).step == Stutter::Step::Byte);
     // The last byte still waits in user space: nothing goes on top of it.
-    uint64_t now = 100;
+    uint64_t now = 160;
     Stutter::Tick t;
     do {
         now = s.wake_at();
@@ -94,8 +94,28 @@ TEST_CASE("tarpit: a client that does not take its bytes gets no more, and the t
         CHECK(t.step != Stutter::Step::Byte);
     } while (t.step == Stutter::Step::Wait && now < 10000);
     CHECK(t.step == Stutter::Step::TimeLimit);
-    // The limit counts from when its next byte was due: 200 + 1000.
-    CHECK(now == 1200);
+    // The limit counts from when its next byte was due: 320 + 1600.
+    CHECK(now == 1920);
+}
+
+TEST_CASE("tarpit: the bytes of many clients fall due on the same few instants, never sooner than the delay") {
+    Stutter a(Millis(1000), Millis(300000), 0);
+    Stutter b(Millis(1000), Millis(300000), 0);
+    CHECK(a.grain_ms() == 62);
+    a.queue("220 a.example ESMTP\r\n", 1001);
+    b.queue("220 b.example ESMTP\r\n", 1037);
+    CHECK(a.wake_at() == b.wake_at());  // one wake-up of the loop for both
+    for (Stutter* s : {&a, &b}) {
+        const auto bytes = run(*s, 1001);
+        REQUIRE(bytes.size() == 21);
+        for (size_t i = 1; i < bytes.size(); ++i) {
+            CHECK(bytes[i].first - bytes[i - 1].first >= 1000);
+            CHECK(bytes[i].first - bytes[i - 1].first < 1000 + 62);
+            CHECK(bytes[i].first % 62 == 0);
+        }
+    }
+    CHECK(Stutter(Millis(20), Millis(1000), 0).grain_ms() == 1);
+    CHECK(Stutter(Millis(60000), Millis(1000), 0).grain_ms() == 64);
 }
 
 TEST_CASE("tarpit: a reply longer than the time limit at this pace still goes out whole") {
