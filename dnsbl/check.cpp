@@ -35,32 +35,36 @@ DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites,
                        std::function<void()> on_update, AnswerObserver on_answer)
     : sites_(sites), on_update_(std::move(on_update)), on_answer_(std::move(on_answer)) {
     for (const auto& site : sites_) {
-        if (pending_.count(site.zone)) continue;
+        if (is_pending(site.zone)) continue;
         // The resolver never calls back from inside lookup(), so pending_ is complete
         // before the first answer arrives.
-        pending_.emplace(site.zone, resolver.lookup_dnsbl(client, site.zone, [this, zone = site.zone](const DnsblReply& r) {
-            on_reply(zone, r);
-        }));
+        pending_.push_back({&site.zone, resolver.lookup_dnsbl(client, site.zone, [this, zone = &site.zone](const DnsblReply& r) {
+                                on_reply(*zone, r);
+                            })});
     }
+}
+
+bool DnsblCheck::is_pending(const std::string& zone) const {
+    return std::any_of(pending_.begin(), pending_.end(), [&](const PendingZone& p) { return *p.zone == zone; });
 }
 
 bool DnsblCheck::listed_for_sure(int threshold) const {
     if (verdict_.score < threshold) return false;
     return std::none_of(sites_.begin(), sites_.end(),
-                        [&](const DnsblSite& site) { return site.weight < 0 && pending_.count(site.zone); });
+                        [&](const DnsblSite& site) { return site.weight < 0 && is_pending(site.zone); });
 }
 
 void DnsblCheck::expire() {
     if (!pending_.empty()) verdict_.any_failed = true;
     if (on_answer_) {
-        for (const auto& [zone, lookup] : pending_) on_answer_(zone, DnsblReply::Status::Failed);
+        for (const auto& pending : pending_) on_answer_(*pending.zone, DnsblReply::Status::Failed);
     }
     // Destroying the subscriptions guarantees no late answer reaches on_reply.
     pending_.clear();
 }
 
 void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
-    auto it = pending_.find(zone);
+    auto it = std::find_if(pending_.begin(), pending_.end(), [&](const PendingZone& p) { return *p.zone == zone; });
     if (it == pending_.end()) return;
     // A failed lookup counts as not listed and says nothing about how long to cache.
     if (reply.status != DnsblReply::Status::Failed) verdict_.min_ttl = std::min(verdict_.min_ttl.value_or(reply.ttl), reply.ttl);
@@ -70,7 +74,6 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
         verdict_.score = score_answers(sites_, listed_);
         verdict_.top_zone = top_listed_zone(sites_, listed_);
     }
-    // Before the erase: zone may live in the subscription's callback.
     if (on_answer_) on_answer_(zone, reply.status);
     pending_.erase(it);
     // The owner may destroy this check from on_update: touch no member after the call.

@@ -70,7 +70,14 @@ private:
     const std::vector<DnsblSite>& sites_;
     std::function<void()> on_update_;
     AnswerObserver on_answer_;
-    std::map<std::string, DnsSubscription> pending_;       // unanswered zone -> its lookup
+    // Unanswered zones (a site's own string: sites_ outlives the check) and their
+    // lookups; a few at most, so a vector, not a map (docs/design.md, "Memory per connection").
+    struct PendingZone {
+        const std::string* zone;
+        DnsSubscription lookup;
+    };
+    std::vector<PendingZone> pending_;
+    bool is_pending(const std::string& zone) const;
     std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
     DnsblVerdict verdict_;
 };

@@ -283,7 +283,8 @@ private:
     UvHandle<uv_timer_t> timer_;  // c-ares retransmits and our own deadlines
     UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup_dnsbl()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
-    std::map<std::string, std::shared_ptr<Query>> in_flight_;  // by query name
+    // By query name, a view of the Query's own (never changed while it is here).
+    std::map<std::string_view, std::shared_ptr<Query>, std::less<>> in_flight_;
     std::map<std::string, std::shared_ptr<NameLookup>> names_in_flight_;  // by client address
     std::deque<std::weak_ptr<Pending>> deadlines_;  // start order == deadline order
     std::deque<std::shared_ptr<Pending>> ready_;
@@ -407,7 +408,7 @@ std::string DnsClient::Impl::send(const dns::Question& question, ares_callback c
 void DnsClient::Impl::start_query(const std::shared_ptr<Query>& query) {
     query->sent = uv_now(loop_);
     query->deadline = query->sent + timeout_ms_;
-    in_flight_[query->name] = query;
+    in_flight_[std::string_view(query->name)] = query;
     deadlines_.push_back(query);
     auto ticket = std::make_unique<Ticket>(Ticket{this, query});
     if (auto error = send({query->name, dns::kTypeA}, &Impl::on_answer, ticket.get()); !error.empty()) {
