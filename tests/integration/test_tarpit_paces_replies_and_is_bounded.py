@@ -13,7 +13,10 @@ tarpit.max_connections = 3, limits.command_time_limit = 4s:
   - while the three are held, a clean client is delivered through Postfix as usual;
   - a held bot that says nothing after its greeting is ended by the command time limit
     (COMMAND TIME LIMIT, 421), so the tarpit holds no one forever; its slot is free
-    again: a new bot is tarpitted, and the gauge is back to 0 once every bot is gone."""
+    again: a new bot is tarpitted, and the gauge is back to 0 once every bot is gone;
+  - deep.action = tarpit (a second instance, deep.non_smtp_command on): a client that
+    sends an HTTP request in the deep tests' dialog gets the NON-SMTP COMMAND line,
+    TARPIT, and the reply to that line and every later one at the same pace."""
 import os
 import socket
 import sys
@@ -153,6 +156,25 @@ def main(env):
     check(m.get("smtpscreen_tarpit_connections") == 0, f"gauge after: {m.get('smtpscreen_tarpit_connections')}")
     check(m.get('smtpscreen_sessions_total{outcome="tarpit"}') == 5, "five sessions ended in the tarpit")
     check("127.0.0.9" not in pf.log() and "127.0.1." not in pf.log(), "Postfix saw a tarpitted bot")
+
+    # --- deep.action = tarpit: the replies from the failed command on go out slowly
+    deep = env.smtpscreen(postfix=pf, name="deep", settings=harness.deep_settings({
+        "deep.action": "tarpit", "greet.wait": "300ms", "greet.hostname": "mx.tarpit.example",
+        "tarpit.delay": "20ms"}))
+    c = harness.deep_client(deep, "127.0.3.1")
+    p = c.local_port
+    c.send("GET / HTTP/1.0\r\n")
+    text, times = read_paced_reply(c)
+    check(text.startswith("502 5.5.2"), f"deep.action = tarpit: the reply to GET, got {text!r}")
+    check_paced(text, times, "deep GET")
+    deep.wait_for_log(rf"NON-SMTP COMMAND from {harness.ip_port('127.0.3.1', p)} after CONNECT: GET / HTTP/1\.0")
+    deep.wait_for_log(rf"TARPIT {harness.ip_port('127.0.3.1', p)}$")
+    c.send("QUIT\r\n")
+    text, times = read_paced_reply(c)
+    check(text.startswith("221 "), f"deep.action = tarpit: QUIT, got {text!r}")
+    check_paced(text, times, "deep QUIT")
+    c.check_closed(5, "deep-tarpitted client after its 221")
+    harness.check_one_disconnect(deep, "127.0.3.1", p, outcome="tarpit")
 
 
 if __name__ == "__main__":
