@@ -2,31 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/text.h"
 #include "edge/greylist_sender.h"
+#include "edge/seeded_hash.h"
 
 namespace smtpscreen {
-
-namespace {
-
-// splitmix64's finaliser: every input bit reaches every output bit.
-uint64_t mix(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-uint64_t random_seed() {
-    std::random_device device;
-    return (uint64_t{device()} << 32) ^ device();
-}
-
-}  // namespace
 
 std::string greylist_address(std::string_view address) {
     // The deprecated source route "@a,@b:user@dom" (RFC 5321 §4.1.2) names relays, not
@@ -67,20 +49,20 @@ GreylistStep greylist_attempt(const std::optional<GreylistEntry>& entry, const G
 // ---------------------------------------------------------------- the table
 
 size_t GreylistTable::KeyHash::operator()(const std::string& key) const noexcept {
-    uint64_t h = mix(seed ^ key.size());
+    uint64_t h = hash_mix(seed ^ key.size());
     size_t i = 0;
     for (; i + 8 <= key.size(); i += 8) {
         uint64_t chunk = 0;
         std::memcpy(&chunk, key.data() + i, 8);
-        h = mix(h ^ chunk);
+        h = hash_mix(h ^ chunk);
     }
     uint64_t tail = 0;
     std::memcpy(&tail, key.data() + i, key.size() - i);
-    return static_cast<size_t>(mix(h ^ tail));
+    return static_cast<size_t>(hash_mix(h ^ tail));
 }
 
 GreylistTable::GreylistTable(size_t capacity)
-    : capacity_(capacity < 1 ? 1 : capacity), map_(0, KeyHash{random_seed()}) {}
+    : capacity_(capacity < 1 ? 1 : capacity), map_(0, KeyHash{random_hash_seed()}) {}
 
 GreylistStep GreylistTable::attempt(const std::string& triplet, const GreylistRules& rules, int64_t now_ms,
                                     std::string* forgotten) {

@@ -1,37 +1,20 @@
 #include "edge/rate_table.h"
 
 #include <cstring>
-#include <random>
+
+#include "edge/seeded_hash.h"
 
 namespace smtpscreen {
-
-namespace {
-
-// splitmix64's finaliser: every input bit reaches every output bit.
-uint64_t mix(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-uint64_t random_seed() {
-    std::random_device device;
-    return (uint64_t{device()} << 32) ^ device();
-}
-
-}  // namespace
 
 size_t RateTable::KeyHash::operator()(const RateKey& key) const noexcept {
     uint64_t high = 0, low = 0;
     std::memcpy(&high, key.bytes.data(), 8);
     std::memcpy(&low, key.bytes.data() + 8, 8);
     const uint64_t meta = uint64_t{key.v6} | uint64_t{key.prefix} << 8 | uint64_t(key.scope) << 16;
-    return static_cast<size_t>(mix(mix(mix(seed ^ meta) ^ high) ^ low));
+    return static_cast<size_t>(hash_mix(hash_mix(hash_mix(seed ^ meta) ^ high) ^ low));
 }
 
-RateTable::RateTable(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity), map_(0, KeyHash{random_seed()}) {}
+RateTable::RateTable(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity), map_(0, KeyHash{random_hash_seed()}) {}
 
 RateTable::Count RateTable::add(const RateKey& key, const RateLimit& limit, uint64_t now_ms) {
     Node& node = find_or_make(key);
