@@ -105,8 +105,10 @@ struct Config {
     Millis cache_deep_ttl{30LL * 86400000};
 
     // [tls]
-    std::string tls_cert;
-    std::string tls_key;
+    // Pairwise: tls_key[i] is the key of tls_cert[i]; at most one RSA and one ECDSA pair
+    // (mbedTLS picks per client, docs/design.md "TLS").
+    std::vector<std::string> tls_cert;
+    std::vector<std::string> tls_key;
     std::string tls_ciphers;                            // empty: secure default
     std::string tls_min_version = "1.2";
     Millis tls_handshake_timeout{30000};

@@ -178,16 +178,25 @@ ConfigKey rules_file_key(std::string_view section, std::string_view name, std::s
             [=](const Config& c) { return c.*field; }};
 }
 
-// A PEM file the TLS setup opens later; a bare name may come from systemd's
-// $CREDENTIALS_DIRECTORY. Loading only checks that it can be read.
-ConfigKey credential_file_key(std::string_view section, std::string_view name, std::string Config::*field,
-                              std::string_view doc) {
+// PEM files the TLS setup opens later, as a comma list (tls.cert and tls.key: one per key
+// type); a bare name may come from systemd's $CREDENTIALS_DIRECTORY. Loading only checks
+// that each can be read.
+ConfigKey credential_files_key(std::string_view section, std::string_view name,
+                               std::vector<std::string> Config::*field, std::string_view doc) {
     return {section, name, doc,
             [=](KeyContext& c, std::string_view v) {
-                c.cfg().*field = credential_path(v);
-                if (!v.empty()) c.file(c.cfg().*field);
+                auto& files = c.cfg().*field;
+                files.clear();
+                for (std::string_view item : split_list(v)) {
+                    files.push_back(credential_path(item));
+                    c.file(files.back());
+                }
             },
-            [=](const Config& c) { return c.*field; }};
+            [=](const Config& c) {
+                std::string out;
+                for (const auto& f : c.*field) out += (out.empty() ? "" : ", ") + f;
+                return out;
+            }};
 }
 
 template <typename T, typename F>
@@ -475,9 +484,11 @@ std::vector<ConfigKey> make_keys() {
                      "how long a deep-test pass is remembered"),
 
         // [tls]
-        credential_file_key("tls", "cert", &Config::tls_cert,
-                            "PEM certificate chain for STARTTLS towards clients (with tls.key)"),
-        credential_file_key("tls", "key", &Config::tls_key, "PEM private key of tls.cert"),
+        credential_files_key("tls", "cert", &Config::tls_cert,
+                             "PEM certificate chain(s) for STARTTLS towards clients, comma list: one RSA and "
+                             "one ECDSA (with tls.key)"),
+        credential_files_key("tls", "key", &Config::tls_key,
+                             "PEM private key(s) of tls.cert, comma list in the same order"),
         text_key("tls", "ciphers", &Config::tls_ciphers,
                  "mbedTLS cipher suite names, comma list (empty: a secure default)"),
         {"tls", "min_version", "lowest TLS version accepted: 1.2 (the packaged mbedTLS offers no other)",

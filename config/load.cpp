@@ -50,6 +50,15 @@ void check_combinations(LoadState& s) {
         s.add(s.line_of(key), key,
               fmt::format("is set but {} is not (set both to offer STARTTLS, or neither)",
                           c.tls_cert.empty() ? "tls.cert" : "tls.key"));
+    } else if (c.tls_cert.size() != c.tls_key.size()) {
+        s.add(s.line_of("tls.key"), "tls.key",
+              fmt::format("lists {} file(s) but tls.cert lists {} (give one key per certificate, in the same "
+                          "order: tls.cert = rsa.pem, ecdsa.pem with tls.key = rsa.key, ecdsa.key)",
+                          c.tls_key.size(), c.tls_cert.size()));
+    } else if (c.tls_cert.size() > 2) {
+        s.add(s.line_of("tls.cert"), "tls.cert",
+              fmt::format("lists {} certificates; at most two are used, one RSA and one ECDSA (remove the others)",
+                          c.tls_cert.size()));
     }
     if (c.proxy_protocol != ProxyProtocol::Off && c.proxy_from.empty()) {
         s.add(s.line_of("listen.proxy_from"), "listen.proxy_from",

@@ -88,9 +88,10 @@ void drop_privileges(const std::string& user) {
 
 std::vector<std::string> reloaded_files(const Config& config, const std::string& config_path) {
     std::vector<std::string> files{config_path};
-    for (const std::string* f : {&config.access_file, &config.dnsbl_reply_map_file, &config.tls_cert, &config.tls_key}) {
+    for (const std::string* f : {&config.access_file, &config.dnsbl_reply_map_file}) {
         if (!f->empty()) files.push_back(*f);
     }
+    for (const auto* list : {&config.tls_cert, &config.tls_key}) files.insert(files.end(), list->begin(), list->end());
     if (config.backend_tls && !config.backend_tls_ca.empty()) files.push_back(config.backend_tls_ca);
     return files;
 }

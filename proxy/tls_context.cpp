@@ -335,12 +335,28 @@ std::vector<int> parse_tls_ciphers(std::string_view list, std::string* error) {
 // ---------------------------------------------------------------------------------------
 // Server
 
+// One certificate chain and its key (tls.cert[i], tls.key[i]).
+struct Identity {
+    mbedtls_x509_crt chain;
+    mbedtls_pk_context key;
+    Identity() {
+        mbedtls_x509_crt_init(&chain);
+        mbedtls_pk_init(&key);
+    }
+    ~Identity() {
+        mbedtls_pk_free(&key);
+        mbedtls_x509_crt_free(&chain);
+    }
+    Identity(const Identity&) = delete;
+    Identity& operator=(const Identity&) = delete;
+};
+
 struct TlsServerContext::Impl {
     // Declared in dependency order; destroyed in reverse by ~Impl.
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
-    mbedtls_x509_crt chain;
-    mbedtls_pk_context key;
+    // mbedtls_ssl_conf_own_cert keeps pointers into them: each is allocated once.
+    std::vector<std::unique_ptr<Identity>> identities;
     mbedtls_ssl_ticket_context ticket;
     mbedtls_ssl_config conf;
     std::vector<int> suites;  // mbedtls_ssl_conf_ciphersuites keeps a pointer to it
@@ -348,16 +364,13 @@ struct TlsServerContext::Impl {
     Impl() {
         mbedtls_entropy_init(&entropy);
         mbedtls_ctr_drbg_init(&drbg);
-        mbedtls_x509_crt_init(&chain);
-        mbedtls_pk_init(&key);
         mbedtls_ssl_ticket_init(&ticket);
         mbedtls_ssl_config_init(&conf);
     }
     ~Impl() {
         mbedtls_ssl_config_free(&conf);
         mbedtls_ssl_ticket_free(&ticket);
-        mbedtls_pk_free(&key);
-        mbedtls_x509_crt_free(&chain);
+        identities.clear();
         mbedtls_ctr_drbg_free(&drbg);
         mbedtls_entropy_free(&entropy);
     }
@@ -365,15 +378,114 @@ struct TlsServerContext::Impl {
     Impl& operator=(const Impl&) = delete;
 };
 
+namespace {
+
+// tls.cert[i] with tls.key[i]: read, parsed, and checked to be one pair usable with the
+// suites. Warnings (expiry, short RSA key) are appended.
+bool load_identity(Identity& id, const std::string& cert_file, const std::string& key_file,
+                   const std::vector<int>& suites, std::vector<std::string>& warnings, std::string* error) {
+    if (!load_certs(&id.chain, "tls.cert", cert_file, error)) return false;
+    std::string why;
+    {
+        FileBytes pem;
+        if (!read_file(key_file, &pem.data, &why)) {
+            *error = fmt::format("tls.key {}: cannot read the file: {} (check the path and that the smtpscreen "
+                                 "user may read it, also after dropping root: SIGHUP reloads it)",
+                                 key_file, why);
+            return false;
+        }
+        const int ret = mbedtls_pk_parse_key(&id.key, pem.bytes(), pem.size_with_nul(), nullptr, 0);
+        if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || ret == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
+            *error = fmt::format("tls.key {}: the key is protected by a passphrase, which smtpscreen cannot "
+                                 "ask for (store it unencrypted with mode 0600: openssl pkey -in {} -out NEWFILE)",
+                                 key_file, key_file);
+            return false;
+        }
+        if (ret != 0) {
+            *error = fmt::format("tls.key {}: no private key could be read: {} (give a PEM RSA or ECDSA key, "
+                                 "-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----)",
+                                 key_file, mbedtls_error_text(ret));
+            return false;
+        }
+    }
+    if (!mbedtls_pk_can_do(&id.key, MBEDTLS_PK_RSA) && !mbedtls_pk_can_do(&id.key, MBEDTLS_PK_ECDSA)) {
+        *error = fmt::format("tls.key {}: a {} key; smtpscreen needs an RSA or ECDSA key", key_file,
+                             mbedtls_pk_get_name(&id.key));
+        return false;
+    }
+
+    // The key must belong to the first certificate: the one mbedTLS sends as the server's.
+    if (mbedtls_pk_check_pair(&id.chain.pk, &id.key) != 0) {
+        int position = 1;
+        for (const mbedtls_x509_crt* c = id.chain.next; c && c->version != 0; c = c->next) {
+            ++position;
+            if (mbedtls_pk_check_pair(&c->pk, &id.key) == 0) {
+                *error = fmt::format("tls.cert {}: the key in {} belongs to certificate {} in the file ({}), but "
+                                     "the server certificate must come first (put it first, then the "
+                                     "intermediates)",
+                                     cert_file, key_file, position, dn_of(*c));
+                return false;
+            }
+        }
+        *error = fmt::format("tls.key {}: the {} key does not match the {} certificate in {} ({}) (give the "
+                             "key the certificate was issued for, or the certificate of this key; with two "
+                             "pairs, list the keys in the order of their certificates)",
+                             key_file, key_kind(id.key), key_kind(id.chain.pk), cert_file, dn_of(id.chain));
+        return false;
+    }
+
+    // A suite list with no suite usable with this key type makes every handshake fail.
+    bool usable = false;
+    for (int suite : suites) {
+        if (suite == 0) break;
+        const mbedtls_ssl_ciphersuite_t* info = mbedtls_ssl_ciphersuite_from_id(suite);
+        const mbedtls_pk_type_t alg = mbedtls_ssl_get_ciphersuite_sig_pk_alg(info);
+        if (alg != MBEDTLS_PK_NONE && mbedtls_pk_can_do(&id.key, alg)) usable = true;
+    }
+    if (!usable) {
+        *error = fmt::format("tls.ciphers: none of the suites can be used with the {} key of {} (add e.g. {})",
+                             key_kind(id.key), cert_file,
+                             mbedtls_pk_can_do(&id.key, MBEDTLS_PK_RSA) ? "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"
+                                                                        : "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
+        return false;
+    }
+
+    if (mbedtls_x509_time_is_past(&id.chain.valid_to))
+        warnings.push_back(fmt::format("tls.cert {}: the certificate expired on {}; clients that verify "
+                                       "will refuse it",
+                                       cert_file, date_of(id.chain.valid_to)));
+    if (mbedtls_x509_time_is_future(&id.chain.valid_from))
+        warnings.push_back(fmt::format("tls.cert {}: the certificate is not valid before {}", cert_file,
+                                       date_of(id.chain.valid_from)));
+    if (mbedtls_pk_can_do(&id.key, MBEDTLS_PK_RSA) && mbedtls_pk_get_bitlen(&id.key) < 2048)
+        warnings.push_back(fmt::format("tls.key {}: an RSA key of {} bits; use 2048 bits or more", key_file,
+                                       mbedtls_pk_get_bitlen(&id.key)));
+    return true;
+}
+
+}  // namespace
+
 TlsServerContext::TlsServerContext() : impl_(std::make_unique<Impl>()) {}
 TlsServerContext::~TlsServerContext() = default;
 const mbedtls_ssl_config* TlsServerContext::ssl_config() const { return &impl_->conf; }
 
 std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::string& cert_file, const std::string& key_file,
                                                          const std::string& ciphers, std::string* error) {
+    return load(std::vector<std::string>{cert_file}, std::vector<std::string>{key_file}, ciphers, error);
+}
+
+std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::vector<std::string>& cert_files,
+                                                         const std::vector<std::string>& key_files,
+                                                         const std::string& ciphers, std::string* error) {
     std::shared_ptr<TlsServerContext> ctx(new TlsServerContext());
     Impl& im = *ctx->impl_;
-    ctx->cert_file_ = cert_file;
+    if (cert_files.empty() || cert_files.size() != key_files.size()) {
+        *error = fmt::format("tls.cert lists {} file(s) and tls.key {}: give one key per certificate, in the same "
+                             "order",
+                             cert_files.size(), key_files.size());
+        return nullptr;
+    }
+    ctx->cert_file_ = cert_files.front();
 
     std::string why;
     im.suites = parse_tls_ciphers(ciphers, &why);
@@ -382,95 +494,41 @@ std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::string& cert
         return nullptr;
     }
 
-    if (!load_certs(&im.chain, "tls.cert", cert_file, error)) return nullptr;
-
-    {
-        FileBytes pem;
-        if (!read_file(key_file, &pem.data, &why)) {
-            *error = fmt::format("tls.key {}: cannot read the file: {} (check the path and that the smtpscreen "
-                                 "user may read it, also after dropping root: SIGHUP reloads it)",
-                                 key_file, why);
-            return nullptr;
-        }
-        const int ret = mbedtls_pk_parse_key(&im.key, pem.bytes(), pem.size_with_nul(), nullptr, 0);
-        if (ret == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || ret == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
-            *error = fmt::format("tls.key {}: the key is protected by a passphrase, which smtpscreen cannot "
-                                 "ask for (store it unencrypted with mode 0600: openssl pkey -in {} -out NEWFILE)",
-                                 key_file, key_file);
-            return nullptr;
-        }
-        if (ret != 0) {
-            *error = fmt::format("tls.key {}: no private key could be read: {} (give a PEM RSA or ECDSA key, "
-                                 "-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----)",
-                                 key_file, mbedtls_error_text(ret));
-            return nullptr;
-        }
-    }
-    if (!mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) && !mbedtls_pk_can_do(&im.key, MBEDTLS_PK_ECDSA)) {
-        *error = fmt::format("tls.key {}: a {} key; smtpscreen needs an RSA or ECDSA key", key_file,
-                             mbedtls_pk_get_name(&im.key));
-        return nullptr;
-    }
-
-    // The key must belong to the first certificate: the one mbedTLS sends as the server's.
-    if (mbedtls_pk_check_pair(&im.chain.pk, &im.key) != 0) {
-        int position = 1;
-        for (const mbedtls_x509_crt* c = im.chain.next; c && c->version != 0; c = c->next) {
-            ++position;
-            if (mbedtls_pk_check_pair(&c->pk, &im.key) == 0) {
-                *error = fmt::format("tls.cert {}: the key in {} belongs to certificate {} in the file ({}), but "
-                                     "the server certificate must come first (put it first, then the "
-                                     "intermediates)",
-                                     cert_file, key_file, position, dn_of(*c));
+    for (size_t i = 0; i < cert_files.size(); ++i) {
+        auto id = std::make_unique<Identity>();
+        if (!load_identity(*id, cert_files[i], key_files[i], im.suites, ctx->warnings_, error)) return nullptr;
+        // mbedTLS picks the first certificate whose key fits the suite it chose: a second
+        // one of the same type would never be sent.
+        for (size_t j = 0; j < im.identities.size(); ++j) {
+            if (mbedtls_pk_get_type(&im.identities[j]->key) == mbedtls_pk_get_type(&id->key)) {
+                *error = fmt::format("tls.cert {} and {}: both are {} certificates; give one RSA and one ECDSA "
+                                     "certificate (mbedTLS picks per client by key type)",
+                                     cert_files[j], cert_files[i], key_kind(id->key));
                 return nullptr;
             }
         }
-        *error = fmt::format("tls.key {}: the {} key does not match the {} certificate in {} ({}) (give the "
-                             "key the certificate was issued for, or the certificate of this key)",
-                             key_file, key_kind(im.key), key_kind(im.chain.pk), cert_file, dn_of(im.chain));
-        return nullptr;
+        im.identities.push_back(std::move(id));
     }
-
-    // A suite list with no suite usable with this key type makes every handshake fail.
-    bool usable = false;
-    for (int id : im.suites) {
-        if (id == 0) break;
-        const mbedtls_ssl_ciphersuite_t* info = mbedtls_ssl_ciphersuite_from_id(id);
-        const mbedtls_pk_type_t alg = mbedtls_ssl_get_ciphersuite_sig_pk_alg(info);
-        if (alg != MBEDTLS_PK_NONE && mbedtls_pk_can_do(&im.key, alg)) usable = true;
-    }
-    if (!usable) {
-        *error = fmt::format("tls.ciphers: none of the suites can be used with the {} key of {} (add e.g. {})",
-                             key_kind(im.key), cert_file,
-                             mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) ? "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"
-                                                                        : "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256");
-        return nullptr;
-    }
-
-    if (mbedtls_x509_time_is_past(&im.chain.valid_to))
-        ctx->warnings_.push_back(fmt::format("tls.cert {}: the certificate expired on {}; clients that verify "
-                                             "will refuse it",
-                                             cert_file, date_of(im.chain.valid_to)));
-    if (mbedtls_x509_time_is_future(&im.chain.valid_from))
-        ctx->warnings_.push_back(fmt::format("tls.cert {}: the certificate is not valid before {}", cert_file,
-                                             date_of(im.chain.valid_from)));
-    if (mbedtls_pk_can_do(&im.key, MBEDTLS_PK_RSA) && mbedtls_pk_get_bitlen(&im.key) < 2048)
-        ctx->warnings_.push_back(fmt::format("tls.key {}: an RSA key of {} bits; use 2048 bits or more", key_file,
-                                             mbedtls_pk_get_bitlen(&im.key)));
 
     if (setup_common(&im.conf, &im.entropy, &im.drbg, MBEDTLS_SSL_IS_SERVER, im.suites, &why) != 0) {
         *error = "tls: " + why;
         return nullptr;
     }
-    int ret = mbedtls_ssl_conf_own_cert(&im.conf, &im.chain, &im.key);
-    if (ret != 0) {
-        *error = fmt::format("tls.cert {}: mbedTLS refused the certificate: {}", cert_file, mbedtls_error_text(ret));
-        return nullptr;
+    // One entry per pair: for each client mbedTLS takes the first certificate whose key
+    // type the chosen suite signs with (and whose curve the client offers), so an
+    // RSA-only client gets the RSA chain and the others the one of the suite preferred.
+    for (size_t i = 0; i < im.identities.size(); ++i) {
+        const int ret = mbedtls_ssl_conf_own_cert(&im.conf, &im.identities[i]->chain, &im.identities[i]->key);
+        if (ret != 0) {
+            *error = fmt::format("tls.cert {}: mbedTLS refused the certificate: {}", cert_files[i],
+                                 mbedtls_error_text(ret));
+            return nullptr;
+        }
     }
     // Session tickets (RFC 5077) let a returning client resume without the public-key
     // work, and keep no per-client state on our side. The key rotates every hour (Postfix's
     // smtpd_tls_session_cache_timeout); a ticket stays valid for up to two rotations.
-    ret = mbedtls_ssl_ticket_setup(&im.ticket, mbedtls_ctr_drbg_random, &im.drbg, MBEDTLS_CIPHER_AES_256_GCM, 3600);
+    int ret = mbedtls_ssl_ticket_setup(&im.ticket, mbedtls_ctr_drbg_random, &im.drbg, MBEDTLS_CIPHER_AES_256_GCM, 3600);
     if (ret != 0) {
         *error = "tls: cannot set up session tickets: " + mbedtls_error_text(ret);
         return nullptr;

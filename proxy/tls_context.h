@@ -62,6 +62,12 @@ public:
     // Reads both files on every call: on SIGHUP they must be readable by process.user.
     static std::shared_ptr<TlsServerContext> load(const std::string& cert_file, const std::string& key_file,
                                                   const std::string& ciphers, std::string* error);
+    // tls.cert / tls.key as lists, pairwise (cert_files[i] with key_files[i]): at most
+    // one RSA and one ECDSA pair, as Postfix's smtpd_tls_eccert_file. mbedTLS picks per
+    // client: an RSA-only client gets the RSA chain. Two pairs of one key type are refused.
+    static std::shared_ptr<TlsServerContext> load(const std::vector<std::string>& cert_files,
+                                                  const std::vector<std::string>& key_files,
+                                                  const std::string& ciphers, std::string* error);
     ~TlsServerContext();
     TlsServerContext(const TlsServerContext&) = delete;
     TlsServerContext& operator=(const TlsServerContext&) = delete;
@@ -70,7 +76,7 @@ public:
     // wants to hear of at --check and at start: expired / not yet valid certificate, RSA
     // key shorter than 2048 bits.
     const std::vector<std::string>& warnings() const { return warnings_; }
-    const std::string& cert_file() const { return cert_file_; }
+    const std::string& cert_file() const { return cert_file_; }  // the first of tls.cert
 
     // For TlsStream: the finished configuration (read-only from here on).
     const mbedtls_ssl_config* ssl_config() const;

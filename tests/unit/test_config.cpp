@@ -524,7 +524,7 @@ TEST_CASE("config: tls.cert and tls.key go together; readable files pass") {
     CHECK(alone.at(2, "tls.cert").find("tls.key is not") != std::string::npos);
     auto both = load(dir, "[tls]\ncert = " + crt + "\nkey = " + key + "\n");
     CHECK_MESSAGE(both.errors.empty(), all(both.errors));
-    CHECK(both.config->tls_key == key);
+    CHECK(both.config->tls_key == std::vector<std::string>{key});
 }
 
 TEST_CASE("config: tls.min_version only 1.2") {
