@@ -113,6 +113,7 @@ struct Config {
     std::string tls_min_version = "1.2";
     Millis tls_handshake_timeout{30000};
     int tls_max_pending_handshakes = 256;
+    std::string tls_ticket_key_file;                    // empty: mbedTLS's own random keys
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
     // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.
     bool tls_passthrough = true;

@@ -505,6 +505,13 @@ std::vector<ConfigKey> make_keys() {
         integer_key("tls", "max_pending_handshakes", &Config::tls_max_pending_handshakes, 1, 1000000,
                     "most client TLS handshakes in progress at once; beyond it STARTTLS gets 454 and the "
                     "session goes on in plain text"),
+        {"tls", "ticket_key_file",
+         "80 random bytes (openssl rand 80): session-ticket keys shared by instances (empty: random per start)",
+         [](KeyContext& c, std::string_view v) {
+             c.cfg().tls_ticket_key_file = credential_path(v);
+             if (!v.empty()) c.file(c.cfg().tls_ticket_key_file);
+         },
+         [](const Config& c) { return c.tls_ticket_key_file; }},
         switch_key("tls", "passthrough", &Config::tls_passthrough,
                    "without tls.cert: pass the backend's STARTTLS through (on) or hide it (off)"),
 

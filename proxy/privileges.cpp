@@ -88,7 +88,7 @@ void drop_privileges(const std::string& user) {
 
 std::vector<std::string> reloaded_files(const Config& config, const std::string& config_path) {
     std::vector<std::string> files{config_path};
-    for (const std::string* f : {&config.access_file, &config.dnsbl_reply_map_file}) {
+    for (const std::string* f : {&config.access_file, &config.dnsbl_reply_map_file, &config.tls_ticket_key_file}) {
         if (!f->empty()) files.push_back(*f);
     }
     for (const auto* list : {&config.tls_cert, &config.tls_key}) files.insert(files.end(), list->begin(), list->end());

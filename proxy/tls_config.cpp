@@ -9,7 +9,8 @@ std::shared_ptr<const TlsContexts> load_tls_contexts(const Config& config, std::
     auto tls = std::make_shared<TlsContexts>();
     if (!config.tls_cert.empty() && !config.tls_key.empty()) {
         std::string error;
-        auto server = TlsServerContext::load(config.tls_cert, config.tls_key, config.tls_ciphers, &error);
+        auto server = TlsServerContext::load(config.tls_cert, config.tls_key, config.tls_ciphers,
+                                             config.tls_ticket_key_file, &error);
         if (!server) {
             errors.push_back(config.source_file + ": tls: " + error);
         } else {

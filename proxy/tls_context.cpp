@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "core/text.h"
+#include "proxy/tls_ticket_keys.h"
 
 namespace smtpscreen {
 
@@ -358,6 +359,7 @@ struct TlsServerContext::Impl {
     // mbedtls_ssl_conf_own_cert keeps pointers into them: each is allocated once.
     std::vector<std::unique_ptr<Identity>> identities;
     mbedtls_ssl_ticket_context ticket;
+    std::unique_ptr<TlsTicketKeys> ticket_keys;  // tls.ticket_key_file, instead of `ticket`
     mbedtls_ssl_config conf;
     std::vector<int> suites;  // mbedtls_ssl_conf_ciphersuites keeps a pointer to it
 
@@ -369,6 +371,7 @@ struct TlsServerContext::Impl {
     }
     ~Impl() {
         mbedtls_ssl_config_free(&conf);
+        ticket_keys.reset();
         mbedtls_ssl_ticket_free(&ticket);
         identities.clear();
         mbedtls_ctr_drbg_free(&drbg);
@@ -471,12 +474,13 @@ const mbedtls_ssl_config* TlsServerContext::ssl_config() const { return &impl_->
 
 std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::string& cert_file, const std::string& key_file,
                                                          const std::string& ciphers, std::string* error) {
-    return load(std::vector<std::string>{cert_file}, std::vector<std::string>{key_file}, ciphers, error);
+    return load(std::vector<std::string>{cert_file}, std::vector<std::string>{key_file}, ciphers, "", error);
 }
 
 std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::vector<std::string>& cert_files,
                                                          const std::vector<std::string>& key_files,
-                                                         const std::string& ciphers, std::string* error) {
+                                                         const std::string& ciphers,
+                                                         const std::string& ticket_key_file, std::string* error) {
     std::shared_ptr<TlsServerContext> ctx(new TlsServerContext());
     Impl& im = *ctx->impl_;
     if (cert_files.empty() || cert_files.size() != key_files.size()) {
@@ -526,7 +530,17 @@ std::shared_ptr<TlsServerContext> TlsServerContext::load(const std::vector<std::
         }
     }
     // Session tickets (RFC 5077) let a returning client resume without the public-key
-    // work, and keep no per-client state on our side. The key rotates every hour (Postfix's
+    // work, and keep no per-client state on our side. One context serves every thread,
+    // so its ticket keys are one set for the whole process. With tls.ticket_key_file the
+    // keys come from the file, the same on every instance that reads it.
+    if (!ticket_key_file.empty()) {
+        im.ticket_keys = TlsTicketKeys::load(ticket_key_file, &im.drbg, error);
+        if (!im.ticket_keys) return nullptr;
+        mbedtls_ssl_conf_session_tickets_cb(&im.conf, &TlsTicketKeys::write, &TlsTicketKeys::parse,
+                                            im.ticket_keys.get());
+        return ctx;
+    }
+    // Otherwise mbedTLS's own: the key rotates every hour (Postfix's
     // smtpd_tls_session_cache_timeout); a ticket stays valid for up to two rotations.
     int ret = mbedtls_ssl_ticket_setup(&im.ticket, mbedtls_ctr_drbg_random, &im.drbg, MBEDTLS_CIPHER_AES_256_GCM, 3600);
     if (ret != 0) {

@@ -65,9 +65,12 @@ public:
     // tls.cert / tls.key as lists, pairwise (cert_files[i] with key_files[i]): at most
     // one RSA and one ECDSA pair, as Postfix's smtpd_tls_eccert_file. mbedTLS picks per
     // client: an RSA-only client gets the RSA chain. Two pairs of one key type are refused.
+    // ticket_key_file: tls.ticket_key_file (proxy/tls_ticket_keys.h); empty for keys of
+    // mbedTLS's own, random per context and rotated hourly.
     static std::shared_ptr<TlsServerContext> load(const std::vector<std::string>& cert_files,
                                                   const std::vector<std::string>& key_files,
-                                                  const std::string& ciphers, std::string* error);
+                                                  const std::string& ciphers, const std::string& ticket_key_file,
+                                                  std::string* error);
     ~TlsServerContext();
     TlsServerContext(const TlsServerContext&) = delete;
     TlsServerContext& operator=(const TlsServerContext&) = delete;
