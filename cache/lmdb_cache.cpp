@@ -9,9 +9,12 @@
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 
+#include "cache/ban_record.h"
+#include "cache/ban_store.h"
 #include "cache/cache_file.h"
 #include "cache/lmdb_file_check.h"
 #include "cache/lmdb_record.h"
@@ -96,11 +99,13 @@ bool is_file_damage(int rc) {
            rc == MDB_PANIC;
 }
 
-// Also greylisting's archive (edge/greylist.h): its triplets are records of their own
-// in the same file (cache/lmdb_record.h), so they share the map, the cleanup and the
-// check at open, and never a second environment on the file (see open_lmdb_cache).
+// The verdicts, greylisting's archive (edge/greylist.h) and the bans (cache/ban_record.h)
+// in one file: triplets and bans are records of their own (cache/lmdb_record.h), so
+// they share the map, the cleanup and the check at open, and never a second environment
+// on the file (LMDB allows one per file per process; see open_lmdb_cache).
 class LmdbCache final : public VerdictCache,
                         public GreylistArchive,
+                        public BanStore,
                         public std::enable_shared_from_this<LmdbCache> {
 public:
     // `verify`: walk every record through LMDB once it is open (the file was checked
@@ -156,20 +161,10 @@ public:
     std::shared_ptr<GreylistArchive> greylist_archive() override { return shared_from_this(); }
 
     void load_triplets(const Visitor& visit) override {
-        Txn txn(env_.get(), MDB_RDONLY);
-        if (txn.begin_error() != 0) return report("greylist load", "", txn.begin_error());
-        MDB_cursor* raw = nullptr;
-        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return report("greylist load", "", rc);
-        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
-        const std::string first(kLmdbGreylistPrefix);
-        MDB_val key = as_val(first), val;
-        int rc = mdb_cursor_get(raw, &key, &val, MDB_SET_RANGE);
-        for (; rc == 0 && is_lmdb_greylist_key(as_view(key)); rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
-            if (auto entry = decode_lmdb_greylist_entry(as_view(val))) {
-                visit(std::string(as_view(key).substr(kLmdbGreylistPrefix.size())), *entry);
-            }
-        }
-        if (rc != 0 && rc != MDB_NOTFOUND) report("greylist load", "", rc);
+        const int rc = walk_prefix(kLmdbGreylistPrefix, [&visit](std::string_view triplet, std::string_view value) {
+            if (auto entry = decode_lmdb_greylist_entry(value)) visit(std::string(triplet), *entry);
+        });
+        if (rc != 0) report("greylist load", "", rc);
     }
 
     void keep_triplet(const std::string& triplet, const GreylistEntry& entry) override {
@@ -189,6 +184,24 @@ public:
         if (rc != 0) return report("greylist delete", key, rc);
         if (int c = txn.commit(); c != 0) report("greylist delete", key, c);
     }
+
+    void lookup_ban(const std::string& client_ip, BanFound done) override {
+        done(get(lmdb_ban_key(client_ip), client_ip, decode_lmdb_ban));
+    }
+
+    void store_ban(const std::string& client_ip, const Ban& ban) override {
+        if (client_ip.empty()) return;
+        store_bytes("ban", lmdb_ban_key(client_ip), encode_lmdb_ban(ban));
+    }
+
+    void for_each_ban(const BanVisitor& visit) override {
+        const int rc = walk_prefix(kBanKeyPrefix, [&visit](std::string_view client_ip, std::string_view value) {
+            if (auto ban = decode_lmdb_ban(value)) visit(std::string(client_ip), *ban);
+        });
+        if (rc != 0) throw std::runtime_error(failure("read", rc));
+    }
+
+    bool erase_ban(const std::string& client_ip) override { return erase(lmdb_ban_key(client_ip)); }
 
     size_t purge_expired(int64_t now) override {
         Txn txn(env_.get(), 0);
@@ -241,7 +254,7 @@ public:
         MDB_val key, val;
         int rc = mdb_cursor_get(raw, &key, &val, MDB_FIRST);
         for (; rc == 0; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
-            if (is_lmdb_greylist_key(as_view(key))) continue;  // triplets, not clients
+            if (is_lmdb_greylist_key(as_view(key)) || is_ban_key(as_view(key))) continue;  // not verdicts
             if (auto r = decode_lmdb_record(as_view(val))) visit(std::string(as_view(key)), *r);
         }
         if (rc != MDB_NOTFOUND) throw std::runtime_error(failure("read", rc));
@@ -353,20 +366,45 @@ private:
 
     std::optional<TestResults> read(const std::string& client_ip) {
         if (client_ip.empty()) return std::nullopt;
+        return get(client_ip, client_ip, decode_lmdb_record);
+    }
+
+    // Every record whose key starts with `prefix` (such keys sort together), with the rest
+    // of its key; 0, or the LMDB error that stopped the walk.
+    int walk_prefix(std::string_view prefix,
+                    const std::function<void(std::string_view rest, std::string_view value)>& visit) {
+        Txn txn(env_.get(), MDB_RDONLY);
+        if (txn.begin_error() != 0) return txn.begin_error();
+        MDB_cursor* raw = nullptr;
+        if (int rc = mdb_cursor_open(txn.get(), dbi_, &raw); rc != 0) return rc;
+        std::unique_ptr<MDB_cursor, CursorClose> cursor(raw);
+        const std::string first(prefix);
+        MDB_val key = as_val(first), val;
+        int rc = mdb_cursor_get(raw, &key, &val, MDB_SET_RANGE);
+        for (; rc == 0 && as_view(key).substr(0, prefix.size()) == prefix; rc = mdb_cursor_get(raw, &key, &val, MDB_NEXT)) {
+            visit(as_view(key).substr(prefix.size()), as_view(val));
+        }
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+
+    // The value at `k` decoded (nullopt when absent), before the transaction ends: LMDB's
+    // value points into the map.
+    template <typename T>
+    std::optional<T> get(const std::string& k, const std::string& client_ip,
+                         std::optional<T> (*decode)(std::string_view)) {
         Txn txn(env_.get(), MDB_RDONLY);
         if (txn.begin_error() != 0) {
             report("lookup", client_ip, txn.begin_error());
             return std::nullopt;
         }
-        MDB_val key = as_val(client_ip), val;
+        MDB_val key = as_val(k), val;
         const int rc = mdb_get(txn.get(), dbi_, &key, &val);
         if (rc == MDB_NOTFOUND) return std::nullopt;
         if (rc != 0) {
             report("lookup", client_ip, rc);
             return std::nullopt;
         }
-        // Copied out before the transaction ends: val points into the map.
-        return decode_lmdb_record(as_view(val));
+        return decode(as_view(val));
     }
 
     void store_bytes(const char* op, const std::string& key, const std::string& record) {
@@ -385,10 +423,10 @@ private:
     }
 
     // `pages`: how many pages the records take after this write.
-    int write(const std::string& client_ip, const std::string& record, size_t& pages) {
+    int write(const std::string& k, const std::string& record, size_t& pages) {
         Txn txn(env_.get(), 0);
         if (txn.begin_error() != 0) return txn.begin_error();
-        MDB_val key = as_val(client_ip), val = as_val(record);
+        MDB_val key = as_val(k), val = as_val(record);
         if (int rc = mdb_put(txn.get(), dbi_, &key, &val, 0); rc != 0) return rc;
         MDB_stat st{};
         if (mdb_stat(txn.get(), dbi_, &st) == 0) pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
@@ -421,21 +459,20 @@ private:
 
 // The file at `path` cannot be used: move it aside and start an empty cache there; if
 // it cannot be moved, keep passes in memory until the next start.
-std::shared_ptr<VerdictCache> replace_unusable(const std::string& path, const std::string& problem, Logger& log,
-                                               size_t map_size) {
+CacheStores replace_unusable(const std::string& path, const std::string& problem, Logger& log, size_t map_size) {
     std::string error;
     const auto moved = move_cache_aside(path, static_cast<int64_t>(std::time(nullptr)), error);
     if (!moved) {
         log.error("cache file {} is corrupt ({}) and cannot be moved aside ({}): keeping passes in memory until "
                   "the next start; remove the file or make its directory writable by smtpscreen",
                   path, problem, error);
-        return open_memory_cache();
+        return {open_memory_cache(), open_memory_bans()};
     }
     log.warn("cache file {} is corrupt ({}): moved aside to {}; starting with an empty cache", path, problem, *moved);
     auto cache = std::make_shared<LmdbCache>(path, log, map_size, false);
     make_owner_only(path);
     make_owner_only(lmdb_lock_path(path));
-    return cache;
+    return {cache, cache};
 }
 
 bool exists(const std::string& path) {
@@ -445,7 +482,7 @@ bool exists(const std::string& path) {
 
 }  // namespace
 
-std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log, size_t map_size) {
+CacheStores open_lmdb_stores(const std::string& path, Logger& log, size_t map_size) {
     create_cache_directory(path);
     const bool new_file = !exists(path), new_lock = !exists(lmdb_lock_path(path));
     // A file another process has open is in use there: checking it against a writer
@@ -456,7 +493,7 @@ std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& l
         if (found.verdict == LmdbFileCheck::Verdict::Foreign) throw std::runtime_error(open_error(path, MDB_INVALID));
         if (found.verdict == LmdbFileCheck::Verdict::Corrupt) return replace_unusable(path, found.problem, log, map_size);
     }
-    std::shared_ptr<VerdictCache> cache;
+    std::shared_ptr<LmdbCache> cache;
     try {
         cache = std::make_shared<LmdbCache>(path, log, map_size, exclusive && !new_file);
     } catch (const UnusableFile& e) {
@@ -465,7 +502,11 @@ std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& l
     }
     if (new_file) make_owner_only(path);
     if (new_lock) make_owner_only(lmdb_lock_path(path));
-    return cache;
+    return {cache, cache};
+}
+
+std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log, size_t map_size) {
+    return open_lmdb_stores(path, log, map_size).verdicts;
 }
 
 }  // namespace smtpscreen

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cache/ban_record.h"
+
 namespace smtpscreen {
 
 std::string encode_lmdb_record(const TestResults& r) {
@@ -71,14 +73,19 @@ bool lmdb_record_lapsed(std::string_view key, std::string_view bytes, int64_t no
         const auto e = decode_lmdb_greylist_entry(bytes);
         return !e || e->expires_ms <= now * 1000;
     }
+    if (is_ban_key(key)) {
+        const auto ban = decode_lmdb_ban(bytes);
+        return !ban || ban->keep_until_ms <= now * 1000;
+    }
     const auto r = decode_lmdb_record(bytes);
     return !r || all_passes_expired(*r, now);
 }
 
 bool lmdb_record_decodes(std::string_view key, std::string_view bytes) {
     if (key.empty()) return false;
-    return is_lmdb_greylist_key(key) ? decode_lmdb_greylist_entry(bytes).has_value()
-                                     : decode_lmdb_record(bytes).has_value();
+    if (is_lmdb_greylist_key(key)) return decode_lmdb_greylist_entry(bytes).has_value();
+    if (is_ban_key(key)) return decode_lmdb_ban(bytes).has_value();
+    return decode_lmdb_record(bytes).has_value();
 }
 
 }  // namespace smtpscreen

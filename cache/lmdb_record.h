@@ -33,8 +33,9 @@ inline constexpr size_t kLmdbMaxKey = 511;
 bool is_lmdb_greylist_key(std::string_view key);
 std::string encode_lmdb_greylist_entry(const GreylistEntry& e);
 std::optional<GreylistEntry> decode_lmdb_greylist_entry(std::string_view bytes);
-// A record of either kind that no lookup needs any more at `now` (Unix seconds), or
-// that does not decode.
+// Bans (cache/ban_record.h) share it too, under "ban:<address>".
+// A record of any kind that no lookup needs any more at `now` (Unix seconds), or that
+// does not decode: cleanups drop lapsed triplets and forgotten bans as they drop passes.
 bool lmdb_record_lapsed(std::string_view key, std::string_view bytes, int64_t now);
 // Whether the bytes under `key` are a record of the kind the key says.
 bool lmdb_record_decodes(std::string_view key, std::string_view bytes);

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/ban_record.h"
 #include "cache/redis_greylist.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
@@ -83,7 +84,7 @@ private:
     std::unique_ptr<redisContext, ContextFree> context_;
 };
 
-class RedisToolCache final : public VerdictCache {
+class RedisToolCache final : public VerdictCache, public BanStore {
 public:
     RedisToolCache(const RedisSettings& settings, Millis timeout)
         : redis_(settings, timeout), prefix_(settings.prefix) {}
@@ -96,8 +97,29 @@ public:
 
     void for_each(const RecordVisitor& visit) override {
         for (const auto& k : keys()) {
-            if (auto record = read(k)) visit(k.substr(prefix_.size()), *record);
+            if (is_ban_key(std::string_view(k).substr(prefix_.size()))) continue;
+            if (auto record = decode_redis_record(fields(k))) visit(k.substr(prefix_.size()), *record);
         }
+    }
+
+    void lookup_ban(const std::string& client_ip, BanFound done) override {
+        done(decode_redis_ban(fields(redis_ban_key(prefix_, client_ip))));
+    }
+
+    void store_ban(const std::string& client_ip, const Ban& ban) override {
+        for (const auto& command : redis_ban_store_commands(redis_ban_key(prefix_, client_ip), ban)) redis_.run(command);
+    }
+
+    void for_each_ban(const BanVisitor& visit) override {
+        const size_t skip = prefix_.size() + kBanKeyPrefix.size();
+        for (const auto& k : keys()) {
+            if (!is_ban_key(std::string_view(k).substr(prefix_.size()))) continue;
+            if (auto ban = decode_redis_ban(fields(k))) visit(k.substr(skip), *ban);
+        }
+    }
+
+    bool erase_ban(const std::string& client_ip) override {
+        return redis_.run({"DEL", redis_ban_key(prefix_, client_ip)})->integer == 1;
     }
 
     bool erase(const std::string& client_ip) override {
@@ -119,13 +141,18 @@ public:
 private:
     std::string key(const std::string& client_ip) const { return redis_record_key(prefix_, client_ip); }
 
-    std::optional<TestResults> read(const std::string& k) {
+    std::optional<TestResults> read(const std::string& k) { return decode_redis_record(fields(k)); }
+
+    // The hash at k as field/value pairs, owned (the reply is freed here).
+    std::vector<std::pair<std::string_view, std::string_view>> fields(const std::string& k) {
         auto reply = redis_.run({"HGETALL", k});
-        std::vector<std::pair<std::string_view, std::string_view>> fields;
+        held_.clear();
         for (size_t i = 0; i + 1 < reply->elements; i += 2) {
-            fields.emplace_back(text_of(*reply->element[i]), text_of(*reply->element[i + 1]));
+            held_.emplace_back(text_of(*reply->element[i]), text_of(*reply->element[i + 1]));
         }
-        return decode_redis_record(fields);
+        std::vector<std::pair<std::string_view, std::string_view>> out;
+        for (const auto& [name, value] : held_) out.emplace_back(name, value);
+        return out;
     }
 
     // Every client's key with the prefix, sorted (SCAN may return a key twice, in any
@@ -155,12 +182,14 @@ private:
 
     BlockingRedis redis_;
     std::string prefix_;
+    std::vector<std::pair<std::string, std::string>> held_;  // what fields() last returned views into
 };
 
 }  // namespace
 
-std::shared_ptr<VerdictCache> open_redis_cache_blocking(const RedisSettings& settings, Millis timeout) {
-    return std::make_shared<RedisToolCache>(settings, timeout);
+CacheStores open_redis_cache_blocking(const RedisSettings& settings, Millis timeout) {
+    auto cache = std::make_shared<RedisToolCache>(settings, timeout);
+    return {cache, cache};
 }
 
 std::optional<std::string> probe_redis(const RedisSettings& settings, Millis timeout) {

@@ -15,7 +15,8 @@ namespace smtpscreen {
 // with the prefix in address order, erase_all deletes those keys and no other (never
 // FLUSHDB: the database may hold other programs' keys). Throws std::runtime_error
 // naming the server and what to do when it cannot be reached or refuses a command.
-std::shared_ptr<VerdictCache> open_redis_cache_blocking(const RedisSettings& settings, Millis timeout);
+// The bans (cache/ban_record.h) come with them; the verdicts' for_each skips their keys.
+CacheStores open_redis_cache_blocking(const RedisSettings& settings, Millis timeout);
 
 // nullopt when Redis answers PING (after AUTH and SELECT) within `timeout`; otherwise
 // why not, in words.

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/ban_record.h"
 #include "cache/redis_greylist.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
@@ -33,6 +34,19 @@ std::optional<std::string> transaction_error(const redisReply& reply) {
         if (reply.element[i]->type == REDIS_REPLY_ERROR) return std::string(reply_text(*reply.element[i]));
     }
     return std::nullopt;
+}
+
+// HGETALL's reply as field/value pairs (none for a missing key).
+std::vector<std::pair<std::string_view, std::string_view>> hash_fields(const redisReply& reply) {
+    std::vector<std::pair<std::string_view, std::string_view>> fields;
+    if (reply.type != REDIS_REPLY_ARRAY) return fields;
+    for (size_t i = 0; i + 1 < reply.elements; i += 2) {
+        const redisReply* name = reply.element[i];
+        const redisReply* value = reply.element[i + 1];
+        if (name->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING) continue;
+        fields.emplace_back(std::string_view(name->str, name->len), std::string_view(value->str, value->len));
+    }
+    return fields;
 }
 
 }  // namespace
@@ -90,24 +104,44 @@ void RedisLoopCache::lookup(const std::string& client_ip, LookupDone done) {
 }
 
 void RedisLoopCache::store(const std::string& client_ip, const TestResults& results) {
+    send_store(redis_store_commands(redis_record_key(settings_.prefix, client_ip), results));
+}
+
+void RedisLoopCache::lookup_ban(const std::string& client_ip, BanFound done) {
+    request({{"HGETALL", redis_ban_key(settings_.prefix, client_ip)}}, [this, done = std::move(done)](const redisReply* reply) {
+        if (reply == nullptr) return done(std::nullopt);
+        if (reply->type == REDIS_REPLY_ERROR) {
+            if (!wrong_type(*reply)) outage_->refused(RedisOutage::Refused::Lookups, std::string(reply_text(*reply)));
+            return done(std::nullopt);
+        }
+        outage_->accepted(RedisOutage::Refused::Lookups);
+        done(decode_redis_ban(hash_fields(*reply)));
+    });
+}
+
+void RedisLoopCache::store_ban(const std::string& client_ip, const Ban& ban) {
+    send_store(redis_ban_store_commands(redis_ban_key(settings_.prefix, client_ip), ban));
+}
+
+bool RedisLoopCache::send_store(const std::vector<RedisCommand>& commands) {
     if (!usable() || waiting_.size() >= settings_.max_in_flight) {
         ++counters_.stores_dropped;
-        return;
+        return false;
     }
-    const auto commands = redis_store_commands(redis_record_key(settings_.prefix, client_ip), results);
     // Only the last command's reply (EXEC's, or a lone DEL's) is waited for: it tells
     // how the whole store went.
     for (size_t i = 0; i + 1 < commands.size(); ++i) {
         if (!connection_->send(commands[i], 0)) {
             ++counters_.stores_dropped;
-            return;
+            return false;
         }
     }
     if (send(commands.back(), Kind::Store, {}) == 0) {
         ++counters_.stores_dropped;
-        return;
+        return false;
     }
     ++counters_.stores;
+    return true;
 }
 
 void RedisLoopCache::request(const std::vector<RedisCommand>& commands, ReplyDone done) {
@@ -170,16 +204,7 @@ void RedisLoopCache::on_lookup_reply(Waiting& w, const redisReply& reply) {
         return w.done(std::nullopt);
     }
     outage_->accepted(RedisOutage::Refused::Lookups);
-    std::vector<std::pair<std::string_view, std::string_view>> fields;
-    if (reply.type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i + 1 < reply.elements; i += 2) {
-            const redisReply* name = reply.element[i];
-            const redisReply* value = reply.element[i + 1];
-            if (name->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING) continue;
-            fields.emplace_back(std::string_view(name->str, name->len), std::string_view(value->str, value->len));
-        }
-    }
-    auto record = decode_redis_record(fields);
+    auto record = decode_redis_record(hash_fields(reply));
     if (record) ++counters_.hits;
     w.done(record);
 }
@@ -256,8 +281,9 @@ public:
     RedisCacheSource(const RedisSettings& settings, Logger& log)
         : settings_(settings), outage_(std::make_shared<RedisOutage>(settings.address, log)) {}
 
-    std::shared_ptr<VerdictCache> for_loop(uv_loop_t* loop) override {
-        return std::make_shared<RedisLoopCache>(loop, settings_, outage_);
+    CacheStores for_loop(uv_loop_t* loop) override {
+        auto cache = std::make_shared<RedisLoopCache>(loop, settings_, outage_);
+        return {cache, cache};
     }
 
 private:

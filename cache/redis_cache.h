@@ -47,7 +47,10 @@ struct RedisCacheCounters {
     uint64_t connects = 0;        // connections opened, the first included
 };
 
-class RedisLoopCache final : public VerdictCache, private RedisConnection::Events {
+// Bans (cache/ban_record.h) go over the same connection: a lookup is one HGETALL of
+// <prefix>ban:<address>, a store one MULTI/HSET/PEXPIREAT/EXEC, with the same deadline
+// and the same outage rules (a ban that cannot be read lets the client in).
+class RedisLoopCache final : public VerdictCache, public BanStore, private RedisConnection::Events {
 public:
     // Starts connecting at once; the loop must outlive this object, which is used from
     // the loop's thread only.
@@ -58,6 +61,8 @@ public:
 
     void lookup(const std::string& client_ip, LookupDone done) override;
     void store(const std::string& client_ip, const TestResults& results) override;
+    void lookup_ban(const std::string& client_ip, BanFound done) override;
+    void store_ban(const std::string& client_ip, const Ban& ban) override;
     // The rate counts on this loop go through this connection (cache/redis_rates.h),
     // falling back to `fallback` (this process's table) when Redis cannot answer.
     std::unique_ptr<ConnectionRates> loop_rates(ConnectionRates& fallback) override;
@@ -92,6 +97,8 @@ private:
     // Sends a command whose reply is waited for (its deadline starts now); 0 when it
     // could not be queued, and then `done` was not taken.
     uint64_t send(const RedisCommand& command, Kind kind, LookupDone&& done, ReplyDone&& answer = {});
+    // A store's commands; only the last one's reply is waited for. False when dropped.
+    bool send_store(const std::vector<RedisCommand>& commands);
     bool usable() const { return connection_ && connection_->alive() && !down_; }
     void on_reply(uint64_t id, const redisReply& reply) override;
     void on_lost(const std::string& why) override;

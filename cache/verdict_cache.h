@@ -15,6 +15,7 @@
 #include <string_view>
 #include <utility>
 
+#include "cache/ban_store.h"
 #include "core/log.h"
 #include "edge/connection_rates.h"
 #include "edge/greylist.h"
@@ -98,30 +99,37 @@ public:
     virtual std::unique_ptr<GreylistStore> loop_greylist() { return nullptr; }
 };
 
-// What the server opens once from cache.*: every event loop asks it for the cache its
+// One backend's verdicts and bans (cache/ban_store.h), kept side by side: often one
+// object (an lmdb environment, a Redis connection) behind both.
+struct CacheStores {
+    std::shared_ptr<VerdictCache> verdicts;
+    std::shared_ptr<BanStore> bans;
+};
+
+// What the server opens once from cache.*: every event loop asks it for the stores its
 // sessions use, so that sessions never learn which backend they have. The embedded
-// backends hand every loop the same object (they are safe to share between threads);
+// backends hand every loop the same objects (they are safe to share between threads);
 // Redis gives each loop a connection of its own, driven by that loop.
 class VerdictCacheSource {
 public:
     virtual ~VerdictCacheSource() = default;
-    // Called on the loop's thread, or before the loop runs. The cache is then used on
+    // Called on the loop's thread, or before the loop runs. The stores are then used on
     // that thread only, and must be destroyed before the loop is closed.
-    virtual std::shared_ptr<VerdictCache> for_loop(uv_loop_t* loop) = 0;
+    virtual CacheStores for_loop(uv_loop_t* loop) = 0;
     // The cache's archive for greylisting's triplets (VerdictCache::greylist_archive),
     // shared by every loop; null when they live in memory only.
     virtual std::shared_ptr<GreylistArchive> greylist_archive() { return nullptr; }
 };
 
-// A source that hands every loop `cache` itself (lmdb, memory).
+// A source that hands every loop the same stores (lmdb, memory).
 class SharedVerdictCache final : public VerdictCacheSource {
 public:
-    explicit SharedVerdictCache(std::shared_ptr<VerdictCache> cache) : cache_(std::move(cache)) {}
-    std::shared_ptr<VerdictCache> for_loop(uv_loop_t*) override { return cache_; }
-    std::shared_ptr<GreylistArchive> greylist_archive() override { return cache_->greylist_archive(); }
+    explicit SharedVerdictCache(CacheStores stores) : stores_(std::move(stores)) {}
+    CacheStores for_loop(uv_loop_t*) override { return stores_; }
+    std::shared_ptr<GreylistArchive> greylist_archive() override { return stores_.verdicts->greylist_archive(); }
 
 private:
-    std::shared_ptr<VerdictCache> cache_;
+    CacheStores stores_;
 };
 
 // Embedded backends are safe to share between loop threads. Throws std::runtime_error
@@ -143,6 +151,9 @@ constexpr size_t kLmdbMapSize = size_t{256} << 20;
 // this many records for expired ones to delete, resuming where the previous one stopped.
 constexpr size_t kLmdbSweepBatch = 512;
 std::shared_ptr<VerdictCache> open_lmdb_cache(const std::string& path, Logger& log, size_t map_size = kLmdbMapSize);
+// The same file's verdicts and bans (one object behind both, or memory for both when the
+// file was corrupt and could not be moved aside).
+CacheStores open_lmdb_stores(const std::string& path, Logger& log, size_t map_size = kLmdbMapSize);
 // At most kMemoryCacheMaxEntries records; when full, expired records go first, then the
 // oldest stored.
 constexpr size_t kMemoryCacheMaxEntries = 1'000'000;

@@ -18,6 +18,7 @@
 #include "core/address.h"
 #include "core/duration.h"
 #include "dnsbl/site.h"
+#include "edge/ban.h"
 #include "edge/greylist.h"
 #include "edge/rate_limit.h"
 #include "proxy/handoff_header.h"
@@ -129,6 +130,12 @@ struct Config {
     int command_count_limit = 20;
     Millis shutdown_grace{30000};
 
+    // [ban]
+    RateLimit ban_after;                                // off
+    Millis ban_time{3600000};
+    Millis ban_max_time{7 * 86400000LL};
+    BanAction ban_action = BanAction::Drop;
+
     // [tarpit]
     Millis tarpit_delay{1000};
     int tarpit_max_connections = 1000;
@@ -162,6 +169,10 @@ struct Config {
     }
     RateRules rate_rules() const {
         return {per_client_rate, per_network_rate, network_prefix, static_cast<size_t>(rate_table_size)};
+    }
+    // The failures' table shares limits.rate_table_size with the rate limits' table.
+    BanRules ban_rules() const {
+        return {ban_after, ban_time, ban_max_time, ban_action, static_cast<size_t>(rate_table_size)};
     }
     GreylistRules greylist_rules() const {
         return {greylist_delay, greylist_retry_window, greylist_ttl, network_prefix,

@@ -553,6 +553,33 @@ std::vector<ConfigKey> make_keys() {
         duration_key("limits", "shutdown_grace", &Config::shutdown_grace, Zero::Allowed,
                      "how long SIGTERM lets sessions in progress go on"),
 
+        // [ban]
+        {"ban", "after", "N/PERIOD: a client that fails tests N times within PERIOD is banned (0: off)",
+         [](KeyContext& c, std::string_view v) {
+             std::string why;
+             if (auto rate = parse_rate_limit(v, &why, "failures")) c.cfg().ban_after = *rate;
+             else c.fail(why);
+         },
+         [](const Config& c) { return format_rate_limit(c.ban_after); }},
+        duration_key("ban", "time", &Config::ban_time, Zero::Refused,
+                     "how long a first ban lasts; each repeat ban of the client doubles it"),
+        duration_key("ban", "max_time", &Config::ban_max_time, Zero::Refused,
+                     "the longest ban, and how long a client's bans are remembered after the last one ends"),
+        {"ban", "action", "what a banned client gets at connect: drop (521 and close)",
+         [](KeyContext& c, std::string_view v) {
+             auto action = c.choice(v, kBanActionNames, "a ban action");
+             if (!action) return;
+             // Refused rather than taken as drop: an admin who asked for a tarpit must
+             // not believe bots are being slowed down.
+             if (*action == BanAction::Tarpit) {
+                 c.fail("tarpit is not built yet in this version (use drop: a banned client gets 521 and is "
+                        "closed)");
+                 return;
+             }
+             c.cfg().ban_action = *action;
+         },
+         [](const Config& c) { return std::string(choice_name(kBanActionNames, c.ban_action)); }},
+
         // [tarpit]
         duration_key("tarpit", "delay", &Config::tarpit_delay, Zero::Refused,
                      "a tarpitted client gets one byte of each reply per delay"),

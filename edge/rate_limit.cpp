@@ -9,10 +9,12 @@
 
 namespace smtpscreen {
 
-std::optional<RateLimit> parse_rate_limit(std::string_view text, std::string* why) {
+std::optional<RateLimit> parse_rate_limit(std::string_view text, std::string* why, std::string_view events) {
     auto fail = [&](std::string_view what) -> std::optional<RateLimit> {
-        if (why) *why = fmt::format("\"{}\" {} (use N/PERIOD, e.g. 30/1m for 30 connections a minute, or 0 for off)",
-                                    text, what);
+        if (why) {
+            *why = fmt::format("\"{}\" {} (use N/PERIOD, e.g. 30/1m for 30 {} a minute, or 0 for off)", text, what,
+                               events);
+        }
         return std::nullopt;
     };
     if (text == "0") return RateLimit{};
@@ -22,9 +24,9 @@ std::optional<RateLimit> parse_rate_limit(std::string_view text, std::string* wh
     uint32_t count = 0;
     auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), count);
     if (n.empty() || ec != std::errc{} || end != n.data() + n.size()) {
-        return fail("does not start with a number of connections");
+        return fail(fmt::format("does not start with a number of {}", events));
     }
-    if (count == 0) return fail("allows no connection at all");
+    if (count == 0) return fail(events == "connections" ? "allows no connection at all" : "counts to 0");
     auto period = parse_duration(text.substr(slash + 1));
     if (!period) return fail("has no duration after the slash");
     if (period->count() <= 0) return fail("has a period of 0");

@@ -24,8 +24,10 @@ struct RateLimit {
 };
 
 // "30/1m" (any duration after the slash), or "0" for off. On failure sets *why to what
-// is wrong and what to write instead.
-std::optional<RateLimit> parse_rate_limit(std::string_view text, std::string* why);
+// is wrong and what to write instead; `events` names what is counted in it
+// ("connections", "failures").
+std::optional<RateLimit> parse_rate_limit(std::string_view text, std::string* why,
+                                          std::string_view events = "connections");
 // The form parse_rate_limit reads back: "30/1m", "0".
 std::string format_rate_limit(const RateLimit& limit);
 

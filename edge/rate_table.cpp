@@ -38,6 +38,13 @@ bool RateTable::first_refusal(const RateKey& key) {
     return true;
 }
 
+void RateTable::forget(const RateKey& key) {
+    auto it = map_.find(key);
+    if (it == map_.end()) return;
+    unlink(*it);
+    map_.erase(it);
+}
+
 void RateTable::set_capacity(size_t capacity) {
     capacity_ = capacity < 1 ? 1 : capacity;
     while (map_.size() > capacity_) forget_oldest();

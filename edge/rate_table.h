@@ -36,6 +36,8 @@ public:
     // True the first time it is asked for a key within its current period, so that a
     // refused client is logged once per period, not once per connection.
     bool first_refusal(const RateKey& key);
+    // Drops the key's count, if it has one (a banned client starts counting afresh).
+    void forget(const RateKey& key);
 
     // A smaller size forgets the least recently counted keys beyond it at once.
     void set_capacity(size_t capacity);

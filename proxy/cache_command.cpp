@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <exception>
@@ -60,6 +61,21 @@ std::string show_text(const std::string& ip, const TestResults& r, int64_t now) 
     return out;
 }
 
+// A ban record, for `list` (one line) and `show` (an indented line under the address).
+std::string ban_list_line(const std::string& ip, const Ban& ban) {
+    return fmt::format("{} ban until={} count={} failures={}", ip, utc(ban.until_ms / 1000), ban.count, ban.failures);
+}
+
+std::string ban_show_line(const Ban& ban, int64_t now) {
+    const int64_t until = ban.until_ms / 1000;
+    std::string state = until > now ? fmt::format("banned until {} ({}s left)", utc(until), until - now)
+                                    : fmt::format("ban ended at {}", utc(until));
+    state += fmt::format(", ban {} in a row, after {} failures", ban.count, ban.failures);
+    // Redis forgets the key itself (its TTL), so a record read there has no date of its own.
+    if (ban.keep_until_ms != INT64_MAX) state += fmt::format("; remembered until {}", utc(ban.keep_until_ms / 1000));
+    return fmt::format("  {:<14}{}\n", "ban", state);
+}
+
 // The key the daemon uses: the address as it formats it ("2001:db8::1", never
 // "2001:DB8:0::1").
 std::optional<std::string> client_key(const std::string& text) {
@@ -83,26 +99,39 @@ void match_lock_owner(const std::string& path, bool lock_existed) {
 
 // One verb on an open cache. where: how messages name the cache ("/var/lib/...",
 // "redis:127.0.0.1:6379"); about: the lines `stats` prints after naming it.
-int carry_out(VerdictCache& cache, const std::string& verb, const std::string& ip, const std::string& where,
+int carry_out(const CacheStores& stores, const std::string& verb, const std::string& ip, const std::string& where,
               const std::vector<std::string>& about) {
+    VerdictCache& cache = *stores.verdicts;
+    BanStore& bans = *stores.bans;
     const auto now = static_cast<int64_t>(std::time(nullptr));
     if (verb == "list") {
         cache.for_each([](const std::string& key, const TestResults& r) {
             std::printf("%s\n", list_line(key, r).c_str());
         });
+        bans.for_each_ban([](const std::string& key, const Ban& ban) {
+            std::printf("%s\n", ban_list_line(key, ban).c_str());
+        });
     } else if (verb == "show") {
         std::optional<TestResults> found;
         cache.lookup(ip, [&found](std::optional<TestResults> r) { found = r; });
-        if (!found) return fail(fmt::format("{} is not in the cache {}", ip, where));
-        std::fputs(show_text(ip, *found, now).c_str(), stdout);
+        std::optional<Ban> ban;
+        bans.lookup_ban(ip, [&ban](std::optional<Ban> b) { ban = b; });
+        if (!found && !ban) return fail(fmt::format("{} is not in the cache {}", ip, where));
+        std::fputs((found ? show_text(ip, *found, now) : ip + "\n").c_str(), stdout);
+        if (ban) std::fputs(ban_show_line(*ban, now).c_str(), stdout);
     } else if (verb == "delete") {
-        if (!cache.erase(ip)) return fail(fmt::format("{} is not in the cache {}", ip, where));
-        std::printf("deleted %s from %s: its next connection goes through the tests again\n", ip.c_str(),
-                    where.c_str());
+        const bool had_record = cache.erase(ip);
+        const bool had_ban = bans.erase_ban(ip);
+        if (!had_record && !had_ban) return fail(fmt::format("{} is not in the cache {}", ip, where));
+        if (had_ban) std::printf("lifted the ban of %s in %s, and forgot its earlier bans\n", ip.c_str(), where.c_str());
+        if (had_record) {
+            std::printf("deleted %s from %s: its next connection goes through the tests again\n", ip.c_str(),
+                        where.c_str());
+        }
     } else if (verb == "flush") {
         const size_t n = cache.erase_all();
-        std::printf("flushed %s: %zu record%s deleted; every client goes through the tests again\n", where.c_str(), n,
-                    n == 1 ? "" : "s");
+        std::printf("flushed %s: %zu record%s deleted (bans included); every client goes through the tests again\n",
+                    where.c_str(), n, n == 1 ? "" : "s");
     } else {
         size_t records = 0;
         size_t live = 0;
@@ -118,6 +147,12 @@ int carry_out(VerdictCache& cache, const std::string& verb, const std::string& i
             }
             if (any) ++live;
         });
+        size_t banned = 0;
+        size_t remembered = 0;
+        bans.for_each_ban([&](const std::string&, const Ban& ban) {
+            ++remembered;
+            if (ban.until_ms / 1000 > now) ++banned;
+        });
         for (const auto& line : about) std::printf("%s\n", line.c_str());
         std::printf("records: %zu\n", records);
         std::printf("records with a valid pass: %zu\n", live);
@@ -125,6 +160,8 @@ int carry_out(VerdictCache& cache, const std::string& verb, const std::string& i
         for (size_t i = 0; i < kTestCount; ++i) {
             std::printf("valid %s passes: %zu\n", std::string(test_name(static_cast<Test>(i))).c_str(), passes[i]);
         }
+        std::printf("bans in force: %zu\n", banned);
+        std::printf("bans remembered (in force or ended): %zu\n", remembered);
     }
     std::fflush(stdout);
     return 0;
@@ -141,9 +178,9 @@ int on_lmdb(const Config& config, const std::string& config_path, const std::str
     const bool lock_existed = ::access(lmdb_lock_path(path).c_str(), F_OK) == 0;
     try {
         Logger log(false, "smtpscreen", true);
-        auto cache = open_lmdb_cache(path, log);
+        auto stores = open_lmdb_stores(path, log);
         match_lock_owner(path, lock_existed);
-        return carry_out(*cache, verb, ip, path,
+        return carry_out(stores, verb, ip, path,
                          {"cache: lmdb:" + path, fmt::format("file size: {} bytes", static_cast<long long>(st.st_size))});
     } catch (const std::exception& e) {
         return fail(e.what());
@@ -159,7 +196,7 @@ int on_redis(const Config& config, const std::string& verb, const std::string& i
     try {
         // Longer than a session would wait: a SCAN over a big cache takes a while.
         auto cache = open_redis_cache_blocking(settings, std::max<Millis>(settings.timeout, Millis(5000)));
-        return carry_out(*cache, verb, ip, "redis:" + settings.address,
+        return carry_out(cache, verb, ip, "redis:" + settings.address,
                          {"cache: redis:" + settings.address,
                           fmt::format("keys: {}<address> in database {}", settings.prefix, settings.db)});
     } catch (const std::exception& e) {

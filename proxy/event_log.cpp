@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <ctime>
 
 namespace smtpscreen {
 
@@ -77,6 +78,19 @@ void EventLog::rate_limited(const Endpoint& client, const RateVerdict& verdict) 
                   client.to_string(), verdict.key.to_string());
     }
 }
+
+// fail2ban's filter matches it (conf/fail2ban): the time is UTC, as the cache tools print it.
+void EventLog::banned(const Endpoint& client, const Ban& ban) {
+    metrics_.bans.add();
+    const auto tt = static_cast<std::time_t>(ban.until_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char until[32];
+    std::strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    log_.info("BANNED {} until {} after {} failures", client.to_string(), until, ban.failures);
+}
+
+void EventLog::ban_refused(const Endpoint&) { metrics_.banned_connections.add(); }
 
 void EventLog::backend_unavailable(const Endpoint& client, std::string_view why) {
     metrics_.backend_connect_failures.add();

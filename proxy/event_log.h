@@ -9,6 +9,7 @@
 #include "core/address.h"
 #include "core/duration.h"
 #include "core/log.h"
+#include "edge/ban.h"
 #include "edge/connection_rates.h"
 #include "proxy/metrics.h"
 
@@ -34,6 +35,11 @@ public:
     void too_many_connections(const Endpoint& client, std::string_view which);
     // A connection refused by a rate limit: counted each time, logged when verdict.first.
     void rate_limited(const Endpoint& client, const RateVerdict& verdict);
+    // ban.after's N-th failure banned the client: logged once per ban.
+    void banned(const Endpoint& client, const Ban& ban);
+    // A banned client's connection, refused at once: counted, not logged (its
+    // DISCONNECT line says "banned").
+    void ban_refused(const Endpoint& client);
     void message_refused(const Endpoint& client, std::string_view why);
     void backend_unavailable(const Endpoint& client, std::string_view why);
     // The backend greeted this client with a refusal (reply: the whole greeting).

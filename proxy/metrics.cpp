@@ -215,6 +215,13 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
              "Client addresses and networks the rate limits count now (at most limits.rate_table_size).");
     e.sample("smtpscreen_rate_table_keys", "", process.rate_table_keys);
 
+    e.family("smtpscreen_bans_total", "counter",
+             "Clients banned for failing tests ban.after times (one per ban, as the BANNED lines).");
+    e.sample("smtpscreen_bans_total", "", sum(workers, &WorkerMetrics::bans));
+    e.family("smtpscreen_banned_connections_total", "counter",
+             "Connections of banned clients, refused at once with 521 (ban.action = drop).");
+    e.sample("smtpscreen_banned_connections_total", "", sum(workers, &WorkerMetrics::banned_connections));
+
     e.family("smtpscreen_greylisted_total", "counter",
              "RCPT TO refused with 450 by greylist.enable: a new (network, sender, recipient) triplet, or a "
              "retry before greylist.delay.");

@@ -33,10 +33,11 @@ private:
 
 // The DISCONNECT outcomes, in the order the endpoint lists them; one the list does not
 // name is counted as "other".
-inline constexpr std::array<std::string_view, 19> kSessionOutcomes{
+inline constexpr std::array<std::string_view, 20> kSessionOutcomes{
     "handoff",     "rejected",      "dropped",      "tarpit",       "hangup",       "quit",       "timeout",
     "idle-timeout", "backend-refused", "backend-unavailable", "too-many-connections", "rate-limit",
-    "tls-failed",  "tls-timeout",   "bad-message",  "proxy-refused", "proxy-error", "shutdown", "other"};
+    "banned",      "tls-failed",    "tls-timeout",  "bad-message",  "proxy-refused", "proxy-error", "shutdown",
+    "other"};
 
 // Where a session is now (docs/design.md, "The life of a connection").
 enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Count };
@@ -87,6 +88,8 @@ public:
     // The edge defences (docs/design.md, "Edge defences"): connections refused by
     // limits.per_client_rate and limits.per_network_rate, by RateScope.
     std::array<Counter, kRateScopeNames.size()> rate_limited;
+    Counter bans;                // clients banned (ban.after)
+    Counter banned_connections;  // connections of banned clients, refused at once
     // greylist.enable: RCPTs refused with 450 (a new triplet, or a retry too early),
     // retries let through after greylist.delay, and RCPTs let through because the
     // triplets' store (Redis) could not answer in time.

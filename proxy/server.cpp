@@ -29,11 +29,12 @@ namespace {
 
 std::unique_ptr<VerdictCacheSource> open_cache(const Config& config, Logger& log) {
     switch (config.cache_backend) {
-    case CacheBackend::Memory: return std::make_unique<SharedVerdictCache>(open_memory_cache());
+    case CacheBackend::Memory:
+        return std::make_unique<SharedVerdictCache>(CacheStores{open_memory_cache(), open_memory_bans()});
     case CacheBackend::Redis: return open_redis_cache(config.redis_settings(), log);
     case CacheBackend::Lmdb: break;
     }
-    return std::make_unique<SharedVerdictCache>(open_lmdb_cache(config.cache_path, log));
+    return std::make_unique<SharedVerdictCache>(open_lmdb_stores(config.cache_path, log));
 }
 
 std::string user_name() {
@@ -106,7 +107,7 @@ public:
         // Only an lmdb file keeps expired records around: memory drops them when full,
         // Redis expires its keys itself.
         if (config_->cache_backend == CacheBackend::Lmdb) {
-            cleanup_ = std::make_unique<CacheCleanup>(loop, caches.for_loop(loop), "lmdb:" + config_->cache_path,
+            cleanup_ = std::make_unique<CacheCleanup>(loop, caches.for_loop(loop).verdicts, "lmdb:" + config_->cache_path,
                                                       config_->cache_cleanup_interval, log);
         }
         probe_ = std::make_unique<BackendProbe>(loop, offer, log);

@@ -7,6 +7,7 @@
 
 #include "dnsbl/check.h"
 #include "edge/greylist.h"
+#include "proxy/client_bans.h"
 #include "proxy/handoff_header.h"
 #include "proxy/relay_filter.h"
 #include "proxy/tls_context.h"
@@ -82,9 +83,24 @@ void Session::client_identified() {
     client_ip_ = client_ep_.ip();  // formatted once: the cache, limits and replies all key on it
     worker_.events().connect(client_ep_, local_ep_);
     access_ = match_access(config_->access_rules, client_ep_);
-    // The rate limits count every connection, before anything is spent on it, except an
-    // allowlisted client's, as Postfix exempts smtpd_client_event_limit_exceptions
-    // (docs/design.md, "Edge defences").
+    // Neither the bans nor the rate limits touch an allowlisted client, as Postfix exempts
+    // smtpd_client_event_limit_exceptions (docs/design.md, "Edge defences").
+    if (!config_->ban_rules().on() || access_ == AccessVerdict::Permit) return check_rates();
+    std::weak_ptr<int> alive = alive_;
+    worker_.bans().lookup_ban(client_ip_, [this, alive](std::optional<Ban> ban) {
+        if (alive.expired() || phase_ != Phase::Accepted) return;
+        if (!ban || !ban->in_force(ban_clock_ms())) return check_rates();
+        // ban.action = drop: one write and the close, before any count, DNS query or
+        // greet wait; the BANNED line was written when the ban began.
+        worker_.events().ban_refused(client_ep_);
+        client_->write(replies::crlf(replies::kBanned));
+        close_client_after_flush();
+        finish("banned");
+    });
+}
+
+// The rate limits count every connection that is not banned, before anything is spent on it.
+void Session::check_rates() {
     const RateRules rules = config_->rate_rules();
     if (!rules.on() || access_ == AccessVerdict::Permit) return admit_connection();
     std::weak_ptr<int> alive = alive_;
@@ -92,10 +108,17 @@ void Session::client_identified() {
         if (alive.expired() || phase_ != Phase::Accepted) return;
         if (!verdict.refused) return admit_connection();
         worker_.events().rate_limited(client_ep_, verdict);
+        count_failure();
         client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
         close_client_after_flush();
         finish("rate-limit");
     });
+}
+
+// Each session counts once toward ban.after, whatever it failed and however often.
+void Session::count_failure() {
+    if (std::exchange(failure_counted_, true)) return;
+    count_failure_toward_ban(worker_, client_ep_, config_->ban_rules());
 }
 
 void Session::admit_connection() {
@@ -198,6 +221,8 @@ void Session::on_pregreet(std::string_view bytes) {
     if (pregreet_seen_) return;  // logged once; later bytes are read and dropped (bounded)
     pregreet_seen_ = true;
     worker_.events().pregreet(client_ep_, bytes.size(), elapsed(), bytes);
+    // Counted now: a bot that hangs up before the greet wait ends has failed all the same.
+    if (config_->greet_action != Action::Ignore) count_failure();
     if (config_->greet_action == Action::Drop) drop(Failure::Pregreet);
 }
 
@@ -298,6 +323,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             break;
         case DialogEvent::Kind::Violation:
             worker_.events().violation(e.test, e.text);
+            if (phase_ == Phase::Deep && config_->deep_action != Action::Ignore) count_failure();
             // deep.action = tarpit: the dialog enforces from now on, and what it says
             // goes out slowly; or, with the tarpit full, the client is dropped.
             if (phase_ == Phase::Deep && config_->deep_action == Action::Tarpit && !enter_tarpit()) {
@@ -462,6 +488,7 @@ std::string Session::reject_reply(Failure failure) const {
 }
 
 void Session::act_on_failure(Failure failure, Action action) {
+    count_failure();
     if (action == Action::Drop) return drop(failure);
     if (action == Action::Tarpit) return start_tarpit(failure);
     start_enforce(failure);

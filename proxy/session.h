@@ -48,9 +48,11 @@ private:
     enum class Failure { None, Pregreet, Dnsbl, AccessList };
 
     // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
-    // the rate limits, then the connection count limits
+    // the bans, the rate limits, then the connection count limits
     void client_identified();
+    void check_rates();
     void admit_connection();
+    void count_failure();
     void start_health_check();
     // steps 2-3: access list and cache
     void screen_known_client();
@@ -146,6 +148,7 @@ private:
     std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
     bool admitted_ = false;
     bool health_check_ = false;  // the load balancer's own connection: no client session to log
+    bool failure_counted_ = false;  // toward ban.after: once per session
     std::optional<TestResults> cached_;
     uint64_t started_at_ = 0;  // uv_now, ms
     UvHandle<uv_timer_t> timer_;

@@ -35,7 +35,9 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
     resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
-    cache_ = shared.caches->for_loop(&loop_);
+    auto stores = shared.caches->for_loop(&loop_);
+    cache_ = std::move(stores.verdicts);
+    bans_ = std::move(stores.bans);
     rates_ = cache_->loop_rates(*shared.rates);
     greylist_ = cache_->loop_greylist();
     for (uv_os_sock_t fd : listen_fds) listen_on(fd);
@@ -320,6 +322,7 @@ void Worker::close_everything() {
     rates_.reset();
     greylist_.reset();
     cache_.reset();
+    bans_.reset();
 }
 
 }  // namespace smtpscreen

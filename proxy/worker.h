@@ -16,6 +16,7 @@
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
 #include "edge/connection_rates.h"
+#include "edge/failure_counts.h"
 #include "edge/greylist.h"
 #include "edge/tarpit.h"
 #include "proxy/backend_offer.h"
@@ -49,6 +50,8 @@ struct SharedServices {
     // file with cache.backend = lmdb); with a cache the instances share (Redis), the
     // loops keep them there instead (Worker::greylist).
     std::unique_ptr<GreylistStore> greylist;
+    // Failed tests counted against ban.after, across all loops.
+    FailureCounts failures;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
     // tarpit.max_connections is per process: every loop takes its slots here.
     TarpitSlots tarpit;
@@ -84,6 +87,8 @@ public:
     WorkerMetrics& metrics() { return metrics_; }
     const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *cache_; }
+    BanStore& bans() { return *bans_; }
+    FailureCounts& failures() { return shared_.failures; }
     ConnectionLimits& limits() { return shared_.limits; }
     ConnectionRates& rates() { return rates_ ? *rates_ : *shared_.rates; }
     GreylistStore& greylist() { return greylist_ ? *greylist_ : *shared_.greylist; }
@@ -129,6 +134,7 @@ private:
     // This loop's view of the cache (a connection of its own for Redis); closed with
     // everything else, so that it does not keep the loop running.
     std::shared_ptr<VerdictCache> cache_;
+    std::shared_ptr<BanStore> bans_;  // often the same object as cache_
     // The rate counts through that cache's connection, when it is one the instances
     // share (VerdictCache::loop_rates); destroyed before it.
     std::unique_ptr<ConnectionRates> rates_;

@@ -47,6 +47,8 @@ inline constexpr std::string_view kAccessReject = "550 5.3.2 Service currently u
 inline constexpr std::string_view kDropDnsbl = "521 5.7.1 Service unavailable";
 inline constexpr std::string_view kDropProtocol = "521 5.5.1 Protocol error";
 inline constexpr std::string_view kDropAccess = "521 5.3.2 Service currently unavailable";
+// ban.action = drop: what a banned client hears at connect, before the close.
+inline constexpr std::string_view kBanned = "521 5.7.1 Service unavailable";
 
 // greylist.enable: the first RCPT TO of a new triplet (edge/greylist.h). postgrey's
 // default words are "450 4.2.0 <rcpt>: Recipient address rejected: Greylisted for 300

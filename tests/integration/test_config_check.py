@@ -36,6 +36,7 @@ tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.max_pendi
 limits.max_connections limits.per_client_connections limits.per_client_rate
 limits.per_network_rate limits.network_prefix limits.rate_table_size limits.command_time_limit
 limits.command_count_limit limits.shutdown_grace
+ban.after ban.time ban.max_time ban.action
 tarpit.delay tarpit.max_connections
 greylist.enable greylist.delay greylist.retry_window greylist.ttl greylist.table_size
 smuggling.bare_lf

@@ -5,7 +5,9 @@ fail2ban-regex (Debian's fail2ban) reads it:
     aggressive) matches a DNSBL-listed client that smtpscreen rejected (its NOQUEUE
     line) and a pregreet bot (its PREGREET line), each with its own address, and never
     a line of a clean client that passed and delivered its message; in aggressive mode
-    only, a client refused by limits.per_client_rate (its RATE LIMIT line, once);
+    only, a client refused by limits.per_client_rate (its RATE LIMIT line, once); in
+    both modes, a client that ban.after banned (its BANNED line, beside its PREGREET
+    lines);
     fail2ban's stock postfix filter matches nothing there;
   - with log.syslog_name = postfix/postscreen, fail2ban's stock filter
     postfix[mode=aggressive] matches the same two clients and never the clean one.
@@ -29,6 +31,7 @@ from harness import check  # noqa: E402
 
 LISTED, BOT, CLEAN = "127.0.0.2", "127.0.0.8", "127.0.0.7"
 RATER = "127.0.0.9"  # over limits.per_client_rate = 2/1m on its third connection
+BANNED = "127.0.0.10"  # two pregreet sessions within ban.after = 2/1m
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # smtpscreen with /dev/log pointing at the test's socket: a private mount namespace, and
@@ -129,6 +132,18 @@ def run_rater(screen):
     screen.wait_for_log(rf"RATE LIMIT 2/1m from {harness.ip_port(RATER)} \(limits\.per_client_rate\)")
 
 
+def run_banned(screen):
+    """Two pregreet sessions: the second one's failure bans the client (ban.after = 2/1m)."""
+    for _ in range(2):
+        bot = harness.SmtpClient(screen.port, source=BANNED, timeout=15)
+        bot.send("EHLO bot.example\r\n")
+        port = bot.local_port
+        screen.wait_for_log(harness.re_pregreet(BANNED, port))
+        bot.close()
+        screen.wait_for_log(harness.re_disconnect(BANNED, port), timeout=10)
+    screen.wait_for_log(rf"BANNED {harness.ip_port(BANNED)} until \S+ after 2 failures")
+
+
 def fail2ban_regex(confdir, logfile, filt):
     """The addresses fail2ban-regex finds in logfile with filt, one per matched line."""
     r = subprocess.run([harness.which("fail2ban-regex"), "--config", confdir, "-o", "ip", logfile, filt],
@@ -154,9 +169,11 @@ def main(env):
     dns = env.rbldnsd()
 
     # The default tag and the shipped filter.
-    screen, log = start_screen(env, pf, dns, "tagged", "smtpscreen", {"limits.per_client_rate": "2/1m"})
+    screen, log = start_screen(env, pf, dns, "tagged", "smtpscreen",
+                               {"limits.per_client_rate": "2/1m", "ban.after": "2/1m"})
     run_clients(screen, pf)
     run_rater(screen)
+    run_banned(screen)
     wait_for_syslog(log, rf"^\w{{3}} [ \d]\d [\d:]+ \S+ smtpscreen\[{screen.pid}\]: DISCONNECT \[{re.escape(CLEAN)}\]")
     screen.stop()
     clean_lines = os.path.join(env.dir, "clean.syslog")
@@ -173,6 +190,9 @@ def main(env):
         check(ips.count(RATER) == want,
               f"smtpscreen[mode={mode}] matches the rate-limited client {RATER} {ips.count(RATER)} time(s), "
               f"expected {want}: {ips}")
+        check(ips.count(BANNED) == 3,
+              f"smtpscreen[mode={mode}] must match the banned client's two PREGREET lines and its BANNED line, "
+              f"matched {ips.count(BANNED)}: {ips}")
         check(not fail2ban_regex(confdir, clean_lines, f"smtpscreen[mode={mode}]"),
               f"smtpscreen[mode={mode}] matches a line of the clean client")
     check(not fail2ban_regex(confdir, log.path, "postfix[mode=aggressive]"),

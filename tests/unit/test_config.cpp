@@ -314,6 +314,35 @@ TEST_CASE("config: integers must be whole and within range") {
     CHECK(l.at(9, "dnsbl.allowlist_threshold").find("negative") != std::string::npos);
 }
 
+TEST_CASE("config: the auto-ban's keys; tarpit is refused, not taken for drop") {
+    TempDir dir("smtpscreen-config");
+    auto defaults = load(dir, "[ban]\n");
+    REQUIRE_MESSAGE(defaults.errors.empty(), all(defaults.errors));
+    CHECK_FALSE(defaults.config->ban_rules().on());
+    CHECK(defaults.config->ban_time == Millis(3600000));
+    CHECK(defaults.config->ban_max_time == Millis(7 * 86400000LL));
+    CHECK(defaults.config->ban_action == BanAction::Drop);
+    auto ok = load(dir, "[ban]\nafter = 3/10m\ntime = 10m\nmax_time = 1d\naction = drop\n"
+                        "[limits]\nrate_table_size = 500\n");
+    REQUIRE_MESSAGE(ok.errors.empty(), all(ok.errors));
+    const BanRules r = ok.config->ban_rules();
+    CHECK(r.on());
+    CHECK(r.after == RateLimit{3, Millis(600000)});
+    CHECK(r.time == Millis(600000));
+    CHECK(r.max_time == Millis(86400000));
+    CHECK(r.table_size == 500);
+
+    auto l = load(dir, "[ban]\nafter = 0/1m\ntime = 0\nmax_time = x\naction = tarpit\n");
+    CHECK(l.at(2, "ban.after").find("counts to 0 (use N/PERIOD, e.g. 30/1m for 30 failures a minute") !=
+          std::string::npos);
+    CHECK_FALSE(l.at(3, "ban.time").empty());
+    CHECK_FALSE(l.at(4, "ban.max_time").empty());
+    CHECK(l.at(5, "ban.action").find("tarpit is not built yet") != std::string::npos);
+    auto wrong = load(dir, "[ban]\naction = stall\nafter = 3\n");
+    CHECK(wrong.at(2, "ban.action").find("(use drop or tarpit)") != std::string::npos);
+    CHECK(wrong.at(3, "ban.after").find("is not a rate") != std::string::npos);
+}
+
 TEST_CASE("config: the rate limits, their network and table size") {
     TempDir dir("smtpscreen-config");
     auto ok = load(dir, "[limits]\nper_client_rate = 30/1m\nper_network_rate = 200/5m\nnetwork_prefix = 20, 56\n"
@@ -640,7 +669,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 75);
+    CHECK(keys == 79);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -681,6 +710,7 @@ TEST_CASE("print_config round trip: a config far from the defaults, long lists w
                       "[limits]\nmax_connections = 100\nper_client_connections = 5\ncommand_time_limit = 1m\n"
                       "command_count_limit = 7\nshutdown_grace = 0\nper_client_rate = 30/60s\n"
                       "per_network_rate = 1000/1h\nnetwork_prefix = 16, 48\nrate_table_size = 5000\n"
+                      "[ban]\nafter = 5/10m\ntime = 30m\nmax_time = 2d\naction = drop\n"
                       "[greylist]\nenable = on\ndelay = 90s\nretry_window = 12h\nttl = 7d\ntable_size = 2000\n"
                       "[smuggling]\nbare_lf = normalize\n"
                       "[log]\nsyslog = off\nsyslog_name = postfix/postscreen\nstderr = off\n"
@@ -789,7 +819,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 75);
+    CHECK(keys == 79);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {

@@ -57,6 +57,9 @@ TEST_CASE("metrics: a fresh process shows every family at zero, in the text form
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "0");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "0");
     CHECK(s.at("smtpscreen_rate_table_keys") == "0");
+    CHECK(s.at("smtpscreen_sessions_total{outcome=\"banned\"}") == "0");
+    CHECK(s.at("smtpscreen_bans_total") == "0");
+    CHECK(s.at("smtpscreen_banned_connections_total") == "0");
     CHECK(s.at("smtpscreen_greylisted_total") == "0");
     CHECK(s.at("smtpscreen_greylist_passed_total") == "0");
     CHECK(s.at("smtpscreen_greylist_unanswered_total") == "0");
@@ -91,6 +94,10 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     b.greylisted.add();
     b.greylist_passed.add();
     a.greylist_unanswered.add(2);
+    a.bans.add();
+    b.bans.add();
+    a.banned_connections.add(5);
+    b.session_ended("banned");
     ProcessFigures figures;
     figures.greylist_triplets = 5;
     auto s = samples(format_metrics({&a, &b}, figures));
@@ -107,6 +114,9 @@ TEST_CASE("metrics: the loops' counters are added up at a scrape") {
     CHECK(s.at("smtpscreen_sessions_total{outcome=\"rate-limit\"}") == "1");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"client\"}") == "1");
     CHECK(s.at("smtpscreen_rate_limited_total{scope=\"network\"}") == "2");
+    CHECK(s.at("smtpscreen_bans_total") == "2");
+    CHECK(s.at("smtpscreen_banned_connections_total") == "5");
+    CHECK(s.at("smtpscreen_sessions_total{outcome=\"banned\"}") == "1");
     CHECK(s.at("smtpscreen_greylisted_total") == "4");
     CHECK(s.at("smtpscreen_greylist_passed_total") == "1");
     CHECK(s.at("smtpscreen_greylist_unanswered_total") == "2");

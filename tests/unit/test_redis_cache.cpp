@@ -369,7 +369,7 @@ TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix
     // So do greylisting's triplets (cache/redis_greylist.h).
     server.cli({"HSET", "smtpscreen:grey:192.0.2.0/24:a@example.org:b@example.net", "first_seen", "1", "passed", "0",
                 "expires", "4102444800000"});
-    auto tools = open_redis_cache_blocking(settings, Millis(2000));
+    auto tools = open_redis_cache_blocking(settings, Millis(2000)).verdicts;
     tools->store("192.0.2.2", passes(kLater, 0));
     tools->store("192.0.2.1", passes(kLater, kLater));
     tools->store("2001:db8::1", passes(kLater + 1, 0));
