@@ -30,33 +30,6 @@ REPEATER = "127.0.0.63"
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
-def pregreet_failure(screen, source):
-    """One session that talks first: greet.action = drop answers 521 5.5.1 and closes."""
-    c = harness.SmtpClient(screen.port, source=source, timeout=10)
-    port = c.local_port
-    c.send("EHLO bot.example\r\n")
-    reply = c.read_reply(timeout=5)
-    check(reply.final.startswith("521 5.5.1 Protocol error"),
-          f"[{source}]:{port}: a pregreet bot must be dropped with 521 5.5.1, got {reply.text!r}")
-    c.check_closed(3, f"[{source}]:{port} after the pregreet drop")
-    c.close()
-    harness.check_one_disconnect(screen, source, port, outcome="dropped", settle=0)
-
-
-def banned_connection(screen, source):
-    """A connection of a banned client: the 521 is its only line, at once, then the close."""
-    c = harness.SmtpClient(screen.port, source=source, timeout=10)
-    port = c.local_port
-    reply = c.read_reply(timeout=3)
-    t = c.elapsed()
-    check(reply.text == "521 5.7.1 Service unavailable",
-          f"[{source}]:{port}: a banned client must get '521 5.7.1 Service unavailable' alone, got {reply.text!r}")
-    check(t < 0.8, f"[{source}]:{port}: the 521 took {t:.2f}s; a banned client must get it at once")
-    c.check_closed(3, f"[{source}]:{port} after the ban's 521")
-    c.close()
-    harness.check_one_disconnect(screen, source, port, outcome="banned", settle=0)
-
-
 def banned_lines(screen, source):
     return [ln for ln in screen.log_lines() if re.search(rf"BANNED {harness.ip_port(source)} ", ln)]
 
@@ -81,11 +54,11 @@ def main(env):
     screen.wait_for_log(rf"metrics on http://127\.0\.0\.1:{stats_port}/metrics")
 
     # Two failures: not banned yet (the third connection still gets the greet wait).
-    pregreet_failure(screen, BOT)
-    pregreet_failure(screen, BOT)
+    harness.pregreet_dropped(screen, BOT)
+    harness.pregreet_dropped(screen, BOT)
     check(banned_lines(screen, BOT) == [], "banned after 2 failures; ban.after is 3/30s")
     banned_at = time.time()
-    pregreet_failure(screen, BOT)
+    harness.pregreet_dropped(screen, BOT)
     screen.wait_for_log(rf"BANNED {harness.ip_port(BOT)} until ", timeout=5)
     until, failures = ban_line_until(banned_lines(screen, BOT)[0])
     check(failures == 3, f"the BANNED line must count 3 failures, says {failures}")
@@ -93,7 +66,7 @@ def main(env):
           f"a first ban lasts ban.time (1h): until {until}, expected about {banned_at + 3600:.0f}")
 
     for _ in range(4):
-        banned_connection(screen, BOT)
+        harness.refused_as_banned(screen, BOT)
     harness.clean_session(screen, pf, source=CLEAN, expect="new", tag="bystander")
     check(len(banned_lines(screen, BOT)) == 1, f"one BANNED line per ban, got {banned_lines(screen, BOT)}")
     pregreets = [ln for ln in screen.log_lines() if re.search(harness.re_pregreet(BOT), ln)]
@@ -113,7 +86,7 @@ def main(env):
     screen.stop()
     screen.start()
     since = screen.log_size()
-    banned_connection(screen, BOT)
+    harness.refused_as_banned(screen, BOT)
     screen.check_no_log(r"BANNED ", since=since)
     check(BOT not in pf.log(), "Postfix saw the banned bot")
 
@@ -137,21 +110,21 @@ def main(env):
         "greet.action": "drop", "greet.wait": "1s", "ban.after": "3/30s", "ban.time": "3s",
         "ban.max_time": "1h"})
     for _ in range(3):
-        pregreet_failure(double, REPEATER)
+        harness.pregreet_dropped(double, REPEATER)
     double.wait_for_log(rf"BANNED {harness.ip_port(REPEATER)} until ", timeout=5)
     first_at = time.time()
-    banned_connection(double, REPEATER)
+    harness.refused_as_banned(double, REPEATER)
     first_until, _ = ban_line_until(banned_lines(double, REPEATER)[0], REPEATER)
     check(abs(first_until - (first_at + 3)) < 2, f"first ban: until {first_until}, expected about now + 3s")
     harness.wait_until(lambda: time.time() > first_until + 1.2, 10, 0.1, what="the first 3s ban to end")
     for _ in range(3):
-        pregreet_failure(double, REPEATER)
+        harness.pregreet_dropped(double, REPEATER)
     harness.wait_until(lambda: len(banned_lines(double, REPEATER)) == 2, 5, 0.05, what="the second BANNED line")
     second_at = time.time()
     second_until, _ = ban_line_until(banned_lines(double, REPEATER)[1], REPEATER)
     check(abs((second_until - second_at) - 6) < 2,
           f"the repeat ban must last twice ban.time (6s): it ends {second_until - second_at:.1f}s after it began")
-    banned_connection(double, REPEATER)
+    harness.refused_as_banned(double, REPEATER)
     shown = harness.cache_cli(double, "show", REPEATER).stdout
     check(re.search(r"ban 2 in a row, after 3 failures", shown), f"cache show after the repeat ban: {shown!r}")
     check(REPEATER not in pf.log(), "Postfix saw the banned bot")

@@ -27,31 +27,6 @@ BAN_SETTINGS = {"greet.action": "drop", "greet.wait": "1s", "ban.after": "3/30s"
                 "ban.max_time": "1d"}
 
 
-def pregreet_failure(screen, source):
-    c = harness.SmtpClient(screen.port, source=source, timeout=10)
-    port = c.local_port
-    c.send("EHLO bot.example\r\n")
-    reply = c.read_reply(timeout=5)
-    check(reply.final.startswith("521 5.5.1 Protocol error"),
-          f"{screen.name} [{source}]:{port}: expected the pregreet drop, got {reply.text!r}")
-    c.check_closed(3, f"{screen.name} [{source}]:{port} after the pregreet drop")
-    c.close()
-    harness.check_one_disconnect(screen, source, port, outcome="dropped", settle=0)
-
-
-def banned_connection(screen, source):
-    c = harness.SmtpClient(screen.port, source=source, timeout=10)
-    port = c.local_port
-    reply = c.read_reply(timeout=3)
-    t = c.elapsed()
-    check(reply.text == "521 5.7.1 Service unavailable",
-          f"{screen.name} [{source}]:{port}: a banned client must get the 521 alone, got {reply.text!r}")
-    check(t < 0.8, f"{screen.name}: the 521 took {t:.2f}s; it must come at once")
-    c.check_closed(3, f"{screen.name} [{source}]:{port} after the ban's 521")
-    c.close()
-    harness.check_one_disconnect(screen, source, port, outcome="banned", settle=0)
-
-
 def main(env):
     redis = env.redis()
     pf = env.postfix()
@@ -61,7 +36,7 @@ def main(env):
     key = f"smtpscreen:ban:{BOT}"
 
     for _ in range(3):
-        pregreet_failure(one, BOT)
+        harness.pregreet_dropped(one, BOT)
     banned_at = time.time()
     one.wait_for_log(rf"BANNED {harness.ip_port(BOT)} until \S+ after 3 failures", timeout=5)
     harness.wait_until(lambda: redis.command("EXISTS", key) == 1, 5, 0.05, what=f"the ban's key {key} in Redis")
@@ -78,9 +53,9 @@ def main(env):
           f"{key}: Redis expiry in {pttl} ms, expected ban.max_time after the ban's end ({expected:.0f} ms)")
 
     # The other instance never saw the bot fail: Redis tells it.
-    banned_connection(two, BOT)
-    banned_connection(one, BOT)
-    banned_connection(two, BOT)
+    harness.refused_as_banned(two, BOT)
+    harness.refused_as_banned(one, BOT)
+    harness.refused_as_banned(two, BOT)
     two.check_no_log(r"BANNED ")
     check(len([ln for ln in one.log_lines() if "BANNED " in ln]) == 1, "one BANNED line for one ban")
     check(BOT not in pf.log(), "Postfix saw the banned bot")

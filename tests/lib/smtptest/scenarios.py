@@ -18,7 +18,7 @@ __all__ = ["CLEAN_CLIENT", "LISTED_CLIENT", "Session", "clean_session", "check_h
            "BalancedSession", "balanced_session", "DEEP_TESTS_ON",
            "HostileTargets", "deep_settings", "deep_greeting", "deep_client",
            "deep_clients", "SMUGGLING_VECTORS", "smuggling_payload", "greet_and_quit", "expect_pass_new",
-           "expect_pass_old", "cache_cli", "refused_too_many_from"]
+           "expect_pass_old", "cache_cli", "refused_too_many_from", "pregreet_dropped", "refused_as_banned"]
 
 
 CLEAN_CLIENT = "127.0.0.7"
@@ -303,3 +303,33 @@ def refused_too_many_from(screen, source, what="a connection over a limit"):
     c.check_closed(3, f"{who} after the 421")
     c.close()
     return port
+
+
+def pregreet_dropped(screen, source):
+    """One session from source that talks first, under greet.action = drop: 521 5.5.1 and
+    the close, one DISCONNECT ... dropped (a failure toward ban.after)."""
+    c = SmtpClient(screen.port, source=source, timeout=10)
+    port = c.local_port
+    who = f"{screen.name} [{source}]:{port}"
+    c.send("EHLO bot.example\r\n")
+    reply = c.read_reply(timeout=5)
+    check(reply.final.startswith("521 5.5.1 Protocol error"), f"{who}: expected the pregreet drop, got {reply.text!r}")
+    c.check_closed(3, f"{who} after the pregreet drop")
+    c.close()
+    check_one_disconnect(screen, source, port, outcome="dropped", settle=0)
+
+
+def refused_as_banned(screen, source):
+    """A connection of a banned client (ban.action = drop): `521 5.7.1 Service
+    unavailable` is its only line, at once, then the close, one DISCONNECT ... banned."""
+    c = SmtpClient(screen.port, source=source, timeout=10)
+    port = c.local_port
+    who = f"{screen.name} [{source}]:{port}"
+    reply = c.read_reply(timeout=3)
+    t = c.elapsed()
+    check(reply.text == "521 5.7.1 Service unavailable",
+          f"{who}: a banned client must get '521 5.7.1 Service unavailable' alone, got {reply.text!r}")
+    check(t < 0.8, f"{who}: the 521 took {t:.2f}s; a banned client must get it at once")
+    c.check_closed(3, f"{who} after the ban's 521")
+    c.close()
+    check_one_disconnect(screen, source, port, outcome="banned", settle=0)
