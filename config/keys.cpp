@@ -565,18 +565,9 @@ std::vector<ConfigKey> make_keys() {
                      "how long a first ban lasts; each repeat ban of the client doubles it"),
         duration_key("ban", "max_time", &Config::ban_max_time, Zero::Refused,
                      "the longest ban, and how long a client's bans are remembered after the last one ends"),
-        {"ban", "action", "what a banned client gets at connect: drop (521 and close)",
+        {"ban", "action", "what a banned client gets at connect: drop (521 and close) or tarpit",
          [](KeyContext& c, std::string_view v) {
-             auto action = c.choice(v, kBanActionNames, "a ban action");
-             if (!action) return;
-             // Refused rather than taken as drop: an admin who asked for a tarpit must
-             // not believe bots are being slowed down.
-             if (*action == BanAction::Tarpit) {
-                 c.fail("tarpit is not built yet in this version (use drop: a banned client gets 521 and is "
-                        "closed)");
-                 return;
-             }
-             c.cfg().ban_action = *action;
+             if (auto action = c.choice(v, kBanActionNames, "a ban action")) c.cfg().ban_action = *action;
          },
          [](const Config& c) { return std::string(choice_name(kBanActionNames, c.ban_action)); }},
 

@@ -90,12 +90,17 @@ void Session::client_identified() {
     worker_.bans().lookup_ban(client_ip_, [this, alive](std::optional<Ban> ban) {
         if (alive.expired() || phase_ != Phase::Accepted) return;
         if (!ban || !ban->in_force(ban_clock_ms())) return check_rates();
-        // ban.action = drop: one write and the close, before any count, DNS query or
-        // greet wait; the BANNED line was written when the ban began.
+        // The BANNED line was written when the ban began.
         worker_.events().ban_refused(client_ep_);
-        client_->write(replies::crlf(replies::kBanned));
-        close_client_after_flush();
-        finish("banned");
+        // ban.action = tarpit: admitted as any client is (the connection limits), never
+        // counted by the rate limits, then the tarpit from its greeting on.
+        if (config_->ban_action == BanAction::Tarpit) {
+            banned_ = true;
+            return admit_connection();
+        }
+        // ban.action = drop: one write and the close, before any count, DNS query or
+        // greet wait.
+        drop(Failure::Ban);
     });
 }
 
@@ -126,6 +131,7 @@ void Session::admit_connection() {
     switch (worker_.limits().admit(client_ip_, max_total, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
+        if (banned_) return start_tarpit(Failure::Ban);
         if (config_->handoff == Handoff::Xclient) start_name_lookup();
         return screen_known_client();
     case ConnectionLimits::Admit::TooManyTotal:
@@ -483,6 +489,7 @@ std::string Session::reject_reply(Failure failure) const {
         return replies::dnsbl_reject(client_ip_, zone);
     }
     case Failure::AccessList: return std::string(replies::kAccessReject);
+    case Failure::Ban: return std::string(replies::kBannedReject);
     default: return std::string(replies::kProtocolError);
     }
 }
@@ -498,10 +505,11 @@ void Session::drop(Failure failure) {
     switch (failure) {
     case Failure::Dnsbl: client_->write(replies::crlf(replies::kDropDnsbl)); break;
     case Failure::AccessList: client_->write(replies::crlf(replies::kDropAccess)); break;
+    case Failure::Ban: client_->write(replies::crlf(replies::kBanned)); break;
     default: client_->write(replies::crlf(replies::kDropProtocol)); break;
     }
     close_client_after_flush();
-    finish("dropped");
+    finish(failure == Failure::Ban ? "banned" : "dropped");
 }
 
 void Session::start_enforce(Failure failure) {

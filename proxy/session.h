@@ -45,7 +45,7 @@ public:
 
 private:
     enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Done };
-    enum class Failure { None, Pregreet, Dnsbl, AccessList };
+    enum class Failure { None, Pregreet, Dnsbl, AccessList, Ban };
 
     // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
     // the bans, the rate limits, then the connection count limits
@@ -149,6 +149,7 @@ private:
     bool admitted_ = false;
     bool health_check_ = false;  // the load balancer's own connection: no client session to log
     bool failure_counted_ = false;  // toward ban.after: once per session
+    bool banned_ = false;  // a ban in force, ban.action = tarpit: to the tarpit once admitted
     std::optional<TestResults> cached_;
     uint64_t started_at_ = 0;  // uv_now, ms
     UvHandle<uv_timer_t> timer_;

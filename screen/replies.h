@@ -49,6 +49,8 @@ inline constexpr std::string_view kDropProtocol = "521 5.5.1 Protocol error";
 inline constexpr std::string_view kDropAccess = "521 5.3.2 Service currently unavailable";
 // ban.action = drop: what a banned client hears at connect, before the close.
 inline constexpr std::string_view kBanned = "521 5.7.1 Service unavailable";
+// ban.action = tarpit: the answer to every RCPT TO of a banned client.
+inline constexpr std::string_view kBannedReject = "550 5.7.1 Service unavailable";
 
 // greylist.enable: the first RCPT TO of a new triplet (edge/greylist.h). postgrey's
 // default words are "450 4.2.0 <rcpt>: Recipient address rejected: Greylisted for 300

@@ -16,7 +16,10 @@ tarpit.max_connections = 3, limits.command_time_limit = 4s:
     again: a new bot is tarpitted, and the gauge is back to 0 once every bot is gone;
   - deep.action = tarpit (a second instance, deep.non_smtp_command on): a client that
     sends an HTTP request in the deep tests' dialog gets the NON-SMTP COMMAND line,
-    TARPIT, and the reply to that line and every later one at the same pace."""
+    TARPIT, and the reply to that line and every later one at the same pace;
+  - ban.action = tarpit (a third instance, ban.after = 1/1h): a bot banned for its
+    pregreet comes back and is tarpitted from its greeting on (no greet wait), its
+    RCPT refused with '550 5.7.1 Service unavailable', paced, DISCONNECT tarpit."""
 import os
 import socket
 import sys
@@ -175,6 +178,27 @@ def main(env):
     check_paced(text, times, "deep QUIT")
     c.check_closed(5, "deep-tarpitted client after its 221")
     harness.check_one_disconnect(deep, "127.0.3.1", p, outcome="tarpit")
+
+    # --- ban.action = tarpit: a banned bot comes back to the tarpit
+    banning = env.smtpscreen(postfix=pf, name="ban", settings={
+        "ban.after": "1/1h", "ban.action": "tarpit", "greet.action": "drop", "greet.wait": "300ms",
+        "greet.hostname": "mx.tarpit.example", "tarpit.delay": "20ms"})
+    harness.pregreet_dropped(banning, "127.0.4.1")
+    banning.wait_for_log(r"BANNED \[127\.0\.4\.1\]:\d+ until ")
+    c = harness.SmtpClient(banning.port, source="127.0.4.1", timeout=15)
+    p = c.local_port
+    text, times = read_paced_reply(c)
+    check(text.startswith("220 "), f"a banned bot under ban.action = tarpit: the tarpit's own 220, got {text!r}")
+    check_paced(text, times, "banned greeting")
+    banning.wait_for_log(rf"TARPIT {harness.ip_port('127.0.4.1', p)}$")
+    for command, code in (("HELO bot.example", "250"), ("MAIL FROM:<bot@example.org>", "250"),
+                          ("RCPT TO:<user@example.test>", "550 5.7.1 Service unavailable"), ("QUIT", "221")):
+        c.send(command + "\r\n")
+        text, times = read_paced_reply(c)
+        check(text.startswith(code), f"banned, {command}: expected {code}, got {text!r}")
+        check_paced(text, times, "banned " + command.split()[0])
+    c.check_closed(5, "banned tarpitted bot after its 221")
+    harness.check_one_disconnect(banning, "127.0.4.1", p, outcome="tarpit")
 
 
 if __name__ == "__main__":

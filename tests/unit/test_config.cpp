@@ -314,7 +314,7 @@ TEST_CASE("config: integers must be whole and within range") {
     CHECK(l.at(9, "dnsbl.allowlist_threshold").find("negative") != std::string::npos);
 }
 
-TEST_CASE("config: the auto-ban's keys; tarpit is refused, not taken for drop") {
+TEST_CASE("config: the auto-ban's keys, ban.action drop or tarpit") {
     TempDir dir("smtpscreen-config");
     auto defaults = load(dir, "[ban]\n");
     REQUIRE_MESSAGE(defaults.errors.empty(), all(defaults.errors));
@@ -337,7 +337,8 @@ TEST_CASE("config: the auto-ban's keys; tarpit is refused, not taken for drop") 
           std::string::npos);
     CHECK_FALSE(l.at(3, "ban.time").empty());
     CHECK_FALSE(l.at(4, "ban.max_time").empty());
-    CHECK(l.at(5, "ban.action").find("tarpit is not built yet") != std::string::npos);
+    CHECK(l.at(5, "ban.action").empty());
+    CHECK(load(dir, "[ban]\naction = tarpit\n").config->ban_action == BanAction::Tarpit);
     auto wrong = load(dir, "[ban]\naction = stall\nafter = 3\n");
     CHECK(wrong.at(2, "ban.action").find("(use drop or tarpit)") != std::string::npos);
     CHECK(wrong.at(3, "ban.after").find("is not a rate") != std::string::npos);
