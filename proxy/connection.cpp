@@ -117,7 +117,7 @@ void Connection::on_connect(uv_connect_t* req, int status) {
 }
 
 void Connection::start_reading() {
-    if (!socket_ || reading_ || peer_eof_) return;
+    if (!socket_ || reading_ || peer_eof_ || eof_after_step_) return;
     if (uv_read_start(stream(), &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
 }
 
@@ -139,6 +139,12 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     if (n < 0) {
         self->stop_reading();
         if (n == UV_EOF) {
+            // Behind the bytes a handshake step is working on: the peer's Finished may be
+            // among them, so its EOF is told once the step (and the backlog) is done.
+            if (self->step_) {
+                self->eof_after_step_ = true;
+                return;
+            }
             self->peer_eof_ = true;
             self->events_->on_peer_eof(*self);
         } else {
@@ -311,7 +317,13 @@ void Connection::read_tls(std::string_view ciphertext) {
 void Connection::run_handshake_step() {
     step_ = HandshakeStep::start(socket_->tcp.loop, tls_, [this](TlsStream::Handshake result) {
         step_ = nullptr;
-        if (socket_) handshake_step_done(result);
+        if (!socket_) return;
+        handshake_step_done(result);
+        if (socket_ && !step_ && eof_after_step_) {
+            eof_after_step_ = false;
+            peer_eof_ = true;
+            events_->on_peer_eof(*this);
+        }
     });
     // libuv refuses work only for a bad argument; the step is then run right here.
     if (!step_) handshake_step_done(tls_->handshake());

@@ -170,6 +170,7 @@ private:
     std::shared_ptr<TlsStream> tls_;
     HandshakeStep* step_ = nullptr;  // the step on the pool; the stream is its thread's
     std::string backlog_;            // ciphertext read while a step runs
+    bool eof_after_step_ = false;    // the peer's EOF came while a step ran
     std::string held_;  // plaintext written while the handshake runs
     bool reading_ = false;
     bool peer_eof_ = false;
