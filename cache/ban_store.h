@@ -10,6 +10,7 @@
 #include <string>
 
 #include "edge/ban.h"
+#include "edge/failure_counts.h"
 
 namespace smtpscreen {
 
@@ -35,6 +36,16 @@ public:
     virtual bool erase_ban(const std::string& client_ip) {
         (void)client_ip;
         throw std::runtime_error("this cache backend's bans cannot be lifted from another process");
+    }
+
+    // A store that several instances share (Redis) counts the failures toward ban.after
+    // too, so that a client is banned after N failures on all of them together: the
+    // counter of the loop this store belongs to, to be destroyed before it, falling back
+    // to `fallback` when the store cannot answer in time. nullptr: `fallback`, this
+    // process's table, is where they are counted.
+    virtual std::unique_ptr<FailureCounter> loop_failures(FailureCounts& fallback) {
+        (void)fallback;
+        return nullptr;
     }
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cache/ban_record.h"
+#include "cache/redis_failures.h"
 #include "cache/redis_greylist.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
@@ -156,7 +157,7 @@ private:
     }
 
     // Every client's key with the prefix, sorted (SCAN may return a key twice, in any
-    // order). The rate counts and greylisting's triplets share the prefix and are no
+    // order). The rate and failure counts and greylisting's triplets share the prefix and are no
     // records: listing, removing one or all records leaves them alone.
     std::set<std::string> keys() {
         std::set<std::string> out;
@@ -173,6 +174,7 @@ private:
                 const std::string_view key = text_of(*batch.element[i]);
                 const std::string_view rest = key.substr(prefix_.size());
                 if (rest.substr(0, kRedisRateInfix.size()) == kRedisRateInfix) continue;
+                if (rest.substr(0, kRedisFailureInfix.size()) == kRedisFailureInfix) continue;
                 if (rest.substr(0, kRedisGreylistInfix.size()) == kRedisGreylistInfix) continue;
                 out.emplace(key);
             }

@@ -10,6 +10,7 @@
 
 #include "cache/ban_record.h"
 #include "cache/redis_greylist.h"
+#include "cache/redis_failures.h"
 #include "cache/redis_rates.h"
 #include "cache/redis_record.h"
 
@@ -164,6 +165,10 @@ void RedisLoopCache::request(const std::vector<RedisCommand>& commands, ReplyDon
 
 std::unique_ptr<ConnectionRates> RedisLoopCache::loop_rates(ConnectionRates& fallback) {
     return std::make_unique<RedisConnectionRates>(*this, fallback);
+}
+
+std::unique_ptr<FailureCounter> RedisLoopCache::loop_failures(FailureCounts& fallback) {
+    return std::make_unique<RedisFailureCounts>(*this, fallback);
 }
 
 std::unique_ptr<GreylistStore> RedisLoopCache::loop_greylist() {

@@ -66,6 +66,8 @@ public:
     // The rate counts on this loop go through this connection (cache/redis_rates.h),
     // falling back to `fallback` (this process's table) when Redis cannot answer.
     std::unique_ptr<ConnectionRates> loop_rates(ConnectionRates& fallback) override;
+    // The same for the failures toward ban.after (cache/redis_failures.h).
+    std::unique_ptr<FailureCounter> loop_failures(FailureCounts& fallback) override;
     // Greylisting's triplets on this loop go through this connection too.
     std::unique_ptr<GreylistStore> loop_greylist() override;
 

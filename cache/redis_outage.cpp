@@ -7,8 +7,8 @@ namespace smtpscreen {
 void RedisOutage::loop_down(const std::string& why) {
     std::lock_guard lock(mutex_);
     if (loops_down_++ == 0) {
-        log_.warn("cache: Redis at {} unreachable: {}; sessions carry on as cache misses, and connection rates are "
-                  "counted by this instance alone", where_, why);
+        log_.warn("cache: Redis at {} unreachable: {}; sessions carry on as cache misses, and connection rates "
+                  "and failures toward ban.after are counted by this instance alone", where_, why);
     }
 }
 
@@ -38,6 +38,10 @@ void RedisOutage::refused(Refused what, const std::string& why) {
         log_.warn("cache: Redis at {} refuses rate counts: {}; connection rates are counted by this instance alone "
                   "until it takes them again", where_, why);
         break;
+    case Refused::FailureCounts:
+        log_.warn("cache: Redis at {} refuses failure counts: {}; failures toward ban.after are counted by this "
+                  "instance alone until it takes them again", where_, why);
+        break;
     }
 }
 
@@ -46,8 +50,8 @@ void RedisOutage::accepted(Refused what) {
     if (!flag.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     if (!flag.exchange(false)) return;
-    constexpr std::array<std::string_view, 4> kAgain{"answers lookups", "takes stores", "takes rate counts",
-                                                     "answers greylisting"};
+    constexpr std::array<std::string_view, 5> kAgain{"answers lookups", "takes stores", "takes rate counts",
+                                                     "answers greylisting", "takes failure counts"};
     log_.info("cache: Redis at {} {} again", where_, kAgain[static_cast<size_t>(what)]);
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cache/redis_cache.h"
+#include "cache/redis_counts.h"
 
 namespace smtpscreen {
 
@@ -19,26 +20,6 @@ struct Counted {
     RateLimit limit;
     RateKey key;
 };
-
-std::string_view reply_text(const redisReply& reply) {
-    return reply.str != nullptr ? std::string_view(reply.str, reply.len) : std::string_view("(no text)");
-}
-
-// EXEC's reply: INCR's count and PEXPIRE's 0 or 1 for each counted key, in order. What
-// is wrong with it otherwise.
-std::optional<std::string> bad_reply(const redisReply& reply, size_t keys) {
-    if (reply.type == REDIS_REPLY_ERROR) return std::string(reply_text(reply));
-    if (reply.type == REDIS_REPLY_NIL) return std::string("the transaction was aborted");
-    if (reply.type != REDIS_REPLY_ARRAY || reply.elements != keys * 2) {
-        return std::string("EXEC answered something else than a count and an expiry per key");
-    }
-    for (size_t i = 0; i < reply.elements; ++i) {
-        const redisReply& r = *reply.element[i];
-        if (r.type == REDIS_REPLY_ERROR) return std::string(reply_text(r));
-        if (r.type != REDIS_REPLY_INTEGER) return std::string("INCR or PEXPIRE answered something else than a number");
-    }
-    return std::nullopt;
-}
 
 }  // namespace
 
@@ -55,9 +36,7 @@ void RedisConnectionRates::count(const Endpoint& client, const RateRules& rules,
     }
     std::vector<RedisCommand> commands{{"MULTI"}};
     for (const auto& c : counted) {
-        std::string key = redis_rate_key(redis_.settings().prefix, c.key);
-        commands.push_back({"INCR", key});
-        commands.push_back({"PEXPIRE", std::move(key), std::to_string(c.limit.period.count()), "NX"});
+        append_period_count(commands, redis_rate_key(redis_.settings().prefix, c.key), c.limit.period);
     }
     commands.push_back({"EXEC"});
     // Nothing of this object is captured: the cache may answer from its loop after the
@@ -65,14 +44,14 @@ void RedisConnectionRates::count(const Endpoint& client, const RateRules& rules,
     redis_.request(commands, [&fallback = fallback_, &outage = redis_.outage(), client, rules, now_ms,
                               counted = std::move(counted), done = std::move(done)](const redisReply* reply) {
         if (reply == nullptr) return fallback.count(client, rules, now_ms, done);
-        if (auto why = bad_reply(*reply, counted.size())) {
+        if (auto why = period_counts_error(*reply, counted.size())) {
             outage.refused(RedisOutage::Refused::RateCounts, *why);
             return fallback.count(client, rules, now_ms, done);
         }
         outage.accepted(RedisOutage::Refused::RateCounts);
         RateVerdict verdict;
         for (size_t i = 0; i < counted.size(); ++i) {
-            const long long seen = reply->element[2 * i]->integer;
+            const long long seen = period_count(*reply, i);
             const Counted& c = counted[i];
             if (seen <= static_cast<long long>(c.limit.count)) continue;
             verdict.refused = c.scope;

@@ -2,7 +2,7 @@
 
 namespace smtpscreen {
 
-std::optional<uint32_t> FailureCounts::fail(const Endpoint& client, const BanRules& rules, uint64_t now_ms) {
+std::optional<uint32_t> FailureCounts::fail_now(const Endpoint& client, const BanRules& rules, uint64_t now_ms) {
     if (!rules.on()) return std::nullopt;
     std::lock_guard lock(mutex_);
     if (!table_) table_ = std::make_unique<RateTable>(rules.table_size);
@@ -12,6 +12,10 @@ std::optional<uint32_t> FailureCounts::fail(const Endpoint& client, const BanRul
     if (count.seen < rules.after.count) return std::nullopt;
     table_->forget(key);
     return count.seen;
+}
+
+void FailureCounts::fail(const Endpoint& client, const BanRules& rules, uint64_t now_ms, Done done) {
+    done(fail_now(client, rules, now_ms));
 }
 
 size_t FailureCounts::size() const {

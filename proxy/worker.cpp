@@ -39,6 +39,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     cache_ = std::move(stores.verdicts);
     bans_ = std::move(stores.bans);
     rates_ = cache_->loop_rates(*shared.rates);
+    failures_ = bans_->loop_failures(shared.failures);
     greylist_ = cache_->loop_greylist();
     for (uv_os_sock_t fd : listen_fds) listen_on(fd);
     stop_signal_ = UvHandle<uv_async_t>(
@@ -320,6 +321,7 @@ void Worker::close_everything() {
     reaper_.close();
     if (resolver_) resolver_->close();
     rates_.reset();
+    failures_.reset();
     greylist_.reset();
     cache_.reset();
     bans_.reset();

@@ -50,7 +50,8 @@ struct SharedServices {
     // file with cache.backend = lmdb); with a cache the instances share (Redis), the
     // loops keep them there instead (Worker::greylist).
     std::unique_ptr<GreylistStore> greylist;
-    // Failed tests counted against ban.after, across all loops.
+    // Failed tests counted against ban.after, across all loops; with a cache shared by
+    // instances (Redis), where a loop counts when that cannot answer.
     FailureCounts failures;
     std::atomic<int> backend_legs{0};  // open backend sockets, all threads: they use descriptors too
     // tarpit.max_connections is per process: every loop takes its slots here.
@@ -88,7 +89,7 @@ public:
     const WorkerMetrics& metrics() const { return metrics_; }
     VerdictCache& cache() { return *cache_; }
     BanStore& bans() { return *bans_; }
-    FailureCounts& failures() { return shared_.failures; }
+    FailureCounter& failures() { return failures_ ? *failures_ : shared_.failures; }
     ConnectionLimits& limits() { return shared_.limits; }
     ConnectionRates& rates() { return rates_ ? *rates_ : *shared_.rates; }
     GreylistStore& greylist() { return greylist_ ? *greylist_ : *shared_.greylist; }
@@ -138,6 +139,9 @@ private:
     // The rate counts through that cache's connection, when it is one the instances
     // share (VerdictCache::loop_rates); destroyed before it.
     std::unique_ptr<ConnectionRates> rates_;
+    // The failures toward ban.after through the bans' store, when the instances share it
+    // (BanStore::loop_failures); destroyed before it.
+    std::unique_ptr<FailureCounter> failures_;
     // Greylisting's triplets through that connection (VerdictCache::loop_greylist);
     // destroyed before it.
     std::unique_ptr<GreylistStore> greylist_;

@@ -3,11 +3,14 @@
 smtpscreen instances share one real redis-server in front of one Postfix, with
 ban.after = 3/30s and greet.action = drop.
 
-  - a pregreet bot fails 3 times on the first instance: one 'BANNED' line there, and
-    the documented key smtpscreen:ban:<address> in Redis, a hash whose 'until' is the
-    ban's end in Unix milliseconds (one ban.time ahead) with count 1 and failures 3,
-    expiring (PEXPIREAT) ban.max_time after that end;
-  - the second instance, which never saw the bot fail, refuses it at once with
+  - a pregreet bot fails twice on the first instance and once on the second: the
+    failures are counted together in Redis (the key smtpscreen:fail:<address>, 3,
+    expiring within ban.after's period), so the third bans it, though neither
+    instance saw three: one 'BANNED' line, on the first, and the documented key
+    smtpscreen:ban:<address>, a hash whose 'until' is the ban's end in Unix
+    milliseconds (one ban.time ahead) with count 1 and failures 3, expiring
+    (PEXPIREAT) ban.max_time after that end;
+  - the second instance, which never saw the ban made, refuses it at once with
     '521 5.7.1 Service unavailable' alone ('DISCONNECT ... banned'), logs no BANNED
     line of its own, and the bot never reaches Postfix;
   - `smtpscreen cache list` on the second instance's config lists the ban, `cache
@@ -35,11 +38,15 @@ def main(env):
     one, two = screens
     key = f"smtpscreen:ban:{BOT}"
 
-    for _ in range(3):
-        harness.pregreet_dropped(one, BOT)
+    # One, two, one: HAProxy's leastconn spreads a bot's connections so.
+    for screen in (one, two, one):
+        harness.pregreet_dropped(screen, BOT)
     banned_at = time.time()
     one.wait_for_log(rf"BANNED {harness.ip_port(BOT)} until \S+ after 3 failures", timeout=5)
     harness.wait_until(lambda: redis.command("EXISTS", key) == 1, 5, 0.05, what=f"the ban's key {key} in Redis")
+    failures = f"smtpscreen:fail:{BOT}"
+    check(redis.command("GET", failures) == b"3", f"{failures}: {redis.command('GET', failures)!r}, expected 3")
+    check(0 < redis.command("PTTL", failures) <= 30000, f"{failures} must expire within ban.after's 30s")
     record = redis.command("HGETALL", key)
     fields = {record[i].decode(): record[i + 1].decode() for i in range(0, len(record), 2)}
     check(set(fields) == {"until", "count", "failures"}, f"{key}: unexpected fields {fields}")

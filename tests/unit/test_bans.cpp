@@ -109,29 +109,29 @@ TEST_CASE("failure counts: the N-th failure within PERIOD bans, and the count st
     FailureCounts counts;
     const BanRules r = rules(3, 60000);
     const Endpoint a = ip("192.0.2.7");
-    CHECK_FALSE(counts.fail(a, r, 1000));
-    CHECK_FALSE(counts.fail(a, r, 2000));
-    CHECK_FALSE(counts.fail(ip("192.0.2.8"), r, 2500));  // another client counts apart
-    auto third = counts.fail(a, r, 3000);
+    CHECK_FALSE(counts.fail_now(a, r, 1000));
+    CHECK_FALSE(counts.fail_now(a, r, 2000));
+    CHECK_FALSE(counts.fail_now(ip("192.0.2.8"), r, 2500));  // another client counts apart
+    auto third = counts.fail_now(a, r, 3000);
     REQUIRE(third);
     CHECK(*third == 3);
     // The ban took the count: the next failures count from one.
-    CHECK_FALSE(counts.fail(a, r, 4000));
-    CHECK_FALSE(counts.fail(a, r, 5000));
-    CHECK(counts.fail(a, r, 6000));
+    CHECK_FALSE(counts.fail_now(a, r, 4000));
+    CHECK_FALSE(counts.fail_now(a, r, 5000));
+    CHECK(counts.fail_now(a, r, 6000));
 }
 
 TEST_CASE("failure counts: failures further apart than PERIOD never add up") {
     FailureCounts counts;
     const BanRules r = rules(2, 60000);
     const Endpoint a = ip("2001:db8::7");
-    for (uint64_t t = 0; t < 10; ++t) CHECK_FALSE(counts.fail(a, r, 1000 + t * 61000));
-    CHECK(counts.fail(a, r, 1000 + 9 * 61000 + 100));
+    for (uint64_t t = 0; t < 10; ++t) CHECK_FALSE(counts.fail_now(a, r, 1000 + t * 61000));
+    CHECK(counts.fail_now(a, r, 1000 + 9 * 61000 + 100));
 }
 
 TEST_CASE("failure counts: off counts nothing and makes no table") {
     FailureCounts counts;
-    for (int i = 0; i < 5; ++i) CHECK_FALSE(counts.fail(ip("192.0.2.1"), rules(0), 1000));
+    for (int i = 0; i < 5; ++i) CHECK_FALSE(counts.fail_now(ip("192.0.2.1"), rules(0), 1000));
     CHECK(counts.size() == 0);
 }
 
@@ -143,15 +143,15 @@ TEST_CASE("failure counts: a flood of distinct addresses stays within limits.rat
     size_t most = 0;
     for (uint32_t i = 0; i < 20000; ++i) {
         const std::string a = "10.0." + std::to_string(i >> 8) + "." + std::to_string(i & 255);
-        if (counts.fail(*Endpoint::parse_ip(a), r, 1000)) ++bans;
+        if (counts.fail_now(*Endpoint::parse_ip(a), r, 1000)) ++bans;
         most = std::max(most, counts.size());
     }
     CHECK(bans == 0);
     CHECK(most == 1000);
     CHECK(counts.size() == 1000);
     // The most recent clients are still counted; the first ones were forgotten.
-    CHECK(counts.fail(ip("10.0.78.31"), r, 1001));  // 19999
-    CHECK_FALSE(counts.fail(ip("10.0.0.0"), r, 1001));
+    CHECK(counts.fail_now(ip("10.0.78.31"), r, 1001));  // 19999
+    CHECK_FALSE(counts.fail_now(ip("10.0.0.0"), r, 1001));
 }
 
 TEST_CASE("memory bans: stored, looked up, lifted, and forgotten once no longer remembered") {

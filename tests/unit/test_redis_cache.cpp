@@ -366,6 +366,7 @@ TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix
     // The rate limits' counts share the prefix (cache/redis_rates.h) and are no records.
     server.cli({"SET", "smtpscreen:rate:192.0.2.1", "3"});
     server.cli({"SET", "smtpscreen:rate:192.0.2.0/24", "7"});
+    server.cli({"SET", "smtpscreen:fail:192.0.2.1", "2"});  // ban.after's (cache/redis_failures.h)
     // So do greylisting's triplets (cache/redis_greylist.h).
     server.cli({"HSET", "smtpscreen:grey:192.0.2.0/24:a@example.org:b@example.net", "first_seen", "1", "passed", "0",
                 "expires", "4102444800000"});
@@ -390,7 +391,8 @@ TEST_CASE("redis cache tools: list, show, delete and flush touch only the prefix
     CHECK(server.cli({"GET", "smtpscreen"}) == "no prefix match\n");
     CHECK(server.cli({"GET", "smtpscreen:rate:192.0.2.0/24"}) == "7\n");
     CHECK(server.cli({"HGET", "smtpscreen:grey:192.0.2.0/24:a@example.org:b@example.net", "passed"}) == "0\n");
-    CHECK(server.cli({"DBSIZE"}) == "5\n");
+    CHECK(server.cli({"GET", "smtpscreen:fail:192.0.2.1"}) == "2\n");
+    CHECK(server.cli({"DBSIZE"}) == "6\n");
 }
 
 TEST_CASE("redis probe: --check's question answers nothing when Redis is up and why when it is not") {

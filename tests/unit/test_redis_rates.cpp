@@ -3,7 +3,8 @@
 // their own in-memory tables, as two instances have, count one client together and
 // exactly; a period starts at a key's first connection and Redis ends it; a frozen
 // Redis delays no count beyond cache.redis_timeout and the counts go on in memory; an
-// error reply does the same, logged once. Always a real redis-server.
+// error reply does the same, logged once. The failures toward ban.after likewise
+// (cache/redis_failures.h). Always a real redis-server.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "cache/redis_cache.h"
+#include "cache/redis_failures.h"
 #include "cache/redis_rates.h"
 #include "core/log.h"
 #include "fixtures.h"
@@ -40,15 +42,20 @@ struct Instance {
     std::shared_ptr<RedisLoopCache> cache;
     SharedRateTable memory;
     std::unique_ptr<ConnectionRates> rates;
+    FailureCounts failure_memory;
+    std::unique_ptr<FailureCounter> failures;
 
     Instance(const RedisSettings& settings, std::shared_ptr<RedisOutage> outage) {
         cache = std::make_shared<RedisLoopCache>(&loop.loop, settings, std::move(outage));
         rates = cache->loop_rates(memory);
+        failures = cache->loop_failures(failure_memory);
         REQUIRE(rates);
+        REQUIRE(failures);
         REQUIRE(loop.run_until([&] { return cache->ready(); }));
     }
     ~Instance() {
         rates.reset();
+        failures.reset();
         cache.reset();
     }
 
@@ -60,7 +67,22 @@ struct Instance {
         REQUIRE(loop.run_until([&] { return got.has_value(); }, milliseconds(10000)));
         return {*got, std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)};
     }
+
+    // One failure toward ban.after: N when it bans, and how long it took.
+    std::pair<std::optional<uint32_t>, milliseconds> fail(const char* client, const BanRules& r) {
+        std::optional<std::optional<uint32_t>> got;
+        const auto start = steady_clock::now();
+        failures->fail(ip(client), r, uv_now(&loop.loop), [&](std::optional<uint32_t> n) { got = n; });
+        REQUIRE(loop.run_until([&] { return got.has_value(); }, milliseconds(10000)));
+        return {*got, std::chrono::duration_cast<milliseconds>(steady_clock::now() - start)};
+    }
 };
+
+BanRules ban_after(uint32_t n, int64_t period_ms = 60000) {
+    BanRules r;
+    r.after = RateLimit{n, Millis(period_ms)};
+    return r;
+}
 
 long long number(const std::string& cli_output) { return std::stoll(cli_output); }
 
@@ -193,4 +215,71 @@ TEST_CASE("redis rates: an error reply counts in memory at once, logged once unt
     CHECK_FALSE(a.count("192.0.2.10", r).first.refused);
     CHECK(err.count("cache: Redis at " + settings.address + " takes rate counts again") == 1);
     CHECK(err.count("refuses rate counts") == 1);
+}
+
+TEST_CASE("redis failures: the key is the prefix, fail:, and the client") {
+    CHECK(redis_failure_key("smtpscreen:", "192.0.2.7") == "smtpscreen:fail:192.0.2.7");
+    CHECK(redis_failure_key("mx/", "2001:db8::1") == "mx/fail:2001:db8::1");
+}
+
+TEST_CASE("redis failures: two instances count a client's failures together; each N-th bans, on one of them") {
+    RedisServer server;
+    StderrCapture err;
+    Logger log{false, "smtpscreen-test", true};
+    const auto settings = settings_for(server);
+    Instance a(settings, std::make_shared<RedisOutage>(settings.address, log));
+    Instance b(settings, std::make_shared<RedisOutage>(settings.address, log));
+    const BanRules r = ban_after(3, 60000);
+
+    // A, B, A: the third failure in all bans, though neither instance saw three.
+    CHECK_FALSE(a.fail("192.0.2.1", r).first);
+    CHECK_FALSE(b.fail("192.0.2.1", r).first);
+    CHECK_FALSE(b.fail("192.0.2.2", r).first);  // another client counts apart
+    const auto third = a.fail("192.0.2.1", r).first;
+    REQUIRE(third);
+    CHECK(*third == 3);
+    // The next ban takes three more, wherever they come from.
+    CHECK_FALSE(b.fail("192.0.2.1", r).first);
+    CHECK_FALSE(a.fail("192.0.2.1", r).first);
+    CHECK(b.fail("192.0.2.1", r).first == std::optional<uint32_t>(3));
+
+    CHECK(server.cli({"GET", "smtpscreen:fail:192.0.2.1"}) == "6\n");
+    CHECK(server.cli({"GET", "smtpscreen:fail:192.0.2.2"}) == "1\n");
+    const long long ttl = number(server.cli({"PTTL", "smtpscreen:fail:192.0.2.1"}));
+    CHECK(ttl > 50000);
+    CHECK(ttl <= 60000);
+    CHECK(a.failure_memory.size() == 0);
+    CHECK(b.failure_memory.size() == 0);
+    CHECK(err.count("Redis at") == 0);
+}
+
+TEST_CASE("redis failures: a frozen redis-server or an error reply, and the failures are counted in memory") {
+    RedisServer server;
+    StderrCapture err;
+    Logger log{false, "smtpscreen-test", true};
+    const auto settings = settings_for(server, Millis(150));
+    Instance a(settings, std::make_shared<RedisOutage>(settings.address, log));
+    const BanRules r = ban_after(2, 60000);
+    CHECK_FALSE(a.fail("203.0.113.5", r).first);  // 1 in Redis
+
+    server.freeze();
+    const auto [first, waited] = a.fail("203.0.113.5", r);
+    CHECK_FALSE(first);  // 1 in memory
+    CHECK(waited >= milliseconds(140));
+    CHECK(waited < milliseconds(1000));
+    CHECK(err.count("unreachable") == 1);
+    const auto [second, quick] = a.fail("203.0.113.5", r);
+    CHECK(second == std::optional<uint32_t>(2));  // memory's own count bans
+    CHECK(quick < milliseconds(100));
+
+    server.thaw();
+    REQUIRE(a.loop.run_until([&] { return a.cache->ready(); }, milliseconds(5000)));
+    server.cli({"SET", "smtpscreen:fail:203.0.113.9", "not a number"});
+    CHECK_FALSE(a.fail("203.0.113.9", r).first);
+    CHECK(a.failure_memory.size() == 1);
+    CHECK(err.count("refuses failure counts: ERR value is not an integer") == 1);
+    CHECK(a.cache->ready());  // the connection stays
+    CHECK_FALSE(a.fail("203.0.113.10", r).first);
+    CHECK(err.count("takes failure counts again") == 1);
+    CHECK(server.cli({"GET", "smtpscreen:fail:203.0.113.10"}) == "1\n");
 }
