@@ -66,9 +66,10 @@ def main(env):
     first_port = greylisted(a, CLIENT, SENDER, RCPT)
     first_at, first_ms = time.monotonic(), time.time() * 1000
     check(f"[{CLIENT}]:{first_port}" not in pf.log(), "Postfix saw the greylisted session")
-    rec = record(redis)
-    check(set(rec) == {"first_seen", "passed", "expires"} and rec["passed"] == "0",
-          f"{KEY}: expected first_seen, passed = 0, expires; got {rec} (keys: {redis.keys()})")
+    # The store is written behind the 450, not waited for: it may land a moment later.
+    rec = harness.wait_until(lambda: (r := record(redis)) and set(r) == {"first_seen", "passed", "expires"} and r,
+                             5, what=f"{KEY} with first_seen, passed and expires in Redis")
+    check(rec["passed"] == "0", f"{KEY}: expected first_seen, passed = 0, expires; got {rec} (keys: {redis.keys()})")
     check(abs(int(rec["first_seen"]) - first_ms) < 3000, f"{KEY}: first_seen {rec['first_seen']}, now {first_ms:.0f}")
     window_ms = 2 * 86400 * 1000
     check(int(rec["expires"]) == int(rec["first_seen"]) + window_ms,
