@@ -106,6 +106,12 @@ public:
         if (labels.empty()) out_ += fmt::format("{} {}\n", name, value);
         else out_ += fmt::format("{}{{{}}} {}\n", name, labels, value);
     }
+    // A family of one unlabelled sample.
+    template <typename T>
+    void single(std::string_view name, std::string_view type, std::string_view help, T value) {
+        family(name, type, help);
+        sample(name, "", value);
+    }
     // One sample per value of `label`: names[i] with values[i].
     template <size_t N>
     void by_label(std::string_view name, std::string_view label, const std::array<std::string_view, N>& names,
@@ -162,9 +168,9 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
     e.family("smtpscreen_build_info", "gauge", "Always 1; the version runs in the label.");
     e.sample("smtpscreen_build_info", fmt::format("version=\"{}\"", label_value(SMTPSCREEN_VERSION)), 1);
 
-    e.family("smtpscreen_connections_total", "counter",
-             "TCP connections accepted on the SMTP listeners, load balancer health checks included.");
-    e.sample("smtpscreen_connections_total", "", sum(workers, &WorkerMetrics::connections));
+    e.single("smtpscreen_connections_total", "counter",
+             "TCP connections accepted on the SMTP listeners, load balancer health checks included.",
+             sum(workers, &WorkerMetrics::connections));
 
     e.family("smtpscreen_sessions_total", "counter", "Client sessions ended, by the outcome of their DISCONNECT line.");
     e.by_label("smtpscreen_sessions_total", "outcome", kSessionOutcomes, sum(workers, &WorkerMetrics::sessions_ended));
@@ -211,39 +217,39 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
              "Connections refused with 421 at once for going over limits.per_client_rate (client) or "
              "limits.per_network_rate (network).");
     e.by_label("smtpscreen_rate_limited_total", "scope", kRateScopeNames, sum(workers, &WorkerMetrics::rate_limited));
-    e.family("smtpscreen_rate_table_keys", "gauge",
-             "Client addresses and networks the rate limits count now (at most limits.rate_table_size).");
-    e.sample("smtpscreen_rate_table_keys", "", process.rate_table_keys);
+    e.single("smtpscreen_rate_table_keys", "gauge",
+             "Client addresses and networks the rate limits count now (at most limits.rate_table_size).",
+             process.rate_table_keys);
 
-    e.family("smtpscreen_bans_total", "counter",
-             "Clients banned for failing tests ban.after times (one per ban, as the BANNED lines).");
-    e.sample("smtpscreen_bans_total", "", sum(workers, &WorkerMetrics::bans));
-    e.family("smtpscreen_banned_connections_total", "counter",
-             "Connections of banned clients, refused at once with 521 (ban.action = drop).");
-    e.sample("smtpscreen_banned_connections_total", "", sum(workers, &WorkerMetrics::banned_connections));
+    e.single("smtpscreen_bans_total", "counter",
+             "Clients banned for failing tests ban.after times (one per ban, as the BANNED lines).",
+             sum(workers, &WorkerMetrics::bans));
+    e.single("smtpscreen_banned_connections_total", "counter",
+             "Connections of banned clients, refused at once with 521 (ban.action = drop).",
+             sum(workers, &WorkerMetrics::banned_connections));
 
-    e.family("smtpscreen_greylisted_total", "counter",
+    e.single("smtpscreen_greylisted_total", "counter",
              "RCPT TO refused with 450 by greylist.enable: a new (network, sender, recipient) triplet, or a "
-             "retry before greylist.delay.");
-    e.sample("smtpscreen_greylisted_total", "", sum(workers, &WorkerMetrics::greylisted));
-    e.family("smtpscreen_greylist_passed_total", "counter",
-             "Retries of a greylisted triplet let through after greylist.delay, within greylist.retry_window.");
-    e.sample("smtpscreen_greylist_passed_total", "", sum(workers, &WorkerMetrics::greylist_passed));
-    e.family("smtpscreen_greylist_unanswered_total", "counter",
+             "retry before greylist.delay.",
+             sum(workers, &WorkerMetrics::greylisted));
+    e.single("smtpscreen_greylist_passed_total", "counter",
+             "Retries of a greylisted triplet let through after greylist.delay, within greylist.retry_window.",
+             sum(workers, &WorkerMetrics::greylist_passed));
+    e.single("smtpscreen_greylist_unanswered_total", "counter",
              "RCPT TO let through without greylisting because Redis (cache.backend = redis) could not answer "
-             "within cache.redis_timeout.");
-    e.sample("smtpscreen_greylist_unanswered_total", "", sum(workers, &WorkerMetrics::greylist_unanswered));
-    e.family("smtpscreen_greylist_triplets", "gauge",
+             "within cache.redis_timeout.",
+             sum(workers, &WorkerMetrics::greylist_unanswered));
+    e.single("smtpscreen_greylist_triplets", "gauge",
              "Triplets the greylist keeps in this process's memory now (at most greylist.table_size; 0 with "
-             "cache.backend = redis, which keeps them).");
-    e.sample("smtpscreen_greylist_triplets", "", process.greylist_triplets);
+             "cache.backend = redis, which keeps them).",
+             process.greylist_triplets);
 
-    e.family("smtpscreen_tarpit_connections", "gauge",
-             "Clients held in the tarpit now, every loop together (at most tarpit.max_connections).");
-    e.sample("smtpscreen_tarpit_connections", "", process.tarpitted);
-    e.family("smtpscreen_tarpit_full_total", "counter",
-             "Clients dropped (521) instead of tarpitted because tarpit.max_connections were held already.");
-    e.sample("smtpscreen_tarpit_full_total", "", sum(workers, &WorkerMetrics::tarpit_full));
+    e.single("smtpscreen_tarpit_connections", "gauge",
+             "Clients held in the tarpit now, every loop together (at most tarpit.max_connections).",
+             process.tarpitted);
+    e.single("smtpscreen_tarpit_full_total", "counter",
+             "Clients dropped (521) instead of tarpitted because tarpit.max_connections were held already.",
+             sum(workers, &WorkerMetrics::tarpit_full));
 
     std::map<std::string, ZoneTotals> zones;
     for (const auto* w : workers) {
@@ -283,18 +289,18 @@ std::string format_metrics(const std::vector<const WorkerMetrics*>& workers, con
         e.sample("smtpscreen_dnsbl_query_duration_seconds_count", fmt::format("zone=\"{}\"", z), cumulative);
     }
 
-    e.family("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
-    e.sample("process_cpu_seconds_total", "", process.cpu_seconds);
-    e.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    e.sample("process_resident_memory_bytes", "", process.resident_bytes);
-    e.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-    e.sample("process_virtual_memory_bytes", "", process.virtual_bytes);
-    e.family("process_open_fds", "gauge", "Open file descriptors.");
-    e.sample("process_open_fds", "", process.open_fds);
-    e.family("process_max_fds", "gauge", "The open files limit (RLIMIT_NOFILE).");
-    e.sample("process_max_fds", "", process.max_fds);
-    e.family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.");
-    e.sample("process_start_time_seconds", "", fmt::format("{:.2f}", process.start_time_seconds));
+    e.single("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.",
+             process.cpu_seconds);
+    e.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+             process.resident_bytes);
+    e.single("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+             process.virtual_bytes);
+    e.single("process_open_fds", "gauge", "Open file descriptors.",
+             process.open_fds);
+    e.single("process_max_fds", "gauge", "The open files limit (RLIMIT_NOFILE).",
+             process.max_fds);
+    e.single("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.",
+             fmt::format("{:.2f}", process.start_time_seconds));
     return e.take();
 }
 
