@@ -43,7 +43,10 @@ def free_udp_tcp_port(host="127.0.0.1"):
 
 
 def _proc_net_listening(port):
-    """True when some socket is in LISTEN state on port (reads /proc/net/tcp{,6})."""
+    """True when some socket is in LISTEN state on port (reads /proc/net/tcp{,6}).
+    The kernel lists every listening socket before the first connection, so the scan
+    stops at the first line in another state: under a flood the tables hold 100,000
+    TIME_WAIT lines, and reading them all made a 15 s start-up wait time out."""
     found_table = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -55,7 +58,9 @@ def _proc_net_listening(port):
                     if len(fields) < 4:
                         continue
                     local, state = fields[1], fields[3]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    if state != "0A":
+                        break
+                    if int(local.rsplit(":", 1)[1], 16) == port:
                         return True
         except OSError:
             continue
