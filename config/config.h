@@ -114,6 +114,9 @@ struct Config {
     std::string tls_min_version = "1.2";
     Millis tls_handshake_timeout{30000};
     int tls_max_pending_handshakes = 256;
+    // nice(2) of the threads that run handshake steps (docs/design.md, "TLS"): the event
+    // loops stay at the process's own, so screening wins the CPU from a flood of handshakes.
+    int tls_handshake_nice = 10;
     std::string tls_ticket_key_file;                    // empty: mbedTLS's own random keys
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
     // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.

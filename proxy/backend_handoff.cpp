@@ -157,7 +157,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         auto tls = TlsStream::client(tls_context_, config_.backend_certificate_name(), nullptr, &error);
         if (!tls) return fail("backend TLS: " + error);
         step_ = Step::TlsHandshake;
-        return backend_->start_tls(std::move(tls));
+        return backend_->start_tls(std::move(tls), config_.tls_handshake_nice);
     }
     case Step::XclientEhlo:
         if (code != 250 || !offers_keyword(reply, "XCLIENT")) {

@@ -284,9 +284,10 @@ void Connection::close() {
 
 // ---------------------------------------------------------------- TLS
 
-void Connection::start_tls(std::unique_ptr<TlsStream> stream) {
+void Connection::start_tls(std::unique_ptr<TlsStream> stream, int step_nice) {
     if (!socket_ || tls_) return;
     tls_ = std::move(stream);
+    step_nice_ = step_nice;
     // The first step has no peer bytes to work on: at most a ClientHello to write (the
     // backend leg), no public-key operation. It runs here.
     const TlsStream::Handshake step = tls_->handshake();
@@ -315,7 +316,7 @@ void Connection::read_tls(std::string_view ciphertext) {
 }
 
 void Connection::run_handshake_step() {
-    step_ = HandshakeStep::start(socket_->tcp.loop, tls_, [this](TlsStream::Handshake result) {
+    step_ = HandshakeStep::start(socket_->tcp.loop, tls_, step_nice_, [this](TlsStream::Handshake result) {
         step_ = nullptr;
         if (!socket_) return;
         handshake_step_done(result);

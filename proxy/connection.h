@@ -126,7 +126,8 @@ public:
     // and nothing read after it has been kept (CVE-2011-0411). A client stream sends
     // its hello at once (one that fails at that first step is reported from within this
     // call). The handshake ends with on_tls_ready or on_tls_failed.
-    void start_tls(std::unique_ptr<TlsStream> stream);
+    // step_nice: tls.handshake_nice, for the steps that run on the pool (HandshakeStep).
+    void start_tls(std::unique_ptr<TlsStream> stream, int step_nice);
     // The leg's stream once start_tls() was called (its version and cipher for the log,
     // error() after on_tls_failed), null before. While a handshake step runs on the pool
     // (tls_handshaking() is true) the stream is not to be read: compare it with null only.
@@ -169,6 +170,7 @@ private:
     // connection goes away while the step runs.
     std::shared_ptr<TlsStream> tls_;
     HandshakeStep* step_ = nullptr;  // the step on the pool; the stream is its thread's
+    int step_nice_ = 0;              // tls.handshake_nice of the session that started TLS
     std::string backlog_;            // ciphertext read while a step runs
     bool eof_after_step_ = false;    // the peer's EOF came while a step ran
     std::string held_;  // plaintext written while the handshake runs

@@ -14,6 +14,17 @@
 // The owner may go away while the step runs (a timeout, a client that hung up): it
 // calls abandon(), and the stream is freed on the loop thread after the step returns,
 // never under the pool thread's feet.
+//
+// Priority: the pool thread that runs a step first lowers its own nice value to `nice`
+// (tls.handshake_nice). The pool's threads compete with the event loops for the cores;
+// a handshake is milliseconds of CPU that no timer waits on, a loop's turn is
+// microseconds that every session's timers, DNS answers and relays wait on. At a lower
+// priority the scheduler gives a loop the core as soon as it has work, and the steps run
+// on whatever CPU is left: a STARTTLS flood slows the handshakes, not the screening.
+// Linux keeps a nice value per thread (setpriority(2) on a thread id); an unprivileged
+// process can only lower it, so a reload to a smaller value reaches only threads that
+// have not run a step yet (a restart reaches all). Only handshake steps use libuv's pool
+// in smtpscreen, so nothing else runs at the lowered priority.
 #include <uv.h>
 
 #include <functional>
@@ -27,23 +38,25 @@ class HandshakeStep {
 public:
     using Done = std::function<void(TlsStream::Handshake)>;
 
-    // Queues stream->handshake() on the pool of `loop`. Returns the step, owned by
-    // itself until `done` has been called (or, abandoned, until the pool returns); or
-    // nullptr when libuv refused the work (then nothing was queued, and the caller runs
-    // the step itself).
-    static HandshakeStep* start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, Done done);
+    // Queues stream->handshake() on the pool of `loop`, to run at nice value `nice`
+    // (0: the pool thread's own). Returns the step, owned by itself until `done` has
+    // been called (or, abandoned, until the pool returns); or nullptr when libuv refused
+    // the work (then nothing was queued, and the caller runs the step itself).
+    static HandshakeStep* start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, int nice, Done done);
 
     // The owner is gone: `done` is never called, and the step frees the stream once the
     // pool has returned it. The pointer is not to be used after this.
     void abandon() { done_ = nullptr; }
 
 private:
-    HandshakeStep(std::shared_ptr<TlsStream> stream, Done done) : stream_(std::move(stream)), done_(std::move(done)) {}
+    HandshakeStep(std::shared_ptr<TlsStream> stream, int nice, Done done)
+        : stream_(std::move(stream)), nice_(nice), done_(std::move(done)) {}
     static void work(uv_work_t* req);
     static void after_work(uv_work_t* req, int status);
 
     uv_work_t req_{};
     std::shared_ptr<TlsStream> stream_;
+    int nice_;
     Done done_;
     TlsStream::Handshake result_ = TlsStream::Handshake::NeedMore;
 };

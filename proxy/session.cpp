@@ -875,7 +875,7 @@ void Session::start_client_tls() {
         return finish("tls-failed");
     }
     arm_timer(config_->tls_handshake_timeout);
-    client_->start_tls(std::move(stream));
+    client_->start_tls(std::move(stream), config_->tls_handshake_nice);
 }
 
 void Session::on_tls_ready(Connection& conn) {

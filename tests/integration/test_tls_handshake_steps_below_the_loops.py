@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""docs/design.md, "TLS": the threads that run TLS handshake steps (libuv's pool) lower
+their own nice value to tls.handshake_nice, so that under a STARTTLS flood the event
+loops, which every session's timers and relays wait on, win the CPU. Read from
+/proc/PID/task/TID/stat (field 19, nice):
+  - before any STARTTLS, every thread of smtpscreen runs at nice 0 (the pool has no
+    threads yet);
+  - after a client's STARTTLS, handshake and delivery inside TLS, the threads that
+    existed before (the main thread, the event loop) are still at 0, and the thread that
+    ran the handshake steps is at 10, the default;
+  - with tls.handshake_nice = 19 that thread is at 19; with 0, every thread stays at 0
+    and the handshake works as ever."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+
+def thread_nices(pid):
+    """{tid: nice} of every thread of the process."""
+    nices = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        nices[int(tid)] = int(fields[16])   # after "(comm)" comes field 3; nice is field 19
+    return nices
+
+
+def deliver_in_tls(screen, pf, ca, source, tag):
+    c = harness.SmtpClient(screen.port, source=source, timeout=15)
+    c.read_greeting(code=220)
+    ehlo = c.expect("EHLO client.example.org", 250)
+    check(harness.ehlo_offers(ehlo, "STARTTLS"), f"{tag}: EHLO does not offer STARTTLS: {ehlo.text!r}")
+    c.expect("STARTTLS", 220)
+    harness.tls_wrap(c, ca.ca_file)
+    marker = harness.unique_marker(f"nice-{tag}")
+    c.send_mail(marker)
+    c.close()
+    pf.wait_for_delivery(marker)
+
+
+def scenario(env, pf, dns, ca, cert, access, nice):
+    settings = {"access.file": access, "process.threads": "1"}
+    if nice is not None:
+        settings["tls.handshake_nice"] = str(nice)
+    expected = 10 if nice is None else nice
+    tag = f"nice-{expected}"
+    screen = env.smtpscreen(postfix=pf, dns=dns, settings=harness.tls_settings(cert, **settings),
+                            name=f"smtpscreen-{tag}")
+    pid = screen.proc.pid
+    before = thread_nices(pid)
+    check(all(n == 0 for n in before.values()), f"{tag}: before any STARTTLS, threads not at nice 0: {before}")
+    since = screen.log_size()
+    deliver_in_tls(screen, pf, ca, "127.0.0.7", tag)
+    screen.wait_for_log(harness.re_tls_established("127.0.0.7"), since=since)
+    after = thread_nices(pid)
+    for tid in before:
+        check(after.get(tid, 0) == 0, f"{tag}: thread {tid}, there before the pool (main or event loop), "
+                                      f"is at nice {after.get(tid)} after a handshake: {after}")
+    lowered = {tid: n for tid, n in after.items() if n != 0}
+    if expected == 0:
+        check(not lowered, f"{tag}: tls.handshake_nice = 0, yet threads were lowered: {after}")
+    else:
+        check(lowered and all(n == expected for n in lowered.values()),
+              f"{tag}: after a handshake no thread runs at nice {expected} (threads before: {before}, "
+              f"after: {after})")
+    harness.log(f"{tag}: threads before {sorted(before.values())}, after {sorted(after.values())}")
+    screen.check_no_log(r"AddressSanitizer|runtime error")
+    screen.stop()
+
+
+def main(env):
+    pf = env.postfix()
+    dns = env.rbldnsd()
+    ca = harness.make_test_ca(env)
+    cert = ca.issue("mx-rsa.test", "rsa")
+    access = os.path.join(env.dir, "access.cidr")
+    with open(access, "w") as f:
+        f.write("127.0.0.0/8 permit\n")
+    for nice in (None, 19, 0):
+        scenario(env, pf, dns, ca, cert, access, nice)
+
+
+harness.run(main)
