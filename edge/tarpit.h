@@ -70,6 +70,10 @@ public:
     Tick tick(uint64_t now, bool backlog);
     // When the timer must fire next (at or after now).
     uint64_t wake_at() const;
+    // The next wake-up is for a byte, not for the time limit: byte wake-ups come one
+    // delay apart, in the order they were asked for (proxy/tarpit_clock.h).
+    bool byte_next() const { return giving_out() && next_byte_at_ <= deadline_; }
+    uint64_t delay_ms() const { return delay_ms_; }
 
     // Bytes fall due on a grid of delay/16 (1 to 64 ms): the ticks of thousands of
     // tarpitted clients fall on the same few instants, so the loop wakes for a batch of

@@ -553,12 +553,16 @@ bool Session::enter_tarpit() {
     enter(Phase::Tarpit);
     worker_.events().tarpit(client_ep_);
     stutter_ = std::make_unique<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
+    tarpit_wait_ = std::make_unique<TarpitClock::Waiter>(
+        [](void* self) { static_cast<Session*>(self)->on_tarpit_timer(); }, this);
     client_->stop_reading();
     return true;
 }
 
 // After every change: the next line once the last reply is out, the end once the last
-// reply of a finished dialog is, and the timer for the next byte or the time limit.
+// reply of a finished dialog is, and the wake-up for the next byte (the loop's
+// TarpitClock, one timer for every tarpitted client) or for the time limit (the
+// session's own timer, re-armed once a reply, not once an octet).
 void Session::pace_tarpit() {
     if (phase_ != Phase::Tarpit) return;
     if (!stutter_->giving_out() && !stutter_->closing() && dialog_ && dialog_->has_unhandled_lines()) {
@@ -573,6 +577,12 @@ void Session::pace_tarpit() {
     else client_->start_reading();
     const uint64_t now = uv_now(worker_.loop());
     const uint64_t at = stutter_->wake_at();
+    if (stutter_->byte_next()) {
+        uv_timer_stop(timer_.get());
+        worker_.tarpit_clock().schedule(*tarpit_wait_, stutter_->delay_ms(), at);
+        return;
+    }
+    tarpit_wait_->cancel();
     arm_timer(Millis(at > now ? at - now : 0));
 }
 
@@ -1018,6 +1028,7 @@ void Session::finish(std::string_view outcome) {
     if (admitted_) worker_.limits().release(client_ip_);
     admitted_ = false;
     if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
+    if (tarpit_wait_) tarpit_wait_->cancel();
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
     worker_.client_done(this);

@@ -20,6 +20,7 @@
 #include "proxy/connection.h"
 #include "proxy/handshake_slots.h"
 #include "proxy/live_client.h"
+#include "proxy/tarpit_clock.h"
 #include "proxy/tls_config.h"
 #include "screen/access_list.h"
 #include "screen/smtp_dialog.h"
@@ -173,6 +174,8 @@ private:
     HandshakeSlots::Slot tls_slot_;
     Failure enforced_ = Failure::None;
     std::unique_ptr<Stutter> stutter_;  // Phase::Tarpit: the pace of its replies
+    // Phase::Tarpit: its place in the loop's TarpitClock while its next octet is due.
+    std::unique_ptr<TarpitClock::Waiter> tarpit_wait_;
     bool tarpit_slot_ = false;          // one of tarpit.max_connections, given back at the end
     bool greylist_pending_ = false;  // the greylist's store has the RCPT's triplet
     bool greylist_passed_ = false;   // cache the greylist pass (renewed) at the handoff

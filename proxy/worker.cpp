@@ -318,6 +318,7 @@ void Worker::close_everything() {
     for (auto& [raw, owned] : left) owned->abort("shutdown");
     left.clear();
     finished_.clear();
+    tarpit_clock_.close();
     reaper_.close();
     if (resolver_) resolver_->close();
     rates_.reset();
