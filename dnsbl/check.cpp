@@ -70,9 +70,10 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
     if (reply.status != DnsblReply::Status::Failed) verdict_.min_ttl = std::min(verdict_.min_ttl.value_or(reply.ttl), reply.ttl);
     else verdict_.any_failed = true;
     if (reply.status == DnsblReply::Status::Listed) {
-        listed_[zone] = reply.addresses;
-        verdict_.score = score_answers(sites_, listed_);
-        verdict_.top_zone = top_listed_zone(sites_, listed_);
+        if (!listed_) listed_ = std::make_unique<std::map<std::string, std::vector<uint32_t>>>();
+        (*listed_)[zone] = reply.addresses;
+        verdict_.score = score_answers(sites_, *listed_);
+        verdict_.top_zone = top_listed_zone(sites_, *listed_);
     }
     if (on_answer_) on_answer_(zone, reply.status);
     pending_.erase(it);

@@ -3,6 +3,7 @@
 // weights of matching sites, and tells when the verdict can no longer change.
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -78,7 +79,8 @@ private:
     };
     std::vector<PendingZone> pending_;
     bool is_pending(const std::string& zone) const;
-    std::map<std::string, std::vector<uint32_t>> listed_;    // listed zone -> A records
+    // Listed zone -> A records; made at the first listing (most clients are listed nowhere).
+    std::unique_ptr<std::map<std::string, std::vector<uint32_t>>> listed_;
     DnsblVerdict verdict_;
 };
 

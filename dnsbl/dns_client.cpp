@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/text.h"
@@ -194,7 +195,9 @@ struct Waiting : Pending {
         uint64_t id;
         std::function<void(const Answer&)> callback;
     };
-    Answer answer{};
+    // Made when the answer comes: a query in flight (tens of thousands of idle clients'
+    // may be) carries none (docs/design.md, "Memory per connection").
+    std::unique_ptr<Answer> answer;
     std::vector<Subscriber> subscribers;
 
     void unsubscribe(uint64_t id) override {
@@ -205,7 +208,7 @@ struct Waiting : Pending {
         while (!subscribers.empty()) {
             auto subscriber = std::move(subscribers.front());
             subscribers.erase(subscribers.begin());
-            subscriber.callback(answer);
+            subscriber.callback(*answer);
         }
     }
 };
@@ -213,7 +216,7 @@ struct Waiting : Pending {
 // One DNSBL question.
 struct Query : Waiting<DnsblReply> {
     std::string name;  // "2.0.0.127.zen.example"
-    std::string zone;
+    const std::string* zone = nullptr;  // the key of its Impl::zones_ entry (lower case)
     uint64_t sent = 0;  // uv_now() milliseconds, for ZoneHealth
 };
 
@@ -284,7 +287,7 @@ private:
     UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup_dnsbl()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
     // By query name, a view of the Query's own (never changed while it is here).
-    std::map<std::string_view, std::shared_ptr<Query>, std::less<>> in_flight_;
+    std::unordered_map<std::string_view, std::shared_ptr<Query>> in_flight_;
     std::map<std::string, std::shared_ptr<NameLookup>> names_in_flight_;  // by client address
     std::deque<std::weak_ptr<Pending>> deadlines_;  // start order == deadline order
     std::deque<std::shared_ptr<Pending>> ready_;
@@ -379,7 +382,7 @@ DnsSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std:
 
     auto query = std::make_shared<Query>();
     query->name = name;
-    query->zone = zone_name;
+    query->zone = &zones_.try_emplace(zone_name).first->first;
     auto subscription = subscribe(query, std::move(cb));
     if (closed_) {
         complete(query, failed(std::string(kReasonClosed)));
@@ -429,10 +432,10 @@ void DnsClient::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigne
 void DnsClient::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
     if (query->done) return;
     query->done = true;
-    query->answer = std::move(reply);
+    query->answer = std::make_unique<DnsblReply>(std::move(reply));
     if (auto it = in_flight_.find(query->name); it != in_flight_.end() && it->second == query) in_flight_.erase(it);
-    const auto& error = query->answer.error;
-    if (query->answer.status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
+    const auto& error = query->answer->error;
+    if (query->answer->status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
         log_.warn("dnsbl query {} failed: {}", query->name, error);
     }
     if (error != kReasonSkipped && error != kReasonClosed) note_zone_health(*query);
@@ -440,16 +443,16 @@ void DnsClient::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply r
 }
 
 void DnsClient::Impl::note_zone_health(const Query& query) {
-    auto& health = zones_[query.zone];
+    auto& health = zones_[*query.zone];
     const uint64_t now = uv_now(loop_);
-    if (query.answer.status != DnsblReply::Status::Failed || query.answer.error != kReasonTimeout) {
-        if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", query.zone);
+    if (query.answer->status != DnsblReply::Status::Failed || query.answer->error != kReasonTimeout) {
+        if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", *query.zone);
         return;
     }
     if (health.timed_out(query.sent, now)) {
         log_.warn("dnsbl zone {} timed out {} times in a row; skipping it for {}s "
                   "(its lookups count as not listed; check dnsbl.servers and the zone name)",
-                  query.zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
+                  *query.zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
     }
 }
 
@@ -548,7 +551,7 @@ void DnsClient::Impl::settle(const std::shared_ptr<NameLookup>& lookup, bool fin
 void DnsClient::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name) {
     if (lookup->done) return;
     lookup->done = true;
-    lookup->answer = std::move(name);
+    lookup->answer = std::make_unique<std::string>(std::move(name));
     if (auto it = names_in_flight_.find(lookup->key); it != names_in_flight_.end() && it->second == lookup) {
         names_in_flight_.erase(it);
     }

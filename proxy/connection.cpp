@@ -22,8 +22,9 @@ struct Connection::Socket {
     uv_tcp_t tcp{};
     uv_timer_t* deadline = nullptr;
     Connection* owner = nullptr;
-    ReadBuffer* buffer = nullptr;
-    ResetNote on_reset;  // a socket closing after its flush: told when it is reset
+    // A socket closing after its flush: told when it is reset. Out of line, as most
+    // sockets close with nothing left to send.
+    std::unique_ptr<ResetNote> on_reset;
     bool closing = false;
     int open_handles = 0;
 
@@ -79,13 +80,12 @@ Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& ev
     s->open_handles = 1;
     s->tcp.data = s;
     s->owner = this;
-    s->buffer = &buffer;
     socket_ = s;
 }
 
 Connection::~Connection() {
     // A handshake step still on the pool keeps the stream, and frees it when it returns.
-    if (step_) step_->abandon();
+    if (stepping()) tls_->step->abandon();
     close();
 }
 
@@ -117,7 +117,7 @@ void Connection::on_connect(uv_connect_t* req, int status) {
 }
 
 void Connection::start_reading() {
-    if (!socket_ || reading_ || peer_eof_ || eof_after_step_) return;
+    if (!socket_ || reading_ || peer_eof_ || (tls_ && tls_->eof_after_step)) return;
     if (uv_read_start(stream(), &Connection::on_alloc, &Connection::on_read) == 0) reading_ = true;
 }
 
@@ -127,8 +127,9 @@ void Connection::stop_reading() {
     reading_ = false;
 }
 
+// Only a connection with an owner reads (close_after_flush stops reading first).
 void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    ReadBuffer& buffer = *Socket::of(h)->buffer;
+    ReadBuffer& buffer = Socket::of(h)->owner->buffer_;
     buf->base = buffer.bytes.data();
     buf->len = buffer.bytes.size();
 }
@@ -141,8 +142,8 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         if (n == UV_EOF) {
             // Behind the bytes a handshake step is working on: the peer's Finished may be
             // among them, so its EOF is told once the step (and the backlog) is done.
-            if (self->step_) {
-                self->eof_after_step_ = true;
+            if (self->stepping()) {
+                self->tls_->eof_after_step = true;
                 return;
             }
             self->peer_eof_ = true;
@@ -160,12 +161,13 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void Connection::write(std::string_view bytes) {
     if (!socket_ || bytes.empty() || write_shut_) return;
     if (!tls_) return write_wire(bytes);  // the bulk path: no copy
-    if (step_) {
-        held_.append(bytes);
+    TlsStream& stream = *tls_->stream;
+    if (tls_->step) {
+        tls_->held.append(bytes);
         return;
     }
-    if (tls_->handshake_done()) return write_wire(tls_->encrypt(bytes));
-    if (!tls_->failed()) held_.append(bytes);
+    if (stream.handshake_done()) return write_wire(stream.encrypt(bytes));
+    if (!stream.failed()) tls_->held.append(bytes);
 }
 
 void Connection::write_wire(std::string_view bytes) {
@@ -230,7 +232,7 @@ void Connection::on_deadline(uv_timer_t* t) {
     Socket* s = Socket::of(reinterpret_cast<uv_handle_t*>(t));
     Connection* self = s->owner;
     if (self == nullptr) {
-        if (s->on_reset) s->on_reset(s->tcp.write_queue_size);
+        if (s->on_reset && *s->on_reset) (*s->on_reset)(s->tcp.write_queue_size);
         return s->close(true);
     }
     // A half-close that did not get out: the Connection is closed, and its owner told.
@@ -273,7 +275,7 @@ void Connection::close_after_flush(ResetNote note) {
     // close(2) sends the FIN after whatever the kernel still holds to send; a
     // shutdown(2) first would cost a system call and change nothing on the wire.
     if (pending_bytes_ == 0) return s->close(false);
-    s->on_reset = std::move(note);
+    if (note) s->on_reset = std::make_unique<ResetNote>(std::move(note));
     start_deadline(s);
 }
 
@@ -286,48 +288,49 @@ void Connection::close() {
 
 void Connection::start_tls(std::unique_ptr<TlsStream> stream, int step_nice) {
     if (!socket_ || tls_) return;
-    tls_ = std::move(stream);
-    step_nice_ = step_nice;
+    tls_ = std::make_unique<Tls>();
+    tls_->stream = std::move(stream);
+    tls_->step_nice = step_nice;
     // The first step has no peer bytes to work on: at most a ClientHello to write (the
     // backend leg), no public-key operation. It runs here.
-    const TlsStream::Handshake step = tls_->handshake();
+    const TlsStream::Handshake step = tls_->stream->handshake();
     handshake_step_done(step);
 }
 
 bool Connection::tls_handshaking() const {
-    return tls_ && (step_ != nullptr || (!tls_->handshake_done() && !tls_->failed()));
+    return tls_ && (tls_->step != nullptr || (!tls_->stream->handshake_done() && !tls_->stream->failed()));
 }
 
 // The pattern of proxy/tls_stream.h: feed, advance, read, and after every step put what
 // the stream made (handshake messages, alerts) on the wire. An event may close the
 // socket or hand the connection to another owner: each step looks again.
 void Connection::read_tls(std::string_view ciphertext) {
-    if (step_) {
+    if (tls_->step) {
         // The stream is the pool thread's: keep the bytes for when the step returns. Past
         // the stream's own bound, stop reading; feeding the backlog then fails the same way
         // feeding the stream directly would have.
-        backlog_.append(ciphertext);
-        if (backlog_.size() > TlsStream::kMaxCiphertextIn) stop_reading();
+        tls_->backlog.append(ciphertext);
+        if (tls_->backlog.size() > TlsStream::kMaxCiphertextIn) stop_reading();
         return;
     }
-    if (!tls_->feed_ciphertext(ciphertext)) return tls_failed(TlsFailure::Overflow);
-    if (!tls_->handshake_done()) return run_handshake_step();
+    if (!tls_->stream->feed_ciphertext(ciphertext)) return tls_failed(TlsFailure::Overflow);
+    if (!tls_->stream->handshake_done()) return run_handshake_step();
     read_tls_records();
 }
 
 void Connection::run_handshake_step() {
-    step_ = HandshakeStep::start(socket_->tcp.loop, tls_, step_nice_, [this](TlsStream::Handshake result) {
-        step_ = nullptr;
+    tls_->step = HandshakeStep::start(socket_->tcp.loop, tls_->stream, tls_->step_nice, [this](TlsStream::Handshake result) {
+        tls_->step = nullptr;
         if (!socket_) return;
         handshake_step_done(result);
-        if (socket_ && !step_ && eof_after_step_) {
-            eof_after_step_ = false;
+        if (socket_ && !tls_->step && tls_->eof_after_step) {
+            tls_->eof_after_step = false;
             peer_eof_ = true;
             events_->on_peer_eof(*this);
         }
     });
     // libuv refuses work only for a bad argument; the step is then run right here.
-    if (!step_) handshake_step_done(tls_->handshake());
+    if (!tls_->step) handshake_step_done(tls_->stream->handshake());
 }
 
 // The stream is the loop's again: what the step made goes on the wire, then the bytes
@@ -335,17 +338,17 @@ void Connection::run_handshake_step() {
 void Connection::handshake_step_done(TlsStream::Handshake step) {
     flush_tls();  // the handshake's messages, or the alert on failure
     if (step == TlsStream::Handshake::Failed) {
-        backlog_.clear();
+        tls_->backlog.clear();
         return tls_failed(TlsFailure::Handshake);
     }
-    if (!backlog_.empty()) {
+    if (!tls_->backlog.empty()) {
         // Past the bound (reading stopped then), the feed fails: an Overflow as ever.
-        const std::string bytes = std::exchange(backlog_, {});
-        if (!tls_->feed_ciphertext(bytes)) return tls_failed(TlsFailure::Overflow);
+        const std::string bytes = std::exchange(tls_->backlog, {});
+        if (!tls_->stream->feed_ciphertext(bytes)) return tls_failed(TlsFailure::Overflow);
         if (step == TlsStream::Handshake::NeedMore) return run_handshake_step();
     }
     if (step == TlsStream::Handshake::NeedMore) return;
-    if (!held_.empty()) write_wire(tls_->encrypt(std::exchange(held_, {})));
+    if (!tls_->held.empty()) write_wire(tls_->stream->encrypt(std::exchange(tls_->held, {})));
     events_->on_tls_ready(*this);
     // A resumed client's EHLO can arrive with its Finished, or in the backlog.
     if (socket_) read_tls_records();
@@ -353,7 +356,7 @@ void Connection::handshake_step_done(TlsStream::Handshake step) {
 
 void Connection::read_tls_records() {
     std::string plaintext;
-    const bool open = tls_->read_plaintext(plaintext);
+    const bool open = tls_->stream->read_plaintext(plaintext);
     flush_tls();
     if (!plaintext.empty()) {
         events_->on_data(*this, plaintext);
@@ -361,7 +364,7 @@ void Connection::read_tls_records() {
     }
     if (open) return;
     stop_reading();
-    if (!tls_->closed()) return tls_failed(TlsFailure::Record);
+    if (!tls_->stream->closed()) return tls_failed(TlsFailure::Record);
     // close_notify: the peer's half-close, as a FIN is (docs/design.md, "Half-close").
     peer_eof_ = true;
     events_->on_peer_eof(*this);
@@ -369,21 +372,21 @@ void Connection::read_tls_records() {
 
 void Connection::flush_tls() {
     std::string ciphertext;
-    tls_->take_ciphertext(ciphertext);
+    tls_->stream->take_ciphertext(ciphertext);
     write_wire(ciphertext);
 }
 
 // Each TLS leg ends with a close_notify (RFC 5246 §7.2.1) so that the peer can tell a
 // complete session from a truncated one. A stream not (or no longer) open sends none.
 void Connection::send_close_notify() {
-    if (!tls_ || step_ || !tls_->handshake_done()) return;
-    tls_->close_notify();
+    if (!tls_ || tls_->step || !tls_->stream->handshake_done()) return;
+    tls_->stream->close_notify();
     flush_tls();
 }
 
 void Connection::tls_failed(TlsFailure failure) {
     stop_reading();
-    held_.clear();
+    tls_->held.clear();
     events_->on_tls_failed(*this, failure);
 }
 

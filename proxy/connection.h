@@ -101,7 +101,7 @@ public:
     // while the handshake runs, it waits for the handshake's end.
     void write(std::string_view bytes);
     // Unsent bytes: ciphertext in TLS, so the cap holds a TLS leg the same way.
-    size_t pending_bytes() const { return pending_bytes_ + held_.size(); }
+    size_t pending_bytes() const { return pending_bytes_ + (tls_ ? tls_->held.size() : 0); }
     bool output_full() const { return pending_bytes() >= kOutputCap; }
     // Half-close: sends what is queued (and in TLS a close_notify), then the FIN
     // (shutdown(2), SHUT_WR). Reading goes on and the peer may still send; every later
@@ -131,7 +131,7 @@ public:
     // The leg's stream once start_tls() was called (its version and cipher for the log,
     // error() after on_tls_failed), null before. While a handshake step runs on the pool
     // (tls_handshaking() is true) the stream is not to be read: compare it with null only.
-    const TlsStream* tls() const { return tls_.get(); }
+    const TlsStream* tls() const { return tls_ ? tls_->stream.get() : nullptr; }
     bool tls_handshaking() const;
 
     std::optional<Endpoint> peer() const;
@@ -166,14 +166,20 @@ private:
     ReadBuffer& buffer_;
     ConnectionEvents* events_;
     size_t pending_bytes_ = 0;
-    // Shared with the handshake step on the pool, which keeps the stream alive when this
-    // connection goes away while the step runs.
-    std::shared_ptr<TlsStream> tls_;
-    HandshakeStep* step_ = nullptr;  // the step on the pool; the stream is its thread's
-    int step_nice_ = 0;              // tls.handshake_nice of the session that started TLS
-    std::string backlog_;            // ciphertext read while a step runs
-    bool eof_after_step_ = false;    // the peer's EOF came while a step ran
-    std::string held_;  // plaintext written while the handshake runs
+    // The leg in TLS, from start_tls() on: made then, so that a plaintext connection (an
+    // idle client's) carries none of it (docs/design.md, "Memory per connection").
+    struct Tls {
+        // Shared with the handshake step on the pool, which keeps the stream alive when
+        // this connection goes away while the step runs.
+        std::shared_ptr<TlsStream> stream;
+        HandshakeStep* step = nullptr;  // the step on the pool; the stream is its thread's
+        int step_nice = 0;              // tls.handshake_nice of the session that started TLS
+        std::string backlog;            // ciphertext read while a step runs
+        std::string held;               // plaintext written while the handshake runs
+        bool eof_after_step = false;    // the peer's EOF came while a step ran
+    };
+    bool stepping() const { return tls_ && tls_->step; }
+    std::unique_ptr<Tls> tls_;
     bool reading_ = false;
     bool peer_eof_ = false;
     bool write_shut_ = false;

@@ -41,7 +41,7 @@ Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shar
     : worker_(worker),
       config_(std::move(config)),
       tls_(std::move(tls)),
-      timer_([&worker](uv_timer_t* t) { return uv_timer_init(worker.loop(), t); }, this) {}
+      timer_(worker.deadlines(), *this) {}
 
 Session::~Session() = default;
 
@@ -55,7 +55,7 @@ void Session::start(AcceptedClient accepted) {
     client_ep_ = accepted.client;
     local_ep_ = accepted.local;
     started_at_ = accepted.accepted_at;
-    early_bytes_ = std::move(accepted.early_bytes);
+    if (!accepted.early_bytes.empty()) early_bytes_ = std::make_unique<std::string>(std::move(accepted.early_bytes));
     if (accepted.health_check) return start_health_check();
     client_identified();
 }
@@ -72,23 +72,17 @@ void Session::start_health_check() {
     dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
     client_->start_reading();
-    if (!early_bytes_.empty()) {
-        std::string early = std::move(early_bytes_);
-        early_bytes_.clear();
-        feed_dialog(early);
-    }
+    if (auto early = std::move(early_bytes_)) feed_dialog(*early);
 }
 
 void Session::client_identified() {
-    client_ip_ = client_ep_.ip();  // formatted once: the cache, limits and replies all key on it
     worker_.events().connect(client_ep_, local_ep_);
     access_ = match_access(config_->access_rules, client_ep_);
     // Neither the bans nor the rate limits touch an allowlisted client, as Postfix exempts
     // smtpd_client_event_limit_exceptions (docs/design.md, "Edge defences").
     if (!config_->ban_rules().on() || access_ == AccessVerdict::Permit) return check_rates();
-    std::weak_ptr<int> alive = alive_;
-    worker_.bans().lookup_ban(client_ip_, [this, alive](std::optional<Ban> ban) {
-        if (alive.expired() || phase_ != Phase::Accepted) return;
+    worker_.bans().lookup_ban(client_ip(), [this, alive = worker_.liveness(*this)](std::optional<Ban> ban) {
+        if (!alive || phase_ != Phase::Accepted) return;
         if (!ban || !ban->in_force(ban_clock_ms())) return check_rates();
         // The BANNED line was written when the ban began.
         worker_.events().ban_refused(client_ep_);
@@ -108,13 +102,13 @@ void Session::client_identified() {
 void Session::check_rates() {
     const RateRules rules = config_->rate_rules();
     if (!rules.on() || access_ == AccessVerdict::Permit) return admit_connection();
-    std::weak_ptr<int> alive = alive_;
-    worker_.rates().count(client_ep_, rules, uv_now(worker_.loop()), [this, alive](const RateVerdict& verdict) {
-        if (alive.expired() || phase_ != Phase::Accepted) return;
+    worker_.rates().count(client_ep_, rules, uv_now(worker_.loop()),
+                          [this, alive = worker_.liveness(*this)](const RateVerdict& verdict) {
+        if (!alive || phase_ != Phase::Accepted) return;
         if (!verdict.refused) return admit_connection();
         worker_.events().rate_limited(client_ep_, verdict);
         count_failure();
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
+        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         close_client_after_flush();
         finish("rate-limit");
     });
@@ -128,7 +122,7 @@ void Session::count_failure() {
 
 void Session::admit_connection() {
     const int max_total = std::min(config_->max_connections, worker_.fd_capacity());
-    switch (worker_.limits().admit(client_ip_, max_total, config_->per_client_connections)) {
+    switch (worker_.limits().admit(client_ip(), max_total, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
         if (banned_) return start_tarpit(Failure::Ban);
@@ -142,7 +136,7 @@ void Session::admit_connection() {
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip_)));
+        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         break;
     }
     close_client_after_flush();
@@ -161,14 +155,13 @@ void Session::screen_known_client() {
         if (config_->access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config_->access_action);
     }
     enter(Phase::Cache);
-    std::weak_ptr<int> alive = alive_;
-    worker_.cache().lookup(client_ip_, [this, alive](std::optional<TestResults> record) {
-        if (!alive.expired() && phase_ == Phase::Cache) on_cache_record(record);
+    worker_.cache().lookup(client_ip(), [this, alive = worker_.liveness(*this)](std::optional<TestResults> record) {
+        if (alive && phase_ == Phase::Cache) on_cache_record(record);
     });
 }
 
 void Session::on_cache_record(const std::optional<TestResults>& record) {
-    cached_ = record;
+    if (record) cached_ = std::make_unique<TestResults>(*record);
     const bool known = record && passed_all_enabled_tests(*record);
     worker_.metrics().cache_lookups[static_cast<size_t>(known    ? CacheResult::Hit
                                                         : record ? CacheResult::Expired
@@ -204,11 +197,10 @@ void Session::start_greet_wait() {
     client_->write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
-        dnsbl_deadline_ = uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
-        if (!resolver_) resolver_ = worker_.resolver();
         const uint64_t asked_at = uv_now(worker_.loop());
-        dnsbl_ = std::make_unique<DnsblCheck>(
-            *resolver_, config_->dnsbl_sites, client_ep_, [this] { on_dnsbl_update(); },
+        dnsbl_ = std::make_unique<DnsblLookups>(
+            name_ ? name_->resolver : worker_.resolver(), asked_at + static_cast<uint64_t>(config_->dnsbl_timeout.count()),
+            config_->dnsbl_sites, client_ep_, [this] { on_dnsbl_update(); },
             [this, asked_at](const std::string& zone, DnsblReply::Status status) {
                 worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
             });
@@ -216,11 +208,7 @@ void Session::start_greet_wait() {
     arm_timer(config_->greet_wait);
     client_->start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
-    if (!early_bytes_.empty()) {
-        std::string early = std::move(early_bytes_);
-        early_bytes_.clear();
-        on_pregreet(early);
-    }
+    if (auto early = std::move(early_bytes_)) on_pregreet(*early);
 }
 
 void Session::on_pregreet(std::string_view bytes) {
@@ -234,7 +222,7 @@ void Session::on_pregreet(std::string_view bytes) {
 
 void Session::on_dnsbl_update() {
     // Every zone has answered: the verdict is all that is left to keep.
-    const bool complete = dnsbl_->complete();
+    const bool complete = dnsbl_->check.complete();
     if (complete) settle_dnsbl();
     if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
         if (dialog_) dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));  // the tarpit's comes later
@@ -244,7 +232,7 @@ void Session::on_dnsbl_update() {
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
     if (config_->dnsbl_action != Action::Ignore &&
-        (complete ? dnsbl_listed() : dnsbl_->listed_for_sure(config_->dnsbl_threshold))) {
+        (complete ? dnsbl_listed() : dnsbl_->check.listed_for_sure(config_->dnsbl_threshold))) {
         return conclude_screening();
     }
     bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
@@ -253,20 +241,20 @@ void Session::on_dnsbl_update() {
 }
 
 void Session::settle_dnsbl() {
-    dnsbl_verdict_ = dnsbl_->verdict();
+    dnsbl_verdict_ = dnsbl_->check.verdict();
     dnsbl_.reset();
 }
 
-const DnsblVerdict& Session::dnsbl_verdict() const { return dnsbl_ ? dnsbl_->verdict() : dnsbl_verdict_; }
+const DnsblVerdict& Session::dnsbl_verdict() const { return dnsbl_ ? dnsbl_->check.verdict() : dnsbl_verdict_; }
 
 void Session::on_greet_wait_over() {
     if (dnsbl_) {
         uint64_t now = uv_now(worker_.loop());
-        if (now < dnsbl_deadline_) {
+        if (now < dnsbl_->deadline) {
             enter(Phase::DnsblWait);
-            return arm_timer(Millis(dnsbl_deadline_ - now));
+            return arm_timer(Millis(dnsbl_->deadline - now));
         }
-        dnsbl_->expire();
+        dnsbl_->check.expire();
         settle_dnsbl();
     }
     conclude_screening();
@@ -277,7 +265,7 @@ bool Session::dnsbl_listed() const {
 }
 
 void Session::conclude_screening() {
-    uv_timer_stop(timer_.get());
+    timer_.stop();
     const int score = dnsbl_verdict().score;
     const bool listed = dnsbl_listed();
     const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && !config_->dnsbl_sites.empty() &&
@@ -301,7 +289,7 @@ void Session::conclude_screening() {
 // ---------------------------------------------------------------- step 6: deep protocol tests
 
 bool Session::deep_tests_pending() const {
-    return config_->deep_tests_enabled() && !deep_passes_valid(cached_.value_or(TestResults{}), unix_now());
+    return config_->deep_tests_enabled() && !deep_passes_valid(cached_ ? *cached_ : TestResults{}, unix_now());
 }
 
 void Session::start_deep() {
@@ -416,9 +404,9 @@ void Session::on_deep_handoff(const SmtpTransaction& tx) {
     const std::string triplet = greylist_triplet(client_ep_, rules.network_prefix, tx.mail_from, tx.rcpt_to);
     greylist_pending_ = true;
     client_->stop_reading();
-    std::weak_ptr<int> alive = alive_;
-    worker_.greylist().attempt(triplet, rules, unix_now_ms(), [this, alive, tx](GreylistOutcome outcome) {
-        if (alive.expired() || phase_ != Phase::Deep || !greylist_pending_) return;
+    worker_.greylist().attempt(triplet, rules, unix_now_ms(),
+                               [this, alive = worker_.liveness(*this), tx](GreylistOutcome outcome) {
+        if (!alive || phase_ != Phase::Deep || !greylist_pending_) return;
         greylist_pending_ = false;
         on_greylist_outcome(tx, outcome);
     });
@@ -450,7 +438,7 @@ void Session::start_deep_handoff(const SmtpTransaction& tx) {
 void Session::record_deep_passes() {
     const bool deep_pass = dialog_->passed();  // a failure under `ignore` earns no pass
     if (!deep_pass && !greylist_passed_) return;
-    TestResults record = cached_.value_or(TestResults{});
+    TestResults record = cached_ ? *cached_ : TestResults{};
     const int64_t now = unix_now();
     if (deep_pass) {
         const int64_t until = now + config_->cache_deep_ttl.count() / 1000;
@@ -459,12 +447,12 @@ void Session::record_deep_passes() {
         if (config_->deep_bare_newline) record[Test::BareNewline] = until;
     }
     if (greylist_passed_) record[Test::Greylist] = now + config_->greylist_ttl.count() / 1000;
-    worker_.cache().store(client_ip_, record);
+    worker_.cache().store(client_ip(), record);
     if (deep_pass) worker_.events().pass_new(client_ep_);
 }
 
 void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
-    TestResults record = cached_.value_or(TestResults{});
+    TestResults record = cached_ ? *cached_ : TestResults{};
     const int64_t now = unix_now();
     if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
     dnsbl_ok = dnsbl_ok && !config_->dnsbl_sites.empty() && !dnsbl_verdict().any_failed;
@@ -475,8 +463,8 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
                                   config_->cache_dnsbl_max_ttl.count() / 1000);
         record[Test::Dnsbl] = now + ttl;
     }
-    if (pregreet_ok || dnsbl_ok) worker_.cache().store(client_ip_, record);
-    cached_ = record;
+    if (pregreet_ok || dnsbl_ok) worker_.cache().store(client_ip(), record);
+    cached_ = std::make_unique<TestResults>(record);
 }
 
 // ---------------------------------------------------------------- step 7: actions
@@ -486,7 +474,7 @@ std::string Session::reject_reply(Failure failure) const {
     case Failure::Dnsbl: {
         std::string zone(dnsbl_verdict().top_zone);
         if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
-        return replies::dnsbl_reject(client_ip_, zone);
+        return replies::dnsbl_reject(client_ip(), zone);
     }
     case Failure::AccessList: return std::string(replies::kAccessReject);
     case Failure::Ban: return std::string(replies::kBannedReject);
@@ -578,7 +566,7 @@ void Session::pace_tarpit() {
     const uint64_t now = uv_now(worker_.loop());
     const uint64_t at = stutter_->wake_at();
     if (stutter_->byte_next()) {
-        uv_timer_stop(timer_.get());
+        timer_.stop();
         worker_.tarpit_clock().schedule(*tarpit_wait_, stutter_->delay_ms(), at);
         return;
     }
@@ -610,14 +598,14 @@ void Session::end_tarpit_at_time_limit() {
 // ---------------------------------------------------------------- step 8: handoff and relay
 
 void Session::start_name_lookup() {
-    resolver_ = worker_.resolver();
-    name_pending_ = true;
-    name_lookup_ = resolver_->lookup_verified_name(client_ep_, [this](const std::string& name) {
-        name_pending_ = false;
-        client_name_ = name;
-        if (phase_ == Phase::Handoff && handoff_waiting_) {
-            auto replay = std::move(*handoff_waiting_);
-            handoff_waiting_.reset();
+    name_ = std::make_unique<NameLookup>();
+    name_->resolver = worker_.resolver();
+    name_->lookup = name_->resolver->lookup_verified_name(client_ep_, [this](const std::string& name) {
+        name_->pending = false;
+        name_->name = name;
+        if (phase_ == Phase::Handoff && name_->handoff_waiting) {
+            auto replay = std::move(*name_->handoff_waiting);
+            name_->handoff_waiting.reset();
             connect_backend(std::move(replay));
         }
     });
@@ -626,11 +614,12 @@ void Session::start_name_lookup() {
 void Session::start_handoff(BackendHandoff::Replay replay) {
     enter(Phase::Handoff);
     client_->stop_reading();  // the kernel holds what the client sends until the relay starts
-    uv_timer_stop(timer_.get());
+    timer_.stop();
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
-    if (name_pending_) {
-        handoff_waiting_ = std::make_unique<BackendHandoff::Replay>(std::move(replay));
+    relay_ = std::make_unique<Relay>();
+    if (name_ && name_->pending) {
+        name_->handoff_waiting = std::move(replay);
         return;
     }
     connect_backend(std::move(replay));
@@ -638,10 +627,10 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
-    handoff_ = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_, tls_->backend,
-                                                config_->hostname, *this);
+    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_,
+                                                       tls_->backend, config_->hostname, *this);
     ++worker_.backend_legs();
-    handoff_->start(client_ep_, local_ep_, client_name_, std::move(replay));
+    relay_->handoff->start(client_ep_, local_ep_, name_ ? name_->name : std::string(), std::move(replay));
 }
 
 // What the backend answered this client's replayed EHLO is what it offers a client
@@ -683,17 +672,19 @@ void Session::handoff_ready(std::string reply) {
     client_->write(reply);
     if (dialog_) {  // only the deep tests hand off with a dialog behind them
         record_deep_passes();
-        early_bytes_ = dialog_->take_unprocessed();
+        if (std::string rest = dialog_->take_unprocessed(); !rest.empty()) {
+            early_bytes_ = std::make_unique<std::string>(std::move(rest));
+        }
     }
     start_relay();
 }
 
 void Session::start_relay() {
     enter(Phase::Relay);
-    backend_ = handoff_->take_connection();
-    backend_->set_events(*this);
-    if (const TlsStream* tls = backend_->tls()) worker_.events().backend_tls_established(config_->backend_address, *tls);
-    if (size_t dropped = handoff_->discarded_after_starttls()) {
+    relay_->backend = relay_->handoff->take_connection();
+    relay_->backend->set_events(*this);
+    if (const TlsStream* tls = relay_->backend->tls()) worker_.events().backend_tls_established(config_->backend_address, *tls);
+    if (size_t dropped = relay_->handoff->discarded_after_starttls()) {
         worker_.events().backend_starttls_injection(config_->backend_address, dropped);
     }
     RelayFilter::Options options;
@@ -706,55 +697,51 @@ void Session::start_relay() {
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = tls_->server != nullptr;
     options.tls_already_active = client_->tls() != nullptr;
-    options.in_transaction = handoff_->transaction_open();
+    options.in_transaction = relay_->handoff->transaction_open();
     options.take_tls_slot = [this] { return take_tls_slot(); };
-    relay_ = std::make_unique<RelayFilter>(options);
-    last_activity_ = uv_now(worker_.loop());
+    relay_->filter = std::make_unique<RelayFilter>(options);
+    relay_->last_activity = uv_now(worker_.loop());
     arm_timer(config_->backend_idle_timeout);
-    backend_->start_reading();
+    relay_->backend->start_reading();
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
     if (!client_eof_) client_->start_reading();
-    if (!early_bytes_.empty()) {
-        std::string early = std::move(early_bytes_);
-        early_bytes_.clear();
-        relay_from_client(early);
-    }
+    if (auto early = std::move(early_bytes_)) relay_from_client(*early);
     if (client_eof_) relay_half_closes();
 }
 
 void Session::relay_from_client(std::string_view bytes) {
     std::string to_backend;
     std::string to_client;
-    relay_->from_client(bytes, to_backend, to_client);
+    relay_->filter->from_client(bytes, to_backend, to_client);
     relay_output(to_client, to_backend);
 }
 
 void Session::relay_from_backend(std::string_view bytes) {
     std::string to_client;
     std::string to_backend;
-    relay_->from_backend(bytes, to_client, to_backend);
+    relay_->filter->from_backend(bytes, to_client, to_backend);
     relay_output(to_client, to_backend);
 }
 
 void Session::relay_output(std::string_view to_client, std::string_view to_backend) {
-    if (relay_->abandon_backend()) {
+    if (relay_->filter->abandon_backend()) {
         // SMTP smuggling defence (README, "SMTP smuggling"; docs/design.md, "Hostile
         // input"): the client's message had a bare LF/CR or an over-long line. The
         // backend never sees an end of data for it, so closing its connection abandons
         // the half-sent message; the client gets the 550 and a 421.
         client_->write(to_client);
-        backend_->close();
+        relay_->backend->close();
         close_client_after_flush();
-        worker_.events().message_refused(client_ep_, refusal_text(relay_->refusal()));
+        worker_.events().message_refused(client_ep_, refusal_text(relay_->filter->refusal()));
         return finish("bad-message");
     }
-    backend_->write(to_backend);
+    relay_->backend->write(to_backend);
     client_->write(to_client);
-    if (relay_->start_tls_now() && !client_->tls()) {
+    if (relay_->filter->start_tls_now() && !client_->tls()) {
         // The 220 went out in clear; what the client pipelined after its STARTTLS was
         // dropped by the filter (CVE-2011-0411 class).
-        if (size_t dropped = relay_->discarded_after_starttls()) worker_.events().starttls_injection(client_ep_, dropped);
+        if (size_t dropped = relay_->filter->discarded_after_starttls()) worker_.events().starttls_injection(client_ep_, dropped);
         start_client_tls();
     }
     update_backpressure();
@@ -769,15 +756,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
     const bool handshaking = client_->tls_handshaking();
-    const bool holding = relay_->client_held() && relay_->held_bytes() > 0;
+    const bool holding = relay_->filter->client_held() && relay_->filter->held_bytes() > 0;
     if (client_eof_) client_->stop_reading();
-    else if (handshaking || (backend_->pending_bytes() == 0 && !holding && !client_->output_full())) client_->start_reading();
+    else if (handshaking || (relay_->backend->pending_bytes() == 0 && !holding && !client_->output_full())) client_->start_reading();
     else client_->stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
-    if (backend_eof_) backend_->stop_reading();
-    else if (client_->pending_bytes() == 0 && !relay_->start_tls_now()) backend_->start_reading();
-    else backend_->stop_reading();
+    if (backend_eof_) relay_->backend->stop_reading();
+    else if (client_->pending_bytes() == 0 && !relay_->filter->start_tls_now()) relay_->backend->start_reading();
+    else relay_->backend->stop_reading();
 }
 
 // ---------------------------------------------------------------- half-close
@@ -796,7 +783,7 @@ void Session::relay_half_closes() {
     // A backend that refused the client at its greeting and closed (anvil's 421) has
     // ended the dialogue too.
     const bool dialogue_over =
-        backend_eof_ && (relay_->quit_answered() || relay_->replies_owed() > 0 || backend_refused_);
+        backend_eof_ && (relay_->filter->quit_answered() || relay_->filter->replies_owed() > 0 || backend_refused_);
     // Otherwise the session ends once both directions are done. A client that half-closed
     // can never finish its TLS handshake, and no half-close can be passed on to a client
     // inside one.
@@ -806,7 +793,7 @@ void Session::relay_half_closes() {
     // Held client bytes are whole commands (a pipelined QUIT behind a DATA): they go to
     // the backend when its reply releases them, and the half-close after them.
     // Over TLS, the connection sends its close_notify first.
-    if (client_eof_ && !backend_->write_shut() && relay_->held_for_backend() == 0) backend_->shutdown_after_flush();
+    if (client_eof_ && !relay_->backend->write_shut() && relay_->filter->held_for_backend() == 0) relay_->backend->shutdown_after_flush();
     if (backend_eof_ && !client_->write_shut()) client_->shutdown_after_flush();
 }
 
@@ -814,7 +801,7 @@ void Session::relay_half_closes() {
 // that dies mid-DATA leaves the client with a closed connection and no 250. Each TLS leg
 // ends with a close_notify (Connection::close_after_flush).
 void Session::end_relay() {
-    backend_->close_after_flush(reset_note("backend " + config_->backend_address.ip_port()));
+    relay_->backend->close_after_flush(reset_note("backend " + config_->backend_address.ip_port()));
     close_client_after_flush();
     finish(backend_refused_ ? "backend-refused" : "handoff");
 }
@@ -846,7 +833,7 @@ void Session::on_client_eof() {
 void Session::on_backend_eof() {
     if (phase_ != Phase::Relay) return;
     backend_eof_ = true;
-    backend_->stop_reading();
+    relay_->backend->stop_reading();
     relay_half_closes();
 }
 
@@ -855,7 +842,7 @@ void Session::on_backend_eof() {
 void Session::on_data(Connection& conn, std::string_view bytes) {
     if (phase_ == Phase::Done) return;
     if (&conn == client_.get()) return on_client_bytes(bytes);
-    last_activity_ = uv_now(worker_.loop());
+    relay_->last_activity = uv_now(worker_.loop());
     relay_from_backend(bytes);
 }
 
@@ -899,10 +886,10 @@ void Session::on_tls_ready(Connection& conn) {
         // The backend's RSET (RFC 3207 §4.2) goes before anything the client sends in TLS.
         std::string to_client;
         std::string to_backend;
-        relay_->tls_established(to_client, to_backend);
-        backend_->write(to_backend);
+        relay_->filter->tls_established(to_client, to_backend);
+        relay_->backend->write(to_backend);
         client_->write(to_client);
-        last_activity_ = uv_now(worker_.loop());
+        relay_->last_activity = uv_now(worker_.loop());
         arm_timer(config_->backend_idle_timeout);
         update_backpressure();
     }
@@ -939,7 +926,7 @@ void Session::on_client_bytes(std::string_view bytes) {
     case Phase::Tarpit:
     case Phase::Deep: return feed_dialog(bytes);
     case Phase::Relay:
-        last_activity_ = uv_now(worker_.loop());
+        relay_->last_activity = uv_now(worker_.loop());
         return relay_from_client(bytes);
     default: return;  // not reading in the other phases
     }
@@ -970,16 +957,10 @@ void Session::on_drained(Connection& conn) {
 void Session::on_connected(Connection&, int) {}  // only the handoff connects, and it listens itself
 
 void Session::arm_timer(Millis after) {
-    if (!timer_) return;
-    uv_timer_start(
-        timer_.get(),
-        [](uv_timer_t* t) {
-            if (auto* self = static_cast<Session*>(t->data)) self->on_timer();
-        },
-        static_cast<uint64_t>(std::max<int64_t>(after.count(), 0)), 0);
+    timer_.start(static_cast<uint64_t>(std::max<int64_t>(after.count(), 0)));
 }
 
-void Session::on_timer() {
+void Session::on_deadline() {
     if (client_->tls_handshaking()) {
         worker_.events().tls_handshake_timeout(client_ep_);
         return finish("tls-timeout");
@@ -990,7 +971,7 @@ void Session::on_timer() {
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
         if (dnsbl_) {
-            dnsbl_->expire();
+            dnsbl_->check.expire();
             settle_dnsbl();
         }
         return conclude_screening();
@@ -1005,7 +986,7 @@ void Session::on_timer() {
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
     case Phase::Relay: {
         uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());
-        uint64_t quiet = uv_now(worker_.loop()) - last_activity_;
+        uint64_t quiet = uv_now(worker_.loop()) - relay_->last_activity;
         if (quiet < idle_ms) return arm_timer(Millis(idle_ms - quiet));
         return finish("idle-timeout");
     }
@@ -1021,11 +1002,11 @@ void Session::finish(std::string_view outcome) {
     if (phase_ == Phase::Done) return;
     enter(Phase::Done);
     if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
-    timer_.close();
+    timer_.stop();
     client_->close();
-    if (backend_) backend_->close();
-    if (handoff_) --worker_.backend_legs();
-    if (admitted_) worker_.limits().release(client_ip_);
+    if (relay_ && relay_->backend) relay_->backend->close();
+    if (relay_ && relay_->handoff) --worker_.backend_legs();
+    if (admitted_) worker_.limits().release(client_ip());
     admitted_ = false;
     if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
     if (tarpit_wait_) tarpit_wait_->cancel();

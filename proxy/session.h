@@ -10,7 +10,7 @@
 #include <string>
 
 #include "config/config.h"
-#include "core/uv_handle.h"
+#include "core/deadline_timers.h"
 #include "dnsbl/check.h"
 #include "dnsbl/dns_client.h"
 #include "edge/greylist.h"
@@ -31,7 +31,10 @@ namespace smtpscreen {
 class RelayFilter;
 class Worker;
 
-class Session final : public LiveClient, public ConnectionEvents, public BackendHandoff::Listener {
+class Session final : public LiveClient,
+                      public ConnectionEvents,
+                      public BackendHandoff::Listener,
+                      public DeadlineListener {
 public:
     Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
     ~Session();
@@ -134,56 +137,80 @@ private:
 
     void enter(Phase next);
     void arm_timer(Millis after);
-    void on_timer();
+    void on_deadline() override;
     Millis elapsed() const;
+    std::string client_ip() const { return client_ep_.ip(); }  // the cache, limits and replies key on it
     std::string reject_reply(Failure failure) const;
+
+    // Phase-specific state lives in objects made when their phase starts, so that an
+    // idle client in the greet wait holds only what that phase needs (docs/design.md,
+    // "Memory per connection"); the flags are bytes, kept together.
+
+    // steps 4-5: the DNSBL lookups in flight, with the resolver they were asked of (a
+    // reload that changes dnsbl.servers must not pull it from under them). Freed once
+    // every zone has answered or dnsbl.timeout has passed; the verdict stays.
+    struct DnsblLookups {
+        std::shared_ptr<DnsClient> resolver;  // declared before check, which uses it
+        uint64_t deadline;                    // uv_now() ms: dnsbl.timeout from the start
+        DnsblCheck check;
+        DnsblLookups(std::shared_ptr<DnsClient> r, uint64_t d, const std::vector<DnsblSite>& sites,
+                     const Endpoint& client, std::function<void()> on_update, DnsblCheck::AnswerObserver on_answer)
+            : resolver(std::move(r)),
+              deadline(d),
+              check(*resolver, sites, client, std::move(on_update), std::move(on_answer)) {}
+    };
+    // XCLIENT NAME=: the verified reverse name, looked up from admission on (only with
+    // backend.handoff = xclient).
+    struct NameLookup {
+        std::shared_ptr<DnsClient> resolver;
+        DnsSubscription lookup;
+        bool pending = true;
+        std::string name;
+        std::optional<BackendHandoff::Replay> handoff_waiting;  // the handoff waits for the name
+    };
+    // Step 8: the handoff, then the relay; made when the handoff starts.
+    struct Relay {
+        std::unique_ptr<BackendHandoff> handoff;
+        std::unique_ptr<Connection> backend;
+        std::unique_ptr<RelayFilter> filter;
+        uint64_t last_activity = 0;
+    };
 
     Worker& worker_;
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const TlsContexts> tls_;
-    Phase phase_ = Phase::Accepted;
     std::unique_ptr<Connection> client_;
     Endpoint client_ep_;
-    std::string client_ip_;
     Endpoint local_ep_;
-    std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
-    bool admitted_ = false;
-    bool health_check_ = false;  // the load balancer's own connection: no client session to log
-    bool failure_counted_ = false;  // toward ban.after: once per session
-    bool banned_ = false;  // a ban in force, ban.action = tarpit: to the tarpit once admitted
-    std::optional<TestResults> cached_;
     uint64_t started_at_ = 0;  // uv_now, ms
-    UvHandle<uv_timer_t> timer_;
-    std::string early_bytes_;  // what the client sent right behind a PROXY header, or behind its last deep-test command
-    std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // for callbacks that may outlive us
-
-    bool banner_started_ = false;  // "220-" sent: what follows must finish that reply
-    bool pregreet_seen_ = false;
-    std::shared_ptr<DnsClient> resolver_;  // declared before dnsbl_ and name_lookup_, which use it
-    std::unique_ptr<DnsblCheck> dnsbl_;  // while some zone is unanswered
-    DnsblVerdict dnsbl_verdict_;         // once every zone has answered (or expired)
-    // XCLIENT NAME=: the verified reverse name, looked up from accept on.
-    DnsSubscription name_lookup_;
-    bool name_pending_ = false;
-    std::string client_name_;
-    std::unique_ptr<BackendHandoff::Replay> handoff_waiting_;  // for the name lookup (rare: kept out of line)
-    uint64_t dnsbl_deadline_ = 0;
-
-    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit and Phase::Deep
-    // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
-    HandshakeSlots::Slot tls_slot_;
-    Failure enforced_ = Failure::None;
-    std::unique_ptr<Stutter> stutter_;  // Phase::Tarpit: the pace of its replies
+    Deadline timer_;           // the phase's time limit, on the loop's one timer
+    std::unique_ptr<TestResults> cached_;  // the cache's record of the client, if any
+    // What the client sent right behind a PROXY header, or behind its last deep-test
+    // command; rare, so out of line.
+    std::unique_ptr<std::string> early_bytes_;
+    std::unique_ptr<DnsblLookups> dnsbl_;  // while some zone is unanswered
+    DnsblVerdict dnsbl_verdict_;           // once every zone has answered (or expired)
+    std::unique_ptr<NameLookup> name_;
+    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
+    std::unique_ptr<Stutter> stutter_;    // Phase::Tarpit: the pace of its replies
     // Phase::Tarpit: its place in the loop's TarpitClock while its next octet is due.
     std::unique_ptr<TarpitClock::Waiter> tarpit_wait_;
-    bool tarpit_slot_ = false;          // one of tarpit.max_connections, given back at the end
+    // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
+    HandshakeSlots::Slot tls_slot_;
+    std::unique_ptr<Relay> relay_;
+
+    Phase phase_ = Phase::Accepted;
+    Failure enforced_ = Failure::None;
+    std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
+    bool admitted_ = false;
+    bool health_check_ = false;     // the load balancer's own connection: no client session to log
+    bool failure_counted_ = false;  // toward ban.after: once per session
+    bool banned_ = false;           // a ban in force, ban.action = tarpit: to the tarpit once admitted
+    bool banner_started_ = false;   // "220-" sent: what follows must finish that reply
+    bool pregreet_seen_ = false;
+    bool tarpit_slot_ = false;       // one of tarpit.max_connections, given back at the end
     bool greylist_pending_ = false;  // the greylist's store has the RCPT's triplet
     bool greylist_passed_ = false;   // cache the greylist pass (renewed) at the handoff
-
-    std::unique_ptr<BackendHandoff> handoff_;
-    std::unique_ptr<Connection> backend_;
-    std::unique_ptr<RelayFilter> relay_;
-    uint64_t last_activity_ = 0;
     // The side sent its last byte: a FIN, or a TLS close_notify on its leg.
     bool client_eof_ = false;
     bool backend_eof_ = false;

@@ -34,6 +34,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
+    deadlines_ = std::make_unique<DeadlineTimers>(&loop_);
     resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
     auto stores = shared.caches->for_loop(&loop_);
     cache_ = std::move(stores.verdicts);
@@ -203,6 +204,7 @@ void Worker::start_session(std::shared_ptr<const Config> config, std::shared_ptr
     Session* raw = session.get();
     // Kept before it starts: a session that ends at once (too many connections) is then
     // destroyed after the callback, as every other one, not inside its connection's read.
+    raw->serial_ = ++next_serial_;
     clients_.emplace(raw, std::move(session));
     raw->start(std::move(client));
 }
@@ -319,6 +321,7 @@ void Worker::close_everything() {
     left.clear();
     finished_.clear();
     tarpit_clock_.close();
+    deadlines_->close();
     reaper_.close();
     if (resolver_) resolver_->close();
     rates_.reset();

@@ -12,6 +12,7 @@
 
 #include "cache/verdict_cache.h"
 #include "config/config.h"
+#include "core/deadline_timers.h"
 #include "core/log.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
@@ -81,6 +82,8 @@ public:
 
     uv_loop_t* loop() { return &loop_; }
     ReadBuffer& read_buffer() { return *read_buffer_; }
+    // The sessions' deadlines, on one uv_timer for the loop (core/deadline_timers.h).
+    DeadlineTimers& deadlines() { return *deadlines_; }
     // Sessions keep the resolver they started with, so a reload that changes
     // dnsbl.servers does not pull it from under their pending lookups.
     std::shared_ptr<DnsClient> resolver() { return resolver_; }
@@ -114,6 +117,21 @@ public:
                        AcceptedClient client);
     // The handshake or session is over; it is destroyed after the current callback returns.
     void client_done(LiveClient* client);
+    // Whether `client`, with this serial, is still one of the loop's clients: for
+    // callbacks from a store (cache, bans, rates, greylist), which may answer after the
+    // client has ended and another has been made at its address. Never dereferences it.
+    bool alive(const LiveClient* client, uint64_t serial) const {
+        auto it = clients_.find(const_cast<LiveClient*>(client));
+        return it != clients_.end() && it->second->serial() == serial;
+    }
+    // The same, taken while the client is alive and tested later: true while it still is.
+    struct Liveness {
+        const Worker* worker;
+        const LiveClient* client;
+        uint64_t serial;
+        explicit operator bool() const { return worker->alive(client, serial); }
+    };
+    Liveness liveness(const LiveClient& client) const { return {this, &client, client.serial()}; }
 
 private:
     void listen_on(uv_os_sock_t fd);
@@ -132,6 +150,8 @@ private:
     std::shared_ptr<const TlsContexts> tls_;
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
+    // Made once the loop is; destroyed after the sessions, whose deadlines it holds.
+    std::unique_ptr<DeadlineTimers> deadlines_;
     WorkerMetrics metrics_;  // before events_, which counts into it
     EventLog events_;
     std::shared_ptr<DnsClient> resolver_;
@@ -170,6 +190,7 @@ private:
     // Accepted connections in their handshakes, and sessions.
     std::unordered_map<LiveClient*, std::unique_ptr<LiveClient>> clients_;
     std::vector<std::unique_ptr<LiveClient>> finished_;
+    uint64_t next_serial_ = 0;
     bool stopping_ = false;
     uint64_t last_accept_error_log_ = 0;
     // Connections accepted in this turn of the loop, and the listeners with one waiting.
