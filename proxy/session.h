@@ -48,8 +48,8 @@ public:
     void abort(std::string_view outcome) override;
 
 private:
-    enum class Phase { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Done };
-    enum class Failure { None, Pregreet, Dnsbl, AccessList, Ban };
+    enum class Phase : uint8_t { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Done };
+    enum class Failure : uint8_t { None, Pregreet, Dnsbl, AccessList, Ban };
 
     // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
     // the bans, the rate limits, then the connection count limits

@@ -1,5 +1,6 @@
 #pragma once
 // access.file: "ip[/len] permit|reject" per line, '#' comments, first match wins.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9,7 +10,7 @@
 
 namespace smtpscreen {
 
-enum class AccessVerdict { Permit, Reject };
+enum class AccessVerdict : uint8_t { Permit, Reject };
 struct AccessRule {
     Cidr network;
     AccessVerdict verdict;
