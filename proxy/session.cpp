@@ -122,7 +122,7 @@ void Session::count_failure() {
 
 void Session::admit_connection() {
     const int max_total = std::min(config_->max_connections, worker_.fd_capacity());
-    switch (worker_.limits().admit(client_ip(), max_total, config_->per_client_connections)) {
+    switch (worker_.limits().admit(client_ep_, max_total, config_->per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
         if (banned_) return start_tarpit(Failure::Ban);
@@ -1006,7 +1006,7 @@ void Session::finish(std::string_view outcome) {
     client_->close();
     if (relay_ && relay_->backend) relay_->backend->close();
     if (relay_ && relay_->handoff) --worker_.backend_legs();
-    if (admitted_) worker_.limits().release(client_ip());
+    if (admitted_) worker_.limits().release(client_ep_);
     admitted_ = false;
     if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
     if (tarpit_wait_) tarpit_wait_->cancel();
