@@ -32,8 +32,8 @@ std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
 }
 
 DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
-                       std::function<void()> on_update, AnswerObserver on_answer)
-    : sites_(sites), on_update_(std::move(on_update)), on_answer_(std::move(on_answer)) {
+                       Listener& listener)
+    : sites_(sites), listener_(listener) {
     for (const auto& site : sites_) {
         if (is_pending(site.zone)) continue;
         // The resolver never calls back from inside lookup(), so pending_ is complete
@@ -56,9 +56,7 @@ bool DnsblCheck::listed_for_sure(int threshold) const {
 
 void DnsblCheck::expire() {
     if (!pending_.empty()) verdict_.any_failed = true;
-    if (on_answer_) {
-        for (const auto& pending : pending_) on_answer_(*pending.zone, DnsblReply::Status::Failed);
-    }
+    for (const auto& pending : pending_) listener_.dnsbl_answered(*pending.zone, DnsblReply::Status::Failed);
     // Destroying the subscriptions guarantees no late answer reaches on_reply.
     pending_.clear();
 }
@@ -75,11 +73,10 @@ void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
         verdict_.score = score_answers(sites_, *listed_);
         verdict_.top_zone = top_listed_zone(sites_, *listed_);
     }
-    if (on_answer_) on_answer_(zone, reply.status);
+    listener_.dnsbl_answered(zone, reply.status);
     pending_.erase(it);
-    // The owner may destroy this check from on_update: touch no member after the call.
-    auto on_update = on_update_;
-    on_update();
+    // The listener may destroy this check: touch no member after the call.
+    listener_.dnsbl_updated();
 }
 
 }  // namespace smtpscreen

@@ -37,14 +37,25 @@ std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
 
 class DnsblCheck {
 public:
-    // on_update runs (from the loop) after each zone answers. sites must outlive the
-    // check (they belong to the Config the session holds). Sites that share a zone
-    // share one lookup. on_update may destroy the check.
-    // on_answer (optional) hears each zone's result first, for the metrics: an answer,
-    // or Failed for a zone still unanswered at expire(). It must not destroy the check.
-    using AnswerObserver = std::function<void(const std::string& zone, DnsblReply::Status status)>;
-    DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
-               std::function<void()> on_update, AnswerObserver on_answer = {});
+    // Told from the loop. An object, not two std::function: a check lives as long as a
+    // client's lookups are in flight, and each std::function is 32 bytes of it.
+    class Listener {
+    public:
+        // After each zone answers. The listener may destroy the check here.
+        virtual void dnsbl_updated() = 0;
+        // Each zone's result first, for the metrics: an answer, or Failed for a zone
+        // still unanswered at expire(). The check must not be destroyed here.
+        virtual void dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
+            (void)zone;
+            (void)status;
+        }
+
+    protected:
+        ~Listener() = default;
+    };
+    // sites must outlive the check (they belong to the Config the session holds), and
+    // so must the listener. Sites that share a zone share one lookup.
+    DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client, Listener& listener);
     DnsblCheck(const DnsblCheck&) = delete;
     DnsblCheck& operator=(const DnsblCheck&) = delete;
 
@@ -69,8 +80,7 @@ private:
     void on_reply(const std::string& zone, const DnsblReply& reply);
 
     const std::vector<DnsblSite>& sites_;
-    std::function<void()> on_update_;
-    AnswerObserver on_answer_;
+    Listener& listener_;
     // Unanswered zones (a site's own string: sites_ outlives the check) and their
     // lookups; a few at most, so a vector, not a map (docs/design.md, "Memory per connection").
     struct PendingZone {

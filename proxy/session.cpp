@@ -197,13 +197,9 @@ void Session::start_greet_wait() {
     client_->write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
-        const uint64_t asked_at = uv_now(worker_.loop());
         dnsbl_ = std::make_unique<DnsblLookups>(
-            name_ ? name_->resolver : worker_.resolver(), asked_at + static_cast<uint64_t>(config_->dnsbl_timeout.count()),
-            config_->dnsbl_sites, client_ep_, [this] { on_dnsbl_update(); },
-            [this, asked_at](const std::string& zone, DnsblReply::Status status) {
-                worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
-            });
+            *this, name_ ? name_->resolver : worker_.resolver(),
+            uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count()));
     }
     arm_timer(config_->greet_wait);
     client_->start_reading();
@@ -238,6 +234,13 @@ void Session::on_dnsbl_update() {
     bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
                        dnsbl_verdict_.score <= config_->dnsbl_allowlist_threshold;
     if (allowlisted || (phase_ == Phase::DnsblWait && complete)) conclude_screening();
+}
+
+void Session::DnsblLookups::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
+    // The latency since the lookups were asked: the deadline is dnsbl.timeout after that.
+    Worker& worker = session.worker_;
+    const uint64_t asked_at = deadline - static_cast<uint64_t>(session.config_->dnsbl_timeout.count());
+    worker.metrics().dnsbl_answer(zone, status, uv_now(worker.loop()) - asked_at);
 }
 
 void Session::settle_dnsbl() {

@@ -149,15 +149,18 @@ private:
     // steps 4-5: the DNSBL lookups in flight, with the resolver they were asked of (a
     // reload that changes dnsbl.servers must not pull it from under them). Freed once
     // every zone has answered or dnsbl.timeout has passed; the verdict stays.
-    struct DnsblLookups {
-        std::shared_ptr<DnsClient> resolver;  // declared before check, which uses it
-        uint64_t deadline;                    // uv_now() ms: dnsbl.timeout from the start
-        DnsblCheck check;
-        DnsblLookups(std::shared_ptr<DnsClient> r, uint64_t d, const std::vector<DnsblSite>& sites,
-                     const Endpoint& client, std::function<void()> on_update, DnsblCheck::AnswerObserver on_answer)
-            : resolver(std::move(r)),
+    struct DnsblLookups final : DnsblCheck::Listener {
+        DnsblLookups(Session& s, std::shared_ptr<DnsClient> r, uint64_t d)
+            : session(s),
+              resolver(std::move(r)),
               deadline(d),
-              check(*resolver, sites, client, std::move(on_update), std::move(on_answer)) {}
+              check(*resolver, s.config_->dnsbl_sites, s.client_ep_, *this) {}
+        void dnsbl_updated() override { session.on_dnsbl_update(); }
+        void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
+        Session& session;
+        std::shared_ptr<DnsClient> resolver;  // declared before check, which uses it
+        uint64_t deadline;  // uv_now() ms: dnsbl.timeout from when the lookups were asked
+        DnsblCheck check;
     };
     // XCLIENT NAME=: the verified reverse name, looked up from admission on (only with
     // backend.handoff = xclient).

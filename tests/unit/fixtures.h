@@ -10,14 +10,23 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "core/address.h"
 #include "core/uv_handle.h"
+#include "dnsbl/check.h"
 
 namespace smtpscreen::test {
+
+// A DnsblCheck's listener that runs `f` after each zone's answer (`f` may destroy the check).
+struct OnUpdate final : DnsblCheck::Listener {
+    explicit OnUpdate(std::function<void()> f) : on_update(std::move(f)) {}
+    void dnsbl_updated() override { on_update(); }
+    std::function<void()> on_update;
+};
 
 // One loop per test case; closing it at scope end checks that every handle was closed.
 struct UvLoop {

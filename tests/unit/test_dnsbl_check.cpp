@@ -157,7 +157,8 @@ TEST_CASE("dnsbl check: sites sharing a zone share one query, and the score sums
     h.dns.set("1.2.0.192.wl.test", {3, {}, 0});
     auto list = sites("bl.test=127.0.0.2*2, bl.test=127.0.0.[3..4]*3, bl.test*1, wl.test=127.0.[0..255].[1..3]*-2");
     int updates = 0;
-    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    OnUpdate check_listener([&] { ++updates; });
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.complete());
     CHECK(updates == 0);  // never called from inside the constructor
 
@@ -174,8 +175,10 @@ TEST_CASE("dnsbl check: two checks of one client at once share the queries") {
     Harness h;
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 120});
     auto list = sites("bl.test*2");
-    DnsblCheck first(h.resolver, list, h.client, [] {});
-    DnsblCheck second(h.resolver, list, h.client, [] {});
+    OnUpdate first_listener([] {});
+    DnsblCheck first(h.resolver, list, h.client, first_listener);
+    OnUpdate second_listener([] {});
+    DnsblCheck second(h.resolver, list, h.client, second_listener);
     REQUIRE(h.loop.run_until([&] { return first.complete() && second.complete(); }));
     CHECK(first.score() == 2);
     CHECK(second.score() == 2);
@@ -188,7 +191,8 @@ TEST_CASE("dnsbl check: min_ttl is the smallest TTL of the answers") {
     h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 900});
     h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 45});
     auto list = sites("a.test, b.test");
-    DnsblCheck check(h.resolver, list, h.client, [] {});
+    OnUpdate check_listener([] {});
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.min_ttl().has_value());
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.min_ttl() == 45u);
@@ -201,7 +205,8 @@ TEST_CASE("dnsbl check: not listed_for_sure while an allowlist zone is pending")
     h.dns.set("1.2.0.192.wl.test", {0, {}, 0, true});  // never answers
     auto list = sites("bl.test*3, wl.test*-5");
     int updates = 0;
-    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    OnUpdate check_listener([&] { ++updates; });
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return updates == 1; }));
     CHECK(check.score() == 3);
     CHECK_FALSE(check.complete());
@@ -223,7 +228,8 @@ TEST_CASE("dnsbl check: listed_for_sure does not wait for a pending blocklist") 
     h.dns.set("1.2.0.192.slow.test", {0, {}, 0, true});
     auto list = sites("bl.test*3, slow.test*2");
     int updates = 0;
-    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    OnUpdate check_listener([&] { ++updates; });
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.listed_for_sure(3));
     REQUIRE(h.loop.run_until([&] { return updates == 1; }));
     CHECK_FALSE(check.complete());
@@ -236,7 +242,8 @@ TEST_CASE("dnsbl check: an allowlist answer pulls the score down") {
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
     h.dns.set("1.2.0.192.wl.test", {0, {ip(127, 0, 9, 2)}, 300});
     auto list = sites("bl.test*1, wl.test=127.0.[0..255].[1..3]*-4");
-    DnsblCheck check(h.resolver, list, h.client, [] {});
+    OnUpdate check_listener([] {});
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == -3);
     CHECK(check.top_zone() == "bl.test");
@@ -248,7 +255,8 @@ TEST_CASE("dnsbl check: a failed zone counts as not listed") {
     h.dns.set("1.2.0.192.bl.test", {2, {}, 0});  // SERVFAIL
     h.dns.set("1.2.0.192.ok.test", {0, {ip(127, 0, 0, 2)}, 300});
     auto list = sites("bl.test*5, ok.test*1");
-    DnsblCheck check(h.resolver, list, h.client, [] {});
+    OnUpdate check_listener([] {});
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == 1);
     CHECK(check.top_zone() == "ok.test");
@@ -289,7 +297,8 @@ TEST_CASE("dnsbl check: a filter that does not match lists nothing") {
     Harness h;
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 1)}, 300});
     auto list = sites("bl.test=127.0.0.[2..11]*3");
-    DnsblCheck check(h.resolver, list, h.client, [] {});
+    OnUpdate check_listener([] {});
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == 0);
     CHECK(check.top_zone().empty());
@@ -300,7 +309,8 @@ TEST_CASE("dnsbl check: expire before any answer makes it complete with score 0"
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
     auto list = sites("bl.test*3");
     int updates = 0;
-    DnsblCheck check(h.resolver, list, h.client, [&] { ++updates; });
+    OnUpdate check_listener([&] { ++updates; });
+    DnsblCheck check(h.resolver, list, h.client, check_listener);
     check.expire();
     CHECK(check.complete());
     h.loop.run_for(std::chrono::milliseconds(100));
@@ -316,10 +326,11 @@ TEST_CASE("dnsbl check: the owner may destroy the check from on_update") {
     auto list = sites("a.test, b.test");
     int updates = 0;
     std::unique_ptr<DnsblCheck> check;
-    check = std::make_unique<DnsblCheck>(h.resolver, list, h.client, [&] {
+    OnUpdate destroy([&] {
         ++updates;
         check.reset();
     });
+    check = std::make_unique<DnsblCheck>(h.resolver, list, h.client, destroy);
     h.loop.run_for(std::chrono::milliseconds(200));
     CHECK(updates == 1);
     CHECK(check == nullptr);
@@ -328,7 +339,8 @@ TEST_CASE("dnsbl check: the owner may destroy the check from on_update") {
 TEST_CASE("dnsbl check with no sites is complete at once") {
     Harness h;
     std::vector<DnsblSite> none;
-    DnsblCheck check(h.resolver, none, h.client, [] {});
+    OnUpdate check_listener([] {});
+    DnsblCheck check(h.resolver, none, h.client, check_listener);
     CHECK(check.complete());
     CHECK(check.score() == 0);
     CHECK_FALSE(check.listed_for_sure(1));
@@ -436,21 +448,24 @@ TEST_CASE("dnsbl check: a lookup that timed out or was skipped is no pass to rem
 
     // Answered everywhere: a pass worth caching.
     h.dns.set(reversed(20, "down.test"), {3, {}, 0});
-    DnsblCheck answered(h.resolver, list, client_n(20), [] {});
+    OnUpdate answered_listener([] {});
+    DnsblCheck answered(h.resolver, list, client_n(20), answered_listener);
     REQUIRE(h.loop.run_until([&] { return answered.complete(); }));
     CHECK_FALSE(answered.any_failed());
     h.loop.run_for(std::chrono::milliseconds(10));
 
     // down.test goes silent: five checks time out, and the zone is skipped.
     std::vector<std::unique_ptr<DnsblCheck>> timing_out;
-    for (int i = 1; i <= 5; ++i) timing_out.push_back(std::make_unique<DnsblCheck>(h.resolver, list, client_n(i), [] {}));
+    OnUpdate quiet([] {});
+    for (int i = 1; i <= 5; ++i) timing_out.push_back(std::make_unique<DnsblCheck>(h.resolver, list, client_n(i), quiet));
     REQUIRE(h.loop.run_until([&] {
         return std::all_of(timing_out.begin(), timing_out.end(), [](const auto& c) { return c->complete(); });
     }));
     for (const auto& c : timing_out) CHECK(c->any_failed());
 
     // Skipped: answered at once as not listed, but not a pass either.
-    DnsblCheck skipped(h.resolver, list, client_n(30), [] {});
+    OnUpdate skipped_listener([] {});
+    DnsblCheck skipped(h.resolver, list, client_n(30), skipped_listener);
     REQUIRE(h.loop.run_until([&] { return skipped.complete(); }, std::chrono::milliseconds(200)));
     CHECK(h.dns.queries(reversed(30, "down.test")) == 0);
     CHECK(skipped.score() == 0);
