@@ -83,13 +83,15 @@ TEST_CASE("tarpit clock: a cancelled or destroyed waiter is not woken, the other
     a->waiter.cancel();
     CHECK_FALSE(a->waiter.waiting());
     b.reset();  // a session destroyed while it waits leaves the list
-    l.run_for(std::chrono::milliseconds(80));
+    // Had the first two been left in, they would have been woken before the tail.
+    l.run_until([&] { return !log.empty(); });
     REQUIRE(log.size() == 1);
     CHECK(log[0].id == 3);
     // Scheduled again, a waiter is moved, not listed twice.
     clock.schedule(a->waiter, 30, uv_now(&l.loop) + 30);
     clock.schedule(a->waiter, 30, uv_now(&l.loop) + 10);
-    l.run_for(std::chrono::milliseconds(80));
+    l.run_until([&] { return log.size() == 2; });
+    l.run_for(std::chrono::milliseconds(60));
     REQUIRE(log.size() == 2);
     CHECK(log[1].id == 1);
 }
