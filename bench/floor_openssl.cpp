@@ -4,21 +4,13 @@
 #include <openssl/ssl.h>
 
 #include "bench/floor_tls.h"
+#include "bench/openssl_errors.h"
 
 namespace starttls_floor {
 
 namespace {
 
-std::string openssl_errors() {
-    std::string out;
-    while (unsigned long e = ERR_get_error()) {
-        char buf[256];
-        ERR_error_string_n(e, buf, sizeof buf);
-        if (!out.empty()) out += "; ";
-        out += buf;
-    }
-    return out;
-}
+using bench::openssl_errors;
 
 struct SslFree {
     void operator()(SSL* s) const { SSL_free(s); }

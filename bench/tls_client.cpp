@@ -1,22 +1,13 @@
 #include "bench/tls_client.h"
 
-#include <openssl/err.h>
-
 #include <cstdio>
+
+#include "bench/openssl_errors.h"
 
 namespace smtpload {
 namespace {
 
-std::string openssl_errors() {
-    std::string out;
-    while (unsigned long e = ERR_get_error()) {
-        char buf[256];
-        ERR_error_string_n(e, buf, sizeof buf);
-        if (!out.empty()) out += "; ";
-        out += buf;
-    }
-    return out.empty() ? std::string("no OpenSSL error queued") : out;
-}
+using bench::openssl_errors;
 
 std::string group_name(SSL* ssl) {
     int nid = SSL_get_negotiated_group(ssl);

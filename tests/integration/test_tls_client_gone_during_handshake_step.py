@@ -66,9 +66,7 @@ def main(env):
     dns = env.rbldnsd()
     ca = harness.make_test_ca(env)
     cert = ca.issue("mx-rsa.test", "rsa")
-    access = os.path.join(env.dir, "access.cidr")
-    with open(access, "w") as f:
-        f.write("127.0.0.0/8 permit\n")
+    access = harness.permit_loopback(env)
     screen = env.smtpscreen(postfix=pf, dns=dns, settings=harness.tls_settings(
         cert, **{"access.file": access, "tls.max_pending_handshakes": str(CLIENTS),
                  "limits.per_client_connections": "1000"}))

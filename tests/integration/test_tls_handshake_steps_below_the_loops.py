@@ -79,9 +79,7 @@ def main(env):
     dns = env.rbldnsd()
     ca = harness.make_test_ca(env)
     cert = ca.issue("mx-rsa.test", "rsa")
-    access = os.path.join(env.dir, "access.cidr")
-    with open(access, "w") as f:
-        f.write("127.0.0.0/8 permit\n")
+    access = harness.permit_loopback(env)
     for nice in (None, 19, 0):
         scenario(env, pf, dns, ca, cert, access, nice)
 

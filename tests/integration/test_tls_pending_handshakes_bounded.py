@@ -82,9 +82,7 @@ def main(env):
     cert = ca.issue("mx-rsa.test", "rsa")
     bound = {"tls.max_pending_handshakes": "1"}
     # Known at once (the access list): the relay answers STARTTLS.
-    access = os.path.join(env.dir, "access.cidr")
-    with open(access, "w") as f:
-        f.write("127.0.0.0/8 permit\n")
+    access = harness.permit_loopback(env)
     scenario(env, pf, dns, ca, harness.tls_settings(cert, **{"access.file": access}, **bound), "relay")
     # A new client in the deep tests: the dialog answers it.
     scenario(env, pf, dns, ca, harness.tls_settings(cert, **{"deep.pipelining": "on"}, **bound), "dialog")
