@@ -89,12 +89,17 @@ Logger::Logger(bool to_syslog, std::string syslog_name, bool to_stderr)
 Logger::~Logger() = default;
 
 void Logger::write(LogLevel level, std::string_view line) {
+    const std::string out = to_syslog_and_stderr_text(level, line);
+    if (!out.empty()) write_stderr(out);
+}
+
+std::string Logger::to_syslog_and_stderr_text(LogLevel level, std::string_view line) {
     std::string text = std::string(level_prefix(level)) + printable(line);
     if (to_syslog_) syslog(syslog_priority(level), "%s", text.c_str());
-    if (to_stderr_) {
-        std::string out = fmt::format("{}[{}]: {}\n", syslog_name_, pid_, text);
-        write_all(STDERR_FILENO, out);
-    }
+    if (!to_stderr_) return {};
+    return fmt::format("{}[{}]: {}\n", syslog_name_, pid_, text);
 }
+
+void Logger::write_stderr(std::string_view lines) { write_all(STDERR_FILENO, lines); }
 
 }  // namespace smtpscreen

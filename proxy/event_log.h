@@ -8,7 +8,7 @@
 
 #include "core/address.h"
 #include "core/duration.h"
-#include "core/log.h"
+#include "core/log_batch.h"
 #include "edge/ban.h"
 #include "edge/connection_rates.h"
 #include "proxy/metrics.h"
@@ -22,7 +22,7 @@ std::string format_elapsed(Millis elapsed);
 
 class EventLog {
 public:
-    EventLog(Logger& log, WorkerMetrics& metrics) : log_(log), metrics_(metrics) {}
+    EventLog(LogBatch& log, WorkerMetrics& metrics) : log_(log), metrics_(metrics) {}
 
     void connect(const Endpoint& client, const Endpoint& local);
     void pregreet(const Endpoint& client, size_t bytes, Millis after, std::string_view text);
@@ -75,11 +75,10 @@ public:
     // A deep test the client failed (test: Test::Count for a violation of no test's).
     void violation(Test test, std::string_view line);
 
-    Logger& logger() { return log_; }
     WorkerMetrics& metrics() { return metrics_; }
 
 private:
-    Logger& log_;
+    LogBatch& log_;  // this loop's lines (core/log_batch.h)
     WorkerMetrics& metrics_;
 };
 

@@ -30,7 +30,11 @@ std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
 
 Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
                std::vector<uv_os_sock_t> listen_fds)
-    : shared_(shared), config_(std::move(config)), tls_(std::move(tls)), events_(shared.log, metrics_) {
+    : shared_(shared),
+      config_(std::move(config)),
+      tls_(std::move(tls)),
+      log_batch_(shared.log),
+      events_(log_batch_, metrics_) {
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
@@ -74,6 +78,13 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std
     });
     // The reaper must not keep the loop alive on its own.
     uv_unref(reaper_.handle());
+    // Prepare handles run last before the loop waits for events: every line of the turn
+    // reaches stderr before the loop sleeps.
+    log_flush_ = UvHandle<uv_prepare_t>([this](uv_prepare_t* p) { return uv_prepare_init(&loop_, p); }, this);
+    uv_prepare_start(log_flush_.get(), [](uv_prepare_t* p) {
+        if (auto* self = static_cast<Worker*>(p->data)) self->log_batch_.flush();
+    });
+    uv_unref(log_flush_.handle());
 }
 
 void Worker::listen_on(uv_os_sock_t fd) {
@@ -323,6 +334,8 @@ void Worker::close_everything() {
     tarpit_clock_.close();
     deadlines_->close();
     reaper_.close();
+    log_flush_.close();  // what is logged from here on waits for the batch's destructor at most
+    log_batch_.flush();
     if (resolver_) resolver_->close();
     rates_.reset();
     failures_.reset();

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "core/deadline_timers.h"
 #include "core/log.h"
+#include "core/log_batch.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_client.h"
 #include "edge/connection_rates.h"
@@ -152,6 +153,9 @@ private:
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     // Made once the loop is; destroyed after the sessions, whose deadlines it holds.
     std::unique_ptr<DeadlineTimers> deadlines_;
+    // This loop's log lines, written once a turn (core/log_batch.h); before events_,
+    // which writes into it, and flushed by log_flush_ before the loop waits.
+    LogBatch log_batch_;
     WorkerMetrics metrics_;  // before events_, which counts into it
     EventLog events_;
     std::shared_ptr<DnsClient> resolver_;
@@ -184,6 +188,7 @@ private:
     std::shared_ptr<const TlsContexts> pending_tls_;  // guarded by reload_mutex_
     UvHandle<uv_timer_t> grace_timer_;
     UvHandle<uv_check_t> reaper_;
+    UvHandle<uv_prepare_t> log_flush_;
     UvHandle<uv_timer_t> fd_watch_;
     // Before the sessions, which leave it when they are destroyed.
     TarpitClock tarpit_clock_{&loop_};
