@@ -293,8 +293,7 @@ void Connection::start_tls(std::unique_ptr<TlsStream> stream, int step_nice) {
     tls_->step_nice = step_nice;
     // The first step has no peer bytes to work on: at most a ClientHello to write (the
     // backend leg), no public-key operation. It runs here.
-    const TlsStream::Handshake step = tls_->stream->handshake();
-    handshake_step_done(step);
+    advance_handshake();
 }
 
 bool Connection::tls_handshaking() const {
@@ -314,10 +313,18 @@ void Connection::read_tls(std::string_view ciphertext) {
         return;
     }
     if (!tls_->stream->feed_ciphertext(ciphertext)) return tls_failed(TlsFailure::Overflow);
-    if (!tls_->stream->handshake_done()) return run_handshake_step();
+    if (!tls_->stream->handshake_done()) return advance_handshake();
     read_tls_records();
 }
 
+// Every step without a public-key operation runs here, on the loop: all of a resumed
+// handshake, and a full one's hellos, certificate and Finished messages. The loop
+// thread's turn costs microseconds there, where a trip to the pool and back costs a
+// thread wake-up and a hand-back through uv_async_send (docs/design.md, "TLS").
+void Connection::advance_handshake() { handshake_step_done(tls_->stream->handshake(TlsStream::Steps::Cheap)); }
+
+// A step with a public-key operation, and the steps after it until the handshake needs
+// the peer again, go to the pool (proxy/handshake_step.h).
 void Connection::run_handshake_step() {
     tls_->step = HandshakeStep::start(socket_->tcp.loop, tls_->stream, tls_->step_nice, [this](TlsStream::Handshake result) {
         tls_->step = nullptr;
@@ -330,12 +337,17 @@ void Connection::run_handshake_step() {
         }
     });
     // libuv refuses work only for a bad argument; the step is then run right here.
-    if (!tls_->step) handshake_step_done(tls_->stream->handshake());
+    if (!tls_->step) handshake_step_done(tls_->stream->handshake(TlsStream::Steps::All));
 }
 
-// The stream is the loop's again: what the step made goes on the wire, then the bytes
-// read meanwhile go to the stream.
+// After steps on the loop or on the pool: the stream is the loop's. What the steps made
+// goes on the wire, then the bytes read while a step was on the pool go to the stream.
 void Connection::handshake_step_done(TlsStream::Handshake step) {
+    // Only the loop's steps stop here; what is read meanwhile waits in the backlog. The
+    // messages made so far (a ServerHello and Certificate) wait in the stream for the
+    // pool's (ServerKeyExchange, ServerHelloDone): one write for the flight, and the
+    // peer can do nothing with half of it.
+    if (step == TlsStream::Handshake::NeedPool) return run_handshake_step();
     flush_tls();  // the handshake's messages, or the alert on failure
     if (step == TlsStream::Handshake::Failed) {
         tls_->backlog.clear();
@@ -345,7 +357,7 @@ void Connection::handshake_step_done(TlsStream::Handshake step) {
         // Past the bound (reading stopped then), the feed fails: an Overflow as ever.
         const std::string bytes = std::exchange(tls_->backlog, {});
         if (!tls_->stream->feed_ciphertext(bytes)) return tls_failed(TlsFailure::Overflow);
-        if (step == TlsStream::Handshake::NeedMore) return run_handshake_step();
+        if (step == TlsStream::Handshake::NeedMore) return advance_handshake();
     }
     if (step == TlsStream::Handshake::NeedMore) return;
     if (!tls_->held.empty()) write_wire(tls_->stream->encrypt(std::exchange(tls_->held, {})));

@@ -10,8 +10,9 @@
 // connection moves the ciphertext between the socket and its TlsStream itself, and
 // whoever owns it reads and writes plaintext only, as before the handshake. The peer's
 // close_notify is that leg's half-close (on_peer_eof); a graceful close or half-close
-// sends ours first. Each handshake step that consumes the peer's bytes runs on libuv's
-// thread pool (proxy/handshake_step.h); the bytes read meanwhile wait here.
+// sends ours first. A handshake step with a public-key operation (a full handshake's
+// key exchange) runs on libuv's thread pool (proxy/handshake_step.h), and the bytes read
+// meanwhile wait here; every other step, a resumed handshake's all, runs on the loop.
 #include <uv.h>
 
 #include <array>
@@ -155,6 +156,7 @@ private:
     void queue_write(std::string_view bytes);
     // TLS: ciphertext read, the handshake's next step, decrypted records, our goodbye.
     void read_tls(std::string_view ciphertext);
+    void advance_handshake();
     void run_handshake_step();
     void handshake_step_done(TlsStream::Handshake result);
     void read_tls_records();

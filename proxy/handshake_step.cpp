@@ -25,7 +25,7 @@ void HandshakeStep::work(uv_work_t* req) {
     // cannot be lowered still runs the step.
     const id_t self = static_cast<id_t>(::gettid());
     if (step->nice_ > 0 && ::getpriority(PRIO_PROCESS, self) < step->nice_) ::setpriority(PRIO_PROCESS, self, step->nice_);
-    step->result_ = step->stream_->handshake();
+    step->result_ = step->stream_->handshake(TlsStream::Steps::All);
 }
 
 // Back on the loop thread. status is UV_ECANCELED only for a uv_cancel, which nothing

@@ -1,8 +1,13 @@
 #pragma once
-// One step of a TLS handshake (TlsStream::handshake()) run on libuv's thread pool, so
-// that the private-key operation and the ECDHE of a full handshake (about 5 ms of CPU
-// with mbedTLS 2.28 and RSA-2048) never stall the event loop that asked for it, and
-// every core does handshakes even with process.threads = 1 (docs/design.md, "TLS").
+// The costly part of a TLS handshake (TlsStream::handshake()) run on libuv's thread
+// pool, so that the private-key operation and the ECDHE of a full handshake (about 5 ms
+// of CPU with mbedTLS 2.28 and RSA-2048) never stall the event loop that asked for it,
+// and every core does handshakes even with process.threads = 1 (docs/design.md, "TLS").
+// Only a step with a public-key operation comes here: the loop runs the others itself
+// (TlsStream::Steps::Cheap) and queues a step when handshake() answers NeedPool; the
+// pool thread then runs that step and every one after it until the handshake needs the
+// peer's bytes again (a trip to the pool costs a wake-up and a hand-back either way, so
+// the cheap steps that follow ride along). A resumed handshake never comes here.
 //
 // While the step runs, the stream is the pool thread's: the loop does not touch it (no
 // feed, no take, not even a const look), which is the only rule mbedTLS needs for one
@@ -38,7 +43,7 @@ class HandshakeStep {
 public:
     using Done = std::function<void(TlsStream::Handshake)>;
 
-    // Queues stream->handshake() on the pool of `loop`, to run at nice value `nice`
+    // Queues stream->handshake(Steps::All) on the pool of `loop`, to run at nice value `nice`
     // (0: the pool thread's own). Returns the step, owned by itself until `done` has
     // been called (or, abandoned, until the pool returns); or nullptr when libuv refused
     // the work (then nothing was queued, and the caller runs the step itself).

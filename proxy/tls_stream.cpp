@@ -94,6 +94,36 @@ const char* step_name(int state, bool client) {
     }
 }
 
+// Whether the message of this handshake state comes from the peer: its step reads that
+// message before doing anything else, so with no input it only asks for more.
+bool peer_sends(int state, bool client) {
+    switch (state) {
+    case MBEDTLS_SSL_CLIENT_HELLO:
+    case MBEDTLS_SSL_CLIENT_CERTIFICATE:
+    case MBEDTLS_SSL_CLIENT_KEY_EXCHANGE:
+    case MBEDTLS_SSL_CERTIFICATE_VERIFY:
+    case MBEDTLS_SSL_CLIENT_CHANGE_CIPHER_SPEC:
+    case MBEDTLS_SSL_CLIENT_FINISHED: return !client;
+    default: return client;
+    }
+}
+
+// Whether the suite's ServerKeyExchange carries an ephemeral key (and, with a
+// certificate, its signature): static RSA and ECDH suites send none, mbedTLS skips the
+// step. An unknown suite is taken to cost what the others do.
+bool ephemeral_key_exchange(int suite_id) {
+    const mbedtls_ssl_ciphersuite_t* suite = mbedtls_ssl_ciphersuite_from_id(suite_id);
+    if (suite == nullptr) return true;
+    switch (suite->key_exchange) {
+    case MBEDTLS_KEY_EXCHANGE_RSA:
+    case MBEDTLS_KEY_EXCHANGE_ECDH_RSA:
+    case MBEDTLS_KEY_EXCHANGE_ECDH_ECDSA:
+    case MBEDTLS_KEY_EXCHANGE_PSK:
+    case MBEDTLS_KEY_EXCHANGE_RSA_PSK: return false;
+    default: return true;
+    }
+}
+
 const char* alert_name(unsigned char alert) {
     switch (alert) {
     case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY: return "close_notify";
@@ -266,7 +296,32 @@ void TlsStream::fail(const std::string& what, int ret) {
         error_ += fmt::format("; the peer sent plaintext, not TLS: \"{}\"", first_bytes_);
 }
 
-TlsStream::Handshake TlsStream::handshake() {
+const char* TlsStream::next_step() const { return step_name(ssl_.state, is_client_); }
+
+// The states of mbedTLS 2.28's ssl_srv.c and ssl_cli.c whose step may do a public-key
+// operation (tls_stream.h, "Where the steps run"); the others parse, hash, derive keys
+// with the PRF, or seal and open records and tickets (AES-GCM): microseconds.
+bool TlsStream::next_step_costly() const {
+    // A client certificate is never asked for by smtpscreen's server context, and the
+    // backend leg has none to give; were either configured, their steps would cost.
+    const bool certificate_checked = ssl_.conf->authmode != MBEDTLS_SSL_VERIFY_NONE;
+    switch (ssl_.state) {
+    case MBEDTLS_SSL_SERVER_CERTIFICATE: return is_client_ && certificate_checked;  // the chain's signatures
+    case MBEDTLS_SSL_SERVER_KEY_EXCHANGE:
+        return ssl_.session_negotiate == nullptr || ephemeral_key_exchange(ssl_.session_negotiate->ciphersuite);
+    case MBEDTLS_SSL_CLIENT_KEY_EXCHANGE: return true;  // ECDH agreement, or RSA decryption
+    case MBEDTLS_SSL_CLIENT_CERTIFICATE: return !is_client_ && certificate_checked;
+    case MBEDTLS_SSL_CERTIFICATE_VERIFY: return is_client_ ? ssl_.conf->key_cert != nullptr : certificate_checked;
+    default: return false;
+    }
+}
+
+// Bytes fed and not yet read by mbedTLS, or a message mbedTLS holds (a record with
+// several handshake messages in it). A record split across reads counts as input: its
+// step may then go to the pool and come back asking for more, as any step could before.
+bool TlsStream::input_pending() const { return in_.size() > in_offset_ || mbedtls_ssl_check_pending(&ssl_) != 0; }
+
+TlsStream::Handshake TlsStream::handshake(Steps steps) {
     switch (state_) {
     case State::Open:
     case State::Closed: return Handshake::Done;
@@ -274,6 +329,10 @@ TlsStream::Handshake TlsStream::handshake() {
     case State::Handshaking: break;
     }
     while (ssl_.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        // A costly step that reads, with nothing to read, runs here: it only answers
+        // WANT_READ, and a trip to the pool would bring back just that.
+        if (steps == Steps::Cheap && next_step_costly() && (!peer_sends(ssl_.state, is_client_) || input_pending()))
+            return Handshake::NeedPool;
         // A resumed handshake (session ticket) skips the certificate on both sides;
         // mbedTLS 2.28 has no public "was resumed" call once the handshake is over.
         if (ssl_.state == MBEDTLS_SSL_SERVER_CERTIFICATE) saw_certificate_ = true;

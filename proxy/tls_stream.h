@@ -7,6 +7,8 @@
 // Driving it from an event loop:
 //   on socket read:   stream.feed_ciphertext(bytes)   (false: over the bound, close)
 //                     until handshake() == Done: call handshake(); Failed: log error(), flush, close
+//                     (an event loop calls handshake(Steps::Cheap) and, on NeedPool, has
+//                     handshake() run elsewhere: see "Where the steps run" below)
 //                     after Done: stream.read_plaintext(out)  (false: peer closed / fatal)
 //   after EVERY call: stream.take_ciphertext(wire) and write `wire` to the socket when not
 //                     empty (handshake messages, alerts, records produced by write_plaintext).
@@ -34,6 +36,19 @@
 // A context costs ~50 KiB once. On top of that: the stream's own ciphertext-in buffer,
 // bounded by kMaxCiphertextIn and empty between reads when the caller follows the
 // pattern above, and ciphertext-out, which holds only what the caller has not taken.
+//
+// Where the steps run (docs/design.md, "TLS"): mbedTLS 2.28 advances one state per
+// mbedtls_ssl_handshake_step(), and only a few states do a public-key operation, the
+// milliseconds of a handshake: on the server, writing the ServerKeyExchange (the ECDHE
+// key pair and its RSA or ECDSA signature) and reading the ClientKeyExchange (the ECDH
+// agreement, or the RSA decryption of a static-RSA suite), and the client certificate
+// and its CertificateVerify if one were asked for; on the client, checking the server's
+// chain (when it verifies), its ServerKeyExchange signature, and the ClientKeyExchange
+// (the ECDH key pair and agreement). handshake(Steps::Cheap) runs every other step and
+// stops before one of those that has bytes to work on, answering NeedPool: the caller
+// then runs handshake() (Steps::All) on another thread, which goes on until the
+// handshake needs the peer again. A resumed handshake (session ticket) has none of them:
+// it runs on the loop from the ClientHello to the Finished.
 //
 // Not thread-safe: one thread at a time, the loop's, or the pool thread that runs one
 // handshake() for it (proxy/handshake_step.h); the BIO is the in_/out_ buffers, never a
@@ -69,7 +84,12 @@ private:
 
 class TlsStream {
 public:
-    enum class Handshake { NeedMore, Done, Failed };
+    // NeedPool: only from handshake(Steps::Cheap), the next step does a public-key
+    // operation and has the bytes it needs; nothing was done about it yet.
+    enum class Handshake { NeedMore, NeedPool, Done, Failed };
+    // Which steps handshake() may run: All (a pool thread, or a caller that does not
+    // mind the milliseconds), or Cheap (an event loop: none with a public-key operation).
+    enum class Steps { All, Cheap };
 
     // Ciphertext buffered but not yet consumed may never exceed one maximal TLS record
     // (16 KiB plaintext + 2 KiB expansion + header) plus one socket read (64 KiB, libuv's
@@ -102,10 +122,14 @@ public:
     void take_ciphertext(std::string& out);
     std::size_t ciphertext_pending() const { return out_.size(); }
 
-    // Advances the handshake as far as the fed bytes allow. After Failed, error() names
-    // the mbedTLS error and the handshake step; take_ciphertext() may still hold the
-    // fatal alert mbedTLS sent, worth a best-effort write before closing.
-    Handshake handshake();
+    // Advances the handshake as far as the fed bytes allow (with Steps::Cheap, up to the
+    // next step with a public-key operation: NeedPool). After Failed, error() names the
+    // mbedTLS error and the handshake step; take_ciphertext() may still hold the fatal
+    // alert mbedTLS sent, worth a best-effort write before closing.
+    Handshake handshake(Steps steps = Steps::All);
+    // The step mbedTLS runs next, as the log names it ("sending server key exchange"):
+    // after NeedPool, the one that asked for the pool.
+    const char* next_step() const;
     bool handshake_done() const { return state_ == State::Open || state_ == State::Closed; }
 
     // After Done: appends all decrypted application data available to `out`. Returns
@@ -146,6 +170,10 @@ private:
     TlsStream() = default;
     bool setup(const mbedtls_ssl_config* conf, std::string* error);
     void fail(const std::string& what, int mbedtls_error);
+    // Whether the step mbedTLS runs next does a public-key operation (see "Where the
+    // steps run"), and whether it has input to do it on.
+    bool next_step_costly() const;
+    bool input_pending() const;
     static int bio_send(void* self, const unsigned char* buf, std::size_t len);
     static int bio_recv(void* self, unsigned char* buf, std::size_t len);
 

@@ -282,6 +282,94 @@ TEST_CASE("tls: session tickets resume a returning client") {
     }
 }
 
+// Drives both streams as proxy/connection.cpp does: the loop's steps first
+// (Steps::Cheap); on NeedPool, the step that asked and the rest up to the next wait for
+// the peer (Steps::All, which the pool runs; here on this thread). Returns the steps
+// that asked for the pool, in order, as "server: sending server key exchange; ...".
+std::string pool_steps_of_handshake(TlsStream& client, TlsStream& server) {
+    std::string asked;
+    auto advance = [&asked](TlsStream& stream, const char* side) {
+        TlsStream::Handshake result = stream.handshake(TlsStream::Steps::Cheap);
+        if (result == TlsStream::Handshake::NeedPool) {
+            asked += (asked.empty() ? "" : "; ") + std::string(side) + ": " + stream.next_step();
+            result = stream.handshake(TlsStream::Steps::All);
+        }
+        return result;
+    };
+    for (int round = 0; round < 20; ++round) {
+        const TlsStream::Handshake c = advance(client, "client");
+        std::string wire;
+        client.take_ciphertext(wire);
+        if (!wire.empty()) REQUIRE(server.feed_ciphertext(wire));
+        const bool moved = !wire.empty();
+        const TlsStream::Handshake s = advance(server, "server");
+        wire.clear();
+        server.take_ciphertext(wire);
+        if (!wire.empty()) REQUIRE(client.feed_ciphertext(wire));
+        INFO("client: " << client.error());
+        INFO("server: " << server.error());
+        REQUIRE(c != TlsStream::Handshake::Failed);
+        REQUIRE(s != TlsStream::Handshake::Failed);
+        if (!moved && wire.empty()) break;
+    }
+    REQUIRE(client.handshake_done());
+    REQUIRE(server.handshake_done());
+    return asked;
+}
+
+TEST_CASE("tls: a full handshake asks for the pool at its key exchange, a resumed one never") {
+    // docs/design.md, "TLS": the loop runs every step without a public-key operation.
+    struct Kind {
+        const char* cert;
+        const char* key;
+    };
+    SUBCASE("ECDHE, with an RSA and with an ECDSA certificate") {
+        for (const Kind kind : {Kind{"rsa.crt", "rsa.key"}, Kind{"ec.crt", "ec-sec1.key"}}) {
+            const std::string cert = kind.cert;
+            CAPTURE(cert);
+            auto ctx = server_ctx(kind.cert, kind.key);
+            TlsSession saved;
+            {
+                // Unverified backend leg: the client's first costly step is the signature on
+                // the server's ECDHE key; from there the pool runs its own key exchange and
+                // Finished too, up to the server's ticket.
+                auto server = new_server(ctx);
+                auto client = new_client(client_ctx());
+                CHECK(pool_steps_of_handshake(*client, *server) ==
+                      "server: sending server key exchange; client: reading server key exchange; "
+                      "server: reading client key exchange");
+                CHECK_FALSE(server->resumed());
+                REQUIRE(client->save_session(saved));
+            }
+            {
+                // A verified one checks the chain first.
+                auto server = new_server(ctx);
+                auto client = new_client(client_ctx("ca.crt"), "mx.test");
+                CHECK(pool_steps_of_handshake(*client, *server) ==
+                      "server: sending server key exchange; client: reading server certificate; "
+                      "server: reading client key exchange");
+            }
+            {
+                // With the first session's ticket: no step of either side leaves the loop.
+                auto server = new_server(ctx);
+                auto client = new_client(client_ctx(), "", &saved);
+                CHECK(pool_steps_of_handshake(*client, *server) == "");
+                CHECK(server->resumed());
+                CHECK(client->resumed());
+                CHECK(transfer(*client, *server, "EHLO resumed.example\r\n") == "EHLO resumed.example\r\n");
+            }
+        }
+    }
+    SUBCASE("a static-RSA suite has no ServerKeyExchange to compute: only the RSA decryption goes") {
+        const std::string suite = "TLS-RSA-WITH-AES-128-GCM-SHA256";
+        auto server = new_server(server_ctx("rsa.crt", "rsa.key", suite));
+        auto client = new_client(client_ctx("", suite));
+        CHECK(pool_steps_of_handshake(*client, *server) ==
+              "client: sending client key exchange; server: reading client key exchange");
+        CHECK(server->cipher() == suite);
+    }
+}
+
 TEST_CASE("tls: application data in the same flight as the client's Finished is readable at Done") {
     // In a resumed handshake the client sends Finished last and may send its EHLO with it.
     auto ctx = server_ctx("rsa.crt", "rsa.key");

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""docs/design.md, "TLS": only the handshake steps with a public-key operation (a full
+handshake's key exchange) go to libuv's thread pool; a resumed handshake (session
+ticket) has none, and runs on the event loop from the ClientHello to the Finished.
+Seen from outside through tls.handshake_nice: the pool thread that runs a handshake step
+lowers its own nice value (10 by default) before the first one, and nothing else does.
+Instances A and B read one tls.ticket_key_file:
+  - `openssl s_client -starttls smtp -sess_out` against A: a full handshake, and A has
+    a thread at nice 10 (the check can see a step on the pool);
+  - the same session offered to B with `-sess_in`: "Reused", B logs the usual
+    `Anonymous TLS connection established` line, and every thread of B is still at
+    nice 0: no step of the resumed handshake went to the pool;
+  - a full handshake with B then lowers one of B's threads to 10.
+Before, every step that read the peer's bytes went to the pool, a resumed handshake's
+too (two trips), and B's third check failed at its second."""
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+ESTABLISHED = r"Anonymous TLS connection established from \[127\.0\.0\.7\]:\d+: TLSv1\.2 with cipher "
+
+
+def lowered_threads(pid):
+    """{tid: nice} of the threads of the process whose nice value is not 0."""
+    lowered = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        if int(fields[16]) != 0:   # after "(comm)" comes field 3; nice is field 19
+            lowered[int(tid)] = int(fields[16])
+    return lowered
+
+
+def s_client(port, extra):
+    """One STARTTLS handshake with openssl s_client; returns "New" or "Reused"."""
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-bind", "127.0.0.7:0", "-starttls", "smtp",
+           "-tls1_2", "-name", "client.example.org", *extra]
+    r = subprocess.run(cmd, input=b"", capture_output=True, timeout=30)
+    out = r.stdout.decode("utf-8", "replace")
+    m = re.search(r"^(New|Reused), TLSv1\.2, Cipher is (\S+)", out, re.M)
+    check(m is not None, f"openssl s_client: no handshake: {' '.join(cmd)}\n{out}\n{r.stderr.decode()}")
+    return m.group(1)
+
+
+def main(env):
+    pf = env.postfix()
+    dns = env.rbldnsd()
+    ca = harness.make_test_ca(env)
+    cert = ca.issue("mx-rsa.test", "rsa")
+    keys = os.path.join(env.dir, "ticket.key")
+    with open(keys, "wb") as f:
+        f.write(os.urandom(80))
+    os.chmod(keys, 0o644)
+    settings = harness.tls_settings(cert, **{"tls.ticket_key_file": keys})
+    a = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-a", settings=settings)
+    b = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-b", settings=settings)
+    session = os.path.join(env.dir, "session.pem")
+
+    since = a.log_size()
+    check(s_client(a.port, ["-sess_out", session]) == "New", "the first handshake with A resumed")
+    a.wait_for_log(ESTABLISHED, since=since)
+    check(lowered_threads(a.proc.pid), f"A: after a full handshake no thread is at tls.handshake_nice "
+                                       f"(threads lowered: {lowered_threads(a.proc.pid)})")
+
+    check(not lowered_threads(b.proc.pid), f"B: threads lowered before any STARTTLS: {lowered_threads(b.proc.pid)}")
+    since = b.log_size()
+    for n in range(3):
+        got = s_client(b.port, ["-sess_in", session])
+        check(got == "Reused", f"A's ticket offered to B, handshake {n + 1}: {got}, expected Reused")
+    b.wait_for_log(ESTABLISHED, since=since)
+    check(not lowered_threads(b.proc.pid), f"B: after three resumed handshakes, threads at tls.handshake_nice "
+                                           f"(a step went to the pool): {lowered_threads(b.proc.pid)}")
+
+    check(s_client(b.port, []) == "New", "B: the handshake without a session resumed")
+    lowered = lowered_threads(b.proc.pid)
+    check(lowered and all(n == 10 for n in lowered.values()),
+          f"B: after a full handshake, no thread at nice 10 (threads lowered: {lowered})")
+    harness.log(f"A's ticket: 3 resumed handshakes on B with every thread at nice 0; a full one lowered {lowered}")
+    for s in (a, b):
+        s.check_no_log(r"AddressSanitizer|runtime error")
+        s.stop()
+
+
+harness.run(main)
