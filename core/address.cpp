@@ -274,8 +274,9 @@ std::string Cidr::to_string() const {
     return network_.ip() + "/" + std::to_string(prefix_len_);
 }
 
-std::string reverse_name(const Endpoint& addr) {
-    std::string_view bytes = addr.raw();
+std::string reverse_name(const Endpoint& addr) { return reverse_name(addr.raw()); }
+
+std::string reverse_name(std::string_view bytes) {
     std::string out;
     if (bytes.size() == 4) {
         for (int i = 3; i >= 0; --i) {

@@ -68,5 +68,7 @@ private:
 
 // Reverse-order name for DNSBL queries: 1.2.3.4 -> "4.3.2.1", 2001:db8::1 -> nibbles.
 std::string reverse_name(const Endpoint& addr);
+// The same from the raw address bytes (Endpoint::raw): 4 or 16 of them.
+std::string reverse_name(std::string_view raw_address);
 
 }  // namespace smtpscreen

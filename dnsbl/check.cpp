@@ -24,28 +24,58 @@ int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::strin
 
 std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
                             const std::map<std::string, std::vector<uint32_t>>& answers) {
+    const std::string* zone = top_listed_site_zone(sites, answers);
+    return zone ? std::string_view(*zone) : std::string_view();
+}
+
+const std::string* top_listed_site_zone(const std::vector<DnsblSite>& sites,
+                                        const std::map<std::string, std::vector<uint32_t>>& answers) {
     const DnsblSite* top = nullptr;
     for (const auto& site : sites) {
         if (site.weight > 0 && (!top || site.weight > top->weight) && site_matches(site, answers)) top = &site;
     }
-    return top ? std::string_view(top->zone) : std::string_view();
+    return top ? &top->zone : nullptr;
 }
 
 DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
                        Listener& listener)
     : sites_(sites), listener_(listener) {
+    std::vector<const std::string*> zones;
     for (const auto& site : sites_) {
-        if (is_pending(site.zone)) continue;
-        // The resolver never calls back from inside lookup(), so pending_ is complete
-        // before the first answer arrives.
-        pending_.push_back({&site.zone, resolver.lookup_dnsbl(client, site.zone, [this, zone = &site.zone](const DnsblReply& r) {
-                                on_reply(*zone, r);
-                            })});
+        if (std::none_of(zones.begin(), zones.end(), [&](const std::string* z) { return *z == site.zone; })) {
+            zones.push_back(&site.zone);
+        }
     }
+    zone_count_ = static_cast<uint32_t>(zones.size());
+    if (zones.size() > 1) more_lookups_ = std::make_unique<DnsblSubscription[]>(zones.size() - 1);
+    // The resolver never calls back from inside lookup_dnsbl(), so every lookup is
+    // pending before the first answer arrives.
+    for (std::size_t i = 0; i < zones.size(); ++i) lookup(i) = resolver.lookup_dnsbl(client, *zones[i], *this);
 }
 
-bool DnsblCheck::is_pending(const std::string& zone) const {
-    return std::any_of(pending_.begin(), pending_.end(), [&](const PendingZone& p) { return *p.zone == zone; });
+const std::string& DnsblCheck::zone(std::size_t index) const {
+    std::size_t seen = 0;
+    for (std::size_t i = 0; i < sites_.size(); ++i) {
+        const auto& z = sites_[i].zone;
+        const bool first = std::none_of(sites_.begin(), sites_.begin() + static_cast<std::ptrdiff_t>(i),
+                                        [&](const DnsblSite& earlier) { return earlier.zone == z; });
+        if (first && seen++ == index) return z;
+    }
+    return sites_.front().zone;  // not reached: index < zone_count()
+}
+
+bool DnsblCheck::complete() const {
+    for (std::size_t i = 0; i < zone_count(); ++i) {
+        if (lookup(i).pending()) return false;
+    }
+    return true;
+}
+
+bool DnsblCheck::is_pending(const std::string& z) const {
+    for (std::size_t i = 0; i < zone_count(); ++i) {
+        if (lookup(i).pending() && zone(i) == z) return true;
+    }
+    return false;
 }
 
 bool DnsblCheck::listed_for_sure(int threshold) const {
@@ -55,26 +85,30 @@ bool DnsblCheck::listed_for_sure(int threshold) const {
 }
 
 void DnsblCheck::expire() {
-    if (!pending_.empty()) verdict_.any_failed = true;
-    for (const auto& pending : pending_) listener_.dnsbl_answered(*pending.zone, DnsblReply::Status::Failed);
-    // Destroying the subscriptions guarantees no late answer reaches on_reply.
-    pending_.clear();
+    for (std::size_t i = 0; i < zone_count(); ++i) {
+        if (!lookup(i).pending()) continue;
+        verdict_.any_failed = true;
+        listener_.dnsbl_answered(zone(i), DnsblReply::Status::Failed);
+    }
+    // Cancelling the subscriptions guarantees no late answer reaches dnsbl_reply.
+    for (std::size_t i = 0; i < zone_count(); ++i) lookup(i).cancel();
 }
 
-void DnsblCheck::on_reply(const std::string& zone, const DnsblReply& reply) {
-    auto it = std::find_if(pending_.begin(), pending_.end(), [&](const PendingZone& p) { return *p.zone == zone; });
-    if (it == pending_.end()) return;
+void DnsblCheck::dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) {
+    std::size_t index = 0;
+    while (index < zone_count() && &lookup(index) != &which) ++index;
+    if (index == zone_count()) return;
+    const std::string& answered = zone(index);
     // A failed lookup counts as not listed and says nothing about how long to cache.
     if (reply.status != DnsblReply::Status::Failed) verdict_.min_ttl = std::min(verdict_.min_ttl.value_or(reply.ttl), reply.ttl);
     else verdict_.any_failed = true;
     if (reply.status == DnsblReply::Status::Listed) {
         if (!listed_) listed_ = std::make_unique<std::map<std::string, std::vector<uint32_t>>>();
-        (*listed_)[zone] = reply.addresses;
+        (*listed_)[answered] = reply.addresses;
         verdict_.score = score_answers(sites_, *listed_);
-        verdict_.top_zone = top_listed_zone(sites_, *listed_);
+        verdict_.top = top_listed_site_zone(sites_, *listed_);
     }
-    listener_.dnsbl_answered(zone, reply.status);
-    pending_.erase(it);
+    listener_.dnsbl_answered(answered, reply.status);
     // The listener may destroy this check: touch no member after the call.
     listener_.dnsbl_updated();
 }

@@ -18,11 +18,13 @@ namespace smtpscreen {
 // What the answers so far say: all a session needs once every zone has answered, so
 // that it can free the check and its lookups (docs/design.md, "Memory per connection").
 struct DnsblVerdict {
+    std::string_view top_zone() const { return top ? std::string_view(*top) : std::string_view(); }
+
     int score = 0;
     // Some zone failed, timed out, never answered or was skipped: see any_failed().
     bool any_failed = false;
     std::optional<uint32_t> min_ttl;  // see min_ttl()
-    std::string_view top_zone;        // see top_zone(); a zone of the sites' (the Config's)
+    const std::string* top = nullptr;  // see top_zone(); a zone of the sites' (the Config's)
 };
 
 // Pure scoring, for DnsblCheck and its tests. answers: zone -> A records (host order)
@@ -34,8 +36,11 @@ int score_answers(const std::vector<DnsblSite>& sites, const std::map<std::strin
 // allowlist (negative weight) is never named as the reason for a rejection.
 std::string_view top_listed_zone(const std::vector<DnsblSite>& sites,
                             const std::map<std::string, std::vector<uint32_t>>& answers);
+// The same site's own zone string; null when none.
+const std::string* top_listed_site_zone(const std::vector<DnsblSite>& sites,
+                                        const std::map<std::string, std::vector<uint32_t>>& answers);
 
-class DnsblCheck {
+class DnsblCheck final : private DnsblWaiter {
 public:
     // Told from the loop. An object, not two std::function: a check lives as long as a
     // client's lookups are in flight, and each std::function is 32 bytes of it.
@@ -60,12 +65,12 @@ public:
     DnsblCheck& operator=(const DnsblCheck&) = delete;
 
     int score() const { return verdict_.score; }
-    bool complete() const { return pending_.empty(); }
+    bool complete() const;
     // True when the score has reached threshold and no unanswered zone carries a
     // negative weight, so no later answer can bring it back below (docs/design.md, step 5).
     bool listed_for_sure(int threshold) const;
     // The listed site with the highest (positive) weight, for the reject reply; empty when none.
-    std::string top_zone() const { return std::string(verdict_.top_zone); }
+    std::string top_zone() const { return std::string(verdict_.top_zone()); }
     // Smallest TTL among the answers, seconds (for the cache); nullopt when nothing answered.
     std::optional<uint32_t> min_ttl() const { return verdict_.min_ttl; }
     // dnsbl.timeout has passed: unanswered zones count as not listed from now on.
@@ -77,18 +82,25 @@ public:
     const DnsblVerdict& verdict() const { return verdict_; }
 
 private:
-    void on_reply(const std::string& zone, const DnsblReply& reply);
+    void dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) override;
+    // The zones in the order the sites first name them, each with its lookup.
+    std::size_t zone_count() const { return zone_count_; }
+    const std::string& zone(std::size_t index) const;
+    DnsblSubscription& lookup(std::size_t index) { return index == 0 ? first_lookup_ : more_lookups_[index - 1]; }
+    const DnsblSubscription& lookup(std::size_t index) const {
+        return index == 0 ? first_lookup_ : more_lookups_[index - 1];
+    }
+    bool is_pending(const std::string& zone) const;
 
     const std::vector<DnsblSite>& sites_;
     Listener& listener_;
-    // Unanswered zones (a site's own string: sites_ outlives the check) and their
-    // lookups; a few at most, so a vector, not a map (docs/design.md, "Memory per connection").
-    struct PendingZone {
-        const std::string* zone;
-        DnsSubscription lookup;
-    };
-    std::vector<PendingZone> pending_;
-    bool is_pending(const std::string& zone) const;
+    // A zone's lookup is pending until it answers or expire(). The first zone's is here,
+    // the others' in one array: a check of one zone, as most clients of most
+    // configurations have in flight, makes nothing more (docs/design.md, "Memory per
+    // connection").
+    DnsblSubscription first_lookup_;
+    std::unique_ptr<DnsblSubscription[]> more_lookups_;
+    uint32_t zone_count_ = 0;
     // Listed zone -> A records; made at the first listing (most clients are listed nowhere).
     std::unique_ptr<std::map<std::string, std::vector<uint32_t>>> listed_;
     DnsblVerdict verdict_;

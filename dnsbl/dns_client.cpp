@@ -18,6 +18,7 @@
 #include "core/text.h"
 #include "core/uv_handle.h"
 #include "dnsbl/dns_message.h"
+#include "dnsbl/query_table.h"
 #include "dnsbl/zone_health.h"
 
 namespace smtpscreen {
@@ -177,8 +178,8 @@ struct ChannelDeleter {
 };
 using Channel = std::unique_ptr<ares_channeldata, ChannelDeleter>;
 
-// What a DnsSubscription refers to: a DNSBL query or a verified-name lookup, with
-// everyone waiting for its answer.
+// What a DnsSubscription refers to: a verified-name lookup, with everyone waiting for
+// its answer.
 struct Pending {
     virtual ~Pending() = default;
     virtual void unsubscribe(uint64_t id) = 0;
@@ -213,12 +214,20 @@ struct Waiting : Pending {
     }
 };
 
-// One DNSBL question.
-struct Query : Waiting<DnsblReply> {
-    std::string name;  // "2.0.0.127.zen.example"
-    const std::string* zone = nullptr;  // the key of its Impl::zones_ entry (lower case)
-    uint64_t sent = 0;  // uv_now() milliseconds, for ZoneHealth
+// A DNSBL answer on its way to the query's subscribers, from the loop's idle turn.
+struct DnsblAnswer {
+    DnsblAnswer(DnsblReply r, DnsblQuery& query);
+    ~DnsblAnswer();
+    DnsblAnswer(const DnsblAnswer&) = delete;
+    DnsblAnswer& operator=(const DnsblAnswer&) = delete;
+    void deliver();
+
+    DnsblReply reply;
+    DnsblSubscription* subscribers = nullptr;
 };
+
+// The question a query asks.
+std::string query_name(const DnsblQuery& query);
 
 // One client's PTR question, then an A or AAAA question per name it gave.
 struct NameLookup : Waiting<std::string> {
@@ -232,23 +241,80 @@ struct NameLookup : Waiting<std::string> {
 
 }  // namespace
 
+// A DNSBL zone this resolver has asked of, and how it has been answering (ZoneHealth).
+struct DnsblZone {
+    DnsClient::Impl& resolver;  // for c-ares's callback, which gets the query only
+    const std::string* name;    // lower case: the key of the resolver's table
+    ZoneHealth health;
+};
+
+// The resolver's side of a DnsblSubscription: the list of a query's subscribers, which
+// moves to its answer when it comes.
+struct DnsblSubscribers {
+    static void append(DnsblSubscription*& head, DnsblSubscription& s, DnsblWaiter& waiter) {
+        DnsblSubscription** link = &head;
+        while (*link) link = &(*link)->next_;
+        *link = &s;
+        s.list_ = &head;
+        s.next_ = nullptr;
+        s.waiter_ = &waiter;
+    }
+    // Every subscriber of `from`, in order, to the empty list `to`.
+    static void move_all(DnsblSubscription*& from, DnsblSubscription*& to) {
+        to = std::exchange(from, nullptr);
+        for (DnsblSubscription* s = to; s; s = s->next_) s->list_ = &to;
+    }
+    // Takes the first subscriber off the list, then tells its waiter.
+    static void tell_first(DnsblSubscription*& head, const DnsblReply& reply) {
+        DnsblSubscription& s = *head;
+        head = s.next_;
+        DnsblWaiter* waiter = std::exchange(s.waiter_, nullptr);
+        s.list_ = nullptr;
+        s.next_ = nullptr;
+        waiter->dnsbl_reply(s, reply);
+    }
+    // Leaves every subscriber untold: its answer goes with the resolver.
+    static void drop_all(DnsblSubscription*& head) {
+        while (head) {
+            DnsblSubscription& s = *head;
+            head = s.next_;
+            s.list_ = nullptr;
+            s.next_ = nullptr;
+            s.waiter_ = nullptr;
+        }
+    }
+};
+
+namespace {
+
+std::string query_name(const DnsblQuery& query) { return reverse_name(query.address()) + "." + *query.zone->name; }
+
+DnsblAnswer::DnsblAnswer(DnsblReply r, DnsblQuery& query) : reply(std::move(r)) {
+    DnsblSubscribers::move_all(query.subscribers, subscribers);
+}
+
+DnsblAnswer::~DnsblAnswer() { DnsblSubscribers::drop_all(subscribers); }
+
+void DnsblAnswer::deliver() {
+    // A waiter may cancel other subscribers: take them one by one.
+    while (subscribers) DnsblSubscribers::tell_first(subscribers, reply);
+}
+
+}  // namespace
+
 struct DnsClient::Impl {
     Impl(uv_loop_t* loop, const std::vector<Endpoint>& servers, std::chrono::milliseconds timeout, Logger& log);
     ~Impl();
 
-    DnsSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb);
+    DnsblSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblWaiter& waiter);
     DnsSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
     void close();
 
 private:
-    // What c-ares carries for one ares_send: the Query may have been answered by the
-    // deadline already (or the resolver closed), so only a weak reference.
-    struct Ticket {
-        Impl* impl;
-        std::weak_ptr<Query> query;
-    };
-    // The same for a verified-name lookup: index -1 for its PTR question, else the
-    // index of the name whose addresses were asked for.
+    // What c-ares carries for one ares_send of a verified-name lookup (a DNSBL query
+    // carries the DnsblQuery itself): the lookup may be over by then, so only a weak
+    // reference. Index -1 for its PTR question, else the index of the name whose
+    // addresses were asked for.
     struct NameTicket {
         Impl* impl;
         std::weak_ptr<NameLookup> lookup;
@@ -258,13 +324,16 @@ private:
     void init_channel(const std::vector<Endpoint>& servers);
     void set_servers(const std::vector<Endpoint>& servers);
     std::string send(const dns::Question& question, ares_callback callback, void* arg);
-    void start_query(const std::shared_ptr<Query>& query);
-    void complete(const std::shared_ptr<Query>& query, DnsblReply reply);
-    void note_zone_health(const Query& query);
+    void start_query(std::unique_ptr<DnsblQuery> query);
+    void complete(DnsblQuery& query, DnsblReply reply);
+    void note_zone_health(const DnsblQuery& query, const DnsblReply& reply);
+    DnsblZone* zone_of(const std::string& name);
     bool zone_skipped(const std::string& zone);
     void settle(const std::shared_ptr<NameLookup>& lookup, bool final);
     void finish_name(const std::shared_ptr<NameLookup>& lookup, std::string name);
     void deliver_later(std::shared_ptr<Pending> pending);
+    void deliver_later(std::unique_ptr<DnsblAnswer> answer);
+    void wake_idle();
     void deliver_ready();
     void expire_deadlines();
     void arm_timer();
@@ -286,12 +355,14 @@ private:
     UvHandle<uv_timer_t> timer_;  // c-ares retransmits and our own deadlines
     UvHandle<uv_idle_t> idle_;    // delivers answers outside c-ares and outside lookup_dnsbl()
     std::map<ares_socket_t, UvHandle<uv_poll_t>> polls_;
-    // By query name, a view of the Query's own (never changed while it is here).
-    std::unordered_map<std::string_view, std::shared_ptr<Query>> in_flight_;
+    // DNSBL queries asked and not answered yet; c-ares owns each from ares_send until
+    // its callback, which frees it.
+    DnsblQueryTable queries_;
     std::map<std::string, std::shared_ptr<NameLookup>> names_in_flight_;  // by client address
-    std::deque<std::weak_ptr<Pending>> deadlines_;  // start order == deadline order
+    std::deque<std::weak_ptr<Pending>> deadlines_;  // name lookups; start order == deadline order
     std::deque<std::shared_ptr<Pending>> ready_;
-    std::map<std::string, ZoneHealth> zones_;
+    std::deque<std::unique_ptr<DnsblAnswer>> dnsbl_ready_;
+    std::map<std::string, DnsblZone> zones_;
     uint64_t next_id_ = 0;
     bool closed_ = false;
     // Last, so it is destroyed first: ares_destroy calls back into the members above.
@@ -314,6 +385,7 @@ DnsClient::Impl::~Impl() {
     close();
     // Answers still queued are dropped: their owners are being torn down with us.
     ready_.clear();
+    dnsbl_ready_.clear();
     idle_.close();
 }
 
@@ -375,21 +447,28 @@ DnsSubscription DnsClient::Impl::subscribe(const std::shared_ptr<T>& pending, Cb
     return DnsSubscription(std::weak_ptr<void>(base), id);
 }
 
-DnsSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb) {
+DnsblSubscription DnsClient::Impl::lookup_dnsbl(const Endpoint& client, const std::string& zone,
+                                                 DnsblWaiter& waiter) {
     const std::string zone_name = ascii_lower(zone);
-    const std::string name = reverse_name(client) + "." + zone_name;
-    if (auto it = in_flight_.find(name); it != in_flight_.end()) return subscribe(it->second, std::move(cb));
-
-    auto query = std::make_shared<Query>();
-    query->name = name;
-    query->zone = &zones_.try_emplace(zone_name).first->first;
-    auto subscription = subscribe(query, std::move(cb));
+    DnsblZone* zone_key = zone_of(zone_name);
+    const std::string_view address = client.raw();
+    DnsblSubscription subscription;
+    if (DnsblQuery* asked = queries_.find(address, zone_key)) {
+        DnsblSubscribers::append(asked->subscribers, subscription, waiter);
+        return subscription;
+    }
+    auto query = std::make_unique<DnsblQuery>();
+    query->address_len = static_cast<uint8_t>(std::min(address.size(), query->address_bytes.size()));
+    std::memcpy(query->address_bytes.data(), address.data(), query->address_len);
+    query->zone = zone_key;
+    DnsblSubscribers::append(query->subscribers, subscription, waiter);
     if (closed_) {
-        complete(query, failed(std::string(kReasonClosed)));
+        // Neither asked nor logged: the answer goes to the subscriber, the query away.
+        deliver_later(std::make_unique<DnsblAnswer>(failed(std::string(kReasonClosed)), *query));
     } else if (zone_skipped(zone_name)) {
-        complete(query, failed(std::string(kReasonSkipped)));
+        deliver_later(std::make_unique<DnsblAnswer>(failed(std::string(kReasonSkipped)), *query));
     } else {
-        start_query(query);
+        start_query(std::move(query));
     }
     return subscription;
 }
@@ -408,57 +487,66 @@ std::string DnsClient::Impl::send(const dns::Question& question, ares_callback c
     return {};
 }
 
-void DnsClient::Impl::start_query(const std::shared_ptr<Query>& query) {
+void DnsClient::Impl::start_query(std::unique_ptr<DnsblQuery> query) {
     query->sent = uv_now(loop_);
-    query->deadline = query->sent + timeout_ms_;
-    in_flight_[std::string_view(query->name)] = query;
-    deadlines_.push_back(query);
-    auto ticket = std::make_unique<Ticket>(Ticket{this, query});
-    if (auto error = send({query->name, dns::kTypeA}, &Impl::on_answer, ticket.get()); !error.empty()) {
-        complete(query, failed("cannot ask: " + error));
-    } else {
-        ticket.release();
+    queries_.insert(*query);
+    if (auto error = send({query_name(*query), dns::kTypeA}, &Impl::on_answer, query.get()); !error.empty()) {
+        complete(*query, failed("cannot ask: " + error));
+        return;
     }
+    // c-ares's now, and perhaps freed already (its callback may come from within
+    // ares_send): not a word of it after this.
+    query.release();
     arm_timer();
 }
 
 void DnsClient::Impl::on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
-    std::unique_ptr<Ticket> ticket(static_cast<Ticket*>(arg));
-    auto query = ticket->query.lock();
-    if (!query || query->done) return;
-    ticket->impl->complete(query, dnsbl_reply(status, abuf, alen, {query->name, dns::kTypeA}));
+    std::unique_ptr<DnsblQuery> query(static_cast<DnsblQuery*>(arg));
+    if (query->done) return;  // expired, or the resolver closed: its subscribers were told
+    query->zone->resolver.complete(*query, dnsbl_reply(status, abuf, alen, {query_name(*query), dns::kTypeA}));
 }
 
-void DnsClient::Impl::complete(const std::shared_ptr<Query>& query, DnsblReply reply) {
-    if (query->done) return;
-    query->done = true;
-    query->answer = std::make_unique<DnsblReply>(std::move(reply));
-    if (auto it = in_flight_.find(query->name); it != in_flight_.end() && it->second == query) in_flight_.erase(it);
-    const auto& error = query->answer->error;
-    if (query->answer->status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
-        log_.warn("dnsbl query {} failed: {}", query->name, error);
+// Out of the table, and its subscribers told from the loop's next idle turn. The query
+// itself stays c-ares's until its callback.
+void DnsClient::Impl::complete(DnsblQuery& query, DnsblReply reply) {
+    if (query.done) return;
+    query.done = true;
+    queries_.erase(query);
+    const auto& error = reply.error;
+    if (reply.status == DnsblReply::Status::Failed && error != kReasonSkipped && error != kReasonClosed) {
+        log_.warn("dnsbl query {} failed: {}", query_name(query), error);
     }
-    if (error != kReasonSkipped && error != kReasonClosed) note_zone_health(*query);
-    deliver_later(query);
+    if (error != kReasonSkipped && error != kReasonClosed) note_zone_health(query, reply);
+    deliver_later(std::make_unique<DnsblAnswer>(std::move(reply), query));
 }
 
-void DnsClient::Impl::note_zone_health(const Query& query) {
-    auto& health = zones_[*query.zone];
+void DnsClient::Impl::note_zone_health(const DnsblQuery& query, const DnsblReply& reply) {
+    auto& health = query.zone->health;
+    const std::string& zone = *query.zone->name;
     const uint64_t now = uv_now(loop_);
-    if (query.answer->status != DnsblReply::Status::Failed || query.answer->error != kReasonTimeout) {
-        if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", *query.zone);
+    if (reply.status != DnsblReply::Status::Failed || reply.error != kReasonTimeout) {
+        if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", zone);
         return;
     }
     if (health.timed_out(query.sent, now)) {
         log_.warn("dnsbl zone {} timed out {} times in a row; skipping it for {}s "
                   "(its lookups count as not listed; check dnsbl.servers and the zone name)",
-                  *query.zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
+                  zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
     }
+}
+
+DnsblZone* DnsClient::Impl::zone_of(const std::string& name) {
+    auto it = zones_.find(name);
+    if (it == zones_.end()) {
+        it = zones_.emplace(name, DnsblZone{*this, nullptr, {}}).first;
+        it->second.name = &it->first;
+    }
+    return &it->second;
 }
 
 bool DnsClient::Impl::zone_skipped(const std::string& zone) {
     auto it = zones_.find(zone);
-    return it != zones_.end() && it->second.skipped(uv_now(loop_));
+    return it != zones_.end() && it->second.health.skipped(uv_now(loop_));
 }
 
 DnsSubscription DnsClient::Impl::lookup_verified_name(const Endpoint& client, NameCallback cb) {
@@ -560,6 +648,15 @@ void DnsClient::Impl::finish_name(const std::shared_ptr<NameLookup>& lookup, std
 
 void DnsClient::Impl::deliver_later(std::shared_ptr<Pending> pending) {
     ready_.push_back(std::move(pending));
+    wake_idle();
+}
+
+void DnsClient::Impl::deliver_later(std::unique_ptr<DnsblAnswer> answer) {
+    dnsbl_ready_.push_back(std::move(answer));
+    wake_idle();
+}
+
+void DnsClient::Impl::wake_idle() {
     if (idle_) uv_idle_start(idle_.get(), &Impl::on_idle);
 }
 
@@ -570,8 +667,10 @@ void DnsClient::Impl::on_idle(uv_idle_t* handle) {
 void DnsClient::Impl::deliver_ready() {
     // Answers queued by the callbacks below wait for the next loop iteration.
     auto batch = std::exchange(ready_, {});
+    auto dnsbl_batch = std::exchange(dnsbl_ready_, {});
+    for (auto& answer : dnsbl_batch) answer->deliver();
     for (auto& pending : batch) pending->deliver();
-    if (!idle_ || !ready_.empty()) return;
+    if (!idle_ || !ready_.empty() || !dnsbl_ready_.empty()) return;
     if (closed_) {
         idle_.close();
     } else {
@@ -581,17 +680,18 @@ void DnsClient::Impl::deliver_ready() {
 
 void DnsClient::Impl::expire_deadlines() {
     const uint64_t now = uv_now(loop_);
+    // c-ares may still answer one later: on_answer then finds it done.
+    while (DnsblQuery* oldest = queries_.oldest()) {
+        if (oldest->sent + timeout_ms_ > now) break;
+        complete(*oldest, failed(std::string(kReasonTimeout)));
+    }
     while (!deadlines_.empty()) {
         auto pending = deadlines_.front().lock();
         if (pending && !pending->done && pending->deadline > now) break;
         deadlines_.pop_front();
         if (!pending || pending->done) continue;
-        // c-ares may still answer later; the Ticket then finds the query done.
-        if (auto query = std::dynamic_pointer_cast<Query>(pending)) {
-            complete(query, failed(std::string(kReasonTimeout)));
-        } else if (auto lookup = std::dynamic_pointer_cast<NameLookup>(pending)) {
-            settle(lookup, true);
-        }
+        // c-ares may still answer later; the NameTicket then finds the lookup done.
+        if (auto lookup = std::dynamic_pointer_cast<NameLookup>(pending)) settle(lookup, true);
     }
 }
 
@@ -602,6 +702,11 @@ void DnsClient::Impl::arm_timer() {
     if (ares_timeout(channel_.get(), nullptr, &tv) != nullptr) {
         // Round up: waking before c-ares's own clock says the try is over would spin.
         wait = static_cast<uint64_t>(tv.tv_sec) * 1000 + (static_cast<uint64_t>(tv.tv_usec) + 999) / 1000;
+    }
+    if (const DnsblQuery* oldest = queries_.oldest()) {
+        const uint64_t now = uv_now(loop_);
+        const uint64_t due = oldest->sent + timeout_ms_;
+        wait = std::min(wait, due > now ? due - now : 0);
     }
     while (!deadlines_.empty()) {
         auto pending = deadlines_.front().lock();
@@ -681,12 +786,11 @@ void DnsClient::Impl::close() {
     // Every lookup still waiting had a question out, so ares_destroy answered it; this
     // is in case one did not.
     for (auto names = std::exchange(names_in_flight_, {}); auto& [key, lookup] : names) finish_name(lookup, {});
-    in_flight_.clear();
     deadlines_.clear();
     polls_.clear();
     timer_.close();
     // The idle handle stays until the queued answers are delivered.
-    if (ready_.empty()) idle_.close();
+    if (ready_.empty() && dnsbl_ready_.empty()) idle_.close();
 }
 
 // --- DnsClient ------------------------------------------------------------------
@@ -697,8 +801,8 @@ DnsClient::DnsClient(uv_loop_t* loop, const std::vector<Endpoint>& servers, std:
 
 DnsClient::~DnsClient() = default;
 
-DnsSubscription DnsClient::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb) {
-    return impl_->lookup_dnsbl(client, zone, std::move(cb));
+DnsblSubscription DnsClient::lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblWaiter& waiter) {
+    return impl_->lookup_dnsbl(client, zone, waiter);
 }
 
 DnsSubscription DnsClient::lookup_verified_name(const Endpoint& client, NameCallback cb) {
@@ -730,6 +834,42 @@ void DnsSubscription::cancel() {
     // Every subscription the resolver hands out refers to a Pending (see subscribe()).
     if (auto pending = std::static_pointer_cast<Pending>(query_.lock())) pending->unsubscribe(id_);
     query_.reset();
+}
+
+// --- DnsblSubscription ------------------------------------------------------------
+
+void DnsblSubscription::take(DnsblSubscription& other) {
+    list_ = std::exchange(other.list_, nullptr);
+    next_ = std::exchange(other.next_, nullptr);
+    waiter_ = std::exchange(other.waiter_, nullptr);
+    if (!list_) return;
+    for (DnsblSubscription** link = list_; *link; link = &(*link)->next_) {
+        if (*link == &other) {
+            *link = this;
+            return;
+        }
+    }
+}
+
+DnsblSubscription& DnsblSubscription::operator=(DnsblSubscription&& other) noexcept {
+    if (this != &other) {
+        cancel();
+        take(other);
+    }
+    return *this;
+}
+
+void DnsblSubscription::cancel() {
+    if (!list_) return;
+    for (DnsblSubscription** link = list_; *link; link = &(*link)->next_) {
+        if (*link == this) {
+            *link = next_;
+            break;
+        }
+    }
+    list_ = nullptr;
+    next_ = nullptr;
+    waiter_ = nullptr;
 }
 
 }  // namespace smtpscreen

@@ -28,10 +28,48 @@ struct DnsblReply {
 };
 
 class DnsClient;
+class DnsblSubscription;
 
-// Owned by whoever asked (a DNSBL lookup or a verified-name lookup); destroying it (or
-// calling cancel) guarantees the callback will not run afterwards. The underlying query
-// may go on for other subscribers.
+// Told a DNSBL answer (DnsClient::lookup_dnsbl). An object the asker already is, not a
+// std::function: tens of thousands of idle clients may each be waiting for one
+// (docs/design.md, "Memory per connection").
+class DnsblWaiter {
+public:
+    // `which` is the subscription that asked; it is no longer pending when this runs,
+    // and may be destroyed here (so may other subscriptions, not the resolver).
+    virtual void dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) = 0;
+
+protected:
+    ~DnsblWaiter() = default;
+};
+
+// Where a waiter stands among a DNSBL query's subscribers: a link in the query's own
+// list, so that subscribing allocates nothing. Owned by whoever asked; destroying it (or
+// calling cancel) guarantees its waiter is not told afterwards, and moving it keeps its
+// place. The query may go on for other subscribers.
+class DnsblSubscription {
+public:
+    DnsblSubscription() = default;
+    DnsblSubscription(DnsblSubscription&& other) noexcept { take(other); }
+    DnsblSubscription& operator=(DnsblSubscription&& other) noexcept;
+    ~DnsblSubscription() { cancel(); }
+    void cancel();
+    // Subscribed and not told yet.
+    bool pending() const { return list_ != nullptr; }
+
+private:
+    friend struct DnsblSubscribers;  // the resolver's side of the list (dns_client.cpp)
+    void take(DnsblSubscription& other);
+
+    // The head of the list it is in (a query's, or an answer's waiting for the loop).
+    DnsblSubscription** list_ = nullptr;
+    DnsblSubscription* next_ = nullptr;
+    DnsblWaiter* waiter_ = nullptr;
+};
+
+// Owned by whoever asked a verified-name lookup; destroying it (or calling cancel)
+// guarantees the callback will not run afterwards. The underlying lookup may go on for
+// other subscribers.
 class DnsSubscription {
 public:
     DnsSubscription() = default;
@@ -49,7 +87,6 @@ private:
 
 class DnsClient {
 public:
-    using DnsblCallback = std::function<void(const DnsblReply&)>;
     using NameCallback = std::function<void(const std::string& name)>;
 
     // servers empty: the system resolver (/etc/resolv.conf). timeout bounds one whole
@@ -61,9 +98,10 @@ public:
     DnsClient& operator=(const DnsClient&) = delete;
 
     // Looks up "<reverse_name(client)>.<zone>" type A. Concurrent lookups for the same
-    // (client, zone) share one query. The callback runs later from the loop, never inline.
-    // A failed or timed-out query is logged once per query (not per subscriber).
-    DnsSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblCallback cb);
+    // (client, zone) share one query. The waiter is told later from the loop, never
+    // inline, and must outlive the subscription. A failed or timed-out query is logged
+    // once per query (not per subscriber).
+    DnsblSubscription lookup_dnsbl(const Endpoint& client, const std::string& zone, DnsblWaiter& waiter);
 
     // Looks up the PTR names of `client`, then the A (or AAAA for IPv6) records of each
     // name (at most a few names), and answers with the first name, in PTR answer order,
@@ -77,7 +115,7 @@ public:
     // normal).
     DnsSubscription lookup_verified_name(const Endpoint& client, NameCallback cb);
 
-    // Closes the libuv handles; the loop can then finish. Pending callbacks get Failed
+    // Closes the libuv handles; the loop can then finish. Pending waiters get Failed
     // ("resolver closed"), or an empty name, from the loop; a lookup_dnsbl() or
     // lookup_verified_name() after close() is never answered.
     // Destroying the resolver without close() drops pending callbacks instead; it must
@@ -86,6 +124,7 @@ public:
 
 private:
     struct Impl;
+    friend struct DnsblZone;  // a DNSBL query finds its resolver through its zone
     std::unique_ptr<Impl> impl_;
 };
 

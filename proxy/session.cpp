@@ -216,7 +216,7 @@ void Session::on_pregreet(std::string_view bytes) {
     if (config_->greet_action == Action::Drop) drop(Failure::Pregreet);
 }
 
-void Session::on_dnsbl_update() {
+void Session::dnsbl_updated() {
     // Every zone has answered: the verdict is all that is left to keep.
     const bool complete = dnsbl_->check.complete();
     if (complete) settle_dnsbl();
@@ -236,11 +236,10 @@ void Session::on_dnsbl_update() {
     if (allowlisted || (phase_ == Phase::DnsblWait && complete)) conclude_screening();
 }
 
-void Session::DnsblLookups::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
+void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
     // The latency since the lookups were asked: the deadline is dnsbl.timeout after that.
-    Worker& worker = session.worker_;
-    const uint64_t asked_at = deadline - static_cast<uint64_t>(session.config_->dnsbl_timeout.count());
-    worker.metrics().dnsbl_answer(zone, status, uv_now(worker.loop()) - asked_at);
+    const uint64_t asked_at = dnsbl_->deadline - static_cast<uint64_t>(config_->dnsbl_timeout.count());
+    worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
 }
 
 void Session::settle_dnsbl() {
@@ -475,7 +474,7 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
 std::string Session::reject_reply(Failure failure) const {
     switch (failure) {
     case Failure::Dnsbl: {
-        std::string zone(dnsbl_verdict().top_zone);
+        std::string zone(dnsbl_verdict().top_zone());
         if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
         return replies::dnsbl_reject(client_ip(), zone);
     }

@@ -34,7 +34,8 @@ class Worker;
 class Session final : public LiveClient,
                       public ConnectionEvents,
                       public BackendHandoff::Listener,
-                      public DeadlineListener {
+                      public DeadlineListener,
+                      public DnsblCheck::Listener {
 public:
     Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
     ~Session();
@@ -66,7 +67,9 @@ private:
     // steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);
-    void on_dnsbl_update();
+    // DnsblCheck::Listener: the session itself, so that its lookups object needs no way back
+    void dnsbl_updated() override;
+    void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
     void on_greet_wait_over();
     void conclude_screening();
     void record_passes(bool pregreet_ok, bool dnsbl_ok);
@@ -149,15 +152,9 @@ private:
     // steps 4-5: the DNSBL lookups in flight, with the resolver they were asked of (a
     // reload that changes dnsbl.servers must not pull it from under them). Freed once
     // every zone has answered or dnsbl.timeout has passed; the verdict stays.
-    struct DnsblLookups final : DnsblCheck::Listener {
+    struct DnsblLookups {
         DnsblLookups(Session& s, std::shared_ptr<DnsClient> r, uint64_t d)
-            : session(s),
-              resolver(std::move(r)),
-              deadline(d),
-              check(*resolver, s.config_->dnsbl_sites, s.client_ep_, *this) {}
-        void dnsbl_updated() override { session.on_dnsbl_update(); }
-        void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
-        Session& session;
+            : resolver(std::move(r)), deadline(d), check(*resolver, s.config_->dnsbl_sites, s.client_ep_, s) {}
         std::shared_ptr<DnsClient> resolver;  // declared before check, which uses it
         uint64_t deadline;  // uv_now() ms: dnsbl.timeout from when the lookups were asked
         DnsblCheck check;

@@ -164,17 +164,16 @@ struct ResolverSetup {
         : resolver(&loop.loop, {server}, timeout, log) {}
 };
 
-struct Received {
+struct Received final : DnsblWaiter {
     int calls = 0;
     DnsblReply reply;
     std::chrono::steady_clock::time_point at;
 
-    DnsClient::DnsblCallback callback() {
-        return [this](const DnsblReply& r) {
-            ++calls;
-            reply = r;
-            at = std::chrono::steady_clock::now();
-        };
+    void dnsbl_reply(DnsblSubscription& which, const DnsblReply& r) override {
+        CHECK(!which.pending());
+        ++calls;
+        reply = r;
+        at = std::chrono::steady_clock::now();
     }
 };
 
@@ -390,7 +389,7 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
 
     SUBCASE("a listed address gets its A record and TTL, never from inside lookup()") {
         Received r;
-        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r);
         CHECK(r.calls == 0);
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::Listed);
@@ -399,7 +398,7 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
     }
     SUBCASE("two datasets give two A records; the zone name is matched case-blind") {
         Received r;
-        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "BL.Example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "BL.Example", r);
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::Listed);
         auto addrs = r.reply.addresses;
@@ -409,7 +408,7 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
     }
     SUBCASE("NXDOMAIN is not listed, with the SOA's negative TTL") {
         Received r;
-        auto sub = resolver.lookup_dnsbl(client("127.0.0.9"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.9"), "bl.example", r);
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status == DnsblReply::Status::NotListed);
         CHECK(r.reply.addresses.empty());
@@ -418,8 +417,8 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
     }
     SUBCASE("a zone the server refuses fails, logged once for two subscribers") {
         Received a, b;
-        auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", a.callback());
-        auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", b.callback());
+        auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", a);
+        auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "other.example", b);
         REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
         CHECK(a.reply.status == DnsblReply::Status::Failed);
         CHECK(a.reply.error == "REFUSED");
@@ -427,8 +426,8 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
     }
     SUBCASE("concurrent lookups for one client and zone share one query") {
         Received a, b;
-        auto sub_a = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", a.callback());
-        auto sub_b = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", b.callback());
+        auto sub_a = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", a);
+        auto sub_b = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", b);
         REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }));
         CHECK(a.calls == 1);
         CHECK(b.calls == 1);
@@ -438,16 +437,16 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
 
         // Once answered, a new lookup asks again (caching is the verdict cache's job).
         Received c;
-        auto sub_c = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", c.callback());
+        auto sub_c = resolver.lookup_dnsbl(client("192.0.2.7"), "bl.example", c);
         REQUIRE(loop.run_until([&] { return c.calls > 0; }));
         CHECK(rbldnsd.queries("7.2.0.192.bl.example") == 2);
     }
     SUBCASE("a cancelled or destroyed subscription is never called") {
         Received kept, cancelled, destroyed;
-        auto sub_kept = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", kept.callback());
-        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", cancelled.callback());
+        auto sub_kept = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", kept);
+        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", cancelled);
         {
-            auto sub_destroyed = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", destroyed.callback());
+            auto sub_destroyed = resolver.lookup_dnsbl(client("127.0.0.2"), "wl.example", destroyed);
         }
         sub_cancelled.cancel();
         sub_cancelled.cancel();  // twice is harmless
@@ -459,20 +458,20 @@ TEST_CASE("dns client against rbldnsd: listed, not listed, refused, shared, canc
     }
     SUBCASE("a moved subscription still cancels") {
         Received r;
-        DnsSubscription outer;
+        DnsblSubscription outer;
         {
-            auto inner = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r.callback());
+            auto inner = resolver.lookup_dnsbl(client("127.0.0.2"), "bl.example", r);
             outer = std::move(inner);
         }
-        outer = DnsSubscription();
+        outer = DnsblSubscription();
         Received other;
-        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "bl.example", other.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.3"), "bl.example", other);
         REQUIRE(loop.run_until([&] { return other.calls > 0; }));
         CHECK(r.calls == 0);
     }
     SUBCASE("an IPv6 client is queried by nibbles") {
         Received r;
-        auto sub = resolver.lookup_dnsbl(client("2001:db8::1"), "bl.example", r.callback());
+        auto sub = resolver.lookup_dnsbl(client("2001:db8::1"), "bl.example", r);
         REQUIRE(loop.run_until([&] { return r.calls > 0; }));
         CHECK(r.reply.status != DnsblReply::Status::Listed);
     }
@@ -519,8 +518,8 @@ TEST_CASE("dns client: a server that never answers fails within the timeout, log
 
     Received a, b;
     const auto start = std::chrono::steady_clock::now();
-    auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", a.callback());
-    auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", b.callback());
+    auto sub_a = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", a);
+    auto sub_b = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", b);
     REQUIRE(loop.run_until([&] { return a.calls > 0 && b.calls > 0; }, 3000ms));
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(a.at - start);
     CHECK(a.reply.status == DnsblReply::Status::Failed);
@@ -538,10 +537,10 @@ TEST_CASE("dns client: a zone that keeps timing out is skipped, logged once") {
     [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     std::vector<Received> replies(5);
-    std::vector<DnsSubscription> subs;
+    std::vector<DnsblSubscription> subs;
     for (int i = 0; i < 5; ++i) {
         subs.push_back(resolver.lookup_dnsbl(client(("192.0.2." + std::to_string(i + 1)).c_str()), "dead.example",
-                                       replies[static_cast<size_t>(i)].callback()));
+                                       replies[static_cast<size_t>(i)]));
     }
     REQUIRE(loop.run_until([&] {
         return std::all_of(replies.begin(), replies.end(), [](const Received& r) { return r.calls > 0; });
@@ -552,8 +551,8 @@ TEST_CASE("dns client: a zone that keeps timing out is skipped, logged once") {
     // Skipped: Failed at once (but not from inside lookup()), no further log line.
     Received skipped, other_zone;
     const auto start = std::chrono::steady_clock::now();
-    auto sub = resolver.lookup_dnsbl(client("192.0.2.99"), "dead.example", skipped.callback());
-    auto sub_other = resolver.lookup_dnsbl(client("192.0.2.99"), "other.example", other_zone.callback());
+    auto sub = resolver.lookup_dnsbl(client("192.0.2.99"), "dead.example", skipped);
+    auto sub_other = resolver.lookup_dnsbl(client("192.0.2.99"), "other.example", other_zone);
     CHECK(skipped.calls == 0);
     REQUIRE(loop.run_until([&] { return skipped.calls > 0; }));
     CHECK(skipped.at - start < 150ms);  // well inside the 200 ms timeout: never asked
@@ -577,10 +576,10 @@ TEST_CASE("dns client: answers that came while the loop was busy are read before
     [[maybe_unused]] auto& [loop, stderr_log, log, resolver] = setup;
 
     std::vector<Received> replies(kClients);
-    std::vector<DnsSubscription> subs;
+    std::vector<DnsblSubscription> subs;
     for (int i = 1; i <= kClients; ++i) {
         subs.push_back(resolver.lookup_dnsbl(client(("192.0.2." + std::to_string(i)).c_str()), "busy.example",
-                                       replies[static_cast<size_t>(i - 1)].callback()));
+                                       replies[static_cast<size_t>(i - 1)]));
     }
     // c-ares sends at once; the loop is busy elsewhere until well past the deadline.
     const auto end = std::chrono::steady_clock::now() + 2s;
@@ -607,8 +606,8 @@ TEST_CASE("dns client: close() fails pending lookups and lets the loop end") {
     Received r, cancelled;
     {
         DnsClient resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
-        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
-        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", cancelled.callback());
+        auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r);
+        auto sub_cancelled = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", cancelled);
         loop.run_until([] { return false; }, 50ms);
         sub_cancelled.cancel();
         resolver.close();
@@ -628,10 +627,10 @@ TEST_CASE("dns client: destroyed without close() while a query is pending") {
     LoopbackUdp silent;
     Logger log(false, "smtpscreen", false);
     Received r;
-    DnsSubscription sub;
+    DnsblSubscription sub;
     {
         DnsClient resolver(&loop.loop, {silent.endpoint()}, 5000ms, log);
-        sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
+        sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r);
         loop.run_until([] { return false; }, 20ms);
     }
     sub.cancel();  // outliving the resolver is harmless
@@ -649,7 +648,7 @@ TEST_CASE("dns client: a closed port fails fast") {
     }
     DnsClient resolver(&loop.loop, {*Endpoint::parse_ip("127.0.0.1", port)}, 3000ms, log);
     Received r;
-    auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r.callback());
+    auto sub = resolver.lookup_dnsbl(client("127.0.0.2"), "zen.example", r);
     REQUIRE(loop.run_until([&] { return r.calls > 0; }, 2000ms));
     CHECK(r.reply.status == DnsblReply::Status::Failed);
     CHECK(r.reply.error == "connection refused");

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -113,6 +114,25 @@ struct Harness {
 
     ~Harness() { resolver.close(); }
 };
+
+
+// A lookup whose answer goes to a function; the function's waiter lives with the
+// subscription (declared first, so destroyed after it).
+struct FunctionWaiter final : DnsblWaiter {
+    explicit FunctionWaiter(std::function<void(const DnsblReply&)> f) : fn(std::move(f)) {}
+    void dnsbl_reply(DnsblSubscription&, const DnsblReply& reply) override { fn(reply); }
+    std::function<void(const DnsblReply&)> fn;
+};
+struct Lookup {
+    std::unique_ptr<FunctionWaiter> waiter;
+    DnsblSubscription subscription;
+};
+Lookup lookup_dnsbl(DnsClient& resolver, const Endpoint& client, const std::string& zone,
+                    std::function<void(const DnsblReply&)> fn) {
+    Lookup lookup{std::make_unique<FunctionWaiter>(std::move(fn)), {}};
+    lookup.subscription = resolver.lookup_dnsbl(client, zone, *lookup.waiter);
+    return lookup;
+}
 
 }  // namespace
 
@@ -270,7 +290,7 @@ TEST_CASE("dns client: a malformed answer fails and says so") {
     h.dns.set("1.2.0.192.bad.test", bad);
     DnsblReply reply;
     int calls = 0;
-    auto sub = h.resolver.lookup_dnsbl(h.client, "bad.test", [&](const DnsblReply& r) {
+    auto sub = lookup_dnsbl(h.resolver, h.client, "bad.test", [&](const DnsblReply& r) {
         reply = r;
         ++calls;
     });
@@ -284,7 +304,7 @@ TEST_CASE("dns client: SERVFAIL is reported as SERVFAIL") {
     h.dns.set("1.2.0.192.bl.test", {2, {}, 0});
     DnsblReply reply;
     int calls = 0;
-    auto sub = h.resolver.lookup_dnsbl(h.client, "bl.test", [&](const DnsblReply& r) {
+    auto sub = lookup_dnsbl(h.resolver, h.client, "bl.test", [&](const DnsblReply& r) {
         reply = r;
         ++calls;
     });
@@ -353,11 +373,11 @@ TEST_CASE("dns client: close() from inside a callback still answers the others")
     h.dns.set("1.2.0.192.slow.test", {0, {}, 0, true});
     int calls = 0;
     DnsblReply slow_reply;
-    auto sub_a = h.resolver.lookup_dnsbl(h.client, "a.test", [&](const DnsblReply&) {
+    auto sub_a = lookup_dnsbl(h.resolver, h.client, "a.test", [&](const DnsblReply&) {
         ++calls;
         h.resolver.close();
     });
-    auto sub_slow = h.resolver.lookup_dnsbl(h.client, "slow.test", [&](const DnsblReply& r) {
+    auto sub_slow = lookup_dnsbl(h.resolver, h.client, "slow.test", [&](const DnsblReply& r) {
         ++calls;
         slow_reply = r;
     });
@@ -380,7 +400,7 @@ Endpoint client_n(int last_octet) { return *Endpoint::parse_ip("192.0.2." + std:
 DnsblReply lookup_once(Harness& h, const Endpoint& client, const std::string& zone) {
     DnsblReply reply;
     int calls = 0;
-    auto sub = h.resolver.lookup_dnsbl(client, zone, [&](const DnsblReply& r) {
+    auto sub = lookup_dnsbl(h.resolver, client, zone, [&](const DnsblReply& r) {
         reply = r;
         ++calls;
     });
@@ -401,10 +421,10 @@ TEST_CASE("dns client: a burst in which every third query is dropped does not sk
         h.dns.set(reversed(i, "busy.test"), a);
     }
     std::vector<DnsblReply> replies(kBurst);
-    std::vector<DnsSubscription> subs;
+    std::vector<Lookup> subs;
     int calls = 0;
     for (int i = 1; i <= kBurst; ++i) {
-        subs.push_back(h.resolver.lookup_dnsbl(client_n(i), "busy.test", [&, i](const DnsblReply& r) {
+        subs.push_back(lookup_dnsbl(h.resolver, client_n(i), "busy.test", [&, i](const DnsblReply& r) {
             replies[static_cast<size_t>(i - 1)] = r;
             ++calls;
         }));
@@ -428,9 +448,9 @@ TEST_CASE("dns client: a zone that answered, then goes silent, is skipped") {
     // Queries sent in the millisecond of an answer get the benefit of the doubt.
     h.loop.run_for(std::chrono::milliseconds(10));
     for (int i = 2; i <= 6; ++i) h.dns.set(reversed(i, "dies.test"), {0, {}, 0, true});
-    std::vector<DnsSubscription> subs;
+    std::vector<Lookup> subs;
     int calls = 0;
-    for (int i = 2; i <= 6; ++i) subs.push_back(h.resolver.lookup_dnsbl(client_n(i), "dies.test", [&](const DnsblReply&) {
+    for (int i = 2; i <= 6; ++i) subs.push_back(lookup_dnsbl(h.resolver, client_n(i), "dies.test", [&](const DnsblReply&) {
         ++calls;
     }));
     REQUIRE(h.loop.run_until([&] { return calls == 5; }));
