@@ -12,31 +12,38 @@
 
 namespace smtpscreen {
 
-// The socket and, once a flush needs one, its deadline timer; freed when the last of its
+// The socket and, once a flush needs one, its deadline; freed when the last of its
 // handles is closed. `owner` is the Connection while there is one; a socket closing
 // after its flush has none, and closes itself when its last write is done or resets
-// itself at its deadline. The timer is allocated only then: most sockets close with
+// itself at its deadline. The deadline is allocated only then: most sockets close with
 // nothing left to send, and an idle connection should cost as little as it can
-// (docs/design.md, "Memory per connection").
+// (docs/design.md, "Memory per connection": 264 bytes, a uv_tcp_t and two pointers).
 struct Connection::Socket {
+    // The flush's deadline timer, and for a socket closing after its flush what is told
+    // when it is reset. Which of the two handles is still open decides when the socket
+    // is freed.
+    struct Flush {
+        uv_timer_t timer{};
+        ResetNote on_reset;
+        bool timer_open = true;
+        bool tcp_open = true;
+    };
+
     uv_tcp_t tcp{};
-    uv_timer_t* deadline = nullptr;
     Connection* owner = nullptr;
-    // A socket closing after its flush: told when it is reset. Out of line, as most
-    // sockets close with nothing left to send.
-    std::unique_ptr<ResetNote> on_reset;
-    bool closing = false;
-    int open_handles = 0;
+    std::unique_ptr<Flush> flush;
 
     static Socket* of(uv_handle_t* h) { return static_cast<Socket*>(h->data); }
     static Socket* of(uv_stream_t* s) { return of(reinterpret_cast<uv_handle_t*>(s)); }
+
+    // uv_close() marks the handle closing for good: a second close() does nothing.
+    bool closing() const { return uv_is_closing(reinterpret_cast<const uv_handle_t*>(&tcp)) != 0; }
 
     // reset: SO_LINGER 0, so close(2) sends an RST and the kernel drops what it still
     // holds to send, instead of the FIN after it (uv_tcp_close_reset refuses a socket
     // with a shutdown under way, so the option is set here).
     void close(bool reset) {
-        if (closing) return;
-        closing = true;
+        if (closing()) return;
         owner = nullptr;
         if (reset) {
             uv_os_fd_t fd;
@@ -46,17 +53,21 @@ struct Connection::Socket {
             }
         }
         uv_close(reinterpret_cast<uv_handle_t*>(&tcp), &Socket::on_closed);
-        if (deadline) uv_close(reinterpret_cast<uv_handle_t*>(deadline), &Socket::on_deadline_closed);
+        if (flush) uv_close(reinterpret_cast<uv_handle_t*>(&flush->timer), &Socket::on_deadline_closed);
     }
 
     static void on_closed(uv_handle_t* h) {
         Socket* s = of(h);
-        if (--s->open_handles == 0) delete s;
+        if (s->flush && s->flush->timer_open) {
+            s->flush->tcp_open = false;
+            return;
+        }
+        delete s;
     }
     static void on_deadline_closed(uv_handle_t* h) {
         Socket* s = of(h);
-        delete reinterpret_cast<uv_timer_t*>(h);
-        if (--s->open_handles == 0) delete s;
+        s->flush->timer_open = false;
+        if (!s->flush->tcp_open) delete s;
     }
 };
 
@@ -77,7 +88,6 @@ Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& ev
         delete s;  // never initialised: libuv knows nothing of it
         return;
     }
-    s->open_handles = 1;
     s->tcp.data = s;
     s->owner = this;
     socket_ = s;
@@ -216,23 +226,23 @@ void Connection::on_write(uv_write_t* req, int status) {
 }
 
 void Connection::start_deadline(Socket* s) {
-    if (!s->deadline) {
-        auto timer = std::make_unique<uv_timer_t>();
-        if (uv_timer_init(s->tcp.loop, timer.get()) != 0) return;
-        timer->data = s;
-        s->deadline = timer.release();
-        ++s->open_handles;
+    if (!s->flush) {
+        auto flush = std::make_unique<Socket::Flush>();
+        if (uv_timer_init(s->tcp.loop, &flush->timer) != 0) return;
+        flush->timer.data = s;
+        s->flush = std::move(flush);
     }
+    uv_timer_t* timer = &s->flush->timer;
     // A deadline already running (a half-close, then the close) is not pushed back.
-    if (uv_is_active(reinterpret_cast<uv_handle_t*>(s->deadline))) return;
-    uv_timer_start(s->deadline, &Connection::on_deadline, kFlushDeadlineMs, 0);
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(timer))) return;
+    uv_timer_start(timer, &Connection::on_deadline, kFlushDeadlineMs, 0);
 }
 
 void Connection::on_deadline(uv_timer_t* t) {
     Socket* s = Socket::of(reinterpret_cast<uv_handle_t*>(t));
     Connection* self = s->owner;
     if (self == nullptr) {
-        if (s->on_reset && *s->on_reset) (*s->on_reset)(s->tcp.write_queue_size);
+        if (s->flush->on_reset) s->flush->on_reset(s->tcp.write_queue_size);
         return s->close(true);
     }
     // A half-close that did not get out: the Connection is closed, and its owner told.
@@ -259,9 +269,9 @@ void Connection::on_shutdown(uv_shutdown_t* req, int status) {
     std::unique_ptr<uv_shutdown_t> owned(req);
     Socket* s = Socket::of(req->handle);
     // UV_ECANCELED: the socket was closed meanwhile, and close(2) sent the FIN.
-    if (s->closing || status == UV_ECANCELED) return;
+    if (s->closing() || status == UV_ECANCELED) return;
     // The FIN is the kernel's now: the flush is over.
-    if (s->deadline) uv_timer_stop(s->deadline);
+    if (s->flush) uv_timer_stop(&s->flush->timer);
     if (status >= 0) return;
     if (Connection* self = s->owner) self->events_->on_socket_error(*self, status);
 }
@@ -275,8 +285,8 @@ void Connection::close_after_flush(ResetNote note) {
     // close(2) sends the FIN after whatever the kernel still holds to send; a
     // shutdown(2) first would cost a system call and change nothing on the wire.
     if (pending_bytes_ == 0) return s->close(false);
-    if (note) s->on_reset = std::make_unique<ResetNote>(std::move(note));
     start_deadline(s);
+    if (note && s->flush) s->flush->on_reset = std::move(note);
 }
 
 void Connection::close() {
