@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Memory of an idle client whose DNSBL lookup is in flight (issue 20, "idle clients in
+1 KiB"; docs/design.md, "Memory per connection"). smtpscreen asks a DNS server that
+never answers (a UDP socket bound here and never read), with dnsbl.timeout and
+greet.wait of 120s, so that each of HOLDERS clients (6,000 by default, each from an
+address of its own, so that no two share a query) sits in the greet wait with its
+lookup in flight. After one probe client (so that one-time allocations are not
+counted), resident memory per held client must stay under BOUND_BYTES: the session, its
+connection and socket, our query and c-ares's, the per-client count. The bound sits
+between the figure before the query records were folded (1,600 bytes) and after
+(about 1,230), with room for the allocator's rounding and for a loaded machine.
+Under AddressSanitizer every allocation carries redzones and the bound does not apply:
+the figure is printed only. Every holder must get its '220-' line, and the server's
+socket must have been asked at least once."""
+import os
+import selectors
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check  # noqa: E402
+
+BOUND_BYTES = 1400
+
+
+def source(i):
+    """A distinct loopback address per holder: 127.5.x.y."""
+    return f"127.5.{i // 250}.{i % 250 + 1}"
+
+
+def open_holders(port, count):
+    """count connections, each kept once its '220-' line came; returns the sockets."""
+    socks = []
+    batch = 500
+    for start in range(0, count, batch):
+        pending = {}
+        for i in range(start, min(count, start + batch)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((source(i), 0))
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            pending[s] = b""
+        sel = selectors.DefaultSelector()  # epoll: descriptors above 1024
+        for s in pending:
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                s = key.fileobj
+                try:
+                    data = s.recv(200)
+                except BlockingIOError:
+                    continue
+                check(data, f"holder {len(socks) + 1}: closed after {pending[s]!r}")
+                pending[s] += data
+                if pending[s].startswith(b"220-"):
+                    socks.append(s)
+                    sel.unregister(s)
+                    del pending[s]
+        sel.close()
+        check(not pending, f"{len(pending)} holders of a batch got no '220-' within 30s ({len(socks)} so far)")
+    return socks
+
+
+def main(env):
+    harness.bound_asan_quarantine()
+    soft = harness.raise_own_open_files(20000)
+    holders = min(int(os.environ.get("DNSBL_MEMORY_HOLDERS", "6000")), soft - 300)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a DNS server that never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    screen = env.smtpscreen(settings={
+        "backend.address": "127.0.0.1:9", "greet.wait": "120s", "greet.action": "drop",
+        "dnsbl.sites": "bl.test=127.0.0.[2..20]*1", "dnsbl.servers": f"127.0.0.1:{silent.getsockname()[1]}",
+        "dnsbl.timeout": "120s", "dnsbl.action": "drop",
+        "limits.max_connections": "20000", "limits.per_client_connections": "50",
+        "cache.backend": "memory", "cache.path": None, "limits.shutdown_grace": "1s"})
+    pid = screen.pid
+    probe = open_holders(screen.port, 1)
+    probe[0].close()
+    time.sleep(0.5)
+    before = harness.proc_status_kib(pid, "VmRSS")
+    socks = open_holders(screen.port, holders)
+    time.sleep(1.0)  # the last sessions settle
+    after = harness.proc_status_kib(pid, "VmRSS")
+    asked = 0
+    while True:
+        try:
+            silent.recv(512)
+            asked += 1
+        except BlockingIOError:
+            break
+    per = (after - before) * 1024 / len(socks)
+    sanitized = harness.is_sanitized_binary()
+    harness.log(f"MEMORY FIGURES held={len(socks)} rss_before_kib={before} rss_held_kib={after} "
+                f"bytes_per_held={per:.0f} queries_read={asked}{' (AddressSanitizer: no bound)' if sanitized else ''}")
+    check(asked > 0, "the DNS server was never asked: the lookups are not in flight")
+    check(sanitized or per <= BOUND_BYTES,
+          f"{len(socks)} clients with their DNSBL lookups in flight cost {per:.0f} bytes each "
+          f"(the bound is {BOUND_BYTES}; docs/design.md, 'Memory per connection')")
+    for s in socks:
+        s.close()
+    screen.stop()
+
+
+harness.run(main, timeout=170)
