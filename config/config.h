@@ -54,6 +54,9 @@ struct Config {
     // [greet]
     std::string banner_template = "$hostname ESMTP";
     std::string banner;                                 // with $hostname expanded (by load_config)
+    // "220 " + banner + CRLF (by load_config, with banner): the one copy that every
+    // session writes, and that every tarpitted session gives out from.
+    std::string greeting;
     // The one name the proxy gives itself: in the banner's $hostname, its EHLO/HELO,
     // 221 and 421 replies, and its EHLO to the backend. As written; empty: the host's
     // name (gethostname), which load_config puts in hostname.

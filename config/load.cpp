@@ -9,6 +9,7 @@
 #include "config/ini_lines.h"
 #include "config/keys.h"
 #include "config/load_state.h"
+#include "screen/replies.h"
 
 namespace smtpscreen {
 
@@ -134,6 +135,7 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
     cfg->source_file = path;
     cfg->hostname = effective_hostname(cfg->greet_hostname);
     cfg->banner = expand_banner(cfg->banner_template, cfg->hostname);
+    cfg->greeting = replies::greeting(cfg->banner);
 
     std::string why;
     auto text = read_text_file(path, &why);
@@ -155,6 +157,7 @@ std::shared_ptr<Config> load_config(const std::string& path, std::vector<std::st
     check_combinations(state);
     cfg->hostname = effective_hostname(cfg->greet_hostname);
     cfg->banner = expand_banner(cfg->banner_template, cfg->hostname);
+    cfg->greeting = replies::greeting(cfg->banner);
     check_printable(state);
 
     // Errors in file order, whatever stage found them, so a reader can walk down the file.

@@ -12,25 +12,50 @@ bool TarpitSlots::take(int most) {
 
 void TarpitSlots::give_back() { in_use_.fetch_sub(1, std::memory_order_relaxed); }
 
+namespace {
+
+uint32_t ms32(Millis d, int64_t least) {
+    return static_cast<uint32_t>(std::clamp<int64_t>(d.count(), least, UINT32_MAX));
+}
+
+}  // namespace
+
 Stutter::Stutter(Millis delay, Millis time_limit, uint64_t now)
-    : delay_ms_(static_cast<uint64_t>(std::max<int64_t>(delay.count(), 1))),
-      grain_ms_(std::clamp<uint64_t>(delay_ms_ / 16, 1, 64)),
-      limit_ms_(static_cast<uint64_t>(std::max<int64_t>(time_limit.count(), 0))),
-      deadline_(now + limit_ms_) {}
+    : deadline_(now + ms32(time_limit, 0)), delay_ms_(ms32(delay, 1)), limit_ms_(ms32(time_limit, 0)) {}
+
+uint64_t Stutter::grain_ms() const { return std::clamp<uint64_t>(delay_ms_ / 16, 1, 64); }
 
 void Stutter::queue(std::string_view reply, uint64_t now) {
     if (reply.empty()) return;
-    if (!giving_out()) {
-        reply_.assign(reply);
-        sent_ = 0;
-        next_byte_at_ = due(now + delay_ms_);
-        // Waiting for our byte is no time the client spends on a command.
-        deadline_ = std::max(deadline_, next_byte_at_ + limit_ms_);
-        return;
-    }
-    reply_.erase(0, sent_);
+    const bool was_idle = !giving_out();
+    append(reply);
+    if (was_idle) start(now);
+}
+
+void Stutter::queue_lasting(std::string_view reply, uint64_t now) {
+    if (reply.empty()) return;
+    if (giving_out()) return append(reply);
+    copy_.reset();
+    reply_ = reply;
     sent_ = 0;
-    reply_.append(reply);
+    start(now);
+}
+
+// What is left of the reply being given out, then `reply`, in one new copy.
+void Stutter::append(std::string_view reply) {
+    const std::string_view rest = giving_out() ? reply_.substr(sent_) : std::string_view();
+    auto joined = std::make_unique<char[]>(rest.size() + reply.size());
+    std::copy(reply.begin(), reply.end(), std::copy(rest.begin(), rest.end(), joined.get()));
+    copy_ = std::move(joined);
+    reply_ = std::string_view(copy_.get(), rest.size() + reply.size());
+    sent_ = 0;
+}
+
+// The first byte of a reply, when nothing was being given out.
+void Stutter::start(uint64_t now) {
+    next_byte_at_ = due(now + delay_ms_);
+    // Waiting for our byte is no time the client spends on a command.
+    deadline_ = std::max(deadline_, next_byte_at_ + limit_ms_);
 }
 
 Stutter::Tick Stutter::tick(uint64_t now, bool backlog) {
@@ -46,7 +71,8 @@ Stutter::Tick Stutter::tick(uint64_t now, bool backlog) {
         deadline_ = next_byte_at_ + limit_ms_;
     } else {
         deadline_ = now + limit_ms_;  // now the client's turn
-        std::string().swap(reply_);   // an idle tarpitted client keeps no reply buffer
+        copy_.reset();                // an idle tarpitted client keeps no reply
+        reply_ = {};
         sent_ = 0;
     }
     return t;

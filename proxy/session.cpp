@@ -53,9 +53,11 @@ void Session::start(AcceptedClient accepted) {
     client_ = std::move(accepted.conn);
     client_->set_events(*this);
     client_ep_ = accepted.client;
-    local_ep_ = accepted.local;
+    onward().local = accepted.local;
     started_at_ = accepted.accepted_at;
-    if (!accepted.early_bytes.empty()) early_bytes_ = std::make_unique<std::string>(std::move(accepted.early_bytes));
+    if (!accepted.early_bytes.empty()) {
+        onward().early_bytes = std::make_unique<std::string>(std::move(accepted.early_bytes));
+    }
     if (accepted.health_check) return start_health_check();
     client_identified();
 }
@@ -68,15 +70,15 @@ void Session::start(AcceptedClient accepted) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
-    client_->write(replies::greeting(config_->banner));
+    client_->write(config_->greeting);
     dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
     client_->start_reading();
-    if (auto early = std::move(early_bytes_)) feed_dialog(*early);
+    if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
 }
 
 void Session::client_identified() {
-    worker_.events().connect(client_ep_, local_ep_);
+    worker_.events().connect(client_ep_, onward().local);
     access_ = match_access(config_->access_rules, client_ep_);
     // Neither the bans nor the rate limits touch an allowlisted client, as Postfix exempts
     // smtpd_client_event_limit_exceptions (docs/design.md, "Edge defences").
@@ -161,7 +163,7 @@ void Session::screen_known_client() {
 }
 
 void Session::on_cache_record(const std::optional<TestResults>& record) {
-    if (record) cached_ = std::make_unique<TestResults>(*record);
+    if (record) onward().cached = std::make_unique<TestResults>(*record);
     const bool known = record && passed_all_enabled_tests(*record);
     worker_.metrics().cache_lookups[static_cast<size_t>(known    ? CacheResult::Hit
                                                         : record ? CacheResult::Expired
@@ -198,13 +200,13 @@ void Session::start_greet_wait() {
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_ = std::make_unique<DnsblLookups>(
-            *this, name_ ? name_->resolver : worker_.resolver(),
+            *this, onward().name ? onward().name->resolver : worker_.resolver(),
             uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count()));
     }
     arm_timer(config_->greet_wait);
     client_->start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
-    if (auto early = std::move(early_bytes_)) on_pregreet(*early);
+    if (auto early = std::move(onward().early_bytes)) on_pregreet(*early);
 }
 
 void Session::on_pregreet(std::string_view bytes) {
@@ -291,12 +293,13 @@ void Session::conclude_screening() {
 // ---------------------------------------------------------------- step 6: deep protocol tests
 
 bool Session::deep_tests_pending() const {
-    return config_->deep_tests_enabled() && !deep_passes_valid(cached_ ? *cached_ : TestResults{}, unix_now());
+    const auto& cached = onward().cached;
+    return config_->deep_tests_enabled() && !deep_passes_valid(cached ? *cached : TestResults{}, unix_now());
 }
 
 void Session::start_deep() {
     enter(Phase::Deep);
-    client_->write(replies::greeting(config_->banner));
+    client_->write(config_->greeting);
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
@@ -311,7 +314,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
         switch (e.kind) {
         case DialogEvent::Kind::Reply:
             if (phase_ == Phase::Tarpit) {
-                stutter_->queue(e.text, uv_now(worker_.loop()));
+                stutter().queue(e.text, uv_now(worker_.loop()));
                 break;
             }
             client_->write(e.text);
@@ -330,14 +333,14 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             break;
         case DialogEvent::Kind::Log: worker_.events().dialog(e.text); break;
         case DialogEvent::Kind::LineStarted:
-            if (phase_ == Phase::Tarpit) stutter_->line_started(uv_now(worker_.loop()));
+            if (phase_ == Phase::Tarpit) stutter().line_started(uv_now(worker_.loop()));
             else if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
         case DialogEvent::Kind::Handoff: return on_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
             // In the tarpit the session ends once the last reply is out (pace_tarpit).
-            if (phase_ == Phase::Tarpit) return stutter_->close_when_done();
+            if (phase_ == Phase::Tarpit) return stutter().close_when_done();
             close_client_after_flush();
             return finish(e.text);
         }
@@ -398,7 +401,7 @@ Connection::ResetNote Session::reset_note(std::string who) const {
 // coming back).
 void Session::on_deep_handoff(const SmtpTransaction& tx) {
     if (!config_->greylist_enable) return start_deep_handoff(tx);
-    if (cached_ && cached_->passed(Test::Greylist, unix_now())) {
+    if (const auto& cached = onward().cached; cached && cached->passed(Test::Greylist, unix_now())) {
         greylist_passed_ = true;
         return start_deep_handoff(tx);
     }
@@ -440,7 +443,7 @@ void Session::start_deep_handoff(const SmtpTransaction& tx) {
 void Session::record_deep_passes() {
     const bool deep_pass = dialog_->passed();  // a failure under `ignore` earns no pass
     if (!deep_pass && !greylist_passed_) return;
-    TestResults record = cached_ ? *cached_ : TestResults{};
+    TestResults record = onward().cached ? *onward().cached : TestResults{};
     const int64_t now = unix_now();
     if (deep_pass) {
         const int64_t until = now + config_->cache_deep_ttl.count() / 1000;
@@ -454,7 +457,7 @@ void Session::record_deep_passes() {
 }
 
 void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
-    TestResults record = cached_ ? *cached_ : TestResults{};
+    TestResults record = onward().cached ? *onward().cached : TestResults{};
     const int64_t now = unix_now();
     if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
     dnsbl_ok = dnsbl_ok && !config_->dnsbl_sites.empty() && !dnsbl_verdict().any_failed;
@@ -466,7 +469,7 @@ void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
         record[Test::Dnsbl] = now + ttl;
     }
     if (pregreet_ok || dnsbl_ok) worker_.cache().store(client_ip(), record);
-    cached_ = std::make_unique<TestResults>(record);
+    onward().cached = std::make_unique<TestResults>(record);
 }
 
 // ---------------------------------------------------------------- step 7: actions
@@ -505,7 +508,7 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
-    client_->write(replies::greeting(config_->banner));
+    client_->write(config_->greeting);
     dialog_ = std::make_unique<SmtpDialog>(with_tls_slot(
         enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
     arm_timer(config_->command_time_limit);
@@ -514,13 +517,14 @@ void Session::start_enforce(Failure failure) {
 
 // The tarpit (edge/tarpit.h; docs/design.md, "Edge defences"): OpenBSD spamd's
 // stutter. The client gets the enforce dialog (without STARTTLS), and each reply goes
-// out one byte per tarpit.delay from the session's one timer, which also keeps
+// out one byte per tarpit.delay from the session's one deadline, which also keeps
 // limits.command_time_limit. While a reply is going out the client is not read: what it
 // sends waits in its socket buffers, not in ours. A full tarpit drops the client.
 void Session::start_tarpit(Failure failure) {
     if (!enter_tarpit()) return drop(failure);
     enforced_ = failure;
-    stutter_->queue(replies::greeting(config_->banner), uv_now(worker_.loop()));
+    // Given out from the configuration's one copy (the session holds the configuration).
+    stutter().queue_lasting(config_->greeting, uv_now(worker_.loop()));
     pace_tarpit();
 }
 
@@ -542,43 +546,40 @@ bool Session::enter_tarpit() {
     tarpit_slot_ = true;
     enter(Phase::Tarpit);
     worker_.events().tarpit(client_ep_);
-    stutter_ = std::make_unique<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
-    tarpit_wait_ = std::make_unique<TarpitClock::Waiter>(
-        [](void* self) { static_cast<Session*>(self)->on_tarpit_timer(); }, this);
+    // The tarpit never hands off: what was kept for the handoff (a name lookup still in
+    // flight too) gives its room to the Stutter.
+    route_.emplace<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
     client_->stop_reading();
     return true;
 }
 
 // After every change: the next line once the last reply is out, the end once the last
-// reply of a finished dialog is, and the wake-up for the next byte (the loop's
-// TarpitClock, one timer for every tarpitted client) or for the time limit (the
-// session's own timer, re-armed once a reply, not once an octet).
+// reply of a finished dialog is, and the session's deadline for the next byte (in the
+// tarpit's line of the loop's timers: each byte one delay after the last, in the order
+// asked, so no heap to re-sort at every octet) or for the time limit (in the heap,
+// re-armed once a reply, not once an octet).
 void Session::pace_tarpit() {
     if (phase_ != Phase::Tarpit) return;
-    if (!stutter_->giving_out() && !stutter_->closing() && dialog_ && dialog_->has_unhandled_lines()) {
+    Stutter& stutter = this->stutter();
+    if (!stutter.giving_out() && !stutter.closing() && dialog_ && dialog_->has_unhandled_lines()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
         if (phase_ != Phase::Tarpit) return;
     }
-    if (!stutter_->giving_out() && stutter_->closing()) {
+    if (!stutter.giving_out() && stutter.closing()) {
         close_client_after_flush();
         return finish("tarpit");
     }
-    if (stutter_->giving_out() || stutter_->closing()) client_->stop_reading();
+    if (stutter.giving_out() || stutter.closing()) client_->stop_reading();
     else client_->start_reading();
     const uint64_t now = uv_now(worker_.loop());
-    const uint64_t at = stutter_->wake_at();
-    if (stutter_->byte_next()) {
-        timer_.stop();
-        worker_.tarpit_clock().schedule(*tarpit_wait_, stutter_->delay_ms(), at);
-        return;
-    }
-    tarpit_wait_->cancel();
+    const uint64_t at = stutter.wake_at();
+    if (stutter.byte_next()) return timer_.start_in_line(stutter.delay_ms(), at);
     arm_timer(Millis(at > now ? at - now : 0));
 }
 
 void Session::on_tarpit_timer() {
     // A byte the kernel did not take waits in the connection's queue: none goes on top.
-    const Stutter::Tick tick = stutter_->tick(uv_now(worker_.loop()), client_->pending_bytes() > 0);
+    const Stutter::Tick tick = stutter().tick(uv_now(worker_.loop()), client_->pending_bytes() > 0);
     if (tick.step == Stutter::Step::TimeLimit) return end_tarpit_at_time_limit();
     if (tick.step == Stutter::Step::Byte) client_->write(std::string_view(&tick.byte, 1));
     pace_tarpit();
@@ -600,14 +601,17 @@ void Session::end_tarpit_at_time_limit() {
 // ---------------------------------------------------------------- step 8: handoff and relay
 
 void Session::start_name_lookup() {
-    name_ = std::make_unique<NameLookup>();
-    name_->resolver = worker_.resolver();
-    name_->lookup = name_->resolver->lookup_verified_name(client_ep_, [this](const std::string& name) {
-        name_->pending = false;
-        name_->name = name;
-        if (phase_ == Phase::Handoff && name_->handoff_waiting) {
-            auto replay = std::move(*name_->handoff_waiting);
-            name_->handoff_waiting.reset();
+    // The lookup goes with the NameLookup: the session never hears from it once the
+    // tarpit has taken that room.
+    auto& lookup = onward().name = std::make_unique<NameLookup>();
+    lookup->resolver = worker_.resolver();
+    lookup->lookup = lookup->resolver->lookup_verified_name(client_ep_, [this](const std::string& name) {
+        NameLookup& found = *onward().name;
+        found.pending = false;
+        found.name = name;
+        if (phase_ == Phase::Handoff && found.handoff_waiting) {
+            auto replay = std::move(*found.handoff_waiting);
+            found.handoff_waiting.reset();
             connect_backend(std::move(replay));
         }
     });
@@ -620,8 +624,8 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
     relay_ = std::make_unique<Relay>();
-    if (name_ && name_->pending) {
-        name_->handoff_waiting = std::move(replay);
+    if (const auto& name = onward().name; name && name->pending) {
+        name->handoff_waiting = std::move(replay);
         return;
     }
     connect_backend(std::move(replay));
@@ -632,7 +636,8 @@ void Session::connect_backend(BackendHandoff::Replay replay) {
     relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_,
                                                        tls_->backend, config_->hostname, *this);
     ++worker_.backend_legs();
-    relay_->handoff->start(client_ep_, local_ep_, name_ ? name_->name : std::string(), std::move(replay));
+    const Onward& on = onward();
+    relay_->handoff->start(client_ep_, on.local, on.name ? on.name->name : std::string(), std::move(replay));
 }
 
 // What the backend answered this client's replayed EHLO is what it offers a client
@@ -675,7 +680,7 @@ void Session::handoff_ready(std::string reply) {
     if (dialog_) {  // only the deep tests hand off with a dialog behind them
         record_deep_passes();
         if (std::string rest = dialog_->take_unprocessed(); !rest.empty()) {
-            early_bytes_ = std::make_unique<std::string>(std::move(rest));
+            onward().early_bytes = std::make_unique<std::string>(std::move(rest));
         }
     }
     start_relay();
@@ -708,7 +713,7 @@ void Session::start_relay() {
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
     if (!client_eof_) client_->start_reading();
-    if (auto early = std::move(early_bytes_)) relay_from_client(*early);
+    if (auto early = std::move(onward().early_bytes)) relay_from_client(*early);
     if (client_eof_) relay_half_closes();
 }
 
@@ -1011,7 +1016,6 @@ void Session::finish(std::string_view outcome) {
     if (admitted_) worker_.limits().release(client_ep_);
     admitted_ = false;
     if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
-    if (tarpit_wait_) tarpit_wait_->cancel();
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
     worker_.client_done(this);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "config/config.h"
 #include "core/deadline_timers.h"
@@ -20,7 +21,6 @@
 #include "proxy/connection.h"
 #include "proxy/handshake_slots.h"
 #include "proxy/live_client.h"
-#include "proxy/tarpit_clock.h"
 #include "proxy/tls_config.h"
 #include "screen/access_list.h"
 #include "screen/smtp_dialog.h"
@@ -176,28 +176,38 @@ private:
         uint64_t last_activity = 0;
     };
 
+    // A session goes on toward the handoff or ends in the tarpit, never both: what the
+    // first keeps for later and the tarpit's pace share one place, so that a tarpitted
+    // client costs no more than an idle one (docs/design.md, "Memory per connection").
+    struct Onward {
+        Endpoint local;  // the address the client reached, for the handoff's header
+        std::unique_ptr<NameLookup> name;
+        std::unique_ptr<TestResults> cached;  // the cache's record of the client, if any
+        // What the client sent right behind a PROXY header, or behind its last
+        // deep-test command; rare, so out of line.
+        std::unique_ptr<std::string> early_bytes;
+    };
+    static_assert(sizeof(Stutter) <= sizeof(Onward), "the tarpit's pace must fit the room it takes over");
+    Onward& onward() { return std::get<Onward>(route_); }
+    const Onward& onward() const { return std::get<Onward>(route_); }
+    Stutter& stutter() { return std::get<Stutter>(route_); }
+
     Worker& worker_;
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const TlsContexts> tls_;
     std::unique_ptr<Connection> client_;
     Endpoint client_ep_;
-    Endpoint local_ep_;
     uint64_t started_at_ = 0;  // uv_now, ms
-    Deadline timer_;           // the phase's time limit, on the loop's one timer
-    std::unique_ptr<TestResults> cached_;  // the cache's record of the client, if any
-    // What the client sent right behind a PROXY header, or behind its last deep-test
-    // command; rare, so out of line.
-    std::unique_ptr<std::string> early_bytes_;
+    // The phase's time limit, on the loop's one timer; in the tarpit also its next
+    // octet, in the tarpit's line of that timer.
+    Deadline timer_;
     std::unique_ptr<DnsblLookups> dnsbl_;  // while some zone is unanswered
     DnsblVerdict dnsbl_verdict_;           // once every zone has answered (or expired)
-    std::unique_ptr<NameLookup> name_;
     std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
-    std::unique_ptr<Stutter> stutter_;    // Phase::Tarpit: the pace of its replies
-    // Phase::Tarpit: its place in the loop's TarpitClock while its next octet is due.
-    std::unique_ptr<TarpitClock::Waiter> tarpit_wait_;
     // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
     HandshakeSlots::Slot tls_slot_;
     std::unique_ptr<Relay> relay_;
+    std::variant<Onward, Stutter> route_;  // Stutter: Phase::Tarpit, the pace of its replies
 
     Phase phase_ = Phase::Accepted;
     Failure enforced_ = Failure::None;

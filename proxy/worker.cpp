@@ -331,7 +331,6 @@ void Worker::close_everything() {
     for (auto& [raw, owned] : left) owned->abort("shutdown");
     left.clear();
     finished_.clear();
-    tarpit_clock_.close();
     deadlines_->close();
     reaper_.close();
     log_flush_.close();  // what is logged from here on waits for the batch's destructor at most

@@ -27,7 +27,6 @@
 #include "proxy/event_log.h"
 #include "proxy/handshake_slots.h"
 #include "proxy/metrics.h"
-#include "proxy/tarpit_clock.h"
 #include "proxy/live_client.h"
 #include "proxy/tls_config.h"
 
@@ -101,8 +100,6 @@ public:
     BackendOffer& backend_offer() { return shared_.backend_offer; }
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     TarpitSlots& tarpit() { return shared_.tarpit; }
-    // The one timer for every tarpitted session's next octet on this loop.
-    TarpitClock& tarpit_clock() { return tarpit_clock_; }
     HandshakeSlots& tls_handshakes() { return shared_.tls_handshakes; }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
@@ -190,8 +187,6 @@ private:
     UvHandle<uv_check_t> reaper_;
     UvHandle<uv_prepare_t> log_flush_;
     UvHandle<uv_timer_t> fd_watch_;
-    // Before the sessions, which leave it when they are destroyed.
-    TarpitClock tarpit_clock_{&loop_};
     // Accepted connections in their handshakes, and sessions.
     std::unordered_map<LiveClient*, std::unique_ptr<LiveClient>> clients_;
     std::vector<std::unique_ptr<LiveClient>> finished_;

@@ -147,6 +147,31 @@ TEST_CASE("tarpit: the first reply's wait is not counted against the client") {
     CHECK(text_of(run(s, 5000)) == "220 x\r\n");
 }
 
+TEST_CASE("tarpit: lasting text is given out from where it is, any other reply from a copy of its own") {
+    Stutter s(Millis(10), Millis(300000), 0);
+    std::string greeting = "220 mx.example ESMTP\r\n";
+    s.queue_lasting(greeting, 0);
+    CHECK(s.tick(10, false).byte == '2');
+    // The text is read where it is: the session keeps the configuration it points into.
+    greeting[1] = '9';
+    CHECK(s.tick(20, false).byte == '9');
+    std::string reply = "250 ok\r\n";
+    {
+        Stutter t(Millis(10), Millis(300000), 0);
+        t.queue(reply, 0);
+        reply.assign(reply.size(), 'x');  // the caller's string changes or goes: the copy stays
+        CHECK(text_of(run(t, 0)) == "250 ok\r\n");
+    }
+    // Queued behind lasting text, a reply follows what is left of it, in one copy.
+    s.queue("250 next\r\n", 25);
+    greeting.assign(greeting.size(), 'x');
+    CHECK(text_of(run(s, 25)) == "0 mx.example ESMTP\r\n250 next\r\n");
+    // Once out, lasting text is not read again, and nothing is left to give out.
+    CHECK_FALSE(s.giving_out());
+    s.queue_lasting(std::string_view(), 100);
+    CHECK_FALSE(s.giving_out());
+}
+
 TEST_CASE("tarpit: close_when_done is kept until the session has given the last byte out") {
     Stutter s(Millis(10), Millis(1000), 0);
     s.queue("221 bye\r\n", 0);
