@@ -118,7 +118,8 @@ void Session::check_rates() {
 
 // Each session counts once toward ban.after, whatever it failed and however often.
 void Session::count_failure() {
-    if (std::exchange(failure_counted_, true)) return;
+    if (failure_counted_) return;
+    failure_counted_ = true;
     count_failure_toward_ban(worker_, client_ep_, config_->ban_rules());
 }
 
@@ -234,7 +235,7 @@ void Session::dnsbl_updated() {
         return conclude_screening();
     }
     bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
-                       dnsbl_verdict_.score <= config_->dnsbl_allowlist_threshold;
+                       dnsbl_score_ <= config_->dnsbl_allowlist_threshold;
     if (allowlisted || (phase_ == Phase::DnsblWait && complete)) conclude_screening();
 }
 
@@ -245,11 +246,24 @@ void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status)
 }
 
 void Session::settle_dnsbl() {
-    dnsbl_verdict_ = dnsbl_->check.verdict();
+    const DnsblVerdict& verdict = dnsbl_->check.verdict();
+    dnsbl_top_ = verdict.top;
+    dnsbl_score_ = verdict.score;
+    dnsbl_min_ttl_ = verdict.min_ttl.value_or(0);
+    dnsbl_has_ttl_ = verdict.min_ttl.has_value();
+    dnsbl_failed_ = verdict.any_failed;
     dnsbl_.reset();
 }
 
-const DnsblVerdict& Session::dnsbl_verdict() const { return dnsbl_ ? dnsbl_->check.verdict() : dnsbl_verdict_; }
+DnsblVerdict Session::dnsbl_verdict() const {
+    if (dnsbl_) return dnsbl_->check.verdict();
+    DnsblVerdict verdict;
+    verdict.score = dnsbl_score_;
+    verdict.any_failed = dnsbl_failed_;
+    if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_min_ttl_;
+    verdict.top = dnsbl_top_;
+    return verdict;
+}
 
 void Session::on_greet_wait_over() {
     if (dnsbl_) {
@@ -1015,7 +1029,10 @@ void Session::finish(std::string_view outcome) {
     if (relay_ && relay_->handoff) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ep_);
     admitted_ = false;
-    if (std::exchange(tarpit_slot_, false)) worker_.tarpit().give_back();
+    if (tarpit_slot_) {
+        tarpit_slot_ = false;
+        worker_.tarpit().give_back();
+    }
     // Objects whose callback may be on the stack right now (the DNSBL check, the handoff)
     // are destroyed with the session, after this callback returns.
     worker_.client_done(this);

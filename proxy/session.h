@@ -75,7 +75,7 @@ private:
     void record_passes(bool pregreet_ok, bool dnsbl_ok);
     bool dnsbl_listed() const;
     void settle_dnsbl();  // every zone answered or expired: keep the verdict, free the check
-    const DnsblVerdict& dnsbl_verdict() const;
+    DnsblVerdict dnsbl_verdict() const;
     // step 7: actions
     void act_on_failure(Failure failure, Action action);
     void drop(Failure failure);
@@ -147,7 +147,7 @@ private:
 
     // Phase-specific state lives in objects made when their phase starts, so that an
     // idle client in the greet wait holds only what that phase needs (docs/design.md,
-    // "Memory per connection"); the flags are bytes, kept together.
+    // "Memory per connection"); the flags are bits, kept together.
 
     // steps 4-5: the DNSBL lookups in flight, with the resolver they were asked of (a
     // reload that changes dnsbl.servers must not pull it from under them). Freed once
@@ -202,7 +202,11 @@ private:
     // octet, in the tarpit's line of that timer.
     Deadline timer_;
     std::unique_ptr<DnsblLookups> dnsbl_;  // while some zone is unanswered
-    DnsblVerdict dnsbl_verdict_;           // once every zone has answered (or expired)
+    // Once every zone has answered (or expired), the verdict (dnsbl_verdict()), with two
+    // of the flags' bits below: 16 bytes where a DnsblVerdict takes 24.
+    const std::string* dnsbl_top_ = nullptr;
+    int dnsbl_score_ = 0;
+    uint32_t dnsbl_min_ttl_ = 0;
     std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
     // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
     HandshakeSlots::Slot tls_slot_;
@@ -212,21 +216,23 @@ private:
     Phase phase_ = Phase::Accepted;
     Failure enforced_ = Failure::None;
     std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
-    bool admitted_ = false;
-    bool health_check_ = false;     // the load balancer's own connection: no client session to log
-    bool failure_counted_ = false;  // toward ban.after: once per session
-    bool banned_ = false;           // a ban in force, ban.action = tarpit: to the tarpit once admitted
-    bool banner_started_ = false;   // "220-" sent: what follows must finish that reply
-    bool pregreet_seen_ = false;
-    bool tarpit_slot_ = false;       // one of tarpit.max_connections, given back at the end
-    bool greylist_pending_ = false;  // the greylist's store has the RCPT's triplet
-    bool greylist_passed_ = false;   // cache the greylist pass (renewed) at the handoff
+    bool admitted_ : 1 = false;
+    bool health_check_ : 1 = false;     // the load balancer's own connection: no client session to log
+    bool failure_counted_ : 1 = false;  // toward ban.after: once per session
+    bool banned_ : 1 = false;           // a ban in force, ban.action = tarpit: to the tarpit once admitted
+    bool banner_started_ : 1 = false;   // "220-" sent: what follows must finish that reply
+    bool pregreet_seen_ : 1 = false;
+    bool tarpit_slot_ : 1 = false;       // one of tarpit.max_connections, given back at the end
+    bool greylist_pending_ : 1 = false;  // the greylist's store has the RCPT's triplet
+    bool greylist_passed_ : 1 = false;   // cache the greylist pass (renewed) at the handoff
     // The side sent its last byte: a FIN, or a TLS close_notify on its leg.
-    bool client_eof_ = false;
-    bool backend_eof_ = false;
+    bool client_eof_ : 1 = false;
+    bool backend_eof_ : 1 = false;
     // The backend greeted with a refusal: the session is relayed as usual (the backend
     // answers the client's QUIT, or closes after its 421) and ends as backend-refused.
-    bool backend_refused_ = false;
+    bool backend_refused_ : 1 = false;
+    bool dnsbl_failed_ : 1 = false;   // the settled verdict's any_failed
+    bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_min_ttl_ holds the settled verdict's min_ttl
 };
 
 }  // namespace smtpscreen
