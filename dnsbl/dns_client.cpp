@@ -12,7 +12,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "core/text.h"
@@ -196,8 +195,7 @@ struct Waiting : Pending {
         uint64_t id;
         std::function<void(const Answer&)> callback;
     };
-    // Made when the answer comes: a query in flight (tens of thousands of idle clients'
-    // may be) carries none (docs/design.md, "Memory per connection").
+    // Made when the answer comes: a lookup in flight carries none.
     std::unique_ptr<Answer> answer;
     std::vector<Subscriber> subscribers;
 

@@ -8,7 +8,7 @@ lookup in flight. After one probe client (so that one-time allocations are not
 counted), resident memory per held client must stay under BOUND_BYTES: the session, its
 connection and socket, our query and c-ares's, the per-client count. The bound sits
 between the figure before the query records were folded (1,600 bytes) and after
-(about 1,230), with room for the allocator's rounding and for a loaded machine.
+(about 1,275), with room for the allocator's rounding and for a loaded machine.
 Under AddressSanitizer every allocation carries redzones and the bound does not apply:
 the figure is printed only. Every holder must get its '220-' line, and the server's
 socket must have been asked at least once."""
