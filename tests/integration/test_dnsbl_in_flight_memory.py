@@ -13,7 +13,6 @@ Under AddressSanitizer every allocation carries redzones and the bound does not 
 the figure is printed only. Every holder must get its '220-' line, and the server's
 socket must have been asked at least once."""
 import os
-import selectors
 import socket
 import sys
 import time
@@ -32,39 +31,7 @@ def source(i):
 
 def open_holders(port, count):
     """count connections, each kept once its '220-' line came; returns the sockets."""
-    socks = []
-    batch = 500
-    for start in range(0, count, batch):
-        pending = {}
-        for i in range(start, min(count, start + batch)):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((source(i), 0))
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
-            pending[s] = b""
-        sel = selectors.DefaultSelector()  # epoll: descriptors above 1024
-        for s in pending:
-            sel.register(s, selectors.EVENT_READ)
-        deadline = time.monotonic() + 30
-        while pending and time.monotonic() < deadline:
-            for key, _ in sel.select(0.5):
-                s = key.fileobj
-                try:
-                    data = s.recv(200)
-                except BlockingIOError:
-                    continue
-                check(data, f"holder {len(socks) + 1}: closed after {pending[s]!r}")
-                pending[s] += data
-                if pending[s].startswith(b"220-"):
-                    socks.append(s)
-                    sel.unregister(s)
-                    del pending[s]
-        sel.close()
-        check(not pending, f"{len(pending)} holders of a batch got no '220-' within 30s ({len(socks)} so far)")
-    return socks
+    return harness.hold_clients(port, count, source)
 
 
 def main(env):

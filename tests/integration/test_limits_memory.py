@@ -12,8 +12,6 @@ LIMITS_MEMORY_RELAYED), bounded by 8 KiB a session.
 The figures are printed as 'MEMORY FIGURES ...' and recorded in tests/README.md."""
 import os
 import re
-import selectors
-import socket
 import sys
 import time
 
@@ -27,45 +25,14 @@ PER_SESSION_KIB = 4.0
 def open_holders(screen, count, net, want):
     """count connections to screen from 127.0.<net..>.x (50 per address), each kept once
     its first line starts with want; returns (sockets, [(n, RSS MiB) along the ramp])."""
-    pid = screen.pid
-    socks = []
     ramp = []
-    batch = 500
-    for start in range(0, count, batch):
-        pending = {}
-        for i in range(start, min(count, start + batch)):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((f"127.0.{net + i // 50 // 250}.{i // 50 % 250 + 1}", 0))
-            s.setblocking(False)
-            try:
-                s.connect(("127.0.0.1", screen.port))
-            except BlockingIOError:
-                pass
-            pending[s] = b""
-        sel = selectors.DefaultSelector()   # epoll: descriptors above 1024
-        for s in pending:
-            sel.register(s, selectors.EVENT_READ)
-        deadline = time.monotonic() + 20
-        while pending and time.monotonic() < deadline:
-            for key, _ in sel.select(0.5):
-                s = key.fileobj
-                try:
-                    data = s.recv(200)
-                except BlockingIOError:
-                    continue
-                except OSError as e:
-                    harness.fail(f"holder {len(socks)}: {e!r}")
-                check(data, f"holder {len(socks) + 1}: closed after {pending[s]!r}")
-                pending[s] += data
-                lines = pending[s].split(b"\r\n")
-                if any(ln.startswith(want) for ln in lines[:-1]):
-                    socks.append(s)
-                    sel.unregister(s)
-                    del pending[s]
-        sel.close()
-        check(not pending, f"{len(pending)} holders of a batch got no {want!r} line within 20s ({len(socks)} so far)")
-        if len(socks) % 5000 < batch or len(socks) == count:
-            ramp.append((len(socks), round(harness.rss_mib(pid), 1)))
+
+    def note_ramp(socks):
+        if len(socks) % 5000 < 500 or len(socks) == count:
+            ramp.append((len(socks), round(harness.rss_mib(screen.pid), 1)))
+
+    socks = harness.hold_clients(screen.port, count, lambda i: f"127.0.{net + i // 50 // 250}.{i // 50 % 250 + 1}",
+                                 want=want, timeout=20, after_batch=note_ramp)
     return socks, ramp
 
 

@@ -14,8 +14,6 @@ tarpitted one may cost at most MARGIN bytes more than the idle one. The tarpit o
 a copy of the greeting, a Stutter and a clock entry per client, 276 bytes more than an
 idle client (bench/results/tarpit-cost.txt)."""
 import os
-import selectors
-import socket
 import sys
 import time
 
@@ -30,39 +28,8 @@ BANNER = "mx.tarpit.example ESMTP a greeting long enough that each tarpitted bot
 def hold(screen, count, net, pregreet):
     """count clients from 127.<net>.0.1-80, each kept once its '220-' line came (and,
     with pregreet, once it has talked before the rest of the greeting)."""
-    socks, pending = [], {}
-    sel = selectors.DefaultSelector()  # epoll: descriptors above 1024
-    for i in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((f"127.{net}.0.{i % 80 + 1}", 0))
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", screen.port))
-        except BlockingIOError:
-            pass
-        pending[s] = b""
-        sel.register(s, selectors.EVENT_READ)
-        if len(pending) >= 500 or i == count - 1:
-            deadline = time.monotonic() + 30
-            while pending and time.monotonic() < deadline:
-                for key, _ in sel.select(0.5):
-                    c = key.fileobj
-                    try:
-                        data = c.recv(200)
-                    except BlockingIOError:
-                        continue
-                    check(data, f"holder {len(socks) + 1}: closed after {pending[c]!r}")
-                    pending[c] += data
-                    if b"\r\n" in pending[c]:
-                        check(pending[c].startswith(b"220-"), f"holder {len(socks) + 1}: {pending[c]!r}")
-                        if pregreet:
-                            c.send(b"EHLO bot.example\r\n")
-                        sel.unregister(c)
-                        socks.append(c)
-                        del pending[c]
-            check(not pending, f"{len(pending)} holders got no '220-' line within 30 s ({len(socks)} so far)")
-    sel.close()
-    return socks
+    return harness.hold_clients(screen.port, count, lambda i: f"127.{net}.0.{i % 80 + 1}",
+                                on_held=(lambda s: s.send(b"EHLO bot.example\r\n")) if pregreet else None)
 
 
 def per_connection(env, name, settings, net, pregreet, held, backend):

@@ -15,8 +15,6 @@ Instances A and B read one tls.ticket_key_file:
 Before, every step that read the peer's bytes went to the pool, a resumed handshake's
 too (two trips), and B's third check failed at its second."""
 import os
-import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,26 +48,12 @@ def lowered_threads(pid):
     return lowered
 
 
-def s_client(port, extra):
-    """One STARTTLS handshake with openssl s_client; returns "New" or "Reused"."""
-    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-bind", "127.0.0.7:0", "-starttls", "smtp",
-           "-tls1_2", "-name", "client.example.org", *extra]
-    r = subprocess.run(cmd, input=b"", capture_output=True, timeout=30)
-    out = r.stdout.decode("utf-8", "replace")
-    m = re.search(r"^(New|Reused), TLSv1\.2, Cipher is (\S+)", out, re.M)
-    check(m is not None, f"openssl s_client: no handshake: {' '.join(cmd)}\n{out}\n{r.stderr.decode()}")
-    return m.group(1)
-
-
 def main(env):
     pf = env.postfix()
     dns = env.rbldnsd()
     ca = harness.make_test_ca(env)
     cert = ca.issue("mx-rsa.test", "rsa")
-    keys = os.path.join(env.dir, "ticket.key")
-    with open(keys, "wb") as f:
-        f.write(os.urandom(80))
-    os.chmod(keys, 0o644)
+    keys = harness.ticket_key_file(env, "ticket.key")
     settings = harness.tls_settings(cert, **{"tls.ticket_key_file": keys, "tls.handshake_nice": str(NICE)})
     a = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-a", settings=settings)
     b = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-b", settings=settings)
@@ -78,7 +62,7 @@ def main(env):
     session = os.path.join(env.dir, "session.pem")
 
     since = a.log_size()
-    check(s_client(a.port, ["-sess_out", session]) == "New", "the first handshake with A resumed")
+    check(harness.tls12_session(a.port, extra=["-sess_out", session]) == "New", "the first handshake with A resumed")
     a.wait_for_log(ESTABLISHED, since=since)
     check(lowered_threads(a.proc.pid), f"A: after a full handshake no thread is at tls.handshake_nice "
                                        f"(threads lowered: {lowered_threads(a.proc.pid)})")
@@ -86,13 +70,13 @@ def main(env):
     check(not lowered_threads(b.proc.pid), f"B: threads lowered before any STARTTLS: {lowered_threads(b.proc.pid)}")
     since = b.log_size()
     for n in range(3):
-        got = s_client(b.port, ["-sess_in", session])
+        got = harness.tls12_session(b.port, extra=["-sess_in", session])
         check(got == "Reused", f"A's ticket offered to B, handshake {n + 1}: {got}, expected Reused")
     b.wait_for_log(ESTABLISHED, since=since)
     check(not lowered_threads(b.proc.pid), f"B: after three resumed handshakes, threads at tls.handshake_nice "
                                            f"(a step went to the pool): {lowered_threads(b.proc.pid)}")
 
-    check(s_client(b.port, []) == "New", "B: the handshake without a session resumed")
+    check(harness.tls12_session(b.port) == "New", "B: the handshake without a session resumed")
     lowered = lowered_threads(b.proc.pid)
     check(lowered and all(n == NICE for n in lowered.values()),
           f"B: after a full handshake, no thread at nice {NICE} (threads lowered: {lowered})")

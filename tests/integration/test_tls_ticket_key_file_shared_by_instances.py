@@ -10,7 +10,6 @@ and B read one key file, C another:
     that makes one.
 Before the key file, every instance had keys of its own: B answered "New"."""
 import os
-import re
 import subprocess
 import sys
 
@@ -19,34 +18,15 @@ import harness  # noqa: E402
 from harness import check  # noqa: E402
 
 
-def key_file(env, name, size=80):
-    path = os.path.join(env.dir, name)
-    with open(path, "wb") as f:
-        f.write(os.urandom(size))
-    os.chmod(path, 0o644)
-    return path
-
-
-def s_client(port, source, extra):
-    """One STARTTLS handshake with openssl s_client; returns "New" or "Reused"."""
-    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-bind", f"{source}:0", "-starttls", "smtp",
-           "-tls1_2", "-name", "client.example.org", *extra]
-    r = subprocess.run(cmd, input=b"", capture_output=True, timeout=30)
-    out = r.stdout.decode("utf-8", "replace")
-    m = re.search(r"^(New|Reused), TLSv1\.2, Cipher is (\S+)", out, re.M)
-    check(m is not None, f"openssl s_client: no handshake: {' '.join(cmd)}\n{out}\n{r.stderr.decode()}")
-    return m.group(1)
-
-
 def main(env):
     pf = env.postfix()
     dns = env.rbldnsd()
     ca = harness.make_test_ca(env)
     cert = ca.issue("mx-rsa.test", "rsa")
-    shared = key_file(env, "ticket.key")
-    other = key_file(env, "other-ticket.key")
+    shared = harness.ticket_key_file(env, "ticket.key")
+    other = harness.ticket_key_file(env, "other-ticket.key")
 
-    short = key_file(env, "short-ticket.key", 48)
+    short = harness.ticket_key_file(env, "short-ticket.key", 48)
     path = os.path.join(env.dir, "short.ini")
     with open(path, "w") as f:
         f.write(harness.ini_text({"listen.address": "127.0.0.1:2525", "log.syslog": "off", "tls.cert": cert.cert,
@@ -63,14 +43,14 @@ def main(env):
     c = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-c",
                        settings=harness.tls_settings(cert, **{"tls.ticket_key_file": other}))
     session = os.path.join(env.dir, "session.pem")
-    check(s_client(a.port, "127.0.0.7", ["-sess_out", session]) == "New", "the first handshake with A resumed")
+    check(harness.tls12_session(a.port, "127.0.0.7", ["-sess_out", session]) == "New", "the first handshake with A resumed")
     check(os.path.getsize(session) > 0, "openssl s_client wrote no session")
     since = b.log_size()
-    got = s_client(b.port, "127.0.0.7", ["-sess_in", session])
+    got = harness.tls12_session(b.port, "127.0.0.7", ["-sess_in", session])
     check(got == "Reused", f"A's ticket offered to B (same tls.ticket_key_file): {got}, expected Reused")
     b.wait_for_log(r"Anonymous TLS connection established from \[127\.0\.0\.7\]:\d+: TLSv1\.2 with cipher ",
                    since=since)
-    got = s_client(c.port, "127.0.0.7", ["-sess_in", session])
+    got = harness.tls12_session(c.port, "127.0.0.7", ["-sess_in", session])
     check(got == "New", f"A's ticket offered to C (another key file): {got}, expected New")
     harness.log("A's ticket: Reused on B (same key file), New on C (another)")
     for s in (a, b, c):

@@ -18,6 +18,7 @@ One module per job:
     tls             a test CA, STARTTLS clients, posttls-finger
     env             Env and run(main): one test's directory, cleanup and verdict
     scenarios       clean_session, deep_client, HostileTargets, smuggling payloads
+    holders         hold_clients: thousands of idle clients held open, for memory tests
     metrics         http_request, scrape_metrics (the stats.listen endpoint)
     debian_machine  a Debian 12 root with systemd, booted in namespaces of its own
 
@@ -41,5 +42,6 @@ from .log_lines import *  # noqa: F401,F403
 from .tls import *  # noqa: F401,F403
 from .env import *  # noqa: F401,F403
 from .scenarios import *  # noqa: F401,F403
+from .holders import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
 from .debian_machine import *  # noqa: F401,F403

@@ -12,7 +12,7 @@ from .checks import Failure, check, tail, wait_until
 from .processes import read_text, which
 from .smtp_client import SmtpClient, ehlo_offers, message_text
 
-__all__ = ["ServerCert", "openssl", "openssl_newkey_args", "TestCA", "make_test_ca",
+__all__ = ["tls12_session", "ticket_key_file", "ServerCert", "openssl", "openssl_newkey_args", "TestCA", "make_test_ca",
            "tls_settings", "permit_loopback", "python_tls_context", "tls_server_listener", "tls_wrap", "peer_cn", "starttls_client",
            "OpensslClient", "openssl_client", "openssl_handshake", "posttls_finger"]
 
@@ -360,6 +360,28 @@ def openssl_handshake(port, source=None, ca_file=None, extra=(), timeout=20, hel
     r = subprocess.run(cmd, input="QUIT\n", capture_output=True, text=True, timeout=timeout)
     r.cmd = cmd
     return r
+
+
+def tls12_session(port, source="127.0.0.7", extra=()):
+    """One STARTTLS handshake in TLS 1.2 with openssl s_client (extra: -sess_out FILE to
+    keep the session and its ticket, -sess_in FILE to offer them); returns "New" or
+    "Reused", what openssl says of it."""
+    cmd = [which("openssl"), "s_client", "-connect", f"127.0.0.1:{port}", "-bind", f"{source}:0", "-starttls",
+           "smtp", "-tls1_2", "-name", "client.example.org", *extra]
+    r = subprocess.run(cmd, input=b"", capture_output=True, timeout=30)
+    out = r.stdout.decode("utf-8", "replace")
+    m = re.search(r"^(New|Reused), TLSv1\.2, Cipher is (\S+)", out, re.M)
+    check(m is not None, f"openssl s_client: no handshake: {' '.join(cmd)}\n{out}\n{r.stderr.decode()}")
+    return m.group(1)
+
+
+def ticket_key_file(env, name, size=80):
+    """A tls.ticket_key_file of size random bytes (80 is the right size) in env's directory."""
+    path = os.path.join(env.dir, name)
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    os.chmod(path, 0o644)
+    return path
 
 
 def posttls_finger(port, postfix, ca_file=None, level="secure", match=None, extra=(), timeout=60):
