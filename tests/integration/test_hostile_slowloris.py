@@ -40,6 +40,7 @@ class Slow:
         self.dripping = kind == "pregreet"   # the others wait for the greeting
         self.drip_started = self.started if self.dripping else None
         self.sent = 0
+        self.sent_at = None  # when its last byte went
         self.closed_at = None
 
     def data(self):
@@ -67,6 +68,7 @@ class Slow:
         try:
             self.sock.send(self.data()[self.sent:self.sent + 1])
             self.sent += 1
+            self.sent_at = time.monotonic()
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -153,8 +155,14 @@ def main(env):
                 outcomes.setdefault(f"421 after {round(since)}s", 0)
                 outcomes[f"421 after {round(since)}s"] += 1
             else:
-                check(not s.closed, f"handoff slowloris [{s.source}]:{s.port}: closed although it sent a byte a "
-                                    f"second (idle_timeout 3s); got {text!r}")
+                # Once its drip is over, backend.idle_timeout rightly closes it 3s after its
+                # last byte, which a loaded machine can bring inside the watch: a close counts
+                # against it only if it came sooner than that.
+                quiet = s.closed_at - s.sent_at if s.closed and s.sent_at is not None else None
+                check(not s.closed or (quiet is not None and quiet >= 2.5),
+                      f"handoff slowloris [{s.source}]:{s.port}: closed although it sent a byte a second "
+                      f"(idle_timeout 3s; closed {quiet if quiet is None else round(quiet, 2)}s after its last "
+                      f"byte); got {text!r}")
                 n250 = text.count("250 2.0.0 Ok")
                 check(n250 >= 1, f"handoff slowloris [{s.source}]:{s.port}: no NOOP answered: {text!r}")
                 outcomes.setdefault(f"open, {n250} NOOPs answered", 0)
