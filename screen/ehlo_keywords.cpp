@@ -69,4 +69,17 @@ std::vector<std::string> offerable_keywords(const std::vector<std::string>& keyw
     return out;
 }
 
+std::vector<std::string> tls_first_keywords(const std::vector<std::string>& keywords) {
+    std::vector<std::string> out;
+    for (const auto& k : keywords) {
+        const std::string keyword = ascii_upper(keyword_of(k));
+        if (keyword == "XCLIENT" || keyword == "XFORWARD" || keyword == "CHUNKING" || keyword == "BINARYMIME" ||
+            keyword == "STARTTLS" || keyword == "PIPE_CONNECT" || keyword == "X_PIPE_CONNECT") {
+            continue;
+        }
+        out.push_back(k);
+    }
+    return out;
+}
+
 }  // namespace smtpscreen

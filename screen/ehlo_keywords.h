@@ -33,4 +33,12 @@ std::vector<std::string> ehlo_reply_keywords(std::string_view reply);
 // keywords without those unofferable_reason() refuses, in their order.
 std::vector<std::string> offerable_keywords(const std::vector<std::string>& keywords);
 
+// TLS before the backend (docs/design.md, "TLS"): no test runs, and every command but
+// HELO/EHLO, STARTTLS, NOOP, RSET and QUIT goes to the backend, so the client is
+// offered what the relay would show it of the backend's reply (PIPELINING, AUTH, VRFY
+// and HELP included), less what the relay strips (XCLIENT, XFORWARD, CHUNKING and its
+// BINARYMIME), the backend's STARTTLS (smtpscreen's own is offered) and early
+// pipelining (PIPE_CONNECT: the client would talk before our greeting).
+std::vector<std::string> tls_first_keywords(const std::vector<std::string>& keywords);
+
 }  // namespace smtpscreen

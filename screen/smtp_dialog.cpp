@@ -78,6 +78,14 @@ DialogOptions enforce_options(const Config& config, std::string client, bool tls
     return options;
 }
 
+DialogOptions tls_first_options(const Config& config, std::vector<std::string> ehlo_keywords, std::string client) {
+    DialogOptions options = common_options(config, std::move(client), true);
+    options.ehlo_keywords = std::move(ehlo_keywords);
+    options.mode = DialogMode::TlsFirst;
+    options.forbidden = {};
+    return options;
+}
+
 DialogOptions health_check_options(const Config& config) {
     DialogOptions options = common_options(config, "load balancer", false);
     options.mode = DialogMode::HealthCheck;
@@ -160,6 +168,7 @@ std::vector<DialogEvent> SmtpDialog::feed(std::string_view bytes, size_t reply_r
         // One line at a time through the reader, so that what follows the line is
         // still here, raw, for the pipelining test and for the handoff.
         reader_.feed(rest.substr(0, lf + 1));
+        line_start_ = consumed_;
         consumed_ += lf + 1;
         line_ended = true;
         if (auto line = reader_.next()) handle_line(*line, std::string_view(input_).substr(consumed_));
@@ -281,6 +290,7 @@ void SmtpDialog::execute(const CommandLine& line, const SmtpCommand& cmd) {
     if (options_.mode == DialogMode::HealthCheck && !health_check_verb(cmd.verb)) {
         return reply(replies::kNotImplemented);
     }
+    if (options_.mode == DialogMode::TlsFirst && needs_backend(cmd)) return hand_off_command();
     for (const CommandRow& row : kCommands) {
         if (row.verb != cmd.verb) continue;
         if (!row.refusal.empty()) return reply(row.refusal);
@@ -410,6 +420,7 @@ void SmtpDialog::proceed_rcpt(const SmtpCommand& cmd, std::string_view line) {
     switch (options_.mode) {
     case DialogMode::Enforce: return reject_rcpt(cmd);
     case DialogMode::Deep: return hand_off(cmd, line);
+    case DialogMode::TlsFirst:  // handed off in execute()
     case DialogMode::HealthCheck: return reply(replies::kNotImplemented);  // refused in execute()
     }
 }
@@ -435,6 +446,28 @@ void SmtpDialog::hand_off(const SmtpCommand& cmd, std::string_view line) {
     handoff.tx.rcpt_to = mail_address(cmd.args, "TO").value_or(std::string());
     handoff.tx.tls = tls_active_;
     handoff_rcpt_ = handoff.tx.rcpt_to;
+    out_.push_back(std::move(handoff));
+    state_ = State::HandedOff;
+}
+
+// TLS before the backend (docs/design.md, "TLS"): what comes before the handshake is
+// ours to answer; RFC 3207 §4.2 makes the client start over after it, so its first
+// command in TLS (QUIT aside: nothing needs the backend then) is the backend's, and so
+// is any command in clear past the greeting, EHLO and STARTTLS.
+bool SmtpDialog::needs_backend(const SmtpCommand& cmd) const {
+    if (tls_active_) return cmd.verb != "QUIT";
+    return !(cmd.verb == "EHLO" || cmd.verb == "HELO" || cmd.verb == "STARTTLS" || cmd.verb == "NOOP" ||
+             cmd.verb == "RSET" || cmd.verb == "QUIT");
+}
+
+// The command is not answered: it stays unprocessed, raw and first, ahead of whatever
+// the client pipelined behind it, for the backend to answer.
+void SmtpDialog::hand_off_command() {
+    DialogEvent handoff{DialogEvent::Kind::Handoff, {}, Test::Count, {}};
+    handoff.tx.helo_verb = helo_verb_;
+    handoff.tx.helo_name = helo_name_;
+    handoff.tx.tls = tls_active_;
+    consumed_ = line_start_;
     out_.push_back(std::move(handoff));
     state_ = State::HandedOff;
 }

@@ -9,6 +9,14 @@
 //            newline tests (screen/deep_tests.h) run on every line; then a handoff
 //            with the transaction recorded for replay (screen/smtp_transaction.h), or
 //            deep.action applied to the failure (`enforce` switches to Enforce mode).
+//   TlsFirst a client to be handed off at once (PASS OLD, access permit, DNSWL) when
+//            tls.cert is set (tls.before_backend): the part of SMTP before TLS is
+//            answered here, so that a client that only does its handshake never costs a
+//            backend connection (docs/design.md, "TLS"). HELO/EHLO (offering STARTTLS),
+//            STARTTLS, NOOP, RSET and QUIT are answered; any other command in clear,
+//            and any command but QUIT after the handshake, hands off at once, NOT
+//            answered and left unprocessed (take_unprocessed() begins with it), with
+//            the HELO/EHLO from before TLS to replay. No deep test runs.
 //   HealthCheck  a load balancer's own connection (PROXY v2 LOCAL, v1 UNKNOWN): 250 to
 //            HELO/EHLO/NOOP/RSET, 221 to QUIT, 502 to every other command; nothing
 //            is logged and nothing is ever handed off.
@@ -37,7 +45,10 @@
 //   StartTls    write the replies before it, then run the TLS handshake; call
 //               tls_established() when it succeeds (close the session when it fails).
 //               Bytes the client pipelined behind STARTTLS were discarded (CVE-2011-0411).
-//   Handoff     (Deep only) the client passed, or failed under `ignore`, and sent its
+//   Handoff     (TlsFirst) the client's command needs the backend: replay tx's
+//               HELO/EHLO (if any, from before TLS) swallowing the backend's greeting
+//               and replies, then send take_unprocessed() (that command first) and splice.
+//               (Deep) the client passed, or failed under `ignore`, and sent its
 //               first valid RCPT TO, which is NOT answered: replay tx.replay_lines() to
 //               the backend after its greeting and the handoff header, compare each
 //               reply class with what the client saw (250 for HELO/EHLO and MAIL),
@@ -67,7 +78,7 @@
 
 namespace smtpscreen {
 
-enum class DialogMode { Enforce, Deep, HealthCheck };
+enum class DialogMode { Enforce, Deep, TlsFirst, HealthCheck };
 
 struct DialogOptions {
     DialogMode mode = DialogMode::Deep;
@@ -100,6 +111,9 @@ DialogOptions deep_options(const Config& config, std::vector<std::string> ehlo_k
 // It never hands off, so its EHLO reply keeps postscreen's list: it promises nothing
 // a backend would have to keep.
 DialogOptions enforce_options(const Config& config, std::string client, bool tls_available, std::string reject_reply);
+// TLS before the backend: STARTTLS offered, no tests; ehlo_keywords as for the deep tests
+// (the client may go on in clear with the backend, which must keep what was offered).
+DialogOptions tls_first_options(const Config& config, std::vector<std::string> ehlo_keywords, std::string client);
 // The answer to a load balancer's health check: no TLS, no tests.
 DialogOptions health_check_options(const Config& config);
 
@@ -195,6 +209,8 @@ private:
     void proceed_quit(const SmtpCommand& cmd, std::string_view line);
     void reject_rcpt(const SmtpCommand& cmd);
     void hand_off(const SmtpCommand& cmd, std::string_view line);
+    bool needs_backend(const SmtpCommand& cmd) const;  // TlsFirst: hand this command off
+    void hand_off_command();
     void record_helo(const SmtpCommand& cmd);
     void forget_transaction();
 
@@ -203,6 +219,7 @@ private:
     CommandReader reader_;
     std::string input_;    // raw client bytes not yet split into lines (bounded, see feed)
     size_t consumed_ = 0;  // of input_, during feed()
+    size_t line_start_ = 0;  // of input_, during feed(): where the line being handled began
     size_t replied_ = 0;  // octets of Reply text, counted against reply_room, during feed()
     bool unhandled_lines_ = false;
     std::vector<DialogEvent> out_;

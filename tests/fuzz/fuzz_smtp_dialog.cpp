@@ -9,7 +9,9 @@
 //   - at most command_count_limit + 1 replies (the last one the 421), then Close;
 //   - nothing after Close, Handoff or StartTls, and feed() returns nothing afterwards;
 //   - Handoff only in Deep mode, never once the dialog enforces, with a transaction
-//     whose replay is a HELO/EHLO, a MAIL and a RCPT line;
+//     whose replay is a HELO/EHLO, a MAIL and a RCPT line; or in TlsFirst mode, with at
+//     most a HELO/EHLO, and what is left for the backend is the input from a line's
+//     start to its end, the same however TCP cut the stream;
 //   - HealthCheck mode (a load balancer's check) never starts TLS, never hands off,
 //     runs no test and answers only 250, 221, 421, 500, 501 or 502;
 //   - without the pipelining test, the events do not depend on how TCP cut the stream
@@ -33,17 +35,21 @@ namespace {
 
 constexpr Action kActions[] = {Action::Ignore, Action::Enforce, Action::Drop, Action::Tarpit};
 
-// Bit 0: Deep; otherwise bit 1: HealthCheck, else Enforce.
+// Bit 0: Deep; otherwise bit 1: HealthCheck, else bit 2: TlsFirst, else Enforce.
 DialogOptions options_from(uint8_t pick) {
     DialogOptions o;
-    o.mode = (pick & 1) ? DialogMode::Deep : (pick & 2) ? DialogMode::HealthCheck : DialogMode::Enforce;
+    o.mode = (pick & 1)   ? DialogMode::Deep
+             : (pick & 2) ? DialogMode::HealthCheck
+             : (pick & 4) ? DialogMode::TlsFirst
+                          : DialogMode::Enforce;
     if (o.mode == DialogMode::Deep) {
         o.pipelining = pick & 2;
         o.non_smtp = pick & 4;
         o.bare_newline = pick & 8;
         o.action = kActions[(pick >> 4) % 4];
     }
-    o.tls_available = (pick & 0x40) && o.mode != DialogMode::HealthCheck;   // as health_check_options
+    // as health_check_options and tls_first_options
+    o.tls_available = o.mode == DialogMode::TlsFirst || ((pick & 0x40) && o.mode != DialogMode::HealthCheck);
     o.command_count_limit = (pick & 0x80) ? 3 : 20;
     o.hostname = "mx.example.net";
     o.client = "[192.0.2.1]:5678";
@@ -110,6 +116,14 @@ void take(Transcript& t, std::vector<DialogEvent> events, const SmtpDialog& dial
             t.awaiting_tls = true;
             break;
         case Kind::Handoff: {
+            if (o.mode == DialogMode::TlsFirst) {
+                FUZZ_CHECK(e.tx.helo_verb.empty() || e.tx.helo_verb == "EHLO" || e.tx.helo_verb == "HELO",
+                           "TlsFirst replays " + escaped(e.tx.helo_verb));
+                FUZZ_CHECK(e.tx.helo_name.find(' ') == std::string::npos, "TlsFirst replays " + escaped(e.tx.helo_name));
+                FUZZ_CHECK(e.tx.mail_line.empty() && e.tx.rcpt_line.empty(), "TlsFirst handed off a transaction");
+                t.ended = true;
+                break;
+            }
             FUZZ_CHECK(o.mode == DialogMode::Deep && !dialog.enforcing(), "handoff while enforcing");
             const std::vector<std::string> replay = e.tx.replay_lines();
             FUZZ_CHECK(e.tx.helo_verb == "EHLO" || e.tx.helo_verb == "HELO", "replayed " + escaped(replay[0]));
@@ -176,6 +190,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!o.pipelining) {
         FUZZ_CHECK(same(w.events, c.events), "whole and in pieces differ for input " + escaped(in));
+    }
+    if (o.mode == DialogMode::TlsFirst && !w.events.empty() && w.events.back().kind == Kind::Handoff) {
+        const std::string rest = whole.take_unprocessed();
+        FUZZ_CHECK(rest == cut.take_unprocessed(), "left for the backend differs whole and in pieces: " + escaped(in));
+        FUZZ_CHECK(!rest.empty() && in.ends_with(rest) && (rest.size() == in.size() || in[in.size() - rest.size() - 1] == '\n'),
+                   "left for the backend " + escaped(rest) + " is not the input from a line's start: " + escaped(in));
     }
     finish(w, whole, in);
     finish(c, cut, in);

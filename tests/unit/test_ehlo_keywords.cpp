@@ -92,3 +92,13 @@ TEST_CASE("the dialog's EHLO reply offers exactly its keywords, and a bare name 
     CHECK(events[0].text == "250 mx.example.net\r\n");
     CHECK(replies::ehlo("mx.example.net", {}, true) == "250-mx.example.net\r\n250 STARTTLS\r\n");
 }
+
+TEST_CASE("tls_first_keywords: what the relay shows of the backend's reply, less STARTTLS and early pipelining") {
+    const std::vector<std::string> backend{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS", "AUTH PLAIN LOGIN",
+                                           "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING",
+                                           "BINARYMIME", "XCLIENT NAME ADDR", "xforward NAME", "PIPE_CONNECT", "HELP"};
+    CHECK(tls_first_keywords(backend) ==
+          std::vector<std::string>{"PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "AUTH PLAIN LOGIN",
+                                   "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "HELP"});
+    CHECK(tls_first_keywords({}).empty());
+}
