@@ -124,6 +124,11 @@ struct Config {
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
     // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.
     bool tls_passthrough = true;
+    // With tls_cert: a client handed off at once (PASS OLD, access permit, DNSWL) is
+    // greeted, answered up to STARTTLS and its handshake by smtpscreen, and the backend is
+    // connected at its first command that needs it (docs/design.md, "TLS"); off: the
+    // backend at once, its own STARTTLS intercepted in the relay.
+    bool tls_before_backend = true;
 
     // [limits]
     int max_connections = 10000;

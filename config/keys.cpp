@@ -517,6 +517,9 @@ std::vector<ConfigKey> make_keys() {
          [](const Config& c) { return c.tls_ticket_key_file; }},
         switch_key("tls", "passthrough", &Config::tls_passthrough,
                    "without tls.cert: pass the backend's STARTTLS through (on) or hide it (off)"),
+        switch_key("tls", "before_backend", &Config::tls_before_backend,
+                   "with tls.cert: a client handed off at once gets smtpscreen's greeting, EHLO and STARTTLS, "
+                   "and the backend is connected at its first command that needs it (off: at once)"),
 
         // [limits]
         integer_key("limits", "max_connections", &Config::max_connections, 1, INT_MAX,

@@ -22,13 +22,19 @@ public:
         std::vector<std::string> lines;  // CRLF-terminated, in order; the last one is the RCPT
         std::string helo;                // for XCLIENT HELO=
         std::string proto;               // "ESMTP" or "SMTP", for XCLIENT PROTO=
+        // TLS before the backend (docs/design.md, "TLS"): smtpscreen answered every line
+        // (HELO/EHLO at most) itself, so the backend's greeting and its replies to them
+        // are the session's to swallow, and no transaction is open after them; the
+        // client's next command, relayed, gets the backend's own answer.
+        bool client_answered;  // no initializer: a default argument below; Replay{} makes it false
     };
 
     class Listener {
     public:
         // reply: without a replay, the backend's whole 220 greeting; with one, the
         // backend's answer to the RCPT, or to the first replayed command it refused
-        // (the client then sees that refusal as the answer to its RCPT). The backend leg
+        // (the client then sees that refusal as the answer to its RCPT).
+        // With Replay::client_answered: the last of those, for no one. The backend leg
         // is still reading: take it over (take_connection, set_events) within this call.
         virtual void handoff_ready(std::string reply) = 0;
         // The backend greeted with a 4xx or 5xx reply (Postfix's anvil "421 4.7.0 ...
@@ -60,7 +66,9 @@ public:
     size_t discarded_after_starttls() const { return discarded_; }
     // After handoff_ready: the replay's MAIL was accepted (its RCPT was sent), so the
     // backend holds a mail transaction that the relay must know of.
-    bool transaction_open() const { return !replay_.lines.empty() && replayed_ == replay_.lines.size(); }
+    bool transaction_open() const {
+        return !replay_.client_answered && !replay_.lines.empty() && replayed_ == replay_.lines.size();
+    }
 
 private:
     enum class Step { Connecting, Greeting, TlsEhlo, TlsStarttls, TlsHandshake, XclientEhlo, XclientReply, Replaying, Ready, Failed };

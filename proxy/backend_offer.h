@@ -26,6 +26,9 @@ public:
     // What the dialog offers now. Empty until the backend has first answered: a client
     // is promised nothing the backend might refuse.
     std::shared_ptr<const std::vector<std::string>> offer() const;
+    // What the dialog of TLS before the backend offers (tls_first_keywords): empty
+    // until the backend has first answered, as offer().
+    std::shared_ptr<const std::vector<std::string>> tls_first_offer() const;
     bool known() const;
 
 private:
@@ -34,6 +37,8 @@ private:
     bool known_ = false;                  // guarded by mutex_
     std::vector<std::string> backend_;    // guarded by mutex_: the keywords last learned
     std::shared_ptr<const std::vector<std::string>> offer_ =
+        std::make_shared<const std::vector<std::string>>();  // guarded by mutex_
+    std::shared_ptr<const std::vector<std::string>> tls_first_offer_ =
         std::make_shared<const std::vector<std::string>>();  // guarded by mutex_
 };
 

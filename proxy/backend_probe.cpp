@@ -25,7 +25,9 @@ void BackendProbe::start(std::shared_ptr<const Config> config) {
     step_ = Step::Idle;
     reply_.clear();
     if (timer_) uv_timer_stop(timer_.get());
-    if (!config_->deep_tests_enabled() || config_->deep_ehlo_keywords) return;
+    // Asked for the deep tests' dialog and for that of TLS before the backend.
+    const bool tls_first = !config_->tls_cert.empty() && config_->tls_before_backend;
+    if ((!config_->deep_tests_enabled() && !tls_first) || config_->deep_ehlo_keywords) return;
 
     backend_ = std::make_unique<Connection>(loop_, *buffer_, *this);
     step_ = Step::Connecting;

@@ -1,6 +1,7 @@
 #pragma once
 // deep.ehlo_keywords = auto: asks the backend what it offers, so that the deep-test
-// dialog promises a first-time client only what the backend keeps after the replay.
+// dialog promises a first-time client only what the backend keeps after the replay,
+// and the dialog of TLS before the backend offers a known client what the backend does.
 // One short SMTP session (greeting, EHLO, QUIT) with the handoff's own header (PROXY
 // naming this connection itself, or nothing for xclient), at start, at every SIGHUP,
 // and again every kRetryMs while the backend cannot be asked. It runs on the main
@@ -27,7 +28,8 @@ public:
     BackendProbe& operator=(const BackendProbe&) = delete;
 
     // Asks now, with these settings (a probe in progress is abandoned). Does nothing,
-    // and stops retrying, unless the deep tests are on and deep.ehlo_keywords is auto.
+    // and stops retrying, unless the deep tests or TLS before the backend (tls.cert and
+    // tls.before_backend) are on and deep.ehlo_keywords is auto.
     void start(std::shared_ptr<const Config> config);
     // Before the loop ends.
     void stop();

@@ -40,9 +40,9 @@ inline constexpr std::array<std::string_view, 20> kSessionOutcomes{
     "other"};
 
 // Where a session is now (docs/design.md, "The life of a connection").
-enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Count };
+enum class SessionPhase : uint8_t { ProxyHeader, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, TlsFirst, Handoff, Relay, Count };
 inline constexpr std::array<std::string_view, static_cast<size_t>(SessionPhase::Count)> kPhaseNames{
-    "proxy_header", "health_check", "cache", "greet_wait", "dnsbl_wait", "enforce", "tarpit", "deep", "handoff", "relay"};
+    "proxy_header", "health_check", "cache", "greet_wait", "dnsbl_wait", "enforce", "tarpit", "deep", "tls_first", "handoff", "relay"};
 
 // Tests a client can fail: the five of TestResults and the access list's reject.
 inline constexpr size_t kFailureKinds = kTestCount + 1;

@@ -152,7 +152,7 @@ void Session::screen_known_client() {
     if (const auto& verdict = access_) {
         if (*verdict == AccessVerdict::Permit) {
             worker_.events().allowlisted(client_ep_);
-            return start_handoff();
+            return hand_off_known_client();
         }
         worker_.events().denylisted(client_ep_);
         if (config_->access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config_->access_action);
@@ -172,7 +172,7 @@ void Session::on_cache_record(const std::optional<TestResults>& record) {
         .add();
     if (known) {
         worker_.events().pass_old(client_ep_);
-        return start_handoff();
+        return hand_off_known_client();
     }
     start_greet_wait();
 }
@@ -301,6 +301,7 @@ void Session::conclude_screening() {
     // A DNSWL-allowlisted client skips the deep tests, as with postscreen's allowlist threshold.
     if (!dnswl && deep_tests_pending()) return start_deep();
     if (!pregreet_seen_ && !listed) worker_.events().pass_new(client_ep_);
+    if (dnswl) return hand_off_known_client();
     start_handoff();
 }
 
@@ -351,7 +352,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             else if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
-        case DialogEvent::Kind::Handoff: return on_deep_handoff(e.tx);
+        case DialogEvent::Kind::Handoff: return tls_first() ? start_tls_first_handoff(e.tx) : on_deep_handoff(e.tx);
         case DialogEvent::Kind::Close:
             // In the tarpit the session ends once the last reply is out (pace_tarpit).
             if (phase_ == Phase::Tarpit) return stutter().close_when_done();
@@ -374,7 +375,7 @@ void Session::feed_dialog(std::string_view bytes) {
 }
 
 bool Session::in_dialog() const {
-    return phase_ == Phase::Enforce || phase_ == Phase::Deep || phase_ == Phase::HealthCheck;
+    return phase_ == Phase::Enforce || phase_ == Phase::Deep || phase_ == Phase::TlsFirst || phase_ == Phase::HealthCheck;
 }
 
 void Session::pace_dialog() {
@@ -452,6 +453,48 @@ void Session::on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome out
 
 void Session::start_deep_handoff(const SmtpTransaction& tx) {
     start_handoff({tx.replay_lines(), tx.helo_name, tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP"});
+}
+
+// ---------------------------------------------------------------- TLS before the backend
+
+// A client handed off at once (PASS OLD, access permit, DNSWL) would cost a backend
+// connection and two backend round trips (its greeting, and an RSET after the
+// handshake) before it says anything the backend must hear; one that only does its
+// handshake, or fails it, never needs the backend at all (docs/design.md, "TLS").
+// Without tls.cert nothing is gained: the handoff is at once, as HAProxy's.
+void Session::hand_off_known_client() {
+    if (tls_->server && config_->tls_before_backend) return start_tls_first();
+    start_handoff();
+}
+
+void Session::start_tls_first() {
+    enter(Phase::TlsFirst);
+    // Alone, or the end of the greet wait's "220-" (a DNSWL pass).
+    client_->write(config_->greeting);
+    // The client may go on in clear with the backend: offer what the relay would show
+    // of the backend's EHLO reply (screen/ehlo_keywords.h), or deep.ehlo_keywords when
+    // the admin lists them.
+    std::vector<std::string> offer =
+        config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().tls_first_offer();
+    dialog_ = std::make_unique<SmtpDialog>(
+        with_tls_slot(tls_first_options(*config_, std::move(offer), client_ep_.to_string())));
+    arm_timer(config_->command_time_limit);
+    client_->start_reading();
+    // What followed a PROXY header came after the load balancer's connect: the client's first bytes.
+    if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
+}
+
+// The backend gets the HELO/EHLO from before TLS, if there was one and no handshake
+// since (RFC 3207 §4.2 forgets it), and its greeting and reply are swallowed; then the
+// client's command, which the backend answers. The backend never saw the dialog, so
+// no RSET is owed after a handshake.
+void Session::start_tls_first_handoff(const SmtpTransaction& tx) {
+    BackendHandoff::Replay replay{};
+    if (!tx.helo_verb.empty()) replay.lines.push_back(tx.helo_verb + " " + tx.helo_name + "\r\n");
+    replay.helo = tx.helo_name;
+    replay.proto = tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP";
+    replay.client_answered = true;
+    start_handoff(std::move(replay));
 }
 
 void Session::record_deep_passes() {
@@ -689,11 +732,16 @@ void Session::handoff_refused(std::string reply) {
 void Session::handoff_ready(std::string reply) {
     if (phase_ != Phase::Handoff) return;
     // Without deep tests: after our "220-" line the backend's 220 lines finish the same
-    // multi-line reply. After them: the backend's answer to the client's RCPT.
-    client_->write(reply);
-    if (dialog_) {  // only the deep tests hand off with a dialog behind them
-        record_deep_passes();
-        if (std::string rest = dialog_->take_unprocessed(); !rest.empty()) {
+    // multi-line reply. After them: the backend's answer to the client's RCPT. TLS
+    // before the backend: the client has its answers already; a refusal answers the
+    // command that asked for the backend, which then is not sent.
+    const bool answered = tls_first();
+    if (!answered || backend_refused_) client_->write(reply);
+    if (dialog_) {  // the deep tests and TLS before the backend hand off with a dialog behind them
+        if (!answered) record_deep_passes();
+        std::string rest = dialog_->take_unprocessed();
+        if (answered && backend_refused_) rest.erase(0, rest.find('\n') + 1);
+        if (!rest.empty()) {
             onward().early_bytes = std::make_unique<std::string>(std::move(rest));
         }
     }
@@ -836,6 +884,7 @@ void Session::on_client_eof() {
     case Phase::HealthCheck:
     case Phase::Enforce:
     case Phase::Deep:
+    case Phase::TlsFirst:
         // The dialogs answer every line as it arrives: the replies to all the client
         // sent before its half-close are queued, and go out before the close.
         close_client_after_flush();
@@ -900,7 +949,7 @@ void Session::on_tls_ready(Connection& conn) {
     if (&conn == client_.get()) tls_slot_.reset();
     if (phase_ == Phase::Done || &conn != client_.get()) return;
     worker_.events().tls_established(client_ep_, *client_->tls());
-    if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
+    if (phase_ == Phase::Deep || phase_ == Phase::Enforce || phase_ == Phase::TlsFirst) {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
     } else if (phase_ == Phase::Relay) {
@@ -945,7 +994,8 @@ void Session::on_client_bytes(std::string_view bytes) {
     case Phase::HealthCheck:
     case Phase::Enforce:
     case Phase::Tarpit:
-    case Phase::Deep: return feed_dialog(bytes);
+    case Phase::Deep:
+    case Phase::TlsFirst: return feed_dialog(bytes);
     case Phase::Relay:
         relay_->last_activity = uv_now(worker_.loop());
         return relay_from_client(bytes);
@@ -998,6 +1048,7 @@ void Session::on_deadline() {
         return conclude_screening();
     case Phase::Enforce:
     case Phase::Deep:
+    case Phase::TlsFirst:
         // A greylist store that never answered: the session cannot go on without it.
         if (greylist_pending_) return finish("timeout");
         if (client_->pending_bytes() > 0) {  // the kernel's buffers for it are full

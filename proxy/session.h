@@ -49,7 +49,7 @@ public:
     void abort(std::string_view outcome) override;
 
 private:
-    enum class Phase : uint8_t { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, Handoff, Relay, Done };
+    enum class Phase : uint8_t { Accepted, HealthCheck, Cache, GreetWait, DnsblWait, Enforce, Tarpit, Deep, TlsFirst, Handoff, Relay, Done };
     enum class Failure : uint8_t { None, Pregreet, Dnsbl, AccessList, Ban };
 
     // step 1: accepted (past a load balancer's PROXY header: proxy/accept_handshake.h),
@@ -100,6 +100,13 @@ private:
     void on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome outcome);
     void start_deep_handoff(const SmtpTransaction& tx);
     void record_deep_passes();
+    // TLS before the backend (docs/design.md, "TLS"): a client handed off at once, when
+    // tls.cert is set, is greeted and answered up to its handshake by the dialog, and
+    // handed off at its first command that needs the backend.
+    void hand_off_known_client();
+    void start_tls_first();
+    void start_tls_first_handoff(const SmtpTransaction& tx);
+    bool tls_first() const { return dialog_ && dialog_->mode() == DialogMode::TlsFirst; }
     // the client leg in TLS (docs/design.md, "TLS"): the connection does the records,
     // the session reads and writes plaintext only
     void on_client_bytes(std::string_view bytes);
@@ -207,7 +214,7 @@ private:
     const std::string* dnsbl_top_ = nullptr;
     int dnsbl_score_ = 0;
     uint32_t dnsbl_min_ttl_ = 0;
-    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
+    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Tarpit, Deep, TlsFirst, HealthCheck
     // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
     HandshakeSlots::Slot tls_slot_;
     std::unique_ptr<Relay> relay_;

@@ -136,14 +136,18 @@ def starttls(c, ca_file):
     return TlsBioClient(c, ca_file)
 
 
-def relay(env, pf, ca, cert):
-    screen = env.smtpscreen(postfix=pf, name="relay", settings=harness.tls_settings(cert, **{"greet.wait": "1s"}))
-    harness.clean_session(screen, pf, source="127.0.0.7", expect="new", tag="first")
+def relay(env, pf, ca, cert, before_backend):
+    # tls.before_backend = on: smtpscreen greets and does the handshake, the EHLO in TLS
+    # hands off; off: the backend greets and the relay intercepts the STARTTLS.
+    screen = env.smtpscreen(postfix=pf, name=f"relay-{before_backend}", settings=harness.tls_settings(
+        cert, **{"greet.wait": "1s", "tls.before_backend": before_backend}))
+    harness.clean_session(screen, pf, source="127.0.0.7", expect="new", tag=f"first-{before_backend}")
     marker = harness.unique_marker("tls-halfclose")
     c = harness.SmtpClient(screen.port, source="127.0.0.7", timeout=15)
     port = c.local_port
-    check(c.read_reply().final.startswith("220 backend.test"), "PASS OLD greeting")
-    check(harness.ehlo_offers(c.ehlo(), "STARTTLS"), "the relayed EHLO reply must offer smtpscreen's STARTTLS")
+    greeter = "screen.test" if before_backend == "on" else "backend.test"
+    check(c.read_reply().final.startswith(f"220 {greeter}"), f"PASS OLD greeting from {greeter}")
+    check(harness.ehlo_offers(c.ehlo(), "STARTTLS"), "the EHLO reply must offer smtpscreen's STARTTLS")
     t = starttls(c, ca.ca_file)
     harness.open_data(t)
     replies = t.send_then_close_notify(harness.message_text(marker) + ".\r\nQUIT\r\n", [250, 221],
@@ -177,7 +181,8 @@ def main(env):
     ca = harness.make_test_ca(env)
     cert = ca.issue("localhost")
     pf = env.postfix()
-    relay(env, pf, ca, cert)
+    relay(env, pf, ca, cert, "on")
+    relay(env, pf, ca, cert, "off")
     deep(env, pf, ca, cert)
 
 

@@ -101,6 +101,7 @@ TEST_CASE("config: an empty file gives smtpscreen.ini(5)'s defaults") {
     CHECK_FALSE(c.log_stderr.has_value());
     CHECK(c.process_threads == 1);
     CHECK(c.tls_passthrough);
+    CHECK(c.tls_before_backend);
     // The one warning of the defaults: without a certificate the backend's STARTTLS
     // passes through, and the smuggling defence inside it is the backend's.
     const auto warnings = config_warnings(c);
@@ -126,6 +127,8 @@ TEST_CASE("config: the tls.passthrough warning only where STARTTLS can pass thro
     CHECK_FALSE(warned("[tls]\ncert = " + cert + "\nkey = " + cert + "\n"));
     auto l = load(dir, "[tls]\npassthrough = off\n");
     CHECK_FALSE(l.config->tls_passthrough);
+    CHECK_FALSE(load(dir, "[tls]\nbefore_backend = off\n").config->tls_before_backend);
+    CHECK(load(dir, "[tls]\nbefore_backend = maybe\n").at(2, "tls.before_backend") != "");
     auto bad = load(dir, "[tls]\npassthrough = maybe\n");
     CHECK(bad.at(2, "tls.passthrough") != "");
 }
@@ -670,7 +673,7 @@ TEST_CASE("print_config lists every section and key in the man page's order") {
     }
     size_t keys = 0;
     for (size_t i = text.find(" ="); i != std::string::npos; i = text.find(" =", i + 1)) ++keys;
-    CHECK(keys == 80);
+    CHECK(keys == 81);
 }
 
 TEST_CASE("print_config round trip: defaults") {
@@ -820,7 +823,7 @@ TEST_CASE("the shipped conf/smtpscreen.ini loads cleanly and sets every key") {
         CAPTURE(key);
         CHECK(text.find(key) != std::string::npos);
     }
-    CHECK(keys == 80);
+    CHECK(keys == 81);
 }
 
 TEST_CASE("config: backend.tls_name, a host name or an IP address; empty means backend.address's") {
