@@ -15,6 +15,9 @@ PROXY v2) is connected only at the client's first command that needs it.
   - a client that does STARTTLS and QUITs right after the handshake gets smtpscreen's
     221, its session ends as `quit`, and Postfix never hears of it (no line of Postfix's
     log names its address), while a later client is delivered;
+  - a backend that greets with a refusal (554, as an access map with
+    smtpd_delay_reject = no): the client's EHLO inside TLS gets that refusal as its
+    answer, the EHLO never reaches the backend, the session ends as backend-refused;
   - tls.before_backend = off: the old path, the backend's greeting at once.
 Before the change, every permitted client saw `220 backend.test` first and Postfix
 counted an RSET after each handshake and a connection from the quitting client."""
@@ -145,6 +148,31 @@ def main(env):
     check(before in pf.log(), "Postfix's log was rotated under the test")
     screen.check_no_log(r"AddressSanitizer|runtime error")
     screen.stop()
+
+    # A backend that refuses the client at its greeting: the refusal answers the command
+    # that asked for the backend, which is not sent.
+    backend = harness.scripted_backend(env, greeting="554 5.7.1 Client host rejected: Access denied")
+    refusing = env.smtpscreen(name="smtpscreen-refused", dns=dns, settings=harness.tls_settings(
+        cert, **{"access.file": access, "backend.address": f"127.0.0.1:{backend.port}"}))
+    c = harness.SmtpClient(refusing.port, source="127.0.0.21", timeout=15)
+    port = c.local_port
+    c.read_greeting(code=220)
+    c.expect("EHLO client.example.org", 250)
+    c.expect("STARTTLS", 220)
+    harness.tls_wrap(c, ca.ca_file)
+    r = c.cmd("EHLO client.example.org")
+    check(r.text == "554 5.7.1 Client host rejected: Access denied",
+          f"the backend's refusal must answer the EHLO in TLS, got {r.text!r}")
+    c.expect("QUIT", 221)
+    c.close()
+    refusing.wait_for_log(rf"NOQUEUE: reject: CONNECT from {harness.ip_port('127.0.0.21', port)}: 554 5\.7\.1")
+    harness.check_one_disconnect(refusing, "127.0.0.21", port, "backend-refused")
+    # The other connection is smtpscreen's probe of the backend's EHLO keywords.
+    mine = [rec for rec in backend.connections if rec["proxy"] and rec["proxy"][0] == "127.0.0.21"]
+    check(len(mine) == 1, f"expected 1 backend connection for the client, saw {len(mine)}")
+    got = mine[0]["data"]
+    check(b"EHLO" not in got and b"QUIT" in got, f"the backend must get the QUIT and not the refused EHLO: {got!r}")
+    refusing.stop()
 
     # tls.before_backend = off: the backend greets at once, as before.
     off = env.smtpscreen(postfix=pf, dns=dns, name="smtpscreen-off",
