@@ -85,6 +85,11 @@ public:
     using ResetNote = std::function<void(size_t unsent)>;
 
     Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events);
+    // Takes the socket over, for `events` from now on (the session takes its client's
+    // connection from the accept handshake into itself: docs/design.md, "Memory per
+    // connection"); `other` is left closed. Only before TLS: a handshake step on the pool
+    // knows its connection.
+    Connection(Connection&& other, ConnectionEvents& events) noexcept;
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;

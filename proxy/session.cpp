@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <new>
 #include <utility>
 
 #include "dnsbl/check.h"
@@ -37,21 +38,26 @@ const char* refusal_text(RelayFilter::Refusal refusal) {
 
 }  // namespace
 
-Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls)
+Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+                 Connection& accepted)
     : worker_(worker),
       config_(std::move(config)),
       tls_(std::move(tls)),
+      client_(std::move(accepted), *this),
       timer_(worker.deadlines(), *this) {}
 
-Session::~Session() = default;
+Session::Relay::Relay(Session& s) : session(s) {}
+
+Session::~Session() {
+    if (tarpitting_) route_.stutter.~Stutter();
+    else route_.onward.~Onward();
+}
 
 // ---------------------------------------------------------------- step 1: accepted
 
 // The connection arrives accepted, past the load balancer's PROXY header when the
 // listener takes one (proxy/accept_handshake.cpp): client_ep_ is the real client.
 void Session::start(AcceptedClient accepted) {
-    client_ = std::move(accepted.conn);
-    client_->set_events(*this);
     client_ep_ = accepted.client;
     onward().local = accepted.local;
     started_at_ = accepted.accepted_at;
@@ -70,10 +76,10 @@ void Session::start(AcceptedClient accepted) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
-    client_->write(config_->greeting);
+    client_.write(config_->greeting);
     dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
-    client_->start_reading();
+    client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
 }
 
@@ -110,7 +116,7 @@ void Session::check_rates() {
         if (!verdict.refused) return admit_connection();
         worker_.events().rate_limited(client_ep_, verdict);
         count_failure();
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         close_client_after_flush();
         finish("rate-limit");
     });
@@ -135,11 +141,11 @@ void Session::admit_connection() {
         if (max_total < config_->max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
             client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_->write(replies::crlf(replies::too_many_connections(config_->hostname)));
+        client_.write(replies::crlf(replies::too_many_connections(config_->hostname)));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         break;
     }
     close_client_after_flush();
@@ -197,15 +203,15 @@ void Session::start_greet_wait() {
     enter(Phase::GreetWait);
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_->write(replies::greeting_first_line(config_->banner));
+    client_.write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
         dnsbl_ = std::make_unique<DnsblLookups>(
-            *this, onward().name ? onward().name->resolver : worker_.resolver(),
+            *this, onward().name ? *onward().name->resolver : *worker_.resolver(),
             uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count()));
     }
     arm_timer(config_->greet_wait);
-    client_->start_reading();
+    client_.start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
     if (auto early = std::move(onward().early_bytes)) on_pregreet(*early);
 }
@@ -247,7 +253,10 @@ void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status)
 
 void Session::settle_dnsbl() {
     const DnsblVerdict& verdict = dnsbl_->check.verdict();
-    dnsbl_top_ = verdict.top;
+    dnsbl_top_site_ = kNoSite;
+    for (size_t i = 0; i < config_->dnsbl_sites.size() && i < kNoSite; ++i) {
+        if (&config_->dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
+    }
     dnsbl_score_ = verdict.score;
     dnsbl_min_ttl_ = verdict.min_ttl.value_or(0);
     dnsbl_has_ttl_ = verdict.min_ttl.has_value();
@@ -261,7 +270,7 @@ DnsblVerdict Session::dnsbl_verdict() const {
     verdict.score = dnsbl_score_;
     verdict.any_failed = dnsbl_failed_;
     if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_min_ttl_;
-    verdict.top = dnsbl_top_;
+    if (dnsbl_top_site_ != kNoSite) verdict.top = &config_->dnsbl_sites[dnsbl_top_site_].zone;
     return verdict;
 }
 
@@ -313,14 +322,14 @@ bool Session::deep_tests_pending() const {
 
 void Session::start_deep() {
     enter(Phase::Deep);
-    client_->write(config_->greeting);
+    client_.write(config_->greeting);
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
     dialog_ = std::make_unique<SmtpDialog>(
         with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)));
     arm_timer(config_->command_time_limit);
-    client_->start_reading();
+    client_.start_reading();
 }
 
 void Session::on_dialog_events(std::vector<DialogEvent> events) {
@@ -331,7 +340,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
                 stutter().queue(e.text, uv_now(worker_.loop()));
                 break;
             }
-            client_->write(e.text);
+            client_.write(e.text);
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
@@ -340,7 +349,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             // deep.action = tarpit: the dialog enforces from now on, and what it says
             // goes out slowly; or, with the tarpit full, the client is dropped.
             if (phase_ == Phase::Deep && config_->deep_action == Action::Tarpit && !enter_tarpit()) {
-                client_->write(replies::crlf(replies::kDropProtocol));
+                client_.write(replies::crlf(replies::kDropProtocol));
                 close_client_after_flush();
                 return finish("dropped");
             }
@@ -379,14 +388,14 @@ bool Session::in_dialog() const {
 
 void Session::pace_dialog() {
     // The greylist's store has the client's RCPT: nothing more is read until it answers.
-    if (greylist_pending_) return client_->stop_reading();
-    while (in_dialog() && dialog_->has_unhandled_lines() && !client_->output_full()) {
+    if (greylist_pending_) return client_.stop_reading();
+    while (in_dialog() && dialog_->has_unhandled_lines() && !client_.output_full()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
     }
     if (phase_ == Phase::Tarpit) return pace_tarpit();  // deep.action = tarpit took it there
     if (!in_dialog()) return;
-    if (dialog_->has_unhandled_lines() || client_->output_full()) client_->stop_reading();
-    else client_->start_reading();
+    if (dialog_->has_unhandled_lines() || client_.output_full()) client_.stop_reading();
+    else client_.start_reading();
 }
 
 // Never 0 while the output is not full, so that each feed in pace_dialog answers a line.
@@ -394,11 +403,11 @@ void Session::pace_dialog() {
 // keeps one reply at most.
 size_t Session::reply_room() const {
     if (phase_ == Phase::Tarpit) return 1;
-    return client_->output_full() ? 0 : Connection::kOutputCap - client_->pending_bytes();
+    return client_.output_full() ? 0 : Connection::kOutputCap - client_.pending_bytes();
 }
 
 void Session::close_client_after_flush() {
-    client_->close_after_flush(reset_note(client_ep_.to_string()));
+    client_.close_after_flush(reset_note(client_ep_.to_string()));
 }
 
 // A peer that has not taken what was queued for it kFlushDeadlineMs after its session
@@ -422,7 +431,7 @@ void Session::on_deep_handoff(const SmtpTransaction& tx) {
     const GreylistRules rules = config_->greylist_rules();
     const std::string triplet = greylist_triplet(client_ep_, rules.network_prefix, tx.mail_from, tx.rcpt_to);
     greylist_pending_ = true;
-    client_->stop_reading();
+    client_.stop_reading();
     worker_.greylist().attempt(triplet, rules, unix_now_ms(),
                                [this, alive = worker_.liveness(*this), tx](GreylistOutcome outcome) {
         if (!alive || phase_ != Phase::Deep || !greylist_pending_) return;
@@ -510,10 +519,10 @@ void Session::act_on_failure(Failure failure, Action action) {
 
 void Session::drop(Failure failure) {
     switch (failure) {
-    case Failure::Dnsbl: client_->write(replies::crlf(replies::kDropDnsbl)); break;
-    case Failure::AccessList: client_->write(replies::crlf(replies::kDropAccess)); break;
-    case Failure::Ban: client_->write(replies::crlf(replies::kBanned)); break;
-    default: client_->write(replies::crlf(replies::kDropProtocol)); break;
+    case Failure::Dnsbl: client_.write(replies::crlf(replies::kDropDnsbl)); break;
+    case Failure::AccessList: client_.write(replies::crlf(replies::kDropAccess)); break;
+    case Failure::Ban: client_.write(replies::crlf(replies::kBanned)); break;
+    default: client_.write(replies::crlf(replies::kDropProtocol)); break;
     }
     close_client_after_flush();
     finish(failure == Failure::Ban ? "banned" : "dropped");
@@ -522,11 +531,11 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
-    client_->write(config_->greeting);
+    client_.write(config_->greeting);
     dialog_ = std::make_unique<SmtpDialog>(with_tls_slot(
         enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
     arm_timer(config_->command_time_limit);
-    client_->start_reading();
+    client_.start_reading();
 }
 
 // The tarpit (edge/tarpit.h; docs/design.md, "Edge defences"): OpenBSD spamd's
@@ -562,8 +571,10 @@ bool Session::enter_tarpit() {
     worker_.events().tarpit(client_ep_);
     // The tarpit never hands off: what was kept for the handoff (a name lookup still in
     // flight too) gives its room to the Stutter.
-    route_.emplace<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
-    client_->stop_reading();
+    route_.onward.~Onward();
+    tarpitting_ = true;
+    new (&route_.stutter) Stutter(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
+    client_.stop_reading();
     return true;
 }
 
@@ -583,8 +594,8 @@ void Session::pace_tarpit() {
         close_client_after_flush();
         return finish("tarpit");
     }
-    if (stutter.giving_out() || stutter.closing()) client_->stop_reading();
-    else client_->start_reading();
+    if (stutter.giving_out() || stutter.closing()) client_.stop_reading();
+    else client_.start_reading();
     const uint64_t now = uv_now(worker_.loop());
     const uint64_t at = stutter.wake_at();
     if (stutter.byte_next()) return timer_.start_in_line(stutter.delay_ms(), at);
@@ -593,9 +604,9 @@ void Session::pace_tarpit() {
 
 void Session::on_tarpit_timer() {
     // A byte the kernel did not take waits in the connection's queue: none goes on top.
-    const Stutter::Tick tick = stutter().tick(uv_now(worker_.loop()), client_->pending_bytes() > 0);
+    const Stutter::Tick tick = stutter().tick(uv_now(worker_.loop()), client_.pending_bytes() > 0);
     if (tick.step == Stutter::Step::TimeLimit) return end_tarpit_at_time_limit();
-    if (tick.step == Stutter::Step::Byte) client_->write(std::string_view(&tick.byte, 1));
+    if (tick.step == Stutter::Step::Byte) client_.write(std::string_view(&tick.byte, 1));
     pace_tarpit();
 }
 
@@ -603,10 +614,10 @@ void Session::on_tarpit_timer() {
 // (COMMAND TIME LIMIT, 421), at once: the 421 goes whole, and what was left of a reply
 // the client did not take is not given out.
 void Session::end_tarpit_at_time_limit() {
-    if (client_->pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_->pending_bytes());
+    if (client_.pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_.pending_bytes());
     for (const DialogEvent& e : tarpit_dialog().time_limit_exceeded()) {
         if (e.kind == DialogEvent::Kind::Log) worker_.events().dialog(e.text);
-        else if (e.kind == DialogEvent::Kind::Reply) client_->write(e.text);
+        else if (e.kind == DialogEvent::Kind::Reply) client_.write(e.text);
     }
     close_client_after_flush();
     finish("tarpit");
@@ -633,11 +644,11 @@ void Session::start_name_lookup() {
 
 void Session::start_handoff(BackendHandoff::Replay replay) {
     enter(Phase::Handoff);
-    client_->stop_reading();  // the kernel holds what the client sends until the relay starts
+    client_.stop_reading();  // the kernel holds what the client sends until the relay starts
     timer_.stop();
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
-    relay_ = std::make_unique<Relay>();
+    relay_ = std::make_unique<Relay>(*this);
     if (const auto& name = onward().name; name && name->pending) {
         name->handoff_waiting = std::move(replay);
         return;
@@ -648,7 +659,7 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
     relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_,
-                                                       tls_->backend, config_->hostname, *this);
+                                                       tls_->backend, config_->hostname, *relay_);
     ++worker_.backend_legs();
     const Onward& on = onward();
     relay_->handoff->start(client_ep_, on.local, on.name ? on.name->name : std::string(), std::move(replay));
@@ -663,7 +674,7 @@ void Session::backend_ehlo(std::string reply) {
 void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
-    client_->write(replies::crlf(replies::kBackendUnavailable));
+    client_.write(replies::crlf(replies::kBackendUnavailable));
     close_client_after_flush();
     finish("backend-unavailable");
 }
@@ -690,7 +701,7 @@ void Session::handoff_ready(std::string reply) {
     if (phase_ != Phase::Handoff) return;
     // Without deep tests: after our "220-" line the backend's 220 lines finish the same
     // multi-line reply. After them: the backend's answer to the client's RCPT.
-    client_->write(reply);
+    client_.write(reply);
     if (dialog_) {  // only the deep tests hand off with a dialog behind them
         record_deep_passes();
         if (std::string rest = dialog_->take_unprocessed(); !rest.empty()) {
@@ -717,7 +728,7 @@ void Session::start_relay() {
                              !config_->tls_passthrough;
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = tls_->server != nullptr;
-    options.tls_already_active = client_->tls() != nullptr;
+    options.tls_already_active = client_.tls() != nullptr;
     options.in_transaction = relay_->handoff->transaction_open();
     options.take_tls_slot = [this] { return take_tls_slot(); };
     relay_->filter = std::make_unique<RelayFilter>(options);
@@ -726,7 +737,7 @@ void Session::start_relay() {
     relay_->backend->start_reading();
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
-    if (!client_eof_) client_->start_reading();
+    if (!client_eof_) client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) relay_from_client(*early);
     if (client_eof_) relay_half_closes();
 }
@@ -751,15 +762,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         // input"): the client's message had a bare LF/CR or an over-long line. The
         // backend never sees an end of data for it, so closing its connection abandons
         // the half-sent message; the client gets the 550 and a 421.
-        client_->write(to_client);
+        client_.write(to_client);
         relay_->backend->close();
         close_client_after_flush();
         worker_.events().message_refused(client_ep_, refusal_text(relay_->filter->refusal()));
         return finish("bad-message");
     }
     relay_->backend->write(to_backend);
-    client_->write(to_client);
-    if (relay_->filter->start_tls_now() && !client_->tls()) {
+    client_.write(to_client);
+    if (relay_->filter->start_tls_now() && !client_.tls()) {
         // The 220 went out in clear; what the client pipelined after its STARTTLS was
         // dropped by the filter (CVE-2011-0411 class).
         if (size_t dropped = relay_->filter->discarded_after_starttls()) worker_.events().starttls_injection(client_ep_, dropped);
@@ -776,15 +787,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 // A side that has half-closed is never read again: there is nothing more to read.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
-    const bool handshaking = client_->tls_handshaking();
+    const bool handshaking = client_.tls_handshaking();
     const bool holding = relay_->filter->client_held() && relay_->filter->held_bytes() > 0;
-    if (client_eof_) client_->stop_reading();
-    else if (handshaking || (relay_->backend->pending_bytes() == 0 && !holding && !client_->output_full())) client_->start_reading();
-    else client_->stop_reading();
+    if (client_eof_) client_.stop_reading();
+    else if (handshaking || (relay_->backend->pending_bytes() == 0 && !holding && !client_.output_full())) client_.start_reading();
+    else client_.stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
     if (backend_eof_) relay_->backend->stop_reading();
-    else if (client_->pending_bytes() == 0 && !relay_->filter->start_tls_now()) relay_->backend->start_reading();
+    else if (client_.pending_bytes() == 0 && !relay_->filter->start_tls_now()) relay_->backend->start_reading();
     else relay_->backend->stop_reading();
 }
 
@@ -796,7 +807,7 @@ void Session::update_backpressure() {
 // written; the session ends once both have ended (or on a reset, or the idle timeout).
 void Session::relay_half_closes() {
     if (phase_ != Phase::Relay) return;
-    const bool client_handshaking = client_->tls_handshaking();
+    const bool client_handshaking = client_.tls_handshaking();
     // After the backend's EOF the SMTP dialogue is over once its 221 has answered the
     // client's QUIT, or once the client is owed a reply that can no longer come (a backend
     // that died mid-dialogue, or a command sent after the backend's half-close): the
@@ -815,7 +826,7 @@ void Session::relay_half_closes() {
     // the backend when its reply releases them, and the half-close after them.
     // Over TLS, the connection sends its close_notify first.
     if (client_eof_ && !relay_->backend->write_shut() && relay_->filter->held_for_backend() == 0) relay_->backend->shutdown_after_flush();
-    if (backend_eof_ && !client_->write_shut()) client_->shutdown_after_flush();
+    if (backend_eof_ && !client_.write_shut()) client_.shutdown_after_flush();
 }
 
 // Whatever one side still has queued reaches the other before it is closed: a backend
@@ -829,7 +840,7 @@ void Session::end_relay() {
 
 void Session::on_client_eof() {
     client_eof_ = true;
-    client_->stop_reading();
+    client_.stop_reading();
     switch (phase_) {
     case Phase::Relay: return relay_half_closes();
     case Phase::Handoff: return;  // the relay starts with it (a close_notify read with the deep dialog)
@@ -862,7 +873,7 @@ void Session::on_backend_eof() {
 
 void Session::on_data(Connection& conn, std::string_view bytes) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get()) return on_client_bytes(bytes);
+    if (&conn == &client_) return on_client_bytes(bytes);
     relay_->last_activity = uv_now(worker_.loop());
     relay_from_backend(bytes);
 }
@@ -893,13 +904,13 @@ void Session::start_client_tls() {
         return finish("tls-failed");
     }
     arm_timer(config_->tls_handshake_timeout);
-    client_->start_tls(std::move(stream), config_->tls_handshake_nice);
+    client_.start_tls(std::move(stream), config_->tls_handshake_nice);
 }
 
 void Session::on_tls_ready(Connection& conn) {
-    if (&conn == client_.get()) tls_slot_.reset();
-    if (phase_ == Phase::Done || &conn != client_.get()) return;
-    worker_.events().tls_established(client_ep_, *client_->tls());
+    if (&conn == &client_) tls_slot_.reset();
+    if (phase_ == Phase::Done || &conn != &client_) return;
+    worker_.events().tls_established(client_ep_, *client_.tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
@@ -909,7 +920,7 @@ void Session::on_tls_ready(Connection& conn) {
         std::string to_backend;
         relay_->filter->tls_established(to_client, to_backend);
         relay_->backend->write(to_backend);
-        client_->write(to_client);
+        client_.write(to_client);
         relay_->last_activity = uv_now(worker_.loop());
         arm_timer(config_->backend_idle_timeout);
         update_backpressure();
@@ -917,10 +928,10 @@ void Session::on_tls_ready(Connection& conn) {
 }
 
 void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
-    if (&conn == client_.get()) tls_slot_.reset();
+    if (&conn == &client_) tls_slot_.reset();
     if (phase_ == Phase::Done) return;
     const std::string& error = conn.tls()->error();
-    if (&conn != client_.get()) {  // the backend leg, in the relay: the handoff did its handshake
+    if (&conn != &client_) {  // the backend leg, in the relay: the handoff did its handshake
         worker_.events().backend_tls_error(config_->backend_address, error);
         return on_socket_error(conn, UV_EPROTO);
     }
@@ -930,7 +941,7 @@ void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
         close_client_after_flush();  // with the alert
         return finish("tls-failed");
     case TlsFailure::Overflow:
-        worker_.events().tls_error(client_ep_, error, client_->tls_handshaking());
+        worker_.events().tls_error(client_ep_, error, client_.tls_handshaking());
         return finish("tls-failed");
     case TlsFailure::Record:
         worker_.events().tls_error(client_ep_, error, false);
@@ -955,7 +966,7 @@ void Session::on_client_bytes(std::string_view bytes) {
 
 void Session::on_peer_eof(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get()) return on_client_eof();
+    if (&conn == &client_) return on_client_eof();
     on_backend_eof();
 }
 
@@ -971,7 +982,7 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
 
 void Session::on_drained(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get() && in_dialog()) return pace_dialog();
+    if (&conn == &client_ && in_dialog()) return pace_dialog();
     update_backpressure();
 }
 
@@ -982,7 +993,7 @@ void Session::arm_timer(Millis after) {
 }
 
 void Session::on_deadline() {
-    if (client_->tls_handshaking()) {
+    if (client_.tls_handshaking()) {
         worker_.events().tls_handshake_timeout(client_ep_);
         return finish("tls-timeout");
     }
@@ -1000,8 +1011,8 @@ void Session::on_deadline() {
     case Phase::Deep:
         // A greylist store that never answered: the session cannot go on without it.
         if (greylist_pending_) return finish("timeout");
-        if (client_->pending_bytes() > 0) {  // the kernel's buffers for it are full
-            worker_.events().replies_unread(client_ep_, client_->pending_bytes());
+        if (client_.pending_bytes() > 0) {  // the kernel's buffers for it are full
+            worker_.events().replies_unread(client_ep_, client_.pending_bytes());
         }
         return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
@@ -1024,7 +1035,7 @@ void Session::finish(std::string_view outcome) {
     enter(Phase::Done);
     if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
     timer_.stop();
-    client_->close();
+    client_.close();
     if (relay_ && relay_->backend) relay_->backend->close();
     if (relay_ && relay_->handoff) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ep_);
