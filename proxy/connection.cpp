@@ -105,7 +105,9 @@ struct WriteRequest {
 }  // namespace
 
 Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events)
-    : buffer_(buffer), events_(&events) {
+    : events_(&events) {
+    if (loop->data == nullptr) loop->data = &buffer;
+    assert(loop->data == &buffer);  // one ReadBuffer a loop
     static_assert(std::is_standard_layout_v<Socket>, "a handle of its tcp is the socket");
     static_assert(alignof(Connection) > 1 && alignof(Socket::Flush) > 1, "the low bit of tcp.data is free for the tag");
     auto* s = new Socket{};
@@ -119,7 +121,6 @@ Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& ev
 
 Connection::Connection(Connection&& other, ConnectionEvents& events) noexcept
     : socket_(std::exchange(other.socket_, nullptr)),
-      buffer_(other.buffer_),
       events_(&events),
       pending_bytes_(std::exchange(other.pending_bytes_, 0)),
       reading_(std::exchange(other.reading_, false)),
@@ -175,7 +176,7 @@ void Connection::stop_reading() {
 
 // Only a connection with an owner reads (close_after_flush stops reading first).
 void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    ReadBuffer& buffer = Socket::of(h)->owner()->buffer_;
+    ReadBuffer& buffer = *static_cast<ReadBuffer*>(h->loop->data);
     buf->base = buffer.bytes.data();
     buf->len = buffer.bytes.size();
 }
@@ -241,7 +242,7 @@ void Connection::queue_write(std::string_view bytes) {
         delete w;
         return;
     }
-    pending_bytes_ += bytes.size();
+    pending_bytes_ += static_cast<uint32_t>(bytes.size());
 }
 
 void Connection::on_write(uv_write_t* req, int status) {
@@ -253,7 +254,7 @@ void Connection::on_write(uv_write_t* req, int status) {
         if (status < 0 || req->handle->write_queue_size == 0) s->close(false);
         return;
     }
-    self->pending_bytes_ -= w->bytes.size();
+    self->pending_bytes_ -= static_cast<uint32_t>(w->bytes.size());
     if (status < 0) {
         self->events_->on_socket_error(*self, status);
         return;

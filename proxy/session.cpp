@@ -206,9 +206,10 @@ void Session::start_greet_wait() {
     client_.write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
-        dnsbl_ = std::make_unique<DnsblLookups>(
-            *this, onward().name ? *onward().name->resolver : *worker_.resolver(),
-            uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count()));
+        const uint64_t due = uv_now(worker_.loop()) - started_at_ + static_cast<uint64_t>(config_->dnsbl_timeout.count());
+        dnsbl_due_ms_ = static_cast<uint32_t>(std::min<uint64_t>(due, UINT32_MAX));
+        dnsbl_ = std::make_unique<DnsblCheck>(onward().name ? *onward().name->resolver : *worker_.resolver(),
+                                              config_->dnsbl_sites, client_ep_, *this);
     }
     arm_timer(config_->greet_wait);
     client_.start_reading();
@@ -227,7 +228,7 @@ void Session::on_pregreet(std::string_view bytes) {
 
 void Session::dnsbl_updated() {
     // Every zone has answered: the verdict is all that is left to keep.
-    const bool complete = dnsbl_->check.complete();
+    const bool complete = dnsbl_->complete();
     if (complete) settle_dnsbl();
     if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
         if (dialog_) dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));  // the tarpit's comes later
@@ -237,7 +238,7 @@ void Session::dnsbl_updated() {
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
     if (config_->dnsbl_action != Action::Ignore &&
-        (complete ? dnsbl_listed() : dnsbl_->check.listed_for_sure(config_->dnsbl_threshold))) {
+        (complete ? dnsbl_listed() : dnsbl_->listed_for_sure(config_->dnsbl_threshold))) {
         return conclude_screening();
     }
     bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
@@ -247,12 +248,12 @@ void Session::dnsbl_updated() {
 
 void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
     // The latency since the lookups were asked: the deadline is dnsbl.timeout after that.
-    const uint64_t asked_at = dnsbl_->deadline - static_cast<uint64_t>(config_->dnsbl_timeout.count());
+    const uint64_t asked_at = dnsbl_deadline() - static_cast<uint64_t>(config_->dnsbl_timeout.count());
     worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
 }
 
 void Session::settle_dnsbl() {
-    const DnsblVerdict& verdict = dnsbl_->check.verdict();
+    const DnsblVerdict verdict = dnsbl_->verdict();
     dnsbl_top_site_ = kNoSite;
     for (size_t i = 0; i < config_->dnsbl_sites.size() && i < kNoSite; ++i) {
         if (&config_->dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
@@ -265,7 +266,7 @@ void Session::settle_dnsbl() {
 }
 
 DnsblVerdict Session::dnsbl_verdict() const {
-    if (dnsbl_) return dnsbl_->check.verdict();
+    if (dnsbl_) return dnsbl_->verdict();
     DnsblVerdict verdict;
     verdict.score = dnsbl_score_;
     verdict.any_failed = dnsbl_failed_;
@@ -277,11 +278,11 @@ DnsblVerdict Session::dnsbl_verdict() const {
 void Session::on_greet_wait_over() {
     if (dnsbl_) {
         uint64_t now = uv_now(worker_.loop());
-        if (now < dnsbl_->deadline) {
+        if (now < dnsbl_deadline()) {
             enter(Phase::DnsblWait);
-            return arm_timer(Millis(dnsbl_->deadline - now));
+            return arm_timer(Millis(dnsbl_deadline() - now));
         }
-        dnsbl_->check.expire();
+        dnsbl_->expire();
         settle_dnsbl();
     }
     conclude_screening();
@@ -1003,7 +1004,7 @@ void Session::on_deadline() {
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
         if (dnsbl_) {
-            dnsbl_->check.expire();
+            dnsbl_->expire();
             settle_dnsbl();
         }
         return conclude_screening();

@@ -146,6 +146,7 @@ private:
     void arm_timer(Millis after);
     void on_deadline() override;
     Millis elapsed() const;
+    uint64_t dnsbl_deadline() const { return started_at_ + dnsbl_due_ms_; }  // uv_now() ms
     std::string client_ip() const { return client_ep_.ip(); }  // the cache, limits and replies key on it
     std::string reject_reply(Failure failure) const;
 
@@ -153,17 +154,6 @@ private:
     // idle client in the greet wait holds only what that phase needs (docs/design.md,
     // "Memory per connection"); the flags are bits, kept together.
 
-    // steps 4-5: the DNSBL lookups in flight. Freed once every zone has answered or
-    // dnsbl.timeout has passed; the verdict stays. The resolver they were asked of is
-    // kept by the worker, across a reload that replaces it, until this session is over
-    // (Worker::retire_resolver): a reference to it here would cost every idle client 16
-    // bytes.
-    struct DnsblLookups {
-        DnsblLookups(Session& s, DnsClient& resolver, uint64_t d)
-            : deadline(d), check(resolver, s.config_->dnsbl_sites, s.client_ep_, s) {}
-        uint64_t deadline;  // uv_now() ms: dnsbl.timeout from when the lookups were asked
-        DnsblCheck check;
-    };
     // XCLIENT NAME=: the verified reverse name, looked up from admission on (only with
     // backend.handoff = xclient).
     struct NameLookup {
@@ -227,11 +217,20 @@ private:
     std::shared_ptr<const TlsContexts> tls_;
     Connection client_;  // inside the session: one allocation fewer per client
     Endpoint client_ep_;
+    // While dnsbl_ is: when dnsbl.timeout is over, in ms after started_at_ (in the 4
+    // bytes that would pad client_ep_).
+    uint32_t dnsbl_due_ms_ = 0;
     uint64_t started_at_ = 0;  // uv_now, ms
     // The phase's time limit, on the loop's one timer; in the tarpit also its next
     // octet, in the tarpit's line of that timer.
     Deadline timer_;
-    std::unique_ptr<DnsblLookups> dnsbl_;  // while some zone is unanswered
+    // steps 4-5: the DNSBL lookups in flight (the check alone, in a 96-byte chunk: its
+    // deadline is dnsbl_due_ms_). Freed once every zone has answered or dnsbl.timeout
+    // has passed; the verdict stays. The resolver they were asked of is kept by the
+    // worker, across a reload that replaces it, until this session is over
+    // (Worker::retire_resolver): a reference to it here would cost every idle client 16
+    // bytes.
+    std::unique_ptr<DnsblCheck> dnsbl_;
     // Once every zone has answered (or expired), the verdict (dnsbl_verdict()), with
     // dnsbl_top_site_ and two of the flags' bits below: 10 bytes where a DnsblVerdict
     // takes 24.
