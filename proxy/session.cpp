@@ -60,7 +60,7 @@ Session::~Session() {
 void Session::start(AcceptedClient accepted) {
     client_ep_ = accepted.client;
     onward().local = accepted.local;
-    started_at_ = accepted.accepted_at;
+    started_at_ = static_cast<uint32_t>(accepted.accepted_at);
     if (!accepted.early_bytes.empty()) {
         onward().early_bytes = std::make_unique<std::string>(std::move(accepted.early_bytes));
     }
@@ -77,7 +77,7 @@ void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
     client_.write(config_->greeting);
-    dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
+    dialog_ = std::make_unique<ClientDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
     client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
@@ -206,8 +206,8 @@ void Session::start_greet_wait() {
     client_.write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
-        const uint64_t due = uv_now(worker_.loop()) - started_at_ + static_cast<uint64_t>(config_->dnsbl_timeout.count());
-        dnsbl_due_ms_ = static_cast<uint32_t>(std::min<uint64_t>(due, UINT32_MAX));
+        const uint64_t due = static_cast<uint64_t>(elapsed().count()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
+        dnsbl_time_.due_ms = static_cast<uint32_t>(std::min<uint64_t>(due, UINT32_MAX));
         dnsbl_ = std::make_unique<DnsblCheck>(onward().name ? *onward().name->resolver : *worker_.resolver(),
                                               config_->dnsbl_sites, client_ep_, *this);
     }
@@ -259,7 +259,7 @@ void Session::settle_dnsbl() {
         if (&config_->dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
     }
     dnsbl_score_ = verdict.score;
-    dnsbl_min_ttl_ = verdict.min_ttl.value_or(0);
+    dnsbl_time_.min_ttl = verdict.min_ttl.value_or(0);
     dnsbl_has_ttl_ = verdict.min_ttl.has_value();
     dnsbl_failed_ = verdict.any_failed;
     dnsbl_.reset();
@@ -270,7 +270,7 @@ DnsblVerdict Session::dnsbl_verdict() const {
     DnsblVerdict verdict;
     verdict.score = dnsbl_score_;
     verdict.any_failed = dnsbl_failed_;
-    if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_min_ttl_;
+    if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_time_.min_ttl;
     if (dnsbl_top_site_ != kNoSite) verdict.top = &config_->dnsbl_sites[dnsbl_top_site_].zone;
     return verdict;
 }
@@ -327,7 +327,7 @@ void Session::start_deep() {
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
-    dialog_ = std::make_unique<SmtpDialog>(
+    dialog_ = std::make_unique<ClientDialog>(
         with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
@@ -533,7 +533,7 @@ void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
     client_.write(config_->greeting);
-    dialog_ = std::make_unique<SmtpDialog>(with_tls_slot(
+    dialog_ = std::make_unique<ClientDialog>(with_tls_slot(
         enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
     arm_timer(config_->command_time_limit);
     client_.start_reading();
@@ -556,7 +556,7 @@ void Session::start_tarpit(Failure failure) {
 // that waits, or gives up during the greeting, never costs one.
 SmtpDialog& Session::tarpit_dialog() {
     if (!dialog_) {
-        dialog_ = std::make_unique<SmtpDialog>(
+        dialog_ = std::make_unique<ClientDialog>(
             enforce_options(*config_, client_ep_.to_string(), false, reject_reply(enforced_)));
     }
     return *dialog_;
@@ -886,9 +886,15 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
 // Asked by the dialog or the relay right before our 220 to a STARTTLS. A refusal is
 // logged with the bound's name, so that an admin who sees 454s knows which key to raise.
 bool Session::take_tls_slot() {
-    tls_slot_ = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
-    if (!tls_slot_) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
-    return static_cast<bool>(tls_slot_);
+    HandshakeSlots::Slot& slot = phase_ == Phase::Relay ? relay_->tls_slot : dialog_->tls_slot;
+    slot = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
+    if (!slot) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
+    return static_cast<bool>(slot);
+}
+
+void Session::give_back_tls_slot() {
+    if (dialog_) dialog_->tls_slot.reset();
+    if (relay_) relay_->tls_slot.reset();
 }
 
 DialogOptions Session::with_tls_slot(DialogOptions options) {
@@ -909,7 +915,7 @@ void Session::start_client_tls() {
 }
 
 void Session::on_tls_ready(Connection& conn) {
-    if (&conn == &client_) tls_slot_.reset();
+    if (&conn == &client_) give_back_tls_slot();
     if (phase_ == Phase::Done || &conn != &client_) return;
     worker_.events().tls_established(client_ep_, *client_.tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce) {
@@ -929,7 +935,7 @@ void Session::on_tls_ready(Connection& conn) {
 }
 
 void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
-    if (&conn == &client_) tls_slot_.reset();
+    if (&conn == &client_) give_back_tls_slot();
     if (phase_ == Phase::Done) return;
     const std::string& error = conn.tls()->error();
     if (&conn != &client_) {  // the backend leg, in the relay: the handoff did its handshake
@@ -1061,6 +1067,13 @@ void Session::enter(Phase next) {
     phase_ = next;
 }
 
-Millis Session::elapsed() const { return Millis(uv_now(worker_.loop()) - started_at_); }
+Millis Session::elapsed() const {
+    return Millis(static_cast<uint32_t>(static_cast<uint32_t>(uv_now(worker_.loop())) - started_at_));
+}
+
+uint64_t Session::dnsbl_deadline() const {
+    const uint64_t now = uv_now(worker_.loop());
+    return now - static_cast<uint64_t>(elapsed().count()) + dnsbl_time_.due_ms;
+}
 
 }  // namespace smtpscreen

@@ -107,6 +107,7 @@ private:
     void on_client_bytes(std::string_view bytes);
     void start_client_tls();
     bool take_tls_slot();
+    void give_back_tls_slot();
     DialogOptions with_tls_slot(DialogOptions options);
     // step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
@@ -146,7 +147,7 @@ private:
     void arm_timer(Millis after);
     void on_deadline() override;
     Millis elapsed() const;
-    uint64_t dnsbl_deadline() const { return started_at_ + dnsbl_due_ms_; }  // uv_now() ms
+    uint64_t dnsbl_deadline() const;  // uv_now() ms
     std::string client_ip() const { return client_ep_.ip(); }  // the cache, limits and replies key on it
     std::string reject_reply(Failure failure) const;
 
@@ -176,6 +177,7 @@ private:
         std::unique_ptr<BackendHandoff> handoff;
         std::unique_ptr<Connection> backend;
         std::unique_ptr<RelayFilter> filter;
+        HandshakeSlots::Slot tls_slot;  // the relayed STARTTLS's (ClientDialog)
         uint64_t last_activity = 0;
     };
 
@@ -217,10 +219,18 @@ private:
     std::shared_ptr<const TlsContexts> tls_;
     Connection client_;  // inside the session: one allocation fewer per client
     Endpoint client_ep_;
-    // While dnsbl_ is: when dnsbl.timeout is over, in ms after started_at_ (in the 4
-    // bytes that would pad client_ep_).
-    uint32_t dnsbl_due_ms_ = 0;
-    uint64_t started_at_ = 0;  // uv_now, ms
+    // uv_now() ms at the accept, its low 32 bits: a session's times are differences
+    // from it, modulo 2^32 (sessions last far less than 49 days). 4 bytes and the two
+    // fields below fill the room client_ep_ leaves to the next 8-byte boundary.
+    uint32_t started_at_ = 0;
+    // While dnsbl_ is, when dnsbl.timeout is over (ms after started_at_); once the
+    // verdict is settled, its smallest TTL (when dnsbl_has_ttl_). Never both at once.
+    union {
+        uint32_t due_ms;
+        uint32_t min_ttl;
+    } dnsbl_time_{};
+    // The settled verdict's score (dnsbl_verdict()).
+    int dnsbl_score_ = 0;
     // The phase's time limit, on the loop's one timer; in the tarpit also its next
     // octet, in the tarpit's line of that timer.
     Deadline timer_;
@@ -231,14 +241,14 @@ private:
     // (Worker::retire_resolver): a reference to it here would cost every idle client 16
     // bytes.
     std::unique_ptr<DnsblCheck> dnsbl_;
-    // Once every zone has answered (or expired), the verdict (dnsbl_verdict()), with
-    // dnsbl_top_site_ and two of the flags' bits below: 10 bytes where a DnsblVerdict
-    // takes 24.
-    int dnsbl_score_ = 0;
-    uint32_t dnsbl_min_ttl_ = 0;
-    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
-    // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
-    HandshakeSlots::Slot tls_slot_;
+    // The dialog, with the slot of tls.max_pending_handshakes its STARTTLS takes: held
+    // from our 220 to STARTTLS until the handshake ends. The slot is the dialog's, or in
+    // the relay the relay's (Relay::tls_slot): a session holds none of its own.
+    struct ClientDialog final : SmtpDialog {
+        using SmtpDialog::SmtpDialog;
+        HandshakeSlots::Slot tls_slot;
+    };
+    std::unique_ptr<ClientDialog> dialog_;  // Phase::Enforce, Phase::Tarpit, Phase::Deep, Phase::HealthCheck
     std::unique_ptr<Relay> relay_;
     Route route_;  // the Stutter from Phase::Tarpit on (tarpitting_): the pace of its replies
 
@@ -264,7 +274,7 @@ private:
     // answers the client's QUIT, or closes after its 421) and ends as backend-refused.
     bool backend_refused_ : 1 = false;
     bool dnsbl_failed_ : 1 = false;   // the settled verdict's any_failed
-    bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_min_ttl_ holds the settled verdict's min_ttl
+    bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_time_.min_ttl holds the settled verdict's min_ttl
     bool tarpitting_ : 1 = false;     // route_ holds the Stutter
 };
 
