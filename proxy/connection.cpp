@@ -106,8 +106,9 @@ struct WriteRequest {
 
 Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events)
     : events_(&events) {
-    if (loop->data == nullptr) loop->data = &buffer;
-    assert(loop->data == &buffer);  // one ReadBuffer a loop
+    // Set by every connection, not only the first: uv_loop_init keeps whatever `data`
+    // held before it (a loop on the stack may hold garbage), so null means nothing.
+    loop->data = &buffer;
     static_assert(std::is_standard_layout_v<Socket>, "a handle of its tcp is the socket");
     static_assert(alignof(Connection) > 1 && alignof(Socket::Flush) > 1, "the low bit of tcp.data is free for the tag");
     auto* s = new Socket{};

@@ -31,8 +31,8 @@ namespace smtpscreen {
 
 // One per loop thread: every read on that loop lands here and is consumed by the
 // read callback before the next read can happen. The loop's `data` points to it (set
-// by the first Connection made on that loop), so that no connection holds a pointer to
-// it (docs/design.md, "Memory per connection").
+// by each Connection made on that loop, which all pass the same one), so that no
+// connection holds a pointer to it (docs/design.md, "Memory per connection").
 struct ReadBuffer {
     static constexpr size_t kSize = 64 * 1024;
     std::array<char, kSize> bytes;

@@ -69,7 +69,7 @@ private:
     // steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);
-    // DnsblCheck::Listener: the session itself, so that its lookups object needs no way back
+    // DnsblCheck::Listener: the session itself, so that the check needs no way back
     void dnsbl_updated() override;
     void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
     void on_greet_wait_over();

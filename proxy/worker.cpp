@@ -134,6 +134,7 @@ Worker::~Worker() {
     stop_signal_.close();
     reload_signal_.close();
     resolver_.reset();
+    retired_resolvers_.clear();  // closed by close_everything, freed before the loop is
     // Let every close callback run, then the loop can be closed.
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
