@@ -53,6 +53,15 @@ DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites,
     for (std::size_t i = 0; i < zones.size(); ++i) lookup(i) = resolver.lookup_dnsbl(client, *zones[i], *this);
 }
 
+DnsblVerdict DnsblCheck::verdict() const {
+    DnsblVerdict v;
+    v.score = score_;
+    v.any_failed = any_failed_;
+    v.min_ttl = min_ttl();
+    v.top = top_;
+    return v;
+}
+
 const std::string& DnsblCheck::zone(std::size_t index) const {
     std::size_t seen = 0;
     for (std::size_t i = 0; i < sites_.size(); ++i) {
@@ -79,7 +88,7 @@ bool DnsblCheck::is_pending(const std::string& z) const {
 }
 
 bool DnsblCheck::listed_for_sure(int threshold) const {
-    if (verdict_.score < threshold) return false;
+    if (score_ < threshold) return false;
     return std::none_of(sites_.begin(), sites_.end(),
                         [&](const DnsblSite& site) { return site.weight < 0 && is_pending(site.zone); });
 }
@@ -87,7 +96,7 @@ bool DnsblCheck::listed_for_sure(int threshold) const {
 void DnsblCheck::expire() {
     for (std::size_t i = 0; i < zone_count(); ++i) {
         if (!lookup(i).pending()) continue;
-        verdict_.any_failed = true;
+        any_failed_ = true;
         listener_.dnsbl_answered(zone(i), DnsblReply::Status::Failed);
     }
     // Cancelling the subscriptions guarantees no late answer reaches dnsbl_reply.
@@ -100,13 +109,17 @@ void DnsblCheck::dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) 
     if (index == zone_count()) return;
     const std::string& answered = zone(index);
     // A failed lookup counts as not listed and says nothing about how long to cache.
-    if (reply.status != DnsblReply::Status::Failed) verdict_.min_ttl = std::min(verdict_.min_ttl.value_or(reply.ttl), reply.ttl);
-    else verdict_.any_failed = true;
+    if (reply.status != DnsblReply::Status::Failed) {
+        min_ttl_ = has_ttl_ ? std::min(min_ttl_, reply.ttl) : reply.ttl;
+        has_ttl_ = true;
+    } else {
+        any_failed_ = true;
+    }
     if (reply.status == DnsblReply::Status::Listed) {
         if (!listed_) listed_ = std::make_unique<std::map<std::string, std::vector<uint32_t>>>();
         (*listed_)[answered] = reply.addresses;
-        verdict_.score = score_answers(sites_, *listed_);
-        verdict_.top = top_listed_site_zone(sites_, *listed_);
+        score_ = score_answers(sites_, *listed_);
+        top_ = top_listed_site_zone(sites_, *listed_);
     }
     listener_.dnsbl_answered(answered, reply.status);
     // The listener may destroy this check: touch no member after the call.

@@ -55,7 +55,7 @@ private:
     // Seeded: the addresses are the clients', and an IPv6 client picks among 2^64 of its
     // own, so it must not be able to choose ones that share a bucket.
     uint64_t seed_;
-    std::vector<DnsblQuery*> buckets_;  // a power of two of them, at least one per query
+    std::vector<DnsblQuery*> buckets_;  // a power of two of them, at least one per two queries
     std::size_t size_ = 0;
     DnsblQuery* oldest_ = nullptr;
     DnsblQuery* newest_ = nullptr;

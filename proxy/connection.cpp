@@ -5,19 +5,24 @@
 
 #include <sys/socket.h>
 
+#include <cassert>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace smtpscreen {
 
 // The socket and, once a flush needs one, its deadline; freed when the last of its
-// handles is closed. `owner` is the Connection while there is one; a socket closing
+// handles is closed. Its owner is the Connection while there is one; a socket closing
 // after its flush has none, and closes itself when its last write is done or resets
 // itself at its deadline. The deadline is allocated only then: most sockets close with
 // nothing left to send, and an idle connection should cost as little as it can
-// (docs/design.md, "Memory per connection": 264 bytes, a uv_tcp_t and two pointers).
+// (docs/design.md, "Memory per connection"). So the socket is the uv_tcp_t alone, 248
+// bytes in a 256-byte malloc chunk (a pointer more would take a 272-byte one): the
+// handle's `data` is the owner, or, once there is a flush, the flush (tagged by the low
+// bit), which holds the owner in turn.
 struct Connection::Socket {
     // The flush's deadline timer, and for a socket closing after its flush what is told
     // when it is reset. Which of the two handles is still open decides when the socket
@@ -25,16 +30,31 @@ struct Connection::Socket {
     struct Flush {
         uv_timer_t timer{};
         ResetNote on_reset;
+        Connection* owner = nullptr;
         bool timer_open = true;
         bool tcp_open = true;
     };
 
     uv_tcp_t tcp{};
-    Connection* owner = nullptr;
-    std::unique_ptr<Flush> flush;
 
-    static Socket* of(uv_handle_t* h) { return static_cast<Socket*>(h->data); }
+    // The tcp handle is the socket's first (and only) member.
+    static Socket* of(uv_handle_t* h) { return reinterpret_cast<Socket*>(h); }
     static Socket* of(uv_stream_t* s) { return of(reinterpret_cast<uv_handle_t*>(s)); }
+    static Socket* of(uv_timer_t* t) { return static_cast<Socket*>(t->data); }
+
+    Flush* flush() const {
+        const auto bits = reinterpret_cast<uintptr_t>(tcp.data);
+        return (bits & 1) ? reinterpret_cast<Flush*>(bits & ~uintptr_t{1}) : nullptr;
+    }
+    Connection* owner() const { return flush() ? flush()->owner : static_cast<Connection*>(tcp.data); }
+    void set_owner(Connection* c) {
+        if (Flush* f = flush()) f->owner = c;
+        else tcp.data = c;
+    }
+    void set_flush(std::unique_ptr<Flush> f) {
+        f->owner = owner();
+        tcp.data = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(f.release()) | 1);
+    }
 
     // uv_close() marks the handle closing for good: a second close() does nothing.
     bool closing() const { return uv_is_closing(reinterpret_cast<const uv_handle_t*>(&tcp)) != 0; }
@@ -44,7 +64,7 @@ struct Connection::Socket {
     // with a shutdown under way, so the option is set here).
     void close(bool reset) {
         if (closing()) return;
-        owner = nullptr;
+        set_owner(nullptr);
         if (reset) {
             uv_os_fd_t fd;
             if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp), &fd) == 0) {
@@ -53,24 +73,27 @@ struct Connection::Socket {
             }
         }
         uv_close(reinterpret_cast<uv_handle_t*>(&tcp), &Socket::on_closed);
-        if (flush) uv_close(reinterpret_cast<uv_handle_t*>(&flush->timer), &Socket::on_deadline_closed);
+        if (Flush* f = flush()) uv_close(reinterpret_cast<uv_handle_t*>(&f->timer), &Socket::on_deadline_closed);
     }
 
     static void on_closed(uv_handle_t* h) {
         Socket* s = of(h);
-        if (s->flush && s->flush->timer_open) {
-            s->flush->tcp_open = false;
+        if (Flush* f = s->flush(); f && f->timer_open) {
+            f->tcp_open = false;
             return;
         }
-        delete s;
+        s->destroy();
     }
     static void on_deadline_closed(uv_handle_t* h) {
-        Socket* s = of(h);
-        s->flush->timer_open = false;
-        if (!s->flush->tcp_open) delete s;
+        Socket* s = of(reinterpret_cast<uv_timer_t*>(h));
+        s->flush()->timer_open = false;
+        if (!s->flush()->tcp_open) s->destroy();
+    }
+    void destroy() {
+        delete flush();
+        delete this;
     }
 };
-
 namespace {
 
 // A queued write owns its bytes until libuv is done with them.
@@ -82,15 +105,30 @@ struct WriteRequest {
 }  // namespace
 
 Connection::Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events)
-    : buffer_(buffer), events_(&events) {
+    : events_(&events) {
+    // Set by every connection, not only the first: uv_loop_init keeps whatever `data`
+    // held before it (a loop on the stack may hold garbage), so null means nothing.
+    loop->data = &buffer;
+    static_assert(std::is_standard_layout_v<Socket>, "a handle of its tcp is the socket");
+    static_assert(alignof(Connection) > 1 && alignof(Socket::Flush) > 1, "the low bit of tcp.data is free for the tag");
     auto* s = new Socket{};
     if (uv_tcp_init(loop, &s->tcp) != 0) {
         delete s;  // never initialised: libuv knows nothing of it
         return;
     }
-    s->tcp.data = s;
-    s->owner = this;
+    s->tcp.data = this;
     socket_ = s;
+}
+
+Connection::Connection(Connection&& other, ConnectionEvents& events) noexcept
+    : socket_(std::exchange(other.socket_, nullptr)),
+      events_(&events),
+      pending_bytes_(std::exchange(other.pending_bytes_, 0)),
+      reading_(std::exchange(other.reading_, false)),
+      peer_eof_(other.peer_eof_),
+      write_shut_(other.write_shut_) {
+    assert(!other.tls_);
+    if (socket_) socket_->set_owner(this);
 }
 
 Connection::~Connection() {
@@ -123,7 +161,7 @@ int Connection::connect(const Endpoint& to, const std::optional<Endpoint>& from)
 
 void Connection::on_connect(uv_connect_t* req, int status) {
     std::unique_ptr<uv_connect_t> owned(req);
-    if (Connection* self = Socket::of(req->handle)->owner) self->events_->on_connected(*self, status);
+    if (Connection* self = Socket::of(req->handle)->owner()) self->events_->on_connected(*self, status);
 }
 
 void Connection::start_reading() {
@@ -139,13 +177,13 @@ void Connection::stop_reading() {
 
 // Only a connection with an owner reads (close_after_flush stops reading first).
 void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    ReadBuffer& buffer = Socket::of(h)->owner->buffer_;
+    ReadBuffer& buffer = *static_cast<ReadBuffer*>(h->loop->data);
     buf->base = buffer.bytes.data();
     buf->len = buffer.bytes.size();
 }
 
 void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    Connection* self = Socket::of(s)->owner;
+    Connection* self = Socket::of(s)->owner();
     if (self == nullptr || n == 0) return;
     if (n < 0) {
         self->stop_reading();
@@ -205,19 +243,19 @@ void Connection::queue_write(std::string_view bytes) {
         delete w;
         return;
     }
-    pending_bytes_ += bytes.size();
+    pending_bytes_ += static_cast<uint32_t>(bytes.size());
 }
 
 void Connection::on_write(uv_write_t* req, int status) {
     std::unique_ptr<WriteRequest> w(reinterpret_cast<WriteRequest*>(req));
     Socket* s = Socket::of(req->handle);
-    Connection* self = s->owner;
+    Connection* self = s->owner();
     if (self == nullptr) {
         // Closing after its flush: done once the last write is (or the socket failed).
         if (status < 0 || req->handle->write_queue_size == 0) s->close(false);
         return;
     }
-    self->pending_bytes_ -= w->bytes.size();
+    self->pending_bytes_ -= static_cast<uint32_t>(w->bytes.size());
     if (status < 0) {
         self->events_->on_socket_error(*self, status);
         return;
@@ -226,23 +264,23 @@ void Connection::on_write(uv_write_t* req, int status) {
 }
 
 void Connection::start_deadline(Socket* s) {
-    if (!s->flush) {
+    if (!s->flush()) {
         auto flush = std::make_unique<Socket::Flush>();
         if (uv_timer_init(s->tcp.loop, &flush->timer) != 0) return;
         flush->timer.data = s;
-        s->flush = std::move(flush);
+        s->set_flush(std::move(flush));
     }
-    uv_timer_t* timer = &s->flush->timer;
+    uv_timer_t* timer = &s->flush()->timer;
     // A deadline already running (a half-close, then the close) is not pushed back.
     if (uv_is_active(reinterpret_cast<uv_handle_t*>(timer))) return;
     uv_timer_start(timer, &Connection::on_deadline, kFlushDeadlineMs, 0);
 }
 
 void Connection::on_deadline(uv_timer_t* t) {
-    Socket* s = Socket::of(reinterpret_cast<uv_handle_t*>(t));
-    Connection* self = s->owner;
+    Socket* s = Socket::of(t);
+    Connection* self = s->owner();
     if (self == nullptr) {
-        if (s->flush->on_reset) s->flush->on_reset(s->tcp.write_queue_size);
+        if (s->flush()->on_reset) s->flush()->on_reset(s->tcp.write_queue_size);
         return s->close(true);
     }
     // A half-close that did not get out: the Connection is closed, and its owner told.
@@ -271,9 +309,9 @@ void Connection::on_shutdown(uv_shutdown_t* req, int status) {
     // UV_ECANCELED: the socket was closed meanwhile, and close(2) sent the FIN.
     if (s->closing() || status == UV_ECANCELED) return;
     // The FIN is the kernel's now: the flush is over.
-    if (s->flush) uv_timer_stop(&s->flush->timer);
+    if (Socket::Flush* f = s->flush()) uv_timer_stop(&f->timer);
     if (status >= 0) return;
-    if (Connection* self = s->owner) self->events_->on_socket_error(*self, status);
+    if (Connection* self = s->owner()) self->events_->on_socket_error(*self, status);
 }
 
 void Connection::close_after_flush(ResetNote note) {
@@ -281,12 +319,12 @@ void Connection::close_after_flush(ResetNote note) {
     stop_reading();
     if (!write_shut_) send_close_notify();
     Socket* s = std::exchange(socket_, nullptr);
-    s->owner = nullptr;
+    s->set_owner(nullptr);
     // close(2) sends the FIN after whatever the kernel still holds to send; a
     // shutdown(2) first would cost a system call and change nothing on the wire.
     if (pending_bytes_ == 0) return s->close(false);
     start_deadline(s);
-    if (note && s->flush) s->flush->on_reset = std::move(note);
+    if (note && s->flush()) s->flush()->on_reset = std::move(note);
 }
 
 void Connection::close() {

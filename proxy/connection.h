@@ -30,7 +30,9 @@
 namespace smtpscreen {
 
 // One per loop thread: every read on that loop lands here and is consumed by the
-// read callback before the next read can happen.
+// read callback before the next read can happen. The loop's `data` points to it (set
+// by each Connection made on that loop, which all pass the same one), so that no
+// connection holds a pointer to it (docs/design.md, "Memory per connection").
 struct ReadBuffer {
     static constexpr size_t kSize = 64 * 1024;
     std::array<char, kSize> bytes;
@@ -84,7 +86,13 @@ public:
     // Told the unsent byte count when a closing socket is reset at its deadline.
     using ResetNote = std::function<void(size_t unsent)>;
 
+    // buffer: the loop's one (see ReadBuffer).
     Connection(uv_loop_t* loop, ReadBuffer& buffer, ConnectionEvents& events);
+    // Takes the socket over, for `events` from now on (the session takes its client's
+    // connection from the accept handshake into itself: docs/design.md, "Memory per
+    // connection"); `other` is left closed. Only before TLS: a handshake step on the pool
+    // knows its connection.
+    Connection(Connection&& other, ConnectionEvents& events) noexcept;
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -102,7 +110,7 @@ public:
     // while the handshake runs, it waits for the handshake's end.
     void write(std::string_view bytes);
     // Unsent bytes: ciphertext in TLS, so the cap holds a TLS leg the same way.
-    size_t pending_bytes() const { return pending_bytes_ + (tls_ ? tls_->held.size() : 0); }
+    size_t pending_bytes() const { return size_t{pending_bytes_} + (tls_ ? tls_->held.size() : 0); }
     bool output_full() const { return pending_bytes() >= kOutputCap; }
     // Half-close: sends what is queued (and in TLS a close_notify), then the FIN
     // (shutdown(2), SHUT_WR). Reading goes on and the peer may still send; every later
@@ -165,9 +173,7 @@ private:
     void tls_failed(TlsFailure failure);
 
     Socket* socket_ = nullptr;  // null once closed; frees itself when its handles are closed
-    ReadBuffer& buffer_;
     ConnectionEvents* events_;
-    size_t pending_bytes_ = 0;
     // The leg in TLS, from start_tls() on: made then, so that a plaintext connection (an
     // idle client's) carries none of it (docs/design.md, "Memory per connection").
     struct Tls {
@@ -182,6 +188,9 @@ private:
     };
     bool stepping() const { return tls_ && tls_->step; }
     std::unique_ptr<Tls> tls_;
+    // Queued and unsent: bounded by kOutputCap and one read (the callers stop producing
+    // at the cap), so 32 bits, and the connection takes 32 bytes.
+    uint32_t pending_bytes_ = 0;
     bool reading_ = false;
     bool peer_eof_ = false;
     bool write_shut_ = false;

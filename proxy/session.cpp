@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <new>
 #include <utility>
 
 #include "dnsbl/check.h"
@@ -37,24 +38,29 @@ const char* refusal_text(RelayFilter::Refusal refusal) {
 
 }  // namespace
 
-Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls)
+Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+                 Connection& accepted)
     : worker_(worker),
       config_(std::move(config)),
       tls_(std::move(tls)),
+      client_(std::move(accepted), *this),
       timer_(worker.deadlines(), *this) {}
 
-Session::~Session() = default;
+Session::Relay::Relay(Session& s) : session(s) {}
+
+Session::~Session() {
+    if (tarpitting_) route_.stutter.~Stutter();
+    else route_.onward.~Onward();
+}
 
 // ---------------------------------------------------------------- step 1: accepted
 
 // The connection arrives accepted, past the load balancer's PROXY header when the
 // listener takes one (proxy/accept_handshake.cpp): client_ep_ is the real client.
 void Session::start(AcceptedClient accepted) {
-    client_ = std::move(accepted.conn);
-    client_->set_events(*this);
     client_ep_ = accepted.client;
     onward().local = accepted.local;
-    started_at_ = accepted.accepted_at;
+    started_at_ = static_cast<uint32_t>(accepted.accepted_at);
     if (!accepted.early_bytes.empty()) {
         onward().early_bytes = std::make_unique<std::string>(std::move(accepted.early_bytes));
     }
@@ -70,10 +76,10 @@ void Session::start(AcceptedClient accepted) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
-    client_->write(config_->greeting);
-    dialog_ = std::make_unique<SmtpDialog>(health_check_options(*config_));
+    client_.write(config_->greeting);
+    dialog_ = std::make_unique<ClientDialog>(health_check_options(*config_));
     arm_timer(config_->proxy_timeout);
-    client_->start_reading();
+    client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
 }
 
@@ -110,7 +116,7 @@ void Session::check_rates() {
         if (!verdict.refused) return admit_connection();
         worker_.events().rate_limited(client_ep_, verdict);
         count_failure();
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         close_client_after_flush();
         finish("rate-limit");
     });
@@ -135,11 +141,11 @@ void Session::admit_connection() {
         if (max_total < config_->max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
             client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_->write(replies::crlf(replies::too_many_connections(config_->hostname)));
+        client_.write(replies::crlf(replies::too_many_connections(config_->hostname)));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_->write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
         break;
     }
     close_client_after_flush();
@@ -197,15 +203,16 @@ void Session::start_greet_wait() {
     enter(Phase::GreetWait);
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_->write(replies::greeting_first_line(config_->banner));
+    client_.write(replies::greeting_first_line(config_->banner));
     banner_started_ = true;
     if (!config_->dnsbl_sites.empty()) {
-        dnsbl_ = std::make_unique<DnsblLookups>(
-            *this, onward().name ? onward().name->resolver : worker_.resolver(),
-            uv_now(worker_.loop()) + static_cast<uint64_t>(config_->dnsbl_timeout.count()));
+        const uint64_t due = static_cast<uint64_t>(elapsed().count()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
+        dnsbl_time_.due_ms = static_cast<uint32_t>(std::min<uint64_t>(due, UINT32_MAX));
+        dnsbl_ = std::make_unique<DnsblCheck>(onward().name ? *onward().name->resolver : *worker_.resolver(),
+                                              config_->dnsbl_sites, client_ep_, *this);
     }
     arm_timer(config_->greet_wait);
-    client_->start_reading();
+    client_.start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
     if (auto early = std::move(onward().early_bytes)) on_pregreet(*early);
 }
@@ -221,7 +228,7 @@ void Session::on_pregreet(std::string_view bytes) {
 
 void Session::dnsbl_updated() {
     // Every zone has answered: the verdict is all that is left to keep.
-    const bool complete = dnsbl_->check.complete();
+    const bool complete = dnsbl_->complete();
     if (complete) settle_dnsbl();
     if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
         if (dialog_) dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));  // the tarpit's comes later
@@ -231,7 +238,7 @@ void Session::dnsbl_updated() {
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
     if (config_->dnsbl_action != Action::Ignore &&
-        (complete ? dnsbl_listed() : dnsbl_->check.listed_for_sure(config_->dnsbl_threshold))) {
+        (complete ? dnsbl_listed() : dnsbl_->listed_for_sure(config_->dnsbl_threshold))) {
         return conclude_screening();
     }
     bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
@@ -241,38 +248,41 @@ void Session::dnsbl_updated() {
 
 void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
     // The latency since the lookups were asked: the deadline is dnsbl.timeout after that.
-    const uint64_t asked_at = dnsbl_->deadline - static_cast<uint64_t>(config_->dnsbl_timeout.count());
+    const uint64_t asked_at = dnsbl_deadline() - static_cast<uint64_t>(config_->dnsbl_timeout.count());
     worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
 }
 
 void Session::settle_dnsbl() {
-    const DnsblVerdict& verdict = dnsbl_->check.verdict();
-    dnsbl_top_ = verdict.top;
+    const DnsblVerdict verdict = dnsbl_->verdict();
+    dnsbl_top_site_ = kNoSite;
+    for (size_t i = 0; i < config_->dnsbl_sites.size() && i < kNoSite; ++i) {
+        if (&config_->dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
+    }
     dnsbl_score_ = verdict.score;
-    dnsbl_min_ttl_ = verdict.min_ttl.value_or(0);
+    dnsbl_time_.min_ttl = verdict.min_ttl.value_or(0);
     dnsbl_has_ttl_ = verdict.min_ttl.has_value();
     dnsbl_failed_ = verdict.any_failed;
     dnsbl_.reset();
 }
 
 DnsblVerdict Session::dnsbl_verdict() const {
-    if (dnsbl_) return dnsbl_->check.verdict();
+    if (dnsbl_) return dnsbl_->verdict();
     DnsblVerdict verdict;
     verdict.score = dnsbl_score_;
     verdict.any_failed = dnsbl_failed_;
-    if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_min_ttl_;
-    verdict.top = dnsbl_top_;
+    if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_time_.min_ttl;
+    if (dnsbl_top_site_ != kNoSite) verdict.top = &config_->dnsbl_sites[dnsbl_top_site_].zone;
     return verdict;
 }
 
 void Session::on_greet_wait_over() {
     if (dnsbl_) {
         uint64_t now = uv_now(worker_.loop());
-        if (now < dnsbl_->deadline) {
+        if (now < dnsbl_deadline()) {
             enter(Phase::DnsblWait);
-            return arm_timer(Millis(dnsbl_->deadline - now));
+            return arm_timer(Millis(dnsbl_deadline() - now));
         }
-        dnsbl_->check.expire();
+        dnsbl_->expire();
         settle_dnsbl();
     }
     conclude_screening();
@@ -314,14 +324,14 @@ bool Session::deep_tests_pending() const {
 
 void Session::start_deep() {
     enter(Phase::Deep);
-    client_->write(config_->greeting);
+    client_.write(config_->greeting);
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
-    dialog_ = std::make_unique<SmtpDialog>(
+    dialog_ = std::make_unique<ClientDialog>(
         with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)));
     arm_timer(config_->command_time_limit);
-    client_->start_reading();
+    client_.start_reading();
 }
 
 void Session::on_dialog_events(std::vector<DialogEvent> events) {
@@ -332,7 +342,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
                 stutter().queue(e.text, uv_now(worker_.loop()));
                 break;
             }
-            client_->write(e.text);
+            client_.write(e.text);
             if (!health_check_) arm_timer(config_->command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
@@ -341,7 +351,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
             // deep.action = tarpit: the dialog enforces from now on, and what it says
             // goes out slowly; or, with the tarpit full, the client is dropped.
             if (phase_ == Phase::Deep && config_->deep_action == Action::Tarpit && !enter_tarpit()) {
-                client_->write(replies::crlf(replies::kDropProtocol));
+                client_.write(replies::crlf(replies::kDropProtocol));
                 close_client_after_flush();
                 return finish("dropped");
             }
@@ -380,14 +390,14 @@ bool Session::in_dialog() const {
 
 void Session::pace_dialog() {
     // The greylist's store has the client's RCPT: nothing more is read until it answers.
-    if (greylist_pending_) return client_->stop_reading();
-    while (in_dialog() && dialog_->has_unhandled_lines() && !client_->output_full()) {
+    if (greylist_pending_) return client_.stop_reading();
+    while (in_dialog() && dialog_->has_unhandled_lines() && !client_.output_full()) {
         on_dialog_events(dialog_->feed({}, reply_room()));
     }
     if (phase_ == Phase::Tarpit) return pace_tarpit();  // deep.action = tarpit took it there
     if (!in_dialog()) return;
-    if (dialog_->has_unhandled_lines() || client_->output_full()) client_->stop_reading();
-    else client_->start_reading();
+    if (dialog_->has_unhandled_lines() || client_.output_full()) client_.stop_reading();
+    else client_.start_reading();
 }
 
 // Never 0 while the output is not full, so that each feed in pace_dialog answers a line.
@@ -395,11 +405,11 @@ void Session::pace_dialog() {
 // keeps one reply at most.
 size_t Session::reply_room() const {
     if (phase_ == Phase::Tarpit) return 1;
-    return client_->output_full() ? 0 : Connection::kOutputCap - client_->pending_bytes();
+    return client_.output_full() ? 0 : Connection::kOutputCap - client_.pending_bytes();
 }
 
 void Session::close_client_after_flush() {
-    client_->close_after_flush(reset_note(client_ep_.to_string()));
+    client_.close_after_flush(reset_note(client_ep_.to_string()));
 }
 
 // A peer that has not taken what was queued for it kFlushDeadlineMs after its session
@@ -423,7 +433,7 @@ void Session::on_deep_handoff(const SmtpTransaction& tx) {
     const GreylistRules rules = config_->greylist_rules();
     const std::string triplet = greylist_triplet(client_ep_, rules.network_prefix, tx.mail_from, tx.rcpt_to);
     greylist_pending_ = true;
-    client_->stop_reading();
+    client_.stop_reading();
     worker_.greylist().attempt(triplet, rules, unix_now_ms(),
                                [this, alive = worker_.liveness(*this), tx](GreylistOutcome outcome) {
         if (!alive || phase_ != Phase::Deep || !greylist_pending_) return;
@@ -470,16 +480,16 @@ void Session::hand_off_known_client() {
 void Session::start_tls_first() {
     enter(Phase::TlsFirst);
     // Alone, or the end of the greet wait's "220-" (a DNSWL pass).
-    client_->write(config_->greeting);
+    client_.write(config_->greeting);
     // The client may go on in clear with the backend: offer what the relay would show
     // of the backend's EHLO reply (screen/ehlo_keywords.h), or deep.ehlo_keywords when
     // the admin lists them.
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().tls_first_offer();
-    dialog_ = std::make_unique<SmtpDialog>(
+    dialog_ = std::make_unique<ClientDialog>(
         with_tls_slot(tls_first_options(*config_, std::move(offer), client_ep_.to_string())));
     arm_timer(config_->command_time_limit);
-    client_->start_reading();
+    client_.start_reading();
     // What followed a PROXY header came after the load balancer's connect: the client's first bytes.
     if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
 }
@@ -553,10 +563,10 @@ void Session::act_on_failure(Failure failure, Action action) {
 
 void Session::drop(Failure failure) {
     switch (failure) {
-    case Failure::Dnsbl: client_->write(replies::crlf(replies::kDropDnsbl)); break;
-    case Failure::AccessList: client_->write(replies::crlf(replies::kDropAccess)); break;
-    case Failure::Ban: client_->write(replies::crlf(replies::kBanned)); break;
-    default: client_->write(replies::crlf(replies::kDropProtocol)); break;
+    case Failure::Dnsbl: client_.write(replies::crlf(replies::kDropDnsbl)); break;
+    case Failure::AccessList: client_.write(replies::crlf(replies::kDropAccess)); break;
+    case Failure::Ban: client_.write(replies::crlf(replies::kBanned)); break;
+    default: client_.write(replies::crlf(replies::kDropProtocol)); break;
     }
     close_client_after_flush();
     finish(failure == Failure::Ban ? "banned" : "dropped");
@@ -565,11 +575,11 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
-    client_->write(config_->greeting);
-    dialog_ = std::make_unique<SmtpDialog>(with_tls_slot(
+    client_.write(config_->greeting);
+    dialog_ = std::make_unique<ClientDialog>(with_tls_slot(
         enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
     arm_timer(config_->command_time_limit);
-    client_->start_reading();
+    client_.start_reading();
 }
 
 // The tarpit (edge/tarpit.h; docs/design.md, "Edge defences"): OpenBSD spamd's
@@ -589,7 +599,7 @@ void Session::start_tarpit(Failure failure) {
 // that waits, or gives up during the greeting, never costs one.
 SmtpDialog& Session::tarpit_dialog() {
     if (!dialog_) {
-        dialog_ = std::make_unique<SmtpDialog>(
+        dialog_ = std::make_unique<ClientDialog>(
             enforce_options(*config_, client_ep_.to_string(), false, reject_reply(enforced_)));
     }
     return *dialog_;
@@ -605,8 +615,10 @@ bool Session::enter_tarpit() {
     worker_.events().tarpit(client_ep_);
     // The tarpit never hands off: what was kept for the handoff (a name lookup still in
     // flight too) gives its room to the Stutter.
-    route_.emplace<Stutter>(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
-    client_->stop_reading();
+    route_.onward.~Onward();
+    tarpitting_ = true;
+    new (&route_.stutter) Stutter(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
+    client_.stop_reading();
     return true;
 }
 
@@ -626,8 +638,8 @@ void Session::pace_tarpit() {
         close_client_after_flush();
         return finish("tarpit");
     }
-    if (stutter.giving_out() || stutter.closing()) client_->stop_reading();
-    else client_->start_reading();
+    if (stutter.giving_out() || stutter.closing()) client_.stop_reading();
+    else client_.start_reading();
     const uint64_t now = uv_now(worker_.loop());
     const uint64_t at = stutter.wake_at();
     if (stutter.byte_next()) return timer_.start_in_line(stutter.delay_ms(), at);
@@ -636,9 +648,9 @@ void Session::pace_tarpit() {
 
 void Session::on_tarpit_timer() {
     // A byte the kernel did not take waits in the connection's queue: none goes on top.
-    const Stutter::Tick tick = stutter().tick(uv_now(worker_.loop()), client_->pending_bytes() > 0);
+    const Stutter::Tick tick = stutter().tick(uv_now(worker_.loop()), client_.pending_bytes() > 0);
     if (tick.step == Stutter::Step::TimeLimit) return end_tarpit_at_time_limit();
-    if (tick.step == Stutter::Step::Byte) client_->write(std::string_view(&tick.byte, 1));
+    if (tick.step == Stutter::Step::Byte) client_.write(std::string_view(&tick.byte, 1));
     pace_tarpit();
 }
 
@@ -646,10 +658,10 @@ void Session::on_tarpit_timer() {
 // (COMMAND TIME LIMIT, 421), at once: the 421 goes whole, and what was left of a reply
 // the client did not take is not given out.
 void Session::end_tarpit_at_time_limit() {
-    if (client_->pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_->pending_bytes());
+    if (client_.pending_bytes() > 0) worker_.events().replies_unread(client_ep_, client_.pending_bytes());
     for (const DialogEvent& e : tarpit_dialog().time_limit_exceeded()) {
         if (e.kind == DialogEvent::Kind::Log) worker_.events().dialog(e.text);
-        else if (e.kind == DialogEvent::Kind::Reply) client_->write(e.text);
+        else if (e.kind == DialogEvent::Kind::Reply) client_.write(e.text);
     }
     close_client_after_flush();
     finish("tarpit");
@@ -676,11 +688,11 @@ void Session::start_name_lookup() {
 
 void Session::start_handoff(BackendHandoff::Replay replay) {
     enter(Phase::Handoff);
-    client_->stop_reading();  // the kernel holds what the client sends until the relay starts
+    client_.stop_reading();  // the kernel holds what the client sends until the relay starts
     timer_.stop();
     // XCLIENT names the client: wait for the reverse lookup (bounded by dnsbl.timeout),
     // usually long done by now.
-    relay_ = std::make_unique<Relay>();
+    relay_ = std::make_unique<Relay>(*this);
     if (const auto& name = onward().name; name && name->pending) {
         name->handoff_waiting = std::move(replay);
         return;
@@ -691,7 +703,7 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config_->backend_connect_timeout);
     relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_,
-                                                       tls_->backend, config_->hostname, *this);
+                                                       tls_->backend, config_->hostname, *relay_);
     ++worker_.backend_legs();
     const Onward& on = onward();
     relay_->handoff->start(client_ep_, on.local, on.name ? on.name->name : std::string(), std::move(replay));
@@ -706,7 +718,7 @@ void Session::backend_ehlo(std::string reply) {
 void Session::handoff_failed(std::string why) {
     if (phase_ != Phase::Handoff) return;
     worker_.events().backend_unavailable(client_ep_, why);
-    client_->write(replies::crlf(replies::kBackendUnavailable));
+    client_.write(replies::crlf(replies::kBackendUnavailable));
     close_client_after_flush();
     finish("backend-unavailable");
 }
@@ -736,7 +748,7 @@ void Session::handoff_ready(std::string reply) {
     // before the backend: the client has its answers already; a refusal answers the
     // command that asked for the backend, which then is not sent.
     const bool answered = tls_first();
-    if (!answered || backend_refused_) client_->write(reply);
+    if (!answered || backend_refused_) client_.write(reply);
     if (dialog_) {  // the deep tests and TLS before the backend hand off with a dialog behind them
         if (!answered) record_deep_passes();
         std::string rest = dialog_->take_unprocessed();
@@ -765,7 +777,7 @@ void Session::start_relay() {
                              !config_->tls_passthrough;
     options.bare_lf = config_->smuggling_bare_lf;
     options.terminate_starttls = tls_->server != nullptr;
-    options.tls_already_active = client_->tls() != nullptr;
+    options.tls_already_active = client_.tls() != nullptr;
     options.in_transaction = relay_->handoff->transaction_open();
     options.take_tls_slot = [this] { return take_tls_slot(); };
     relay_->filter = std::make_unique<RelayFilter>(options);
@@ -774,7 +786,7 @@ void Session::start_relay() {
     relay_->backend->start_reading();
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
-    if (!client_eof_) client_->start_reading();
+    if (!client_eof_) client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) relay_from_client(*early);
     if (client_eof_) relay_half_closes();
 }
@@ -799,15 +811,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
         // input"): the client's message had a bare LF/CR or an over-long line. The
         // backend never sees an end of data for it, so closing its connection abandons
         // the half-sent message; the client gets the 550 and a 421.
-        client_->write(to_client);
+        client_.write(to_client);
         relay_->backend->close();
         close_client_after_flush();
         worker_.events().message_refused(client_ep_, refusal_text(relay_->filter->refusal()));
         return finish("bad-message");
     }
     relay_->backend->write(to_backend);
-    client_->write(to_client);
-    if (relay_->filter->start_tls_now() && !client_->tls()) {
+    client_.write(to_client);
+    if (relay_->filter->start_tls_now() && !client_.tls()) {
         // The 220 went out in clear; what the client pipelined after its STARTTLS was
         // dropped by the filter (CVE-2011-0411 class).
         if (size_t dropped = relay_->filter->discarded_after_starttls()) worker_.events().starttls_injection(client_ep_, dropped);
@@ -824,15 +836,15 @@ void Session::relay_output(std::string_view to_client, std::string_view to_backe
 // A side that has half-closed is never read again: there is nothing more to read.
 void Session::update_backpressure() {
     if (phase_ != Phase::Relay) return;
-    const bool handshaking = client_->tls_handshaking();
+    const bool handshaking = client_.tls_handshaking();
     const bool holding = relay_->filter->client_held() && relay_->filter->held_bytes() > 0;
-    if (client_eof_) client_->stop_reading();
-    else if (handshaking || (relay_->backend->pending_bytes() == 0 && !holding && !client_->output_full())) client_->start_reading();
-    else client_->stop_reading();
+    if (client_eof_) client_.stop_reading();
+    else if (handshaking || (relay_->backend->pending_bytes() == 0 && !holding && !client_.output_full())) client_.start_reading();
+    else client_.stop_reading();
     // The backend waits while the client's handshake runs (nothing may reach the client
     // in clear after the 220 to its STARTTLS).
     if (backend_eof_) relay_->backend->stop_reading();
-    else if (client_->pending_bytes() == 0 && !relay_->filter->start_tls_now()) relay_->backend->start_reading();
+    else if (client_.pending_bytes() == 0 && !relay_->filter->start_tls_now()) relay_->backend->start_reading();
     else relay_->backend->stop_reading();
 }
 
@@ -844,7 +856,7 @@ void Session::update_backpressure() {
 // written; the session ends once both have ended (or on a reset, or the idle timeout).
 void Session::relay_half_closes() {
     if (phase_ != Phase::Relay) return;
-    const bool client_handshaking = client_->tls_handshaking();
+    const bool client_handshaking = client_.tls_handshaking();
     // After the backend's EOF the SMTP dialogue is over once its 221 has answered the
     // client's QUIT, or once the client is owed a reply that can no longer come (a backend
     // that died mid-dialogue, or a command sent after the backend's half-close): the
@@ -863,7 +875,7 @@ void Session::relay_half_closes() {
     // the backend when its reply releases them, and the half-close after them.
     // Over TLS, the connection sends its close_notify first.
     if (client_eof_ && !relay_->backend->write_shut() && relay_->filter->held_for_backend() == 0) relay_->backend->shutdown_after_flush();
-    if (backend_eof_ && !client_->write_shut()) client_->shutdown_after_flush();
+    if (backend_eof_ && !client_.write_shut()) client_.shutdown_after_flush();
 }
 
 // Whatever one side still has queued reaches the other before it is closed: a backend
@@ -877,7 +889,7 @@ void Session::end_relay() {
 
 void Session::on_client_eof() {
     client_eof_ = true;
-    client_->stop_reading();
+    client_.stop_reading();
     switch (phase_) {
     case Phase::Relay: return relay_half_closes();
     case Phase::Handoff: return;  // the relay starts with it (a close_notify read with the deep dialog)
@@ -911,7 +923,7 @@ void Session::on_backend_eof() {
 
 void Session::on_data(Connection& conn, std::string_view bytes) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get()) return on_client_bytes(bytes);
+    if (&conn == &client_) return on_client_bytes(bytes);
     relay_->last_activity = uv_now(worker_.loop());
     relay_from_backend(bytes);
 }
@@ -923,9 +935,15 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
 // Asked by the dialog or the relay right before our 220 to a STARTTLS. A refusal is
 // logged with the bound's name, so that an admin who sees 454s knows which key to raise.
 bool Session::take_tls_slot() {
-    tls_slot_ = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
-    if (!tls_slot_) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
-    return static_cast<bool>(tls_slot_);
+    HandshakeSlots::Slot& slot = phase_ == Phase::Relay ? relay_->tls_slot : dialog_->tls_slot;
+    slot = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
+    if (!slot) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
+    return static_cast<bool>(slot);
+}
+
+void Session::give_back_tls_slot() {
+    if (dialog_) dialog_->tls_slot.reset();
+    if (relay_) relay_->tls_slot.reset();
 }
 
 DialogOptions Session::with_tls_slot(DialogOptions options) {
@@ -942,13 +960,13 @@ void Session::start_client_tls() {
         return finish("tls-failed");
     }
     arm_timer(config_->tls_handshake_timeout);
-    client_->start_tls(std::move(stream), config_->tls_handshake_nice);
+    client_.start_tls(std::move(stream), config_->tls_handshake_nice);
 }
 
 void Session::on_tls_ready(Connection& conn) {
-    if (&conn == client_.get()) tls_slot_.reset();
-    if (phase_ == Phase::Done || &conn != client_.get()) return;
-    worker_.events().tls_established(client_ep_, *client_->tls());
+    if (&conn == &client_) give_back_tls_slot();
+    if (phase_ == Phase::Done || &conn != &client_) return;
+    worker_.events().tls_established(client_ep_, *client_.tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce || phase_ == Phase::TlsFirst) {
         dialog_->tls_established();
         arm_timer(config_->command_time_limit);
@@ -958,7 +976,7 @@ void Session::on_tls_ready(Connection& conn) {
         std::string to_backend;
         relay_->filter->tls_established(to_client, to_backend);
         relay_->backend->write(to_backend);
-        client_->write(to_client);
+        client_.write(to_client);
         relay_->last_activity = uv_now(worker_.loop());
         arm_timer(config_->backend_idle_timeout);
         update_backpressure();
@@ -966,10 +984,10 @@ void Session::on_tls_ready(Connection& conn) {
 }
 
 void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
-    if (&conn == client_.get()) tls_slot_.reset();
+    if (&conn == &client_) give_back_tls_slot();
     if (phase_ == Phase::Done) return;
     const std::string& error = conn.tls()->error();
-    if (&conn != client_.get()) {  // the backend leg, in the relay: the handoff did its handshake
+    if (&conn != &client_) {  // the backend leg, in the relay: the handoff did its handshake
         worker_.events().backend_tls_error(config_->backend_address, error);
         return on_socket_error(conn, UV_EPROTO);
     }
@@ -979,7 +997,7 @@ void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
         close_client_after_flush();  // with the alert
         return finish("tls-failed");
     case TlsFailure::Overflow:
-        worker_.events().tls_error(client_ep_, error, client_->tls_handshaking());
+        worker_.events().tls_error(client_ep_, error, client_.tls_handshaking());
         return finish("tls-failed");
     case TlsFailure::Record:
         worker_.events().tls_error(client_ep_, error, false);
@@ -1005,7 +1023,7 @@ void Session::on_client_bytes(std::string_view bytes) {
 
 void Session::on_peer_eof(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get()) return on_client_eof();
+    if (&conn == &client_) return on_client_eof();
     on_backend_eof();
 }
 
@@ -1021,7 +1039,7 @@ void Session::on_socket_error(Connection& /*conn*/, int /*status: a reset or a f
 
 void Session::on_drained(Connection& conn) {
     if (phase_ == Phase::Done) return;
-    if (&conn == client_.get() && in_dialog()) return pace_dialog();
+    if (&conn == &client_ && in_dialog()) return pace_dialog();
     update_backpressure();
 }
 
@@ -1032,7 +1050,7 @@ void Session::arm_timer(Millis after) {
 }
 
 void Session::on_deadline() {
-    if (client_->tls_handshaking()) {
+    if (client_.tls_handshaking()) {
         worker_.events().tls_handshake_timeout(client_ep_);
         return finish("tls-timeout");
     }
@@ -1042,7 +1060,7 @@ void Session::on_deadline() {
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
         if (dnsbl_) {
-            dnsbl_->check.expire();
+            dnsbl_->expire();
             settle_dnsbl();
         }
         return conclude_screening();
@@ -1051,8 +1069,8 @@ void Session::on_deadline() {
     case Phase::TlsFirst:
         // A greylist store that never answered: the session cannot go on without it.
         if (greylist_pending_) return finish("timeout");
-        if (client_->pending_bytes() > 0) {  // the kernel's buffers for it are full
-            worker_.events().replies_unread(client_ep_, client_->pending_bytes());
+        if (client_.pending_bytes() > 0) {  // the kernel's buffers for it are full
+            worker_.events().replies_unread(client_ep_, client_.pending_bytes());
         }
         return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
@@ -1075,7 +1093,7 @@ void Session::finish(std::string_view outcome) {
     enter(Phase::Done);
     if (!health_check_) worker_.events().disconnect(client_ep_, outcome, elapsed());
     timer_.stop();
-    client_->close();
+    client_.close();
     if (relay_ && relay_->backend) relay_->backend->close();
     if (relay_ && relay_->handoff) --worker_.backend_legs();
     if (admitted_) worker_.limits().release(client_ep_);
@@ -1100,6 +1118,13 @@ void Session::enter(Phase next) {
     phase_ = next;
 }
 
-Millis Session::elapsed() const { return Millis(uv_now(worker_.loop()) - started_at_); }
+Millis Session::elapsed() const {
+    return Millis(static_cast<uint32_t>(static_cast<uint32_t>(uv_now(worker_.loop())) - started_at_));
+}
+
+uint64_t Session::dnsbl_deadline() const {
+    const uint64_t now = uv_now(worker_.loop());
+    return now - static_cast<uint64_t>(elapsed().count()) + dnsbl_time_.due_ms;
+}
 
 }  // namespace smtpscreen

@@ -5,10 +5,10 @@
 // backend reply) arrives as a callback and is dispatched on the current phase.
 #include <uv.h>
 
+#include <cassert>
 #include <memory>
 #include <optional>
 #include <string>
-#include <variant>
 
 #include "config/config.h"
 #include "core/deadline_timers.h"
@@ -33,16 +33,18 @@ class Worker;
 
 class Session final : public LiveClient,
                       public ConnectionEvents,
-                      public BackendHandoff::Listener,
                       public DeadlineListener,
                       public DnsblCheck::Listener {
 public:
-    Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
+    // Takes the accepted client's socket into its own connection.
+    Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+            Connection& accepted);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
-    // Takes the accepted connection over (its PROXY header, if any, already read).
+    // Takes the accepted client over (its PROXY header, if any, already read; its
+    // socket already in client_).
     void start(AcceptedClient accepted);
     bool finished() const override { return phase_ == Phase::Done; }
     // Shutdown grace is over: end the session now.
@@ -67,7 +69,7 @@ private:
     // steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);
-    // DnsblCheck::Listener: the session itself, so that its lookups object needs no way back
+    // DnsblCheck::Listener: the session itself, so that the check needs no way back
     void dnsbl_updated() override;
     void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
     void on_greet_wait_over();
@@ -112,15 +114,18 @@ private:
     void on_client_bytes(std::string_view bytes);
     void start_client_tls();
     bool take_tls_slot();
+    void give_back_tls_slot();
     DialogOptions with_tls_slot(DialogOptions options);
     // step 8: handoff and relay
     void start_handoff(BackendHandoff::Replay replay = {});
     void start_name_lookup();
     void connect_backend(BackendHandoff::Replay replay);
-    void handoff_ready(std::string greeting) override;
-    void handoff_failed(std::string why) override;
-    void handoff_refused(std::string reply) override;
-    void backend_ehlo(std::string reply) override;
+    // Told by the handoff through the relay's object (Relay), which listens for the
+    // session: a listener's vtable pointer in the session would cost every idle client.
+    void handoff_ready(std::string greeting);
+    void handoff_failed(std::string why);
+    void handoff_refused(std::string reply);
+    void backend_ehlo(std::string reply);
     void start_relay();
     void relay_from_client(std::string_view bytes);
     void relay_from_backend(std::string_view bytes);
@@ -149,6 +154,7 @@ private:
     void arm_timer(Millis after);
     void on_deadline() override;
     Millis elapsed() const;
+    uint64_t dnsbl_deadline() const;  // uv_now() ms
     std::string client_ip() const { return client_ep_.ip(); }  // the cache, limits and replies key on it
     std::string reject_reply(Failure failure) const;
 
@@ -156,16 +162,6 @@ private:
     // idle client in the greet wait holds only what that phase needs (docs/design.md,
     // "Memory per connection"); the flags are bits, kept together.
 
-    // steps 4-5: the DNSBL lookups in flight, with the resolver they were asked of (a
-    // reload that changes dnsbl.servers must not pull it from under them). Freed once
-    // every zone has answered or dnsbl.timeout has passed; the verdict stays.
-    struct DnsblLookups {
-        DnsblLookups(Session& s, std::shared_ptr<DnsClient> r, uint64_t d)
-            : resolver(std::move(r)), deadline(d), check(*resolver, s.config_->dnsbl_sites, s.client_ep_, s) {}
-        std::shared_ptr<DnsClient> resolver;  // declared before check, which uses it
-        uint64_t deadline;  // uv_now() ms: dnsbl.timeout from when the lookups were asked
-        DnsblCheck check;
-    };
     // XCLIENT NAME=: the verified reverse name, looked up from admission on (only with
     // backend.handoff = xclient).
     struct NameLookup {
@@ -175,11 +171,20 @@ private:
         std::string name;
         std::optional<BackendHandoff::Replay> handoff_waiting;  // the handoff waits for the name
     };
-    // Step 8: the handoff, then the relay; made when the handoff starts.
-    struct Relay {
+    // Step 8: the handoff, then the relay; made when the handoff starts. It hears the
+    // handoff for the session.
+    struct Relay final : BackendHandoff::Listener {
+        explicit Relay(Session& s);  // in session.cpp, where RelayFilter is complete
+        void handoff_ready(std::string reply) override { session.handoff_ready(std::move(reply)); }
+        void handoff_refused(std::string reply) override { session.handoff_refused(std::move(reply)); }
+        void backend_ehlo(std::string reply) override { session.backend_ehlo(std::move(reply)); }
+        void handoff_failed(std::string why) override { session.handoff_failed(std::move(why)); }
+
+        Session& session;
         std::unique_ptr<BackendHandoff> handoff;
         std::unique_ptr<Connection> backend;
         std::unique_ptr<RelayFilter> filter;
+        HandshakeSlots::Slot tls_slot;  // the relayed STARTTLS's (ClientDialog)
         uint64_t last_activity = 0;
     };
 
@@ -195,34 +200,71 @@ private:
         std::unique_ptr<std::string> early_bytes;
     };
     static_assert(sizeof(Stutter) <= sizeof(Onward), "the tarpit's pace must fit the room it takes over");
-    Onward& onward() { return std::get<Onward>(route_); }
-    const Onward& onward() const { return std::get<Onward>(route_); }
-    Stutter& stutter() { return std::get<Stutter>(route_); }
+    // One or the other, told apart by tarpitting_ rather than a std::variant's index,
+    // which would take 8 bytes of its own.
+    union Route {
+        Route() : onward() {}
+        ~Route() {}
+        Onward onward;
+        Stutter stutter;
+    };
+    Onward& onward() {
+        assert(!tarpitting_);
+        return route_.onward;
+    }
+    const Onward& onward() const {
+        assert(!tarpitting_);
+        return route_.onward;
+    }
+    Stutter& stutter() {
+        assert(tarpitting_);
+        return route_.stutter;
+    }
 
     Worker& worker_;
     std::shared_ptr<const Config> config_;
     std::shared_ptr<const TlsContexts> tls_;
-    std::unique_ptr<Connection> client_;
+    Connection client_;  // inside the session: one allocation fewer per client
     Endpoint client_ep_;
-    uint64_t started_at_ = 0;  // uv_now, ms
+    // uv_now() ms at the accept, its low 32 bits: a session's times are differences
+    // from it, modulo 2^32 (sessions last far less than 49 days). 4 bytes and the two
+    // fields below fill the room client_ep_ leaves to the next 8-byte boundary.
+    uint32_t started_at_ = 0;
+    // While dnsbl_ is, when dnsbl.timeout is over (ms after started_at_); once the
+    // verdict is settled, its smallest TTL (when dnsbl_has_ttl_). Never both at once.
+    union {
+        uint32_t due_ms;
+        uint32_t min_ttl;
+    } dnsbl_time_{};
+    // The settled verdict's score (dnsbl_verdict()).
+    int dnsbl_score_ = 0;
     // The phase's time limit, on the loop's one timer; in the tarpit also its next
     // octet, in the tarpit's line of that timer.
     Deadline timer_;
-    std::unique_ptr<DnsblLookups> dnsbl_;  // while some zone is unanswered
-    // Once every zone has answered (or expired), the verdict (dnsbl_verdict()), with two
-    // of the flags' bits below: 16 bytes where a DnsblVerdict takes 24.
-    const std::string* dnsbl_top_ = nullptr;
-    int dnsbl_score_ = 0;
-    uint32_t dnsbl_min_ttl_ = 0;
-    std::unique_ptr<SmtpDialog> dialog_;  // Phase::Enforce, Tarpit, Deep, TlsFirst, HealthCheck
-    // tls.max_pending_handshakes: held from our 220 to STARTTLS until the handshake ends.
-    HandshakeSlots::Slot tls_slot_;
+    // steps 4-5: the DNSBL lookups in flight (the check alone, in a 96-byte chunk: its
+    // deadline is dnsbl_due_ms_). Freed once every zone has answered or dnsbl.timeout
+    // has passed; the verdict stays. The resolver they were asked of is kept by the
+    // worker, across a reload that replaces it, until this session is over
+    // (Worker::retire_resolver): a reference to it here would cost every idle client 16
+    // bytes.
+    std::unique_ptr<DnsblCheck> dnsbl_;
+    // The dialog, with the slot of tls.max_pending_handshakes its STARTTLS takes: held
+    // from our 220 to STARTTLS until the handshake ends. The slot is the dialog's, or in
+    // the relay the relay's (Relay::tls_slot): a session holds none of its own.
+    struct ClientDialog final : SmtpDialog {
+        using SmtpDialog::SmtpDialog;
+        HandshakeSlots::Slot tls_slot;
+    };
+    std::unique_ptr<ClientDialog> dialog_;  // Phase::Enforce, Tarpit, Deep, TlsFirst, HealthCheck
     std::unique_ptr<Relay> relay_;
-    std::variant<Onward, Stutter> route_;  // Stutter: Phase::Tarpit, the pace of its replies
+    Route route_;  // the Stutter from Phase::Tarpit on (tarpitting_): the pace of its replies
 
     Phase phase_ = Phase::Accepted;
     Failure enforced_ = Failure::None;
     std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
+    // The settled verdict's top zone: the index of its site in config_->dnsbl_sites.
+    static constexpr uint16_t kNoSite = UINT16_MAX;
+    uint16_t dnsbl_top_site_ = kNoSite;
     bool admitted_ : 1 = false;
     bool health_check_ : 1 = false;     // the load balancer's own connection: no client session to log
     bool failure_counted_ : 1 = false;  // toward ban.after: once per session
@@ -239,7 +281,8 @@ private:
     // answers the client's QUIT, or closes after its 421) and ends as backend-refused.
     bool backend_refused_ : 1 = false;
     bool dnsbl_failed_ : 1 = false;   // the settled verdict's any_failed
-    bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_min_ttl_ holds the settled verdict's min_ttl
+    bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_time_.min_ttl holds the settled verdict's min_ttl
+    bool tarpitting_ : 1 = false;     // route_ holds the Stutter
 };
 
 }  // namespace smtpscreen

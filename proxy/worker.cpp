@@ -134,6 +134,7 @@ Worker::~Worker() {
     stop_signal_.close();
     reload_signal_.close();
     resolver_.reset();
+    retired_resolvers_.clear();  // closed by close_everything, freed before the loop is
     // Let every close callback run, then the loop can be closed.
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
@@ -171,12 +172,15 @@ void Worker::on_reload_requested() {
     if (listen_fds) replace_listeners(*listen_fds);
     if (!next) return;
     if (next->dnsbl_servers != config_->dnsbl_servers || next->dnsbl_timeout != config_->dnsbl_timeout) {
+        std::shared_ptr<DnsClient> fresh;
         try {
-            resolver_ = std::make_shared<DnsClient>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
+            fresh = std::make_shared<DnsClient>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
         } catch (const std::exception& e) {
             shared_.log.error("reload: {}; keeping the settings in use", e.what());
             return;
         }
+        retire_resolver();
+        resolver_ = std::move(fresh);
     }
     config_ = std::move(next);
     tls_ = std::move(next_tls);
@@ -206,17 +210,17 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
     if (status != 0) return accept_failed(status);
     // Without a PROXY header to wait for, the session has started and the handshake is over.
     LiveClient* raw = handshake.get();
-    if (!raw->finished()) clients_.emplace(raw, std::move(handshake));
+    if (!raw->finished()) keep(std::move(handshake));
 }
 
 void Worker::start_session(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
                            AcceptedClient client) {
-    auto session = std::make_unique<Session>(*this, std::move(config), std::move(tls));
+    auto session = std::make_unique<Session>(*this, std::move(config), std::move(tls), *client.conn);
     Session* raw = session.get();
     // Kept before it starts: a session that ends at once (too many connections) is then
     // destroyed after the callback, as every other one, not inside its connection's read.
     raw->serial_ = ++next_serial_;
-    clients_.emplace(raw, std::move(session));
+    keep(std::move(session));
     raw->start(std::move(client));
 }
 
@@ -267,11 +271,43 @@ void Worker::accept_failed(int status) {
                      no_fds ? " (raise the open files limit, ulimit -n / LimitNOFILE, or lower limits.max_connections)" : "");
 }
 
+// The sessions of now may have DNSBL lookups on the resolver being replaced, and their
+// lookups hold no reference to it: it is kept until the last of them is over (and the
+// ones that ended in this turn of the loop are destroyed: reap). Only they can use it:
+// a session started later asks the new one.
+void Worker::retire_resolver() {
+    if (!resolver_) return;
+    size_t sessions = 0;
+    for (const auto& client : clients_) {
+        if (client && client->serial() != 0) ++sessions;
+    }
+    retired_resolvers_.push_back({std::move(resolver_), next_serial_, sessions});
+}
+
+void Worker::keep(std::unique_ptr<LiveClient> client) {
+    size_t slot = clients_.size();
+    if (!free_slots_.empty()) {
+        slot = free_slots_.back();
+        free_slots_.pop_back();
+    } else {
+        clients_.emplace_back();
+    }
+    client->slot_ = slot;
+    clients_[slot] = std::move(client);
+    ++client_count_;
+}
+
 void Worker::client_done(LiveClient* client) {
-    auto it = clients_.find(client);
-    if (it == clients_.end()) return;  // ended within Worker::on_connection, which drops it
-    finished_.push_back(std::move(it->second));
-    clients_.erase(it);
+    if (client->slot_ == LiveClient::kNoSlot) return;  // ended within Worker::on_connection, which drops it
+    finished_.push_back(std::move(clients_[client->slot_]));
+    free_slots_.push_back(static_cast<uint32_t>(client->slot_));
+    client->slot_ = LiveClient::kNoSlot;
+    --client_count_;
+    if (client->serial() != 0) {
+        for (RetiredResolver& r : retired_resolvers_) {
+            if (client->serial() <= r.last_serial) --r.sessions;
+        }
+    }
     uv_ref(reaper_.handle());
 }
 
@@ -287,9 +323,11 @@ void Worker::reap() {
     accept_deferred();
     const bool had_finished = !finished_.empty();
     finished_.clear();
+    // After the sessions, whose lookups it answers: none of them is left.
+    std::erase_if(retired_resolvers_, [](const RetiredResolver& r) { return r.sessions == 0; });
     // glibc keeps freed heap for reuse; after a burst, give it back once the loop
     // is idle again, so the resident size returns to its idle level.
-    if (had_finished && clients_.empty()) {
+    if (had_finished && client_count_ == 0) {
         uint64_t now = uv_now(&loop_);
         if (now - last_trim_ >= 1000) {
             last_trim_ = now;
@@ -297,7 +335,7 @@ void Worker::reap() {
         }
     }
     uv_unref(reaper_.handle());
-    if (stopping_ && clients_.empty()) close_everything();
+    if (stopping_ && client_count_ == 0) close_everything();
 }
 
 void Worker::on_stop_requested() {
@@ -305,7 +343,7 @@ void Worker::on_stop_requested() {
     stopping_ = true;
     listeners_.clear();  // stop accepting at once; sessions in progress go on
     deferred_.clear();
-    if (clients_.empty()) return close_everything();
+    if (client_count_ == 0) return close_everything();
     grace_timer_ = UvHandle<uv_timer_t>([this](uv_timer_t* t) { return uv_timer_init(&loop_, t); }, this);
     uv_timer_start(
         grace_timer_.get(),
@@ -328,7 +366,13 @@ void Worker::close_everything() {
     // Sessions report back through client_done while aborting: take them out first.
     auto left = std::move(clients_);
     clients_.clear();
-    for (auto& [raw, owned] : left) owned->abort("shutdown");
+    free_slots_.clear();
+    client_count_ = 0;
+    for (auto& owned : left) {
+        if (!owned) continue;
+        owned->slot_ = LiveClient::kNoSlot;
+        owned->abort("shutdown");
+    }
     left.clear();
     finished_.clear();
     deadlines_->close();
@@ -336,6 +380,7 @@ void Worker::close_everything() {
     log_flush_.close();  // what is logged from here on waits for the batch's destructor at most
     log_batch_.flush();
     if (resolver_) resolver_->close();
+    for (RetiredResolver& r : retired_resolvers_) r.resolver->close();
     rates_.reset();
     failures_.reset();
     greylist_.reset();

@@ -115,21 +115,21 @@ public:
                        AcceptedClient client);
     // The handshake or session is over; it is destroyed after the current callback returns.
     void client_done(LiveClient* client);
-    // Whether `client`, with this serial, is still one of the loop's clients: for
-    // callbacks from a store (cache, bans, rates, greylist), which may answer after the
-    // client has ended and another has been made at its address. Never dereferences it.
-    bool alive(const LiveClient* client, uint64_t serial) const {
-        auto it = clients_.find(const_cast<LiveClient*>(client));
-        return it != clients_.end() && it->second->serial() == serial;
+    // Whether the client that had this slot and serial is still one of the loop's
+    // clients: for callbacks from a store (cache, bans, rates, greylist), which may
+    // answer after the client has ended and another has taken its slot. Looks only at
+    // the slot's client of now, never at the one that asked.
+    bool alive(uint64_t slot, uint64_t serial) const {
+        return slot < clients_.size() && clients_[slot] && clients_[slot]->serial() == serial;
     }
-    // The same, taken while the client is alive and tested later: true while it still is.
+    // Taken while the client is alive and tested later: true while it still is.
     struct Liveness {
         const Worker* worker;
-        const LiveClient* client;
+        uint64_t slot;
         uint64_t serial;
-        explicit operator bool() const { return worker->alive(client, serial); }
+        explicit operator bool() const { return worker->alive(slot, serial); }
     };
-    Liveness liveness(const LiveClient& client) const { return {this, &client, client.serial()}; }
+    Liveness liveness(const LiveClient& client) const { return {this, client.slot_, client.serial()}; }
 
 private:
     void listen_on(uv_os_sock_t fd);
@@ -156,6 +156,16 @@ private:
     WorkerMetrics metrics_;  // before events_, which counts into it
     EventLog events_;
     std::shared_ptr<DnsClient> resolver_;
+    // Resolvers a reload replaced, each until the sessions that were open then are over
+    // (a DNSBL lookup holds no reference to its resolver: docs/design.md, "Memory per
+    // connection").
+    struct RetiredResolver {
+        std::shared_ptr<DnsClient> resolver;
+        uint64_t last_serial;  // the sessions that may use it: serials up to this one
+        size_t sessions;       // of those, how many are still open
+    };
+    void retire_resolver();
+    std::vector<RetiredResolver> retired_resolvers_;
     // This loop's view of the cache (a connection of its own for Redis); closed with
     // everything else, so that it does not keep the loop running.
     std::shared_ptr<VerdictCache> cache_;
@@ -187,8 +197,14 @@ private:
     UvHandle<uv_check_t> reaper_;
     UvHandle<uv_prepare_t> log_flush_;
     UvHandle<uv_timer_t> fd_watch_;
-    // Accepted connections in their handshakes, and sessions.
-    std::unordered_map<LiveClient*, std::unique_ptr<LiveClient>> clients_;
+    // Accepted connections in their handshakes, and sessions, each in the slot its
+    // LiveClient::slot_ names; a free slot is null and listed in free_slots_. Slots, not
+    // a map keyed by the pointer: a map's node and bucket cost every held client some
+    // 40 bytes (docs/design.md, "Memory per connection").
+    void keep(std::unique_ptr<LiveClient> client);
+    std::vector<std::unique_ptr<LiveClient>> clients_;
+    std::vector<uint32_t> free_slots_;
+    size_t client_count_ = 0;
     std::vector<std::unique_ptr<LiveClient>> finished_;
     uint64_t next_serial_ = 0;
     bool stopping_ = false;
