@@ -66,13 +66,20 @@ def starttls_delivers(screen, pf, ca, source, tag, pass_line):
     c.close()
     screen.wait_for_log(pass_line(source, port), since=since)
     screen.wait_for_log(harness.re_tls_established(source, port), since=since)
+    counts = delivered_once(screen, pf, source, port, marker, tag)
+    check("rset=" not in counts and "starttls=" not in counts, f"{tag}: Postfix saw RSET or STARTTLS: {counts}")
+
+
+def delivered_once(screen, pf, source, port, marker, tag):
+    """One handoff, the message delivered once, and Postfix's counts for the session
+    (returned): one EHLO, MAIL, RCPT, DATA and QUIT."""
     harness.check_one_disconnect(screen, source, port, "handoff")
     pf.wait_for_delivery(marker)
     check(len(pf.delivered(marker)) == 1, f"{tag}: delivered {len(pf.delivered(marker))} times")
     counts = postfix_counts(pf, source, port)
     harness.log(f"{tag}: Postfix counted {counts}")
     check(re.search(r"\behlo=1 mail=1 rcpt=1 data=1 quit=1\b", counts), f"{tag}: Postfix's counts: {counts}")
-    check("rset=" not in counts and "starttls=" not in counts, f"{tag}: Postfix saw RSET or STARTTLS: {counts}")
+    return counts
 
 
 def plain_pipelined_delivers(screen, pf, source, tag):
@@ -86,13 +93,7 @@ def plain_pipelined_delivers(screen, pf, source, tag):
     c.expect(None, 250)
     c.expect("QUIT", 221)
     c.close()
-    harness.check_one_disconnect(screen, source, port, "handoff")
-    pf.wait_for_delivery(marker)
-    check(len(pf.delivered(marker)) == 1, f"{tag}: delivered {len(pf.delivered(marker))} times")
-    counts = postfix_counts(pf, source, port)
-    harness.log(f"{tag}: Postfix counted {counts}")
-    # The EHLO is smtpscreen's replay of the client's.
-    check(re.search(r"\behlo=1 mail=1 rcpt=1 data=1 quit=1\b", counts), f"{tag}: Postfix's counts: {counts}")
+    delivered_once(screen, pf, source, port, marker, tag)  # its EHLO: smtpscreen's replay of the client's
 
 
 def quits_after_handshake(screen, pf, ca, source, tag):
