@@ -76,9 +76,16 @@ void Session::start(AcceptedClient accepted) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
+    open_dialog(health_check_options(*config_), config_->proxy_timeout);
+}
+
+// Our 220, then the dialog answers the client: the health check, the deep tests, TLS
+// before the backend. What followed a PROXY header came after the load balancer's
+// connect: the client's first bytes (after a greet wait it has read them already).
+void Session::open_dialog(DialogOptions options, Millis time_limit) {
     client_.write(config_->greeting);
-    dialog_ = std::make_unique<ClientDialog>(health_check_options(*config_));
-    arm_timer(config_->proxy_timeout);
+    dialog_ = std::make_unique<ClientDialog>(std::move(options));
+    arm_timer(time_limit);
     client_.start_reading();
     if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
 }
@@ -324,14 +331,11 @@ bool Session::deep_tests_pending() const {
 
 void Session::start_deep() {
     enter(Phase::Deep);
-    client_.write(config_->greeting);
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
-    dialog_ = std::make_unique<ClientDialog>(
-        with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)));
-    arm_timer(config_->command_time_limit);
-    client_.start_reading();
+    open_dialog(with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)),
+                config_->command_time_limit);
 }
 
 void Session::on_dialog_events(std::vector<DialogEvent> events) {
@@ -479,19 +483,13 @@ void Session::hand_off_known_client() {
 
 void Session::start_tls_first() {
     enter(Phase::TlsFirst);
-    // Alone, or the end of the greet wait's "220-" (a DNSWL pass).
-    client_.write(config_->greeting);
-    // The client may go on in clear with the backend: offer what the relay would show
-    // of the backend's EHLO reply (screen/ehlo_keywords.h), or deep.ehlo_keywords when
-    // the admin lists them.
+    // Our 220 alone, or the end of the greet wait's "220-" (a DNSWL pass). The client may
+    // go on in clear with the backend: offer what the relay would show of the backend's
+    // EHLO reply (screen/ehlo_keywords.h), or deep.ehlo_keywords when the admin lists them.
     std::vector<std::string> offer =
         config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().tls_first_offer();
-    dialog_ = std::make_unique<ClientDialog>(
-        with_tls_slot(tls_first_options(*config_, std::move(offer), client_ep_.to_string())));
-    arm_timer(config_->command_time_limit);
-    client_.start_reading();
-    // What followed a PROXY header came after the load balancer's connect: the client's first bytes.
-    if (auto early = std::move(onward().early_bytes)) feed_dialog(*early);
+    open_dialog(with_tls_slot(tls_first_options(*config_, std::move(offer), client_ep_.to_string())),
+                config_->command_time_limit);
 }
 
 // The backend gets the HELO/EHLO from before TLS, if there was one and no handshake

@@ -61,6 +61,7 @@ private:
     void admit_connection();
     void count_failure();
     void start_health_check();
+    void open_dialog(DialogOptions options, Millis time_limit);
     // steps 2-3: access list and cache
     void screen_known_client();
     void on_cache_record(const std::optional<TestResults>& record);

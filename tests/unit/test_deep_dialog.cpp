@@ -4,11 +4,14 @@
 #include <vector>
 
 #include "screen/smtp_dialog.h"
+#include "dialog_events.h"
 
 // The dialog in Deep mode: the deep protocol tests up to the first RCPT TO.
 
 using namespace smtpscreen;
 using Kind = DialogEvent::Kind;
+using test::kinds;
+using test::replies;
 
 namespace {
 
@@ -28,14 +31,6 @@ DialogOptions all_tests(Action action = Action::Enforce) {
     return o;
 }
 
-std::string replies(const std::vector<DialogEvent>& events) {
-    std::string out;
-    for (const auto& e : events) {
-        if (e.kind == Kind::Reply) out += e.text;
-    }
-    return out;
-}
-
 std::vector<std::string> texts(const std::vector<DialogEvent>& events, Kind kind) {
     std::vector<std::string> out;
     for (const auto& e : events) {
@@ -49,12 +44,6 @@ const DialogEvent* find(const std::vector<DialogEvent>& events, Kind kind) {
         if (e.kind == kind) return &e;
     }
     return nullptr;
-}
-
-std::vector<Kind> kinds(const std::vector<DialogEvent>& events) {
-    std::vector<Kind> out;
-    for (const auto& e : events) out.push_back(e.kind);
-    return out;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "screen/smtp_dialog.h"
+#include "dialog_events.h"
 
 // The dialog in TlsFirst mode (docs/design.md, "TLS"): a client handed off at once is
 // answered up to its handshake, then handed off at its first command that needs the
@@ -11,6 +12,8 @@
 
 using namespace smtpscreen;
 using Kind = DialogEvent::Kind;
+using test::kinds;
+using test::replies;
 
 namespace {
 
@@ -22,20 +25,6 @@ DialogOptions tls_first() {
     c.hostname = "mx.example.net";
     c.command_count_limit = 20;
     return tls_first_options(c, {"PIPELINING", "SIZE 10240000"}, kClient);
-}
-
-std::string replies(const std::vector<DialogEvent>& events) {
-    std::string out;
-    for (const auto& e : events) {
-        if (e.kind == Kind::Reply) out += e.text;
-    }
-    return out;
-}
-
-std::vector<Kind> kinds(const std::vector<DialogEvent>& events) {
-    std::vector<Kind> out;
-    for (const auto& e : events) out.push_back(e.kind);
-    return out;
 }
 
 }  // namespace
