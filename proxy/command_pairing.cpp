@@ -172,6 +172,10 @@ void CommandPairing::command_forwarded(Awaits awaits, std::string& to_client) {
 
 CommandPairing::Verb CommandPairing::classify(std::string_view line) const {
     std::string_view verb = first_word(line);
+    // Read alike by every backend's line limits (kMaxVerbStart).
+    if (static_cast<size_t>(verb.data() - line.data()) > kMaxVerbStart) return Verb::Blocked;
+    if (line.size() > options_.max_mode_line && (iequals(verb, "DATA") || iequals(verb, "STARTTLS")))
+        return Verb::Blocked;
     // XCLIENT/XFORWARD: the relay hole this pairing exists for. BDAT: CHUNKING is
     // stripped from the EHLO reply, so BDAT is never legitimate, and letting it through
     // would make its binary chunk message content to the backend but command lines to

@@ -64,6 +64,8 @@ public:
                                            // start (the deep tests' replayed MAIL it accepted)
         size_t max_line = kMaxCommandLine;  // longest command line forwarded, its LF included
                                             // (at least 64)
+        // Longest DATA or STARTTLS line forwarded, its LF included (see kMaxModeLine).
+        size_t max_mode_line = kMaxModeLine;
         // With terminate_starttls: asked right before our 220; false refuses with 454
         // instead. Unset: always yes.
         std::function<bool()> take_tls_slot;
@@ -76,6 +78,18 @@ public:
     // 2.9) never splits one, it reads line_length_limit (2,048) octets of a command and
     // skips the rest up to the LF, so the verb both judge is the same.
     static constexpr size_t kMaxCommandLine = 12288 + 2;
+
+    // ...but Postfix judges only those first 2,048 octets: a line whose verb comes after
+    // 2,048 blanks is an empty command to Postfix and DATA to Exim, and "DATA" followed by
+    // 2,048 blanks and an argument is DATA to Postfix and a syntax error to Exim. The
+    // pairing waits for the backend's reply either way, so neither lets a client through,
+    // but a backend must never read a line otherwise than the relay does. So a command
+    // line whose verb starts after kMaxVerbStart octets of white space, and a DATA or STARTTLS line
+    // (the lines whose reply changes what the client's next bytes are) over max_mode_line
+    // octets, RFC 5321's command line limit (§4.5.3.1.4), are blocked like XCLIENT: no
+    // MTA would send either.
+    static constexpr size_t kMaxVerbStart = 32;
+    static constexpr size_t kMaxModeLine = 512;
 
     // What the client's next bytes are, as far as the replies so far tell.
     enum class Phase : uint8_t {

@@ -17,6 +17,7 @@ CommandPairing::Options pairing_options(const RelayFilter::Options& o) {
     p.tls_already_active = o.tls_already_active;
     p.in_transaction = o.in_transaction;
     p.max_line = o.max_command_line;
+    p.max_mode_line = o.max_mode_line;
     p.take_tls_slot = o.take_tls_slot;
     return p;
 }

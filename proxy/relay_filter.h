@@ -76,6 +76,8 @@ public:
                                        // its line end included; a longer one is answered
                                        // "500 5.5.2 Line too long" and dropped (see
                                        // proxy/command_pairing.h; at least 64)
+        size_t max_mode_line = CommandPairing::kMaxModeLine;  // longest DATA or STARTTLS line
+                                       // forwarded; a longer one is blocked (same file)
         size_t max_line = 4096;        // longest EHLO reply line kept whole; a longer one is
                                        // judged by its head and streamed (at least 64)
         BareLf bare_lf = BareLf::Reject;   // smuggling.bare_lf; see proxy/smuggling_scanner.h

@@ -57,11 +57,12 @@ constexpr std::string_view kOwnReset = "RSET\r";   // the filter's, after the cl
 
 struct Limits {
     size_t filter;    // RelayFilter::Options::max_command_line
+    size_t mode;      // RelayFilter::Options::max_mode_line: below the Postfix-like limit
     size_t postfix;   // octets of a command line kept before the rest is skipped
     size_t exim;      // octets of a command line after which the next octet ends it
 };
-constexpr Limits kProduction{CommandPairing::kMaxCommandLine, 2048, 16384};
-constexpr Limits kSmall{64, 48, 100};
+constexpr Limits kProduction{CommandPairing::kMaxCommandLine, CommandPairing::kMaxModeLine, 2048, 16384};
+constexpr Limits kSmall{64, 40, 48, 100};
 
 char upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
 
@@ -366,6 +367,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ctx.limits = (mode & 8) ? kSmall : kProduction;
     ctx.options.in_transaction = (mode & 16) != 0;
     ctx.options.max_command_line = ctx.limits.filter;
+    ctx.options.max_mode_line = ctx.limits.mode;
 
     const std::string client = expand(in.substr(1));
     for (size_t start = 0; start < client.size();) {

@@ -131,6 +131,34 @@ TEST_CASE("relay rewrites XCLIENT, XFORWARD, BDAT and PROXY whatever their case"
     }
 }
 
+// Postfix reads the first 2,048 octets of a command line, Exim 16,384: a verb after the
+// first and an argument after the first are read differently by the two
+// (CommandPairing::kMaxVerbStart, kMaxModeLine).
+TEST_CASE("relay blocks a line whose verb or DATA/STARTTLS argument lies where backends read it differently") {
+    const std::string blanks(3000, ' ');
+    const std::vector<std::string> lines = {
+        blanks + "DATA\r\n",                             // an empty command to Postfix, DATA to Exim
+        std::string(40, '\t') + "NOOP\r\n",
+        std::string(33, ' ') + "\r\n",
+        "DATA" + blanks + "x\r\n",                       // DATA to Postfix, DATA with an argument to Exim
+        "STARTTLS" + std::string(600, ' ') + "\r\n",
+    };
+    for (const auto& line : lines) {
+        INFO("line of ", line.size(), " octets");
+        Relay relay;
+        CHECK(relay.client(line) == kBlocked);
+        Relay dripped;
+        CHECK(dripped.client_drip(line) == kBlocked);
+    }
+    // Up to the limits a line goes through as it came.
+    for (const std::string line : {std::string(32, ' ') + "NOOP\r\n", "DATA" + std::string(500, ' ') + "\r\n",
+                                   "NOOP" + blanks + "x\r\n"}) {
+        INFO("line of ", line.size(), " octets");
+        Relay relay;
+        CHECK(relay.client(line) == line);
+    }
+}
+
 TEST_CASE("relay forwards every other command byte for byte, line endings included") {
     const std::string session =
         "EHLO client.example\r\n"
