@@ -8,44 +8,51 @@
 namespace smtpscreen {
 namespace {
 
-// Small enough that an idle server holds next to nothing; the table grows by doubling
+// Small enough that an idle server holds next to nothing; a table grows by doubling
 // at 3/4 full and shrinks by half below 1/8 (never under this).
 constexpr std::size_t kMinSlots = 64;
 
 }  // namespace
 
-ClientCounts::ClientCounts(uint64_t seed) : seed_(seed ? seed : random_hash_seed()), slots_(kMinSlots) {}
+template <std::size_t N>
+ClientCounts::Table<N>::Table(uint64_t seed) : seed_(seed), slots_(kMinSlots) {
+    static_assert(sizeof(Slot) == N + 4, "an entry is its address and its count, nothing more");
+}
 
-ClientCounts::Key ClientCounts::key_of(std::string_view address) {
-    Key key;
-    std::memcpy(key.bytes.data(), address.data(), std::min(address.size(), key.bytes.size()));
-    key.family = address.size() == 4 ? kV4 : 0;
+template <std::size_t N>
+typename ClientCounts::Table<N>::Key ClientCounts::Table<N>::key_of(std::string_view address) {
+    Key key{};
+    std::memcpy(key.data(), address.data(), std::min(address.size(), N));
     return key;
 }
 
-std::size_t ClientCounts::home(const Key& key) const {
-    uint64_t lo = 0;
-    uint64_t hi = 0;
-    std::memcpy(&lo, key.bytes.data(), 8);
-    std::memcpy(&hi, key.bytes.data() + 8, 8);
-    const uint64_t h = hash_mix(hash_mix(hash_mix(seed_ ^ key.family) ^ lo) ^ hi);
+template <std::size_t N>
+std::size_t ClientCounts::Table<N>::home(const Key& key) const {
+    uint64_t h = hash_mix(seed_ ^ N);
+    for (std::size_t i = 0; i < N; i += 8) {
+        uint64_t word = 0;
+        std::memcpy(&word, key.data() + i, std::min<std::size_t>(8, N - i));
+        h = hash_mix(h ^ word);
+    }
     return static_cast<std::size_t>(h) & (slots_.size() - 1);
 }
 
-std::size_t ClientCounts::find(const Key& key) const {
+template <std::size_t N>
+std::size_t ClientCounts::Table<N>::find(const Key& key) const {
     const std::size_t mask = slots_.size() - 1;
     for (std::size_t i = home(key);; i = (i + 1) & mask) {
         const Slot& s = slots_[i];
-        if (s.empty() || ((s.count_and_family & kV4) == key.family && s.bytes == key.bytes)) return i;
+        if (s.count == 0 || s.bytes == key) return i;
     }
 }
 
-bool ClientCounts::add(std::string_view address, uint32_t max) {
+template <std::size_t N>
+bool ClientCounts::Table<N>::add(std::string_view address, uint32_t max) {
     const Key key = key_of(address);
     std::size_t i = find(key);
-    if (!slots_[i].empty()) {
-        if (slots_[i].count() >= max) return false;
-        ++slots_[i].count_and_family;
+    if (slots_[i].count != 0) {
+        if (slots_[i].count >= max) return false;
+        ++slots_[i].count;
         return true;
     }
     if (max == 0) return false;
@@ -53,25 +60,24 @@ bool ClientCounts::add(std::string_view address, uint32_t max) {
         rehash(slots_.size() * 2);
         i = find(key);
     }
-    slots_[i].bytes = key.bytes;
-    slots_[i].count_and_family = key.family | 1;
+    slots_[i].bytes = key;
+    slots_[i].count = 1;
     ++size_;
     return true;
 }
 
-bool ClientCounts::remove(std::string_view address) {
-    const Key key = key_of(address);
-    std::size_t i = find(key);
-    if (slots_[i].empty()) return false;
-    if (--slots_[i].count_and_family != key.family) return true;
+template <std::size_t N>
+bool ClientCounts::Table<N>::remove(std::string_view address) {
+    std::size_t i = find(key_of(address));
+    if (slots_[i].count == 0) return false;
+    if (--slots_[i].count != 0) return true;
     // The last connection: the slot empties, and the entries after it in its run move
     // back into the hole where their probe would pass it (backward-shift deletion, so
     // that no tombstones pile up under churn).
     const std::size_t mask = slots_.size() - 1;
     slots_[i] = Slot{};
-    for (std::size_t j = (i + 1) & mask; !slots_[j].empty(); j = (j + 1) & mask) {
-        Key moved{slots_[j].bytes, slots_[j].count_and_family & kV4};
-        const std::size_t h = home(moved);
+    for (std::size_t j = (i + 1) & mask; slots_[j].count != 0; j = (j + 1) & mask) {
+        const std::size_t h = home(slots_[j].bytes);
         // j may fill the hole at i when its home is not in the cyclic range (i, j].
         const bool home_between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
         if (home_between) continue;
@@ -84,18 +90,34 @@ bool ClientCounts::remove(std::string_view address) {
     return true;
 }
 
-uint32_t ClientCounts::count(std::string_view address) const {
-    const Slot& s = slots_[find(key_of(address))];
-    return s.empty() ? 0 : s.count();
+template <std::size_t N>
+uint32_t ClientCounts::Table<N>::count(std::string_view address) const {
+    return slots_[find(key_of(address))].count;
 }
 
-void ClientCounts::rehash(std::size_t capacity) {
+template <std::size_t N>
+void ClientCounts::Table<N>::rehash(std::size_t capacity) {
     std::vector<Slot> old(capacity);
     old.swap(slots_);
     for (const Slot& s : old) {
-        if (s.empty()) continue;
-        slots_[find(Key{s.bytes, s.count_and_family & kV4})] = s;
+        if (s.count != 0) slots_[find(s.bytes)] = s;
     }
+}
+
+// Each table is seeded apart (N is mixed in), from the one seed.
+ClientCounts::ClientCounts(uint64_t seed)
+    : v4_(seed ? seed : random_hash_seed()), v6_(seed ? seed : random_hash_seed()) {}
+
+bool ClientCounts::add(std::string_view address, uint32_t max) {
+    return address.size() == 4 ? v4_.add(address, max) : v6_.add(address, max);
+}
+
+bool ClientCounts::remove(std::string_view address) {
+    return address.size() == 4 ? v4_.remove(address) : v6_.remove(address);
+}
+
+uint32_t ClientCounts::count(std::string_view address) const {
+    return address.size() == 4 ? v4_.count(address) : v6_.count(address);
 }
 
 }  // namespace smtpscreen

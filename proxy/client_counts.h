@@ -1,9 +1,10 @@
 #pragma once
 // limits.per_client_connections' counts: how many connections each client address has
-// open. Every held client has one, so it is a flat table of 20-byte entries (open
-// addressing, linear probing) instead of a node-based map: an unordered_map's node and
-// bucket cost each held client some 56 bytes in malloc chunks, this some 30 at most
-// (docs/design.md, "Memory per connection"). Seeded, as the edge tables are
+// open. Every held client has one, so they are flat tables (open addressing, linear
+// probing) instead of a node-based map: an unordered_map's node and bucket cost each
+// held client some 56 bytes in malloc chunks. One table per family: an IPv4 entry is 8
+// bytes (its address and its count), where one table for both took 20 for every
+// address (docs/design.md, "Memory per connection"). Seeded, as the edge tables are
 // (edge/seeded_hash.h): an IPv6 client picks among 2^64 addresses of its own, and must
 // not be able to choose ones that collide.
 #include <array>
@@ -25,34 +26,40 @@ public:
     // One connection fewer; false when the address had none.
     bool remove(std::string_view address);
     uint32_t count(std::string_view address) const;
-    std::size_t size() const { return size_; }          // addresses with a connection
-    std::size_t capacity() const { return slots_.size(); }
+    std::size_t size() const { return v4_.size() + v6_.size(); }  // addresses with a connection
+    std::size_t capacity() const { return v4_.capacity() + v6_.capacity(); }  // slots, both tables
 
 private:
-    struct Slot {
-        std::array<unsigned char, 16> bytes{};
-        // 0: empty. The top bit tells an IPv4 address from the IPv6 one with the same
-        // bytes (its first four, the rest zero).
-        uint32_t count_and_family = 0;
-        uint32_t count() const { return count_and_family & ~kV4; }
-        bool empty() const { return count_and_family == 0; }
-    };
-    static constexpr uint32_t kV4 = 1u << 31;
-    static_assert(sizeof(Slot) == 20);
+    // The addresses of one length N, each with its count.
+    template <std::size_t N>
+    class Table {
+    public:
+        explicit Table(uint64_t seed);
+        bool add(std::string_view address, uint32_t max);
+        bool remove(std::string_view address);
+        uint32_t count(std::string_view address) const;
+        std::size_t size() const { return size_; }
+        std::size_t capacity() const { return slots_.size(); }
 
-    struct Key {
-        std::array<unsigned char, 16> bytes{};
-        uint32_t family = 0;  // kV4 or 0
-    };
-    static Key key_of(std::string_view address);
-    std::size_t home(const Key& key) const;
-    // The slot holding key, or the empty slot where it would go.
-    std::size_t find(const Key& key) const;
-    void rehash(std::size_t capacity);
+    private:
+        struct Slot {
+            std::array<unsigned char, N> bytes{};
+            uint32_t count = 0;  // 0: empty
+        };
+        using Key = std::array<unsigned char, N>;
+        static Key key_of(std::string_view address);
+        std::size_t home(const Key& key) const;
+        // The slot holding key, or the empty slot where it would go.
+        std::size_t find(const Key& key) const;
+        void rehash(std::size_t capacity);
 
-    uint64_t seed_;
-    std::vector<Slot> slots_;  // a power of two of them, at most 3/4 full
-    std::size_t size_ = 0;
+        uint64_t seed_;
+        std::vector<Slot> slots_;  // a power of two of them, at most 3/4 full
+        std::size_t size_ = 0;
+    };
+
+    Table<4> v4_;
+    Table<16> v6_;
 };
 
 }  // namespace smtpscreen
