@@ -486,7 +486,7 @@ std::string DnsClient::Impl::send(const dns::Question& question, ares_callback c
 }
 
 void DnsClient::Impl::start_query(std::unique_ptr<DnsblQuery> query) {
-    query->sent = uv_now(loop_);
+    query->set_sent(uv_now(loop_));
     queries_.insert(*query);
     if (auto error = send({query_name(*query), dns::kTypeA}, &Impl::on_answer, query.get()); !error.empty()) {
         complete(*query, failed("cannot ask: " + error));
@@ -526,7 +526,7 @@ void DnsClient::Impl::note_zone_health(const DnsblQuery& query, const DnsblReply
         if (health.answered(now)) log_.info("dnsbl zone {} answers again; querying it for every client", zone);
         return;
     }
-    if (health.timed_out(query.sent, now)) {
+    if (health.timed_out(query.sent_at(now), now)) {
         log_.warn("dnsbl zone {} timed out {} times in a row; skipping it for {}s "
                   "(its lookups count as not listed; check dnsbl.servers and the zone name)",
                   zone, health.silent_timeouts(), ZoneHealth::kSkipMillis / 1000);
@@ -680,7 +680,7 @@ void DnsClient::Impl::expire_deadlines() {
     const uint64_t now = uv_now(loop_);
     // c-ares may still answer one later: on_answer then finds it done.
     while (DnsblQuery* oldest = queries_.oldest()) {
-        if (oldest->sent + timeout_ms_ > now) break;
+        if (oldest->sent_at(now) + timeout_ms_ > now) break;
         complete(*oldest, failed(std::string(kReasonTimeout)));
     }
     while (!deadlines_.empty()) {
@@ -703,7 +703,7 @@ void DnsClient::Impl::arm_timer() {
     }
     if (const DnsblQuery* oldest = queries_.oldest()) {
         const uint64_t now = uv_now(loop_);
-        const uint64_t due = oldest->sent + timeout_ms_;
+        const uint64_t due = oldest->sent_at(now) + timeout_ms_;
         wait = std::min(wait, due > now ? due - now : 0);
     }
     while (!deadlines_.empty()) {

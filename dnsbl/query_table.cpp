@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "edge/seeded_hash.h"
 
@@ -9,36 +10,38 @@ namespace smtpscreen {
 
 namespace {
 
-constexpr std::size_t kFirstBuckets = 64;
+// Small enough that an idle resolver holds next to nothing; the table grows by doubling
+// at 3/4 full and shrinks by half below 1/8 (never under this).
+constexpr std::size_t kMinSlots = 64;
 
 }  // namespace
 
-DnsblQueryTable::DnsblQueryTable() : seed_(random_hash_seed()), buckets_(kFirstBuckets, nullptr) {}
+DnsblQueryTable::DnsblQueryTable() : seed_(random_hash_seed()), slots_(kMinSlots, nullptr) {}
 
-std::size_t DnsblQueryTable::bucket_of(std::string_view address, const DnsblZone* zone) const {
+std::size_t DnsblQueryTable::home(std::string_view address, const DnsblZone* zone) const {
     uint64_t h = hash_mix(seed_ ^ reinterpret_cast<uintptr_t>(zone));
     for (std::size_t i = 0; i < address.size(); i += 8) {
         uint64_t word = 0;
         std::memcpy(&word, address.data() + i, std::min<std::size_t>(8, address.size() - i));
         h = hash_mix(h ^ word);
     }
-    return static_cast<std::size_t>(h) & (buckets_.size() - 1);
+    return static_cast<std::size_t>(h) & (slots_.size() - 1);
 }
 
 DnsblQuery* DnsblQueryTable::find(std::string_view address, const DnsblZone* zone) const {
-    for (DnsblQuery* q = buckets_[bucket_of(address, zone)]; q; q = q->bucket_next) {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = home(address, zone); DnsblQuery* q = slots_[i]; i = (i + 1) & mask) {
         if (q->zone == zone && q->address() == address) return q;
     }
     return nullptr;
 }
 
 void DnsblQueryTable::insert(DnsblQuery& query) {
-    // Two queries a bucket at most: chains stay short, and the buckets cost an idle
-    // client 4 to 8 bytes where one a query costs 8 to 16.
-    if (size_ + 1 > 2 * buckets_.size()) grow();
-    auto& head = buckets_[bucket_of(query.address(), query.zone)];
-    query.bucket_next = head;
-    head = &query;
+    if ((size_ + 1) * 4 > slots_.size() * 3) rehash(slots_.size() * 2);
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = home(query.address(), query.zone);
+    while (slots_[i]) i = (i + 1) & mask;
+    slots_[i] = &query;
     query.older = newest_;
     query.newer = nullptr;
     (newest_ ? newest_->newer : oldest_) = &query;
@@ -47,28 +50,38 @@ void DnsblQueryTable::insert(DnsblQuery& query) {
 }
 
 void DnsblQueryTable::erase(DnsblQuery& query) {
-    for (DnsblQuery** link = &buckets_[bucket_of(query.address(), query.zone)]; *link; link = &(*link)->bucket_next) {
-        if (*link != &query) continue;
-        *link = query.bucket_next;
-        (query.older ? query.older->newer : oldest_) = query.newer;
-        (query.newer ? query.newer->older : newest_) = query.older;
-        query.bucket_next = query.older = query.newer = nullptr;
-        --size_;
-        return;
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = home(query.address(), query.zone);
+    while (slots_[i] && slots_[i] != &query) i = (i + 1) & mask;
+    if (!slots_[i]) return;  // not in the table
+    // The slot empties, and the queries after it in its run move back into the hole
+    // where their probe would pass it (backward-shift deletion: no tombstones pile up
+    // under churn).
+    slots_[i] = nullptr;
+    for (std::size_t j = (i + 1) & mask; slots_[j]; j = (j + 1) & mask) {
+        const std::size_t h = home(slots_[j]->address(), slots_[j]->zone);
+        // j may fill the hole at i when its home is not in the cyclic range (i, j].
+        const bool home_between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+        if (home_between) continue;
+        slots_[i] = std::exchange(slots_[j], nullptr);
+        i = j;
     }
+    (query.older ? query.older->newer : oldest_) = query.newer;
+    (query.newer ? query.newer->older : newest_) = query.older;
+    query.older = query.newer = nullptr;
+    --size_;
+    if (slots_.size() > kMinSlots && size_ * 8 < slots_.size()) rehash(slots_.size() / 2);
 }
 
-void DnsblQueryTable::grow() {
-    std::vector<DnsblQuery*> old(buckets_.size() * 2, nullptr);
-    old.swap(buckets_);
-    for (DnsblQuery* chain : old) {
-        while (chain) {
-            DnsblQuery* next = chain->bucket_next;
-            auto& head = buckets_[bucket_of(chain->address(), chain->zone)];
-            chain->bucket_next = head;
-            head = chain;
-            chain = next;
-        }
+void DnsblQueryTable::rehash(std::size_t capacity) {
+    std::vector<DnsblQuery*> old(capacity, nullptr);
+    old.swap(slots_);
+    const std::size_t mask = slots_.size() - 1;
+    for (DnsblQuery* q : old) {
+        if (!q) continue;
+        std::size_t i = home(q->address(), q->zone);
+        while (slots_[i]) i = (i + 1) & mask;
+        slots_[i] = q;
     }
 }
 
