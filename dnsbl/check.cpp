@@ -37,93 +37,140 @@ const std::string* top_listed_site_zone(const std::vector<DnsblSite>& sites,
     return top ? &top->zone : nullptr;
 }
 
-DnsblCheck::DnsblCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
-                       Listener& listener)
-    : sites_(sites), listener_(listener) {
-    std::vector<const std::string*> zones;
-    for (const auto& site : sites_) {
-        if (std::none_of(zones.begin(), zones.end(), [&](const std::string* z) { return *z == site.zone; })) {
-            zones.push_back(&site.zone);
-        }
+namespace {
+
+// The zones in the order the sites first name them.
+bool first_of_its_zone(const std::vector<DnsblSite>& sites, std::size_t i) {
+    return std::none_of(sites.begin(), sites.begin() + static_cast<std::ptrdiff_t>(i),
+                        [&](const DnsblSite& earlier) { return earlier.zone == sites[i].zone; });
+}
+
+const std::string& zone_at(const std::vector<DnsblSite>& sites, std::size_t index) {
+    std::size_t seen = 0;
+    for (std::size_t i = 0; i < sites.size(); ++i) {
+        if (first_of_its_zone(sites, i) && seen++ == index) return sites[i].zone;
     }
-    zone_count_ = static_cast<uint32_t>(zones.size());
-    if (zones.size() > 1) more_lookups_ = std::make_unique<DnsblSubscription[]>(zones.size() - 1);
+    return sites.front().zone;  // not reached: index < zone_count()
+}
+
+// The answers so far, folded into a verdict.
+struct Tally {
+    void add(const std::string& zone, const DnsblReply& reply) {
+        // A failed lookup counts as not listed and says nothing about how long to cache.
+        if (reply.status != DnsblReply::Status::Failed) {
+            min_ttl = has_ttl ? std::min(min_ttl, reply.ttl) : reply.ttl;
+            has_ttl = true;
+        } else {
+            any_failed = true;
+        }
+        if (reply.status == DnsblReply::Status::Listed) listed[zone] = reply.addresses;
+    }
+    DnsblVerdict verdict(const std::vector<DnsblSite>& sites) const {
+        DnsblVerdict v;
+        v.any_failed = any_failed;
+        if (has_ttl) v.min_ttl = min_ttl;
+        if (!listed.empty()) {
+            v.score = score_answers(sites, listed);
+            v.top = top_listed_site_zone(sites, listed);
+        }
+        return v;
+    }
+
+    std::map<std::string, std::vector<uint32_t>> listed;  // listed zone -> A records
+    uint32_t min_ttl = 0;                                  // when has_ttl
+    bool has_ttl = false;
+    bool any_failed = false;
+};
+
+}  // namespace
+
+struct DnsblCheck::More {
+    explicit More(std::size_t zones) : zone_count(zones), lookups(std::make_unique<DnsblSubscription[]>(zones - 1)) {}
+
+    std::size_t zone_count;
+    std::unique_ptr<DnsblSubscription[]> lookups;  // the zones after the first
+    Tally tally;
+};
+
+DnsblCheck::DnsblCheck() = default;
+DnsblCheck::~DnsblCheck() = default;
+
+std::size_t DnsblCheck::zone_count(const std::vector<DnsblSite>& sites) {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < sites.size(); ++i) n += first_of_its_zone(sites, i) ? 1 : 0;
+    return n;
+}
+
+DnsblSubscription* DnsblCheck::lookup(std::size_t index) {
+    if (index == 0) return &first_lookup_;
+    return more_ && index < more_->zone_count ? &more_->lookups[index - 1] : nullptr;
+}
+
+const DnsblSubscription* DnsblCheck::lookup(std::size_t index) const {
+    return const_cast<DnsblCheck*>(this)->lookup(index);
+}
+
+void DnsblCheck::start(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client,
+                       DnsblWaiter& waiter) {
+    finish();
+    const std::size_t zones = zone_count(sites);
+    if (zones > 1) more_ = std::make_unique<More>(zones);
     // The resolver never calls back from inside lookup_dnsbl(), so every lookup is
     // pending before the first answer arrives.
-    for (std::size_t i = 0; i < zones.size(); ++i) lookup(i) = resolver.lookup_dnsbl(client, *zones[i], *this);
-}
-
-DnsblVerdict DnsblCheck::verdict() const {
-    DnsblVerdict v;
-    v.score = score_;
-    v.any_failed = any_failed_;
-    v.min_ttl = min_ttl();
-    v.top = top_;
-    return v;
-}
-
-const std::string& DnsblCheck::zone(std::size_t index) const {
-    std::size_t seen = 0;
-    for (std::size_t i = 0; i < sites_.size(); ++i) {
-        const auto& z = sites_[i].zone;
-        const bool first = std::none_of(sites_.begin(), sites_.begin() + static_cast<std::ptrdiff_t>(i),
-                                        [&](const DnsblSite& earlier) { return earlier.zone == z; });
-        if (first && seen++ == index) return z;
-    }
-    return sites_.front().zone;  // not reached: index < zone_count()
+    for (std::size_t i = 0; i < zones; ++i) *lookup(i) = resolver.lookup_dnsbl(client, zone_at(sites, i), waiter);
 }
 
 bool DnsblCheck::complete() const {
-    for (std::size_t i = 0; i < zone_count(); ++i) {
-        if (lookup(i).pending()) return false;
+    for (std::size_t i = 0; const DnsblSubscription* l = lookup(i); ++i) {
+        if (l->pending()) return false;
     }
     return true;
 }
 
-bool DnsblCheck::is_pending(const std::string& z) const {
-    for (std::size_t i = 0; i < zone_count(); ++i) {
-        if (lookup(i).pending() && zone(i) == z) return true;
+bool DnsblCheck::is_pending(const std::vector<DnsblSite>& sites, const std::string& z) const {
+    for (std::size_t i = 0; const DnsblSubscription* l = lookup(i); ++i) {
+        if (l->pending() && zone_at(sites, i) == z) return true;
     }
     return false;
 }
 
-bool DnsblCheck::listed_for_sure(int threshold) const {
-    if (score_ < threshold) return false;
-    return std::none_of(sites_.begin(), sites_.end(),
-                        [&](const DnsblSite& site) { return site.weight < 0 && is_pending(site.zone); });
+bool DnsblCheck::listed_for_sure(const std::vector<DnsblSite>& sites, int score, int threshold) const {
+    if (score < threshold) return false;
+    return std::none_of(sites.begin(), sites.end(),
+                        [&](const DnsblSite& site) { return site.weight < 0 && is_pending(sites, site.zone); });
 }
 
-void DnsblCheck::expire() {
-    for (std::size_t i = 0; i < zone_count(); ++i) {
-        if (!lookup(i).pending()) continue;
-        any_failed_ = true;
-        listener_.dnsbl_answered(zone(i), DnsblReply::Status::Failed);
-    }
-    // Cancelling the subscriptions guarantees no late answer reaches dnsbl_reply.
-    for (std::size_t i = 0; i < zone_count(); ++i) lookup(i).cancel();
-}
-
-void DnsblCheck::dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) {
+DnsblCheck::Answer DnsblCheck::answer(const std::vector<DnsblSite>& sites, DnsblSubscription& which,
+                                      const DnsblReply& reply) {
     std::size_t index = 0;
-    while (index < zone_count() && &lookup(index) != &which) ++index;
-    if (index == zone_count()) return;
-    const std::string& answered = zone(index);
-    // A failed lookup counts as not listed and says nothing about how long to cache.
-    if (reply.status != DnsblReply::Status::Failed) {
-        min_ttl_ = has_ttl_ ? std::min(min_ttl_, reply.ttl) : reply.ttl;
-        has_ttl_ = true;
-    } else {
-        any_failed_ = true;
+    const DnsblSubscription* l = nullptr;
+    while ((l = lookup(index)) && l != &which) ++index;
+    if (!l || sites.empty()) return {};
+    const std::string& zone = zone_at(sites, index);
+    Tally lone;  // one zone: its answer is the whole verdict, nothing is kept
+    Tally& tally = more_ ? more_->tally : lone;
+    tally.add(zone, reply);
+    return {&zone, tally.verdict(sites)};
+}
+
+DnsblVerdict DnsblCheck::expire(const std::vector<DnsblSite>& sites,
+                                const std::function<void(const std::string& zone)>& unanswered) {
+    Tally lone;
+    Tally& tally = more_ ? more_->tally : lone;
+    for (std::size_t i = 0; const DnsblSubscription* l = lookup(i); ++i) {
+        if (!l->pending()) continue;
+        tally.any_failed = true;
+        unanswered(zone_at(sites, i));
     }
-    if (reply.status == DnsblReply::Status::Listed) {
-        if (!listed_) listed_ = std::make_unique<std::map<std::string, std::vector<uint32_t>>>();
-        (*listed_)[answered] = reply.addresses;
-        score_ = score_answers(sites_, *listed_);
-        top_ = top_listed_site_zone(sites_, *listed_);
-    }
-    listener_.dnsbl_answered(answered, reply.status);
-    // The listener may destroy this check: touch no member after the call.
-    listener_.dnsbl_updated();
+    DnsblVerdict verdict = tally.verdict(sites);
+    finish();
+    return verdict;
+}
+
+void DnsblCheck::finish() {
+    // Cancelling the subscriptions guarantees no late answer reaches the waiter.
+    first_lookup_.cancel();
+    more_.reset();
 }
 
 }  // namespace smtpscreen

@@ -13,9 +13,8 @@ constexpr size_t kMaxEarlyBytes = 4096;
 
 }  // namespace
 
-AcceptHandshake::AcceptHandshake(Worker& worker, std::shared_ptr<const Config> config,
-                                 std::shared_ptr<const TlsContexts> tls)
-    : worker_(worker), config_(std::move(config)), tls_(std::move(tls)) {
+AcceptHandshake::AcceptHandshake(Worker& worker, SessionSettings::Ref settings)
+    : worker_(worker), settings_(std::move(settings)) {
     accepted_.conn = std::make_unique<Connection>(worker.loop(), worker.read_buffer(), *this);
 }
 
@@ -32,11 +31,11 @@ int AcceptHandshake::start(uv_stream_t* listener, const std::optional<Endpoint>&
     worker_.metrics().connections.add();
     worker_.metrics().enter_phase(SessionPhase::Count, SessionPhase::ProxyHeader);
 
-    if (config_->proxy_protocol == ProxyProtocol::Off) {
+    if (settings_->config().proxy_protocol == ProxyProtocol::Off) {
         identified();
         return 0;
     }
-    bool trusted = std::any_of(config_->proxy_from.begin(), config_->proxy_from.end(),
+    bool trusted = std::any_of(settings_->config().proxy_from.begin(), settings_->config().proxy_from.end(),
                                [&](const Cidr& c) { return c.contains(accepted_.client); });
     if (!trusted) {
         worker_.events().proxy_header_error(accepted_.client, "sender is not in listen.proxy_from");
@@ -55,7 +54,7 @@ int AcceptHandshake::start(uv_stream_t* listener, const std::optional<Endpoint>&
                                                           "no complete header within listen.proxy_timeout");
                 self->fail("timeout");
             },
-            static_cast<uint64_t>(std::max<int64_t>(config_->proxy_timeout.count(), 0)), 0);
+            static_cast<uint64_t>(std::max<int64_t>(settings_->config().proxy_timeout.count(), 0)), 0);
     }
     conn.start_reading();
     return 0;
@@ -68,7 +67,7 @@ void AcceptHandshake::on_data(Connection&, std::string_view bytes) {
 void AcceptHandshake::read_header(std::string_view bytes) {
     std::string& buffered = accepted_.early_bytes;
     buffered.append(bytes.substr(0, kProxyHeaderMaxLength + kMaxEarlyBytes - buffered.size()));
-    ProxyHeader header = parse_proxy_header(buffered, config_->proxy_protocol);
+    ProxyHeader header = parse_proxy_header(buffered, settings_->config().proxy_protocol);
     if (header.status == ProxyHeader::Status::NeedMore) {
         if (buffered.size() < kProxyHeaderMaxLength) return;
         header.error = "header too long";
@@ -91,7 +90,7 @@ void AcceptHandshake::read_header(std::string_view bytes) {
 void AcceptHandshake::identified() {
     done_ = true;
     timer_.close();
-    worker_.start_session(config_, tls_, std::move(accepted_));
+    worker_.start_session(std::move(settings_), std::move(accepted_));
     worker_.client_done(this);
 }
 

@@ -15,7 +15,7 @@
 #include "core/uv_handle.h"
 #include "proxy/connection.h"
 #include "proxy/live_client.h"
-#include "proxy/tls_config.h"
+#include "proxy/session_settings.h"
 
 namespace smtpscreen {
 
@@ -33,7 +33,7 @@ struct AcceptedClient {
 
 class AcceptHandshake final : public LiveClient, public ConnectionEvents {
 public:
-    AcceptHandshake(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls);
+    AcceptHandshake(Worker& worker, SessionSettings::Ref settings);
     AcceptHandshake(const AcceptHandshake&) = delete;
     AcceptHandshake& operator=(const AcceptHandshake&) = delete;
 
@@ -61,8 +61,7 @@ private:
     void on_tls_failed(Connection&, TlsFailure) override {}
 
     Worker& worker_;
-    std::shared_ptr<const Config> config_;
-    std::shared_ptr<const TlsContexts> tls_;
+    SessionSettings::Ref settings_;  // handed to the session it starts
     AcceptedClient accepted_;
     UvHandle<uv_timer_t> timer_;  // listen.proxy_timeout, on a proxy_protocol listener only
     bool done_ = false;

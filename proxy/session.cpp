@@ -38,15 +38,18 @@ const char* refusal_text(RelayFilter::Refusal refusal) {
 
 }  // namespace
 
-Session::Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
-                 Connection& accepted)
+Session::Session(Worker& worker, SessionSettings::Ref settings, Connection& accepted)
     : worker_(worker),
-      config_(std::move(config)),
-      tls_(std::move(tls)),
+      settings_(std::move(settings)),
       client_(std::move(accepted), *this),
       timer_(worker.deadlines(), *this) {}
 
 Session::Relay::Relay(Session& s) : session(s) {}
+
+// Every idle client holds a Session: it is 280 bytes, a 288-byte malloc chunk with its
+// header; 8 bytes more would take a 304-byte one (docs/design.md, "Memory per
+// connection", where the parts are counted).
+static_assert(sizeof(Session) <= 280, "an idle client's session outgrew its 288-byte malloc chunk");
 
 Session::~Session() {
     if (tarpitting_) route_.stutter.~Stutter();
@@ -76,14 +79,14 @@ void Session::start(AcceptedClient accepted) {
 void Session::start_health_check() {
     enter(Phase::HealthCheck);
     health_check_ = true;
-    open_dialog(health_check_options(*config_), config_->proxy_timeout);
+    open_dialog(health_check_options(config()), config().proxy_timeout);
 }
 
 // Our 220, then the dialog answers the client: the health check, the deep tests, TLS
 // before the backend. What followed a PROXY header came after the load balancer's
 // connect: the client's first bytes (after a greet wait it has read them already).
 void Session::open_dialog(DialogOptions options, Millis time_limit) {
-    client_.write(config_->greeting);
+    client_.write(config().greeting);
     dialog_ = std::make_unique<ClientDialog>(std::move(options));
     arm_timer(time_limit);
     client_.start_reading();
@@ -92,10 +95,10 @@ void Session::open_dialog(DialogOptions options, Millis time_limit) {
 
 void Session::client_identified() {
     worker_.events().connect(client_ep_, onward().local);
-    access_ = match_access(config_->access_rules, client_ep_);
+    access_ = match_access(config().access_rules, client_ep_);
     // Neither the bans nor the rate limits touch an allowlisted client, as Postfix exempts
     // smtpd_client_event_limit_exceptions (docs/design.md, "Edge defences").
-    if (!config_->ban_rules().on() || access_ == AccessVerdict::Permit) return check_rates();
+    if (!config().ban_rules().on() || access_ == AccessVerdict::Permit) return check_rates();
     worker_.bans().lookup_ban(client_ip(), [this, alive = worker_.liveness(*this)](std::optional<Ban> ban) {
         if (!alive || phase_ != Phase::Accepted) return;
         if (!ban || !ban->in_force(ban_clock_ms())) return check_rates();
@@ -103,7 +106,7 @@ void Session::client_identified() {
         worker_.events().ban_refused(client_ep_);
         // ban.action = tarpit: admitted as any client is (the connection limits), never
         // counted by the rate limits, then the tarpit from its greeting on.
-        if (config_->ban_action == BanAction::Tarpit) {
+        if (config().ban_action == BanAction::Tarpit) {
             banned_ = true;
             return admit_connection();
         }
@@ -115,7 +118,7 @@ void Session::client_identified() {
 
 // The rate limits count every connection that is not banned, before anything is spent on it.
 void Session::check_rates() {
-    const RateRules rules = config_->rate_rules();
+    const RateRules rules = config().rate_rules();
     if (!rules.on() || access_ == AccessVerdict::Permit) return admit_connection();
     worker_.rates().count(client_ep_, rules, uv_now(worker_.loop()),
                           [this, alive = worker_.liveness(*this)](const RateVerdict& verdict) {
@@ -123,7 +126,7 @@ void Session::check_rates() {
         if (!verdict.refused) return admit_connection();
         worker_.events().rate_limited(client_ep_, verdict);
         count_failure();
-        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config().hostname, client_ip())));
         close_client_after_flush();
         finish("rate-limit");
     });
@@ -133,26 +136,26 @@ void Session::check_rates() {
 void Session::count_failure() {
     if (failure_counted_) return;
     failure_counted_ = true;
-    count_failure_toward_ban(worker_, client_ep_, config_->ban_rules());
+    count_failure_toward_ban(worker_, client_ep_, config().ban_rules());
 }
 
 void Session::admit_connection() {
-    const int max_total = std::min(config_->max_connections, worker_.fd_capacity());
-    switch (worker_.limits().admit(client_ep_, max_total, config_->per_client_connections)) {
+    const int max_total = std::min(config().max_connections, worker_.fd_capacity());
+    switch (worker_.limits().admit(client_ep_, max_total, config().per_client_connections)) {
     case ConnectionLimits::Admit::Ok:
         admitted_ = true;
         if (banned_) return start_tarpit(Failure::Ban);
-        if (config_->handoff == Handoff::Xclient) start_name_lookup();
+        if (config().handoff == Handoff::Xclient) start_name_lookup();
         return screen_known_client();
     case ConnectionLimits::Admit::TooManyTotal:
-        if (max_total < config_->max_connections) worker_.out_of_descriptors();
+        if (max_total < config().max_connections) worker_.out_of_descriptors();
         worker_.events().too_many_connections(
-            client_ep_, max_total < config_->max_connections ? "open files limit" : "limits.max_connections");
-        client_.write(replies::crlf(replies::too_many_connections(config_->hostname)));
+            client_ep_, max_total < config().max_connections ? "open files limit" : "limits.max_connections");
+        client_.write(replies::crlf(replies::too_many_connections(config().hostname)));
         break;
     case ConnectionLimits::Admit::TooManyFromClient:
         worker_.events().too_many_connections(client_ep_, "limits.per_client_connections");
-        client_.write(replies::crlf(replies::too_many_connections_from(config_->hostname, client_ip())));
+        client_.write(replies::crlf(replies::too_many_connections_from(config().hostname, client_ip())));
         break;
     }
     close_client_after_flush();
@@ -168,7 +171,7 @@ void Session::screen_known_client() {
             return hand_off_known_client();
         }
         worker_.events().denylisted(client_ep_);
-        if (config_->access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config_->access_action);
+        if (config().access_action != Action::Ignore) return act_on_failure(Failure::AccessList, config().access_action);
     }
     enter(Phase::Cache);
     worker_.cache().lookup(client_ip(), [this, alive = worker_.liveness(*this)](std::optional<TestResults> record) {
@@ -193,15 +196,15 @@ void Session::on_cache_record(const std::optional<TestResults>& record) {
 bool Session::passed_all_enabled_tests(const TestResults& record) const {
     int64_t now = unix_now();
     if (!record.passed(Test::Pregreet, now)) return false;
-    if (!config_->dnsbl_sites.empty() && !record.passed(Test::Dnsbl, now)) return false;
+    if (!config().dnsbl_sites.empty() && !record.passed(Test::Dnsbl, now)) return false;
     return deep_passes_valid(record, now);
 }
 
 bool Session::deep_passes_valid(const TestResults& record, int64_t now) const {
-    return (!config_->deep_pipelining || record.passed(Test::Pipelining, now)) &&
-           (!config_->deep_non_smtp_command || record.passed(Test::NonSmtp, now)) &&
-           (!config_->deep_bare_newline || record.passed(Test::BareNewline, now)) &&
-           (!config_->greylist_enable || record.passed(Test::Greylist, now));
+    return (!config().deep_pipelining || record.passed(Test::Pipelining, now)) &&
+           (!config().deep_non_smtp_command || record.passed(Test::NonSmtp, now)) &&
+           (!config().deep_bare_newline || record.passed(Test::BareNewline, now)) &&
+           (!config().greylist_enable || record.passed(Test::Greylist, now));
 }
 
 // ---------------------------------------------------------------- steps 4-5: greet wait, verdict
@@ -210,15 +213,15 @@ void Session::start_greet_wait() {
     enter(Phase::GreetWait);
     // The first line of a multi-line greeting: RFC 5321 clients must wait for the last
     // line, spambots that talk first give themselves away (postscreen's pregreet test).
-    client_.write(replies::greeting_first_line(config_->banner));
+    client_.write(replies::greeting_first_line(config().banner));
     banner_started_ = true;
-    if (!config_->dnsbl_sites.empty()) {
-        const uint64_t due = static_cast<uint64_t>(elapsed().count()) + static_cast<uint64_t>(config_->dnsbl_timeout.count());
+    if (!config().dnsbl_sites.empty()) {
+        const uint64_t due = static_cast<uint64_t>(elapsed().count()) + static_cast<uint64_t>(config().dnsbl_timeout.count());
         dnsbl_time_.due_ms = static_cast<uint32_t>(std::min<uint64_t>(due, UINT32_MAX));
-        dnsbl_ = std::make_unique<DnsblCheck>(onward().name ? *onward().name->resolver : *worker_.resolver(),
-                                              config_->dnsbl_sites, client_ep_, *this);
+        dnsbl_.start(onward().name ? *onward().name->resolver : *worker_.resolver(), config().dnsbl_sites,
+                     client_ep_, *this);
     }
-    arm_timer(config_->greet_wait);
+    arm_timer(config().greet_wait);
     client_.start_reading();
     // Bytes that followed a PROXY header came before our greeting too.
     if (auto early = std::move(onward().early_bytes)) on_pregreet(*early);
@@ -229,14 +232,21 @@ void Session::on_pregreet(std::string_view bytes) {
     pregreet_seen_ = true;
     worker_.events().pregreet(client_ep_, bytes.size(), elapsed(), bytes);
     // Counted now: a bot that hangs up before the greet wait ends has failed all the same.
-    if (config_->greet_action != Action::Ignore) count_failure();
-    if (config_->greet_action == Action::Drop) drop(Failure::Pregreet);
+    if (config().greet_action != Action::Ignore) count_failure();
+    if (config().greet_action == Action::Drop) drop(Failure::Pregreet);
 }
 
-void Session::dnsbl_updated() {
+void Session::dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) {
+    const DnsblCheck::Answer answer = dnsbl_.answer(config().dnsbl_sites, which, reply);
+    if (!answer.zone) return;
+    dnsbl_answered(*answer.zone, reply.status);
     // Every zone has answered: the verdict is all that is left to keep.
-    const bool complete = dnsbl_->complete();
-    if (complete) settle_dnsbl();
+    const bool complete = dnsbl_.complete();
+    keep_dnsbl_verdict(answer.verdict, complete);
+    dnsbl_updated(complete);
+}
+
+void Session::dnsbl_updated(bool complete) {
     if ((phase_ == Phase::Enforce || phase_ == Phase::Tarpit) && enforced_ == Failure::Dnsbl) {
         if (dialog_) dialog_->set_reject_reply(reject_reply(Failure::Dnsbl));  // the tarpit's comes later
         return;
@@ -244,74 +254,82 @@ void Session::dnsbl_updated() {
     if (phase_ != Phase::GreetWait && phase_ != Phase::DnsblWait) return;
     // A listed client is acted on as soon as its verdict cannot change (docs/design.md, step 5):
     // postscreen waits out the greet wait, which is what caps its rate for listed bots.
-    if (config_->dnsbl_action != Action::Ignore &&
-        (complete ? dnsbl_listed() : dnsbl_->listed_for_sure(config_->dnsbl_threshold))) {
+    if (config().dnsbl_action != Action::Ignore &&
+        (complete ? dnsbl_listed()
+                  : dnsbl_.listed_for_sure(config().dnsbl_sites, dnsbl_score_, config().dnsbl_threshold))) {
         return conclude_screening();
     }
-    bool allowlisted = config_->dnsbl_allowlist_threshold < 0 && complete &&
-                       dnsbl_score_ <= config_->dnsbl_allowlist_threshold;
+    bool allowlisted = config().dnsbl_allowlist_threshold < 0 && complete &&
+                       dnsbl_score_ <= config().dnsbl_allowlist_threshold;
     if (allowlisted || (phase_ == Phase::DnsblWait && complete)) conclude_screening();
 }
 
 void Session::dnsbl_answered(const std::string& zone, DnsblReply::Status status) {
     // The latency since the lookups were asked: the deadline is dnsbl.timeout after that.
-    const uint64_t asked_at = dnsbl_deadline() - static_cast<uint64_t>(config_->dnsbl_timeout.count());
+    const uint64_t asked_at = dnsbl_deadline() - static_cast<uint64_t>(config().dnsbl_timeout.count());
     worker_.metrics().dnsbl_answer(zone, status, uv_now(worker_.loop()) - asked_at);
 }
 
-void Session::settle_dnsbl() {
-    const DnsblVerdict verdict = dnsbl_->verdict();
+void Session::keep_dnsbl_verdict(const DnsblVerdict& verdict, bool settled) {
     dnsbl_top_site_ = kNoSite;
-    for (size_t i = 0; i < config_->dnsbl_sites.size() && i < kNoSite; ++i) {
-        if (&config_->dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
+    for (size_t i = 0; i < config().dnsbl_sites.size() && i < kNoSite; ++i) {
+        if (&config().dnsbl_sites[i].zone == verdict.top) dnsbl_top_site_ = static_cast<uint16_t>(i);
     }
     dnsbl_score_ = verdict.score;
+    dnsbl_failed_ = verdict.any_failed;
+    if (!settled) return;
+    // The deadline is over with the check: its word holds the TTL from now on (the
+    // smallest TTL matters only to a settled verdict's cached pass).
     dnsbl_time_.min_ttl = verdict.min_ttl.value_or(0);
     dnsbl_has_ttl_ = verdict.min_ttl.has_value();
-    dnsbl_failed_ = verdict.any_failed;
-    dnsbl_.reset();
+    dnsbl_.finish();
+}
+
+void Session::expire_dnsbl() {
+    const DnsblVerdict verdict = dnsbl_.expire(config().dnsbl_sites, [this](const std::string& zone) {
+        dnsbl_answered(zone, DnsblReply::Status::Failed);
+    });
+    keep_dnsbl_verdict(verdict, true);
 }
 
 DnsblVerdict Session::dnsbl_verdict() const {
-    if (dnsbl_) return dnsbl_->verdict();
     DnsblVerdict verdict;
     verdict.score = dnsbl_score_;
     verdict.any_failed = dnsbl_failed_;
     if (dnsbl_has_ttl_) verdict.min_ttl = dnsbl_time_.min_ttl;
-    if (dnsbl_top_site_ != kNoSite) verdict.top = &config_->dnsbl_sites[dnsbl_top_site_].zone;
+    if (dnsbl_top_site_ != kNoSite) verdict.top = &config().dnsbl_sites[dnsbl_top_site_].zone;
     return verdict;
 }
 
 void Session::on_greet_wait_over() {
-    if (dnsbl_) {
+    if (dnsbl_.active()) {
         uint64_t now = uv_now(worker_.loop());
         if (now < dnsbl_deadline()) {
             enter(Phase::DnsblWait);
             return arm_timer(Millis(dnsbl_deadline() - now));
         }
-        dnsbl_->expire();
-        settle_dnsbl();
+        expire_dnsbl();
     }
     conclude_screening();
 }
 
 bool Session::dnsbl_listed() const {
-    return !config_->dnsbl_sites.empty() && dnsbl_verdict().score >= config_->dnsbl_threshold;
+    return !config().dnsbl_sites.empty() && dnsbl_verdict().score >= config().dnsbl_threshold;
 }
 
 void Session::conclude_screening() {
     timer_.stop();
     const int score = dnsbl_verdict().score;
     const bool listed = dnsbl_listed();
-    const bool dnswl = config_->dnsbl_allowlist_threshold < 0 && !config_->dnsbl_sites.empty() &&
-                       score <= config_->dnsbl_allowlist_threshold;
+    const bool dnswl = config().dnsbl_allowlist_threshold < 0 && !config().dnsbl_sites.empty() &&
+                       score <= config().dnsbl_allowlist_threshold;
     if (listed || dnswl) worker_.events().dnsbl_rank(client_ep_, score);
     if (listed) worker_.metrics().test_failures[static_cast<size_t>(Test::Dnsbl)].add();
 
-    if (pregreet_seen_ && config_->greet_action != Action::Ignore) {
-        return act_on_failure(Failure::Pregreet, config_->greet_action);
+    if (pregreet_seen_ && config().greet_action != Action::Ignore) {
+        return act_on_failure(Failure::Pregreet, config().greet_action);
     }
-    if (listed && config_->dnsbl_action != Action::Ignore) return act_on_failure(Failure::Dnsbl, config_->dnsbl_action);
+    if (listed && config().dnsbl_action != Action::Ignore) return act_on_failure(Failure::Dnsbl, config().dnsbl_action);
 
     // Failures under `ignore` are logged above and earn no cached pass.
     record_passes(!pregreet_seen_, !listed);
@@ -326,16 +344,16 @@ void Session::conclude_screening() {
 
 bool Session::deep_tests_pending() const {
     const auto& cached = onward().cached;
-    return config_->deep_tests_enabled() && !deep_passes_valid(cached ? *cached : TestResults{}, unix_now());
+    return config().deep_tests_enabled() && !deep_passes_valid(cached ? *cached : TestResults{}, unix_now());
 }
 
 void Session::start_deep() {
     enter(Phase::Deep);
     // deep.ehlo_keywords: the configured list, or what the backend offers (auto).
     std::vector<std::string> offer =
-        config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().offer();
-    open_dialog(with_tls_slot(deep_options(*config_, std::move(offer), client_ep_.to_string(), tls_->server != nullptr)),
-                config_->command_time_limit);
+        config().deep_ehlo_keywords ? *config().deep_ehlo_keywords : *worker_.backend_offer().offer();
+    open_dialog(with_tls_slot(deep_options(config(), std::move(offer), client_ep_.to_string(), tls().server != nullptr)),
+                config().command_time_limit);
 }
 
 void Session::on_dialog_events(std::vector<DialogEvent> events) {
@@ -347,14 +365,14 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
                 break;
             }
             client_.write(e.text);
-            if (!health_check_) arm_timer(config_->command_time_limit);
+            if (!health_check_) arm_timer(config().command_time_limit);
             break;
         case DialogEvent::Kind::Violation:
             worker_.events().violation(e.test, e.text);
-            if (phase_ == Phase::Deep && config_->deep_action != Action::Ignore) count_failure();
+            if (phase_ == Phase::Deep && config().deep_action != Action::Ignore) count_failure();
             // deep.action = tarpit: the dialog enforces from now on, and what it says
             // goes out slowly; or, with the tarpit full, the client is dropped.
-            if (phase_ == Phase::Deep && config_->deep_action == Action::Tarpit && !enter_tarpit()) {
+            if (phase_ == Phase::Deep && config().deep_action == Action::Tarpit && !enter_tarpit()) {
                 client_.write(replies::crlf(replies::kDropProtocol));
                 close_client_after_flush();
                 return finish("dropped");
@@ -363,7 +381,7 @@ void Session::on_dialog_events(std::vector<DialogEvent> events) {
         case DialogEvent::Kind::Log: worker_.events().dialog(e.text); break;
         case DialogEvent::Kind::LineStarted:
             if (phase_ == Phase::Tarpit) stutter().line_started(uv_now(worker_.loop()));
-            else if (!health_check_) arm_timer(config_->command_time_limit);
+            else if (!health_check_) arm_timer(config().command_time_limit);
             break;
         case DialogEvent::Kind::StartTls: start_client_tls(); break;
         case DialogEvent::Kind::Handoff: return tls_first() ? start_tls_first_handoff(e.tx) : on_deep_handoff(e.tx);
@@ -429,12 +447,12 @@ Connection::ResetNote Session::reset_note(std::string who) const {
 // this handoff then renews (postgrey's auto-allowlist lasts while the client keeps
 // coming back).
 void Session::on_deep_handoff(const SmtpTransaction& tx) {
-    if (!config_->greylist_enable) return start_deep_handoff(tx);
+    if (!config().greylist_enable) return start_deep_handoff(tx);
     if (const auto& cached = onward().cached; cached && cached->passed(Test::Greylist, unix_now())) {
         greylist_passed_ = true;
         return start_deep_handoff(tx);
     }
-    const GreylistRules rules = config_->greylist_rules();
+    const GreylistRules rules = config().greylist_rules();
     const std::string triplet = greylist_triplet(client_ep_, rules.network_prefix, tx.mail_from, tx.rcpt_to);
     greylist_pending_ = true;
     client_.stop_reading();
@@ -477,7 +495,7 @@ void Session::start_deep_handoff(const SmtpTransaction& tx) {
 // handshake, or fails it, never needs the backend at all (docs/design.md, "TLS").
 // Without tls.cert nothing is gained: the handoff is at once, as HAProxy's.
 void Session::hand_off_known_client() {
-    if (tls_->server && config_->tls_before_backend) return start_tls_first();
+    if (tls().server && config().tls_before_backend) return start_tls_first();
     start_handoff();
 }
 
@@ -487,9 +505,9 @@ void Session::start_tls_first() {
     // go on in clear with the backend: offer what the relay would show of the backend's
     // EHLO reply (screen/ehlo_keywords.h), or deep.ehlo_keywords when the admin lists them.
     std::vector<std::string> offer =
-        config_->deep_ehlo_keywords ? *config_->deep_ehlo_keywords : *worker_.backend_offer().tls_first_offer();
-    open_dialog(with_tls_slot(tls_first_options(*config_, std::move(offer), client_ep_.to_string())),
-                config_->command_time_limit);
+        config().deep_ehlo_keywords ? *config().deep_ehlo_keywords : *worker_.backend_offer().tls_first_offer();
+    open_dialog(with_tls_slot(tls_first_options(config(), std::move(offer), client_ep_.to_string())),
+                config().command_time_limit);
 }
 
 // The backend gets the HELO/EHLO from before TLS, if there was one and no handshake
@@ -511,12 +529,12 @@ void Session::record_deep_passes() {
     TestResults record = onward().cached ? *onward().cached : TestResults{};
     const int64_t now = unix_now();
     if (deep_pass) {
-        const int64_t until = now + config_->cache_deep_ttl.count() / 1000;
-        if (config_->deep_pipelining) record[Test::Pipelining] = until;
-        if (config_->deep_non_smtp_command) record[Test::NonSmtp] = until;
-        if (config_->deep_bare_newline) record[Test::BareNewline] = until;
+        const int64_t until = now + config().cache_deep_ttl.count() / 1000;
+        if (config().deep_pipelining) record[Test::Pipelining] = until;
+        if (config().deep_non_smtp_command) record[Test::NonSmtp] = until;
+        if (config().deep_bare_newline) record[Test::BareNewline] = until;
     }
-    if (greylist_passed_) record[Test::Greylist] = now + config_->greylist_ttl.count() / 1000;
+    if (greylist_passed_) record[Test::Greylist] = now + config().greylist_ttl.count() / 1000;
     worker_.cache().store(client_ip(), record);
     if (deep_pass) worker_.events().pass_new(client_ep_);
 }
@@ -524,13 +542,13 @@ void Session::record_deep_passes() {
 void Session::record_passes(bool pregreet_ok, bool dnsbl_ok) {
     TestResults record = onward().cached ? *onward().cached : TestResults{};
     const int64_t now = unix_now();
-    if (pregreet_ok) record[Test::Pregreet] = now + config_->cache_pregreet_ttl.count() / 1000;
-    dnsbl_ok = dnsbl_ok && !config_->dnsbl_sites.empty() && !dnsbl_verdict().any_failed;
+    if (pregreet_ok) record[Test::Pregreet] = now + config().cache_pregreet_ttl.count() / 1000;
+    dnsbl_ok = dnsbl_ok && !config().dnsbl_sites.empty() && !dnsbl_verdict().any_failed;
     if (dnsbl_ok) {
         // The pass lasts as long as the DNS answers do, within the configured bounds.
         int64_t ttl = dnsbl_verdict().min_ttl.value_or(0);
-        ttl = std::clamp<int64_t>(ttl, config_->cache_dnsbl_min_ttl.count() / 1000,
-                                  config_->cache_dnsbl_max_ttl.count() / 1000);
+        ttl = std::clamp<int64_t>(ttl, config().cache_dnsbl_min_ttl.count() / 1000,
+                                  config().cache_dnsbl_max_ttl.count() / 1000);
         record[Test::Dnsbl] = now + ttl;
     }
     if (pregreet_ok || dnsbl_ok) worker_.cache().store(client_ip(), record);
@@ -543,7 +561,7 @@ std::string Session::reject_reply(Failure failure) const {
     switch (failure) {
     case Failure::Dnsbl: {
         std::string zone(dnsbl_verdict().top_zone());
-        if (auto it = config_->dnsbl_reply_map.find(zone); it != config_->dnsbl_reply_map.end()) zone = it->second;
+        if (auto it = config().dnsbl_reply_map.find(zone); it != config().dnsbl_reply_map.end()) zone = it->second;
         return replies::dnsbl_reject(client_ip(), zone);
     }
     case Failure::AccessList: return std::string(replies::kAccessReject);
@@ -573,10 +591,10 @@ void Session::drop(Failure failure) {
 void Session::start_enforce(Failure failure) {
     enter(Phase::Enforce);
     enforced_ = failure;
-    client_.write(config_->greeting);
+    client_.write(config().greeting);
     dialog_ = std::make_unique<ClientDialog>(with_tls_slot(
-        enforce_options(*config_, client_ep_.to_string(), tls_->server != nullptr, reject_reply(failure))));
-    arm_timer(config_->command_time_limit);
+        enforce_options(config(), client_ep_.to_string(), tls().server != nullptr, reject_reply(failure))));
+    arm_timer(config().command_time_limit);
     client_.start_reading();
 }
 
@@ -589,7 +607,7 @@ void Session::start_tarpit(Failure failure) {
     if (!enter_tarpit()) return drop(failure);
     enforced_ = failure;
     // Given out from the configuration's one copy (the session holds the configuration).
-    stutter().queue_lasting(config_->greeting, uv_now(worker_.loop()));
+    stutter().queue_lasting(config().greeting, uv_now(worker_.loop()));
     pace_tarpit();
 }
 
@@ -598,13 +616,13 @@ void Session::start_tarpit(Failure failure) {
 SmtpDialog& Session::tarpit_dialog() {
     if (!dialog_) {
         dialog_ = std::make_unique<ClientDialog>(
-            enforce_options(*config_, client_ep_.to_string(), false, reject_reply(enforced_)));
+            enforce_options(config(), client_ep_.to_string(), false, reject_reply(enforced_)));
     }
     return *dialog_;
 }
 
 bool Session::enter_tarpit() {
-    if (!worker_.tarpit().take(config_->tarpit_max_connections)) {
+    if (!worker_.tarpit().take(config().tarpit_max_connections)) {
         worker_.metrics().tarpit_full.add();
         return false;
     }
@@ -615,7 +633,7 @@ bool Session::enter_tarpit() {
     // flight too) gives its room to the Stutter.
     route_.onward.~Onward();
     tarpitting_ = true;
-    new (&route_.stutter) Stutter(config_->tarpit_delay, config_->command_time_limit, uv_now(worker_.loop()));
+    new (&route_.stutter) Stutter(config().tarpit_delay, config().command_time_limit, uv_now(worker_.loop()));
     client_.stop_reading();
     return true;
 }
@@ -699,9 +717,9 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 }
 
 void Session::connect_backend(BackendHandoff::Replay replay) {
-    arm_timer(config_->backend_connect_timeout);
-    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), *config_,
-                                                       tls_->backend, config_->hostname, *relay_);
+    arm_timer(config().backend_connect_timeout);
+    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), config(),
+                                                       tls().backend, config().hostname, *relay_);
     ++worker_.backend_legs();
     const Onward& on = onward();
     relay_->handoff->start(client_ep_, on.local, on.name ? on.name->name : std::string(), std::move(replay));
@@ -710,7 +728,7 @@ void Session::connect_backend(BackendHandoff::Replay replay) {
 // What the backend answered this client's replayed EHLO is what it offers a client
 // like this one now: deep.ehlo_keywords = auto offers that from here on.
 void Session::backend_ehlo(std::string reply) {
-    if (!config_->deep_ehlo_keywords) worker_.backend_offer().learn(reply, "a replayed client's EHLO");
+    if (!config().deep_ehlo_keywords) worker_.backend_offer().learn(reply, "a replayed client's EHLO");
 }
 
 void Session::handoff_failed(std::string why) {
@@ -762,25 +780,25 @@ void Session::start_relay() {
     enter(Phase::Relay);
     relay_->backend = relay_->handoff->take_connection();
     relay_->backend->set_events(*this);
-    if (const TlsStream* tls = relay_->backend->tls()) worker_.events().backend_tls_established(config_->backend_address, *tls);
+    if (const TlsStream* tls = relay_->backend->tls()) worker_.events().backend_tls_established(config().backend_address, *tls);
     if (size_t dropped = relay_->handoff->discarded_after_starttls()) {
-        worker_.events().backend_starttls_injection(config_->backend_address, dropped);
+        worker_.events().backend_starttls_injection(config().backend_address, dropped);
     }
     RelayFilter::Options options;
     // With XCLIENT the backend trusts our address; TLS between client and backend
     // would hide the client's commands from the filter that keeps XCLIENT out. With
     // tls.passthrough = off the admin wants the filter to see every session (the README,
     // "SMTP smuggling"): the backend's STARTTLS is hidden the same way.
-    options.strip_starttls = config_->handoff == Handoff::Xclient || config_->handoff == Handoff::None ||
-                             !config_->tls_passthrough;
-    options.bare_lf = config_->smuggling_bare_lf;
-    options.terminate_starttls = tls_->server != nullptr;
+    options.strip_starttls = config().handoff == Handoff::Xclient || config().handoff == Handoff::None ||
+                             !config().tls_passthrough;
+    options.bare_lf = config().smuggling_bare_lf;
+    options.terminate_starttls = tls().server != nullptr;
     options.tls_already_active = client_.tls() != nullptr;
     options.in_transaction = relay_->handoff->transaction_open();
     options.take_tls_slot = [this] { return take_tls_slot(); };
     relay_->filter = std::make_unique<RelayFilter>(options);
     relay_->last_activity = uv_now(worker_.loop());
-    arm_timer(config_->backend_idle_timeout);
+    arm_timer(config().backend_idle_timeout);
     relay_->backend->start_reading();
     // A client whose close_notify came with its last deep-test commands has nothing more
     // to say: what it sent goes to the backend, then its half-close.
@@ -880,7 +898,7 @@ void Session::relay_half_closes() {
 // that dies mid-DATA leaves the client with a closed connection and no 250. Each TLS leg
 // ends with a close_notify (Connection::close_after_flush).
 void Session::end_relay() {
-    relay_->backend->close_after_flush(reset_note("backend " + config_->backend_address.ip_port()));
+    relay_->backend->close_after_flush(reset_note("backend " + config().backend_address.ip_port()));
     close_client_after_flush();
     finish(backend_refused_ ? "backend-refused" : "handoff");
 }
@@ -934,8 +952,8 @@ void Session::on_data(Connection& conn, std::string_view bytes) {
 // logged with the bound's name, so that an admin who sees 454s knows which key to raise.
 bool Session::take_tls_slot() {
     HandshakeSlots::Slot& slot = phase_ == Phase::Relay ? relay_->tls_slot : dialog_->tls_slot;
-    slot = worker_.tls_handshakes().take(config_->tls_max_pending_handshakes);
-    if (!slot) worker_.events().tls_handshakes_busy(client_ep_, config_->tls_max_pending_handshakes);
+    slot = worker_.tls_handshakes().take(config().tls_max_pending_handshakes);
+    if (!slot) worker_.events().tls_handshakes_busy(client_ep_, config().tls_max_pending_handshakes);
     return static_cast<bool>(slot);
 }
 
@@ -951,14 +969,14 @@ DialogOptions Session::with_tls_slot(DialogOptions options) {
 
 void Session::start_client_tls() {
     std::string error;
-    auto stream = TlsStream::server(tls_->server, &error);
+    auto stream = TlsStream::server(tls().server, &error);
     if (!stream) {
         worker_.events().tls_start_failed(client_ep_, error);
         close_client_after_flush();
         return finish("tls-failed");
     }
-    arm_timer(config_->tls_handshake_timeout);
-    client_.start_tls(std::move(stream), config_->tls_handshake_nice);
+    arm_timer(config().tls_handshake_timeout);
+    client_.start_tls(std::move(stream), config().tls_handshake_nice);
 }
 
 void Session::on_tls_ready(Connection& conn) {
@@ -967,7 +985,7 @@ void Session::on_tls_ready(Connection& conn) {
     worker_.events().tls_established(client_ep_, *client_.tls());
     if (phase_ == Phase::Deep || phase_ == Phase::Enforce || phase_ == Phase::TlsFirst) {
         dialog_->tls_established();
-        arm_timer(config_->command_time_limit);
+        arm_timer(config().command_time_limit);
     } else if (phase_ == Phase::Relay) {
         // The backend's RSET (RFC 3207 §4.2) goes before anything the client sends in TLS.
         std::string to_client;
@@ -976,7 +994,7 @@ void Session::on_tls_ready(Connection& conn) {
         relay_->backend->write(to_backend);
         client_.write(to_client);
         relay_->last_activity = uv_now(worker_.loop());
-        arm_timer(config_->backend_idle_timeout);
+        arm_timer(config().backend_idle_timeout);
         update_backpressure();
     }
 }
@@ -986,7 +1004,7 @@ void Session::on_tls_failed(Connection& conn, TlsFailure failure) {
     if (phase_ == Phase::Done) return;
     const std::string& error = conn.tls()->error();
     if (&conn != &client_) {  // the backend leg, in the relay: the handoff did its handshake
-        worker_.events().backend_tls_error(config_->backend_address, error);
+        worker_.events().backend_tls_error(config().backend_address, error);
         return on_socket_error(conn, UV_EPROTO);
     }
     switch (failure) {
@@ -1057,10 +1075,7 @@ void Session::on_deadline() {
     case Phase::Tarpit: return on_tarpit_timer();
     case Phase::GreetWait: return on_greet_wait_over();
     case Phase::DnsblWait:
-        if (dnsbl_) {
-            dnsbl_->expire();
-            settle_dnsbl();
-        }
+        if (dnsbl_.active()) expire_dnsbl();
         return conclude_screening();
     case Phase::Enforce:
     case Phase::Deep:
@@ -1073,7 +1088,7 @@ void Session::on_deadline() {
         return on_dialog_events(dialog_->time_limit_exceeded());
     case Phase::Handoff: return handoff_failed("no greeting within backend.connect_timeout");
     case Phase::Relay: {
-        uint64_t idle_ms = static_cast<uint64_t>(config_->backend_idle_timeout.count());
+        uint64_t idle_ms = static_cast<uint64_t>(config().backend_idle_timeout.count());
         uint64_t quiet = uv_now(worker_.loop()) - relay_->last_activity;
         if (quiet < idle_ms) return arm_timer(Millis(idle_ms - quiet));
         return finish("idle-timeout");

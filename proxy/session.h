@@ -21,6 +21,7 @@
 #include "proxy/connection.h"
 #include "proxy/handshake_slots.h"
 #include "proxy/live_client.h"
+#include "proxy/session_settings.h"
 #include "proxy/tls_config.h"
 #include "screen/access_list.h"
 #include "screen/smtp_dialog.h"
@@ -34,11 +35,10 @@ class Worker;
 class Session final : public LiveClient,
                       public ConnectionEvents,
                       public DeadlineListener,
-                      public DnsblCheck::Listener {
+                      private DnsblWaiter {
 public:
     // Takes the accepted client's socket into its own connection.
-    Session(Worker& worker, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
-            Connection& accepted);
+    Session(Worker& worker, SessionSettings::Ref settings, Connection& accepted);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -70,14 +70,18 @@ private:
     // steps 4-5: greet wait, pregreet, DNSBL verdict
     void start_greet_wait();
     void on_pregreet(std::string_view bytes);
-    // DnsblCheck::Listener: the session itself, so that the check needs no way back
-    void dnsbl_updated() override;
-    void dnsbl_answered(const std::string& zone, DnsblReply::Status status) override;
+    // DnsblWaiter: the session itself waits for its lookups, so that the check (dnsbl_)
+    // needs no way back and no vtable pointer of its own.
+    void dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) override;
+    void dnsbl_answered(const std::string& zone, DnsblReply::Status status);  // for the metrics
+    // The verdict so far; `settled`: every zone answered or expired, the check is finished.
+    void keep_dnsbl_verdict(const DnsblVerdict& verdict, bool settled);
+    void dnsbl_updated(bool complete);  // acts on the verdict so far, as soon as it may
     void on_greet_wait_over();
+    void expire_dnsbl();
     void conclude_screening();
     void record_passes(bool pregreet_ok, bool dnsbl_ok);
     bool dnsbl_listed() const;
-    void settle_dnsbl();  // every zone answered or expired: keep the verdict, free the check
     DnsblVerdict dnsbl_verdict() const;
     // step 7: actions
     void act_on_failure(Failure failure, Action action);
@@ -222,33 +226,37 @@ private:
         return route_.stutter;
     }
 
+    const Config& config() const { return settings_->config(); }
+    const TlsContexts& tls() const { return settings_->tls(); }
+
     Worker& worker_;
-    std::shared_ptr<const Config> config_;
-    std::shared_ptr<const TlsContexts> tls_;
+    SessionSettings::Ref settings_;  // the configuration it started under, with its TLS contexts
     Connection client_;  // inside the session: one allocation fewer per client
     Endpoint client_ep_;
     // uv_now() ms at the accept, its low 32 bits: a session's times are differences
     // from it, modulo 2^32 (sessions last far less than 49 days). 4 bytes and the two
     // fields below fill the room client_ep_ leaves to the next 8-byte boundary.
     uint32_t started_at_ = 0;
-    // While dnsbl_ is, when dnsbl.timeout is over (ms after started_at_); once the
-    // verdict is settled, its smallest TTL (when dnsbl_has_ttl_). Never both at once.
+    // While dnsbl_ is active, when dnsbl.timeout is over (ms after started_at_); once
+    // the verdict is settled, its smallest TTL (when dnsbl_has_ttl_). Never both at once.
     union {
         uint32_t due_ms;
         uint32_t min_ttl;
     } dnsbl_time_{};
-    // The settled verdict's score (dnsbl_verdict()).
+    // The verdict's score so far (dnsbl_verdict()).
     int dnsbl_score_ = 0;
     // The phase's time limit, on the loop's one timer; in the tarpit also its next
     // octet, in the tarpit's line of that timer.
     Deadline timer_;
-    // steps 4-5: the DNSBL lookups in flight (the check alone, in a 96-byte chunk: its
-    // deadline is dnsbl_due_ms_). Freed once every zone has answered or dnsbl.timeout
-    // has passed; the verdict stays. The resolver they were asked of is kept by the
-    // worker, across a reload that replaces it, until this session is over
-    // (Worker::retire_resolver): a reference to it here would cost every idle client 16
-    // bytes.
-    std::unique_ptr<DnsblCheck> dnsbl_;
+    // steps 4-5: the DNSBL lookups in flight, inside the session: the first zone's
+    // subscription (the session is its waiter), the other zones' behind one pointer;
+    // its deadline is dnsbl_time_.due_ms. Finished once every zone has answered or
+    // dnsbl.timeout has passed; the verdict stays (dnsbl_score_, dnsbl_time_.min_ttl,
+    // dnsbl_top_site_, dnsbl_failed_, dnsbl_has_ttl_). The resolver
+    // they were asked of is kept by the worker, across a reload that replaces it, until
+    // this session is over (Worker::retire_resolver): a reference to it here would cost
+    // every idle client 16 bytes.
+    DnsblCheck dnsbl_;
     // The dialog, with the slot of tls.max_pending_handshakes its STARTTLS takes: held
     // from our 220 to STARTTLS until the handshake ends. The slot is the dialog's, or in
     // the relay the relay's (Relay::tls_slot): a session holds none of its own.
@@ -263,7 +271,7 @@ private:
     Phase phase_ = Phase::Accepted;
     Failure enforced_ = Failure::None;
     std::optional<AccessVerdict> access_;  // access.file's line for the client, if one matches
-    // The settled verdict's top zone: the index of its site in config_->dnsbl_sites.
+    // The verdict's top zone so far: the index of its site in config().dnsbl_sites.
     static constexpr uint16_t kNoSite = UINT16_MAX;
     uint16_t dnsbl_top_site_ = kNoSite;
     bool admitted_ : 1 = false;
@@ -281,7 +289,7 @@ private:
     // The backend greeted with a refusal: the session is relayed as usual (the backend
     // answers the client's QUIT, or closes after its 421) and ends as backend-refused.
     bool backend_refused_ : 1 = false;
-    bool dnsbl_failed_ : 1 = false;   // the settled verdict's any_failed
+    bool dnsbl_failed_ : 1 = false;   // the verdict's any_failed so far
     bool dnsbl_has_ttl_ : 1 = false;  // dnsbl_time_.min_ttl holds the settled verdict's min_ttl
     bool tarpitting_ : 1 = false;     // route_ holds the Stutter
 };

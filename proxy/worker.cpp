@@ -31,8 +31,8 @@ std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
 Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
                std::vector<uv_os_sock_t> listen_fds)
     : shared_(shared),
-      config_(std::move(config)),
-      tls_(std::move(tls)),
+      config_(config),
+      settings_(SessionSettings::make(std::move(config), std::move(tls))),
       log_batch_(shared.log),
       events_(log_batch_, metrics_) {
     if (int rc = uv_loop_init(&loop_); rc != 0) {
@@ -182,8 +182,8 @@ void Worker::on_reload_requested() {
         retire_resolver();
         resolver_ = std::move(fresh);
     }
-    config_ = std::move(next);
-    tls_ = std::move(next_tls);
+    config_ = next;
+    settings_ = SessionSettings::make(std::move(next), std::move(next_tls));
 }
 
 void Worker::on_connection(uv_stream_t* listener, int status) {
@@ -196,7 +196,7 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
         return;
     }
     ++accepted_this_turn_;
-    auto handshake = std::make_unique<AcceptHandshake>(*this, config_, tls_);
+    auto handshake = std::make_unique<AcceptHandshake>(*this, settings_);
     // Out of descriptors (EMFILE/ENFILE), libuv accepts and closes the connection with a
     // reserve descriptor, so the loop does not spin, and then reports either the error
     // or a connection that is not there: uv_accept finds nothing.
@@ -213,9 +213,8 @@ void Worker::on_connection(uv_stream_t* listener, int status) {
     if (!raw->finished()) keep(std::move(handshake));
 }
 
-void Worker::start_session(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
-                           AcceptedClient client) {
-    auto session = std::make_unique<Session>(*this, std::move(config), std::move(tls), *client.conn);
+void Worker::start_session(SessionSettings::Ref settings, AcceptedClient client) {
+    auto session = std::make_unique<Session>(*this, std::move(settings), *client.conn);
     Session* raw = session.get();
     // Kept before it starts: a session that ends at once (too many connections) is then
     // destroyed after the callback, as every other one, not inside its connection's read.

@@ -28,6 +28,7 @@
 #include "proxy/handshake_slots.h"
 #include "proxy/metrics.h"
 #include "proxy/live_client.h"
+#include "proxy/session_settings.h"
 #include "proxy/tls_config.h"
 
 namespace smtpscreen {
@@ -111,8 +112,7 @@ public:
 
     // An accepted connection is past its handshakes (proxy/accept_handshake.h): its
     // session starts, with the configuration it was accepted under.
-    void start_session(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
-                       AcceptedClient client);
+    void start_session(SessionSettings::Ref settings, AcceptedClient client);
     // The handshake or session is over; it is destroyed after the current callback returns.
     void client_done(LiveClient* client);
     // Whether the client that had this slot and serial is still one of the loop's
@@ -145,7 +145,9 @@ private:
 
     SharedServices& shared_;
     std::shared_ptr<const Config> config_;
-    std::shared_ptr<const TlsContexts> tls_;
+    // config_ and its TLS contexts, for the sessions started from now on; each keeps
+    // the one it started under to its end.
+    SessionSettings::Ref settings_;
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     // Made once the loop is; destroyed after the sessions, whose deadlines it holds.

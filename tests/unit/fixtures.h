@@ -14,18 +14,59 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/address.h"
 #include "core/uv_handle.h"
 #include "dnsbl/check.h"
+#include "dnsbl/dns_client.h"
+#include "dnsbl/site.h"
 
 namespace smtpscreen::test {
 
-// A DnsblCheck's listener that runs `f` after each zone's answer (`f` may destroy the check).
-struct OnUpdate final : DnsblCheck::Listener {
+// Runs `f` after each zone's answer to a WaitingCheck (`f` may destroy the check).
+struct OnUpdate final {
     explicit OnUpdate(std::function<void()> f) : on_update(std::move(f)) {}
-    void dnsbl_updated() override { on_update(); }
     std::function<void()> on_update;
+};
+
+// A DnsblCheck with its waiter, as a session holds one (proxy/session.cpp): keeps the
+// verdict so far from each answer, finishes the check once it is complete, and tells
+// the listener last (it may destroy this object).
+class WaitingCheck final : DnsblWaiter {
+public:
+    WaitingCheck(DnsClient& resolver, const std::vector<DnsblSite>& sites, const Endpoint& client, OnUpdate& listener)
+        : sites_(sites), listener_(listener) {
+        check_.start(resolver, sites, client, *this);
+    }
+
+    bool complete() const { return check_.complete(); }
+    bool active() const { return check_.active(); }
+    int score() const { return verdict_.score; }
+    std::string top_zone() const { return std::string(verdict_.top_zone()); }
+    std::optional<uint32_t> min_ttl() const { return verdict_.min_ttl; }
+    bool any_failed() const { return verdict_.any_failed; }
+    bool listed_for_sure(int threshold) const { return check_.listed_for_sure(sites_, verdict_.score, threshold); }
+    void expire() {
+        verdict_ = check_.expire(sites_, [this](const std::string& zone) { expired.push_back(zone); });
+    }
+    std::vector<std::string> answered;  // the zones, in the order they answered
+    std::vector<std::string> expired;   // the zones still unanswered at expire()
+
+private:
+    void dnsbl_reply(DnsblSubscription& which, const DnsblReply& reply) override {
+        const DnsblCheck::Answer answer = check_.answer(sites_, which, reply);
+        if (!answer.zone) return;
+        answered.push_back(*answer.zone);
+        verdict_ = answer.verdict;
+        if (check_.complete()) check_.finish();
+        listener_.on_update();  // may destroy this object: touch no member after it
+    }
+
+    const std::vector<DnsblSite>& sites_;
+    OnUpdate& listener_;
+    DnsblCheck check_;
+    DnsblVerdict verdict_;
 };
 
 // One loop per test case; closing it at scope end checks that every handle was closed.

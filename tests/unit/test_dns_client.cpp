@@ -496,9 +496,9 @@ TEST_CASE("dnsbl check against rbldnsd: one query per zone, weights summed") {
 
     int updates = 0;
     OnUpdate listed_listener([&] { ++updates; });
-    DnsblCheck listed(resolver, sites, client("127.0.0.3"), listed_listener);
+    WaitingCheck listed(resolver, sites, client("127.0.0.3"), listed_listener);
     OnUpdate allowlisted_listener([] {});
-    DnsblCheck allowlisted(resolver, sites, client("127.0.0.2"), allowlisted_listener);
+    WaitingCheck allowlisted(resolver, sites, client("127.0.0.2"), allowlisted_listener);
     REQUIRE(loop.run_until([&] { return listed.complete() && allowlisted.complete(); }));
     CHECK(updates == 2);
     CHECK(listed.score() == 2 + 3 + 1);

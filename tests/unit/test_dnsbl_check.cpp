@@ -178,7 +178,7 @@ TEST_CASE("dnsbl check: sites sharing a zone share one query, and the score sums
     auto list = sites("bl.test=127.0.0.2*2, bl.test=127.0.0.[3..4]*3, bl.test*1, wl.test=127.0.[0..255].[1..3]*-2");
     int updates = 0;
     OnUpdate check_listener([&] { ++updates; });
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.complete());
     CHECK(updates == 0);  // never called from inside the constructor
 
@@ -196,9 +196,9 @@ TEST_CASE("dnsbl check: two checks of one client at once share the queries") {
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 120});
     auto list = sites("bl.test*2");
     OnUpdate first_listener([] {});
-    DnsblCheck first(h.resolver, list, h.client, first_listener);
+    WaitingCheck first(h.resolver, list, h.client, first_listener);
     OnUpdate second_listener([] {});
-    DnsblCheck second(h.resolver, list, h.client, second_listener);
+    WaitingCheck second(h.resolver, list, h.client, second_listener);
     REQUIRE(h.loop.run_until([&] { return first.complete() && second.complete(); }));
     CHECK(first.score() == 2);
     CHECK(second.score() == 2);
@@ -212,7 +212,7 @@ TEST_CASE("dnsbl check: min_ttl is the smallest TTL of the answers") {
     h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 45});
     auto list = sites("a.test, b.test");
     OnUpdate check_listener([] {});
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.min_ttl().has_value());
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.min_ttl() == 45u);
@@ -226,7 +226,7 @@ TEST_CASE("dnsbl check: not listed_for_sure while an allowlist zone is pending")
     auto list = sites("bl.test*3, wl.test*-5");
     int updates = 0;
     OnUpdate check_listener([&] { ++updates; });
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return updates == 1; }));
     CHECK(check.score() == 3);
     CHECK_FALSE(check.complete());
@@ -249,7 +249,7 @@ TEST_CASE("dnsbl check: listed_for_sure does not wait for a pending blocklist") 
     auto list = sites("bl.test*3, slow.test*2");
     int updates = 0;
     OnUpdate check_listener([&] { ++updates; });
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     CHECK_FALSE(check.listed_for_sure(3));
     REQUIRE(h.loop.run_until([&] { return updates == 1; }));
     CHECK_FALSE(check.complete());
@@ -263,7 +263,7 @@ TEST_CASE("dnsbl check: an allowlist answer pulls the score down") {
     h.dns.set("1.2.0.192.wl.test", {0, {ip(127, 0, 9, 2)}, 300});
     auto list = sites("bl.test*1, wl.test=127.0.[0..255].[1..3]*-4");
     OnUpdate check_listener([] {});
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == -3);
     CHECK(check.top_zone() == "bl.test");
@@ -276,7 +276,7 @@ TEST_CASE("dnsbl check: a failed zone counts as not listed") {
     h.dns.set("1.2.0.192.ok.test", {0, {ip(127, 0, 0, 2)}, 300});
     auto list = sites("bl.test*5, ok.test*1");
     OnUpdate check_listener([] {});
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == 1);
     CHECK(check.top_zone() == "ok.test");
@@ -318,7 +318,7 @@ TEST_CASE("dnsbl check: a filter that does not match lists nothing") {
     h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 1)}, 300});
     auto list = sites("bl.test=127.0.0.[2..11]*3");
     OnUpdate check_listener([] {});
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     REQUIRE(h.loop.run_until([&] { return check.complete(); }));
     CHECK(check.score() == 0);
     CHECK(check.top_zone().empty());
@@ -330,7 +330,7 @@ TEST_CASE("dnsbl check: expire before any answer makes it complete with score 0"
     auto list = sites("bl.test*3");
     int updates = 0;
     OnUpdate check_listener([&] { ++updates; });
-    DnsblCheck check(h.resolver, list, h.client, check_listener);
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
     check.expire();
     CHECK(check.complete());
     h.loop.run_for(std::chrono::milliseconds(100));
@@ -339,18 +339,73 @@ TEST_CASE("dnsbl check: expire before any answer makes it complete with score 0"
     CHECK_FALSE(check.min_ttl().has_value());
 }
 
+TEST_CASE("dnsbl check: one zone's lookup is inside the check, and its answer finishes it") {
+    // docs/design.md, "Memory per connection": a session holds the check itself, so it
+    // must stay two words beside the first zone's subscription.
+    static_assert(sizeof(DnsblCheck) == sizeof(DnsblSubscription) + sizeof(void*));
+    Harness h;
+    h.dns.set("1.2.0.192.bl.test", {0, {ip(127, 0, 0, 2)}, 300});
+    auto list = sites("bl.test*3");
+    OnUpdate check_listener([] {});
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
+    CHECK(check.active());
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK_FALSE(check.active());  // finished by its waiter: nothing kept but the verdict
+    CHECK(check.score() == 3);
+    CHECK(check.top_zone() == "bl.test");
+    CHECK(check.min_ttl() == 300u);
+    CHECK(check.answered == std::vector<std::string>{"bl.test"});
+}
+
+TEST_CASE("dnsbl check: several zones are tallied across answers, in the sites' first order") {
+    Harness h;
+    h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 500});
+    h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 3)}, 200});
+    h.dns.set("1.2.0.192.c.test", {3, {}, 0});
+    auto list = sites("c.test*7, a.test*2, b.test=127.0.0.3*4, a.test=127.0.0.9*8");
+    OnUpdate check_listener([] {});
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
+    REQUIRE(h.loop.run_until([&] { return check.complete(); }));
+    CHECK_FALSE(check.active());
+    CHECK(check.score() == 6);  // a.test's first site and b.test's; not a.test=127.0.0.9
+    CHECK(check.top_zone() == "b.test");
+    CHECK(check.min_ttl() == 0u);  // c.test's NXDOMAIN without SOA
+    std::vector<std::string> zones = check.answered;
+    std::sort(zones.begin(), zones.end());
+    CHECK(zones == std::vector<std::string>{"a.test", "b.test", "c.test"});
+}
+
+TEST_CASE("dnsbl check: expire names each unanswered zone once and keeps the answered ones' score") {
+    Harness h;
+    h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 60});
+    h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 300, true});
+    h.dns.set("1.2.0.192.c.test", {0, {ip(127, 0, 0, 2)}, 300, true});
+    auto list = sites("b.test*1, a.test*2, c.test*4, b.test=127.0.0.2*8");
+    OnUpdate check_listener([] {});
+    WaitingCheck check(h.resolver, list, h.client, check_listener);
+    REQUIRE(h.loop.run_until([&] { return check.answered.size() == 1; }));
+    CHECK(check.active());
+    check.expire();
+    CHECK_FALSE(check.active());
+    CHECK(check.complete());
+    CHECK(check.expired == std::vector<std::string>{"b.test", "c.test"});
+    CHECK(check.score() == 2);
+    CHECK(check.any_failed());
+    CHECK(check.min_ttl() == 60u);
+}
+
 TEST_CASE("dnsbl check: the owner may destroy the check from on_update") {
     Harness h;
     h.dns.set("1.2.0.192.a.test", {0, {ip(127, 0, 0, 2)}, 300});
     h.dns.set("1.2.0.192.b.test", {0, {ip(127, 0, 0, 2)}, 300});
     auto list = sites("a.test, b.test");
     int updates = 0;
-    std::unique_ptr<DnsblCheck> check;
+    std::unique_ptr<WaitingCheck> check;
     OnUpdate destroy([&] {
         ++updates;
         check.reset();
     });
-    check = std::make_unique<DnsblCheck>(h.resolver, list, h.client, destroy);
+    check = std::make_unique<WaitingCheck>(h.resolver, list, h.client, destroy);
     h.loop.run_for(std::chrono::milliseconds(200));
     CHECK(updates == 1);
     CHECK(check == nullptr);
@@ -360,7 +415,7 @@ TEST_CASE("dnsbl check with no sites is complete at once") {
     Harness h;
     std::vector<DnsblSite> none;
     OnUpdate check_listener([] {});
-    DnsblCheck check(h.resolver, none, h.client, check_listener);
+    WaitingCheck check(h.resolver, none, h.client, check_listener);
     CHECK(check.complete());
     CHECK(check.score() == 0);
     CHECK_FALSE(check.listed_for_sure(1));
@@ -469,15 +524,15 @@ TEST_CASE("dnsbl check: a lookup that timed out or was skipped is no pass to rem
     // Answered everywhere: a pass worth caching.
     h.dns.set(reversed(20, "down.test"), {3, {}, 0});
     OnUpdate answered_listener([] {});
-    DnsblCheck answered(h.resolver, list, client_n(20), answered_listener);
+    WaitingCheck answered(h.resolver, list, client_n(20), answered_listener);
     REQUIRE(h.loop.run_until([&] { return answered.complete(); }));
     CHECK_FALSE(answered.any_failed());
     h.loop.run_for(std::chrono::milliseconds(10));
 
     // down.test goes silent: five checks time out, and the zone is skipped.
-    std::vector<std::unique_ptr<DnsblCheck>> timing_out;
+    std::vector<std::unique_ptr<WaitingCheck>> timing_out;
     OnUpdate quiet([] {});
-    for (int i = 1; i <= 5; ++i) timing_out.push_back(std::make_unique<DnsblCheck>(h.resolver, list, client_n(i), quiet));
+    for (int i = 1; i <= 5; ++i) timing_out.push_back(std::make_unique<WaitingCheck>(h.resolver, list, client_n(i), quiet));
     REQUIRE(h.loop.run_until([&] {
         return std::all_of(timing_out.begin(), timing_out.end(), [](const auto& c) { return c->complete(); });
     }));
@@ -485,7 +540,7 @@ TEST_CASE("dnsbl check: a lookup that timed out or was skipped is no pass to rem
 
     // Skipped: answered at once as not listed, but not a pass either.
     OnUpdate skipped_listener([] {});
-    DnsblCheck skipped(h.resolver, list, client_n(30), skipped_listener);
+    WaitingCheck skipped(h.resolver, list, client_n(30), skipped_listener);
     REQUIRE(h.loop.run_until([&] { return skipped.complete(); }, std::chrono::milliseconds(200)));
     CHECK(h.dns.queries(reversed(30, "down.test")) == 0);
     CHECK(skipped.score() == 0);
