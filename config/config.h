@@ -119,6 +119,8 @@ struct Config {
     int tls_max_pending_handshakes = 256;
     // nice(2) of the threads that run handshake steps (docs/design.md, "TLS"): the event
     // loops stay at the process's own, so screening wins the CPU from a flood of handshakes.
+    // kHandshakeIdle: SCHED_IDLE instead of a nice value (tls.handshake_nice = idle).
+    static constexpr int kHandshakeIdle = 20;
     int tls_handshake_nice = 10;
     std::string tls_ticket_key_file;                    // empty: mbedTLS's own random keys
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter

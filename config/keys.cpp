@@ -505,9 +505,19 @@ std::vector<ConfigKey> make_keys() {
         integer_key("tls", "max_pending_handshakes", &Config::tls_max_pending_handshakes, 1, 1000000,
                     "most client TLS handshakes in progress at once; beyond it STARTTLS gets 454 and the "
                     "session goes on in plain text"),
-        integer_key("tls", "handshake_nice", &Config::tls_handshake_nice, 0, 19,
-                    "nice value of the threads that run TLS handshake steps, above the event loops' so that "
-                    "screening wins the CPU from a flood of handshakes (0: the loops' own)"),
+        {"tls", "handshake_nice",
+         "nice value of the threads that run TLS handshake steps, above the event loops' so that screening "
+         "wins the CPU from a flood of handshakes (0: the loops' own; idle: only the CPU nothing else wants)",
+         [](KeyContext& c, std::string_view v) {
+             if (v == "idle")
+                 c.cfg().tls_handshake_nice = Config::kHandshakeIdle;
+             else if (auto n = c.integer(v, 0, 19))
+                 c.cfg().tls_handshake_nice = static_cast<int>(*n);
+         },
+         [](const Config& c) {
+             return c.tls_handshake_nice == Config::kHandshakeIdle ? std::string("idle")
+                                                                   : std::to_string(c.tls_handshake_nice);
+         }},
         {"tls", "ticket_key_file",
          "80 random bytes (openssl rand 80): session-ticket keys shared by instances (empty: random per start)",
          [](KeyContext& c, std::string_view v) {

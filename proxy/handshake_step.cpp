@@ -1,9 +1,12 @@
 #include "proxy/handshake_step.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <utility>
+
+#include "config/config.h"
 
 namespace smtpscreen {
 
@@ -23,8 +26,15 @@ void HandshakeStep::work(uv_work_t* req) {
     // Lowered by the first step this thread runs; after that only looked at (a system
     // call of well under a microsecond, against a step of milliseconds). A thread that
     // cannot be lowered still runs the step.
-    const id_t self = static_cast<id_t>(::gettid());
-    if (step->nice_ > 0 && ::getpriority(PRIO_PROCESS, self) < step->nice_) ::setpriority(PRIO_PROCESS, self, step->nice_);
+    const pid_t self = ::gettid();
+    if (step->nice_ == Config::kHandshakeIdle) {
+        if (::sched_getscheduler(self) != SCHED_IDLE) {
+            const sched_param none{};
+            ::sched_setscheduler(self, SCHED_IDLE, &none);
+        }
+    } else if (step->nice_ > 0 && ::getpriority(PRIO_PROCESS, static_cast<id_t>(self)) < step->nice_) {
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(self), step->nice_);
+    }
     step->result_ = step->stream_->handshake(TlsStream::Steps::All);
 }
 
