@@ -9,7 +9,9 @@ loops, which every session's timers and relays wait on, win the CPU. Read from
     existed before (the main thread, the event loop) are still at 0, and the thread that
     ran the handshake steps is at 10, the default;
   - with tls.handshake_nice = 19 that thread is at 19; with 0, every thread stays at 0
-    and the handshake works as ever."""
+    and the handshake works as ever;
+  - with tls.handshake_nice = idle that thread runs under SCHED_IDLE (field 41, policy 5)
+    and every other thread under SCHED_OTHER (0)."""
 import os
 import sys
 
@@ -18,8 +20,11 @@ import harness  # noqa: E402
 from harness import check  # noqa: E402
 
 
-def thread_nices(pid):
-    """{tid: nice} of every thread of the process."""
+SCHED_IDLE = 5
+
+
+def thread_nices(pid, field=16):
+    """{tid: nice} of every thread of the process (field=38: {tid: scheduling policy})."""
     nices = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -27,7 +32,7 @@ def thread_nices(pid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue  # a thread that ended meanwhile
-        nices[int(tid)] = int(fields[16])   # after "(comm)" comes field 3; nice is field 19
+        nices[int(tid)] = int(fields[field])   # after "(comm)" comes field 3; nice is field 19, policy 41
     return nices
 
 
@@ -48,6 +53,8 @@ def scenario(env, pf, dns, ca, cert, access, nice):
     settings = {"access.file": access, "process.threads": "1"}
     if nice is not None:
         settings["tls.handshake_nice"] = str(nice)
+    if nice == "idle":
+        return idle_scenario(env, pf, dns, ca, cert, settings)
     expected = 10 if nice is None else nice
     tag = f"nice-{expected}"
     screen = env.smtpscreen(postfix=pf, dns=dns, settings=harness.tls_settings(cert, **settings),
@@ -79,13 +86,34 @@ def scenario(env, pf, dns, ca, cert, access, nice):
     screen.stop()
 
 
+def idle_scenario(env, pf, dns, ca, cert, settings):
+    screen = env.smtpscreen(postfix=pf, dns=dns, settings=harness.tls_settings(cert, **settings),
+                            name="smtpscreen-idle")
+    pid = screen.proc.pid
+    before = thread_nices(pid, field=38)
+    check(all(p == 0 for p in before.values()), f"idle: before any STARTTLS, threads not all SCHED_OTHER: {before}")
+    since = screen.log_size()
+    deliver_in_tls(screen, pf, ca, "127.0.0.8", "idle")
+    screen.wait_for_log(harness.re_tls_established("127.0.0.8"), since=since)
+    after = thread_nices(pid, field=38)
+    for tid in before:
+        check(after.get(tid, 0) == 0, f"idle: thread {tid}, there before the pool (main or event loop), runs "
+                                      f"under policy {after.get(tid)} after a handshake: {after}")
+    idle = [tid for tid, p in after.items() if p == SCHED_IDLE]
+    check(idle and all(p in (0, SCHED_IDLE) for p in after.values()),
+          f"idle: after a handshake no thread runs under SCHED_IDLE (policies before: {before}, after: {after})")
+    harness.log(f"idle: policies before {sorted(before.values())}, after {sorted(after.values())}")
+    screen.check_no_log(r"AddressSanitizer|runtime error")
+    screen.stop()
+
+
 def main(env):
     pf = env.postfix()
     dns = env.rbldnsd()
     ca = harness.make_test_ca(env)
     cert = ca.issue("mx-rsa.test", "rsa")
     access = harness.permit_loopback(env)
-    for nice in (None, 19, 0):
+    for nice in (None, 19, 0, "idle"):
         scenario(env, pf, dns, ca, cert, access, nice)
 
 
