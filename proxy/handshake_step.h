@@ -30,6 +30,12 @@
 // process can only lower it, so a reload to a smaller value reaches only threads that
 // have not run a step yet (a restart reaches all). Only handshake steps use libuv's pool
 // in smtpscreen, so nothing else runs at the lowered priority.
+//
+// tls.handshake_nice = idle puts the thread under SCHED_IDLE instead (sched(7)). A nice
+// value is only a smaller share: Linux's EEVDF scheduler (6.6 on) lets the thread on a
+// core finish its slice before a waking loop gets it, so every wake-up of a loop can wait
+// up to a slice (about a millisecond) behind a step. A SCHED_IDLE thread is preempted at
+// once by any other (docs/design.md, "TLS").
 #include <uv.h>
 
 #include <functional>
