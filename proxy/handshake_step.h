@@ -49,10 +49,11 @@ class HandshakeStep {
 public:
     using Done = std::function<void(TlsStream::Handshake)>;
 
-    // Queues stream->handshake(Steps::All) on the pool of `loop`, to run at nice value `nice`
-    // (0: the pool thread's own). Returns the step, owned by itself until `done` has
-    // been called (or, abandoned, until the pool returns); or nullptr when libuv refused
-    // the work (then nothing was queued, and the caller runs the step itself).
+    // Queues stream->handshake(Steps::All) on the pool of `loop`, to run at nice value
+    // `nice` (0: the pool thread's own; Config::kHandshakeIdle: under SCHED_IDLE).
+    // Returns the step, owned by itself until `done` has been called (or, abandoned,
+    // until the pool returns); or nullptr when libuv refused the work (then nothing was
+    // queued, and the caller runs the step itself).
     static HandshakeStep* start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, int nice, Done done);
 
     // The owner is gone: `done` is never called, and the step frees the stream once the
