@@ -84,10 +84,10 @@ public:
     // 2,048 blanks and an argument is DATA to Postfix and a syntax error to Exim. The
     // pairing waits for the backend's reply either way, so neither lets a client through,
     // but a backend must never read a line otherwise than the relay does. So a command
-    // line whose verb starts after kMaxVerbStart octets of white space, and a DATA or STARTTLS line
-    // (the lines whose reply changes what the client's next bytes are) over max_mode_line
-    // octets, RFC 5321's command line limit (§4.5.3.1.4), are blocked like XCLIENT: no
-    // MTA would send either.
+    // line whose verb starts after kMaxVerbStart octets of white space, and a DATA or
+    // STARTTLS line (the lines whose reply changes what the client's next bytes are)
+    // over max_mode_line octets, RFC 5321's command line limit (§4.5.3.1.4), are blocked
+    // like XCLIENT: no MTA would send either.
     static constexpr size_t kMaxVerbStart = 32;
     static constexpr size_t kMaxModeLine = 512;
 

@@ -105,8 +105,9 @@ int from_postconf() {
 void size_thread_pool() {
     if (std::getenv("UV_THREADPOOL_SIZE")) return;
     cpu_set_t allowed;
-    const long cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed)
-                                                                      : ::sysconf(_SC_NPROCESSORS_ONLN);
+    const long cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0
+                          ? CPU_COUNT(&allowed)
+                          : ::sysconf(_SC_NPROCESSORS_ONLN);
     const long threads = std::clamp(cpus, 1L, 1024L);  // libuv's own bounds
     ::setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), 0);
 }
