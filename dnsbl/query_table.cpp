@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "edge/linear_probing.h"
 #include "edge/seeded_hash.h"
 
 namespace smtpscreen {
@@ -54,18 +55,9 @@ void DnsblQueryTable::erase(DnsblQuery& query) {
     std::size_t i = home(query.address(), query.zone);
     while (slots_[i] && slots_[i] != &query) i = (i + 1) & mask;
     if (!slots_[i]) return;  // not in the table
-    // The slot empties, and the queries after it in its run move back into the hole
-    // where their probe would pass it (backward-shift deletion: no tombstones pile up
-    // under churn).
-    slots_[i] = nullptr;
-    for (std::size_t j = (i + 1) & mask; slots_[j]; j = (j + 1) & mask) {
-        const std::size_t h = home(slots_[j]->address(), slots_[j]->zone);
-        // j may fill the hole at i when its home is not in the cyclic range (i, j].
-        const bool home_between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
-        if (home_between) continue;
-        slots_[i] = std::exchange(slots_[j], nullptr);
-        i = j;
-    }
+    erase_by_backward_shift(
+        slots_, i, [](const DnsblQuery* q) { return q == nullptr; },
+        [this](const DnsblQuery* q) { return home(q->address(), q->zone); });
     (query.older ? query.older->newer : oldest_) = query.newer;
     (query.newer ? query.newer->older : newest_) = query.older;
     query.older = query.newer = nullptr;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "edge/linear_probing.h"
 #include "edge/seeded_hash.h"
 
 namespace smtpscreen {
@@ -71,20 +72,9 @@ bool ClientCounts::Table<N>::remove(std::string_view address) {
     std::size_t i = find(key_of(address));
     if (slots_[i].count == 0) return false;
     if (--slots_[i].count != 0) return true;
-    // The last connection: the slot empties, and the entries after it in its run move
-    // back into the hole where their probe would pass it (backward-shift deletion, so
-    // that no tombstones pile up under churn).
-    const std::size_t mask = slots_.size() - 1;
-    slots_[i] = Slot{};
-    for (std::size_t j = (i + 1) & mask; slots_[j].count != 0; j = (j + 1) & mask) {
-        const std::size_t h = home(slots_[j].bytes);
-        // j may fill the hole at i when its home is not in the cyclic range (i, j].
-        const bool home_between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
-        if (home_between) continue;
-        slots_[i] = slots_[j];
-        slots_[j] = Slot{};
-        i = j;
-    }
+    // The last connection: the slot empties.
+    erase_by_backward_shift(
+        slots_, i, [](const Slot& s) { return s.count == 0; }, [this](const Slot& s) { return home(s.bytes); });
     --size_;
     if (slots_.size() > kMinSlots && size_ * 8 < slots_.size()) rehash(slots_.size() / 2);
     return true;

@@ -484,7 +484,7 @@ void Session::on_greylist_outcome(const SmtpTransaction& tx, GreylistOutcome out
 }
 
 void Session::start_deep_handoff(const SmtpTransaction& tx) {
-    start_handoff({tx.replay_lines(), tx.helo_name, tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP"});
+    start_handoff({tx.replay_lines(), tx.helo_name, tx.helo_verb == "EHLO" ? "ESMTP" : "SMTP", false});
 }
 
 // ---------------------------------------------------------------- TLS before the backend

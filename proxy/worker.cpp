@@ -28,18 +28,17 @@ std::optional<Endpoint> bound_address(uv_os_sock_t fd) {
 
 }  // namespace
 
-Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContexts> tls,
+Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> loaded, std::shared_ptr<const TlsContexts> tls,
                std::vector<uv_os_sock_t> listen_fds)
     : shared_(shared),
-      config_(config),
-      settings_(SessionSettings::make(std::move(config), std::move(tls))),
+      settings_(SessionSettings::make(std::move(loaded), std::move(tls))),
       log_batch_(shared.log),
       events_(log_batch_, metrics_) {
     if (int rc = uv_loop_init(&loop_); rc != 0) {
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
     deadlines_ = std::make_unique<DeadlineTimers>(&loop_);
-    resolver_ = std::make_shared<DnsClient>(&loop_, config_->dnsbl_servers, config_->dnsbl_timeout, shared.log);
+    resolver_ = std::make_shared<DnsClient>(&loop_, config().dnsbl_servers, config().dnsbl_timeout, shared.log);
     auto stores = shared.caches->for_loop(&loop_);
     cache_ = std::move(stores.verdicts);
     bans_ = std::move(stores.bans);
@@ -171,7 +170,7 @@ void Worker::on_reload_requested() {
     // already forgotten the old ones.
     if (listen_fds) replace_listeners(*listen_fds);
     if (!next) return;
-    if (next->dnsbl_servers != config_->dnsbl_servers || next->dnsbl_timeout != config_->dnsbl_timeout) {
+    if (next->dnsbl_servers != config().dnsbl_servers || next->dnsbl_timeout != config().dnsbl_timeout) {
         std::shared_ptr<DnsClient> fresh;
         try {
             fresh = std::make_shared<DnsClient>(&loop_, next->dnsbl_servers, next->dnsbl_timeout, shared_.log);
@@ -182,7 +181,6 @@ void Worker::on_reload_requested() {
         retire_resolver();
         resolver_ = std::move(fresh);
     }
-    config_ = next;
     settings_ = SessionSettings::make(std::move(next), std::move(next_tls));
 }
 
@@ -349,7 +347,7 @@ void Worker::on_stop_requested() {
         [](uv_timer_t* t) {
             if (auto* self = static_cast<Worker*>(t->data)) self->on_grace_over();
         },
-        static_cast<uint64_t>(config_->shutdown_grace.count()), 0);
+        static_cast<uint64_t>(config().shutdown_grace.count()), 0);
 }
 
 void Worker::on_grace_over() { close_everything(); }

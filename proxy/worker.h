@@ -143,10 +143,11 @@ private:
     void reap();
     void close_everything();
 
+    const Config& config() const { return settings_->config(); }
+
     SharedServices& shared_;
-    std::shared_ptr<const Config> config_;
-    // config_ and its TLS contexts, for the sessions started from now on; each keeps
-    // the one it started under to its end.
+    // The configuration and its TLS contexts, for the sessions started from now on; each
+    // keeps the one it started under to its end.
     SessionSettings::Ref settings_;
     uv_loop_t loop_{};
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
