@@ -122,6 +122,8 @@ struct Config {
     // kHandshakeIdle: SCHED_IDLE instead of a nice value (tls.handshake_nice = idle).
     static constexpr int kHandshakeIdle = 20;
     int tls_handshake_nice = 10;
+    // Threads that run handshake steps, for all loops (0: one per CPU the process may run on).
+    int tls_handshake_threads = 0;
     std::string tls_ticket_key_file;                    // empty: mbedTLS's own random keys
     // Without tls_cert: a client's STARTTLS goes through to the backend (the relay filter
     // is blind inside that TLS); off: the backend's STARTTLS is hidden from clients.

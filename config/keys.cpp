@@ -505,6 +505,9 @@ std::vector<ConfigKey> make_keys() {
         integer_key("tls", "max_pending_handshakes", &Config::tls_max_pending_handshakes, 1, 1000000,
                     "most client TLS handshakes in progress at once; beyond it STARTTLS gets 454 and the "
                     "session goes on in plain text"),
+        integer_key("tls", "handshake_threads", &Config::tls_handshake_threads, 0, 1024,
+                    "threads that run the public-key steps of TLS handshakes for every event loop "
+                    "(0: one per CPU the process may run on)"),
         {"tls", "handshake_nice",
          "nice value of the threads that run TLS handshake steps, above the event loops' so that screening "
          "wins the CPU from a flood of handshakes (0: the loops' own; idle: only the CPU nothing else wants)",

@@ -56,10 +56,11 @@ std::string first_line(std::string_view reply) {
 
 }  // namespace
 
-BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config,
+BackendHandoff::BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, HandshakeQueue& steps, const Config& config,
                                std::shared_ptr<const TlsClientContext> tls, const std::string& hostname,
                                Listener& listener)
-    : config_(config),
+    : steps_(steps),
+      config_(config),
       tls_context_(std::move(tls)),
       hostname_(hostname),
       listener_(listener),
@@ -157,7 +158,7 @@ void BackendHandoff::on_reply(const std::string& reply) {
         auto tls = TlsStream::client(tls_context_, config_.backend_certificate_name(), nullptr, &error);
         if (!tls) return fail("backend TLS: " + error);
         step_ = Step::TlsHandshake;
-        return backend_->start_tls(std::move(tls), config_.tls_handshake_nice);
+        return backend_->start_tls(std::move(tls), steps_, config_.tls_handshake_nice);
     }
     case Step::XclientEhlo:
         if (code != 250 || !offers_keyword(reply, "XCLIENT")) {

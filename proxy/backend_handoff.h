@@ -54,7 +54,8 @@ public:
     };
 
     // tls: the backend leg's context when backend.tls = on, null otherwise.
-    BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, const Config& config,
+    // steps: the loop's way to the TLS handshake pool.
+    BackendHandoff(uv_loop_t* loop, ReadBuffer& buffer, HandshakeQueue& steps, const Config& config,
                    std::shared_ptr<const TlsClientContext> tls, const std::string& hostname, Listener& listener);
 
     // client_name: the verified reverse name for XCLIENT NAME=, empty when there is none.
@@ -89,6 +90,7 @@ private:
     void refused(const std::string& reply);
     void fail(std::string why);
 
+    HandshakeQueue& steps_;
     const Config& config_;
     std::shared_ptr<const TlsClientContext> tls_context_;
     const std::string& hostname_;

@@ -334,10 +334,11 @@ void Connection::close() {
 
 // ---------------------------------------------------------------- TLS
 
-void Connection::start_tls(std::unique_ptr<TlsStream> stream, int step_nice) {
+void Connection::start_tls(std::unique_ptr<TlsStream> stream, HandshakeQueue& steps, int step_nice) {
     if (!socket_ || tls_) return;
     tls_ = std::make_unique<Tls>();
     tls_->stream = std::move(stream);
+    tls_->steps = &steps;
     tls_->step_nice = step_nice;
     // The first step has no peer bytes to work on: at most a ClientHello to write (the
     // backend leg), no public-key operation. It runs here.
@@ -368,13 +369,13 @@ void Connection::read_tls(std::string_view ciphertext) {
 // Every step without a public-key operation runs here, on the loop: all of a resumed
 // handshake, and a full one's hellos, certificate and Finished messages. The loop
 // thread's turn costs microseconds there, where a trip to the pool and back costs a
-// thread wake-up and a hand-back through uv_async_send (docs/design.md, "TLS").
+// thread wake-up and a hand-back through the loop's eventfd (docs/design.md, "TLS").
 void Connection::advance_handshake() { handshake_step_done(tls_->stream->handshake(TlsStream::Steps::Cheap)); }
 
 // A step with a public-key operation, and the steps after it until the handshake needs
 // the peer again, go to the pool (proxy/handshake_step.h).
 void Connection::run_handshake_step() {
-    tls_->step = HandshakeStep::start(socket_->tcp.loop, tls_->stream, tls_->step_nice, [this](TlsStream::Handshake result) {
+    tls_->step = HandshakeStep::start(*tls_->steps, tls_->stream, tls_->step_nice, [this](TlsStream::Handshake result) {
         tls_->step = nullptr;
         if (!socket_) return;
         handshake_step_done(result);
@@ -384,7 +385,7 @@ void Connection::run_handshake_step() {
             events_->on_peer_eof(*this);
         }
     });
-    // libuv refuses work only for a bad argument; the step is then run right here.
+    // A pool without a thread (none could be started): the step runs right here.
     if (!tls_->step) handshake_step_done(tls_->stream->handshake(TlsStream::Steps::All));
 }
 

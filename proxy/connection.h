@@ -39,6 +39,7 @@ struct ReadBuffer {
 };
 
 class Connection;
+class HandshakeQueue;
 class HandshakeStep;
 
 // Why a TLS leg failed; the stream's error() says how (Connection::tls()).
@@ -135,8 +136,9 @@ public:
     // and nothing read after it has been kept (CVE-2011-0411). A client stream sends
     // its hello at once (one that fails at that first step is reported from within this
     // call). The handshake ends with on_tls_ready or on_tls_failed.
-    // step_nice: tls.handshake_nice, for the steps that run on the pool (HandshakeStep).
-    void start_tls(std::unique_ptr<TlsStream> stream, int step_nice);
+    // The steps with a public-key operation go to the pool through `steps` (the loop's
+    // HandshakeQueue), at step_nice: tls.handshake_nice (proxy/handshake_step.h).
+    void start_tls(std::unique_ptr<TlsStream> stream, HandshakeQueue& steps, int step_nice);
     // The leg's stream once start_tls() was called (its version and cipher for the log,
     // error() after on_tls_failed), null before. While a handshake step runs on the pool
     // (tls_handshaking() is true) the stream is not to be read: compare it with null only.
@@ -180,8 +182,9 @@ private:
         // Shared with the handshake step on the pool, which keeps the stream alive when
         // this connection goes away while the step runs.
         std::shared_ptr<TlsStream> stream;
-        HandshakeStep* step = nullptr;  // the step on the pool; the stream is its thread's
-        int step_nice = 0;              // tls.handshake_nice of the session that started TLS
+        HandshakeStep* step = nullptr;   // the step on the pool; the stream is its thread's
+        HandshakeQueue* steps = nullptr; // the loop's way to the pool
+        int step_nice = 0;               // tls.handshake_nice of the session that started TLS
         std::string backlog;            // ciphertext read while a step runs
         std::string held;               // plaintext written while the handshake runs
         bool eof_after_step = false;    // the peer's EOF came while a step ran

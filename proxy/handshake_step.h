@@ -1,6 +1,6 @@
 #pragma once
-// The costly part of a TLS handshake (TlsStream::handshake()) run on libuv's thread
-// pool, so that the private-key operation and the ECDHE of a full handshake (about 5 ms
+// The costly part of a TLS handshake (TlsStream::handshake()) run on the handshake
+// pool (proxy/handshake_pool.h), so that the private-key operation and the ECDHE of a full handshake (about 5 ms
 // of CPU with mbedTLS 2.28 and RSA-2048) never stall the event loop that asked for it,
 // and every core does handshakes even with process.threads = 1 (docs/design.md, "TLS").
 // Only a step with a public-key operation comes here: the loop runs the others itself
@@ -13,8 +13,8 @@
 // feed, no take, not even a const look), which is the only rule mbedTLS needs for one
 // mbedtls_ssl_context (the shared configuration, RNG and ticket keys lock themselves:
 // proxy/tls_context.h). The stream's BIO is its own in-memory buffers, so the pool
-// thread never touches a socket. When the step returns, `done` is called on the loop
-// thread with the result.
+// thread never touches a socket. When the step returns, its loop's HandshakeQueue calls
+// `done` on the loop thread with the result.
 //
 // The owner may go away while the step runs (a timeout, a client that hung up): it
 // calls abandon(), and the stream is freed on the loop thread after the step returns,
@@ -28,16 +28,14 @@
 // on whatever CPU is left: a STARTTLS flood slows the handshakes, not the screening.
 // Linux keeps a nice value per thread (setpriority(2) on a thread id); an unprivileged
 // process can only lower it, so a reload to a smaller value reaches only threads that
-// have not run a step yet (a restart reaches all). Only handshake steps use libuv's pool
-// in smtpscreen, so nothing else runs at the lowered priority.
+// have not run a step yet (a restart reaches all). The pool's threads run nothing but
+// handshake steps, so nothing else runs at the lowered priority.
 //
 // tls.handshake_nice = idle puts the thread under SCHED_IDLE instead (sched(7)). A nice
 // value is only a smaller share: Linux's EEVDF scheduler (6.6 on) lets the thread on a
 // core finish its slice before a waking loop gets it, so every wake-up of a loop can wait
 // up to a slice (about a millisecond) behind a step. A SCHED_IDLE thread is preempted at
 // once by any other (docs/design.md, "TLS").
-#include <uv.h>
-
 #include <functional>
 #include <memory>
 
@@ -45,28 +43,33 @@
 
 namespace smtpscreen {
 
+class HandshakeQueue;
+
 class HandshakeStep {
 public:
     using Done = std::function<void(TlsStream::Handshake)>;
 
-    // Queues stream->handshake(Steps::All) on the pool of `loop`, to run at nice value
-    // `nice` (0: the pool thread's own; Config::kHandshakeIdle: under SCHED_IDLE).
-    // Returns the step, owned by itself until `done` has been called (or, abandoned,
-    // until the pool returns); or nullptr when libuv refused the work (then nothing was
-    // queued, and the caller runs the step itself).
-    static HandshakeStep* start(uv_loop_t* loop, std::shared_ptr<TlsStream> stream, int nice, Done done);
+    // Queues stream->handshake(Steps::All) on the pool through the loop's `queue`, to
+    // run at nice value `nice` (0: the pool thread's own; Config::kHandshakeIdle: under
+    // SCHED_IDLE). Returns the step, owned by itself until `done` has been called (or,
+    // abandoned, until the pool returns); or nullptr when the pool has no thread (then
+    // nothing was queued, and the caller runs the step itself).
+    static HandshakeStep* start(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done);
 
     // The owner is gone: `done` is never called, and the step frees the stream once the
     // pool has returned it. The pointer is not to be used after this.
     void abandon() { done_ = nullptr; }
 
 private:
-    HandshakeStep(std::shared_ptr<TlsStream> stream, int nice, Done done)
-        : stream_(std::move(stream)), nice_(nice), done_(std::move(done)) {}
-    static void work(uv_work_t* req);
-    static void after_work(uv_work_t* req, int status);
+    friend class HandshakePool;
+    friend class HandshakeQueue;
+    HandshakeStep(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done)
+        : queue_(queue), stream_(std::move(stream)), nice_(nice), done_(std::move(done)) {}
+    void run();     // on a pool thread; hands the step back to queue_ at the end
+    void finish();  // on the loop thread; frees the step
 
-    uv_work_t req_{};
+    HandshakeQueue& queue_;
+    HandshakeStep* next_ = nullptr;  // in queue_'s list of steps handed back
     std::shared_ptr<TlsStream> stream_;
     int nice_;
     Done done_;

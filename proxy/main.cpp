@@ -1,6 +1,5 @@
 // smtpscreen: a pre-queue SMTP screening proxy in the style of Postfix's postscreen(8).
 #include <fmt/format.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -96,22 +95,6 @@ int from_postconf() {
     return std::ferror(stdout) != 0 ? 1 : 0;
 }
 
-// TLS handshake steps run on libuv's thread pool (docs/design.md, "TLS"), which libuv
-// sizes at 4 threads when it first queues work. One thread per CPU this process may run
-// on: every core does handshakes, and no more threads than cores compete with the event
-// loops under a flood (4 on 2 cores left the clean clients' p99 further above the floor:
-// docs/design.md). An administrator's UV_THREADPOOL_SIZE is kept. Set before any thread
-// exists, as setenv(3) must be.
-void size_thread_pool() {
-    if (std::getenv("UV_THREADPOOL_SIZE")) return;
-    cpu_set_t allowed;
-    const long cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0
-                          ? CPU_COUNT(&allowed)
-                          : ::sysconf(_SC_NPROCESSORS_ONLN);
-    const long threads = std::clamp(cpus, 1L, 1024L);  // libuv's own bounds
-    ::setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), 0);
-}
-
 int usage_error(const char* what) {
     std::fprintf(stderr, "smtpscreen: %s\n%s", what, kUsage);
     return 2;
@@ -182,7 +165,6 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    size_thread_pool();
     // smtpscreen always runs in the foreground (under systemd or a supervisor), so stderr
     // logging defaults to on, except into the journal that syslog already reaches.
     smtpscreen::Logger log(config->log_syslog, config->log_syslog_name,

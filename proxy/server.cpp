@@ -79,6 +79,7 @@ std::string startup_line(const Config& c, const TlsContexts& tls, const std::str
 std::vector<std::string> restart_only_changes(const Config& old, const Config& next) {
     std::vector<std::string> keys;
     if (old.process_threads != next.process_threads) keys.push_back("process.threads");
+    if (old.tls_handshake_threads != next.tls_handshake_threads) keys.push_back("tls.handshake_threads");
     if (old.process_user != next.process_user) keys.push_back("process.user");
     if (old.stats_listen != next.stats_listen) keys.push_back("stats.listen");
     if (old.cache_backend != next.cache_backend || old.cache_path != next.cache_path ||
@@ -249,7 +250,7 @@ int run_server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
     try {
         listeners = std::make_unique<ListenSockets>(config->listen_addresses, threads, log);
         drop_privileges(config->process_user);
-        shared = std::make_unique<SharedServices>(log, open_cache(*config, log));
+        shared = std::make_unique<SharedServices>(log, open_cache(*config, log), config->tls_handshake_threads);
         for (size_t i = 0; i < static_cast<size_t>(threads); ++i) {
             workers.push_back(std::make_unique<Worker>(*shared, config, tls, listeners->for_thread(i)));
         }

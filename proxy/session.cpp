@@ -718,7 +718,7 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config().backend_connect_timeout);
-    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), config(),
+    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), worker_.handshake_steps(), config(),
                                                        tls().backend, config().hostname, *relay_);
     ++worker_.backend_legs();
     const Onward& on = onward();
@@ -976,7 +976,7 @@ void Session::start_client_tls() {
         return finish("tls-failed");
     }
     arm_timer(config().tls_handshake_timeout);
-    client_.start_tls(std::move(stream), config().tls_handshake_nice);
+    client_.start_tls(std::move(stream), worker_.handshake_steps(), config().tls_handshake_nice);
 }
 
 void Session::on_tls_ready(Connection& conn) {

@@ -38,6 +38,7 @@ Worker::Worker(SharedServices& shared, std::shared_ptr<const Config> loaded, std
         throw std::runtime_error(fmt::format("cannot create an event loop: {}", uv_strerror(rc)));
     }
     deadlines_ = std::make_unique<DeadlineTimers>(&loop_);
+    handshake_steps_ = std::make_unique<HandshakeQueue>(&loop_, shared.handshake_pool);
     resolver_ = std::make_shared<DnsClient>(&loop_, config().dnsbl_servers, config().dnsbl_timeout, shared.log);
     auto stores = shared.caches->for_loop(&loop_);
     cache_ = std::move(stores.verdicts);
@@ -373,6 +374,7 @@ void Worker::close_everything() {
     left.clear();
     finished_.clear();
     deadlines_->close();
+    handshake_steps_->close();
     reaper_.close();
     log_flush_.close();  // what is logged from here on waits for the batch's destructor at most
     log_batch_.flush();

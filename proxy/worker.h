@@ -25,6 +25,8 @@
 #include "proxy/connection.h"
 #include "proxy/connection_limits.h"
 #include "proxy/event_log.h"
+#include "proxy/handshake_pool.h"
+#include "proxy/handshake_queue.h"
 #include "proxy/handshake_slots.h"
 #include "proxy/metrics.h"
 #include "proxy/live_client.h"
@@ -37,11 +39,12 @@ struct AcceptedClient;
 
 // What every loop thread shares; owned by the server, outlives the workers.
 struct SharedServices {
-    SharedServices(Logger& l, std::unique_ptr<VerdictCacheSource> c)
+    SharedServices(Logger& l, std::unique_ptr<VerdictCacheSource> c, int handshake_threads)
         : log(l),
           caches(std::move(c)),
           backend_offer(l),
-          greylist(std::make_unique<SharedGreylistTable>(caches->greylist_archive())) {}
+          greylist(std::make_unique<SharedGreylistTable>(caches->greylist_archive())),
+          handshake_pool(handshake_threads) {}
     Logger& log;
     std::unique_ptr<VerdictCacheSource> caches;  // each worker asks it for its loop's cache
     BackendOffer backend_offer;  // deep.ehlo_keywords = auto
@@ -60,6 +63,7 @@ struct SharedServices {
     // tarpit.max_connections is per process: every loop takes its slots here.
     TarpitSlots tarpit;
     HandshakeSlots tls_handshakes;     // tls.max_pending_handshakes, all threads
+    HandshakePool handshake_pool;      // tls.handshake_threads: the steps of every loop's handshakes
 };
 
 class Worker {
@@ -102,6 +106,8 @@ public:
     std::atomic<int>& backend_legs() { return shared_.backend_legs; }
     TarpitSlots& tarpit() { return shared_.tarpit; }
     HandshakeSlots& tls_handshakes() { return shared_.tls_handshakes; }
+    // This loop's way to the handshake pool (proxy/handshake_queue.h).
+    HandshakeQueue& handshake_steps() { return *handshake_steps_; }
     // How many client sockets the open files limit leaves room for, besides the backend
     // sockets open now. libuv turns an accept that fails with EMFILE into a silent close,
     // so smtpscreen keeps below the limit itself and answers 421 instead.
@@ -153,6 +159,9 @@ private:
     std::unique_ptr<ReadBuffer> read_buffer_ = std::make_unique<ReadBuffer>();
     // Made once the loop is; destroyed after the sessions, whose deadlines it holds.
     std::unique_ptr<DeadlineTimers> deadlines_;
+    // Made once the loop is; closed after the sessions, and the loop runs until the
+    // steps they left on the pool are back.
+    std::unique_ptr<HandshakeQueue> handshake_steps_;
     // This loop's log lines, written once a turn (core/log_batch.h); before events_,
     // which writes into it, and flushed by log_flush_ before the loop waits.
     LogBatch log_batch_;

@@ -5,7 +5,10 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/ssl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <uv.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +23,9 @@
 #include <vector>
 
 #include "core/address.h"
+#include "proxy/handshake_pool.h"
+#include "proxy/handshake_queue.h"
+#include "proxy/handshake_step.h"
 #include "proxy/tls_context.h"
 #include "proxy/tls_stream.h"
 #include "fixtures.h"
@@ -777,3 +783,146 @@ TEST_CASE("tls: memory per established session is bounded") {
     CHECK(per_end > 32 * 1024);  // proves the measurement sees the record buffers
 }
 #endif
+
+// ---------------------------------------------------------------- the handshake pool
+
+namespace {
+
+// Threads of this process named as the pool names its own (proxy/handshake_pool.cpp).
+int handshake_threads_running() {
+    int n = 0;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name == "tls-handshake") ++n;
+    }
+    return n;
+}
+
+// A shared stream whose deleter notes the thread it ran on.
+std::shared_ptr<TlsStream> watched(std::unique_ptr<TlsStream> stream, std::thread::id* freed_on) {
+    return std::shared_ptr<TlsStream>(stream.release(), [freed_on](TlsStream* s) {
+        *freed_on = std::this_thread::get_id();
+        delete s;
+    });
+}
+
+// A full handshake with the server's side driven as proxy/connection.cpp drives it: the
+// cheap steps on the loop, a NeedPool step through the queue; the client answers on the
+// loop thread. Counts the steps that went to the pool.
+struct PooledHandshake {
+    HandshakeQueue& queue;
+    std::shared_ptr<TlsStream> server;
+    TlsStream& client;
+    int pool_steps = 0;
+    bool loop_thread_only = true;  // every done() on the loop thread
+    std::thread::id loop_thread = std::this_thread::get_id();
+    TlsStream::Handshake server_result = TlsStream::Handshake::NeedMore;
+
+    void advance() {
+        const TlsStream::Handshake r = server->handshake(TlsStream::Steps::Cheap);
+        if (r != TlsStream::Handshake::NeedPool) return stepped(r);
+        ++pool_steps;
+        REQUIRE(HandshakeStep::start(queue, server, 0, [this](TlsStream::Handshake done) {
+            if (std::this_thread::get_id() != loop_thread) loop_thread_only = false;
+            stepped(done);
+        }));
+    }
+    void stepped(TlsStream::Handshake r) {
+        server_result = r;
+        if (r == TlsStream::Handshake::Failed) return;
+        std::string wire;
+        server->take_ciphertext(wire);
+        if (wire.empty()) return;
+        REQUIRE(client.feed_ciphertext(wire));
+        client.handshake();
+        if (r == TlsStream::Handshake::Done) return;  // the server's Finished was the last flight
+        wire.clear();
+        client.take_ciphertext(wire);
+        if (wire.empty()) return;
+        REQUIRE(server->feed_ciphertext(wire));
+        advance();
+    }
+};
+
+}  // namespace
+
+TEST_CASE("handshake pool: a full handshake's costly steps run on the pool and come back on the loop") {
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    auto cctx = client_ctx();
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    {
+        HandshakePool pool(2);
+        CHECK(pool.size() == 2);
+        HandshakeQueue queue(&loop, pool);
+        CHECK(handshake_threads_running() == 0);  // started with the first step, not before
+        std::thread::id freed_on;
+        auto client = new_client(cctx);
+        PooledHandshake h{queue, watched(new_server(ctx), &freed_on), *client};
+        // The client's hello, then the server's first steps.
+        client->handshake();
+        std::string hello;
+        client->take_ciphertext(hello);
+        REQUIRE(h.server->feed_ciphertext(hello));
+        h.advance();
+        CHECK(queue.out() == 1);  // the key exchange went to the pool
+        // The queue keeps the loop alive while a step is out: this returns when it is done.
+        uv_run(&loop, UV_RUN_DEFAULT);
+        INFO("server: " << h.server->error());
+        INFO("client: " << client->error());
+        CHECK(h.server_result == TlsStream::Handshake::Done);
+        CHECK(client->handshake_done());
+        CHECK(h.pool_steps >= 1);
+        CHECK(h.loop_thread_only);
+        CHECK(queue.out() == 0);
+        CHECK(handshake_threads_running() == 2);
+        h.server.reset();
+        CHECK(freed_on == std::this_thread::get_id());
+        queue.close();
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    CHECK(handshake_threads_running() == 0);  // joined with the pool
+    CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("handshake pool: an abandoned step's stream is freed on the loop thread, and close() waits for it") {
+    auto ctx = server_ctx("rsa.crt", "rsa.key");
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    {
+        HandshakePool pool(1);
+        HandshakeQueue queue(&loop, pool);
+        constexpr int kSteps = 8;
+        std::vector<std::thread::id> freed(kSteps);
+        std::vector<int> order;
+        for (int i = 0; i < kSteps; ++i) {
+            // A server stream with nothing fed: its step answers NeedMore at once.
+            auto stream = watched(new_server(ctx), &freed[i]);
+            HandshakeStep* step = HandshakeStep::start(queue, std::move(stream), 0, [&order, i](TlsStream::Handshake r) {
+                CHECK(r == TlsStream::Handshake::NeedMore);
+                order.push_back(i);
+            });
+            REQUIRE(step);
+            if (i % 2) step->abandon();  // its owner went away while it ran
+        }
+        CHECK(queue.out() == kSteps);
+        queue.close();  // the loop still runs until every step is back
+        uv_run(&loop, UV_RUN_DEFAULT);
+        CHECK(queue.out() == 0);
+        CHECK(order == std::vector<int>{0, 2, 4, 6});  // one thread: first come, first back
+        for (int i = 0; i < kSteps; ++i) {
+            INFO("step " << i);
+            CHECK(freed[i] == std::this_thread::get_id());
+        }
+    }
+    CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("handshake pool: one thread per CPU the process may run on unless told") {
+    cpu_set_t allowed;
+    REQUIRE(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    CHECK(HandshakePool(0).size() == CPU_COUNT(&allowed));
+    CHECK(HandshakePool(3).size() == 3);
+}
