@@ -1,5 +1,6 @@
 #include "bench/report.h"
 
+#include <cstdio>
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -80,6 +81,15 @@ CpuTime own_cpu_time() {
     return {seconds(ru.ru_utime), seconds(ru.ru_stime)};
 }
 
+double thread_runq_wait_s() {
+    std::FILE* f = std::fopen("/proc/thread-self/schedstat", "r");
+    if (f == nullptr) return 0;
+    unsigned long long run_ns = 0, wait_ns = 0;
+    const int n = std::fscanf(f, "%llu %llu", &run_ns, &wait_ns);
+    std::fclose(f);
+    return n == 2 ? static_cast<double>(wait_ns) / 1e9 : 0;
+}
+
 std::string format_table(const Options& options, const RunStats& stats, double elapsed_s, CpuTime cpu,
                          const std::optional<TlsFirstHandshake>& tls_first) {
     std::string out;
@@ -114,6 +124,7 @@ std::string format_json(const Options& options, const RunStats& stats, double el
     out += fmt::format("  \"elapsed_s\": {:.3f},\n", elapsed_s);
     out += fmt::format("  \"source_retries\": {},\n", stats.source_retries);
     out += fmt::format("  \"cpu_user_s\": {:.3f},\n  \"cpu_sys_s\": {:.3f},\n", cpu.user_s, cpu.sys_s);
+    out += fmt::format("  \"runq_wait_s\": {:.3f},\n", cpu.runq_wait_s);
     if (tls_first) {
         out += fmt::format("  \"tls\": {{\"resume\": {}, \"version\": {}, \"cipher\": {}, \"group\": {}}},\n",
                            options.tls_resume ? "true" : "false", json_string(tls_first->version),

@@ -14,7 +14,12 @@ namespace smtpload {
 struct CpuTime {
     double user_s = 0;
     double sys_s = 0;
+    // The loop threads' time runnable but kept off a core (schedstat): the latencies
+    // measured include it, and on cores shared with the server it is the server's doing.
+    double runq_wait_s = 0;
 };
+// This thread's wait for a core so far (/proc/thread-self/schedstat), 0 when unknown.
+double thread_runq_wait_s();
 CpuTime own_cpu_time();
 
 // elapsed_s: run start to the end of the last session (the rate's denominator).

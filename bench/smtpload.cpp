@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
     Progress progress(options.sessions);
     const Clock::time_point start = Clock::now();
     std::vector<RunStats> results(static_cast<size_t>(options.threads));
+    std::vector<double> waits(static_cast<size_t>(options.threads));
     std::atomic<int> running(options.threads);
     std::vector<std::thread> threads;
     for (int i = 0; i < options.threads; ++i) {
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
             Worker worker(i, options.threads, options, message, progress, start, tls.get());
             worker.run();
             results[static_cast<size_t>(i)] = worker.stats();
+            waits[static_cast<size_t>(i)] = thread_runq_wait_s();
             running.fetch_sub(1);
         });
     }
@@ -99,7 +101,8 @@ int main(int argc, char** argv) {
     for (const RunStats& r : results) stats.merge(r);
     double elapsed = stats.last_end_s > 0 ? stats.last_end_s : std::chrono::duration<double>(Clock::now() - start).count();
 
-    const CpuTime cpu = own_cpu_time();
+    CpuTime cpu = own_cpu_time();
+    for (double w : waits) cpu.runq_wait_s += w;
     std::optional<TlsFirstHandshake> tls_first;
     if (tls) tls_first = tls->first();
     if (!options.quiet) std::fputs(format_table(options, stats, elapsed, cpu, tls_first).c_str(), stdout);

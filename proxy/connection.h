@@ -182,12 +182,12 @@ private:
         // Shared with the handshake step on the pool, which keeps the stream alive when
         // this connection goes away while the step runs.
         std::shared_ptr<TlsStream> stream;
-        HandshakeStep* step = nullptr;   // the step on the pool; the stream is its thread's
-        HandshakeQueue* steps = nullptr; // the loop's way to the pool
-        int step_nice = 0;               // tls.handshake_nice of the session that started TLS
-        std::string backlog;            // ciphertext read while a step runs
-        std::string held;               // plaintext written while the handshake runs
-        bool eof_after_step = false;    // the peer's EOF came while a step ran
+        HandshakeStep* step = nullptr;    // the step on the pool; the stream is its thread's
+        HandshakeQueue* steps = nullptr;  // the loop's way to the pool
+        int step_nice = 0;                // tls.handshake_nice of the session that started TLS
+        std::string backlog;              // ciphertext read while a step runs
+        std::string held;                 // plaintext written while the handshake runs
+        bool eof_after_step = false;      // the peer's EOF came while a step ran
     };
     bool stepping() const { return tls_ && tls_->step; }
     std::unique_ptr<Tls> tls_;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""docs/design.md, "TLS": the threads that run TLS handshake steps (libuv's pool) lower
-their own nice value to tls.handshake_nice, so that under a STARTTLS flood the event
+"""docs/design.md, "TLS": the threads that run TLS handshake steps (smtpscreen's pool,
+named tls-handshake, one per CPU or tls.handshake_threads of them) lower their own
+nice value to tls.handshake_nice, so that under a STARTTLS flood the event
 loops, which every session's timers and relays wait on, win the CPU. Read from
 /proc/PID/task/TID/stat (field 19, nice):
   - before any STARTTLS, every thread of smtpscreen runs at nice 0, or the nice value
@@ -11,7 +12,9 @@ loops, which every session's timers and relays wait on, win the CPU. Read from
   - with tls.handshake_nice = 19 that thread is at 19; with 0, every thread stays at 0
     and the handshake works as ever;
   - with tls.handshake_nice = idle that thread runs under SCHED_IDLE (field 41, policy 5)
-    and every other thread under SCHED_OTHER (0)."""
+    and every other thread under SCHED_OTHER (0);
+  - the threads that appear with the first STARTTLS are the pool's: named tls-handshake,
+    as many as the CPUs smtpscreen may run on, or tls.handshake_threads (3 with nice 19)."""
 import os
 import sys
 
@@ -36,6 +39,22 @@ def thread_nices(pid, field=16):
     return nices
 
 
+def pool_threads(pid, before, tag, want):
+    """The threads started since `before` are the handshake pool's: `want` of them, each
+    named tls-handshake."""
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if int(tid) in before:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names[int(tid)] = f.read().strip()
+        except FileNotFoundError:
+            continue
+    check(len(names) == want and all(n == "tls-handshake" for n in names.values()),
+          f"{tag}: after the first STARTTLS, threads {names} appeared; want {want} named tls-handshake")
+
+
 def deliver_in_tls(screen, pf, ca, source, tag):
     c = harness.SmtpClient(screen.port, source=source, timeout=15)
     c.read_greeting(code=220)
@@ -53,6 +72,8 @@ def scenario(env, pf, dns, ca, cert, access, nice):
     settings = {"access.file": access, "process.threads": "1"}
     if nice is not None:
         settings["tls.handshake_nice"] = str(nice)
+    if nice == 19:
+        settings["tls.handshake_threads"] = "3"
     if nice == "idle":
         return idle_scenario(env, pf, dns, ca, cert, settings)
     expected = 10 if nice is None else nice
@@ -81,6 +102,7 @@ def scenario(env, pf, dns, ca, cert, access, nice):
         check(lowered and all(n == expected for n in lowered.values()),
               f"{tag}: after a handshake no thread runs at nice {expected} (threads before: {before}, "
               f"after: {after})")
+    pool_threads(pid, before, tag, 3 if nice == 19 else len(os.sched_getaffinity(pid)))
     harness.log(f"{tag}: threads before {sorted(before.values())}, after {sorted(after.values())}")
     screen.check_no_log(r"AddressSanitizer|runtime error")
     screen.stop()
@@ -102,6 +124,7 @@ def idle_scenario(env, pf, dns, ca, cert, settings):
     idle = [tid for tid, p in after.items() if p == SCHED_IDLE]
     check(idle and all(p in (0, SCHED_IDLE) for p in after.values()),
           f"idle: after a handshake no thread runs under SCHED_IDLE (policies before: {before}, after: {after})")
+    pool_threads(pid, before, "idle", len(os.sched_getaffinity(pid)))
     harness.log(f"idle: policies before {sorted(before.values())}, after {sorted(after.values())}")
     screen.check_no_log(r"AddressSanitizer|runtime error")
     screen.stop()
