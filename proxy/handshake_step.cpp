@@ -12,6 +12,15 @@
 namespace smtpscreen {
 
 HandshakeStep* HandshakeStep::start(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done) {
+    // The loop writes the step's flight and frees it. Had the pool thread grown the
+    // buffer, the chunk would belong to that thread's glibc arena, and the loop's free()
+    // would take the arena's lock, which the thread holds through much of its bignum
+    // work: a loop stalled up to a scheduler slice behind a preempted handshake thread
+    // (perf on the loop's futex calls under a STARTTLS flood; docs/design.md, "TLS").
+    // A server's flight after a key exchange is well under 4 KiB (ServerKeyExchange with
+    // an RSA-4096 signature: about 600 bytes; NewSessionTicket, ChangeCipherSpec and
+    // Finished: about 300).
+    stream->reserve_ciphertext(kFlightRoom);
     auto* step = new HandshakeStep(queue, std::move(stream), nice, std::move(done));
     if (!queue.submit(step)) {
         delete step;

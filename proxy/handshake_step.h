@@ -56,6 +56,9 @@ public:
     // nothing was queued, and the caller runs the step itself).
     static HandshakeStep* start(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done);
 
+    // Ciphertext room made before a step goes to the pool (HandshakeStep::start).
+    static constexpr std::size_t kFlightRoom = 4096;
+
     // The owner is gone: `done` is never called, and the step frees the stream once the
     // pool has returned it. The pointer is not to be used after this.
     void abandon() { done_ = nullptr; }

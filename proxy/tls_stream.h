@@ -121,6 +121,11 @@ public:
     // Appends the bytes to write to the network to `out` and empties the stream's buffer.
     void take_ciphertext(std::string& out);
     std::size_t ciphertext_pending() const { return out_.size(); }
+    // Room for `more` bytes of ciphertext without a reallocation: made on the loop before
+    // a step goes to the pool, so that the flight the step writes lands in memory of the
+    // loop's malloc arena, which the loop frees without waiting on a pool thread's
+    // (proxy/handshake_step.cpp).
+    void reserve_ciphertext(std::size_t more) { out_.reserve(out_.size() + more); }
 
     // Advances the handshake as far as the fed bytes allow (with Steps::Cheap, up to the
     // next step with a public-key operation: NeedPool). After Failed, error() names the
