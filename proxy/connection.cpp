@@ -1,5 +1,6 @@
 #include "proxy/connection.h"
 
+#include "proxy/handshake_queue.h"
 #include "proxy/handshake_step.h"
 #include "proxy/tls_stream.h"
 
@@ -133,7 +134,11 @@ Connection::Connection(Connection&& other, ConnectionEvents& events) noexcept
 
 Connection::~Connection() {
     // A handshake step still on the pool keeps the stream, and frees it when it returns.
-    if (stepping()) tls_->step->abandon();
+    if (stepping()) {
+        tls_->step->abandon();
+    } else if (tls_ && tls_->stream.use_count() == 1) {
+        tls_->steps->free_on_pool(tls_->stream->take_keys());
+    }
     close();
 }
 

@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <system_error>
 
-#include "proxy/handshake_step.h"
-
 namespace smtpscreen {
 
 namespace {
@@ -34,12 +32,12 @@ HandshakePool::~HandshakePool() {
     for (std::thread& t : threads_) t.join();
 }
 
-bool HandshakePool::run(HandshakeStep* step) {
+bool HandshakePool::run(Job* job) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (threads_.empty()) start_threads();
         if (threads_.empty()) return false;
-        steps_.push_back(step);
+        jobs_.push_back(job);
     }
     work_.notify_one();
     return true;
@@ -64,12 +62,12 @@ void HandshakePool::serve() {
     ::pthread_setname_np(::pthread_self(), "tls-handshake");  // top -H, ps -L
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-        work_.wait(lock, [this] { return stopping_ || !steps_.empty(); });
-        if (steps_.empty()) return;  // stopping, and everything queued has run
-        HandshakeStep* step = steps_.front();
-        steps_.pop_front();
+        work_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // stopping, and everything queued has run
+        Job* job = jobs_.front();
+        jobs_.pop_front();
         lock.unlock();
-        step->run();  // the step hands itself back to its loop: not to be touched after
+        job->run();  // the job is gone or back with its loop: not to be touched after
         lock.lock();
     }
 }

@@ -19,10 +19,20 @@
 
 namespace smtpscreen {
 
-class HandshakeStep;
-
 class HandshakePool {
 public:
+    // What the threads run: a handshake step (proxy/handshake_step.h), or a TLS session's
+    // keys to free where they were allocated (HandshakeQueue::free_on_pool).
+    class Job {
+    public:
+        // On a pool thread. The job is the thread's from here: it frees itself, or hands
+        // itself back to its loop.
+        virtual void run() = 0;
+
+    protected:
+        ~Job() = default;
+    };
+
     // threads 0: one per CPU this process may run on (sched_getaffinity(2)).
     explicit HandshakePool(int threads);
     // Runs what is queued, then joins the threads. The loops have waited for their
@@ -31,10 +41,9 @@ public:
     HandshakePool(const HandshakePool&) = delete;
     HandshakePool& operator=(const HandshakePool&) = delete;
 
-    // From a loop thread: `step` runs on one of the threads, first come first served,
-    // and hands itself back to its loop. False when no thread could be started (the
-    // caller then runs the step itself).
-    bool run(HandshakeStep* step);
+    // From a loop thread: `job` runs on one of the threads, first come first served.
+    // False when no thread could be started (the caller then does the work itself).
+    bool run(Job* job);
     int size() const { return size_; }
 
 private:
@@ -44,7 +53,7 @@ private:
     const int size_;
     std::mutex mutex_;
     std::condition_variable work_;
-    std::deque<HandshakeStep*> steps_;
+    std::deque<Job*> jobs_;
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };

@@ -47,6 +47,27 @@ bool HandshakeQueue::submit(HandshakeStep* step) {
     return true;
 }
 
+namespace {
+
+// Frees its keys on the pool thread that runs it, and itself with them.
+class KeysRelease final : public HandshakePool::Job {
+public:
+    explicit KeysRelease(TlsStream::Keys keys) : keys_(std::move(keys)) {}
+    void run() override { delete this; }
+
+private:
+    ~KeysRelease() = default;
+    TlsStream::Keys keys_;
+};
+
+}  // namespace
+
+void HandshakeQueue::free_on_pool(TlsStream::Keys keys) {
+    if (!keys) return;
+    auto* job = new KeysRelease(std::move(keys));
+    if (!pool_.run(job)) job->run();
+}
+
 void HandshakeQueue::hand_back(HandshakeStep* step) {
     handing_back_.fetch_add(1, std::memory_order_acq_rel);
     HandshakeStep* head = returned_.load(std::memory_order_relaxed);

@@ -15,6 +15,7 @@
 #include <cstddef>
 
 #include "core/uv_handle.h"
+#include "proxy/tls_stream.h"
 
 namespace smtpscreen {
 
@@ -33,6 +34,13 @@ public:
     // Loop thread: `step` to the pool. False when the pool has no thread (the caller
     // runs the step itself).
     bool submit(HandshakeStep* step);
+    // Loop thread: the keys of a TLS session that is over, freed on a pool thread. A
+    // full handshake's keys were allocated by the pool thread that derived them, in that
+    // thread's glibc arena; freed on the loop, they would take that arena's lock, which a
+    // pool thread holds through much of its bignum work, and the loop would stall behind a
+    // preempted handshake thread (docs/design.md, "TLS"). Without a pool thread they are
+    // freed here.
+    void free_on_pool(TlsStream::Keys keys);
     // Pool thread: `step` has run; the loop finishes it (HandshakeStep::finish).
     void hand_back(HandshakeStep* step);
     // Loop thread, before the loop's last run: the poll handle closes once the steps

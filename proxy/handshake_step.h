@@ -39,13 +39,14 @@
 #include <functional>
 #include <memory>
 
+#include "proxy/handshake_pool.h"
 #include "proxy/tls_stream.h"
 
 namespace smtpscreen {
 
 class HandshakeQueue;
 
-class HandshakeStep {
+class HandshakeStep final : public HandshakePool::Job {
 public:
     using Done = std::function<void(TlsStream::Handshake)>;
 
@@ -68,8 +69,8 @@ private:
     friend class HandshakeQueue;
     HandshakeStep(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done)
         : queue_(queue), stream_(std::move(stream)), nice_(nice), done_(std::move(done)) {}
-    void run();     // on a pool thread; hands the step back to queue_ at the end
-    void finish();  // on the loop thread; frees the step
+    void run() override;  // on a pool thread; hands the step back to queue_ at the end
+    void finish();        // on the loop thread; frees the step
 
     HandshakeQueue& queue_;
     HandshakeStep* next_ = nullptr;  // in queue_'s list of steps handed back

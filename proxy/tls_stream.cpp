@@ -3,6 +3,8 @@
 #include <mbedtls/asn1.h>
 #include <mbedtls/cipher.h>
 #include <mbedtls/oid.h>
+#include <mbedtls/platform.h>
+#include <mbedtls/ssl_internal.h>  // mbedtls_ssl_transform_free, and the handshake state read below
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/x509_crt.h>
 
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "core/address.h"
 
@@ -219,6 +222,22 @@ TlsStream::~TlsStream() {
     // mbedtls_ssl_free wipes and frees the record buffers, the handshake state and the
     // session; the context (and its ssl_config) is released after, by the member dtors.
     if (ssl_initialized_) mbedtls_ssl_free(&ssl_);
+}
+
+void TlsStream::KeysDeleter::operator()(mbedtls_ssl_transform* keys) const {
+    mbedtls_ssl_transform_free(keys);
+    mbedtls_free(keys);
+}
+
+// mbedtls_ssl_free frees ssl.transform (transform_in and transform_out point to it once
+// the handshake is over; a handshake in progress keeps its own in ssl.handshake).
+TlsStream::Keys TlsStream::take_keys() {
+    if (!ssl_initialized_ || ssl_.handshake != nullptr || ssl_.transform == nullptr) return nullptr;
+    Keys keys(std::exchange(ssl_.transform, nullptr));
+    ssl_.transform_in = nullptr;
+    ssl_.transform_out = nullptr;
+    state_ = State::Failed;  // no record goes in or out without its keys
+    return keys;
 }
 
 int TlsStream::bio_send(void* self, const unsigned char* buf, std::size_t len) {

@@ -121,6 +121,15 @@ public:
     // Appends the bytes to write to the network to `out` and empties the stream's buffer.
     void take_ciphertext(std::string& out);
     std::size_t ciphertext_pending() const { return out_.size(); }
+    // The session's record keys and cipher contexts (mbedtls_ssl_transform), taken out of
+    // the stream as it ends, so that the thread whose arena holds them frees them
+    // (HandshakeQueue::free_on_pool); null before the handshake is done. The stream is
+    // left unable to read or write, for its destructor only.
+    struct KeysDeleter {
+        void operator()(mbedtls_ssl_transform* keys) const;
+    };
+    using Keys = std::unique_ptr<mbedtls_ssl_transform, KeysDeleter>;
+    Keys take_keys();
     // Room for `more` bytes of ciphertext without a reallocation: made on the loop before
     // a step goes to the pool, so that the flight the step writes lands in memory of the
     // loop's malloc arena, which the loop frees without waiting on a pool thread's
