@@ -136,7 +136,7 @@ Connection::~Connection() {
     // A handshake step still on the pool keeps the stream, and frees it when it returns.
     if (stepping()) {
         tls_->step->abandon();
-    } else if (tls_ && tls_->stream.use_count() == 1) {
+    } else if (tls_ && tls_->keys_on_pool && tls_->stream.use_count() == 1) {
         tls_->steps->free_on_pool(tls_->stream->take_keys());
     }
     close();
@@ -380,6 +380,9 @@ void Connection::advance_handshake() { handshake_step_done(tls_->stream->handsha
 // A step with a public-key operation, and the steps after it until the handshake needs
 // the peer again, go to the pool (proxy/handshake_step.h).
 void Connection::run_handshake_step() {
+    // The key exchange is one of the steps that come here: the session's keys will be
+    // derived on the pool, in a pool thread's malloc arena (HandshakeQueue::free_on_pool).
+    tls_->keys_on_pool = true;
     tls_->step = HandshakeStep::start(*tls_->steps, tls_->stream, tls_->step_nice, [this](TlsStream::Handshake result) {
         tls_->step = nullptr;
         if (!socket_) return;

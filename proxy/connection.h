@@ -188,6 +188,7 @@ private:
         std::string backlog;              // ciphertext read while a step runs
         std::string held;                 // plaintext written while the handshake runs
         bool eof_after_step = false;      // the peer's EOF came while a step ran
+        bool keys_on_pool = false;        // a step ran on the pool: the keys are freed there too
     };
     bool stepping() const { return tls_ && tls_->step; }
     std::unique_ptr<Tls> tls_;
