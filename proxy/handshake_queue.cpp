@@ -19,7 +19,8 @@ namespace smtpscreen {
 HandshakeQueue::HandshakeQueue(uv_loop_t* loop, HandshakePool& pool) : pool_(pool) {
     eventfd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (eventfd_ < 0) {
-        throw std::runtime_error(fmt::format("cannot make the TLS handshake threads' eventfd: {}", std::strerror(errno)));
+        throw std::runtime_error(
+            fmt::format("cannot make the TLS handshake threads' eventfd: {}", std::strerror(errno)));
     }
     poll_ = UvHandle<uv_poll_t>([&](uv_poll_t* p) { return uv_poll_init(loop, p, eventfd_); }, this);
     if (!poll_) {

@@ -1,8 +1,9 @@
 #pragma once
-// The costly part of a TLS handshake (TlsStream::handshake()) run on the handshake
-// pool (proxy/handshake_pool.h), so that the private-key operation and the ECDHE of a full handshake (about 5 ms
-// of CPU with mbedTLS 2.28 and RSA-2048) never stall the event loop that asked for it,
-// and every core does handshakes even with process.threads = 1 (docs/design.md, "TLS").
+// The costly part of a TLS handshake (TlsStream::handshake()) run on the handshake pool
+// (proxy/handshake_pool.h), so that the private-key operation and the ECDHE of a full
+// handshake (about 5 ms of CPU with mbedTLS 2.28 and RSA-2048) never stall the event
+// loop that asked for it, and every core does handshakes even with process.threads = 1
+// (docs/design.md, "TLS").
 // Only a step with a public-key operation comes here: the loop runs the others itself
 // (TlsStream::Steps::Cheap) and queues a step when handshake() answers NeedPool; the
 // pool thread then runs that step and every one after it until the handshake needs the
@@ -65,7 +66,6 @@ public:
     void abandon() { done_ = nullptr; }
 
 private:
-    friend class HandshakePool;
     friend class HandshakeQueue;
     HandshakeStep(HandshakeQueue& queue, std::shared_ptr<TlsStream> stream, int nice, Done done)
         : queue_(queue), stream_(std::move(stream)), nice_(nice), done_(std::move(done)) {}

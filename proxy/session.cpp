@@ -718,8 +718,9 @@ void Session::start_handoff(BackendHandoff::Replay replay) {
 
 void Session::connect_backend(BackendHandoff::Replay replay) {
     arm_timer(config().backend_connect_timeout);
-    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(), worker_.handshake_steps(), config(),
-                                                       tls().backend, config().hostname, *relay_);
+    relay_->handoff = std::make_unique<BackendHandoff>(worker_.loop(), worker_.read_buffer(),
+                                                       worker_.handshake_steps(), config(), tls().backend,
+                                                       config().hostname, *relay_);
     ++worker_.backend_legs();
     const Onward& on = onward();
     relay_->handoff->start(client_ep_, on.local, on.name ? on.name->name : std::string(), std::move(replay));

@@ -4,8 +4,8 @@
 #include <mbedtls/cipher.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/platform.h>
-#include <mbedtls/ssl_internal.h>  // mbedtls_ssl_transform_free, and the handshake state read below
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/ssl_internal.h>  // mbedtls_ssl_transform_free (TlsStream::take_keys)
 #include <mbedtls/x509_crt.h>
 
 #include <fmt/format.h>

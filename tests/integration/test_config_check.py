@@ -32,8 +32,8 @@ access.file access.action
 cache.backend cache.path cache.redis cache.redis_timeout cache.redis_password cache.redis_db
 cache.redis_prefix cache.cleanup_interval cache.pregreet_ttl cache.dnsbl_min_ttl
 cache.dnsbl_max_ttl cache.deep_ttl
-tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.max_pending_handshakes tls.handshake_nice
-tls.ticket_key_file tls.passthrough tls.before_backend
+tls.cert tls.key tls.ciphers tls.min_version tls.handshake_timeout tls.max_pending_handshakes
+tls.handshake_threads tls.handshake_nice tls.ticket_key_file tls.passthrough tls.before_backend
 limits.max_connections limits.per_client_connections limits.per_client_rate
 limits.per_network_rate limits.network_prefix limits.rate_table_size limits.command_time_limit
 limits.command_count_limit limits.shutdown_grace

@@ -900,10 +900,11 @@ TEST_CASE("handshake pool: an abandoned step's stream is freed on the loop threa
         for (int i = 0; i < kSteps; ++i) {
             // A server stream with nothing fed: its step answers NeedMore at once.
             auto stream = watched(new_server(ctx), &freed[i]);
-            HandshakeStep* step = HandshakeStep::start(queue, std::move(stream), 0, [&order, i](TlsStream::Handshake r) {
+            auto done = [&order, i](TlsStream::Handshake r) {
                 CHECK(r == TlsStream::Handshake::NeedMore);
                 order.push_back(i);
-            });
+            };
+            HandshakeStep* step = HandshakeStep::start(queue, std::move(stream), 0, done);
             REQUIRE(step);
             if (i % 2) step->abandon();  // its owner went away while it ran
         }
