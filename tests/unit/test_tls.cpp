@@ -846,79 +846,86 @@ struct PooledHandshake {
     }
 };
 
+// A loop with its way to a pool of `threads`: the queue is closed and the loop run until
+// the steps are back, then the pool joins its threads, then the loop is closed.
+struct PoolOnLoop {
+    struct Loop {
+        Loop() { REQUIRE(uv_loop_init(&loop) == 0); }
+        ~Loop() { CHECK(uv_loop_close(&loop) == 0); }
+        uv_loop_t loop{};
+    };
+    explicit PoolOnLoop(int threads) : pool(threads), queue(&uv.loop, pool) {}
+    ~PoolOnLoop() {
+        queue.close();
+        run();
+    }
+    void run() { uv_run(&uv.loop, UV_RUN_DEFAULT); }
+    Loop uv;
+    HandshakePool pool;
+    HandshakeQueue queue;
+};
+
 }  // namespace
 
 TEST_CASE("handshake pool: a full handshake's costly steps run on the pool and come back on the loop") {
     auto ctx = server_ctx("rsa.crt", "rsa.key");
     auto cctx = client_ctx();
-    uv_loop_t loop;
-    REQUIRE(uv_loop_init(&loop) == 0);
     {
-        HandshakePool pool(2);
-        CHECK(pool.size() == 2);
-        HandshakeQueue queue(&loop, pool);
+        PoolOnLoop p(2);
+        CHECK(p.pool.size() == 2);
         CHECK(handshake_threads_running() == 0);  // started with the first step, not before
         std::thread::id freed_on;
         auto client = new_client(cctx);
-        PooledHandshake h{queue, watched(new_server(ctx), &freed_on), *client};
+        PooledHandshake h{p.queue, watched(new_server(ctx), &freed_on), *client};
         // The client's hello, then the server's first steps.
         client->handshake();
         std::string hello;
         client->take_ciphertext(hello);
         REQUIRE(h.server->feed_ciphertext(hello));
         h.advance();
-        CHECK(queue.out() == 1);  // the key exchange went to the pool
+        CHECK(p.queue.out() == 1);  // the key exchange went to the pool
         // The queue keeps the loop alive while a step is out: this returns when it is done.
-        uv_run(&loop, UV_RUN_DEFAULT);
+        p.run();
         INFO("server: " << h.server->error());
         INFO("client: " << client->error());
         CHECK(h.server_result == TlsStream::Handshake::Done);
         CHECK(client->handshake_done());
         CHECK(h.pool_steps >= 1);
         CHECK(h.loop_thread_only);
-        CHECK(queue.out() == 0);
+        CHECK(p.queue.out() == 0);
         CHECK(handshake_threads_running() == 2);
         h.server.reset();
         CHECK(freed_on == std::this_thread::get_id());
-        queue.close();
-        uv_run(&loop, UV_RUN_DEFAULT);
     }
     CHECK(handshake_threads_running() == 0);  // joined with the pool
-    CHECK(uv_loop_close(&loop) == 0);
 }
 
 TEST_CASE("handshake pool: an abandoned step's stream is freed on the loop thread, and close() waits for it") {
     auto ctx = server_ctx("rsa.crt", "rsa.key");
-    uv_loop_t loop;
-    REQUIRE(uv_loop_init(&loop) == 0);
-    {
-        HandshakePool pool(1);
-        HandshakeQueue queue(&loop, pool);
-        constexpr int kSteps = 8;
-        std::vector<std::thread::id> freed(kSteps);
-        std::vector<int> order;
-        for (int i = 0; i < kSteps; ++i) {
-            // A server stream with nothing fed: its step answers NeedMore at once.
-            auto stream = watched(new_server(ctx), &freed[i]);
-            auto done = [&order, i](TlsStream::Handshake r) {
-                CHECK(r == TlsStream::Handshake::NeedMore);
-                order.push_back(i);
-            };
-            HandshakeStep* step = HandshakeStep::start(queue, std::move(stream), 0, done);
-            REQUIRE(step);
-            if (i % 2) step->abandon();  // its owner went away while it ran
-        }
-        CHECK(queue.out() == kSteps);
-        queue.close();  // the loop still runs until every step is back
-        uv_run(&loop, UV_RUN_DEFAULT);
-        CHECK(queue.out() == 0);
-        CHECK(order == std::vector<int>{0, 2, 4, 6});  // one thread: first come, first back
-        for (int i = 0; i < kSteps; ++i) {
-            INFO("step " << i);
-            CHECK(freed[i] == std::this_thread::get_id());
-        }
+    PoolOnLoop p(1);
+    constexpr int kSteps = 8;
+    std::vector<std::thread::id> freed(kSteps);
+    std::vector<int> order;
+    for (int i = 0; i < kSteps; ++i) {
+        // A server stream with nothing fed: its step answers NeedMore at once.
+        auto stream = watched(new_server(ctx), &freed[i]);
+        auto done = [&order, i](TlsStream::Handshake r) {
+            CHECK(r == TlsStream::Handshake::NeedMore);
+            order.push_back(i);
+        };
+        HandshakeStep* step = HandshakeStep::start(p.queue, std::move(stream), 0, done);
+        REQUIRE(step);
+        if (i % 2) step->abandon();  // its owner went away while it ran
     }
-    CHECK(uv_loop_close(&loop) == 0);
+    CHECK(p.queue.out() == kSteps);
+    p.queue.close();  // the loop still runs until every step is back
+    p.run();
+    CHECK(p.queue.out() == 0);
+    CHECK(order == std::vector<int>{0, 2, 4, 6});  // one thread: first come, first back
+    for (int i = 0; i < kSteps; ++i) {
+        INFO("step " << i);
+        CHECK(freed[i] == std::this_thread::get_id());
+    }
 }
 
 TEST_CASE("handshake pool: one thread per CPU the process may run on unless told") {
@@ -931,11 +938,8 @@ TEST_CASE("handshake pool: one thread per CPU the process may run on unless told
 TEST_CASE("handshake pool: a finished session's keys leave the stream and are freed on the pool") {
     auto ctx = server_ctx("rsa.crt", "rsa.key");
     auto cctx = client_ctx();
-    uv_loop_t loop;
-    REQUIRE(uv_loop_init(&loop) == 0);
     {
-        HandshakePool pool(1);
-        HandshakeQueue queue(&loop, pool);
+        PoolOnLoop p(1);
         auto client = new_client(cctx);
         auto server = new_server(ctx);
         CHECK_FALSE(server->take_keys());  // no keys before the handshake
@@ -946,11 +950,8 @@ TEST_CASE("handshake pool: a finished session's keys leave the stream and are fr
         REQUIRE(keys);
         CHECK_FALSE(server->take_keys());              // taken once
         CHECK_FALSE(server->write_plaintext("250 x"));  // and nothing is sealed without them
-        queue.free_on_pool(std::move(keys));
+        p.queue.free_on_pool(std::move(keys));
         server.reset();  // the rest of the stream, on this thread
-        queue.free_on_pool(nullptr);  // a stream that never finished its handshake has none
-        queue.close();
-        uv_run(&loop, UV_RUN_DEFAULT);
+        p.queue.free_on_pool(nullptr);  // a stream that never finished its handshake has none
     }  // the pool runs what is queued before its threads end: ASan sees no leak
-    CHECK(uv_loop_close(&loop) == 0);
 }
