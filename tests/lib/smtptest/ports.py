@@ -17,6 +17,23 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, host="127.0.0.1"):
+    """n distinct ephemeral TCP ports, free right now on host. Bound all at once: n calls
+    of free_port() can get the same port back, as the kernel may hand out again a port
+    just released (Postfix then serves two services on one port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def have_ipv6_loopback():
     """True when ::1 can be bound (some containers have no IPv6 at all)."""
     try:

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from .checks import Failure, Skip, check, log, tail, wait_until
-from .ports import free_port, port_listening
+from .ports import free_ports, port_listening
 from .postfix_services import INTERNAL_SERVICES
 from .processes import pid_alive, read_text, which
 
@@ -39,9 +39,7 @@ class Postfix:
         self.main_extra = dict(main_extra or {})
         self.inet_protocols = inet_protocols
         self.master_extra = master_extra  # more master.cf lines (a policy service, ...)
-        self.proxy_port = free_port()
-        self.xclient_port = free_port()
-        self.plain_port = free_port()
+        self.proxy_port, self.xclient_port, self.plain_port = free_ports(3)
         self.master_pid = None
         self.postfix = which("postfix")
         self.postconf = which("postconf")
@@ -146,14 +144,14 @@ class Postfix:
             r = self._run("start")
             if r.returncode == 0:
                 break
-            # free_port() cannot reserve a port: a test running beside this one may have
+            # free_ports() cannot reserve the ports: a test running beside this one may have
             # taken one of ours since. Take new ones and start again.
             if "Address already in use" not in self.log() or attempt == 2:
                 raise Failure(f"postfix -c {self.config_dir} start failed (rc {r.returncode}):\n"
                               f"{r.stdout}{r.stderr}{self.log()}")
             log(f"postfix {self.config_dir}: a port was taken before master bound it; new ports")
             self._run("stop")
-            self.proxy_port, self.xclient_port, self.plain_port = free_port(), free_port(), free_port()
+            self.proxy_port, self.xclient_port, self.plain_port = free_ports(3)
             self._write_config()
         pid_file = os.path.join(self.queue_dir, "pid", "master.pid")
         pid_text = wait_until(lambda: read_text(pid_file).strip(), 10, what=f"{pid_file}")
